@@ -1,0 +1,92 @@
+"""`python -m emu`: run an image or the default scenario and write its trace.
+
+Exit codes: 0 the scenario completed as expected; 1 the guest failed (a fault, a refusal to
+start, a halted bootstrap, the instruction limit); 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emu.trace import FORMATS, Trace, TraceWriter
+from emu.world import DEFAULT_WORLD, InputError, RunRequest, load_world
+
+EXIT_OK = 0
+EXIT_GUEST_FAILED = 1
+EXIT_INPUT_ERROR = 2
+DEFAULT_MAX_INSTRUCTIONS = 100_000_000
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m emu", description="Run procd and its world under emulation.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="run the default scenario or an image and print its trace",
+        description="Run IMAGE (default: rootd boots the committed procd, which spawns phase0-exit).",
+        epilog="exit codes: 0 completed as expected, 1 guest failed, 2 usage or input error",
+    )
+    run.add_argument("image", nargs="?", type=Path, metavar="IMAGE", help="ELF image (default: the procd scenario)")
+    run.add_argument("--format", choices=FORMATS, default="text", help="trace format (default: text)")
+    run.add_argument("--out", type=Path, metavar="FILE", help="write the trace to FILE instead of stdout")
+    run.add_argument(
+        "--max-instructions",
+        type=_positive,
+        default=DEFAULT_MAX_INSTRUCTIONS,
+        metavar="N",
+        help=f"stop the guest after N instructions (default: {DEFAULT_MAX_INSTRUCTIONS})",
+    )
+    run.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    out: Path | None = args.out
+    if out is not None and not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise InputError(f"--out {out}: folder {out.parent} does not exist")
+    world = load_world(args.world)
+    writer = TraceWriter(args.format, out)
+    trace = Trace(sink=writer.write)
+    try:
+        outcome = world.run(RunRequest(args.image, args.max_instructions), trace)
+        trace.emit(
+            "summary",
+            0,
+            stop=outcome.stop,
+            ok=outcome.ok,
+            detail=outcome.detail,
+            instructions=outcome.instructions,
+            processes=outcome.processes,
+            digest=trace.digest(),
+        )
+    except BaseException:
+        writer.abort()
+        raise
+    writer.commit()
+    verdict = "ok" if outcome.ok else "guest failed"
+    print(f"emu: {verdict} ({outcome.stop}): {outcome.detail}", file=sys.stderr)
+    return EXIT_OK if outcome.ok else EXIT_GUEST_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run_command(args)
+    except InputError as exc:
+        print(f"emu: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print("emu: interrupted", file=sys.stderr)
+        return 130

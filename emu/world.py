@@ -1,0 +1,52 @@
+"""The interface between the generic emulator and a modelled world that plugs into it.
+
+A world is a module with `run(request, trace) -> RunOutcome`. The CLI loads it by name
+(`--world`, default `procd_model.world`), so `emu` itself never imports a particular OS model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from emu.trace import Trace
+
+DEFAULT_WORLD = "procd_model.world"
+
+
+class InputError(Exception):
+    """Bad input from the user (an image, a scenario): exit 2 with this one-line message."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    image: Path | None
+    """An image to run; None for the world's default scenario."""
+    max_instructions: int
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    ok: bool
+    """True when the scenario completed as expected."""
+    stop: str
+    """Why the machine stopped: "completed", "idle", "instruction-limit", "halted", ..."""
+    detail: str
+    processes: list[dict[str, Any]] = field(default_factory=list)
+    instructions: int = 0
+
+
+class World(Protocol):
+    def run(self, request: RunRequest, trace: Trace) -> RunOutcome: ...
+
+
+def load_world(name: str) -> World:
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        raise InputError(f"cannot load world {name!r}: {exc}") from None
+    if not callable(getattr(module, "run", None)):
+        raise InputError(f"world {name!r} has no run(request, trace) function")
+    return cast(World, module)

@@ -1,0 +1,313 @@
+//! procd, the EriX process lifecycle manager: its service logic.
+//!
+//! Everything procd decides lives here, behind the [`Kernel`] trait, so the host unit tests
+//! drive it with a model kernel; `main.rs` implements [`Kernel`] with the real syscalls and runs
+//! the RECV / handle / REPLY loop.
+//!
+//! - [`start`]: parse the start envelope (role PROCD), validate the capability intake, log the
+//!   outcome, and on success signal `notify_bit::READY` on the bootstrap notification.
+//! - [`Procd::handle`]: answer one request (SPAWN_SERVICE, the only op) in place.
+//!
+//! No heap and no panics on any message contents: fixed arrays, checked access only.
+#![cfg_attr(not(test), no_std)]
+
+use abi::{
+    BADGE_ROOTD, CAP_TABLE_SLOTS, ENVELOPE_MAX_SLOTS, Message, MessageHeader, cap_purpose,
+    create_process_reply, create_process_request, envelope_flag, grant, kernel_op, notify_bit,
+    procd_op, read_u16, read_u32, role, spawn_service_reply, spawn_service_request,
+    start_process_request, startup_status, status, write_u16, write_u32, write_u64,
+};
+use bootstrap::{Envelope, EnvelopeBuilder, SlotEntry};
+use capabi::Grant;
+
+mod table;
+
+pub use table::{ProcState, ProcessEntry, ProcessTable};
+
+/// What procd needs from the kernel.
+pub trait Kernel {
+    /// CAP_INFO: type and rights of the capability in `slot`, `None` if the slot is empty (or
+    /// the kernel refuses).
+    fn cap_info(&mut self, slot: u32) -> Option<(u32, u32)>;
+    /// CAP_DELETE `slot` (errors are ignored: the slot ends up empty either way).
+    fn cap_delete(&mut self, slot: u32);
+    /// CALL endpoint `slot` with `msg` (header plus declared payload); on syscall status OK
+    /// `msg` holds the reply. Returns the syscall status.
+    fn call(&mut self, slot: u32, msg: &mut Message) -> u32;
+    /// NOTIFY `bits` on notification `slot`; returns the syscall status.
+    fn notify(&mut self, slot: u32, bits: u64) -> u32;
+    /// DEBUG_WRITE one log line made of `parts`, concatenated.
+    fn debug_write(&mut self, parts: &[&[u8]]);
+}
+
+/// Startup: validate the envelope and intake, then announce readiness.
+///
+/// `envelope` is `None` for a null envelope pointer. On failure logs
+/// `procd: startup refused: <STATUS_NAME>` and returns the `startup_status` the image exits
+/// with. On success logs `procd: envelope accepted` and NOTIFYs `notify_bit::READY` on the
+/// bootstrap notification (a failed NOTIFY is logged; procd serves anyway).
+pub fn start(k: &mut impl Kernel, envelope: Option<&[u8]>) -> Result<Procd, u64> {
+    let accepted = envelope
+        .ok_or(startup_status::ENVELOPE_NULL)
+        .and_then(|bytes| bootstrap::parse(bytes, role::PROCD))
+        .and_then(|env| {
+            capabi::validate_intake(&env, role::PROCD, |slot| k.cap_info(slot))?;
+            Procd::new(env)
+        });
+    let procd = match accepted {
+        Ok(procd) => procd,
+        Err(code) => {
+            let name = startup_status::name(code).unwrap_or("UNKNOWN");
+            k.debug_write(&[b"procd: startup refused: ", name.as_bytes()]);
+            return Err(code);
+        }
+    };
+    k.debug_write(&[b"procd: envelope accepted"]);
+    let notified = k.notify(procd.bootstrap_notify, notify_bit::READY);
+    if notified != status::OK {
+        let name = status::name(notified).unwrap_or("UNKNOWN");
+        k.debug_write(&[b"procd: READY notify failed: ", name.as_bytes()]);
+    }
+    Ok(procd)
+}
+
+/// A running procd: its envelope, the slots it serves with, and its process table.
+#[derive(Clone, Debug)]
+pub struct Procd {
+    env: Envelope,
+    self_endpoint: u32,
+    kernel_control: u32,
+    bootstrap_notify: u32,
+    table: ProcessTable,
+}
+
+impl Procd {
+    /// A procd serving with the capabilities `env` lists (SELF_ENDPOINT, KERNEL_CONTROL and
+    /// BOOTSTRAP_NOTIFY must be there: `Err(INTAKE_MISSING)` otherwise). The intake must already
+    /// have been validated.
+    pub fn new(env: Envelope) -> Result<Self, u64> {
+        let slot = |purpose| env.slot_for(purpose).ok_or(startup_status::INTAKE_MISSING);
+        Ok(Self {
+            self_endpoint: slot(cap_purpose::SELF_ENDPOINT)?,
+            kernel_control: slot(cap_purpose::KERNEL_CONTROL)?,
+            bootstrap_notify: slot(cap_purpose::BOOTSTRAP_NOTIFY)?,
+            env,
+            table: ProcessTable::new(),
+        })
+    }
+
+    /// The endpoint procd RECVs on.
+    pub fn self_endpoint(&self) -> u32 {
+        self.self_endpoint
+    }
+
+    /// The process table.
+    pub fn table(&self) -> &ProcessTable {
+        &self.table
+    }
+
+    /// Answer the request in `msg`, which arrived through a capability badged `badge`, and
+    /// leave the reply in `msg`: header op = status, payload_len, no capabilities, reserved
+    /// fields zero.
+    ///
+    /// Capabilities that came with the request are deleted first (procd keeps none it did not
+    /// ask for); a request carrying any is answered INVALID_ARGUMENT (after the badge check, for
+    /// SPAWN_SERVICE). Unknown ops are INVALID_ARGUMENT.
+    pub fn handle(&mut self, k: &mut impl Kernel, badge: u64, msg: &mut Message) {
+        let request = msg.header();
+        self.discard_caps(k, &request);
+        let result = match request.op {
+            procd_op::SPAWN_SERVICE => self.spawn_service(k, badge, msg),
+            _ => Err(status::INVALID_ARGUMENT),
+        };
+        match result {
+            Ok(spawned) => {
+                let payload = msg.start(status::OK, spawn_service_reply::SIZE);
+                // Cannot fail: the payload is spawn_service_reply::SIZE bytes.
+                let _ = write_u32(payload, spawn_service_reply::PID, spawned.pid)
+                    && write_u32(payload, spawn_service_reply::ENDPOINT, spawned.endpoint);
+            }
+            Err(code) => {
+                msg.start(code, 0);
+            }
+        }
+    }
+
+    /// Whether `slot` holds one of procd's own capabilities (from its envelope, or a child
+    /// endpoint it keeps).
+    fn owns_slot(&self, slot: u32) -> bool {
+        self.env.holds_slot(slot) || self.table.holds_slot(slot)
+    }
+
+    /// CAP_DELETE every capability the message `header` says was transferred to us, except
+    /// slots procd already owns (a correct kernel never reports those).
+    fn discard_caps(&self, k: &mut impl Kernel, header: &MessageHeader) {
+        for &slot in header.cap_slots() {
+            if !self.owns_slot(slot) {
+                k.cap_delete(slot);
+            }
+        }
+    }
+
+    /// SPAWN_SERVICE: validate rootd's request, CREATE_PROCESS then START_PROCESS.
+    fn spawn_service(
+        &mut self,
+        k: &mut impl Kernel,
+        badge: u64,
+        msg: &mut Message,
+    ) -> Result<Spawned, u32> {
+        if badge != BADGE_ROOTD {
+            return Err(status::DENIED);
+        }
+        let request = msg.header();
+        if usize::from(request.payload_len) != spawn_service_request::SIZE
+            || request.cap_count != 0
+            || request.reserved0 != 0
+            || request.reserved1 != 0
+        {
+            return Err(status::INVALID_ARGUMENT);
+        }
+        let payload = msg.payload();
+        let field_u32 = |offset| read_u32(payload, offset).ok_or(status::INVALID_ARGUMENT);
+        let field_u16 = |offset| read_u16(payload, offset).ok_or(status::INVALID_ARGUMENT);
+        let image_id = field_u32(spawn_service_request::IMAGE_ID)?;
+        let child_role = field_u16(spawn_service_request::ROLE)?;
+        let flags = field_u16(spawn_service_request::FLAGS)?;
+        if role::name(child_role).is_none()
+            || matches!(child_role, role::ROOTD | role::PROCD | role::GENERIC)
+            || flags & !envelope_flag::ALL != 0
+            || image_id == 0
+        {
+            return Err(status::INVALID_ARGUMENT);
+        }
+        let index = self.table.free_index().ok_or(status::BUSY)?;
+        let plan = capabi::plan_child_grants(child_role, &self.env)?;
+
+        // The child's start envelope: its own endpoint plus one record per grant.
+        let mut builder = EnvelopeBuilder::new(child_role, flags).map_err(|_| status::INTERNAL)?;
+        let mut records = [SlotEntry::default(); ENVELOPE_MAX_SLOTS];
+        for record in plan.envelope_slots(&mut records) {
+            builder
+                .push(record.slot, record.purpose)
+                .map_err(|_| status::INTERNAL)?;
+        }
+
+        // CREATE_PROCESS, then keep the endpoint capability the kernel returns.
+        if !write_create_request(msg, image_id, plan.grants(), &builder) {
+            return Err(status::INTERNAL);
+        }
+        let created = self.kernel_call(k, msg)?;
+        let pid = read_u32(msg.payload(), create_process_reply::PID);
+        let endpoint = read_u32(msg.payload(), create_process_reply::ENDPOINT);
+        let endpoint_slot = created.cap_slots().first().copied();
+        let (Some(pid), Some(endpoint), Some(endpoint_slot)) = (pid, endpoint, endpoint_slot)
+        else {
+            // OK without the promised payload or capability: a kernel fault, not ours to keep.
+            self.discard_caps(k, &created);
+            return Err(status::INTERNAL);
+        };
+        if endpoint_slot == 0 || endpoint_slot >= CAP_TABLE_SLOTS || self.owns_slot(endpoint_slot) {
+            self.discard_caps(k, &created);
+            return Err(status::INTERNAL);
+        }
+        // Keep only the endpoint capability.
+        for &extra in created.cap_slots().get(1..).unwrap_or(&[]) {
+            if extra != endpoint_slot && !self.owns_slot(extra) {
+                k.cap_delete(extra);
+            }
+        }
+        let entry = ProcessEntry {
+            state: ProcState::Created,
+            pid,
+            endpoint,
+            endpoint_slot,
+            role: child_role,
+            image_id,
+            flags,
+        };
+        self.table.set(index, entry);
+
+        // START_PROCESS.
+        let payload = msg.start(kernel_op::START_PROCESS, start_process_request::SIZE);
+        // Cannot fail: the payload is start_process_request::SIZE bytes (reserved stays 0).
+        let _ = write_u32(payload, start_process_request::PID, pid);
+        if let Err(code) = self.kernel_call(k, msg) {
+            // A created process that never started: procd has no op to reap it, and keeping
+            // the entry would only use up table capacity, so the entry is freed and procd drops
+            // its endpoint capability. rootd sees the kernel's status.
+            self.table.set(index, ProcessEntry::default());
+            k.cap_delete(endpoint_slot);
+            return Err(code);
+        }
+        self.table.set(
+            index,
+            ProcessEntry {
+                state: ProcState::Running,
+                ..entry
+            },
+        );
+        Ok(Spawned { pid, endpoint })
+    }
+
+    /// CALL kernel-control with `msg`. `Ok(reply header)` when both the syscall and the reply
+    /// say OK; otherwise `Err(status)` — the syscall's status, or the reply's op as is — after
+    /// deleting any capabilities the reply carried.
+    fn kernel_call(&self, k: &mut impl Kernel, msg: &mut Message) -> Result<MessageHeader, u32> {
+        let syscall = k.call(self.kernel_control, msg);
+        if syscall != status::OK {
+            return Err(syscall);
+        }
+        let reply = msg.header();
+        if reply.op != status::OK {
+            self.discard_caps(k, &reply);
+            return Err(reply.op);
+        }
+        Ok(reply)
+    }
+}
+
+/// Write a CREATE_PROCESS request into `msg`: `image_id`, the `grants`, badge 0 and the
+/// envelope `builder` holds. `false` if anything does not fit (it always does: at most
+/// `CREATE_MAX_GRANTS` grants and an envelope of at most `1 + CREATE_MAX_GRANTS` slots).
+fn write_create_request(
+    msg: &mut Message,
+    image_id: u32,
+    grants: &[Grant],
+    builder: &EnvelopeBuilder,
+) -> bool {
+    let envelope_len = builder.envelope().encoded_len();
+    let (Ok(grant_count), Ok(envelope_len_u16)) =
+        (u16::try_from(grants.len()), u16::try_from(envelope_len))
+    else {
+        return false;
+    };
+    let payload = msg.start(
+        kernel_op::CREATE_PROCESS,
+        create_process_request::SIZE + envelope_len,
+    );
+    let mut ok = grants.len() <= create_process_request::GRANTS_COUNT
+        && write_u32(payload, create_process_request::IMAGE_ID, image_id)
+        && write_u16(payload, create_process_request::GRANT_COUNT, grant_count)
+        && write_u16(payload, create_process_request::ENVELOPE_LEN, envelope_len_u16)
+        // Badge 0 on procd's own capability to the child's endpoint: procd is its only holder
+        // and tells children apart by the slot its table records.
+        && write_u64(payload, create_process_request::BADGE, 0);
+    for (i, g) in grants.iter().enumerate() {
+        let at = create_process_request::GRANTS + grant::SIZE * i;
+        ok = ok && payload.get_mut(at..).is_some_and(|record| g.write(record));
+    }
+    ok && payload
+        .get_mut(create_process_request::SIZE..)
+        .and_then(|area| builder.write(area))
+        == Some(envelope_len)
+}
+
+/// A started child, as SPAWN_SERVICE reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Spawned {
+    pid: u32,
+    endpoint: u32,
+}
+
+#[cfg(test)]
+mod tests;

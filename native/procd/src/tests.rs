@@ -1,0 +1,657 @@
+//! Host tests: procd against a model kernel.
+
+use super::*;
+use abi::{
+    CHILD_FIRST_GRANT_SLOT, CHILD_SELF_ENDPOINT_SLOT, MSG_MAX_CAPS, cap_type, message_header,
+    read_u64, rights,
+};
+use std::collections::BTreeMap;
+
+const SELF_EP: u32 = 1;
+const KC: u32 = 2;
+const NOTIFY: u32 = 3;
+const CRASHD: u32 = 5;
+
+/// A model of the kernel as procd sees it: a capability table, a kernel-control endpoint that
+/// creates and starts processes, and logs of every call.
+struct Model {
+    caps: BTreeMap<u32, (u32, u32)>,
+    log: Vec<String>,
+    notified: Vec<(u32, u64)>,
+    deleted: Vec<u32>,
+    /// Every kernel-control request (op, payload).
+    requests: Vec<(u32, Vec<u8>)>,
+    next_pid: u32,
+    next_endpoint: u32,
+    /// Overrides: syscall status of the next CALL, reply status of CREATE / START.
+    call_status: u32,
+    create_status: u32,
+    start_status: u32,
+    /// Tamper with a successful CREATE reply.
+    create_reply_hook: Option<fn(&mut Message)>,
+}
+
+impl Model {
+    fn new() -> Self {
+        let caps = BTreeMap::from([
+            (SELF_EP, (cap_type::ENDPOINT, rights::RECV)),
+            (KC, (cap_type::KERNEL_CONTROL, rights::SEND | rights::SPAWN)),
+            (NOTIFY, (cap_type::NOTIFICATION, rights::SEND)),
+            (CRASHD, (cap_type::ENDPOINT, rights::SEND | rights::GRANT)),
+        ]);
+        Self {
+            caps,
+            log: Vec::new(),
+            notified: Vec::new(),
+            deleted: Vec::new(),
+            requests: Vec::new(),
+            next_pid: 100,
+            next_endpoint: 7000,
+            call_status: status::OK,
+            create_status: status::OK,
+            start_status: status::OK,
+            create_reply_hook: None,
+        }
+    }
+
+    fn free_slot(&self) -> u32 {
+        (1..CAP_TABLE_SLOTS)
+            .find(|s| !self.caps.contains_key(s))
+            .expect("free slot")
+    }
+
+    /// Put capabilities into the table as if they arrived with `msg`, recording the slots in
+    /// its header.
+    fn deliver_caps(&mut self, msg: &mut Message, count: usize) {
+        let mut h = msg.header();
+        for i in 0..count {
+            let slot = self.free_slot();
+            self.caps.insert(slot, (cap_type::ENDPOINT, rights::SEND));
+            h.caps[i] = slot;
+        }
+        h.cap_count = count as u8;
+        msg.set_header(&h);
+    }
+
+    fn kernel_control(&mut self, msg: &mut Message) {
+        let h = msg.header();
+        let payload = msg.payload().to_vec();
+        self.requests.push((h.op, payload.clone()));
+        match h.op {
+            kernel_op::CREATE_PROCESS => {
+                if self.create_status != status::OK {
+                    msg.start(self.create_status, 0);
+                    return;
+                }
+                let pid = self.next_pid;
+                let endpoint = self.next_endpoint;
+                self.next_pid += 1;
+                self.next_endpoint += 1;
+                let p = msg.start(status::OK, create_process_reply::SIZE);
+                write_u32(p, create_process_reply::PID, pid);
+                write_u32(p, create_process_reply::ENDPOINT, endpoint);
+                self.deliver_caps(msg, 1);
+                let slot = msg.header().caps[0];
+                self.caps
+                    .insert(slot, (cap_type::ENDPOINT, rights::SEND | rights::GRANT));
+                if let Some(hook) = self.create_reply_hook {
+                    hook(msg);
+                }
+            }
+            kernel_op::START_PROCESS => {
+                msg.start(self.start_status, 0);
+            }
+            _ => {
+                msg.start(status::INVALID_ARGUMENT, 0);
+            }
+        }
+    }
+}
+
+impl Kernel for Model {
+    fn cap_info(&mut self, slot: u32) -> Option<(u32, u32)> {
+        self.caps.get(&slot).copied()
+    }
+
+    fn cap_delete(&mut self, slot: u32) {
+        self.deleted.push(slot);
+        self.caps.remove(&slot);
+    }
+
+    fn call(&mut self, slot: u32, msg: &mut Message) -> u32 {
+        if self.call_status != status::OK {
+            return self.call_status;
+        }
+        assert_eq!(slot, KC, "procd only CALLs kernel-control");
+        self.kernel_control(msg);
+        status::OK
+    }
+
+    fn notify(&mut self, slot: u32, bits: u64) -> u32 {
+        self.notified.push((slot, bits));
+        status::OK
+    }
+
+    fn debug_write(&mut self, parts: &[&[u8]]) {
+        let line: Vec<u8> = parts.concat();
+        assert!(line.len() <= abi::DEBUG_WRITE_MAX);
+        self.log.push(String::from_utf8(line).expect("ascii"));
+    }
+}
+
+fn envelope_bytes(slots: &[(u32, u16)]) -> Vec<u8> {
+    let mut b = EnvelopeBuilder::new(role::PROCD, envelope_flag::REQUIRED).expect("role");
+    for &(slot, purpose) in slots {
+        b.push(slot, purpose).expect("slot");
+    }
+    let mut out = vec![0u8; abi::ENVELOPE_MAX];
+    let n = b.write(&mut out).expect("fits");
+    out.truncate(n);
+    out
+}
+
+fn procd_envelope() -> Vec<u8> {
+    envelope_bytes(&[
+        (SELF_EP, cap_purpose::SELF_ENDPOINT),
+        (KC, cap_purpose::KERNEL_CONTROL),
+        (NOTIFY, cap_purpose::BOOTSTRAP_NOTIFY),
+        (CRASHD, cap_purpose::CRASHD_ENDPOINT),
+    ])
+}
+
+fn started() -> (Model, Procd) {
+    let mut k = Model::new();
+    let p = start(&mut k, Some(&procd_envelope())).expect("starts");
+    k.log.clear();
+    k.notified.clear();
+    (k, p)
+}
+
+fn spawn_request(image_id: u32, role: u16, flags: u16) -> Message {
+    let mut m = Message::new();
+    let p = m.start(procd_op::SPAWN_SERVICE, spawn_service_request::SIZE);
+    write_u32(p, spawn_service_request::IMAGE_ID, image_id);
+    write_u16(p, spawn_service_request::ROLE, role);
+    write_u16(p, spawn_service_request::FLAGS, flags);
+    m
+}
+
+/// Assert `msg` is a well-formed reply and return (status, payload).
+fn reply(msg: &Message) -> (u32, Vec<u8>) {
+    let h = msg.header();
+    assert_eq!(h.cap_count, 0);
+    assert_eq!(h.reserved0, 0);
+    assert_eq!(h.reserved1, 0);
+    assert_eq!(h.caps, [0; MSG_MAX_CAPS]);
+    (h.op, msg.payload().to_vec())
+}
+
+fn spawn(k: &mut Model, p: &mut Procd, badge: u64, mut m: Message) -> (u32, Vec<u8>) {
+    p.handle(k, badge, &mut m);
+    reply(&m)
+}
+
+// ------------------------------------------------------------------ startup
+
+#[test]
+fn startup_accepts_and_notifies_ready() {
+    let mut k = Model::new();
+    let p = start(&mut k, Some(&procd_envelope())).expect("starts");
+    assert_eq!(k.log, ["procd: envelope accepted"]);
+    assert_eq!(k.notified, [(NOTIFY, notify_bit::READY)]);
+    assert_eq!(p.self_endpoint(), SELF_EP);
+    assert_eq!(p.table().live().count(), 0);
+}
+
+#[test]
+fn startup_refuses_a_null_envelope() {
+    let mut k = Model::new();
+    assert_eq!(
+        start(&mut k, None).map(|_| ()),
+        Err(startup_status::ENVELOPE_NULL)
+    );
+    assert_eq!(k.log, ["procd: startup refused: ENVELOPE_NULL"]);
+    assert!(k.notified.is_empty());
+}
+
+#[test]
+fn startup_refuses_bad_envelopes_by_name() {
+    let mut bad_magic = procd_envelope();
+    bad_magic[0] ^= 0xFF;
+    let mut other_role = procd_envelope();
+    write_u16(&mut other_role, abi::envelope_header::ROLE, role::TEST);
+    let cases: [(&[u8], u64, &str); 3] = [
+        (&bad_magic, startup_status::BAD_MAGIC, "BAD_MAGIC"),
+        (&other_role, startup_status::BAD_ROLE, "BAD_ROLE"),
+        (&[1, 2, 3], startup_status::BAD_LENGTH, "BAD_LENGTH"),
+    ];
+    for (bytes, code, name) in cases {
+        let mut k = Model::new();
+        assert_eq!(start(&mut k, Some(bytes)).map(|_| ()), Err(code));
+        assert_eq!(k.log, [format!("procd: startup refused: {name}")]);
+        assert!(k.notified.is_empty());
+    }
+}
+
+#[test]
+fn startup_refuses_a_bad_intake() {
+    // Missing kernel control purpose.
+    let mut k = Model::new();
+    let env = envelope_bytes(&[
+        (SELF_EP, cap_purpose::SELF_ENDPOINT),
+        (NOTIFY, cap_purpose::BOOTSTRAP_NOTIFY),
+    ]);
+    assert_eq!(
+        start(&mut k, Some(&env)).map(|_| ()),
+        Err(startup_status::INTAKE_MISSING)
+    );
+    assert_eq!(k.log, ["procd: startup refused: INTAKE_MISSING"]);
+
+    // Kernel control without SPAWN.
+    let mut k = Model::new();
+    k.caps.insert(KC, (cap_type::KERNEL_CONTROL, rights::SEND));
+    assert_eq!(
+        start(&mut k, Some(&procd_envelope())).map(|_| ()),
+        Err(startup_status::INTAKE_RIGHTS)
+    );
+    assert_eq!(k.log, ["procd: startup refused: INTAKE_RIGHTS"]);
+
+    // Notification slot holding an endpoint.
+    let mut k = Model::new();
+    k.caps.insert(NOTIFY, (cap_type::ENDPOINT, rights::SEND));
+    assert_eq!(
+        start(&mut k, Some(&procd_envelope())).map(|_| ()),
+        Err(startup_status::INTAKE_WRONG_TYPE)
+    );
+
+    // Empty self-endpoint slot.
+    let mut k = Model::new();
+    k.caps.remove(&SELF_EP);
+    assert_eq!(
+        start(&mut k, Some(&procd_envelope())).map(|_| ()),
+        Err(startup_status::INTAKE_MISSING)
+    );
+}
+
+// ------------------------------------------------------------------ SPAWN_SERVICE
+
+#[test]
+fn spawn_service_creates_and_starts() {
+    let (mut k, mut p) = started();
+    let flags = envelope_flag::REQUIRED | envelope_flag::BOOTSTRAP_CRITICAL;
+    let (st, payload) = spawn(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        spawn_request(42, role::TIMED, flags),
+    );
+    assert_eq!(st, status::OK);
+    assert_eq!(payload.len(), spawn_service_reply::SIZE);
+    assert_eq!(read_u32(&payload, spawn_service_reply::PID), Some(100));
+    assert_eq!(
+        read_u32(&payload, spawn_service_reply::ENDPOINT),
+        Some(7000)
+    );
+
+    // CREATE_PROCESS then START_PROCESS.
+    assert_eq!(k.requests.len(), 2);
+    let (op, create) = &k.requests[0];
+    assert_eq!(*op, kernel_op::CREATE_PROCESS);
+    assert_eq!(read_u32(create, create_process_request::IMAGE_ID), Some(42));
+    // TIMED: kernel control (required, SEND) and bootstrap notify (optional, SEND).
+    assert_eq!(
+        read_u16(create, create_process_request::GRANT_COUNT),
+        Some(2)
+    );
+    let grant = |i: usize| read_u64(create, create_process_request::GRANTS + 8 * i);
+    assert_eq!(
+        grant(0),
+        Some(u64::from(KC) | (u64::from(rights::SEND) << 32))
+    );
+    assert_eq!(
+        grant(1),
+        Some(u64::from(NOTIFY) | (u64::from(rights::SEND) << 32))
+    );
+    for i in 2..create_process_request::GRANTS_COUNT {
+        assert_eq!(grant(i), Some(0));
+    }
+    assert_eq!(read_u64(create, create_process_request::BADGE), Some(0));
+    let env_len = usize::from(read_u16(create, create_process_request::ENVELOPE_LEN).unwrap());
+    assert_eq!(create.len(), create_process_request::SIZE + env_len);
+    let env = bootstrap::parse(&create[create_process_request::SIZE..], role::TIMED)
+        .expect("child envelope parses");
+    assert_eq!(env.flags(), flags);
+    assert_eq!(
+        env.slot_for(cap_purpose::SELF_ENDPOINT),
+        Some(CHILD_SELF_ENDPOINT_SLOT)
+    );
+    assert_eq!(
+        env.slot_for(cap_purpose::KERNEL_CONTROL),
+        Some(CHILD_FIRST_GRANT_SLOT)
+    );
+    assert_eq!(
+        env.slot_for(cap_purpose::BOOTSTRAP_NOTIFY),
+        Some(CHILD_FIRST_GRANT_SLOT + 1)
+    );
+    assert_eq!(env.slots().len(), 3);
+
+    let (op, start_req) = &k.requests[1];
+    assert_eq!(*op, kernel_op::START_PROCESS);
+    assert_eq!(start_req.len(), start_process_request::SIZE);
+    assert_eq!(read_u32(start_req, start_process_request::PID), Some(100));
+    assert_eq!(
+        read_u32(start_req, start_process_request::RESERVED),
+        Some(0)
+    );
+
+    let live: Vec<_> = p.table().live().copied().collect();
+    assert_eq!(live.len(), 1);
+    let e = live[0];
+    assert_eq!(e.state, ProcState::Running);
+    assert_eq!(
+        (e.pid, e.endpoint, e.role, e.image_id, e.flags),
+        (100, 7000, role::TIMED, 42, flags)
+    );
+    assert!(
+        k.caps.contains_key(&e.endpoint_slot),
+        "procd keeps the child endpoint cap"
+    );
+    assert!(k.deleted.is_empty());
+    assert!(k.log.is_empty());
+}
+
+#[test]
+fn spawn_ids_come_from_the_kernel_in_order() {
+    let (mut k, mut p) = started();
+    for i in 0..3 {
+        let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(9, role::TEST, 0));
+        assert_eq!(st, status::OK);
+        assert_eq!(read_u32(&payload, 0), Some(100 + i));
+        assert_eq!(read_u32(&payload, 4), Some(7000 + i));
+    }
+    let slots: Vec<u32> = p.table().live().map(|e| e.endpoint_slot).collect();
+    let mut unique = slots.clone();
+    unique.dedup();
+    assert_eq!(slots, unique);
+    assert_eq!(p.table().entries()[0].pid, 100);
+    assert_eq!(p.table().entries()[2].pid, 102);
+}
+
+#[test]
+fn spawn_requires_the_rootd_badge() {
+    let (mut k, mut p) = started();
+    for badge in [0, 2, u64::MAX] {
+        let (st, payload) = spawn(&mut k, &mut p, badge, spawn_request(1, role::TEST, 0));
+        assert_eq!(st, status::DENIED);
+        assert!(payload.is_empty());
+    }
+    assert!(k.requests.is_empty());
+}
+
+#[test]
+fn spawn_rejects_malformed_requests() {
+    let (mut k, mut p) = started();
+    let mut short = spawn_request(1, role::TEST, 0);
+    let mut h = short.header();
+    h.payload_len = 7;
+    short.set_header(&h);
+    let mut long = spawn_request(1, role::TEST, 0);
+    h.payload_len = 9;
+    long.set_header(&h);
+    let mut reserved0 = spawn_request(1, role::TEST, 0);
+    let mut h = reserved0.header();
+    h.reserved0 = 1;
+    reserved0.set_header(&h);
+    let mut reserved1 = spawn_request(1, role::TEST, 0);
+    let mut h = reserved1.header();
+    h.reserved1 = 1 << 63;
+    reserved1.set_header(&h);
+    let cases = [
+        short,
+        long,
+        reserved0,
+        reserved1,
+        spawn_request(0, role::TEST, 0),
+        spawn_request(1, 0, 0),
+        spawn_request(1, 0x99, 0),
+        spawn_request(1, role::ROOTD, 0),
+        spawn_request(1, role::PROCD, 0),
+        spawn_request(1, role::GENERIC, 0),
+        spawn_request(1, role::TEST, 0x4),
+        spawn_request(1, role::TEST, 0xFFFF),
+    ];
+    for m in cases {
+        let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, m);
+        assert_eq!(st, status::INVALID_ARGUMENT);
+        assert!(payload.is_empty());
+    }
+    assert!(k.requests.is_empty());
+    assert_eq!(p.table().live().count(), 0);
+}
+
+#[test]
+fn request_caps_are_deleted_and_refused() {
+    let (mut k, mut p) = started();
+    let mut m = spawn_request(1, role::TEST, 0);
+    k.deliver_caps(&mut m, 2);
+    let delivered = m.header().cap_slots().to_vec();
+    p.handle(&mut k, BADGE_ROOTD, &mut m);
+    assert_eq!(reply(&m).0, status::INVALID_ARGUMENT);
+    assert_eq!(k.deleted, delivered);
+    assert!(delivered.iter().all(|s| !k.caps.contains_key(s)));
+    assert!(k.requests.is_empty());
+
+    // Wrong badge as well: DENIED comes first, the caps still go.
+    k.deleted.clear();
+    let mut m = spawn_request(1, role::TEST, 0);
+    k.deliver_caps(&mut m, 1);
+    let delivered = m.header().cap_slots().to_vec();
+    p.handle(&mut k, 0, &mut m);
+    assert_eq!(reply(&m).0, status::DENIED);
+    assert_eq!(k.deleted, delivered);
+
+    // Unknown op with caps.
+    k.deleted.clear();
+    let mut m = Message::new();
+    m.start(0x999, 0);
+    k.deliver_caps(&mut m, MSG_MAX_CAPS);
+    p.handle(&mut k, BADGE_ROOTD, &mut m);
+    assert_eq!(reply(&m).0, status::INVALID_ARGUMENT);
+    assert_eq!(k.deleted.len(), MSG_MAX_CAPS);
+}
+
+#[test]
+fn own_slots_are_never_deleted() {
+    let (mut k, mut p) = started();
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(1, role::TEST, 0));
+    assert_eq!(st, status::OK);
+    let child_slot = p.table().entries()[0].endpoint_slot;
+    // A (broken) kernel claims caps landed in procd's own slots.
+    let mut m = Message::new();
+    m.start(procd_op::SPAWN_SERVICE, 0);
+    let mut h = m.header();
+    h.cap_count = 4;
+    h.caps = [SELF_EP, KC, child_slot, CRASHD];
+    m.set_header(&h);
+    p.handle(&mut k, BADGE_ROOTD, &mut m);
+    assert_eq!(reply(&m).0, status::INVALID_ARGUMENT);
+    assert!(k.deleted.is_empty());
+}
+
+#[test]
+fn unknown_ops_are_invalid() {
+    let (mut k, mut p) = started();
+    for op in [0, 1, kernel_op::CREATE_PROCESS, 0x401, 0x403, u32::MAX] {
+        let mut m = Message::new();
+        m.start(op, 8);
+        p.handle(&mut k, BADGE_ROOTD, &mut m);
+        assert_eq!(reply(&m), (status::INVALID_ARGUMENT, vec![]));
+    }
+    assert!(k.requests.is_empty());
+}
+
+#[test]
+fn a_full_table_is_busy() {
+    let (mut k, mut p) = started();
+    for _ in 0..abi::PROCD_MAX_PROCESSES {
+        let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(3, role::TEST, 0));
+        assert_eq!(st, status::OK);
+    }
+    let before = k.requests.len();
+    let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(3, role::TEST, 0));
+    assert_eq!(st, status::BUSY);
+    assert!(payload.is_empty());
+    assert_eq!(k.requests.len(), before, "no kernel call when full");
+}
+
+#[test]
+fn create_failure_is_passed_through() {
+    for code in [status::NOT_FOUND, status::DENIED, status::BUSY, 0x1234] {
+        let (mut k, mut p) = started();
+        k.create_status = code;
+        let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(5, role::TEST, 0));
+        assert_eq!(st, code);
+        assert!(payload.is_empty());
+        assert_eq!(k.requests.len(), 1);
+        assert_eq!(p.table().live().count(), 0);
+    }
+}
+
+#[test]
+fn call_syscall_failure_is_passed_through() {
+    let (mut k, mut p) = started();
+    k.call_status = status::DENIED;
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(5, role::TEST, 0));
+    assert_eq!(st, status::DENIED);
+    assert_eq!(p.table().live().count(), 0);
+}
+
+#[test]
+fn start_failure_frees_the_entry_and_drops_the_endpoint() {
+    let (mut k, mut p) = started();
+    k.start_status = status::INTERNAL;
+    let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(5, role::TEST, 0));
+    assert_eq!(st, status::INTERNAL);
+    assert!(payload.is_empty());
+    assert_eq!(k.requests.len(), 2);
+    assert_eq!(p.table().live().count(), 0);
+    assert_eq!(k.deleted.len(), 1, "the child endpoint cap is dropped");
+    // The freed entry is reused.
+    k.start_status = status::OK;
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(5, role::TEST, 0));
+    assert_eq!(st, status::OK);
+    assert_eq!(p.table().entries()[0].state, ProcState::Running);
+}
+
+#[test]
+fn malformed_create_replies_are_internal() {
+    let hooks: [fn(&mut Message); 5] = [
+        // No capability.
+        |m| {
+            let mut h = m.header();
+            h.cap_count = 0;
+            m.set_header(&h);
+        },
+        // Short payload.
+        |m| {
+            let mut h = m.header();
+            h.payload_len = 4;
+            m.set_header(&h);
+        },
+        // The endpoint cap "landed" in procd's kernel-control slot.
+        |m| {
+            let mut h = m.header();
+            h.caps[0] = KC;
+            m.set_header(&h);
+        },
+        // Slot 0.
+        |m| {
+            let mut h = m.header();
+            h.caps[0] = 0;
+            m.set_header(&h);
+        },
+        // Out of range.
+        |m| {
+            let mut h = m.header();
+            h.caps[0] = CAP_TABLE_SLOTS;
+            m.set_header(&h);
+        },
+    ];
+    for hook in hooks {
+        let (mut k, mut p) = started();
+        k.create_reply_hook = Some(hook);
+        let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(5, role::TEST, 0));
+        assert_eq!(st, status::INTERNAL);
+        assert_eq!(k.requests.len(), 1, "no START after a bad CREATE reply");
+        assert_eq!(p.table().live().count(), 0);
+        assert!(!k.deleted.contains(&KC));
+    }
+}
+
+#[test]
+fn extra_caps_in_a_create_reply_are_dropped() {
+    let (mut k, mut p) = started();
+    k.create_reply_hook = Some(|m| {
+        let mut h = m.header();
+        h.cap_count = 2;
+        h.caps[1] = 40;
+        m.set_header(&h);
+    });
+    k.caps.insert(40, (cap_type::ENDPOINT, rights::SEND));
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(5, role::TEST, 0));
+    assert_eq!(st, status::OK);
+    assert_eq!(k.deleted, [40]);
+}
+
+#[test]
+fn reply_overwrites_the_request() {
+    let (mut k, mut p) = started();
+    let mut m = spawn_request(1, role::TEST, 0);
+    m.payload_area_mut().fill(0xEE);
+    let mut h = m.header();
+    h.payload_len = 900;
+    m.set_header(&h);
+    p.handle(&mut k, BADGE_ROOTD, &mut m);
+    let (st, payload) = reply(&m);
+    assert_eq!(st, status::INVALID_ARGUMENT);
+    assert!(payload.is_empty());
+    assert_eq!(m.wire_len(), message_header::SIZE);
+}
+
+#[test]
+fn never_panics_on_arbitrary_messages() {
+    let (mut k, mut p) = started();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..5000 {
+        let mut m = Message::new();
+        let bytes = m.as_bytes_mut();
+        let n = (next() % 64) as usize;
+        for b in bytes.iter_mut().take(n) {
+            *b = next() as u8;
+        }
+        if i % 2 == 0 {
+            // Mostly-valid SPAWN_SERVICE headers reach deeper.
+            let mut h = MessageHeader::new(procd_op::SPAWN_SERVICE, (next() % 12) as u16);
+            if next() % 4 == 0 {
+                h.cap_count = (next() % 8) as u8;
+                h.caps = [next() as u32 % 80, next() as u32 % 80, 3, 70];
+            }
+            m.set_header(&h);
+        }
+        let badge = if next() % 3 == 0 { next() } else { BADGE_ROOTD };
+        p.handle(&mut k, badge, &mut m);
+        let h = m.header();
+        assert_eq!((h.cap_count, h.reserved0, h.reserved1), (0, 0, 0));
+        assert!(h.op == status::OK || h.payload_len == 0);
+        // procd never deletes its own envelope capabilities.
+        for own in [SELF_EP, KC, NOTIFY, CRASHD] {
+            assert!(k.caps.contains_key(&own));
+        }
+    }
+}

@@ -1,0 +1,82 @@
+"""Capabilities and per-process capability tables.
+
+Every syscall that names a slot goes through `CapTable.lookup`, which enforces slot range,
+presence, type and rights in that order and answers with the ABI status for the first failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from procd_model.abi import CAP_TABLE_SLOTS, CapType, Rights, Status
+
+
+@dataclass(frozen=True)
+class Capability:
+    cap_type: CapType
+    obj: int
+    """Id of the kernel object (endpoint or notification); 0 for kernel-control."""
+    rights: Rights
+    badge: int = 0
+
+    def derive(self, rights: Rights) -> Capability | None:
+        """A copy with `rights`, or None if that would widen this capability's rights."""
+        if rights & ~self.rights:
+            return None
+        return replace(self, rights=Rights(rights))
+
+
+class CapLookupError(Exception):
+    def __init__(self, status: Status, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class CapTable:
+    """CAP_TABLE_SLOTS slots; slot 0 is always empty."""
+
+    def __init__(self) -> None:
+        self._slots: list[Capability | None] = [None] * CAP_TABLE_SLOTS
+
+    def get(self, slot: int) -> Capability | None:
+        if 0 <= slot < CAP_TABLE_SLOTS:
+            return self._slots[slot]
+        return None
+
+    def lookup(self, slot: int, cap_types: tuple[CapType, ...], right: Rights) -> Capability:
+        """The capability in `slot` if it has one of `cap_types` and `right`; else CapLookupError."""
+        if not 0 <= slot < CAP_TABLE_SLOTS:
+            raise CapLookupError(Status.INVALID_ARGUMENT, f"slot {slot} out of range")
+        cap = self._slots[slot]
+        if cap is None:
+            raise CapLookupError(Status.NOT_FOUND, f"slot {slot} is empty")
+        if cap.cap_type not in cap_types:
+            raise CapLookupError(Status.INVALID_ARGUMENT, f"slot {slot} holds {cap.cap_type.name}")
+        if right and not cap.rights & right:
+            raise CapLookupError(Status.DENIED, f"slot {slot} lacks {right.name}")
+        return cap
+
+    def install(self, cap: Capability, slot: int | None = None) -> int | None:
+        """Put `cap` in `slot` (or the first free slot); the slot used, or None if full."""
+        if slot is None:
+            for candidate in range(1, CAP_TABLE_SLOTS):
+                if self._slots[candidate] is None:
+                    slot = candidate
+                    break
+            else:
+                return None
+        if not 1 <= slot < CAP_TABLE_SLOTS or self._slots[slot] is not None:
+            return None
+        self._slots[slot] = cap
+        return slot
+
+    def delete(self, slot: int) -> None:
+        if 1 <= slot < CAP_TABLE_SLOTS:
+            self._slots[slot] = None
+
+    def free_slots(self) -> int:
+        return sum(1 for cap in self._slots[1:] if cap is None)
+
+    def occupied(self) -> list[tuple[int, Capability]]:
+        return [(slot, cap) for slot, cap in enumerate(self._slots) if cap is not None]

@@ -1,0 +1,68 @@
+"""The boot-image table: which ELF file each CREATE_PROCESS image id loads."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from emu.elf import ElfImage, load_elf
+from procd_model.abi import IMAGE_NOTE, IMAGE_NOTE_MAGIC, Role
+
+
+@dataclass(frozen=True)
+class BootImage:
+    image_id: int
+    name: str
+    filename: str
+
+
+BOOT_IMAGES: tuple[BootImage, ...] = (
+    BootImage(1, "procd", "procd.elf"),
+    BootImage(2, "phase0-exit", "phase0-exit.elf"),
+)
+
+
+def fixtures_dir() -> Path:
+    """The committed images: fixtures/elf in a checkout, procd_model/fixtures in an install."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "fixtures" / "elf", package / "fixtures" / "elf"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("the committed ELF fixtures are missing (fixtures/elf)")
+
+
+def boot_image(image_id: int) -> BootImage | None:
+    for image in BOOT_IMAGES:
+        if image.image_id == image_id:
+            return image
+    return None
+
+
+def boot_image_named(name: str) -> BootImage:
+    for image in BOOT_IMAGES:
+        if image.name == name:
+            return image
+    raise KeyError(name)
+
+
+@functools.cache
+def load_boot_image(image_id: int) -> ElfImage:
+    image = boot_image(image_id)
+    if image is None:
+        raise KeyError(image_id)
+    return load_elf(fixtures_dir() / image.filename, name=image.name)
+
+
+def image_role(image: ElfImage) -> Role | None:
+    """The role an image declares in its .erix_image section, if it has a valid one."""
+    note = image.section(".erix_image")
+    if note is None or len(note) < IMAGE_NOTE.size:
+        return None
+    fields = IMAGE_NOTE.unpack(note)
+    if fields["magic"] != IMAGE_NOTE_MAGIC:
+        return None
+    try:
+        return Role(fields["role"])
+    except ValueError:
+        return None

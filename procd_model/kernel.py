@@ -1,0 +1,782 @@
+"""The modelled EriX kernel: processes, endpoints, notifications, capabilities, scheduling.
+
+A syscall flows decode -> dispatch -> handler -> one place that commits the result: guests' arguments
+come from registers (`_guest_args`), actors' from their request; handlers return an `Outcome` and
+never touch Unicorn; `_commit` writes the result back to whichever kind of process asked.
+
+Scheduling is deterministic: a FIFO run queue; the current process runs until it blocks, exits,
+yields or uses up its quantum (then it goes to the back). A process a syscall wakes is appended
+to the queue. START_PROCESS is the one exception: the started process runs next and its starter
+goes to the back of the queue ("the child runs first").
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from emu.cpu import Fault, FaultKind, GuestCpu, GuestMemoryError, TrapKind
+from emu.elf import PAGE_SIZE, ElfImage, Perm
+from emu.trace import Trace
+from procd_model.abi import (
+    CAP_TABLE_SLOTS,
+    CHILD_FIRST_GRANT_SLOT,
+    CHILD_SELF_ENDPOINT_SLOT,
+    CLOCK_REPLY,
+    CREATE_MAX_GRANTS,
+    CREATE_PROCESS_REPLY,
+    CREATE_PROCESS_REQUEST,
+    DEBUG_WRITE_MAX,
+    ENVELOPE_MAX,
+    ENVELOPE_VADDR,
+    IPC_BUFFER_SIZE,
+    IPC_BUFFER_VADDR,
+    MONOTONIC_CLOCK_HZ,
+    START_PROCESS_REQUEST,
+    CapType,
+    KernelOp,
+    Rights,
+    Status,
+    Syscall,
+)
+from procd_model.actor import ActorProgram, SyscallResult
+from procd_model.caps import Capability, CapLookupError, CapTable
+from procd_model.messages import Message, MessageError, envelope_role
+from procd_model.ops import decode_payload, op_name, status_name
+
+DEFAULT_QUANTUM = 100_000
+"""Instructions a guest may run before it is preempted."""
+VIRTUAL_HZ = 1_000_000_000
+"""Virtual time advances one nanosecond per retired instruction (a nominal 1 GHz, one cycle each)."""
+KERNEL_PID = 0
+
+
+class ProcState(enum.Enum):
+    CREATED = "created"
+    READY = "ready"
+    BLOCKED = "blocked"
+    EXITED = "exited"
+    FAULTED = "faulted"
+
+    @property
+    def is_dead(self) -> bool:
+        return self in (ProcState.EXITED, ProcState.FAULTED)
+
+
+class ImageLayoutError(Exception):
+    """An image that cannot be placed in a process (it overlaps a kernel-owned page)."""
+
+
+@dataclass
+class PendingSend:
+    """A sender waiting on an endpoint's queue, its message already copied out."""
+
+    pid: int
+    message: Message
+    caps: tuple[Capability, ...]
+    badge: int
+    is_call: bool
+
+
+@dataclass
+class Endpoint:
+    obj: int
+    service: str
+    """Whose operations arrive here, for naming ops in the trace (e.g. "procd")."""
+    senders: deque[PendingSend] = field(default_factory=deque)
+    receivers: deque[int] = field(default_factory=deque)
+
+
+@dataclass
+class Notification:
+    obj: int
+    word: int = 0
+    waiters: deque[int] = field(default_factory=deque)
+
+
+@dataclass
+class Process:
+    pid: int
+    name: str
+    caps: CapTable
+    cpu: GuestCpu | None = None
+    program: ActorProgram | None = None
+    image: ElfImage | None = None
+    endpoint: int = 0
+    """Object id of the endpoint the kernel created with the process (0 for none)."""
+    state: ProcState = ProcState.CREATED
+    reply_to: int | None = None
+    """Pid of the caller this process owes a reply (its one-shot reply right)."""
+    reply_op: tuple[str, int] = ("", 0)
+    """(service, op) of the call being served, to decode the reply in the trace."""
+    awaiting_reply_from: int | None = None
+    exit_code: int | None = None
+    fault: Fault | None = None
+    actor_buffer: bytearray = field(default_factory=lambda: bytearray(IPC_BUFFER_SIZE))
+    actor_result: SyscallResult | None = None
+    actor_started: bool = False
+
+    @property
+    def is_guest(self) -> bool:
+        return self.cpu is not None
+
+    def read_ipc(self, size: int = IPC_BUFFER_SIZE) -> bytes:
+        if self.cpu is not None:
+            return self.cpu.read(IPC_BUFFER_VADDR, size)
+        return bytes(self.actor_buffer[:size])
+
+    def write_ipc(self, data: bytes) -> None:
+        if self.cpu is not None:
+            self.cpu.write(IPC_BUFFER_VADDR, data)
+        else:
+            self.actor_buffer[: len(data)] = data
+
+
+@dataclass(frozen=True)
+class SyscallArgs:
+    number: int
+    args: tuple[int, int, int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Done:
+    """The syscall completed now with `status` and up to three result values."""
+
+    status: Status
+    values: tuple[int, int, int] = (0, 0, 0)
+    end_turn: bool = False
+
+
+class Blocked:
+    """The caller now waits; someone else's syscall will complete it."""
+
+
+class Gone:
+    """The caller exited or was killed."""
+
+
+Outcome = Done | Blocked | Gone
+BLOCKED = Blocked()
+GONE = Gone()
+
+
+@dataclass(frozen=True)
+class StopReason:
+    kind: str
+    """"idle", "instruction-limit" or "halted"."""
+    detail: str = ""
+
+
+class Kernel:
+    def __init__(
+        self,
+        trace: Trace | None = None,
+        *,
+        image_loader: Callable[[int], ElfImage | None] | None = None,
+        quantum: int = DEFAULT_QUANTUM,
+    ) -> None:
+        self.trace = trace if trace is not None else Trace()
+        self.trace.bind_clock(lambda: self.icount)
+        self.icount = 0
+        self.quantum = quantum
+        self.procs: dict[int, Process] = {}
+        self.endpoints: dict[int, Endpoint] = {}
+        self.notifications: dict[int, Notification] = {}
+        self.run_queue: deque[int] = deque()
+        self.death_observers: list[Callable[[Process], None]] = []
+        self._image_loader = image_loader
+        self._next_pid = 1
+        self._next_obj = 1
+        self._halt: StopReason | None = None
+
+    # ------------------------------------------------------------- world setup
+
+    def new_endpoint(self, service: str = "") -> Endpoint:
+        endpoint = Endpoint(self._take_obj(), service)
+        self.endpoints[endpoint.obj] = endpoint
+        return endpoint
+
+    def new_notification(self) -> Notification:
+        notification = Notification(self._take_obj())
+        self.notifications[notification.obj] = notification
+        return notification
+
+    def _take_obj(self) -> int:
+        obj = self._next_obj
+        self._next_obj += 1
+        return obj
+
+    def spawn_actor(self, name: str, program: ActorProgram, caps: CapTable) -> Process:
+        """A modelled peer, ready to run."""
+        proc = Process(self._take_pid(), name, caps, program=program)
+        self.procs[proc.pid] = proc
+        self.trace.emit("process.create", proc.pid, name=name, actor=True)
+        self._make_ready(proc)
+        return proc
+
+    def create_guest(self, name: str, image: ElfImage, envelope: bytes, caps: CapTable, endpoint: int = 0) -> Process:
+        """A process running `image`, created but not started. Raises ImageLayoutError."""
+        for segment in image.segments:
+            for base in (IPC_BUFFER_VADDR, ENVELOPE_VADDR):
+                if segment.vaddr < base + PAGE_SIZE and base < segment.end:
+                    raise ImageLayoutError(
+                        f"{image.name}: segment {segment.index} [{segment.vaddr:#x}, {segment.end:#x}) overlaps "
+                        f"the kernel-owned page at {base:#x}"
+                    )
+        cpu = GuestCpu()
+        cpu.load(image)
+        cpu.map(IPC_BUFFER_VADDR, PAGE_SIZE, Perm.R | Perm.W)
+        cpu.map(ENVELOPE_VADDR, PAGE_SIZE, Perm.R, envelope)
+        cpu.set_reg("rdi", ENVELOPE_VADDR)
+        cpu.set_reg("rsp", 0)
+        proc = Process(self._take_pid(), name, caps, cpu=cpu, image=image, endpoint=endpoint)
+        self.procs[proc.pid] = proc
+        role = envelope_role(envelope)
+        self.trace.emit(
+            "process.create",
+            proc.pid,
+            name=name,
+            role=role.name if role is not None else None,
+            entry=f"{image.entry:#x}",
+            endpoint=endpoint,
+        )
+        return proc
+
+    def start(self, proc: Process, *, run_next: bool = False) -> None:
+        self.trace.emit("process.start", proc.pid, name=proc.name)
+        self._make_ready(proc, front=run_next)
+
+    def _take_pid(self) -> int:
+        pid = self._next_pid
+        self._next_pid += 1
+        return pid
+
+    def halt(self, kind: str, detail: str) -> None:
+        if self._halt is None:
+            self._halt = StopReason(kind, detail)
+
+    def monotonic_ticks(self) -> int:
+        return self.icount * MONOTONIC_CLOCK_HZ // VIRTUAL_HZ
+
+    # --------------------------------------------------------------- scheduler
+
+    def run(self, max_instructions: int) -> StopReason:
+        """Run until every process is blocked or dead, the limit is reached, or a halt."""
+        while self._halt is None:
+            if not self.run_queue:
+                return StopReason("idle")
+            proc = self.procs[self.run_queue.popleft()]
+            if proc.state is not ProcState.READY:
+                continue
+            if proc.is_guest:
+                self._run_guest(proc, max_instructions)
+            else:
+                self._run_actor(proc)
+        return self._halt
+
+    def _make_ready(self, proc: Process, *, front: bool = False) -> None:
+        proc.state = ProcState.READY
+        if front:
+            self.run_queue.appendleft(proc.pid)
+        else:
+            self.run_queue.append(proc.pid)
+
+    def _run_guest(self, proc: Process, max_instructions: int) -> None:
+        """One turn: run until the process blocks, dies, yields or has used a whole quantum."""
+        cpu = proc.cpu
+        assert cpu is not None
+        turn_end = cpu.retired + self.quantum
+        while self._halt is None:
+            remaining = max_instructions - self.icount
+            if remaining <= 0:
+                self.run_queue.appendleft(proc.pid)
+                self.halt("instruction-limit", f"reached {max_instructions} instructions")
+                return
+            if cpu.retired >= turn_end:
+                self.run_queue.append(proc.pid)
+                return
+            budget = min(turn_end - cpu.retired, remaining)
+            before = cpu.retired
+            trap = cpu.run(budget, exact=budget == remaining)
+            self.icount += cpu.retired - before
+            if trap.kind is TrapKind.FAULT:
+                assert trap.fault is not None
+                self._kill(proc, trap.fault)
+                return
+            if trap.kind is TrapKind.BUDGET:
+                if self.icount < max_instructions:
+                    self.run_queue.append(proc.pid)
+                    return
+                continue  # the limit check above reports it
+            outcome = self._guest_syscall(proc, cpu)
+            if not isinstance(outcome, Done):
+                return
+            self._commit(proc, outcome)
+            if outcome.end_turn:
+                self.run_queue.append(proc.pid)
+                return
+
+    def _run_actor(self, proc: Process) -> None:
+        program = proc.program
+        assert program is not None
+        while self._halt is None:
+            try:
+                if not proc.actor_started:
+                    proc.actor_started = True
+                    request = next(program)
+                else:
+                    result, proc.actor_result = proc.actor_result, None
+                    assert result is not None
+                    request = program.send(result)
+            except StopIteration:
+                self._exit(proc, 0)
+                return
+            if isinstance(request.message, Message):
+                proc.write_ipc(request.message.encode())
+            elif request.message is not None:
+                proc.write_ipc(request.message[:IPC_BUFFER_SIZE])
+            args = (tuple(request.args) + (0,) * 6)[:6]
+            outcome = self._syscall(proc, SyscallArgs(int(request.number), args))  # type: ignore[arg-type]
+            if not isinstance(outcome, Done):
+                return
+            self._commit(proc, outcome)
+            if outcome.end_turn:
+                self.run_queue.append(proc.pid)
+                return
+
+    # ----------------------------------------------------------- syscall entry
+
+    def _guest_syscall(self, proc: Process, cpu: GuestCpu) -> Outcome:
+        args = SyscallArgs(
+            cpu.reg("rax"),
+            (cpu.reg("rdi"), cpu.reg("rsi"), cpu.reg("rdx"), cpu.reg("r10"), cpu.reg("r8"), cpu.reg("r9")),
+        )
+        return self._syscall(proc, args)
+
+    def _syscall(self, proc: Process, call: SyscallArgs) -> Outcome:
+        try:
+            number = Syscall(call.number)
+        except ValueError:
+            self._kill(proc, self._syscall_fault(proc, f"unknown syscall number {call.number}"))
+            return GONE
+        fields: dict[str, Any] = {"name": number.name}
+        fields.update(self._describe_args(number, call.args))
+        if number is Syscall.EXIT:
+            self.trace.emit("syscall", proc.pid, **fields)
+        try:
+            outcome = self._handlers[number](self, proc, call.args)
+        except GuestMemoryError as exc:
+            self._kill(proc, self._syscall_fault(proc, f"IPC buffer unusable: {exc}"))
+            return GONE
+        if isinstance(outcome, Done):
+            self.trace.emit("syscall", proc.pid, **fields, status=outcome.status.name)
+        elif isinstance(outcome, Blocked):
+            self.trace.emit("syscall", proc.pid, **fields, status="blocked")
+        return outcome
+
+    def _syscall_fault(self, proc: Process, detail: str) -> Fault:
+        rip = proc.cpu.reg("rip") - 2 if proc.cpu is not None else 0
+        return Fault(FaultKind.GENERAL_PROTECTION, rip, None, detail)
+
+    @staticmethod
+    def _describe_args(number: Syscall, args: tuple[int, ...]) -> dict[str, Any]:
+        if number in (Syscall.SEND, Syscall.RECV, Syscall.CALL, Syscall.REPLY_RECV, Syscall.WAIT):
+            return {"slot": args[0]}
+        if number is Syscall.NOTIFY:
+            return {"slot": args[0], "bits": args[1]}
+        if number is Syscall.EXIT:
+            return {"code": args[0]}
+        if number in (Syscall.CAP_INFO, Syscall.CAP_DELETE):
+            return {"slot": args[0]}
+        if number is Syscall.DEBUG_WRITE:
+            return {"len": args[1]}
+        return {}
+
+    def _commit(self, proc: Process, outcome: Done) -> None:
+        """Write a completed syscall's result to the process that made it."""
+        if proc.cpu is not None:
+            cpu = proc.cpu
+            cpu.set_reg("rax", int(outcome.status))
+            cpu.set_reg("rdi", outcome.values[0])
+            cpu.set_reg("rsi", outcome.values[1])
+            cpu.set_reg("rdx", outcome.values[2])
+            # What the hardware `syscall` instruction leaves: rcx = return address, r11 = rflags.
+            cpu.set_reg("rcx", cpu.reg("rip"))
+            cpu.set_reg("r11", cpu.reg("rflags"))
+        else:
+            proc.actor_result = SyscallResult(outcome.status, outcome.values, bytes(proc.actor_buffer))
+
+    def _complete(self, proc: Process, status: Status, values: tuple[int, int, int] = (0, 0, 0)) -> None:
+        """Finish a blocked process's syscall and make it runnable."""
+        self._commit(proc, Done(status, values))
+        self._make_ready(proc)
+
+    # -------------------------------------------------------------- handlers
+
+    def _sys_send(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        return self._send(proc, args[0], is_call=False)
+
+    def _sys_call(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        return self._send(proc, args[0], is_call=True)
+
+    def _send(self, proc: Process, slot: int, *, is_call: bool) -> Outcome:
+        try:
+            cap = proc.caps.lookup(slot, (CapType.ENDPOINT, CapType.KERNEL_CONTROL), Rights.SEND)
+            message = Message.decode(proc.read_ipc())
+            caps = self._collect_transfer(proc, cap, message)
+        except CapLookupError as exc:
+            return Done(exc.status)
+        except MessageError:
+            return Done(Status.INVALID_ARGUMENT)
+        if cap.cap_type is CapType.KERNEL_CONTROL:
+            if not is_call or caps:
+                return Done(Status.INVALID_ARGUMENT)
+            return self._kernel_control(proc, cap, message)
+        endpoint = self.endpoints[cap.obj]
+        pending = PendingSend(proc.pid, message, caps, cap.badge, is_call)
+        self.trace.emit(
+            "ipc.send",
+            proc.pid,
+            endpoint=endpoint.obj,
+            op=op_name(endpoint.service, message.op),
+            call=is_call,
+            len=len(message.payload),
+            caps=len(caps),
+        )
+        if endpoint.receivers:
+            receiver = self.procs[endpoint.receivers.popleft()]
+            self._deliver(receiver, endpoint, pending)
+            self._complete(receiver, Status.OK, (pending.badge, 0, 0))
+            if not is_call:
+                return Done(Status.OK)
+        else:
+            endpoint.senders.append(pending)
+        proc.state = ProcState.BLOCKED
+        return BLOCKED
+
+    def _collect_transfer(self, proc: Process, cap: Capability, message: Message) -> tuple[Capability, ...]:
+        if not message.caps:
+            return ()
+        if not cap.rights & Rights.GRANT:
+            raise CapLookupError(Status.DENIED, "sending capabilities needs GRANT")
+        out = []
+        for slot in message.caps:
+            held = proc.caps.get(slot)
+            if held is None:
+                raise CapLookupError(Status.NOT_FOUND, f"slot {slot} is empty")
+            out.append(held)
+        return tuple(out)
+
+    def _deliver(self, receiver: Process, endpoint: Endpoint, pending: PendingSend) -> None:
+        """Copy a message into the receiver; a CALL leaves the receiver owing a reply."""
+        landed = []
+        for cap in pending.caps:
+            slot = receiver.caps.install(cap)
+            if slot is not None:
+                landed.append(slot)
+        delivered = Message(pending.message.op, pending.message.payload, tuple(landed))
+        receiver.write_ipc(delivered.encode())
+        if pending.is_call:
+            receiver.reply_to = pending.pid
+            receiver.reply_op = (endpoint.service, delivered.op)
+            self.procs[pending.pid].awaiting_reply_from = receiver.pid
+        else:
+            sender = self.procs[pending.pid]
+            if sender.state is ProcState.BLOCKED:
+                self._complete(sender, Status.OK)
+        self.trace.emit(
+            "ipc.recv",
+            receiver.pid,
+            endpoint=endpoint.obj,
+            op=op_name(endpoint.service, delivered.op),
+            badge=pending.badge,
+            sender=pending.pid,
+            len=len(delivered.payload),
+            caps=list(landed),
+            **decode_payload(endpoint.service, delivered.op, delivered.payload, reply=False),
+        )
+
+    def _sys_recv(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        try:
+            cap = proc.caps.lookup(args[0], (CapType.ENDPOINT,), Rights.RECV)
+        except CapLookupError as exc:
+            return Done(exc.status)
+        self._drop_reply_right(proc)
+        endpoint = self.endpoints[cap.obj]
+        if endpoint.senders:
+            pending = endpoint.senders.popleft()
+            self._deliver(proc, endpoint, pending)
+            return Done(Status.OK, (pending.badge, 0, 0))
+        endpoint.receivers.append(proc.pid)
+        proc.state = ProcState.BLOCKED
+        return BLOCKED
+
+    def _drop_reply_right(self, proc: Process) -> None:
+        """A server that receives again without replying loses the old reply right; the caller
+        it belonged to is answered INTERNAL instead of being left blocked forever."""
+        if proc.reply_to is None:
+            return
+        caller = self.procs[proc.reply_to]
+        proc.reply_to = None
+        if caller.awaiting_reply_from == proc.pid and caller.state is ProcState.BLOCKED:
+            caller.awaiting_reply_from = None
+            self.trace.emit("ipc.reply", proc.pid, to=caller.pid, status="INTERNAL", dropped=True)
+            self._complete(caller, Status.INTERNAL)
+
+    def _sys_reply(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        return Done(self._reply(proc))
+
+    def _reply(self, proc: Process) -> Status:
+        if proc.reply_to is None:
+            return Status.NOT_FOUND
+        try:
+            message = Message.decode(proc.read_ipc())
+        except MessageError:
+            return Status.INVALID_ARGUMENT
+        if message.caps:
+            return Status.INVALID_ARGUMENT
+        caller = self.procs[proc.reply_to]
+        proc.reply_to = None
+        caller.awaiting_reply_from = None
+        caller.write_ipc(message.encode())
+        service, op = proc.reply_op
+        fields = decode_payload(service, op, message.payload, reply=True) if message.op == Status.OK else {}
+        self.trace.emit(
+            "ipc.reply",
+            proc.pid,
+            to=caller.pid,
+            op=op_name(service, op),
+            status=status_name(message.op),
+            len=len(message.payload),
+            **fields,
+        )
+        self._complete(caller, Status.OK)
+        return Status.OK
+
+    def _sys_reply_recv(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        status = self._reply(proc)
+        if status not in (Status.OK, Status.NOT_FOUND):
+            return Done(status)
+        return self._sys_recv(proc, args)
+
+    def _sys_notify(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        try:
+            cap = proc.caps.lookup(args[0], (CapType.NOTIFICATION,), Rights.SEND)
+        except CapLookupError as exc:
+            return Done(exc.status)
+        notification = self.notifications[cap.obj]
+        notification.word |= args[1] | cap.badge
+        self.trace.emit("notify", proc.pid, notification=notification.obj, bits=args[1])
+        if notification.waiters and notification.word:
+            waiter = self.procs[notification.waiters.popleft()]
+            bits, notification.word = notification.word, 0
+            self._complete(waiter, Status.OK, (bits, 0, 0))
+        return Done(Status.OK)
+
+    def _sys_wait(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        try:
+            cap = proc.caps.lookup(args[0], (CapType.NOTIFICATION,), Rights.RECV)
+        except CapLookupError as exc:
+            return Done(exc.status)
+        notification = self.notifications[cap.obj]
+        if notification.word:
+            bits, notification.word = notification.word, 0
+            return Done(Status.OK, (bits, 0, 0))
+        notification.waiters.append(proc.pid)
+        proc.state = ProcState.BLOCKED
+        return BLOCKED
+
+    def _sys_yield(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        return Done(Status.OK, end_turn=True)
+
+    def _sys_exit(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        self._exit(proc, args[0])
+        return GONE
+
+    def _sys_debug_write(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        pointer, length = args[0], args[1]
+        if length > DEBUG_WRITE_MAX:
+            return Done(Status.INVALID_ARGUMENT)
+        if proc.cpu is None:
+            return Done(Status.INVALID_ARGUMENT)
+        try:
+            data = proc.cpu.read(pointer, length)
+        except GuestMemoryError:
+            return Done(Status.INVALID_ARGUMENT)
+        self.trace.emit("log", proc.pid, text=data.decode("utf-8", errors="replace").rstrip("\n"))
+        return Done(Status.OK)
+
+    def _sys_cap_info(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        try:
+            cap = proc.caps.lookup(args[0], tuple(CapType), Rights(0))
+        except CapLookupError as exc:
+            return Done(exc.status)
+        return Done(Status.OK, (int(cap.cap_type), int(cap.rights), 0))
+
+    def _sys_cap_delete(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        if not 0 <= args[0] < CAP_TABLE_SLOTS:
+            return Done(Status.INVALID_ARGUMENT)
+        proc.caps.delete(args[0])
+        return Done(Status.OK)
+
+    _handlers: dict[Syscall, Callable[[Kernel, Process, tuple[int, ...]], Outcome]] = {
+        Syscall.SEND: _sys_send,
+        Syscall.RECV: _sys_recv,
+        Syscall.CALL: _sys_call,
+        Syscall.REPLY: _sys_reply,
+        Syscall.REPLY_RECV: _sys_reply_recv,
+        Syscall.NOTIFY: _sys_notify,
+        Syscall.WAIT: _sys_wait,
+        Syscall.YIELD: _sys_yield,
+        Syscall.EXIT: _sys_exit,
+        Syscall.DEBUG_WRITE: _sys_debug_write,
+        Syscall.CAP_INFO: _sys_cap_info,
+        Syscall.CAP_DELETE: _sys_cap_delete,
+    }
+
+    # ----------------------------------------------------------- kernel control
+
+    def _kernel_control(self, proc: Process, cap: Capability, message: Message) -> Outcome:
+        """Serve a CALL on kernel-control at once; the reply lands in the caller's buffer."""
+        self.trace.emit(
+            "ipc.send",
+            proc.pid,
+            endpoint="kernel-control",
+            op=op_name("kernel", message.op),
+            call=True,
+            len=len(message.payload),
+            caps=0,
+            **decode_payload("kernel", message.op, message.payload, reply=False),
+        )
+        status, reply, extra = self._kernel_op(proc, cap, message)
+        proc.write_ipc(reply.encode())
+        if status is Status.OK:
+            extra = {**decode_payload("kernel", message.op, reply.payload, reply=True), **extra}
+        self.trace.emit(
+            "ipc.reply",
+            KERNEL_PID,
+            to=proc.pid,
+            op=op_name("kernel", message.op),
+            status=status.name,
+            len=len(reply.payload),
+            **extra,
+        )
+        end_turn = status is Status.OK and message.op == KernelOp.START_PROCESS
+        return Done(Status.OK, end_turn=end_turn)
+
+    def _kernel_op(self, proc: Process, cap: Capability, message: Message) -> tuple[Status, Message, dict[str, Any]]:
+        try:
+            op = KernelOp(message.op)
+        except ValueError:
+            return Status.INVALID_ARGUMENT, Message(Status.INVALID_ARGUMENT), {}
+        if op is KernelOp.READ_MONOTONIC_CLOCK:
+            ticks = self.monotonic_ticks()
+            return Status.OK, Message(Status.OK, CLOCK_REPLY.pack(ticks=ticks)), {}
+        if not cap.rights & Rights.SPAWN:
+            return Status.DENIED, Message(Status.DENIED), {}
+        if op is KernelOp.CREATE_PROCESS:
+            return self._create_process(proc, message.payload)
+        return self._start_process(message.payload)
+
+    def _create_process(self, proc: Process, payload: bytes) -> tuple[Status, Message, dict[str, Any]]:
+        def refuse(status: Status, why: str) -> tuple[Status, Message, dict[str, Any]]:
+            return status, Message(status), {"reason": why}
+
+        if len(payload) < CREATE_PROCESS_REQUEST.size:
+            return refuse(Status.INVALID_ARGUMENT, "short request")
+        request = CREATE_PROCESS_REQUEST.unpack(payload)
+        envelope = payload[CREATE_PROCESS_REQUEST.size :]
+        if request["grant_count"] > CREATE_MAX_GRANTS:
+            return refuse(Status.INVALID_ARGUMENT, "too many grants")
+        if request["envelope_len"] != len(envelope) or len(envelope) > ENVELOPE_MAX:
+            return refuse(Status.INVALID_ARGUMENT, "envelope length")
+        granted: list[Capability] = []
+        for record in request["grants"][: request["grant_count"]]:
+            src_slot, rights = record & 0xFFFF_FFFF, record >> 32
+            source = proc.caps.get(src_slot)
+            if source is None:
+                return refuse(Status.NOT_FOUND, f"grant source slot {src_slot} is empty")
+            if rights & ~int(Rights.SEND | Rights.RECV | Rights.GRANT | Rights.SPAWN):
+                return refuse(Status.INVALID_ARGUMENT, f"unknown rights {rights:#x}")
+            derived = source.derive(Rights(rights))
+            if derived is None:
+                return refuse(Status.DENIED, f"grant from slot {src_slot} would widen its rights")
+            granted.append(derived)
+        image = self._image_loader(request["image_id"]) if self._image_loader else None
+        if image is None:
+            return refuse(Status.NOT_FOUND, f"no boot image {request['image_id']}")
+        endpoint = self.new_endpoint()
+        caps = CapTable()
+        caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), CHILD_SELF_ENDPOINT_SLOT)
+        for index, cap in enumerate(granted):
+            caps.install(cap, CHILD_FIRST_GRANT_SLOT + index)
+        reply_cap = Capability(CapType.ENDPOINT, endpoint.obj, Rights.SEND | Rights.GRANT, request["badge"])
+        reply_slot = proc.caps.install(reply_cap)
+        if reply_slot is None:
+            del self.endpoints[endpoint.obj]
+            return refuse(Status.BUSY, "caller's capability table is full")
+        try:
+            child = self.create_guest(image.name, image, envelope, caps, endpoint.obj)
+        except ImageLayoutError as exc:
+            proc.caps.delete(reply_slot)
+            del self.endpoints[endpoint.obj]
+            return refuse(Status.INVALID_ARGUMENT, str(exc))
+        endpoint.service = child.name
+        payload_out = CREATE_PROCESS_REPLY.pack(pid=child.pid, endpoint=endpoint.obj)
+        return Status.OK, Message(Status.OK, payload_out, (reply_slot,)), {"caps": [reply_slot]}
+
+    def _start_process(self, payload: bytes) -> tuple[Status, Message, dict[str, Any]]:
+        if len(payload) != START_PROCESS_REQUEST.size:
+            return Status.INVALID_ARGUMENT, Message(Status.INVALID_ARGUMENT), {}
+        request = START_PROCESS_REQUEST.unpack(payload)
+        if request["reserved"]:
+            return Status.INVALID_ARGUMENT, Message(Status.INVALID_ARGUMENT), {}
+        child = self.procs.get(request["pid"])
+        if child is None:
+            return Status.NOT_FOUND, Message(Status.NOT_FOUND), {}
+        if child.state is not ProcState.CREATED:
+            return Status.BUSY, Message(Status.BUSY), {}
+        self.start(child, run_next=True)
+        return Status.OK, Message(Status.OK), {"started": child.pid}
+
+    # ----------------------------------------------------------------- death
+
+    def _exit(self, proc: Process, code: int) -> None:
+        proc.exit_code = code
+        self.trace.emit("process.exit", proc.pid, name=proc.name, code=code)
+        self._bury(proc, ProcState.EXITED)
+
+    def _kill(self, proc: Process, fault: Fault) -> None:
+        proc.fault = fault
+        fields: dict[str, Any] = {"name": proc.name, "fault": fault.kind.value, "rip": f"{fault.rip:#x}"}
+        if proc.image is not None:
+            where = proc.image.symbolize(fault.rip)
+            if where is not None:
+                fields["symbol"] = f"{where[0]}+{where[1]:#x}"
+        if fault.address is not None:
+            fields["address"] = f"{fault.address:#x}"
+        if fault.detail:
+            fields["detail"] = fault.detail
+        self.trace.emit("fault", proc.pid, **fields)
+        self._bury(proc, ProcState.FAULTED)
+
+    def _bury(self, proc: Process, state: ProcState) -> None:
+        """Remove a dead process from every queue; its pending caller is answered INTERNAL."""
+        self._drop_reply_right(proc)
+        proc.state = state
+        for endpoint in self.endpoints.values():
+            if proc.pid in endpoint.receivers:
+                endpoint.receivers.remove(proc.pid)
+            endpoint.senders = deque(p for p in endpoint.senders if p.pid != proc.pid)
+        for notification in self.notifications.values():
+            if proc.pid in notification.waiters:
+                notification.waiters.remove(proc.pid)
+        if proc.awaiting_reply_from is not None:
+            server = self.procs[proc.awaiting_reply_from]
+            if server.reply_to == proc.pid:
+                server.reply_to = None
+        for observer in self.death_observers:
+            observer(proc)

@@ -1,0 +1,110 @@
+"""IPC message and start-envelope codecs (the Python twin of the native libraries' formats)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from procd_model.abi import (
+    CREATE_PROCESS_REQUEST,
+    ENVELOPE_HEADER,
+    ENVELOPE_MAGIC,
+    ENVELOPE_MAJOR,
+    ENVELOPE_MAX,
+    ENVELOPE_MINOR,
+    ENVELOPE_SLOT,
+    IPC_BUFFER_SIZE,
+    MESSAGE_HEADER,
+    MSG_MAX_CAPS,
+    MSG_MAX_PAYLOAD,
+    CapPurpose,
+    Rights,
+    Role,
+)
+
+
+class MessageError(ValueError):
+    """A message header the kernel refuses (the sender gets INVALID_ARGUMENT)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message as it sits in an IPC buffer: op (or status, in a reply), payload, cap slots."""
+
+    op: int
+    payload: bytes = b""
+    caps: tuple[int, ...] = ()
+
+    def encode(self) -> bytes:
+        if len(self.payload) > MSG_MAX_PAYLOAD or len(self.caps) > MSG_MAX_CAPS:
+            raise MessageError("message too large")
+        header = MESSAGE_HEADER.pack(
+            op=self.op, payload_len=len(self.payload), cap_count=len(self.caps), caps=self.caps
+        )
+        return header + self.payload
+
+    @classmethod
+    def decode(cls, buffer: bytes) -> Message:
+        """Decode and validate the message at the start of an IPC buffer."""
+        if len(buffer) < MESSAGE_HEADER.size:
+            raise MessageError(f"IPC buffer holds {len(buffer)} bytes, less than a header")
+        header = MESSAGE_HEADER.unpack(buffer)
+        if header["payload_len"] > MSG_MAX_PAYLOAD:
+            raise MessageError(f"payload_len {header['payload_len']} exceeds {MSG_MAX_PAYLOAD}")
+        if header["cap_count"] > MSG_MAX_CAPS:
+            raise MessageError(f"cap_count {header['cap_count']} exceeds {MSG_MAX_CAPS}")
+        if header["reserved0"] or header["reserved1"]:
+            raise MessageError("reserved header fields are not zero")
+        end = MESSAGE_HEADER.size + header["payload_len"]
+        if end > min(len(buffer), IPC_BUFFER_SIZE):
+            raise MessageError("payload runs past the IPC buffer")
+        caps = tuple(header["caps"][: header["cap_count"]])
+        return cls(header["op"], bytes(buffer[MESSAGE_HEADER.size : end]), caps)
+
+
+@dataclass(frozen=True)
+class EnvelopeSlot:
+    slot: int
+    purpose: CapPurpose
+
+
+def build_envelope(role: Role, flags: int, slots: list[EnvelopeSlot] | tuple[EnvelopeSlot, ...]) -> bytes:
+    """A RootServiceStartEnvelopeV1 handing over `slots`."""
+    body = b"".join(ENVELOPE_SLOT.pack(slot=s.slot, purpose=s.purpose) for s in slots)
+    total = ENVELOPE_HEADER.size + len(body)
+    header = ENVELOPE_HEADER.pack(
+        magic=ENVELOPE_MAGIC,
+        major=ENVELOPE_MAJOR,
+        minor=ENVELOPE_MINOR,
+        total_len=total,
+        role=role,
+        flags=flags,
+        slot_count=len(slots),
+    )
+    return header + body
+
+
+def envelope_role(envelope: bytes) -> Role | None:
+    """The role an envelope names, for display; None if it does not parse that far."""
+    if len(envelope) < ENVELOPE_HEADER.size or len(envelope) > ENVELOPE_MAX:
+        return None
+    header = ENVELOPE_HEADER.unpack(envelope)
+    if header["magic"] != ENVELOPE_MAGIC:
+        return None
+    try:
+        return Role(header["role"])
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Grant:
+    src_slot: int
+    rights: Rights
+
+
+def create_process_payload(image_id: int, grants: list[Grant], envelope: bytes, badge: int = 0) -> bytes:
+    records = tuple(g.src_slot | (int(g.rights) << 32) for g in grants)
+    fixed = CREATE_PROCESS_REQUEST.pack(
+        image_id=image_id, grant_count=len(grants), envelope_len=len(envelope), grants=records, badge=badge
+    )
+    return fixed + envelope

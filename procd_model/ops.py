@@ -1,0 +1,78 @@
+"""Names and decoded fields of operations, per service, for the trace."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from typing import Any
+
+from procd_model.abi import (
+    CLOCK_REPLY,
+    CREATE_PROCESS_REPLY,
+    CREATE_PROCESS_REQUEST,
+    SPAWN_SERVICE_REPLY,
+    SPAWN_SERVICE_REQUEST,
+    START_PROCESS_REQUEST,
+    CrashdOp,
+    KernelOp,
+    ProcdOp,
+    Role,
+    Status,
+    TimedOp,
+)
+from procd_model.wire import Layout
+
+SERVICE_OPS: dict[str, type[enum.IntEnum]] = {
+    "kernel": KernelOp,
+    "procd": ProcdOp,
+    "crashd": CrashdOp,
+    "timed": TimedOp,
+}
+
+# (service, op) -> (request layout, reply layout)
+_PAYLOADS: dict[tuple[str, int], tuple[Layout | None, Layout | None]] = {
+    ("kernel", KernelOp.CREATE_PROCESS): (CREATE_PROCESS_REQUEST, CREATE_PROCESS_REPLY),
+    ("kernel", KernelOp.START_PROCESS): (START_PROCESS_REQUEST, None),
+    ("kernel", KernelOp.READ_MONOTONIC_CLOCK): (None, CLOCK_REPLY),
+    ("procd", ProcdOp.SPAWN_SERVICE): (SPAWN_SERVICE_REQUEST, SPAWN_SERVICE_REPLY),
+}
+# Payload field -> trace field (renamed where the name would clash with an event's own fields).
+_SHOWN = {
+    "image_id": "image_id",
+    "role": "role",
+    "flags": "flags",
+    "pid": "child_pid",
+    "endpoint": "child_endpoint",
+    "ticks": "ticks",
+    "grant_count": "grant_count",
+}
+
+
+def op_name(service: str, op: int) -> str:
+    ops = SERVICE_OPS.get(service)
+    if ops is not None:
+        try:
+            return ops(op).name
+        except ValueError:
+            pass
+    return f"{op:#x}"
+
+
+def status_name(value: int) -> str:
+    try:
+        return Status(value).name
+    except ValueError:
+        return f"{value:#x}"
+
+
+def decode_payload(service: str, op: int, payload: bytes, *, reply: bool) -> dict[str, Any]:
+    """The interesting fields of a request or OK reply payload, when it has the expected size."""
+    layouts = _PAYLOADS.get((service, op))
+    layout = None if layouts is None else layouts[1 if reply else 0]
+    if layout is None or len(payload) < layout.size:
+        return {}
+    fields = {_SHOWN[k]: v for k, v in layout.unpack(payload).items() if k in _SHOWN}
+    if "role" in fields:
+        with contextlib.suppress(ValueError):
+            fields["role"] = Role(fields["role"]).name
+    return fields

@@ -1,0 +1,172 @@
+"""rootd, modelled as an actor: boots procd through kernel-control, then spawns services through it.
+
+It boots procd the way a root task does (CREATE_PROCESS with procd's envelope and intake
+capabilities, START_PROCESS), waits for procd's READY notification, then sends one SPAWN_SERVICE
+per boot-manifest entry and checks every reply. It also supervises procd: if procd dies, bootstrap
+halts with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from procd_model.abi import (
+    BADGE_ROOTD,
+    CREATE_PROCESS_REPLY,
+    SPAWN_SERVICE_REPLY,
+    SPAWN_SERVICE_REQUEST,
+    START_PROCESS_REQUEST,
+    CapPurpose,
+    CapType,
+    EnvelopeFlag,
+    KernelOp,
+    NotifyBit,
+    ProcdOp,
+    Rights,
+    Role,
+    StartupStatus,
+    Status,
+    Syscall,
+)
+from procd_model.actor import ActorProgram, SyscallRequest, call
+from procd_model.caps import Capability, CapTable
+from procd_model.images import boot_image_named
+from procd_model.kernel import Kernel, Process
+from procd_model.messages import EnvelopeSlot, Grant, build_envelope, create_process_payload
+
+SLOT_KERNEL_CONTROL = 1
+SLOT_BOOT_NOTIFY_RECV = 2
+SLOT_BOOT_NOTIFY_SEND = 3
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One service in rootd's boot manifest, and what rootd expects of it."""
+
+    image: str
+    role: Role
+    flags: int = 0
+    expect_status: Status = Status.OK
+    expect_exit: int | None = 0
+    """Exit code the spawned process must end with (None: it must still be alive)."""
+
+
+@dataclass
+class SpawnRecord:
+    entry: ManifestEntry
+    status: Status
+    pid: int = 0
+    endpoint: int = 0
+
+
+@dataclass
+class ProcdBoot:
+    """How rootd boots procd: its envelope and the capabilities granted (the intake)."""
+
+    envelope: bytes
+    grants: list[Grant]
+
+
+def default_procd_boot() -> ProcdBoot:
+    """procd's envelope and intake as the ABI's PROCD intake spec asks for them."""
+    grants = [
+        Grant(SLOT_KERNEL_CONTROL, Rights.SEND | Rights.SPAWN),
+        Grant(SLOT_BOOT_NOTIFY_SEND, Rights.SEND),
+    ]
+    slots = [
+        EnvelopeSlot(1, CapPurpose.SELF_ENDPOINT),
+        EnvelopeSlot(2, CapPurpose.KERNEL_CONTROL),
+        EnvelopeSlot(3, CapPurpose.BOOTSTRAP_NOTIFY),
+    ]
+    flags = EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL
+    return ProcdBoot(build_envelope(Role.PROCD, flags, slots), grants)
+
+
+@dataclass
+class Rootd:
+    kernel: Kernel
+    manifest: list[ManifestEntry]
+    boot: ProcdBoot = field(default_factory=default_procd_boot)
+    procd_pid: int = 0
+    ready: bool = False
+    finished: bool = False
+    spawned: list[SpawnRecord] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    on_ready: list[Callable[[Rootd], None]] = field(default_factory=list)
+    """Called once procd has signalled READY, before the manifest is sent (tests hook in here)."""
+
+    def start(self) -> Process:
+        """Create rootd's process with its boot capabilities and watch for procd's death."""
+        kernel = self.kernel
+        notification = kernel.new_notification()
+        caps = CapTable()
+        caps.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND | Rights.SPAWN), SLOT_KERNEL_CONTROL)
+        caps.install(Capability(CapType.NOTIFICATION, notification.obj, Rights.RECV), SLOT_BOOT_NOTIFY_RECV)
+        caps.install(Capability(CapType.NOTIFICATION, notification.obj, Rights.SEND), SLOT_BOOT_NOTIFY_SEND)
+        kernel.death_observers.append(self._on_death)
+        return kernel.spawn_actor("rootd", self.program(), caps)
+
+    def _on_death(self, proc: Process) -> None:
+        if proc.pid != self.procd_pid:
+            return
+        if proc.fault is not None:
+            why = f"procd faulted: {proc.fault.describe()}"
+        else:
+            code = proc.exit_code or 0
+            try:
+                name = StartupStatus(code).name
+            except ValueError:
+                name = f"{code:#x}"
+            when = "refused to start" if not self.ready else "exited"
+            why = f"procd {when}: {name} (exit {code:#x})"
+        self.kernel.halt("halted", f"bootstrap halted: {why}")
+
+    def program(self) -> ActorProgram:
+        procd = boot_image_named("procd")
+        request = create_process_payload(procd.image_id, self.boot.grants, self.boot.envelope, badge=BADGE_ROOTD)
+        result = yield call(SLOT_KERNEL_CONTROL, KernelOp.CREATE_PROCESS, request)
+        reply = result.message()
+        if reply.op != Status.OK:
+            self.problems.append(f"CREATE_PROCESS for procd failed: {Status(reply.op).name}")
+            return
+        self.procd_pid = CREATE_PROCESS_REPLY.unpack(reply.payload)["pid"]
+        procd_slot = reply.caps[0]
+        result = yield call(SLOT_KERNEL_CONTROL, KernelOp.START_PROCESS, START_PROCESS_REQUEST.pack(pid=self.procd_pid))
+        if result.message().op != Status.OK:
+            self.problems.append("START_PROCESS for procd failed")
+            return
+        result = yield SyscallRequest(Syscall.WAIT, (SLOT_BOOT_NOTIFY_RECV,))
+        if not result.values[0] & NotifyBit.READY:
+            self.problems.append(f"procd signalled {result.values[0]:#x} instead of READY")
+            return
+        self.ready = True
+        for hook in self.on_ready:
+            hook(self)
+        for entry in self.manifest:
+            yield from self._spawn(procd_slot, entry)
+        self.finished = True
+
+    def _spawn(self, procd_slot: int, entry: ManifestEntry) -> ActorProgram:
+        image = boot_image_named(entry.image)
+        request = SPAWN_SERVICE_REQUEST.pack(image_id=image.image_id, role=entry.role, flags=entry.flags)
+        result = yield call(procd_slot, ProcdOp.SPAWN_SERVICE, request)
+        if result.status is not Status.OK:
+            self.problems.append(f"SPAWN_SERVICE {entry.image}: CALL failed with {result.status.name}")
+            return
+        reply = result.message()
+        try:
+            status = Status(reply.op)
+        except ValueError:
+            self.problems.append(f"SPAWN_SERVICE {entry.image}: reply carries unknown status {reply.op:#x}")
+            return
+        record = SpawnRecord(entry, status)
+        if status is Status.OK:
+            if len(reply.payload) != SPAWN_SERVICE_REPLY.size:
+                self.problems.append(f"SPAWN_SERVICE {entry.image}: reply payload is {len(reply.payload)} bytes")
+                return
+            fields = SPAWN_SERVICE_REPLY.unpack(reply.payload)
+            record.pid, record.endpoint = fields["pid"], fields["endpoint"]
+        if status is not entry.expect_status:
+            self.problems.append(f"SPAWN_SERVICE {entry.image}: expected {entry.expect_status.name}, got {status.name}")
+        self.spawned.append(record)

@@ -1,0 +1,88 @@
+"""Types behind the generated ABI module: fixed little-endian layouts and intake entries.
+
+Plain data and codecs only; nothing here knows about the emulator.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+_CODES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q"}
+
+
+class WireError(ValueError):
+    """Bytes that do not fit a layout (too short)."""
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str
+    offset: int
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A fixed little-endian record: pack from keyword values, unpack into a dict."""
+
+    name: str
+    fields: tuple[Field, ...]
+    _struct: struct.Struct = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fmt = "<" + "".join(f"{f.count if f.count > 1 else ''}{_CODES[f.type]}" for f in self.fields)
+        object.__setattr__(self, "_struct", struct.Struct(fmt))
+
+    @property
+    def size(self) -> int:
+        return self._struct.size
+
+    def offset(self, name: str) -> int:
+        for f in self.fields:
+            if f.name == name:
+                return f.offset
+        raise KeyError(name)
+
+    def pack(self, **values: Any) -> bytes:
+        """Pack the named fields; missing fields are zero, unknown names are an error."""
+        unknown = set(values) - {f.name for f in self.fields}
+        if unknown:
+            raise KeyError(f"{self.name} has no field {sorted(unknown)[0]!r}")
+        flat: list[int] = []
+        for f in self.fields:
+            value = values.get(f.name, 0 if f.count == 1 else (0,) * f.count)
+            if f.count == 1:
+                flat.append(int(value))
+            else:
+                items = tuple(value) + (0,) * (f.count - len(tuple(value)))
+                if len(items) != f.count:
+                    raise ValueError(f"{self.name}.{f.name} holds {f.count} items, got {len(tuple(value))}")
+                flat.extend(int(v) for v in items)
+        return self._struct.pack(*flat)
+
+    def unpack(self, data: bytes, offset: int = 0) -> dict[str, Any]:
+        if len(data) - offset < self.size:
+            raise WireError(f"{self.name} needs {self.size} bytes, got {max(0, len(data) - offset)}")
+        flat = self._struct.unpack_from(data, offset)
+        out: dict[str, Any] = {}
+        i = 0
+        for f in self.fields:
+            if f.count == 1:
+                out[f.name] = flat[i]
+            else:
+                out[f.name] = tuple(flat[i : i + f.count])
+            i += f.count
+        return out
+
+
+@dataclass(frozen=True)
+class IntakeEntry:
+    """A capability a role's intake spec lists: what it is for, its type, its least rights."""
+
+    purpose: int
+    cap_type: int
+    rights: int
+    required: bool

@@ -1,0 +1,144 @@
+"""The EriX world for `python -m emu run`: the default scenario and lone images.
+
+Default scenario: rootd boots the committed procd, which spawns `phase0-exit` on rootd's request.
+An IMAGE whose .erix_image note says it is procd replaces the committed procd in that scenario;
+any other IMAGE runs alone as the root process with a generic envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from emu.elf import ElfError, ElfImage, load_elf
+from emu.trace import Trace
+from emu.world import InputError, RunOutcome, RunRequest
+from procd_model.abi import CapPurpose, CapType, Rights, Role
+from procd_model.caps import Capability, CapTable
+from procd_model.images import boot_image_named, image_role, load_boot_image
+from procd_model.kernel import ImageLayoutError, Kernel, ProcState, StopReason
+from procd_model.messages import EnvelopeSlot, build_envelope
+from procd_model.rootd import ManifestEntry, ProcdBoot, Rootd, default_procd_boot
+
+DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
+
+
+def run(request: RunRequest, trace: Trace) -> RunOutcome:
+    if request.image is None:
+        return run_bootstrap(trace, request.max_instructions)
+    image = _load_user_image(request.image)
+    if image_role(image) is Role.PROCD:
+        return run_bootstrap(trace, request.max_instructions, procd_image=image)
+    return run_alone(trace, image, request.max_instructions)
+
+
+def _load_user_image(path: Path) -> ElfImage:
+    try:
+        return load_elf(path)
+    except ElfError as exc:
+        raise InputError(str(exc)) from None
+
+
+def make_kernel(trace: Trace, procd_image: ElfImage | None = None) -> Kernel:
+    procd_id = boot_image_named("procd").image_id
+
+    def loader(image_id: int) -> ElfImage | None:
+        if procd_image is not None and image_id == procd_id:
+            return procd_image
+        try:
+            return load_boot_image(image_id)
+        except KeyError:
+            return None
+
+    return Kernel(trace, image_loader=loader)
+
+
+def run_bootstrap(
+    trace: Trace,
+    max_instructions: int,
+    *,
+    manifest: tuple[ManifestEntry, ...] = DEFAULT_MANIFEST,
+    procd_image: ElfImage | None = None,
+    boot: ProcdBoot | None = None,
+    on_ready: Callable[[Rootd], None] | None = None,
+) -> RunOutcome:
+    """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected."""
+    kernel = make_kernel(trace, procd_image)
+    rootd = Rootd(kernel, list(manifest), boot or default_procd_boot())
+    if on_ready is not None:
+        rootd.on_ready.append(on_ready)
+    rootd.start()
+    stop = kernel.run(max_instructions)
+    return _bootstrap_outcome(kernel, rootd, stop)
+
+
+def _bootstrap_outcome(kernel: Kernel, rootd: Rootd, stop: StopReason) -> RunOutcome:
+    processes = describe_processes(kernel)
+    if stop.kind != "idle":
+        return RunOutcome(False, stop.kind, stop.detail, processes, kernel.icount)
+    problems = list(rootd.problems)
+    if not rootd.finished and not problems:
+        rootd_proc = kernel.procs[1]
+        problems.append(f"rootd did not finish its manifest (it is {rootd_proc.state.value})")
+    for record in rootd.spawned:
+        if record.status.name != "OK" or record.entry.expect_exit is None:
+            continue
+        child = kernel.procs.get(record.pid)
+        if child is None:
+            problems.append(f"{record.entry.image}: procd reported pid {record.pid}, which does not exist")
+        elif child.state is not ProcState.EXITED or child.exit_code != record.entry.expect_exit:
+            expected = record.entry.expect_exit
+            problems.append(f"{record.entry.image} (pid {record.pid}) ended {_ending(child)}, expected exit {expected}")
+    if problems:
+        return RunOutcome(False, "unexpected", "; ".join(problems), processes, kernel.icount)
+    spawned = ", ".join(f"{r.entry.image} as pid {r.pid}" for r in rootd.spawned)
+    return RunOutcome(True, "completed", f"bootstrap complete: procd spawned {spawned}", processes, kernel.icount)
+
+
+def run_alone(trace: Trace, image: ElfImage, max_instructions: int) -> RunOutcome:
+    """Run `image` as the only process, with its own endpoint and a SEND-only kernel-control cap."""
+    kernel = make_kernel(trace)
+    endpoint = kernel.new_endpoint(image.name)
+    caps = CapTable()
+    caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)
+    caps.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND), 2)
+    envelope = build_envelope(
+        Role.GENERIC, 0, [EnvelopeSlot(1, CapPurpose.SELF_ENDPOINT), EnvelopeSlot(2, CapPurpose.KERNEL_CONTROL)]
+    )
+    try:
+        proc = kernel.create_guest(Path(image.name).name, image, envelope, caps, endpoint.obj)
+    except ImageLayoutError as exc:
+        raise InputError(str(exc)) from None
+    kernel.start(proc)
+    stop = kernel.run(max_instructions)
+    processes = describe_processes(kernel)
+    if stop.kind != "idle":
+        return RunOutcome(False, stop.kind, stop.detail, processes, kernel.icount)
+    ending = _ending(proc)
+    ok = proc.state is ProcState.EXITED and proc.exit_code == 0
+    stop_kind = "completed" if ok else ("deadlock" if proc.state is ProcState.BLOCKED else proc.state.value)
+    return RunOutcome(ok, stop_kind, f"{proc.name} {ending}", processes, kernel.icount)
+
+
+def _ending(proc: Any) -> str:
+    if proc.state is ProcState.EXITED:
+        return f"exited with code {proc.exit_code}"
+    if proc.state is ProcState.FAULTED and proc.fault is not None:
+        return f"faulted: {proc.fault.describe()}"
+    return f"is {proc.state.value}"
+
+
+def describe_processes(kernel: Kernel) -> list[dict[str, Any]]:
+    out = []
+    for pid in sorted(kernel.procs):
+        proc = kernel.procs[pid]
+        row: dict[str, Any] = {"pid": pid, "name": proc.name, "state": proc.state.value}
+        if proc.exit_code is not None:
+            row["exit_code"] = proc.exit_code
+        if proc.fault is not None:
+            row["fault"] = proc.fault.kind.value
+        if proc.cpu is not None:
+            row["instructions"] = proc.cpu.retired
+        out.append(row)
+    return out

@@ -1,0 +1,113 @@
+"""GuestCpu: exact instruction counts at every kind of stop, and faults as values, not exceptions."""
+
+import pytest
+import unicorn
+from elfcraft import code_image
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from unicorn import unicorn_const as uc_const
+from unicorn import x86_const
+
+from emu.cpu import FaultKind, GuestCpu, TrapKind
+from emu.elf import ElfImage, load_elf
+
+# mov ecx, 1000; L: dec ecx; jnz L; mov eax, 9; xor edi, edi; syscall; jmp $
+LOOP = bytes.fromhex("b9e8030000ffc975fcb80900000031ff0f05ebfe")
+LOOP_INSNS_TO_SYSCALL = 1 + 2 * 1000 + 3
+
+
+def reference_count(image: ElfImage) -> int:
+    """Instructions up to and including the first syscall, counted one by one by a code hook."""
+    uc = unicorn.Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
+    for seg in image.segments:
+        start = seg.vaddr & ~0xFFF
+        size = ((seg.end + 0xFFF) & ~0xFFF) - start
+        uc.mem_map(start, size)
+        uc.mem_write(seg.vaddr, seg.data)
+    count = [0]
+
+    def on_code(uc: unicorn.Uc, address: int, size: int, _: object) -> None:
+        count[0] += 1
+
+    uc.hook_add(uc_const.UC_HOOK_CODE, on_code)
+    uc.hook_add(uc_const.UC_HOOK_INSN, lambda uc, _: uc.emu_stop(), None, 1, 0, x86_const.UC_X86_INS_SYSCALL)
+    uc.emu_start(image.entry, 0xFFFF_FFFF_FFFF_FFFF)
+    return count[0]
+
+
+def fresh(code: bytes) -> GuestCpu:
+    cpu = GuestCpu()
+    cpu.load(load_elf(code_image(code)))
+    return cpu
+
+
+def test_count_at_syscall_matches_a_per_instruction_count() -> None:
+    image = load_elf(code_image(LOOP))
+    assert reference_count(image) == LOOP_INSNS_TO_SYSCALL
+    cpu = GuestCpu()
+    cpu.load(image)
+    trap = cpu.run(10**6)
+    assert trap.kind is TrapKind.SYSCALL
+    assert cpu.retired == LOOP_INSNS_TO_SYSCALL
+    assert trap.rip == cpu.reg("rip")
+
+
+@settings(max_examples=40, deadline=None)
+@given(quanta=st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=30), exact=st.booleans())
+def test_slicing_never_changes_the_total(quanta: list[int], exact: bool) -> None:
+    """However the run is cut into budgets, the syscall arrives after the same number of instructions."""
+    cpu = fresh(LOOP)
+    for quantum in quanta * 20:
+        before = cpu.retired
+        trap = cpu.run(quantum, exact=exact)
+        assert cpu.retired - before <= quantum
+        if exact and trap.kind is TrapKind.BUDGET:
+            assert cpu.retired - before == quantum
+        if trap.kind is TrapKind.SYSCALL:
+            break
+    else:
+        trap = cpu.run(10**6)
+    assert trap.kind is TrapKind.SYSCALL
+    assert cpu.retired == LOOP_INSNS_TO_SYSCALL
+
+
+def test_exact_budget_stops_on_the_instruction() -> None:
+    cpu = fresh(b"\xeb\xfe")  # jmp $
+    assert cpu.run(12345, exact=True).kind is TrapKind.BUDGET
+    assert cpu.retired == 12345
+
+
+FAULTS = [
+    # (name, code, kind, retired, fault rip offset)
+    ("unmapped write", "b801000000bb020000008904250000000090", FaultKind.UNMAPPED_WRITE, 2, 10),
+    ("unmapped read", "908b042500000000", FaultKind.UNMAPPED_READ, 1, 1),
+    ("invalid opcode", "b8010000000f0b", FaultKind.INVALID_OPCODE, 1, 5),
+    ("divide error", "31c9b801000000f7f1", FaultKind.DIVIDE_ERROR, 2, 7),
+    ("breakpoint", "90cc90", FaultKind.BREAKPOINT, 2, 2),
+    ("hlt", "90f4", FaultKind.GENERAL_PROTECTION, 1, 1),
+    ("jump to null", "9031c0ffe0", FaultKind.UNMAPPED_FETCH, 3, None),
+    ("write to code", "90488d05f9ffffffc60000", FaultKind.PROTECTED_WRITE, 2, 8),
+]
+
+
+@pytest.mark.parametrize(("name", "code", "kind", "retired", "rip_offset"), FAULTS, ids=[f[0] for f in FAULTS])
+def test_faults_are_reported_with_exact_counts(
+    name: str, code: str, kind: FaultKind, retired: int, rip_offset: int | None
+) -> None:
+    cpu = fresh(bytes.fromhex(code))
+    trap = cpu.run(1000)
+    assert trap.kind is TrapKind.FAULT
+    assert trap.fault is not None and trap.fault.kind is kind
+    assert cpu.retired == retired
+    if rip_offset is not None:
+        assert trap.fault.rip == 0x400000 + rip_offset
+
+
+def test_fault_in_exact_tail_is_counted_exactly() -> None:
+    """A block that crosses the budget is stepped; a fault inside it still counts exactly."""
+    code = bytes.fromhex("90" * 20 + "89042500000000" + "90" * 20)
+    cpu = fresh(code)
+    trap = cpu.run(30, exact=True)
+    assert trap.kind is TrapKind.FAULT
+    assert trap.fault is not None and trap.fault.kind is FaultKind.UNMAPPED_WRITE
+    assert cpu.retired == 20
