@@ -2,7 +2,8 @@
 
 Default scenario: rootd boots the committed procd, which spawns `phase0-exit` on rootd's request.
 An IMAGE whose .erix_image note says it is procd replaces the committed procd in that scenario;
-any other IMAGE runs alone as the root process with a generic envelope.
+any other IMAGE runs alone as the root process with a generic envelope (role GENERIC, or the role
+its .erix_image note declares).
 """
 
 from __future__ import annotations
@@ -97,14 +98,18 @@ def _bootstrap_outcome(kernel: Kernel, rootd: Rootd, stop: StopReason) -> RunOut
 
 
 def run_alone(trace: Trace, image: ElfImage, max_instructions: int) -> RunOutcome:
-    """Run `image` as the only process, with its own endpoint and a SEND-only kernel-control cap."""
+    """Run `image` as the only process, with its own endpoint and a SEND-only kernel-control cap.
+
+    The envelope names the role the image's .erix_image note declares, or GENERIC if it has none.
+    """
     kernel = make_kernel(trace)
     endpoint = kernel.new_endpoint(image.name)
     caps = CapTable()
     caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)
     caps.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND), 2)
+    role = image_role(image) or Role.GENERIC
     envelope = build_envelope(
-        Role.GENERIC, 0, [EnvelopeSlot(1, CapPurpose.SELF_ENDPOINT), EnvelopeSlot(2, CapPurpose.KERNEL_CONTROL)]
+        role, 0, [EnvelopeSlot(1, CapPurpose.SELF_ENDPOINT), EnvelopeSlot(2, CapPurpose.KERNEL_CONTROL)]
     )
     try:
         proc = kernel.create_guest(Path(image.name).name, image, envelope, caps, endpoint.obj)

@@ -1,0 +1,197 @@
+"""The native procd under the emulator: envelope and intake refusal, and its request loop."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from procd_harness import Request, boot, serve
+
+from procd_model.abi import (
+    BADGE_ROOTD,
+    ENVELOPE_HEADER,
+    ENVELOPE_MAGIC,
+    PROCD_MAX_PROCESSES,
+    SPAWN_SERVICE_REPLY,
+    SPAWN_SERVICE_REQUEST,
+    CapPurpose,
+    EnvelopeFlag,
+    ProcdOp,
+    Rights,
+    Role,
+    StartupStatus,
+    Status,
+)
+from procd_model.messages import EnvelopeSlot, Grant, Message, build_envelope
+from procd_model.rootd import SLOT_BOOT_NOTIFY_SEND, SLOT_KERNEL_CONTROL, ProcdBoot, default_procd_boot
+
+GOOD_SLOTS = [
+    EnvelopeSlot(1, CapPurpose.SELF_ENDPOINT),
+    EnvelopeSlot(2, CapPurpose.KERNEL_CONTROL),
+    EnvelopeSlot(3, CapPurpose.BOOTSTRAP_NOTIFY),
+]
+GOOD_GRANTS = default_procd_boot().grants
+FLAGS = EnvelopeFlag.REQUIRED
+
+
+def patched(**fields: int) -> bytes:
+    """The good envelope with header fields overwritten."""
+    good = build_envelope(Role.PROCD, FLAGS, GOOD_SLOTS)
+    header = ENVELOPE_HEADER.unpack(good)
+    header.update(fields)
+    return ENVELOPE_HEADER.pack(**header) + good[ENVELOPE_HEADER.size :]
+
+
+REFUSALS = {
+    "bad magic": (ProcdBoot(patched(magic=ENVELOPE_MAGIC ^ 1), GOOD_GRANTS), StartupStatus.BAD_MAGIC),
+    "major 2": (ProcdBoot(patched(major=2), GOOD_GRANTS), StartupStatus.BAD_VERSION),
+    "minor 1": (ProcdBoot(patched(minor=1), GOOD_GRANTS), StartupStatus.BAD_VERSION),
+    "wrong role": (ProcdBoot(build_envelope(Role.TEST, FLAGS, GOOD_SLOTS), GOOD_GRANTS), StartupStatus.BAD_ROLE),
+    "unknown role": (ProcdBoot(patched(role=999), GOOD_GRANTS), StartupStatus.BAD_ROLE),
+    "unknown flag": (ProcdBoot(patched(flags=0x80), GOOD_GRANTS), StartupStatus.BAD_FLAGS),
+    "reserved set": (ProcdBoot(patched(reserved1=5), GOOD_GRANTS), StartupStatus.BAD_RESERVED),
+    "length lies": (ProcdBoot(patched(total_len=100), GOOD_GRANTS), StartupStatus.BAD_LENGTH),
+    "slot zero": (
+        ProcdBoot(
+            build_envelope(Role.PROCD, FLAGS, [EnvelopeSlot(0, CapPurpose.SELF_ENDPOINT), *GOOD_SLOTS[1:]]), GOOD_GRANTS
+        ),
+        StartupStatus.BAD_SLOT_TABLE,
+    ),
+    "duplicate purpose": (
+        ProcdBoot(
+            build_envelope(Role.PROCD, FLAGS, [*GOOD_SLOTS, EnvelopeSlot(4, CapPurpose.SELF_ENDPOINT)]), GOOD_GRANTS
+        ),
+        StartupStatus.BAD_SLOT_TABLE,
+    ),
+    "kernel-control not handed over": (
+        ProcdBoot(build_envelope(Role.PROCD, FLAGS, [GOOD_SLOTS[0], GOOD_SLOTS[2]]), GOOD_GRANTS),
+        StartupStatus.INTAKE_MISSING,
+    ),
+    "notification slot empty": (
+        ProcdBoot(
+            build_envelope(Role.PROCD, FLAGS, [*GOOD_SLOTS[:2], EnvelopeSlot(9, CapPurpose.BOOTSTRAP_NOTIFY)]),
+            GOOD_GRANTS,
+        ),
+        StartupStatus.INTAKE_MISSING,
+    ),
+    "kernel-control without SPAWN": (
+        ProcdBoot(
+            build_envelope(Role.PROCD, FLAGS, GOOD_SLOTS),
+            [Grant(SLOT_KERNEL_CONTROL, Rights.SEND), Grant(SLOT_BOOT_NOTIFY_SEND, Rights.SEND)],
+        ),
+        StartupStatus.INTAKE_RIGHTS,
+    ),
+    "notification where kernel-control belongs": (
+        ProcdBoot(
+            build_envelope(
+                Role.PROCD,
+                FLAGS,
+                [
+                    GOOD_SLOTS[0],
+                    EnvelopeSlot(3, CapPurpose.KERNEL_CONTROL),
+                    EnvelopeSlot(2, CapPurpose.BOOTSTRAP_NOTIFY),
+                ],
+            ),
+            GOOD_GRANTS,
+        ),
+        StartupStatus.INTAKE_WRONG_TYPE,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_bad_envelope_or_intake_refuses_to_start(case: str) -> None:
+    boot_config, status = REFUSALS[case]
+    session = boot(boot_config)
+    outcome = session.outcome
+    assert not outcome.ok
+    assert outcome.stop == "halted"
+    assert f"procd refused to start: {status.name} (exit {int(status):#x})" in outcome.detail
+    procd = next(p for p in outcome.processes if p["name"] == "procd")
+    assert procd["state"] == "exited" and procd["exit_code"] == status
+    logs = [e.fields["text"] for e in session.trace.of_kind("log")]
+    assert logs == [f"procd: startup refused: {status.name}"]
+    assert not session.trace.of_kind("fault")
+
+
+def test_good_envelope_is_accepted() -> None:
+    session = boot()
+    assert session.outcome.ok, session.outcome.detail
+    assert [e.fields["text"] for e in session.trace.of_kind("log")] == ["procd: envelope accepted"]
+
+
+def spawn(image_id: int = 2, role: int = Role.TEST, flags: int = 0) -> Message:
+    return Message(ProcdOp.SPAWN_SERVICE, SPAWN_SERVICE_REQUEST.pack(image_id=image_id, role=role, flags=flags))
+
+
+MALFORMED = [
+    ("wrong badge", Request(spawn(), badge=7), Status.DENIED),
+    (
+        "short payload",
+        Request(Message(ProcdOp.SPAWN_SERVICE, b"\x02\x00\x00\x00\x20\x00\x00")),
+        Status.INVALID_ARGUMENT,
+    ),
+    ("long payload", Request(Message(ProcdOp.SPAWN_SERVICE, spawn().payload + b"\x00")), Status.INVALID_ARGUMENT),
+    ("empty payload", Request(Message(ProcdOp.SPAWN_SERVICE)), Status.INVALID_ARGUMENT),
+    ("unknown role", Request(spawn(role=999)), Status.INVALID_ARGUMENT),
+    ("role rootd", Request(spawn(role=Role.ROOTD)), Status.INVALID_ARGUMENT),
+    ("role procd", Request(spawn(role=Role.PROCD)), Status.INVALID_ARGUMENT),
+    ("role generic", Request(spawn(role=Role.GENERIC)), Status.INVALID_ARGUMENT),
+    ("unknown flag", Request(spawn(flags=0x8000)), Status.INVALID_ARGUMENT),
+    ("image 0", Request(spawn(image_id=0)), Status.INVALID_ARGUMENT),
+    ("unknown image", Request(spawn(image_id=99)), Status.NOT_FOUND),
+    ("unknown op", Request(Message(0x999, b"abc")), Status.INVALID_ARGUMENT),
+    ("caps attached", Request(spawn(), caps_from_client=True), Status.INVALID_ARGUMENT),
+]
+
+
+def test_malformed_requests_get_error_replies_and_procd_keeps_serving() -> None:
+    requests = [r for _, r, _ in MALFORMED] + [Request(spawn())]
+    session = serve(requests)
+    assert session.procd is not None and session.kernel is not None
+    got = [(s, Status(m.op) if m else None) for s, m in session.replies]
+    expected = [(Status.OK, status) for _, _, status in MALFORMED] + [(Status.OK, Status.OK)]
+    assert [name for (name, _, _), g, e in zip(MALFORMED, got, expected, strict=False) if g != e] == []
+    assert got[-1] == (Status.OK, Status.OK)
+    last = session.replies[-1][1]
+    assert last is not None
+    child_pid = SPAWN_SERVICE_REPLY.unpack(last.payload)["pid"]
+    child = session.kernel.procs[child_pid]
+    assert child.name == "phase0-exit" and child.exit_code == 0
+    assert session.procd.state.value == "blocked", "procd is back in RECV"
+    assert not session.trace.of_kind("fault")
+    # The capability attached to a request was deleted, not kept: procd holds its intake plus the
+    # endpoint caps of the processes it spawned.
+    assert len(session.procd.caps.occupied()) == 3 + 1
+
+
+def test_table_full_answers_busy() -> None:
+    requests = [Request(spawn()) for _ in range(PROCD_MAX_PROCESSES + 2)]
+    session = serve(requests)
+    statuses = [Status(m.op) for _, m in session.replies if m is not None]
+    assert statuses == [Status.OK] * PROCD_MAX_PROCESSES + [Status.BUSY] * 2
+
+
+requests_strategy = st.lists(
+    st.tuples(
+        st.sampled_from([ProcdOp.SPAWN_SERVICE, 0, 0x401, 0x403, 0xFFFFFFFF]),
+        st.binary(max_size=24),
+        st.sampled_from([BADGE_ROOTD, 0, 2]),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(requests_strategy)
+def test_any_request_gets_a_reply_and_procd_survives(fuzz: list[tuple[int, bytes, int]]) -> None:
+    """Whatever arrives, procd answers every request with a defined status and then spawns normally."""
+    requests = [Request(Message(op, payload), badge=badge) for op, payload, badge in fuzz] + [Request(spawn())]
+    session = serve(requests)
+    assert len(session.replies) == len(requests)
+    for status, message in session.replies:
+        assert status is Status.OK and message is not None
+        assert message.op in set(Status)
+    assert session.replies[-1][1] is not None and session.replies[-1][1].op == Status.OK
+    assert not session.trace.of_kind("fault")
