@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emu.elf import ElfImage, load_elf
-from procd_model.abi import IMAGE_NOTE, IMAGE_NOTE_MAGIC, Role
+from procd_model.abi import IMAGE_NOTE, IMAGE_NOTE_MAGIC, IMAGE_NOTE_VERSION, Role
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def image_role(image: ElfImage) -> Role | None:
     if note is None or len(note) < IMAGE_NOTE.size:
         return None
     fields = IMAGE_NOTE.unpack(note)
-    if fields["magic"] != IMAGE_NOTE_MAGIC:
+    if fields["magic"] != IMAGE_NOTE_MAGIC or fields["version"] != IMAGE_NOTE_VERSION:
         return None
     try:
         return Role(fields["role"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from procd_harness import Request, boot, serve
 
+from emu.trace import Trace
+from emu.world import RunOutcome
 from procd_model.abi import (
     BADGE_ROOTD,
     ENVELOPE_HEADER,
@@ -22,8 +23,10 @@ from procd_model.abi import (
     StartupStatus,
     Status,
 )
+from procd_model.client import Request, serve
 from procd_model.messages import EnvelopeSlot, Grant, Message, build_envelope
 from procd_model.rootd import SLOT_BOOT_NOTIFY_SEND, SLOT_KERNEL_CONTROL, ProcdBoot, default_procd_boot
+from procd_model.world import run_bootstrap
 
 GOOD_SLOTS = [
     EnvelopeSlot(1, CapPurpose.SELF_ENDPOINT),
@@ -31,6 +34,13 @@ GOOD_SLOTS = [
     EnvelopeSlot(3, CapPurpose.BOOTSTRAP_NOTIFY),
 ]
 GOOD_GRANTS = default_procd_boot().grants
+
+
+def boot(boot_config: ProcdBoot | None = None) -> tuple[RunOutcome, Trace]:
+    trace = Trace()
+    return run_bootstrap(trace, 20_000_000, manifest=(), boot=boot_config), trace
+
+
 FLAGS = EnvelopeFlag.REQUIRED
 
 
@@ -102,22 +112,21 @@ REFUSALS = {
 @pytest.mark.parametrize("case", sorted(REFUSALS))
 def test_bad_envelope_or_intake_refuses_to_start(case: str) -> None:
     boot_config, status = REFUSALS[case]
-    session = boot(boot_config)
-    outcome = session.outcome
+    outcome, trace = boot(boot_config)
     assert not outcome.ok
     assert outcome.stop == "halted"
     assert f"procd refused to start: {status.name} (exit {int(status):#x})" in outcome.detail
     procd = next(p for p in outcome.processes if p["name"] == "procd")
     assert procd["state"] == "exited" and procd["exit_code"] == status
-    logs = [e.fields["text"] for e in session.trace.of_kind("log")]
+    logs = [e.fields["text"] for e in trace.of_kind("log")]
     assert logs == [f"procd: startup refused: {status.name}"]
-    assert not session.trace.of_kind("fault")
+    assert not trace.of_kind("fault")
 
 
 def test_good_envelope_is_accepted() -> None:
-    session = boot()
-    assert session.outcome.ok, session.outcome.detail
-    assert [e.fields["text"] for e in session.trace.of_kind("log")] == ["procd: envelope accepted"]
+    outcome, trace = boot()
+    assert outcome.ok, outcome.detail
+    assert [e.fields["text"] for e in trace.of_kind("log")] == ["procd: envelope accepted"]
 
 
 def spawn(image_id: int = 2, role: int = Role.TEST, flags: int = 0) -> Message:
@@ -141,7 +150,7 @@ MALFORMED = [
     ("image 0", Request(spawn(image_id=0)), Status.INVALID_ARGUMENT),
     ("unknown image", Request(spawn(image_id=99)), Status.NOT_FOUND),
     ("unknown op", Request(Message(0x999, b"abc")), Status.INVALID_ARGUMENT),
-    ("caps attached", Request(spawn(), caps_from_client=True), Status.INVALID_ARGUMENT),
+    ("caps attached", Request(spawn(), attach_cap=True), Status.INVALID_ARGUMENT),
 ]
 
 
