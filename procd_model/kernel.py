@@ -311,12 +311,7 @@ class Kernel:
                     self.run_queue.append(proc.pid)
                     return
                 continue  # the limit check above reports it
-            outcome = self._guest_syscall(proc, cpu)
-            if not isinstance(outcome, Done):
-                return
-            self._commit(proc, outcome)
-            if outcome.end_turn:
-                self.run_queue.append(proc.pid)
+            if not self._carry_on(proc, self._guest_syscall(proc, cpu)):
                 return
 
     def _run_actor(self, proc: Process) -> None:
@@ -340,12 +335,18 @@ class Kernel:
                 proc.write_ipc(request.message[:IPC_BUFFER_SIZE])
             args = (tuple(request.args) + (0,) * 6)[:6]
             outcome = self._syscall(proc, SyscallArgs(int(request.number), args))  # type: ignore[arg-type]
-            if not isinstance(outcome, Done):
+            if not self._carry_on(proc, outcome):
                 return
-            self._commit(proc, outcome)
-            if outcome.end_turn:
-                self.run_queue.append(proc.pid)
-                return
+
+    def _carry_on(self, proc: Process, outcome: Outcome) -> bool:
+        """Commit a completed syscall; False when the turn is over (blocked, gone or yielding)."""
+        if not isinstance(outcome, Done):
+            return False
+        self._commit(proc, outcome)
+        if outcome.end_turn:
+            self.run_queue.append(proc.pid)
+            return False
+        return True
 
     # ----------------------------------------------------------- syscall entry
 
