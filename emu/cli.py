@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from emu.trace import FORMATS, Trace, TraceWriter
+from emu.instrument import TraceProbes
+from emu.trace import FORMATS, LEVELS, Trace, TraceWriter
 from emu.world import DEFAULT_WORLD, InputError, RunRequest, load_world
 
 EXIT_OK = 0
@@ -48,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"stop the guest after N instructions (default: {DEFAULT_MAX_INSTRUCTIONS})",
     )
+    run.add_argument(
+        "--trace",
+        choices=list(LEVELS),
+        default="syscall",
+        help="how much to show: none (summary only), ipc, syscall (default), block, insn; counts never change",
+    )
+    run.add_argument("--trace-pid", type=_positive, metavar="PID", help="block/insn events of this process only")
+    run.add_argument("--trace-symbol", metavar="NAME", help="block/insn events inside this function only")
     run.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
     return parser
 
@@ -58,9 +67,11 @@ def run_command(args: argparse.Namespace) -> int:
         raise InputError(f"--out {out}: folder {out.parent} does not exist")
     world = load_world(args.world)
     writer = TraceWriter(args.format, out)
-    trace = Trace(sink=writer.write)
+    trace = Trace(sink=writer.write, level=LEVELS[args.trace])
+    trace.bind_raw_sink(writer.write_raw)
+    probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
     try:
-        outcome = world.run(RunRequest(args.image, args.max_instructions), trace)
+        outcome = world.run(RunRequest(args.image, args.max_instructions, probes), trace)
         trace.emit(
             "summary",
             0,
@@ -75,6 +86,8 @@ def run_command(args: argparse.Namespace) -> int:
         writer.abort()
         raise
     writer.commit()
+    if args.trace_symbol is not None and not probes.symbol_seen:
+        print(f"emu: warning: --trace-symbol {args.trace_symbol}: no image has that symbol", file=sys.stderr)
     verdict = "ok" if outcome.ok else "guest failed"
     print(f"emu: {verdict} ({outcome.stop}): {outcome.detail}", file=sys.stderr)
     return EXIT_OK if outcome.ok else EXIT_GUEST_FAILED

@@ -1,27 +1,30 @@
-"""One guest address space and CPU on a Unicorn engine, with exact instruction accounting.
+"""One guest address space and CPU on a Unicorn engine, with exact instruction and cycle accounting.
 
-`GuestCpu.run(budget)` executes until the guest issues `syscall`, faults, or would exceed the
-instruction budget, and returns a `Trap` that says which. Guest faults never raise: they come back
-as a `Fault`. `retired` counts instructions the guest has retired, exactly, at every kind of stop.
-
-Accounting: a block hook adds the instruction count of each translated block (capstone-decoded
-once per block and cached). A stop inside a block (a fault) subtracts the block's unexecuted tail.
-A budget stop happens before a block that would cross the budget, so it lands on a block boundary;
-`run(..., exact=True)` then steps the remainder one instruction at a time with a code hook.
+`GuestCpu.run(...)` executes until the guest issues `syscall`, faults, or would exceed its
+instruction or cycle budget, and returns a `Trap` that says which. Guest faults never raise: they
+come back as a `Fault`. `retired` (instructions) and `cost` (millicycles) are exact at every kind
+of stop: the block accounting (emu/accounting.py) counts whole blocks before they run, a fault
+inside a block gives back the block's unexecuted tail, and `rdtsc` sees the cycles retired up to
+itself. A budget stop lands on a block boundary; `run(..., exact=True)` then steps the remainder
+one instruction at a time (used once, for the machine's final instruction limit).
 """
 
 from __future__ import annotations
 
-import bisect
+import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-import capstone
 import unicorn
 from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
+from emu.accounting import STOP_CYCLES, STOP_INSNS, STOP_NONE, STOP_UNKNOWN, UNLIMITED, Accountant, CostFunction
+from emu.cpuid import cpuid_leaf
 from emu.elf import PAGE_SIZE, ElfImage, Perm
+from emu.insnlog import Feed, InsnLog
 
 _STOP_NOWHERE = 0xFFFF_FFFF_FFFF_FFFF
 _TCG_BUFFER_BYTES = 8 << 20
@@ -91,6 +94,10 @@ class Trap:
     fault: Fault | None = None
 
 
+BlockProbe = Callable[[int, int, int, int, int, int], None]
+"""probe(address, size, machine_icount, machine_clock_millicycles, block_insns, block_millicycles)"""
+
+
 class GuestMemoryError(Exception):
     """The host tried to read or write guest memory that is not mapped."""
 
@@ -117,29 +124,91 @@ def _page_ceil(value: int) -> int:
 
 
 class GuestCpu:
-    """A single-threaded guest: its own Unicorn engine, memory map and instruction count."""
+    """A single-threaded guest: its own Unicorn engine, memory map, instruction and cycle counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, cost_of: CostFunction) -> None:
         self._uc = unicorn.Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
         self._uc.ctl_set_tcg_buffer_size(_TCG_BUFFER_BYTES)
-        self._cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._pages: dict[int, Perm] = {}
-        self._blocks: dict[tuple[int, int], tuple[int, ...]] = {}
-        self.retired = 0
-        """Instructions this guest has retired."""
-        self._limit = 0
+        self._acct = Accountant(self._uc, cost_of)
+        self._state = self._acct.state
         self._exact_tail = False
-        self._block_start = 0
-        self._block_base = 0
-        self._block_addrs: tuple[int, ...] = ()
-        self._stop: TrapKind | None = None
+        self._syscall = False
         self._fault: Fault | None = None
+        self._clock_base = 0
+        self._icount_base = 0
+        self._image: ElfImage | None = None
+        self._insn_log: InsnLog | None = None
+        self._next_seq: Callable[[], int] = lambda: 0
         uc = self._uc
-        uc.hook_add(uc_const.UC_HOOK_BLOCK, self._on_block)
         uc.hook_add(uc_const.UC_HOOK_INSN, self._on_syscall, None, 1, 0, x86_const.UC_X86_INS_SYSCALL)
+        uc.hook_add(uc_const.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, x86_const.UC_X86_INS_CPUID)
         uc.hook_add(uc_const.UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(uc_const.UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(uc_const.UC_HOOK_MEM_INVALID, self._on_mem_fault)
+        # The binding refuses RDTSC hooks; the C core supports them (see the unicorn notes).
+        self._rdtsc_hooks = [HOOK_INSN_CPUID_CFUNC(self._on_rdtsc), HOOK_INSN_CPUID_CFUNC(self._on_rdtscp)]
+        rdtsc_insns = (x86_const.UC_X86_INS_RDTSC, x86_const.UC_X86_INS_RDTSCP)
+        for callback, insn in zip(self._rdtsc_hooks, rdtsc_insns, strict=True):
+            uc._Uc__do_hook_add(uc_const.UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(insn))
+
+    @property
+    def retired(self) -> int:
+        """Instructions this guest has retired."""
+        return int(self._state.insns)
+
+    @property
+    def cost(self) -> int:
+        """Millicycles this guest's retired instructions cost."""
+        return int(self._state.cost)
+
+    @property
+    def native_accounting(self) -> bool:
+        return self._acct.native
+
+    def add_block_probe(self, probe: BlockProbe, begin: int = 1, end: int = 0) -> None:
+        """Call `probe` before each block in [begin, end] runs (all blocks by default).
+
+        The probe sees the block's address and size, the machine's instruction count and clock
+        (millicycles) before it, and what the block costs (instructions, millicycles). Probes
+        never change any count.
+        """
+        state = self._state
+
+        def on_block(uc: unicorn.Uc, address: int, size: int, _user: object) -> None:
+            if state.stop != STOP_NONE or state.paused:
+                return  # the accounting hook stopped before this block: it will not run now
+            probe(
+                address,
+                size,
+                self._icount_base + state.block_insns,
+                self._clock_base + state.block_cost,
+                int(state.insns - state.block_insns),
+                int(state.cost - state.block_cost),
+            )
+
+        self._uc.hook_add(uc_const.UC_HOOK_BLOCK, on_block, None, begin, end)
+        self._uc.ctl_flush_tb()
+
+    def attach_insn_log(
+        self, pid: int, feed: Feed, next_seq: Callable[[], int], *, text: bool, begin: int = 1, end: int = 0
+    ) -> None:
+        """Trace every instruction in [begin, end] as an `insn` event, rendered natively (see emu/insnlog.py).
+
+        `feed(count, jsonl, text)` receives the lines after each run; `next_seq()` says where
+        their numbering starts. Never changes any count.
+        """
+        symbolize = self._symbolize
+        self._insn_log = InsnLog(self._uc, self._acct, self.read, symbolize, pid, feed, text=text, begin=begin, end=end)
+        self._next_seq = next_seq
+        self._uc.ctl_flush_tb()
+
+    def _symbolize(self, address: int) -> str:
+        if self._image is not None:
+            where = self._image.symbolize(address)
+            if where is not None:
+                return f"{where[0]}+{where[1]:#x}"
+        return f"{address:#x}"
 
     # ------------------------------------------------------------------ memory
 
@@ -162,9 +231,11 @@ class GuestCpu:
             self._uc.mem_write(address, bytes(data))
 
     def load(self, image: ElfImage) -> None:
-        """Map every PT_LOAD segment of `image` and point RIP at its entry."""
+        """Map every PT_LOAD segment of `image`, sweep its code, and point RIP at its entry."""
         for segment in image.segments:
             self.map(segment.vaddr, segment.memsz, segment.perms, segment.data)
+        self._acct.add_image(image)
+        self._image = image
         self.set_reg("rip", image.entry)
 
     def is_mapped(self, address: int, size: int) -> bool:
@@ -192,66 +263,113 @@ class GuestCpu:
 
     # --------------------------------------------------------------- execution
 
-    def run(self, budget: int, *, exact: bool = False) -> Trap:
-        """Run until a syscall, a fault, or the next block would exceed `budget` instructions.
+    def run(
+        self, budget: int, cost_budget: int = UNLIMITED, *, exact: bool = False, clock: int = 0, icount: int = 0
+    ) -> Trap:
+        """Run until a syscall, a fault, or the next block would exceed either budget.
 
-        With `exact`, a budget stop lands on exactly `budget` retired instructions.
+        `budget` is in instructions, `cost_budget` in millicycles. `clock` (millicycles) and
+        `icount` are the machine's virtual time and instruction count now; `rdtsc` and probes see
+        them advanced by what this run retires. With `exact`, an instruction-budget stop lands on
+        exactly `budget` retired instructions.
         """
-        start = self.retired
-        trap = self._run_until(start + budget, exact_tail=False)
-        if trap.kind is TrapKind.BUDGET and exact and self.retired < start + budget:
-            trap = self._run_until(start + budget, exact_tail=True)
+        state = self._state
+        self._clock_base = clock - state.cost
+        self._icount_base = icount - state.insns
+        insn_limit = state.insns + budget
+        state.insn_limit = insn_limit
+        state.cost_limit = UNLIMITED if cost_budget == UNLIMITED else state.cost + cost_budget
+        log = self._insn_log
+        if log is not None:
+            log.begin_run(self._next_seq(), self._icount_base, self._clock_base)
+        trap = self._run_once()
+        if trap.kind is TrapKind.BUDGET and exact and state.stop == STOP_INSNS and state.insns < insn_limit:
+            trap = self._run_once(exact_tail=True)
+        state.insn_limit = state.cost_limit = UNLIMITED
+        if log is not None:
+            log.drain()
         return trap
 
-    def _run_until(self, limit: int, *, exact_tail: bool) -> Trap:
-        self._limit = limit
-        self._exact_tail = exact_tail
-        self._stop = None
+    def _run_once(self, *, exact_tail: bool = False) -> Trap:
+        while True:
+            trap = self._emulate(exact_tail)
+            if trap is not None:
+                return trap
+
+    def _emulate(self, exact_tail: bool) -> Trap | None:
+        state = self._state
+        state.stop = STOP_NONE
+        self._syscall = False
         self._fault = None
-        self._block_addrs = ()
-        begin = self.reg("rip")
+        self._exact_tail = exact_tail
         error: unicorn.UcError | None = None
         step_hook = None
         if exact_tail:
-            # Step the last few instructions one by one. Translated blocks do not see a hook
-            # added later, so flush before and after (this path runs once, at a final stop).
+            # Step instruction by instruction. Translated blocks do not see a hook added later,
+            # so flush before and after (this path runs once, at a final stop).
+            state.paused = 1
             step_hook = self._uc.hook_add(uc_const.UC_HOOK_CODE, self._on_step)
             self._uc.ctl_flush_tb()
         try:
-            self._uc.emu_start(begin, _STOP_NOWHERE)
+            self._uc.emu_start(self.reg("rip"), _STOP_NOWHERE)
         except unicorn.UcError as exc:
             error = exc
         finally:
             if step_hook is not None:
+                state.paused = 0
                 self._uc.hook_del(step_hook)
                 self._uc.ctl_flush_tb()
         rip = self.reg("rip")
         if self._fault is None and error is not None:
             self._fault = self._fault_from_error(error, rip)
-        if self._stop is None and self._fault is None:
+        log = self._insn_log
+        if self._fault is None and not self._syscall and log is not None and log.stopped():
+            # The instruction log stopped before `rip` ran: give back the block's tail, let the
+            # log drain or learn the instruction, and go on from `rip`.
+            self._settle_to(rip)
+            log.service()
+            return None
+        if self._fault is None and not self._syscall and state.stop == STOP_NONE:
             # emu_start returned with no hook asking: the guest executed `hlt`, a privileged
             # instruction at user level.
             self._fault = Fault(FaultKind.GENERAL_PROTECTION, max(rip - 1, 0), None, "privileged instruction hlt")
         if self._fault is not None:
             self._settle_fault(self._fault)
             return Trap(TrapKind.FAULT, self._fault.rip, self._fault)
-        assert self._stop is not None
-        return Trap(self._stop, rip)
+        if self._syscall:
+            return Trap(TrapKind.SYSCALL, rip)
+        if state.stop == STOP_UNKNOWN:
+            # The block hook met a block off the swept instruction stream: learn it and go on.
+            self._acct.learn_block(self.read)
+            return None
+        assert state.stop in (STOP_INSNS, STOP_CYCLES)
+        return Trap(TrapKind.BUDGET, rip)
 
     def _settle_fault(self, fault: Fault) -> None:
         """Uncount what a fault kept from retiring: the faulting instruction and the rest of its block.
 
-        Traps (int3, int n) retire their instruction; fetch faults happen before any
-        instruction of the new block was counted.
+        Traps (int3, int n) retire their instruction; fetch faults happen before any instruction
+        of the new block was counted.
         """
         if fault.kind in _FETCH_FAULTS or fault.kind in _TRAP_VECTORS.values():
             return
+        state = self._state
         if self._exact_tail:
-            self.retired -= 1  # the step hook counted the faulting instruction before it ran
+            # The step hook counted the faulting instruction before it ran.
+            state.insns -= 1
+            state.cost -= self._step_cost
             return
-        addrs = self._block_addrs
-        if addrs and addrs[0] <= fault.rip <= addrs[-1]:
-            self.retired = self._block_base + bisect.bisect_left(addrs, fault.rip)
+        self._settle_to(fault.rip)
+
+    def _settle_to(self, rip: int) -> None:
+        """Count the current block only up to `rip` (the instructions before it retired)."""
+        state = self._state
+        if self._exact_tail:
+            return  # stepping counts instruction by instruction
+        done = self._acct.block_offset(rip)
+        if done is not None:
+            state.insns = state.block_insns + done[0]
+            state.cost = state.block_cost + done[1]
 
     def _fault_from_error(self, error: unicorn.UcError, rip: int) -> Fault:
         if error.errno == uc_const.UC_ERR_INSN_INVALID:
@@ -260,39 +378,54 @@ class GuestCpu:
             return Fault(FaultKind.UNMAPPED_FETCH, rip, rip)
         return Fault(FaultKind.CPU_EXCEPTION, rip, None, str(error))
 
+    def virtual_clock(self) -> int:
+        """The machine's virtual time in millicycles at the current instruction (inside a hook)."""
+        state = self._state
+        if self._exact_tail:
+            return self._clock_base + int(state.cost)
+        done = self._acct.block_offset(self.reg("rip"))
+        cost = int(state.cost) if done is None else int(state.block_cost) + done[1]
+        return self._clock_base + cost
+
     # -------------------------------------------------------------------- hooks
 
-    def _decode_block(self, address: int, size: int) -> tuple[int, ...]:
-        code = bytes(self._uc.mem_read(address, size))
-        addrs = tuple(insn[0] for insn in self._cs.disasm_lite(code, address))
-        return addrs or (address,)
+    _step_cost = 0
 
-    def _on_block(self, uc: unicorn.Uc, address: int, size: int, _user: object) -> None:
-        addrs = self._blocks.get((address, size))
-        if addrs is None:
-            addrs = self._decode_block(address, size)
-            self._blocks[(address, size)] = addrs
-        if self._exact_tail:
-            return  # the step hook counts
-        count = len(addrs)
-        if self.retired + count > self._limit:
-            self._stop = TrapKind.BUDGET
-            uc.emu_stop()  # stops before this block executes; it is not counted
-            return
-        self._block_base = self.retired
-        self._block_addrs = addrs
-        self.retired += count
-
-    def _on_step(self, uc: unicorn.Uc, _address: int, _size: int, _user: object) -> None:
-        if self.retired >= self._limit:
-            self._stop = TrapKind.BUDGET
+    def _on_step(self, uc: unicorn.Uc, address: int, size: int, _user: object) -> None:
+        state = self._state
+        if self._insn_log is not None and self._insn_log.stopped():
+            return  # the log stopped before this instruction: it does not run now
+        cost = self._acct.instruction_cost(address, size)
+        if state.insns >= state.insn_limit or state.cost + cost > state.cost_limit:
+            state.stop = STOP_INSNS if state.insns >= state.insn_limit else STOP_CYCLES
             uc.emu_stop()  # before this instruction executes
             return
-        self.retired += 1
+        self._step_cost = cost
+        state.insns += 1
+        state.cost += cost
 
     def _on_syscall(self, uc: unicorn.Uc, _user: object) -> None:
-        self._stop = TrapKind.SYSCALL
+        self._syscall = True
         uc.emu_stop()  # RIP is left after the syscall instruction: resuming continues there
+
+    def _on_cpuid(self, uc: unicorn.Uc, _user: object) -> int:
+        leaf = cpuid_leaf(self.reg("rax") & 0xFFFF_FFFF, self.reg("rcx") & 0xFFFF_FFFF)
+        for name, value in zip(("rax", "rbx", "rcx", "rdx"), leaf, strict=True):
+            self.set_reg(name, value)
+        return 1  # skip the real instruction
+
+    def _tsc(self) -> int:
+        return self.virtual_clock() // 1000
+
+    def _on_rdtsc(self, _uch: object, _user: object) -> int:
+        tsc = self._tsc()
+        self.set_reg("rax", tsc & 0xFFFF_FFFF)
+        self.set_reg("rdx", tsc >> 32)
+        return 1
+
+    def _on_rdtscp(self, _uch: object, _user: object) -> int:
+        self.set_reg("rcx", 0)  # IA32_TSC_AUX: processor 0
+        return self._on_rdtsc(_uch, _user)
 
     def _on_interrupt(self, uc: unicorn.Uc, vector: int, _user: object) -> None:
         rip = self.reg("rip")

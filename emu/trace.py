@@ -1,13 +1,14 @@
 """Trace events and their two renderings: JSON Lines for tools, aligned text for people.
 
-An event is `seq`, `icount` (instructions retired by the whole machine so far), `pid`, `kind` and
-decoded fields in the order they were given. The digest in the summary is the SHA-256 of the JSONL
-rendering of every event before it, whichever format is being written, so a text trace and a JSONL
-trace of the same run carry the same digest.
+An event is `seq`, `icount` (instructions retired by the whole machine so far), `cycle` (virtual
+time in cycles), `pid`, `kind` and decoded fields in the order they were given. The digest in the
+summary is the SHA-256 of the JSONL rendering of every event before it, whichever format is being
+written, so a text trace and a JSONL trace of the same run carry the same digest.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import os
@@ -19,67 +20,121 @@ from pathlib import Path
 from typing import IO, Any
 
 FORMATS = ("text", "jsonl")
-_RESERVED = frozenset({"seq", "icount", "pid", "kind"})
+
+
+class Level(enum.IntEnum):
+    """How much a trace shows. Each level includes the ones before it."""
+
+    NONE = -1
+    """the summary alone"""
+    IPC = 0
+    """process lifecycle, messages, notifications, logs, faults, scheduling, the summary"""
+    SYSCALL = 1
+    """plus every syscall"""
+    BLOCK = 2
+    """plus every executed translation block"""
+    INSN = 3
+    """plus every executed instruction"""
+
+
+LEVELS = {level.name.lower(): level for level in Level}
+_KIND_LEVEL = {"syscall": Level.SYSCALL, "block": Level.BLOCK, "insn": Level.INSN, "summary": Level.NONE}
+_RESERVED = frozenset({"seq", "icount", "cycle", "pid", "kind"})
 
 
 @dataclass(frozen=True)
 class Event:
     seq: int
     icount: int
+    cycle: int
     pid: int
     kind: str
     fields: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "icount": self.icount, "pid": self.pid, "kind": self.kind, **self.fields}
+        return {
+            "seq": self.seq,
+            "icount": self.icount,
+            "cycle": self.cycle,
+            "pid": self.pid,
+            "kind": self.kind,
+            **self.fields,
+        }
 
 
 def to_jsonl(event: Event) -> str:
     return json.dumps(event.as_dict(), separators=(",", ":"), ensure_ascii=True)
 
 
-def _text_value(value: Any) -> str:
+def text_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value) if (not value or " " in value or '"' in value) else value
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_text_value(v) for v in value) + "]"
+        return "[" + ",".join(text_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_text_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{k}:{text_value(v)}" for k, v in value.items()) + "}"
     return json.dumps(value)
 
 
 def to_text(event: Event) -> str:
     pid = "-" if event.pid < 0 else str(event.pid)
-    details = " ".join(f"{key}={_text_value(value)}" for key, value in event.fields.items())
-    return f"{event.seq:>6} {event.icount:>12} {pid:>4}  {event.kind:<16} {details}".rstrip()
+    details = " ".join(f"{key}={text_value(value)}" for key, value in event.fields.items())
+    return f"{event.seq:>6} {event.icount:>12} {event.cycle:>12} {pid:>4}  {event.kind:<16} {details}".rstrip()
 
 
-TEXT_HEADER = f"{'seq':>6} {'icount':>12} {'pid':>4}  {'kind':<16} details"
+TEXT_HEADER = f"{'seq':>6} {'icount':>12} {'cycle':>12} {'pid':>4}  {'kind':<16} details"
 
 
 class Trace:
     """Collects events in order, stamps them, and feeds the digest."""
 
-    def __init__(self, sink: Callable[[Event], None] | None = None) -> None:
+    def __init__(self, sink: Callable[[Event], None] | None = None, level: Level = Level.SYSCALL) -> None:
+        self.level = level
         self._icount: Callable[[], int] = lambda: 0
+        self._cycle: Callable[[], int] = lambda: 0
         self._sink = sink
         self._digest = hashlib.sha256()
+        self._raw_sink: Callable[[bytes, bytes], None] | None = None
+        self.next_seq = 0
         self.events: list[Event] = []
+        """Every event recorded, except instruction events (streamed through `feed`, not kept)."""
 
-    def bind_clock(self, icount: Callable[[], int]) -> None:
-        """Stamp later events with `icount()` (the machine that owns the clock binds it)."""
+    def bind_clock(self, icount: Callable[[], int], cycle: Callable[[], int]) -> None:
+        """Stamp later events with `icount()` and `cycle()` (the machine that owns the clock binds it)."""
         self._icount = icount
+        self._cycle = cycle
 
-    def emit(self, kind: str, pid: int, /, **fields: Any) -> Event:
+    def wants(self, kind: str) -> bool:
+        return _KIND_LEVEL.get(kind, Level.IPC) <= self.level
+
+    def emit(self, kind: str, pid: int, /, **fields: Any) -> Event | None:
+        """Record an event stamped with the machine's clock now (None if the level leaves it out)."""
+        return self.emit_at(self._icount(), self._cycle(), kind, pid, **fields)
+
+    def emit_at(self, icount: int, cycle: int, kind: str, pid: int, /, **fields: Any) -> Event | None:
+        """Record an event with explicit stamps (for events observed inside a running guest)."""
+        if _KIND_LEVEL.get(kind, Level.IPC) > self.level:
+            return None
         clash = _RESERVED.intersection(fields)
         if clash:
             raise ValueError(f"event field {sorted(clash)[0]!r} would overwrite the event's own")
-        event = Event(len(self.events), self._icount(), pid, kind, fields)
+        event = Event(self.next_seq, icount, cycle, pid, kind, fields)
+        self.next_seq += 1
         self.events.append(event)
         self._digest.update(to_jsonl(event).encode() + b"\n")
         if self._sink is not None:
             self._sink(event)
         return event
+
+    def bind_raw_sink(self, sink: Callable[[bytes, bytes], None]) -> None:
+        self._raw_sink = sink
+
+    def feed(self, count: int, jsonl: bytes, text: bytes) -> None:
+        """Take `count` events already rendered (seq from `next_seq` on) in both formats."""
+        self._digest.update(jsonl)
+        self.next_seq += count
+        if self._raw_sink is not None:
+            self._raw_sink(jsonl, text)
 
     def digest(self) -> str:
         return self._digest.hexdigest()
@@ -93,32 +148,46 @@ class TraceWriter:
 
     A file target is written to a temporary file beside it and renamed over the target on
     `commit()`; `abort()` removes the temporary file, so a failed run never leaves half a trace.
+    Output is UTF-8 bytes with "\n" line ends on every platform.
     """
 
-    def __init__(self, fmt: str, out: Path | None) -> None:
+    def __init__(self, fmt: str, out: Path | None, stream: IO[bytes] | None = None) -> None:
+        """Write to `out` (atomically), else to `stream`, else to stdout."""
         if fmt not in FORMATS:
             raise ValueError(f"unknown trace format {fmt!r}")
         self._render = to_jsonl if fmt == "jsonl" else to_text
+        self.wants_text = fmt == "text"
         self._out = out
         self._tmp: str | None = None
-        self._stream: IO[str]
+        self._stream: IO[bytes]
         if out is None:
-            self._stream = sys.stdout
+            self._stream = stream if stream is not None else sys.stdout.buffer
         else:
             fd, self._tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or Path("."))
-            self._stream = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
-        self._header = TEXT_HEADER + "\n" if fmt == "text" else ""
+            self._stream = os.fdopen(fd, "wb")
+        self._header = (TEXT_HEADER + "\n").encode() if fmt == "text" else b""
 
-    def write(self, event: Event) -> None:
+    def _start(self) -> None:
         if self._header:
             self._stream.write(self._header)
-            self._header = ""
-        self._stream.write(self._render(event) + "\n")
+            self._header = b""
+
+    def write(self, event: Event) -> None:
+        self._start()
+        self._stream.write((self._render(event) + "\n").encode("utf-8"))
+
+    def write_raw(self, jsonl: bytes, text: bytes) -> None:
+        """Write pre-rendered lines (the format this writer writes)."""
+        self._start()
+        self._stream.write(text if self.wants_text else jsonl)
 
     def commit(self) -> None:
         self._stream.flush()
         if self._tmp is not None and self._out is not None:
             self._stream.close()
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp creates 0600; a trace is an ordinary file
             os.replace(self._tmp, self._out)
             self._tmp = None
 

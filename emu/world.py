@@ -7,13 +7,20 @@ A world is a module with `run(request, trace) -> RunOutcome`. The CLI loads it b
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from emu.cpu import GuestCpu
+from emu.elf import ElfImage
 from emu.trace import Trace
 
 DEFAULT_WORLD = "procd_model.world"
+
+
+Instrument = Callable[[GuestCpu, ElfImage, int], None]
+"""Called with each new guest's CPU, image and pid before it runs (trace probes, profilers)."""
 
 
 class InputError(Exception):
@@ -25,6 +32,7 @@ class RunRequest:
     image: Path | None
     """An image to run; None for the world's default scenario."""
     max_instructions: int
+    instrument: Instrument | None = None
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from emu.accounting import CpuModel
 from emu.cpu import Fault, FaultKind, GuestCpu, GuestMemoryError, TrapKind
 from emu.elf import PAGE_SIZE, ElfImage, Perm
 from emu.trace import Trace
+from emu.world import Instrument
+from procd_model import costs
 from procd_model.abi import (
     CAP_TABLE_SLOTS,
     CHILD_FIRST_GRANT_SLOT,
@@ -44,14 +47,13 @@ from procd_model.abi import (
 )
 from procd_model.actor import ActorProgram, SyscallResult
 from procd_model.caps import Capability, CapLookupError, CapTable
+from procd_model.cpu_model import default_cpu_model
 from procd_model.messages import Message, MessageError, envelope_role
 from procd_model.ops import decode_payload, op_name, status_name
 
-DEFAULT_QUANTUM = 100_000
-"""Instructions a guest may run before it is preempted."""
-VIRTUAL_HZ = 1_000_000_000
-"""Virtual time advances one nanosecond per retired instruction (a nominal 1 GHz, one cycle each)."""
 KERNEL_PID = 0
+MILLI = 1000
+"""Millicycles per cycle: guest costs are fractional, the machine clock keeps millicycles."""
 
 
 class ProcState(enum.Enum):
@@ -159,6 +161,11 @@ class Gone:
 
 
 Outcome = Done | Blocked | Gone
+_KERNEL_OP_COSTS = {
+    KernelOp.CREATE_PROCESS: costs.CREATE_PROCESS,
+    KernelOp.START_PROCESS: costs.START_PROCESS,
+    KernelOp.READ_MONOTONIC_CLOCK: costs.READ_MONOTONIC_CLOCK,
+}
 BLOCKED = Blocked()
 GONE = Gone()
 
@@ -176,12 +183,20 @@ class Kernel:
         trace: Trace | None = None,
         *,
         image_loader: Callable[[int], ElfImage | None] | None = None,
-        quantum: int = DEFAULT_QUANTUM,
+        cpu_model: CpuModel | None = None,
+        quantum_cycles: int = costs.DEFAULT_QUANTUM_CYCLES,
+        instrument: Instrument | None = None,
     ) -> None:
+        self._instrument = instrument
         self.trace = trace if trace is not None else Trace()
-        self.trace.bind_clock(lambda: self.icount)
+        self.trace.bind_clock(lambda: self.icount, lambda: self.clock // MILLI)
+        self.cpu_model = cpu_model if cpu_model is not None else default_cpu_model()
         self.icount = 0
-        self.quantum = quantum
+        """Instructions retired by every guest."""
+        self.clock = 0
+        """Virtual time in millicycles: guest instructions plus the kernel's modelled work."""
+        self.quantum = quantum_cycles * MILLI
+        self._running = 0
         self.procs: dict[int, Process] = {}
         self.endpoints: dict[int, Endpoint] = {}
         self.notifications: dict[int, Notification] = {}
@@ -226,7 +241,7 @@ class Kernel:
                         f"{image.name}: segment {segment.index} [{segment.vaddr:#x}, {segment.end:#x}) overlaps "
                         f"the kernel-owned page at {base:#x}"
                     )
-        cpu = GuestCpu()
+        cpu = GuestCpu(self.cpu_model.cost_of)
         cpu.load(image)
         cpu.map(IPC_BUFFER_VADDR, PAGE_SIZE, Perm.R | Perm.W)
         cpu.map(ENVELOPE_VADDR, PAGE_SIZE, Perm.R, envelope)
@@ -234,6 +249,8 @@ class Kernel:
         cpu.set_reg("rsp", 0)
         proc = Process(self._take_pid(), name, caps, cpu=cpu, image=image, endpoint=endpoint)
         self.procs[proc.pid] = proc
+        if self._instrument is not None:
+            self._instrument(cpu, image, proc.pid)
         role = envelope_role(envelope)
         self.trace.emit(
             "process.create",
@@ -259,7 +276,17 @@ class Kernel:
             self._halt = StopReason(kind, detail)
 
     def monotonic_ticks(self) -> int:
-        return self.icount * MONOTONIC_CLOCK_HZ // VIRTUAL_HZ
+        return self.clock * MONOTONIC_CLOCK_HZ // (self.cpu_model.frequency_hz * MILLI)
+
+    def charge(self, cycles: int) -> None:
+        """Advance virtual time by kernel work."""
+        self.clock += cycles * MILLI
+
+    def _switch_to(self, proc: Process) -> None:
+        if proc.pid != self._running:
+            self.charge(costs.CONTEXT_SWITCH)
+            self.trace.emit("sched.switch", proc.pid, previous=self._running)
+            self._running = proc.pid
 
     # --------------------------------------------------------------- scheduler
 
@@ -288,20 +315,21 @@ class Kernel:
         """One turn: run until the process blocks, dies, yields or has used a whole quantum."""
         cpu = proc.cpu
         assert cpu is not None
-        turn_end = cpu.retired + self.quantum
+        self._switch_to(proc)
+        turn_end = cpu.cost + self.quantum
         while self._halt is None:
             remaining = max_instructions - self.icount
             if remaining <= 0:
                 self.run_queue.appendleft(proc.pid)
                 self.halt("instruction-limit", f"reached {max_instructions} instructions")
                 return
-            if cpu.retired >= turn_end:
+            if cpu.cost >= turn_end:
                 self.run_queue.append(proc.pid)
                 return
-            budget = min(turn_end - cpu.retired, remaining)
-            before = cpu.retired
-            trap = cpu.run(budget, exact=budget == remaining)
+            before, cost_before = cpu.retired, cpu.cost
+            trap = cpu.run(remaining, turn_end - cpu.cost, exact=True, clock=self.clock, icount=self.icount)
             self.icount += cpu.retired - before
+            self.clock += cpu.cost - cost_before
             if trap.kind is TrapKind.FAULT:
                 assert trap.fault is not None
                 self._kill(proc, trap.fault)
@@ -311,12 +339,14 @@ class Kernel:
                     self.run_queue.append(proc.pid)
                     return
                 continue  # the limit check above reports it
+            self.charge(costs.KERNEL_ENTRY_EXIT)
             if not self._carry_on(proc, self._guest_syscall(proc, cpu)):
                 return
 
     def _run_actor(self, proc: Process) -> None:
         program = proc.program
         assert program is not None
+        self._switch_to(proc)
         while self._halt is None:
             try:
                 if not proc.actor_started:
@@ -334,6 +364,7 @@ class Kernel:
             elif request.message is not None:
                 proc.write_ipc(request.message[:IPC_BUFFER_SIZE])
             args = (tuple(request.args) + (0,) * 6)[:6]
+            self.charge(costs.KERNEL_ENTRY_EXIT)
             outcome = self._syscall(proc, SyscallArgs(int(request.number), args))  # type: ignore[arg-type]
             if not self._carry_on(proc, outcome):
                 return
@@ -363,18 +394,20 @@ class Kernel:
         except ValueError:
             self._kill(proc, self._syscall_fault(proc, f"unknown syscall number {call.number}"))
             return GONE
-        fields: dict[str, Any] = {"name": number.name}
-        fields.update(self._describe_args(number, call.args))
-        if number is Syscall.EXIT:
-            self.trace.emit("syscall", proc.pid, **fields)
+        traced = self.trace.wants("syscall")
+        fields: dict[str, Any] = {}
+        if traced:
+            fields = {"name": number.name, **self._describe_args(number, call.args)}
+            if number is Syscall.EXIT:
+                self.trace.emit("syscall", proc.pid, **fields)
         try:
             outcome = self._handlers[number](self, proc, call.args)
         except GuestMemoryError as exc:
             self._kill(proc, self._syscall_fault(proc, f"IPC buffer unusable: {exc}"))
             return GONE
-        if isinstance(outcome, Done):
+        if traced and isinstance(outcome, Done):
             self.trace.emit("syscall", proc.pid, **fields, status=outcome.status.name)
-        elif isinstance(outcome, Blocked):
+        elif traced and isinstance(outcome, Blocked):
             self.trace.emit("syscall", proc.pid, **fields, status="blocked")
         return outcome
 
@@ -480,6 +513,7 @@ class Kernel:
                 landed.append(slot)
         delivered = Message(pending.message.op, pending.message.payload, tuple(landed))
         receiver.write_ipc(delivered.encode())
+        self.charge(costs.ipc_transfer(len(delivered.payload), len(landed)))
         if pending.is_call:
             receiver.reply_to = pending.pid
             receiver.reply_op = (endpoint.service, delivered.op)
@@ -543,6 +577,7 @@ class Kernel:
         proc.reply_to = None
         caller.awaiting_reply_from = None
         caller.write_ipc(message.encode())
+        self.charge(costs.ipc_transfer(len(message.payload), 0))
         service, op = proc.reply_op
         fields = decode_payload(service, op, message.payload, reply=True) if message.op == Status.OK else {}
         self.trace.emit(
@@ -654,6 +689,7 @@ class Kernel:
         )
         status, reply, extra = self._kernel_op(proc, cap, message)
         proc.write_ipc(reply.encode())
+        self.charge(costs.ipc_transfer(len(message.payload), 0) + costs.ipc_transfer(len(reply.payload), 0))
         if status is Status.OK:
             extra = {**decode_payload("kernel", message.op, reply.payload, reply=True), **extra}
         self.trace.emit(
@@ -673,6 +709,7 @@ class Kernel:
             op = KernelOp(message.op)
         except ValueError:
             return Status.INVALID_ARGUMENT, Message(Status.INVALID_ARGUMENT), {}
+        self.charge(_KERNEL_OP_COSTS[op])
         if op is KernelOp.READ_MONOTONIC_CLOCK:
             ticks = self.monotonic_ticks()
             return Status.OK, Message(Status.OK, CLOCK_REPLY.pack(ticks=ticks)), {}

@@ -14,7 +14,7 @@ from typing import Any
 
 from emu.elf import ElfError, ElfImage, load_elf
 from emu.trace import Trace
-from emu.world import InputError, RunOutcome, RunRequest
+from emu.world import InputError, Instrument, RunOutcome, RunRequest
 from procd_model.abi import CapPurpose, CapType, Rights, Role
 from procd_model.caps import Capability, CapTable
 from procd_model.images import boot_image_named, image_role, load_boot_image
@@ -26,12 +26,13 @@ DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
 
 
 def run(request: RunRequest, trace: Trace) -> RunOutcome:
+    instrument = request.instrument
     if request.image is None:
-        return run_bootstrap(trace, request.max_instructions)
+        return run_bootstrap(trace, request.max_instructions, instrument=instrument)
     image = _load_user_image(request.image)
     if image_role(image) is Role.PROCD:
-        return run_bootstrap(trace, request.max_instructions, procd_image=image)
-    return run_alone(trace, image, request.max_instructions)
+        return run_bootstrap(trace, request.max_instructions, procd_image=image, instrument=instrument)
+    return run_alone(trace, image, request.max_instructions, instrument=instrument)
 
 
 def _load_user_image(path: Path) -> ElfImage:
@@ -41,7 +42,7 @@ def _load_user_image(path: Path) -> ElfImage:
         raise InputError(str(exc)) from None
 
 
-def make_kernel(trace: Trace, procd_image: ElfImage | None = None) -> Kernel:
+def make_kernel(trace: Trace, procd_image: ElfImage | None = None, instrument: Instrument | None = None) -> Kernel:
     procd_id = boot_image_named("procd").image_id
 
     def loader(image_id: int) -> ElfImage | None:
@@ -52,7 +53,7 @@ def make_kernel(trace: Trace, procd_image: ElfImage | None = None) -> Kernel:
         except KeyError:
             return None
 
-    return Kernel(trace, image_loader=loader)
+    return Kernel(trace, image_loader=loader, instrument=instrument)
 
 
 def run_bootstrap(
@@ -63,9 +64,10 @@ def run_bootstrap(
     procd_image: ElfImage | None = None,
     boot: ProcdBoot | None = None,
     on_ready: Callable[[Rootd], None] | None = None,
+    instrument: Instrument | None = None,
 ) -> RunOutcome:
     """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected."""
-    kernel = make_kernel(trace, procd_image)
+    kernel = make_kernel(trace, procd_image, instrument)
     rootd = Rootd(kernel, list(manifest), boot or default_procd_boot())
     if on_ready is not None:
         rootd.on_ready.append(on_ready)
@@ -97,12 +99,12 @@ def _bootstrap_outcome(kernel: Kernel, rootd: Rootd, stop: StopReason) -> RunOut
     return RunOutcome(True, "completed", f"bootstrap complete: procd spawned {spawned}", processes, kernel.icount)
 
 
-def run_alone(trace: Trace, image: ElfImage, max_instructions: int) -> RunOutcome:
+def run_alone(trace: Trace, image: ElfImage, max_instructions: int, instrument: Instrument | None = None) -> RunOutcome:
     """Run `image` as the only process, with its own endpoint and a SEND-only kernel-control cap.
 
     The envelope names the role the image's .erix_image note declares, or GENERIC if it has none.
     """
-    kernel = make_kernel(trace)
+    kernel = make_kernel(trace, instrument=instrument)
     endpoint = kernel.new_endpoint(image.name)
     caps = CapTable()
     caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)

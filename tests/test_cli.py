@@ -27,7 +27,7 @@ def test_default_run_tells_the_whole_story_in_order(tmp_path: Path) -> None:
     assert code == 0
     for i, event in enumerate(events):
         assert event["seq"] == i
-        assert {"seq", "icount", "pid", "kind"} <= set(event)
+        assert {"seq", "icount", "cycle", "pid", "kind"} <= set(event)
     icounts = [e["icount"] for e in events]
     assert icounts == sorted(icounts)
 
@@ -68,7 +68,8 @@ def test_procd_events_come_from_its_own_instructions(tmp_path: Path) -> None:
     procd_row = next(p for p in summary["processes"] if p["pid"] == procd)  # type: ignore[union-attr]
     assert procd_row["instructions"] > 1000
     kinds = {e["kind"] for e in events if e["pid"] == procd}
-    assert kinds <= {"syscall", "ipc.send", "ipc.recv", "ipc.reply", "notify", "log", "process.create", "process.start"}
+    expected = {"syscall", "ipc.send", "ipc.recv", "ipc.reply", "notify", "log", "process.create", "process.start"}
+    assert kinds <= expected | {"sched.switch"}
 
 
 def test_two_runs_are_byte_identical(tmp_path: Path) -> None:
@@ -95,7 +96,7 @@ def test_text_format_has_the_same_digest(tmp_path: Path) -> None:
     out = tmp_path / "trace.txt"
     assert main(["run", "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
-    assert lines[0].split() == ["seq", "icount", "pid", "kind", "details"]
+    assert lines[0].split() == ["seq", "icount", "cycle", "pid", "kind", "details"]
     assert len(lines) == len(events) + 1
     assert f"digest={events[-1]['digest']}" in lines[-1]
 
@@ -131,7 +132,8 @@ def test_lone_image_that_exits_zero_completes(tmp_path: Path) -> None:
     image.write_bytes(code_image(bytes.fromhex("31ffb8090000000f05")))  # exit(0)
     code, events = run_jsonl(tmp_path, str(image))
     assert code == 0
-    assert [e["kind"] for e in events] == ["process.create", "process.start", "syscall", "process.exit", "summary"]
+    kinds = [e["kind"] for e in events]
+    assert kinds == ["process.create", "process.start", "sched.switch", "syscall", "process.exit", "summary"]
 
 
 def test_committed_phase0_exit_runs_alone(tmp_path: Path) -> None:

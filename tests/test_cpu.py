@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
 
+from emu.accounting import UNIT_CPU
 from emu.cpu import FaultKind, GuestCpu, TrapKind
 from emu.elf import ElfImage, load_elf
 
@@ -36,7 +37,7 @@ def reference_count(image: ElfImage) -> int:
 
 
 def fresh(code: bytes) -> GuestCpu:
-    cpu = GuestCpu()
+    cpu = GuestCpu(UNIT_CPU.cost_of)
     cpu.load(load_elf(code_image(code)))
     return cpu
 
@@ -44,7 +45,7 @@ def fresh(code: bytes) -> GuestCpu:
 def test_count_at_syscall_matches_a_per_instruction_count() -> None:
     image = load_elf(code_image(LOOP))
     assert reference_count(image) == LOOP_INSNS_TO_SYSCALL
-    cpu = GuestCpu()
+    cpu = GuestCpu(UNIT_CPU.cost_of)
     cpu.load(image)
     trap = cpu.run(10**6)
     assert trap.kind is TrapKind.SYSCALL

@@ -31,6 +31,7 @@ TARGET = "x86_64-unknown-linux-gnu"
 IMAGES = {
     "procd": "procd.elf",
     "phase0-exit": "phase0-exit.elf",
+    "bench-compute": "bench-compute.elf",
 }
 VERSION_FILE = "rustc-version.txt"
 

@@ -1,0 +1,173 @@
+"""The virtual clock's cost, measured as ratios in one run.
+
+    python3 -m benches.clock [--repeat K] [--requests N]
+
+Each configuration runs in its own interpreter (the accounting mode is fixed at import), K times;
+the best time counts. Reported:
+- compute: bench-compute.elf (5.3 M instructions, no syscalls in its loop) with the clock on
+  (native block accounting, preemption quanta) against the same guest on an engine with no hooks
+  but the syscall hook; also with the pure-Python fallback;
+- request loop: procd serving N requests it rejects, clock on against accounting off;
+- tracing: the same request loop with `--trace syscall` written to a file against `--trace none`;
+- insn: bench-compute with `--trace insn` (JSONL to a file and to /dev/null): instructions/s.
+Targets (issue: deterministic virtual time): clock on >= 0.8x no hooks on both guests; syscall
+tracing <= 20% over none; instruction tracing >= 2 M instructions/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPUTE = ROOT / "fixtures" / "elf" / "bench-compute.elf"
+
+
+# ------------------------------------------------------------------ workers (one per interpreter)
+
+
+def _unhooked_compute() -> dict[str, float]:
+    """bench-compute on a bare engine: only a syscall hook, which ends the run at EXIT."""
+    import unicorn
+    from unicorn import unicorn_const as uc_const
+    from unicorn import x86_const
+
+    from emu.elf import load_elf
+
+    image = load_elf(COMPUTE)
+    uc = unicorn.Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
+    uc.ctl_set_tcg_buffer_size(8 << 20)
+    for segment in image.segments:
+        start = segment.vaddr & ~0xFFF
+        uc.mem_map(start, ((segment.end + 0xFFF) & ~0xFFF) - start, int(segment.perms))
+        uc.mem_write(segment.vaddr, segment.data)
+    uc.mem_map(0x100000, 0x1000)
+    uc.mem_map(0x110000, 0x1000)
+    done = [False]
+
+    def on_syscall(uc: unicorn.Uc, _user: object) -> None:
+        if uc.reg_read(x86_const.UC_X86_REG_RAX) == 9:  # EXIT
+            done[0] = True
+            uc.emu_stop()
+
+    uc.hook_add(uc_const.UC_HOOK_INSN, on_syscall, None, 1, 0, x86_const.UC_X86_INS_SYSCALL)
+    uc.reg_write(x86_const.UC_X86_REG_RDI, 0x110000)
+    started = time.perf_counter()
+    uc.emu_start(image.entry, 0xFFFF_FFFF_FFFF_FFFF)
+    seconds = time.perf_counter() - started
+    assert done[0]
+    return {"seconds": seconds}
+
+
+def _world_run(image: Path | None, level: str, out: str | None, requests: int) -> dict[str, float]:
+    from emu.elf import load_elf
+    from emu.instrument import TraceProbes
+    from emu.trace import LEVELS, Trace, TraceWriter
+    from procd_model.abi import SPAWN_SERVICE_REQUEST, ProcdOp, Role
+    from procd_model.client import Request, serve
+    from procd_model.messages import Message
+    from procd_model.world import run_alone
+
+    if out == os.devnull:
+        writer: TraceWriter | None = TraceWriter("jsonl", None, open(os.devnull, "wb"))  # noqa: SIM115
+    else:
+        writer = TraceWriter("jsonl", Path(out)) if out else None
+    trace = Trace(sink=writer.write if writer else None, level=LEVELS[level])
+    if writer:
+        trace.bind_raw_sink(writer.write_raw)
+    started = time.perf_counter()
+    if image is not None:
+        outcome = run_alone(trace, load_elf(image), 10**9, instrument=TraceProbes(trace))
+        instructions = outcome.instructions
+    else:
+        payload = SPAWN_SERVICE_REQUEST.pack(image_id=0, role=Role.TEST, flags=0)
+        session = serve([Request(Message(ProcdOp.SPAWN_SERVICE, payload))] * requests, trace)
+        instructions = session.outcome.instructions
+    seconds = time.perf_counter() - started
+    if writer:
+        writer.commit()
+    return {"seconds": seconds, "instructions": instructions}
+
+
+def _worker(config: dict[str, str]) -> None:
+    if config["what"] == "unhooked":
+        print(json.dumps(_unhooked_compute()))
+        return
+    image = COMPUTE if config["what"] == "compute" else None
+    print(json.dumps(_world_run(image, config["level"], config.get("out") or None, int(config["requests"]))))
+
+
+# --------------------------------------------------------------------------------- driver
+
+
+def measure(config: dict[str, str], repeat: int, accounting: str = "native") -> dict[str, float]:
+    env = dict(os.environ)
+    env.pop("EMU_ACCOUNTING", None)
+    if accounting != "native":
+        env["EMU_ACCOUNTING"] = accounting
+    best: dict[str, float] | None = None
+    for _ in range(repeat):
+        result = subprocess.run(
+            [sys.executable, "-m", "benches.clock", "--worker", json.dumps(config)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        sample = json.loads(result.stdout.strip().splitlines()[-1])
+        if best is None or sample["seconds"] < best["seconds"]:
+            best = sample
+    assert best is not None
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(json.loads(args.worker))
+        return 0
+    n = str(args.requests)
+    with tempfile.TemporaryDirectory() as tmp:
+        trace_file = str(Path(tmp) / "trace.jsonl")
+        rows: list[tuple[str, str, float]] = []
+        bare = measure({"what": "unhooked"}, args.repeat)
+        on = measure({"what": "compute", "level": "none", "requests": n}, args.repeat)
+        fallback = measure({"what": "compute", "level": "none", "requests": n}, 1, "python")
+        insns = on["instructions"]
+        rows.append(("compute: clock on / no hooks", f"{bare['seconds'] / on['seconds']:.2f}x", 0.8))
+        rows.append(("compute: pure-Python fallback / no hooks", f"{bare['seconds'] / fallback['seconds']:.2f}x", 0))
+        rows.append(("compute: clock on, M insn/s", f"{insns / on['seconds'] / 1e6:.1f}", 0))
+        loop_on = measure({"what": "serve", "level": "none", "requests": n}, args.repeat)
+        loop_off = measure({"what": "serve", "level": "none", "requests": n}, args.repeat, "off")
+        rows.append(
+            ("request loop: clock on / accounting off", f"{loop_off['seconds'] / loop_on['seconds']:.2f}x", 0.8)
+        )
+        rows.append(("request loop: round trips/s (clock on)", f"{args.requests / loop_on['seconds']:.0f}", 0))
+        traced = measure({"what": "serve", "level": "syscall", "requests": n, "out": trace_file}, args.repeat)
+        rows.append(
+            ("request loop: --trace syscall cost over none", f"{traced['seconds'] / loop_on['seconds'] - 1:+.0%}", 0)
+        )
+        insn_file = measure({"what": "compute", "level": "insn", "requests": n, "out": trace_file}, args.repeat)
+        insn_null = measure({"what": "compute", "level": "insn", "requests": n, "out": os.devnull}, args.repeat)
+        rows.append(("--trace insn to a file, M insn/s", f"{insns / insn_file['seconds'] / 1e6:.2f}", 2.0))
+        rows.append(("--trace insn to /dev/null, M insn/s", f"{insns / insn_null['seconds'] / 1e6:.2f}", 2.0))
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, target in rows:
+        goal = f"  (target {target})" if target else ""
+        print(f"{name:<{width}}  {value:>8}{goal}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""Renderings of a finished run for other tools: Perfetto timelines, statistics tables, folded stacks.
+
+Everything here reads `emu.trace.Event`s (or a profiler's samples) after the run and never changes
+a count. Conventions shared by the exporters: pid 0 is the kernel, a process's name is the `name`
+of its `process.create` event, and files appear only when complete (written beside the target and
+renamed over it, like `emu.trace.TraceWriter`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from emu.trace import Event
+
+KERNEL_PID = 0
+KERNEL_NAME = "kernel"
+"""What the exporters call pid 0 (the modelled kernel, or no process at all)."""
+
+
+def process_names(events: Iterable[Event], overrides: Mapping[int, str] | None = None) -> dict[int, str]:
+    """pid -> name: the first `process.create` name of each pid, then names from the summary's
+    process list for pids the trace did not show being created; `overrides` win over both."""
+    names: dict[int, str] = {}
+    listed: dict[int, str] = {}
+    for event in events:
+        if event.kind == "process.create" and event.pid not in names and isinstance(event.fields.get("name"), str):
+            names[event.pid] = event.fields["name"]
+        elif event.kind == "summary":
+            for row in event.fields.get("processes") or ():
+                if isinstance(row, dict) and isinstance(row.get("pid"), int) and isinstance(row.get("name"), str):
+                    listed.setdefault(row["pid"], row["name"])
+    for pid, name in listed.items():
+        names.setdefault(pid, name)
+    if overrides:
+        names.update(overrides)
+    return names
+
+
+def name_of(pid: int, names: Mapping[int, str]) -> str:
+    """The display name of `pid`: its known name, "kernel" for pid 0, else "pid N"."""
+    if pid in names:
+        return names[pid]
+    return KERNEL_NAME if pid == KERNEL_PID else f"pid {pid}"
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it, so `path` is never half written."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as stream:
+            stream.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,47 @@
+"""Folded stacks (Brendan Gregg's format) of cycles per call stack, for flamegraph.pl, inferno,
+speedscope or https://www.speedscope.app.
+
+One line per stack: frames root first, joined by ";", a space, then the whole cycles spent in
+that stack. Costs are summed in millicycles per stack first and then rounded down, so each line
+loses less than one cycle; stacks under one cycle are left out. Lines are sorted, so the same
+profile always gives the same file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from emu.export import write_text_atomic
+
+MILLICYCLES_PER_CYCLE = 1000
+
+
+class StackProfile(Protocol):
+    """What `write_folded` needs of a profiler (emu.profile.StackProfiler is one)."""
+
+    def stacks(self, process_names: Mapping[int, str] | None = None) -> dict[tuple[str, ...], int]:
+        """Root-first frame tuples -> millicycles."""
+        ...
+
+
+def folded_lines(stacks: Mapping[tuple[str, ...], int]) -> list[str]:
+    """`frame;frame;... cycles` lines, sorted, for stacks of at least one whole cycle."""
+    lines = []
+    for frames, millicycles in stacks.items():
+        cycles = millicycles // MILLICYCLES_PER_CYCLE
+        if cycles > 0:
+            lines.append(f"{';'.join(frames)} {cycles}")
+    return sorted(lines)
+
+
+def render_folded(profile: StackProfile, process_names: Mapping[int, str] | None = None) -> str:
+    lines = folded_lines(profile.stacks(process_names))
+    return "".join(line + "\n" for line in lines)
+
+
+def write_folded(profile: StackProfile, path: Path | str, process_names: Mapping[int, str] | None = None) -> None:
+    """Write `profile` as folded stacks to `path` (atomically). `process_names` (pid -> name)
+    replaces the profiler's own names for the first frame."""
+    write_text_atomic(path, render_folded(profile, process_names))

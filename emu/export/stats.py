@@ -1,0 +1,244 @@
+"""Where a run's instructions and virtual time went: per served operation and per process.
+
+Attribution. The machine stamps every event with its instruction count and virtual clock. The
+process that is *current* is the pid of the latest `sched.switch` (the kernel, pid 0, before the
+first one); everything the machine retires or spends between two consecutive events is charged to
+the process current in between (`Ledger`). So:
+
+- a process's **instructions** are exactly the ones it retired (instructions only advance while a
+  guest runs; actors retire none);
+- a process's **cycles** are the virtual time that passed while it was current: its own
+  instructions plus the kernel work done meanwhile (its syscalls, IPC copies, kernel-control
+  operations) and the context switch away from it (the kernel charges a switch before emitting
+  `sched.switch`, so it lands in the outgoing process's interval). Time before the first switch is
+  the kernel's. Summed over all rows, cycles add up to the clock at the last event.
+
+Operations. An operation is opened by an `ipc.recv` of process P (named by the event's `op`) and
+closed by P's next `ipc.reply` (a call answered, or its reply right dropped), P's next `ipc.recv`
+(a one-way message needs no reply, so the next message ends it), or P's exit or fault. Its cost is
+what the ledger charged to P in between, so time P spent blocked, or others spent running, is not
+in it. Operations still open when the events end are left out.
+
+Pass the whole event list including the summary: without it, whatever ran after the last event
+(for example up to an instruction limit) is not charged to anyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from emu.export import KERNEL_PID, name_of, process_names
+from emu.trace import Event
+
+_CLOSES_OPERATION = frozenset({"ipc.reply", "ipc.recv", "process.exit", "fault"})
+
+
+@dataclass(frozen=True)
+class Spend:
+    """Instructions retired and virtual cycles spent."""
+
+    instructions: int = 0
+    cycles: int = 0
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(self.instructions + other.instructions, self.cycles + other.cycles)
+
+    def __sub__(self, other: Spend) -> Spend:
+        return Spend(self.instructions - other.instructions, self.cycles - other.cycles)
+
+
+class Ledger:
+    """Charges the machine's progress between consecutive events to the process current then."""
+
+    def __init__(self) -> None:
+        self.current = KERNEL_PID
+        self._stamp = Spend()
+        self._spent: dict[int, Spend] = {}
+
+    def observe(self, event: Event) -> None:
+        """Account for the progress up to `event`, then follow it if it is a `sched.switch`."""
+        stamp = Spend(event.icount, event.cycle)
+        self._spent[self.current] = self.spent(self.current) + (stamp - self._stamp)
+        self._stamp = stamp
+        if event.kind == "sched.switch":
+            self.current = event.pid
+
+    def spent(self, pid: int) -> Spend:
+        """What has been charged to `pid` so far."""
+        return self._spent.get(pid, Spend())
+
+    def pids(self) -> list[int]:
+        return sorted(self._spent)
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """Nearest-rank percentiles of integer samples."""
+
+    p50: int
+    p99: int
+    max: int
+
+    @classmethod
+    def of(cls, samples: Sequence[int]) -> Percentiles:
+        ordered = sorted(samples)
+        return cls(nearest_rank(ordered, 50), nearest_rank(ordered, 99), ordered[-1])
+
+
+def nearest_rank(ordered: Sequence[int], percent: int) -> int:
+    """The nearest-rank `percent`th percentile of the non-empty, sorted `ordered`."""
+    rank = max(1, -(-percent * len(ordered) // 100))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True)
+class OperationRow:
+    op: str
+    count: int
+    instructions: Percentiles
+    cycles: Percentiles
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    pid: int
+    name: str
+    instructions: int
+    cycles: int
+    syscalls: int
+    sent: int
+    """`ipc.send` events by the process (calls and one-way sends, to endpoints or the kernel)."""
+    received: int
+    """`ipc.recv` events by the process."""
+    replied: int
+    """`ipc.reply` events by the process (not counting replies the kernel dropped for it)."""
+    end: str
+    """"exit N", "fault KIND", the state the summary gives, or "-"."""
+
+
+def operation_samples(events: Iterable[Event]) -> dict[str, list[Spend]]:
+    """op -> the receiver's own spend for each completed operation, in trace order."""
+    ledger = Ledger()
+    open_ops: dict[int, tuple[str, Spend]] = {}
+    samples: dict[str, list[Spend]] = {}
+    for event in events:
+        ledger.observe(event)
+        if event.kind in _CLOSES_OPERATION and event.pid in open_ops:
+            op, start = open_ops.pop(event.pid)
+            samples.setdefault(op, []).append(ledger.spent(event.pid) - start)
+        if event.kind == "ipc.recv":
+            open_ops[event.pid] = (str(event.fields.get("op", "?")), ledger.spent(event.pid))
+    return samples
+
+
+def operation_stats(events: Iterable[Event]) -> list[OperationRow]:
+    """One row per `op` received, sorted by op name."""
+    rows = []
+    for op, spends in sorted(operation_samples(events).items()):
+        rows.append(
+            OperationRow(
+                op,
+                len(spends),
+                Percentiles.of([s.instructions for s in spends]),
+                Percentiles.of([s.cycles for s in spends]),
+            )
+        )
+    return rows
+
+
+def process_stats(events: Sequence[Event], names: Mapping[int, str] | None = None) -> list[ProcessRow]:
+    """One row per process, by pid; a kernel row (pid 0) only when time was charged to it."""
+    ledger = Ledger()
+    counts: dict[tuple[int, str], int] = {}
+    ends: dict[int, str] = {}
+    states: dict[int, str] = {}
+    pids: set[int] = set()
+    for event in events:
+        ledger.observe(event)
+        if event.kind == "summary":
+            states.update(_summary_states(event))
+            continue
+        pids.add(event.pid)
+        if event.kind == "ipc.reply" and event.fields.get("dropped"):
+            continue
+        counts[event.pid, event.kind] = counts.get((event.pid, event.kind), 0) + 1
+        if event.kind == "process.exit":
+            ends[event.pid] = f"exit {event.fields.get('code')}"
+        elif event.kind == "fault":
+            ends[event.pid] = f"fault {event.fields.get('fault')}"
+    pids.update(states)
+    pids.discard(KERNEL_PID)
+    if ledger.spent(KERNEL_PID) != Spend():
+        pids.add(KERNEL_PID)
+    known = process_names(events, names)
+    return [
+        ProcessRow(
+            pid,
+            name_of(pid, known),
+            ledger.spent(pid).instructions,
+            ledger.spent(pid).cycles,
+            counts.get((pid, "syscall"), 0),
+            counts.get((pid, "ipc.send"), 0),
+            counts.get((pid, "ipc.recv"), 0),
+            counts.get((pid, "ipc.reply"), 0),
+            ends.get(pid) or states.get(pid, "-"),
+        )
+        for pid in sorted(pids)
+    ]
+
+
+def _summary_states(summary: Event) -> dict[int, str]:
+    states = {}
+    for row in summary.fields.get("processes") or ():
+        if isinstance(row, dict) and isinstance(row.get("pid"), int):
+            states[row["pid"]] = str(row.get("state", "-"))
+    return states
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str | int]]) -> str:
+    """A plain text table: integers right-aligned, text left-aligned, two spaces between columns."""
+    cells = [list(headers)] + [[str(value) for value in row] for row in rows]
+    numeric = [all(isinstance(row[i], int) for row in rows) and bool(rows) for i in range(len(headers))]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
+    lines = []
+    for line in cells:
+        parts = [
+            text.rjust(width) if is_number else text.ljust(width)
+            for text, width, is_number in zip(line, widths, numeric, strict=True)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def render_stats(events: Sequence[Event], names: Mapping[int, str] | None = None) -> str:
+    """Both tables, operations then processes, as text ending in a newline."""
+    if not any(event.kind == "sched.switch" for event in events):
+        return "no statistics: the events have no sched.switch to attribute work to (trace level ipc or more)\n"
+    operations = operation_stats(events)
+    out = ["operations (receiver's own work, from its ipc.recv to its reply)"]
+    if operations:
+        out.append(
+            render_table(
+                ("op", "count", "instr p50", "instr p99", "instr max", "cycles p50", "cycles p99", "cycles max"),
+                [(row.op, row.count, *_triple(row.instructions), *_triple(row.cycles)) for row in operations],
+            )
+        )
+    else:
+        out.append("(no ipc.recv events)")
+    out.append("")
+    out.append("processes (cycles: virtual time while current, kernel work on its behalf included)")
+    out.append(
+        render_table(
+            ("pid", "name", "instructions", "cycles", "syscalls", "sent", "received", "replied", "end"),
+            [
+                (r.pid, r.name, r.instructions, r.cycles, r.syscalls, r.sent, r.received, r.replied, r.end)
+                for r in process_stats(events, names)
+            ],
+        )
+    )
+    return "\n".join(out) + "\n"
+
+
+def _triple(p: Percentiles) -> tuple[int, int, int]:
+    return p.p50, p.p99, p.max

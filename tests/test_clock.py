@@ -1,0 +1,159 @@
+"""Virtual time: exact counts at every stop, rdtsc and cpuid, native and fallback accounting agree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import unicorn
+from elfcraft import code_image
+from unicorn import unicorn_const as uc_const
+
+from emu import accounting
+from emu.accounting import UNIT_CPU
+from emu.cpu import GuestCpu, TrapKind
+from emu.cpuid import cpuid_leaf
+from emu.elf import load_elf
+from emu.trace import Trace
+from procd_model.cpu_model import default_cpu_model
+from procd_model.world import run_bootstrap
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# rdtsc; mov r8d, eax; mov ecx, 1000; L: dec ecx; jnz L; rdtsc; sub eax, r8d; mov edi, eax; mov eax, 9; syscall
+RDTSC_LOOP = bytes.fromhex("0f314189c0b9e8030000ffc975fc0f314429c089c7b8090000000f05")
+
+
+def cpu_for(code: bytes, model: accounting.CpuModel = UNIT_CPU) -> GuestCpu:
+    cpu = GuestCpu(model.cost_of)
+    cpu.load(load_elf(code_image(code)))
+    return cpu
+
+
+def test_rdtsc_sees_exactly_the_modelled_cycles_unit_model() -> None:
+    cpu = cpu_for(RDTSC_LOOP)
+    assert cpu.run(10**6, clock=123_456_789).kind is TrapKind.SYSCALL
+    # From the first rdtsc (inclusive) to the second (exclusive): rdtsc, mov, mov, 1000 x (dec, jnz).
+    assert cpu.reg("rdi") == 3 + 2000
+
+
+def test_rdtsc_sees_exactly_the_modelled_cycles_cpu_model() -> None:
+    model = default_cpu_model()
+    cpu = cpu_for(RDTSC_LOOP, model)
+    clock = 7_654_321
+    assert cpu.run(10**6, clock=clock).kind is TrapKind.SYSCALL
+    from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+    cs = Cs(CS_ARCH_X86, CS_MODE_64)
+    cs.detail = True
+    insns = list(cs.disasm(RDTSC_LOOP, 0x400000))
+    cost = {insn.address: model.cost_of(insn) for insn in insns}
+    head = cost[0x400000] + cost[0x400002] + cost[0x400005]
+    loop = 1000 * (cost[0x40000A] + cost[0x40000C])
+    first = (clock + 0) // 1000
+    second = (clock + head + loop) // 1000
+    assert cpu.reg("rdi") == second - first
+
+
+def test_rdtscp_sets_the_processor_id() -> None:
+    # rdtscp; mov edi, ecx; mov eax, 9; syscall
+    cpu = cpu_for(bytes.fromhex("0f01f989cfb8090000000f05"))
+    cpu.set_reg("rcx", 77)
+    assert cpu.run(100, clock=5000).kind is TrapKind.SYSCALL
+    assert cpu.reg("rdi") == 0
+    assert cpu.reg("rax") == 9  # the syscall number is still there: rdtscp's eax was overwritten by mov
+
+
+def test_cpuid_answers_the_fixed_cpu() -> None:
+    # mov eax, 1; cpuid; syscall
+    cpu = cpu_for(bytes.fromhex("b8010000000fa20f05"))
+    assert cpu.run(100).kind is TrapKind.SYSCALL
+    eax, ebx, ecx, edx = cpuid_leaf(1, 0)
+    assert (cpu.reg("rax"), cpu.reg("rbx"), cpu.reg("rcx"), cpu.reg("rdx")) == (eax, ebx, ecx, edx)
+    assert not ecx & (1 << 28), "no AVX"
+    assert not ecx & (1 << 30), "no RDRAND"
+    assert cpu.retired == 3
+
+
+def test_cpuid_vendor() -> None:
+    eax, ebx, ecx, edx = cpuid_leaf(0, 0)
+    vendor = b"".join(v.to_bytes(4, "little") for v in (ebx, edx, ecx))
+    assert vendor == b"GenuineIntel" and eax >= 1
+    assert cpuid_leaf(7, 0) == (0, 0, 0, 0)
+
+
+def test_cycle_budget_preempts_on_a_block_boundary() -> None:
+    cpu = cpu_for(RDTSC_LOOP)
+    trap = cpu.run(10**6, 501 * 1000)
+    assert trap.kind is TrapKind.BUDGET
+    assert cpu.cost <= 501 * 1000 and cpu.cost == cpu.retired * 1000
+    assert cpu.run(10**6).kind is TrapKind.SYSCALL
+    assert cpu.retired == 3 + 2000 + 5
+
+
+class _CodeHookCounter:
+    """An independent per-instruction count attached to every guest engine."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.counts: dict[int, list[int]] = {}
+        original = GuestCpu.load
+        counter = self
+
+        def load(cpu: GuestCpu, image: object) -> None:
+            original(cpu, image)  # type: ignore[arg-type]
+            box = [0]
+            counter.counts[id(cpu)] = box
+
+            def on_code(uc: unicorn.Uc, address: int, size: int, _: object) -> None:
+                box[0] += 1
+
+            cpu._uc.hook_add(uc_const.UC_HOOK_CODE, on_code)
+            cpu._uc.ctl_flush_tb()
+
+        monkeypatch.setattr(GuestCpu, "load", load)
+
+
+def test_totals_equal_a_per_instruction_count_on_the_fixtures(monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = _CodeHookCounter(monkeypatch)
+    trace = Trace()
+    outcome = run_bootstrap(trace, 100_000_000)
+    assert outcome.ok
+    total = sum(box[0] for box in counter.counts.values())
+    assert total == outcome.instructions == trace.events[-1].icount
+    assert len(counter.counts) == 2  # procd and phase0-exit
+
+
+def _run_env(tmp_path: Path, name: str, args: list[str], env_extra: dict[str, str]) -> bytes:
+    out = tmp_path / f"{name}.jsonl"
+    env = {**os.environ, **env_extra}
+    subprocess.run(
+        [sys.executable, "-m", "emu", "run", *args, "--format", "jsonl", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+    )
+    return out.read_bytes()
+
+
+@pytest.mark.skipif(not accounting.native_available(), reason="the native accounting extension is not built")
+@pytest.mark.parametrize("scenario", ["default", "limit", "fault"])
+def test_native_and_fallback_traces_are_byte_identical(tmp_path: Path, scenario: str) -> None:
+    args: list[str] = []
+    if scenario == "limit":
+        args = ["--max-instructions", "6001"]
+    elif scenario == "fault":
+        image = tmp_path / "fault.elf"
+        image.write_bytes(code_image(bytes.fromhex("0f31" + "90" * 40 + "89042500100000")))
+        args = [str(image)]
+    native = _run_env(tmp_path, "native", args, {})
+    fallback = _run_env(tmp_path, "fallback", args, {accounting.FORCE_PYTHON_ENV: "python"})
+    assert native == fallback
+    assert b'"kind":"summary"' in native
+
+
+def test_ci_builds_the_native_accounting() -> None:
+    if os.environ.get("CI"):
+        assert accounting.native_available(), "CI must exercise the native block accounting"

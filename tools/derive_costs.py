@@ -1,0 +1,638 @@
+"""Derive the per-instruction cost table of emu/costmodel.py from LLVM's scheduling model, via llvm-mca.
+
+    python3 tools/derive_costs.py [--cpu skylake] [--out FILE] [--elf-dir DIR] [--llvm-mca PATH] [--check]
+
+Sweeps the executable segments of every ELF in ``fixtures/elf/`` (plus a built-in list of common
+compiler-generated forms), groups the instructions by `emu.costmodel.form_key`, writes one
+representative per form into an llvm-mca input (Intel syntax; RIP-relative operands and branch
+targets rewritten into something assemblable), runs ``llvm-mca -mcpu=<cpu> --json`` and turns each
+form's uOps and reciprocal throughput into a cost in millicycles:
+
+    cost = max(FLOOR, round(1000 * max(uOps / dispatch_width, RThroughput / 2)))
+
+(see docs/cost-model.md for why, and for how it compares with llvm-mca on procd's hot path). A
+few forms get a documented fixed cost instead (``syscall``; ``rep``-prefixed string instructions,
+which Unicorn retires once per element). The table goes to ``emu/data/costs-<cpu>.json`` with
+sorted keys and a header recording the llvm-mca version and the formula: the same inputs and the
+same LLVM give a byte-identical file. ``--check`` compares instead of writing (exit 1 on drift).
+
+Errors (llvm-mca missing or failing, an unreadable ELF) are one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import capstone  # noqa: E402
+
+from emu.costmodel import CATEGORIES, MILLICYCLES_PER_CYCLE, category, form_key  # noqa: E402
+from emu.elf import ElfError, Perm, load_elf  # noqa: E402
+
+DEFAULT_ELF_DIR = ROOT / "fixtures" / "elf"
+DATA_DIR = ROOT / "emu" / "data"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CpuSpec:
+    """A CPU the tool can derive a table for: LLVM's -mcpu name and the documented nominal clock."""
+
+    mcpu: str
+    frequency_hz: int
+    description: str
+
+
+CPUS = {
+    "skylake": CpuSpec(
+        mcpu="skylake",
+        frequency_hz=2_000_000_000,
+        description=(
+            "Intel Skylake client core (LLVM scheduling model SkylakeClient, -mcpu=skylake); nominal clock "
+            "2.0 GHz, the base frequency of the Xeon E3-1505L v5 (Skylake-H, 4 cores, 25 W); turbo ignored"
+        ),
+    ),
+}
+
+RTHROUGHPUT_SHARE = Fraction(1, 2)
+"""Share of an instruction's reciprocal throughput it is charged (calibrated on procd's hot path)."""
+FORMULA = "cost = max(floor, round(1000 * max(uops / dispatch_width, rthroughput / 2)))"
+
+FIXED_COSTS = {
+    "syscall": (
+        1000,
+        "llvm-mca cannot time a privilege transition; the instruction's own issue is charged one cycle "
+        "and the kernel entry/exit is charged by the kernel model",
+    ),
+    "string": (
+        1000,
+        "rep-prefixed string instruction: Unicorn retires it once per element (plus once when the count "
+        "reaches zero), so it is charged one cycle per element; llvm-mca models it as a 100-cycle placeholder",
+    ),
+}
+"""Categories whose forms get a documented fixed cost instead of llvm-mca's figures."""
+
+DEFAULT_COSTS = {
+    "syscall": 1000,
+    "call": 1000,
+    "ret": 500,
+    "branch": 500,
+    "string": 1000,
+    "simd": 500,
+    "memory": 500,
+    "other": 250,
+}
+"""Millicycles for forms missing from the table, by `emu.costmodel.category` (docs/cost-model.md)."""
+assert set(DEFAULT_COSTS) == set(CATEGORIES)
+
+BUILTIN_FORMS = (
+    "4889d8",  # mov rax, rbx
+    "89d8",  # mov eax, ebx
+    "6689d8",  # mov ax, bx
+    "88d8",  # mov al, bl
+    "48c7c078563412",  # mov rax, 305419896
+    "b878563412",  # mov eax, 305419896
+    "66b83412",  # mov ax, 4660
+    "b012",  # mov al, 18
+    "48b8bc9a785634120000",  # movabs rax, 20015998343868
+    "488b4308",  # mov rax, qword ptr [rbx + 8]
+    "8b4308",  # mov eax, dword ptr [rbx + 8]
+    "668b4308",  # mov ax, word ptr [rbx + 8]
+    "8a4308",  # mov al, byte ptr [rbx + 8]
+    "48894308",  # mov qword ptr [rbx + 8], rax
+    "894308",  # mov dword ptr [rbx + 8], eax
+    "66894308",  # mov word ptr [rbx + 8], ax
+    "884308",  # mov byte ptr [rbx + 8], al
+    "48c7430812000000",  # mov qword ptr [rbx + 8], 18
+    "c7430812000000",  # mov dword ptr [rbx + 8], 18
+    "66c743081200",  # mov word ptr [rbx + 8], 18
+    "c6430812",  # mov byte ptr [rbx + 8], 18
+    "0fb6c3",  # movzx eax, bl
+    "0fb7c3",  # movzx eax, bx
+    "0fb603",  # movzx eax, byte ptr [rbx]
+    "0fb703",  # movzx eax, word ptr [rbx]
+    "480fb6c3",  # movzx rax, bl
+    "0fbec3",  # movsx eax, bl
+    "480fbfc3",  # movsx rax, bx
+    "4863c3",  # movsxd rax, ebx
+    "486303",  # movsxd rax, dword ptr [rbx]
+    "0fbe03",  # movsx eax, byte ptr [rbx]
+    "488d4308",  # lea rax, [rbx + 8]
+    "8d444b08",  # lea eax, [rbx + 2*rcx + 8]
+    "488d0500010000",  # lea rax, [rip + 256]
+    "4893",  # xchg rax, rbx
+    "4801d8",  # add rax, rbx
+    "01d8",  # add eax, ebx
+    "4883c008",  # add rax, 8
+    "83c008",  # add eax, 8
+    "480303",  # add rax, qword ptr [rbx]
+    "480103",  # add qword ptr [rbx], rax
+    "48830308",  # add qword ptr [rbx], 8
+    "830308",  # add dword ptr [rbx], 8
+    "4829d8",  # sub rax, rbx
+    "29d8",  # sub eax, ebx
+    "4883e808",  # sub rax, 8
+    "83e808",  # sub eax, 8
+    "482b03",  # sub rax, qword ptr [rbx]
+    "4821d8",  # and rax, rbx
+    "21d8",  # and eax, ebx
+    "4883e008",  # and rax, 8
+    "83e008",  # and eax, 8
+    "2401",  # and al, 1
+    "4809d8",  # or rax, rbx
+    "09d8",  # or eax, ebx
+    "4883c808",  # or rax, 8
+    "83c808",  # or eax, 8
+    "08d8",  # or al, bl
+    "4831d8",  # xor rax, rbx
+    "31d8",  # xor eax, ebx
+    "31c0",  # xor eax, eax
+    "4831c0",  # xor rax, rax
+    "4883f008",  # xor rax, 8
+    "83f008",  # xor eax, 8
+    "4811d8",  # adc rax, rbx
+    "4819d8",  # sbb rax, rbx
+    "19c0",  # sbb eax, eax
+    "4839d8",  # cmp rax, rbx
+    "39d8",  # cmp eax, ebx
+    "6639d8",  # cmp ax, bx
+    "38d8",  # cmp al, bl
+    "4883f808",  # cmp rax, 8
+    "83f808",  # cmp eax, 8
+    "6683f808",  # cmp ax, 8
+    "3c08",  # cmp al, 8
+    "483b03",  # cmp rax, qword ptr [rbx]
+    "3b03",  # cmp eax, dword ptr [rbx]
+    "483903",  # cmp qword ptr [rbx], rax
+    "3903",  # cmp dword ptr [rbx], eax
+    "48833b08",  # cmp qword ptr [rbx], 8
+    "833b08",  # cmp dword ptr [rbx], 8
+    "66833b08",  # cmp word ptr [rbx], 8
+    "803b08",  # cmp byte ptr [rbx], 8
+    "4885c0",  # test rax, rax
+    "85c0",  # test eax, eax
+    "84c0",  # test al, al
+    "4885d8",  # test rax, rbx
+    "85d8",  # test eax, ebx
+    "a801",  # test al, 1
+    "a901000000",  # test eax, 1
+    "f60301",  # test byte ptr [rbx], 1
+    "48ffc0",  # inc rax
+    "ffc0",  # inc eax
+    "48ffc8",  # dec rax
+    "ffc8",  # dec eax
+    "48ff03",  # inc qword ptr [rbx]
+    "48f7d8",  # neg rax
+    "f7d8",  # neg eax
+    "48f7d0",  # not rax
+    "f7d0",  # not eax
+    "48c1e004",  # shl rax, 4
+    "c1e004",  # shl eax, 4
+    "48c1e804",  # shr rax, 4
+    "c1e804",  # shr eax, 4
+    "48c1f804",  # sar rax, 4
+    "c1f804",  # sar eax, 4
+    "48d3e0",  # shl rax, cl
+    "48d3e8",  # shr rax, cl
+    "48d3f8",  # sar rax, cl
+    "48c1c004",  # rol rax, 4
+    "48c1c804",  # ror rax, 4
+    "480fa4d804",  # shld rax, rbx, 4
+    "480facd804",  # shrd rax, rbx, 4
+    "480fafc3",  # imul rax, rbx
+    "0fafc3",  # imul eax, ebx
+    "486bc308",  # imul rax, rbx, 8
+    "480faf03",  # imul rax, qword ptr [rbx]
+    "48f7e3",  # mul rbx
+    "48f7eb",  # imul rbx
+    "48f7f3",  # div rbx
+    "f7f3",  # div ebx
+    "48f7fb",  # idiv rbx
+    "f7fb",  # idiv ebx
+    "4899",  # cqo
+    "99",  # cdq
+    "4898",  # cdqe
+    "480fa3d8",  # bt rax, rbx
+    "480fbae004",  # bt rax, 4
+    "480fabd8",  # bts rax, rbx
+    "480fb3d8",  # btr rax, rbx
+    "480fbcc3",  # bsf rax, rbx
+    "480fbdc3",  # bsr rax, rbx
+    "f3480fbcc3",  # tzcnt rax, rbx
+    "f3480fbdc3",  # lzcnt rax, rbx
+    "f3480fb8c3",  # popcnt rax, rbx
+    "480fc8",  # bswap rax
+    "0fc8",  # bswap eax
+    "0f94c0",  # sete al
+    "0f95c0",  # setne al
+    "0f92c0",  # setb al
+    "0f93c0",  # setae al
+    "0f97c0",  # seta al
+    "0f96c0",  # setbe al
+    "0f9cc0",  # setl al
+    "0f9dc0",  # setge al
+    "0f9fc0",  # setg al
+    "0f9ec0",  # setle al
+    "480f44c3",  # cmove rax, rbx
+    "480f45c3",  # cmovne rax, rbx
+    "480f42c3",  # cmovb rax, rbx
+    "480f43c3",  # cmovae rax, rbx
+    "480f47c3",  # cmova rax, rbx
+    "480f46c3",  # cmovbe rax, rbx
+    "480f4cc3",  # cmovl rax, rbx
+    "480f4dc3",  # cmovge rax, rbx
+    "480f4fc3",  # cmovg rax, rbx
+    "480f4ec3",  # cmovle rax, rbx
+    "0f44c3",  # cmove eax, ebx
+    "0f45c3",  # cmovne eax, ebx
+    "0f42c3",  # cmovb eax, ebx
+    "0f43c3",  # cmovae eax, ebx
+    "480f4403",  # cmove rax, qword ptr [rbx]
+    "50",  # push rax
+    "6a08",  # push 8
+    "ff33",  # push qword ptr [rbx]
+    "58",  # pop rax
+    "55",  # push rbp
+    "4889e5",  # mov rbp, rsp
+    "c9",  # leave
+    "c3",  # ret
+    "c20800",  # ret 8
+    "ff13",  # call qword ptr [rbx]
+    "ffd0",  # call rax
+    "ffe0",  # jmp rax
+    "ff23",  # jmp qword ptr [rbx]
+    "ff24c500004000",  # jmp qword ptr [8*rax + 4194304]
+    "90",  # nop
+    "0f1f00",  # nop dword ptr [rax]
+    "2e660f1f0400",  # nop word ptr cs:[rax + rax]
+    "0f0b",  # ud2
+    "cc",  # int3
+    "f390",  # pause
+    "0faef0",  # mfence
+    "0faee8",  # lfence
+    "0faef8",  # sfence
+    "f0480103",  # lock add qword ptr [rbx], rax
+    "f0480fc103",  # lock xadd qword ptr [rbx], rax
+    "f0480fb10b",  # lock cmpxchg qword ptr [rbx], rcx
+    "488703",  # xchg qword ptr [rbx], rax
+    "480fb10b",  # cmpxchg qword ptr [rbx], rcx
+    "f3a4",  # rep movsb byte ptr [rdi], byte ptr [rsi]
+    "f3a5",  # rep movsd dword ptr [rdi], dword ptr [rsi]
+    "f348a5",  # rep movsq qword ptr [rdi], qword ptr [rsi]
+    "f3aa",  # rep stosb byte ptr [rdi], al
+    "f348ab",  # rep stosq qword ptr [rdi], rax
+    "0f1003",  # movups xmm0, xmmword ptr [rbx]
+    "0f1103",  # movups xmmword ptr [rbx], xmm0
+    "0f2803",  # movaps xmm0, xmmword ptr [rbx]
+    "0f2903",  # movaps xmmword ptr [rbx], xmm0
+    "0f28c1",  # movaps xmm0, xmm1
+    "f30f6f03",  # movdqu xmm0, xmmword ptr [rbx]
+    "f30f7f03",  # movdqu xmmword ptr [rbx], xmm0
+    "660f6fc1",  # movdqa xmm0, xmm1
+    "0f57c0",  # xorps xmm0, xmm0
+    "0f57c1",  # xorps xmm0, xmm1
+    "660fefc0",  # pxor xmm0, xmm0
+    "660fefc1",  # pxor xmm0, xmm1
+    "66480f6ec0",  # movq xmm0, rax
+    "66480f7ec0",  # movq rax, xmm0
+    "660f6ec0",  # movd xmm0, eax
+    "660f7ec0",  # movd eax, xmm0
+    "f30f7e03",  # movq xmm0, qword ptr [rbx]
+    "660fd603",  # movq qword ptr [rbx], xmm0
+    "660f74c1",  # pcmpeqb xmm0, xmm1
+    "660fd7c0",  # pmovmskb eax, xmm0
+    "660f6cc1",  # punpcklqdq xmm0, xmm1
+    "660f70c100",  # pshufd xmm0, xmm1, 0
+    "0f31",  # rdtsc
+    "0fa2",  # cpuid
+    "0f05",  # syscall
+    # Direct branches and calls: the target becomes a label in the llvm-mca input.
+    "7000",  # jo rel8
+    "7100",  # jno
+    "7200",  # jb
+    "7300",  # jae
+    "7400",  # je
+    "7500",  # jne
+    "7600",  # jbe
+    "7700",  # ja
+    "7800",  # js
+    "7900",  # jns
+    "7a00",  # jp
+    "7b00",  # jnp
+    "7c00",  # jl
+    "7d00",  # jge
+    "7e00",  # jle
+    "7f00",  # jg
+    "eb00",  # jmp rel8
+    "e900000000",  # jmp rel32
+    "e800000000",  # call rel32
+)
+"""Common forms (instruction bytes) that get a derived cost whether or not a fixture uses them."""
+
+_RIP_RELATIVE = re.compile(r"\[rip [+-] (?:0x[0-9a-f]+|\d+)\]")
+_ERROR_LINE = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):\d+: error: (?P<what>.*)$", re.MULTILINE)
+_VERSION_LINE = re.compile(r"LLVM version \S+")
+
+
+class DeriveError(Exception):
+    """Something the user must fix: reported as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class McaInfo:
+    """llvm-mca's instruction-info figures for one instruction."""
+
+    uops: int
+    latency: int
+    rthroughput: float
+
+
+@dataclass(frozen=True)
+class McaRegion:
+    """One analysed code region: its summary and per-instruction figures."""
+
+    name: str
+    iterations: int
+    total_cycles: int
+    block_rthroughput: float
+    dispatch_width: int
+    info: tuple[McaInfo, ...]
+
+
+# --------------------------------------------------------------------------- llvm-mca
+
+
+def find_llvm_mca(explicit: str | None) -> str:
+    """The llvm-mca executable to use: `explicit`, or the one on PATH."""
+    candidate = explicit or shutil.which("llvm-mca")
+    if candidate is None or (explicit is not None and shutil.which(explicit) is None):
+        raise DeriveError(
+            f"llvm-mca not found{f' at {explicit}' if explicit else ' on PATH'} "
+            "(install LLVM, e.g. apt-get install llvm-14, or pass --llvm-mca PATH)"
+        )
+    return candidate
+
+
+def mca_version(llvm_mca: str) -> str:
+    """The 'LLVM version X' part of `llvm-mca --version` (the host-CPU line varies by machine)."""
+    try:
+        out = subprocess.run([llvm_mca, "--version"], capture_output=True, text=True, check=False).stdout
+    except OSError as exc:
+        raise DeriveError(f"cannot run {llvm_mca}: {exc.strerror or exc}") from None
+    match = _VERSION_LINE.search(out)
+    if match is None:
+        raise DeriveError(f"{llvm_mca} --version printed no 'LLVM version' line")
+    return match.group(0)
+
+
+def mca_asm(insn: capstone.CsInsn, target_label: str = ".Lt") -> str:
+    """`insn` in Intel syntax llvm-mc accepts: direct targets become a label, RIP offsets a constant."""
+    operands = insn.op_str
+    branchy = insn.group(capstone.CS_GRP_JUMP) or insn.group(capstone.CS_GRP_CALL)
+    if branchy and len(insn.operands) == 1 and insn.operands[0].type == capstone.x86.X86_OP_IMM:
+        operands = target_label
+    operands = _RIP_RELATIVE.sub("[rip + 64]", operands)
+    return f"{insn.mnemonic} {operands}".strip()
+
+
+def run_mca(
+    llvm_mca: str, mcpu: str, regions: Sequence[tuple[str, Sequence[str]]], iterations: int
+) -> tuple[list[McaRegion], list[tuple[int, int, str]]]:
+    """Analyse each (name, lines) region; returns the regions and the lines llvm-mca rejected.
+
+    Rejected lines come back as (region index, line index, message) and are left out of the
+    region's figures, so `info` may be shorter than the region's lines: callers drop them and
+    re-run (see `analyse`).
+    """
+    text = [".intel_syntax noprefix", ".Lt:"]
+    where: dict[int, tuple[int, int]] = {}
+    for r, (name, lines) in enumerate(regions):
+        text.append(f"# LLVM-MCA-BEGIN {name}")
+        for i, line in enumerate(lines):
+            text.append(line)
+            where[len(text)] = (r, i)
+        text.append(f"# LLVM-MCA-END {name}")
+    with tempfile.TemporaryDirectory(prefix="derive-costs-") as tmp:
+        source = Path(tmp) / "input.s"
+        source.write_text("\n".join(text) + "\n", encoding="utf-8")
+        args = [llvm_mca, f"-mcpu={mcpu}", f"-iterations={iterations}", "--json", str(source)]
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True, check=False)
+        except OSError as exc:
+            raise DeriveError(f"cannot run {llvm_mca}: {exc.strerror or exc}") from None
+    rejected = []
+    for match in _ERROR_LINE.finditer(proc.stderr):
+        lineno = int(match.group("line"))
+        if lineno not in where:
+            raise DeriveError(f"llvm-mca: {match.group('what')} (input line {lineno})")
+        rejected.append((*where[lineno], match.group("what").strip()))
+    if proc.returncode != 0:
+        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
+        raise DeriveError(f"llvm-mca failed (exit {proc.returncode}): {first}")
+    try:
+        report = json.loads(proc.stdout)
+        parsed = [_region(raw) for raw in report["CodeRegions"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DeriveError(f"llvm-mca printed JSON this tool does not understand: {exc}") from None
+    return parsed, rejected
+
+
+def _region(raw: dict[str, Any]) -> McaRegion:
+    summary = raw["SummaryView"]
+    info = tuple(
+        McaInfo(int(row["NumMicroOpcodes"]), int(row["Latency"]), float(row["RThroughput"]))
+        for row in raw["InstructionInfoView"]["InstructionList"]
+    )
+    return McaRegion(
+        name=str(raw.get("Name", "")),
+        iterations=int(summary["Iterations"]),
+        total_cycles=int(summary["TotalCycles"]),
+        block_rthroughput=float(summary["BlockRThroughput"]),
+        dispatch_width=int(summary["DispatchWidth"]),
+        info=info,
+    )
+
+
+# --------------------------------------------------------------------------- forms
+
+
+def decoder() -> capstone.Cs:
+    cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    cs.detail = True
+    return cs
+
+
+def sweep_elf(path: Path) -> list[capstone.CsInsn]:
+    """Every instruction of a linear sweep of `path`'s executable segments, in address order."""
+    try:
+        image = load_elf(path)
+    except ElfError as exc:
+        raise DeriveError(str(exc)) from None
+    cs = decoder()
+    out: list[capstone.CsInsn] = []
+    for segment in image.segments:
+        if segment.perms & Perm.X:
+            out.extend(cs.disasm(segment.data, segment.vaddr))
+    return out
+
+
+def builtin_instructions() -> list[capstone.CsInsn]:
+    cs = decoder()
+    out = []
+    for encoding in BUILTIN_FORMS:
+        code = bytes.fromhex(encoding)
+        insns = list(cs.disasm(code, 0x1000))
+        if len(insns) != 1 or insns[0].size != len(code):
+            raise DeriveError(f"built-in form {encoding} is not exactly one instruction")
+        out.extend(insns)
+    return out
+
+
+def elf_paths(elf_dir: Path) -> list[Path]:
+    paths = sorted(elf_dir.glob("*.elf"))
+    if not paths:
+        raise DeriveError(f"{elf_dir}: no *.elf files")
+    return paths
+
+
+def representatives(instructions: Iterable[capstone.CsInsn]) -> dict[str, capstone.CsInsn]:
+    """The first instruction seen of each form (built-in forms come first: stable representatives)."""
+    forms: dict[str, capstone.CsInsn] = {}
+    for insn in instructions:
+        forms.setdefault(form_key(insn), insn)
+    return forms
+
+
+# --------------------------------------------------------------------------- costs
+
+
+def round_half_up(value: Fraction) -> int:
+    return int(value + Fraction(1, 2))
+
+
+def floor_millicycles(dispatch_width: int) -> int:
+    """One dispatch slot: the least an instruction that issues at all can take."""
+    return round_half_up(Fraction(MILLICYCLES_PER_CYCLE, dispatch_width))
+
+
+def formula_cost(info: McaInfo, dispatch_width: int) -> int:
+    """The formula, in exact arithmetic: max(floor, round(1000 * max(uops / W, RThroughput / 2)))."""
+    rthroughput = Fraction(info.rthroughput).limit_denominator(1000)
+    cycles = max(Fraction(info.uops, dispatch_width), rthroughput * RTHROUGHPUT_SHARE)
+    return max(floor_millicycles(dispatch_width), round_half_up(cycles * MILLICYCLES_PER_CYCLE))
+
+
+def analyse(llvm_mca: str, mcpu: str, forms: dict[str, capstone.CsInsn]) -> tuple[dict[str, McaInfo], int, list[str]]:
+    """llvm-mca's figures per form, its dispatch width, and the forms llvm-mca could not assemble."""
+    keys = sorted(forms)
+    lines = [mca_asm(forms[k]) for k in keys]
+    unassembled: list[str] = []
+    while True:
+        regions, rejected = run_mca(llvm_mca, mcpu, [("forms", lines)], iterations=1)
+        if not rejected:
+            break
+        drop = {i for _, i, _ in rejected}
+        unassembled.extend(f"{keys[i]}: {lines[i]!r}: {msg}" for _, i, msg in rejected)
+        keys = [k for i, k in enumerate(keys) if i not in drop]
+        lines = [ln for i, ln in enumerate(lines) if i not in drop]
+    if len(regions) != 1 or len(regions[0].info) != len(keys):
+        raise DeriveError(f"llvm-mca reported {len(regions[0].info)} instructions for {len(keys)} input lines")
+    return dict(zip(keys, regions[0].info, strict=True)), regions[0].dispatch_width, sorted(unassembled)
+
+
+def build_table(cpu: str, llvm_mca: str, elf_dir: Path) -> dict[str, Any]:
+    spec = CPUS[cpu]
+    paths = elf_paths(elf_dir)
+    instructions = [insn for path in paths for insn in sweep_elf(path)]
+    forms = representatives([*builtin_instructions(), *instructions])
+    figures, width, unassembled = analyse(llvm_mca, spec.mcpu, forms)
+    rows: dict[str, dict[str, Any]] = {}
+    for key, insn in forms.items():
+        info = figures.get(key)
+        kind = category(insn)
+        row: dict[str, Any] = {"asm": mca_asm(insn), "category": kind}
+        if info is not None:
+            row.update(uops=info.uops, latency=info.latency, rthroughput=round(info.rthroughput, 6))
+        if kind in FIXED_COSTS:
+            row.update(cost=FIXED_COSTS[kind][0], source="fixed")
+        elif info is not None:
+            row.update(cost=formula_cost(info, width), source="mca")
+        else:
+            continue  # not assemblable: CostModel falls back to the category default
+        rows[key] = row
+    return {
+        "format": FORMAT_VERSION,
+        "cpu": cpu,
+        "description": spec.description,
+        "frequency_hz": spec.frequency_hz,
+        "units": "millicycles (1 cycle = 1000)",
+        "formula": FORMULA,
+        "dispatch_width": width,
+        "rthroughput_share": str(RTHROUGHPUT_SHARE),
+        "floor_millicycles": floor_millicycles(width),
+        "fixed": {kind: {"cost": cost, "why": why} for kind, (cost, why) in FIXED_COSTS.items()},
+        "defaults": DEFAULT_COSTS,
+        "llvm_mca": {"version": mca_version(llvm_mca), "args": [f"-mcpu={spec.mcpu}", "-iterations=1", "--json"]},
+        "generator": "tools/derive_costs.py",
+        "sources": [path.name for path in paths] + [f"{len(BUILTIN_FORMS)} built-in forms"],
+        "unassembled": unassembled,
+        "forms": rows,
+    }
+
+
+def render(table: dict[str, Any]) -> str:
+    return json.dumps(table, indent=1, sort_keys=True, ensure_ascii=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu", choices=sorted(CPUS), default="skylake", help="CPU model (default skylake)")
+    parser.add_argument("--out", type=Path, help="output file (default emu/data/costs-<cpu>.json)")
+    parser.add_argument("--elf-dir", type=Path, default=DEFAULT_ELF_DIR, help="folder of *.elf to sweep")
+    parser.add_argument("--llvm-mca", help="llvm-mca executable (default: the one on PATH)")
+    parser.add_argument("--check", action="store_true", help="compare with the output file instead of writing")
+    args = parser.parse_args(argv)
+    out: Path = args.out or DATA_DIR / f"costs-{args.cpu}.json"
+    try:
+        llvm_mca = find_llvm_mca(args.llvm_mca)
+        text = render(build_table(args.cpu, llvm_mca, args.elf_dir))
+        if args.check:
+            try:
+                current = out.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise DeriveError(f"{out}: cannot read: {exc.strerror or exc}") from None
+            if current != text:
+                print(f"derive_costs: {out} is stale: re-run tools/derive_costs.py", file=sys.stderr)
+                return 1
+            return 0
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(out)
+        except OSError as exc:
+            raise DeriveError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    except DeriveError as exc:
+        print(f"derive_costs: {exc}", file=sys.stderr)
+        return 2
+    forms = json.loads(text)["forms"]
+    print(f"derive_costs: wrote {out} ({len(forms)} forms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
