@@ -10,9 +10,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from emu.cpu import GuestCpu
+from emu.elf import ElfImage
+from emu.export import process_names
+from emu.export.folded import write_folded
+from emu.export.perfetto import write_perfetto
+from emu.export.stats import render_stats
 from emu.instrument import TraceProbes
-from emu.trace import FORMATS, LEVELS, Trace, TraceWriter
-from emu.world import DEFAULT_WORLD, InputError, RunRequest, load_world
+from emu.profile import StackProfiler
+from emu.trace import FORMATS, LEVELS, Level, Trace, TraceWriter
+from emu.world import DEFAULT_WORLD, InputError, Instrument, RunRequest, load_world
 
 EXIT_OK = 0
 EXIT_GUEST_FAILED = 1
@@ -57,21 +64,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--trace-pid", type=_positive, metavar="PID", help="block/insn events of this process only")
     run.add_argument("--trace-symbol", metavar="NAME", help="block/insn events inside this function only")
+    run.add_argument(
+        "--perfetto",
+        type=Path,
+        metavar="FILE",
+        help="also write the run as a Perfetto timeline (Chrome trace JSON) to FILE",
+    )
+    run.add_argument(
+        "--stats",
+        action="store_true",
+        help="after the run, print instructions and cycles per operation and per process "
+        "(to stdout when the trace goes to --out, else to stderr)",
+    )
+    run.add_argument(
+        "--folded",
+        type=Path,
+        metavar="FILE",
+        help="profile cycles per guest call stack and write folded stacks to FILE (flame graphs)",
+    )
     run.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
     return parser
 
 
+def _check_folder(option: str, path: Path | None) -> None:
+    if path is not None and not (path.parent if str(path.parent) else Path(".")).is_dir():
+        raise InputError(f"{option} {path}: folder {path.parent} does not exist")
+
+
+def _chain(*instruments: Instrument) -> Instrument:
+    def instrument(cpu: GuestCpu, image: ElfImage, pid: int) -> None:
+        for each in instruments:
+            each(cpu, image, pid)
+
+    return instrument
+
+
 def run_command(args: argparse.Namespace) -> int:
     out: Path | None = args.out
-    if out is not None and not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise InputError(f"--out {out}: folder {out.parent} does not exist")
+    for option, path in (("--out", out), ("--perfetto", args.perfetto), ("--folded", args.folded)):
+        _check_folder(option, path)
+    if (args.stats or args.perfetto) and LEVELS[args.trace] < Level.IPC:
+        raise InputError("--stats and --perfetto need the scheduling events: use --trace ipc or more")
     world = load_world(args.world)
     writer = TraceWriter(args.format, out)
-    trace = Trace(sink=writer.write, level=LEVELS[args.trace])
-    trace.bind_raw_sink(writer.write_raw)
+    trace = Trace(writer, level=LEVELS[args.trace])
     probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
+    profiler = StackProfiler() if args.folded is not None else None
+    instrument = probes if profiler is None else _chain(probes, profiler)
     try:
-        outcome = world.run(RunRequest(args.image, args.max_instructions, probes), trace)
+        outcome = world.run(RunRequest(args.image, args.max_instructions, instrument), trace)
         trace.emit(
             "summary",
             0,
@@ -86,6 +127,13 @@ def run_command(args: argparse.Namespace) -> int:
         writer.abort()
         raise
     writer.commit()
+    names = process_names(trace.events)
+    if args.perfetto is not None:
+        write_perfetto(trace.events, args.perfetto, outcome.frequency_hz, names)
+    if profiler is not None:
+        write_folded(profiler, args.folded, names)
+    if args.stats:
+        print(render_stats(trace.events, names), end="", file=sys.stdout if out is not None else sys.stderr)
     if args.trace_symbol is not None and not probes.symbol_seen:
         print(f"emu: warning: --trace-symbol {args.trace_symbol}: no image has that symbol", file=sys.stderr)
     verdict = "ok" if outcome.ok else "guest failed"
@@ -103,3 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("emu: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as command-line tools do.
+        sys.stderr.close()
+        return 1

@@ -20,6 +20,7 @@ import unicorn
 from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
+from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.accounting import STOP_CYCLES, STOP_INSNS, STOP_NONE, STOP_UNKNOWN, UNLIMITED, Accountant, CostFunction
 from emu.cpuid import cpuid_leaf
@@ -123,6 +124,16 @@ def _page_ceil(value: int) -> int:
     return (value + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
 
+class _RegisterBatch:
+    """Preallocated arguments for uc_reg_read_batch / uc_reg_write_batch."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        count = len(names)
+        self.ids = (ctypes.c_int * count)(*(REGISTERS[name] for name in names))
+        self.values = (ctypes.c_uint64 * count)()
+        self.pointers = (ctypes.c_void_p * count)(*(ctypes.addressof(self.values) + 8 * i for i in range(count)))
+
+
 class GuestCpu:
     """A single-threaded guest: its own Unicorn engine, memory map, instruction and cycle counts."""
 
@@ -130,6 +141,7 @@ class GuestCpu:
         self._uc = unicorn.Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
         self._uc.ctl_set_tcg_buffer_size(_TCG_BUFFER_BYTES)
         self._pages: dict[int, Perm] = {}
+        self._batches: dict[tuple[str, ...], _RegisterBatch] = {}
         self._acct = Accountant(self._uc, cost_of)
         self._state = self._acct.state
         self._exact_tail = False
@@ -260,6 +272,29 @@ class GuestCpu:
 
     def set_reg(self, name: str, value: int) -> None:
         self._uc.reg_write(REGISTERS[name], value & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def regs(self, names: tuple[str, ...]) -> tuple[int, ...]:
+        """Several registers in one call into the engine (syscall entry reads seven)."""
+        batch = self._batch(names)
+        status = uclib.uc_reg_read_batch(self._uc._uch, batch.ids, batch.pointers, len(names))
+        if status != uc_const.UC_ERR_OK:
+            raise unicorn.UcError(status)
+        return tuple(batch.values)
+
+    def set_regs(self, names: tuple[str, ...], values: tuple[int, ...]) -> None:
+        batch = self._batch(names)
+        for i, value in enumerate(values):
+            batch.values[i] = value & 0xFFFF_FFFF_FFFF_FFFF
+        status = uclib.uc_reg_write_batch(self._uc._uch, batch.ids, batch.pointers, len(names))
+        if status != uc_const.UC_ERR_OK:
+            raise unicorn.UcError(status)
+
+    def _batch(self, names: tuple[str, ...]) -> _RegisterBatch:
+        batch = self._batches.get(names)
+        if batch is None:
+            batch = _RegisterBatch(names)
+            self._batches[names] = batch
+        return batch
 
     # --------------------------------------------------------------- execution
 

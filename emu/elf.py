@@ -18,6 +18,8 @@ from elftools.common.exceptions import ELFError as _PyElfError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from emu.symbols import demangle
+
 PAGE_SIZE = 0x1000
 MAX_SEGMENT_BYTES = 64 << 20
 """Largest memory size one PT_LOAD segment may have."""
@@ -67,6 +69,9 @@ class Symbol:
     address: int
     size: int
     name: str
+    """Demangled (what traces show)."""
+    linkage_name: str
+    """As in the symbol table."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,9 @@ class ElfImage:
         return bytes(section.data())
 
     def symbol_named(self, name: str) -> Symbol | None:
+        """The symbol with this demangled or linkage name."""
         for symbol in self.symbols:
-            if symbol.name == name:
+            if name in (symbol.name, symbol.linkage_name):
                 return symbol
         return None
 
@@ -217,5 +223,5 @@ def _load_symbols(elf: ELFFile, raw: bytes) -> tuple[Symbol, ...]:
         if sym["st_shndx"] in ("SHN_UNDEF", "SHN_ABS") or sym["st_value"] == 0:
             continue
         key = (int(sym["st_value"]), sym.name)
-        symbols[key] = Symbol(int(sym["st_value"]), int(sym["st_size"]), sym.name)
+        symbols[key] = Symbol(int(sym["st_value"]), int(sym["st_size"]), demangle(sym.name), sym.name)
     return tuple(symbols[key] for key in sorted(symbols))

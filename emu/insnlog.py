@@ -5,17 +5,17 @@ Every traced instruction becomes one `insn` event: address, symbol+offset, bytes
 so each instruction's fields are pre-rendered once as a JSON fragment and a text fragment, and a
 code hook (C in emu/_accounting.c, or the same logic in Python where it is not built) writes whole
 lines into buffers that are handed to the trace in bulk. The lines are byte-for-byte what
-`emu.trace.to_jsonl` / `to_text` would produce for the same event.
+`emu.trace.jsonl_line` / `to_text` would produce for the same event.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 from collections.abc import Callable
 from typing import Any
 
 import capstone
+import orjson
 from unicorn import unicorn_const as uc_const
 
 from emu.accounting import MAX_RANGES, Accountant, AccountState, native_library
@@ -62,9 +62,9 @@ class InsnLogState(ctypes.Structure):
 
 def fragments(fields: dict[str, Any]) -> tuple[bytes, bytes]:
     """The JSON and text renderings of an event's own fields (what follows `"kind":...,`)."""
-    as_json = json.dumps(fields, separators=(",", ":"), ensure_ascii=True)[1:-1]
+    as_json = orjson.dumps(fields)[1:-1]
     as_text = " ".join(f"{key}={text_value(value)}" for key, value in fields.items())
-    return as_json.encode(), as_text.rstrip().encode()
+    return as_json, as_text.rstrip().encode("utf-8")
 
 
 class InsnLog:

@@ -17,7 +17,9 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
+
+import orjson
 
 FORMATS = ("text", "jsonl")
 
@@ -42,7 +44,7 @@ _KIND_LEVEL = {"syscall": Level.SYSCALL, "block": Level.BLOCK, "insn": Level.INS
 _RESERVED = frozenset({"seq", "icount", "cycle", "pid", "kind"})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Event:
     seq: int
     icount: int
@@ -62,8 +64,25 @@ class Event:
         }
 
 
+def jsonl_line(event: Event) -> bytes:
+    """The event as one compact JSON object in UTF-8, keys in order (no newline).
+
+    orjson renders the fields (this runs for every event); the fixed head is formatted directly.
+    """
+    head = b'{"seq":%d,"icount":%d,"cycle":%d,"pid":%d,"kind":%s' % (
+        event.seq,
+        event.icount,
+        event.cycle,
+        event.pid,
+        orjson.dumps(event.kind),
+    )
+    if not event.fields:
+        return head + b"}"
+    return head + b"," + orjson.dumps(event.fields)[1:]
+
+
 def to_jsonl(event: Event) -> str:
-    return json.dumps(event.as_dict(), separators=(",", ":"), ensure_ascii=True)
+    return jsonl_line(event).decode("utf-8")
 
 
 def text_value(value: Any) -> str:
@@ -85,16 +104,25 @@ def to_text(event: Event) -> str:
 TEXT_HEADER = f"{'seq':>6} {'icount':>12} {'cycle':>12} {'pid':>4}  {'kind':<16} details"
 
 
-class Trace:
-    """Collects events in order, stamps them, and feeds the digest."""
+class TraceSink(Protocol):
+    """Where a trace's lines go (a TraceWriter)."""
 
-    def __init__(self, sink: Callable[[Event], None] | None = None, level: Level = Level.SYSCALL) -> None:
+    def write(self, event: Event, jsonl: bytes) -> None:
+        """One event, with its JSONL line (no newline) already rendered."""
+
+    def write_raw(self, jsonl: bytes, text: bytes) -> None:
+        """Whole lines already rendered in both formats."""
+
+
+class Trace:
+    """Collects events in order, stamps them, and feeds the digest and the sink."""
+
+    def __init__(self, sink: TraceSink | None = None, level: Level = Level.SYSCALL) -> None:
         self.level = level
         self._icount: Callable[[], int] = lambda: 0
         self._cycle: Callable[[], int] = lambda: 0
         self._sink = sink
         self._digest = hashlib.sha256()
-        self._raw_sink: Callable[[bytes, bytes], None] | None = None
         self.next_seq = 0
         self.events: list[Event] = []
         """Every event recorded, except instruction events (streamed through `feed`, not kept)."""
@@ -115,26 +143,24 @@ class Trace:
         """Record an event with explicit stamps (for events observed inside a running guest)."""
         if _KIND_LEVEL.get(kind, Level.IPC) > self.level:
             return None
-        clash = _RESERVED.intersection(fields)
-        if clash:
-            raise ValueError(f"event field {sorted(clash)[0]!r} would overwrite the event's own")
+        if not _RESERVED.isdisjoint(fields):
+            clash = sorted(_RESERVED.intersection(fields))[0]
+            raise ValueError(f"event field {clash!r} would overwrite the event's own")
         event = Event(self.next_seq, icount, cycle, pid, kind, fields)
         self.next_seq += 1
         self.events.append(event)
-        self._digest.update(to_jsonl(event).encode() + b"\n")
+        line = jsonl_line(event)
+        self._digest.update(line + b"\n")
         if self._sink is not None:
-            self._sink(event)
+            self._sink.write(event, line)
         return event
-
-    def bind_raw_sink(self, sink: Callable[[bytes, bytes], None]) -> None:
-        self._raw_sink = sink
 
     def feed(self, count: int, jsonl: bytes, text: bytes) -> None:
         """Take `count` events already rendered (seq from `next_seq` on) in both formats."""
         self._digest.update(jsonl)
         self.next_seq += count
-        if self._raw_sink is not None:
-            self._raw_sink(jsonl, text)
+        if self._sink is not None:
+            self._sink.write_raw(jsonl, text)
 
     def digest(self) -> str:
         return self._digest.hexdigest()
@@ -155,7 +181,6 @@ class TraceWriter:
         """Write to `out` (atomically), else to `stream`, else to stdout."""
         if fmt not in FORMATS:
             raise ValueError(f"unknown trace format {fmt!r}")
-        self._render = to_jsonl if fmt == "jsonl" else to_text
         self.wants_text = fmt == "text"
         self._out = out
         self._tmp: str | None = None
@@ -172,9 +197,12 @@ class TraceWriter:
             self._stream.write(self._header)
             self._header = b""
 
-    def write(self, event: Event) -> None:
+    def write(self, event: Event, jsonl: bytes) -> None:
         self._start()
-        self._stream.write((self._render(event) + "\n").encode("utf-8"))
+        if self.wants_text:
+            self._stream.write((to_text(event) + "\n").encode("utf-8"))
+        else:
+            self._stream.write(jsonl + b"\n")
 
     def write_raw(self, jsonl: bytes, text: bytes) -> None:
         """Write pre-rendered lines (the format this writer writes)."""

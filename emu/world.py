@@ -44,6 +44,8 @@ class RunOutcome:
     detail: str
     processes: list[dict[str, Any]] = field(default_factory=list)
     instructions: int = 0
+    frequency_hz: int = 1_000_000_000
+    """Virtual cycles per second of the run's clock (for exports on a time axis)."""
 
 
 class World(Protocol):

@@ -39,6 +39,11 @@ from procd_model.abi import (
     IPC_BUFFER_VADDR,
     MONOTONIC_CLOCK_HZ,
     START_PROCESS_REQUEST,
+    SYSCALL_ARG_REGISTERS,
+    SYSCALL_CLOBBERED_REGISTERS,
+    SYSCALL_NUMBER_REGISTER,
+    SYSCALL_RESULT_REGISTERS,
+    SYSCALL_STATUS_REGISTER,
     CapType,
     KernelOp,
     Rights,
@@ -52,6 +57,9 @@ from procd_model.messages import Message, MessageError, envelope_role
 from procd_model.ops import decode_payload, op_name, status_name
 
 KERNEL_PID = 0
+_SYSCALL_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS)
+_RESULT_REGISTERS = (SYSCALL_STATUS_REGISTER, *SYSCALL_RESULT_REGISTERS, *SYSCALL_CLOBBERED_REGISTERS)
+"""Status and results, then what the hardware `syscall` leaves: rcx = return address, r11 = rflags."""
 MILLI = 1000
 """Millicycles per cycle: guest costs are fractional, the machine clock keeps millicycles."""
 
@@ -382,11 +390,8 @@ class Kernel:
     # ----------------------------------------------------------- syscall entry
 
     def _guest_syscall(self, proc: Process, cpu: GuestCpu) -> Outcome:
-        args = SyscallArgs(
-            cpu.reg("rax"),
-            (cpu.reg("rdi"), cpu.reg("rsi"), cpu.reg("rdx"), cpu.reg("r10"), cpu.reg("r8"), cpu.reg("r9")),
-        )
-        return self._syscall(proc, args)
+        number, *args = cpu.regs(_SYSCALL_REGISTERS)
+        return self._syscall(proc, SyscallArgs(number, (args[0], args[1], args[2], args[3], args[4], args[5])))
 
     def _syscall(self, proc: Process, call: SyscallArgs) -> Outcome:
         try:
@@ -433,13 +438,8 @@ class Kernel:
         """Write a completed syscall's result to the process that made it."""
         if proc.cpu is not None:
             cpu = proc.cpu
-            cpu.set_reg("rax", int(outcome.status))
-            cpu.set_reg("rdi", outcome.values[0])
-            cpu.set_reg("rsi", outcome.values[1])
-            cpu.set_reg("rdx", outcome.values[2])
-            # What the hardware `syscall` instruction leaves: rcx = return address, r11 = rflags.
-            cpu.set_reg("rcx", cpu.reg("rip"))
-            cpu.set_reg("r11", cpu.reg("rflags"))
+            rip, rflags = cpu.regs(("rip", "rflags"))
+            cpu.set_regs(_RESULT_REGISTERS, (int(outcome.status), *outcome.values, rip, rflags))
         else:
             proc.actor_result = SyscallResult(outcome.status, outcome.values, bytes(proc.actor_buffer))
 

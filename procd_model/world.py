@@ -18,7 +18,7 @@ from emu.world import InputError, Instrument, RunOutcome, RunRequest
 from procd_model.abi import CapPurpose, CapType, Rights, Role
 from procd_model.caps import Capability, CapTable
 from procd_model.images import boot_image_named, image_role, load_boot_image
-from procd_model.kernel import ImageLayoutError, Kernel, ProcState, StopReason
+from procd_model.kernel import ImageLayoutError, Kernel, Process, ProcState, StopReason
 from procd_model.messages import EnvelopeSlot, build_envelope
 from procd_model.rootd import ManifestEntry, ProcdBoot, Rootd, default_procd_boot
 
@@ -77,9 +77,8 @@ def run_bootstrap(
 
 
 def _bootstrap_outcome(kernel: Kernel, rootd: Rootd, stop: StopReason) -> RunOutcome:
-    processes = describe_processes(kernel)
     if stop.kind != "idle":
-        return RunOutcome(False, stop.kind, stop.detail, processes, kernel.icount)
+        return _outcome(kernel, False, stop.kind, stop.detail)
     problems = list(rootd.problems)
     if not rootd.finished and not problems:
         rootd_proc = kernel.procs[1]
@@ -94,9 +93,9 @@ def _bootstrap_outcome(kernel: Kernel, rootd: Rootd, stop: StopReason) -> RunOut
             expected = record.entry.expect_exit
             problems.append(f"{record.entry.image} (pid {record.pid}) ended {_ending(child)}, expected exit {expected}")
     if problems:
-        return RunOutcome(False, "unexpected", "; ".join(problems), processes, kernel.icount)
+        return _outcome(kernel, False, "unexpected", "; ".join(problems))
     spawned = ", ".join(f"{r.entry.image} as pid {r.pid}" for r in rootd.spawned)
-    return RunOutcome(True, "completed", f"bootstrap complete: procd spawned {spawned}", processes, kernel.icount)
+    return _outcome(kernel, True, "completed", f"bootstrap complete: procd spawned {spawned}")
 
 
 def run_alone(trace: Trace, image: ElfImage, max_instructions: int, instrument: Instrument | None = None) -> RunOutcome:
@@ -104,6 +103,13 @@ def run_alone(trace: Trace, image: ElfImage, max_instructions: int, instrument: 
 
     The envelope names the role the image's .erix_image note declares, or GENERIC if it has none.
     """
+    kernel, proc = prepare_alone(trace, image, instrument)
+    stop = kernel.run(max_instructions)
+    return alone_outcome(kernel, proc, stop)
+
+
+def prepare_alone(trace: Trace, image: ElfImage, instrument: Instrument | None = None) -> tuple[Kernel, Process]:
+    """A kernel with `image` created and started as the root process, not yet run."""
     kernel = make_kernel(trace, instrument=instrument)
     endpoint = kernel.new_endpoint(image.name)
     caps = CapTable()
@@ -118,14 +124,16 @@ def run_alone(trace: Trace, image: ElfImage, max_instructions: int, instrument: 
     except ImageLayoutError as exc:
         raise InputError(str(exc)) from None
     kernel.start(proc)
-    stop = kernel.run(max_instructions)
-    processes = describe_processes(kernel)
+    return kernel, proc
+
+
+def alone_outcome(kernel: Kernel, proc: Process, stop: StopReason) -> RunOutcome:
     if stop.kind != "idle":
-        return RunOutcome(False, stop.kind, stop.detail, processes, kernel.icount)
+        return _outcome(kernel, False, stop.kind, stop.detail)
     ending = _ending(proc)
     ok = proc.state is ProcState.EXITED and proc.exit_code == 0
     stop_kind = "completed" if ok else ("deadlock" if proc.state is ProcState.BLOCKED else proc.state.value)
-    return RunOutcome(ok, stop_kind, f"{proc.name} {ending}", processes, kernel.icount)
+    return _outcome(kernel, ok, stop_kind, f"{proc.name} {ending}")
 
 
 def _ending(proc: Any) -> str:
@@ -134,6 +142,10 @@ def _ending(proc: Any) -> str:
     if proc.state is ProcState.FAULTED and proc.fault is not None:
         return f"faulted: {proc.fault.describe()}"
     return f"is {proc.state.value}"
+
+
+def _outcome(kernel: Kernel, ok: bool, stop: str, detail: str) -> RunOutcome:
+    return RunOutcome(ok, stop, detail, describe_processes(kernel), kernel.icount, kernel.cpu_model.frequency_hz)
 
 
 def describe_processes(kernel: Kernel) -> list[dict[str, Any]]:

@@ -156,3 +156,28 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert exc.value.code == 2
     assert main(["run", "--out", str(tmp_path / "missing" / "t.jsonl")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_jsonl_lines_are_exactly_compact_json() -> None:
+    """The hand-assembled JSONL line equals the standard library's rendering of the same event."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from emu.trace import Event, jsonl_line
+
+    values = st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+        max_leaves=8,
+    )
+    reserved = {"seq", "icount", "cycle", "pid", "kind"}
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(st.text().filter(lambda k: k not in reserved), values, max_size=6), st.text())
+    def check(fields: dict[str, object], kind: str) -> None:
+        event = Event(3, 10, 20, 2, kind, fields)
+        expected = json.dumps(event.as_dict(), separators=(",", ":"), ensure_ascii=False)
+        assert json.loads(jsonl_line(event)) == json.loads(expected)
+        assert list(json.loads(jsonl_line(event))) == list(event.as_dict())
+
+    check()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -23,9 +24,10 @@ from emu.export import process_names
 from emu.export.folded import folded_lines, render_folded, write_folded
 from emu.export.perfetto import Clock, perfetto_trace, render_perfetto, write_perfetto
 from emu.export.stats import nearest_rank, operation_stats, process_stats, render_stats
-from emu.profile import StackProfiler, demangle
+from emu.profile import StackProfiler
+from emu.symbols import demangle
 from emu.trace import Event, Trace
-from emu.world import RunOutcome
+from emu.world import Instrument, RunOutcome
 from procd_model.world import run_bootstrap
 
 MAX_INSTRUCTIONS = 100_000_000
@@ -57,7 +59,7 @@ class Run:
         return self.events[-1]
 
 
-def _run(*, profile: bool = True, extra: Any = None) -> Run:
+def _run(*, profile: bool = True, extra: Instrument | None = None) -> Run:
     model = _cpu_model()
     profiler = StackProfiler() if profile else None
 
@@ -236,6 +238,23 @@ def test_perfetto_file_is_valid_chrome_trace_json(run: Run, tmp_path: Path) -> N
     assert doc["otherData"]["frequency_hz"] == run.frequency_hz
     assert doc["otherData"]["digest"] == run.summary.fields["digest"]
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_failed_export_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = [Event(0, 0, 0, 1, "log", {"text": float("nan")})]  # NaN is not JSON
+    with pytest.raises(ValueError):
+        write_perfetto(events, tmp_path / "bad.json", 1_000_000_000)
+
+    def refuse(_src: str, _dst: Path) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError):
+        write_perfetto(events[:0], tmp_path / "run.json", 1_000_000_000)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_checker_catches_broken_traces() -> None:
@@ -516,6 +535,7 @@ def test_demangle_rust_legacy_names() -> None:
     assert demangle("_ZN4core5slice29_$LT$impl$u20$$u5b$T$u5d$$GT$4fill17h403bb3871b9e0e8bE") == (
         "core::slice::<impl [T]>::fill"
     )
+    assert demangle("_ZNE") == "_ZNE" and demangle("_ZN9$uffffff$E") == "$uffffff$"
     assert demangle("memcpy") == "memcpy" and demangle("_ZN3fooE") == "foo" and demangle("_ZN99shortE") == "_ZN99shortE"
 
 

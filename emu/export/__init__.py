@@ -53,6 +53,9 @@ def write_text_atomic(path: Path | str, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as stream:
             stream.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; an export is an ordinary file
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

@@ -10,11 +10,13 @@ slice ends are computed in nanoseconds first, so nested slices nest exactly).
 - calls the kernel serves itself (an `ipc.send` whose endpoint is not an integer, answered by an
   `ipc.reply` from pid 0): one slice on the caller's track, from the send to the reply.
 - IPC: a zero-length slice on each side ("send OP", "recv OP", "reply OP") with the event's fields
-  as args, and a flow arrow between them (`s`/`f`, ids unique per arrow, the `f` with "bp": "e" so
-  it binds to the slice it sits in): ipc.send -> the ipc.recv that took the message (FIFO per
-  endpoint and sender, cat "ipc"), and ipc.reply -> the caller (cat "ipc.reply"). Each flow event
-  directly follows its zero-length slice, so importers that bind to the innermost open slice bind
-  to it.
+  as args, and a flow arrow between them (`s`/`f` with "bp": "e", ids unique per arrow, start and
+  end sharing cat and name): ipc.send -> the ipc.recv that took the message (FIFO per endpoint and
+  sender, cat "ipc"), and ipc.reply -> the caller (cat "ipc.reply"). A message often lands while
+  its receiver is blocked, outside its running slices, hence the zero-length slices: each flow event
+  comes right after its own slice at the same timestamp, and Perfetto's importer, which keeps file
+  order among zero-length slices, flows and instants of one timestamp, binds it to the slice on top
+  of the track's stack, that one. Arrows whose message nobody received are left out.
 - syscalls, lifecycle (process.create/start/exit), faults, logs, notifications and any other event
   kind: thread-scoped instant events (`i`, "s": "t").
 - `block`/`insn` events are left out; the summary goes to the top-level "otherData".

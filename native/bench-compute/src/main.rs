@@ -14,7 +14,7 @@ rt::entry!(main);
 static IMAGE_NOTE: [u8; abi::image_note::SIZE] = abi::image_note(role::TEST);
 
 const BUFFER_BYTES: usize = 16 * 1024;
-const ROUNDS: u64 = 64;
+const ROUNDS: u64 = 640;
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
