@@ -4,7 +4,7 @@
 
 Each configuration runs in its own interpreter (the accounting mode is fixed at import), K times;
 the best time counts. Reported:
-- compute: bench-compute.elf (5.3 M instructions, no syscalls in its loop) with the clock on
+- compute: bench-compute.elf (16.5 M instructions: hashing, sorting, a matrix product) with the clock on
   (native block accounting, preemption quanta) against the same guest on an engine with no hooks
   but the syscall hook; also with the pure-Python fallback;
 - request loop: procd serving N requests it rejects, clock on against accounting off;
