@@ -64,17 +64,23 @@ class Event:
         }
 
 
+_KIND_JSON: dict[str, bytes] = {}
+
+
 def jsonl_line(event: Event) -> bytes:
     """The event as one compact JSON object in UTF-8, keys in order (no newline).
 
     orjson renders the fields (this runs for every event); the fixed head is formatted directly.
     """
+    kind = _KIND_JSON.get(event.kind)
+    if kind is None:
+        kind = _KIND_JSON[event.kind] = orjson.dumps(event.kind)
     head = b'{"seq":%d,"icount":%d,"cycle":%d,"pid":%d,"kind":%s' % (
         event.seq,
         event.icount,
         event.cycle,
         event.pid,
-        orjson.dumps(event.kind),
+        kind,
     )
     if not event.fields:
         return head + b"}"
@@ -122,7 +128,10 @@ class Trace:
         self._icount: Callable[[], int] = lambda: 0
         self._cycle: Callable[[], int] = lambda: 0
         self._sink = sink
+        self._hidden = frozenset(kind for kind, shown in _KIND_LEVEL.items() if shown > level)
         self._digest = hashlib.sha256()
+        self._pending: list[bytes] = []
+        """JSONL lines not yet hashed (hashing in batches is much cheaper than per event)."""
         self.next_seq = 0
         self.events: list[Event] = []
         """Every event recorded, except instruction events (streamed through `feed`, not kept)."""
@@ -133,7 +142,7 @@ class Trace:
         self._cycle = cycle
 
     def wants(self, kind: str) -> bool:
-        return _KIND_LEVEL.get(kind, Level.IPC) <= self.level
+        return kind not in self._hidden and (kind in _KIND_LEVEL or self.level >= Level.IPC)
 
     def emit(self, kind: str, pid: int, /, **fields: Any) -> Event | None:
         """Record an event stamped with the machine's clock now (None if the level leaves it out)."""
@@ -141,7 +150,7 @@ class Trace:
 
     def emit_at(self, icount: int, cycle: int, kind: str, pid: int, /, **fields: Any) -> Event | None:
         """Record an event with explicit stamps (for events observed inside a running guest)."""
-        if _KIND_LEVEL.get(kind, Level.IPC) > self.level:
+        if kind in self._hidden or (self.level < Level.IPC and kind not in _KIND_LEVEL):
             return None
         if not _RESERVED.isdisjoint(fields):
             clash = sorted(_RESERVED.intersection(fields))[0]
@@ -150,19 +159,30 @@ class Trace:
         self.next_seq += 1
         self.events.append(event)
         line = jsonl_line(event)
-        self._digest.update(line + b"\n")
+        pending = self._pending
+        pending.append(line)
+        if len(pending) >= 512:
+            self._hash_pending()
         if self._sink is not None:
             self._sink.write(event, line)
         return event
 
+    def _hash_pending(self) -> None:
+        if self._pending:
+            self._pending.append(b"")
+            self._digest.update(b"\n".join(self._pending))
+            self._pending = []
+
     def feed(self, count: int, jsonl: bytes, text: bytes) -> None:
         """Take `count` events already rendered (seq from `next_seq` on) in both formats."""
+        self._hash_pending()
         self._digest.update(jsonl)
         self.next_seq += count
         if self._sink is not None:
             self._sink.write_raw(jsonl, text)
 
     def digest(self) -> str:
+        self._hash_pending()
         return self._digest.hexdigest()
 
     def of_kind(self, kind: str) -> list[Event]:
