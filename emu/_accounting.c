@@ -83,6 +83,15 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
 
 uint64_t emu_account_layout_size(void) { return sizeof(struct emu_account); }
 
+/* An independent per-instruction count (a code hook), for tests that check the block accounting. */
+void emu_count_insn(void *uc, uint64_t address, uint32_t size, uint64_t *counter)
+{
+    (void)uc;
+    (void)address;
+    (void)size;
+    (*counter)++;
+}
+
 /*
  * Instruction trace lines, rendered natively (emu/insnlog.py owns the layout).
  *

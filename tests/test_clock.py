@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 import unicorn
 from elfcraft import code_image
 from unicorn import unicorn_const as uc_const
+from unicorn.unicorn_py3.unicorn import uclib
 
 from emu import accounting
 from emu.accounting import UNIT_CPU
@@ -19,7 +21,7 @@ from emu.cpuid import cpuid_leaf
 from emu.elf import load_elf
 from emu.trace import Trace
 from procd_model.cpu_model import default_cpu_model
-from procd_model.world import run_bootstrap
+from procd_model.world import run_alone, run_bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,6 +126,43 @@ def test_totals_equal_a_per_instruction_count_on_the_fixtures(monkeypatch: pytes
     total = sum(box[0] for box in counter.counts.values())
     assert total == outcome.instructions == trace.events[-1].icount
     assert len(counter.counts) == 2  # procd and phase0-exit
+
+
+class _NativeCounter:
+    """A C code hook counting every instruction of every guest (fast enough for millions)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, ctypes.c_uint64] = {}
+        self.cpus: dict[int, GuestCpu] = {}
+
+    def __call__(self, cpu: GuestCpu, image: object, pid: int) -> None:
+        library = accounting.native_library()
+        assert library is not None
+        box = ctypes.c_uint64(0)
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(
+            cpu._uc._uch,
+            ctypes.byref(handle),
+            uc_const.UC_HOOK_CODE,
+            ctypes.cast(library.emu_count_insn, ctypes.c_void_p),
+            ctypes.cast(ctypes.pointer(box), ctypes.c_void_p),
+            ctypes.c_uint64(1),
+            ctypes.c_uint64(0),
+        )
+        assert status == uc_const.UC_ERR_OK
+        self.counts[pid], self.cpus[pid] = box, cpu
+
+
+@pytest.mark.skipif(not accounting.native_available(), reason="the native accounting extension is not built")
+@pytest.mark.parametrize("image", ["bench-compute.elf", "phase0-exit.elf", "procd.elf"])
+def test_every_fixture_alone_matches_a_native_per_instruction_count(image: str) -> None:
+    """Each image run alone (bench-compute: 16.5 M instructions, preempted at every quantum)."""
+    counter = _NativeCounter()
+    outcome = run_alone(Trace(), load_elf(ROOT / "fixtures" / "elf" / image), 10**9, instrument=counter)
+    assert outcome.instructions > 0
+    for pid, box in counter.counts.items():
+        assert box.value == counter.cpus[pid].retired
+    assert sum(box.value for box in counter.counts.values()) == outcome.instructions
 
 
 def _run_env(tmp_path: Path, name: str, args: list[str], env_extra: dict[str, str]) -> bytes:
