@@ -141,6 +141,7 @@ class GuestCpu:
         self._uc = unicorn.Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
         self._uc.ctl_set_tcg_buffer_size(_TCG_BUFFER_BYTES)
         self._pages: dict[int, Perm] = {}
+        self._closed = False
         self._batches: dict[tuple[str, ...], _RegisterBatch] = {}
         self._acct = Accountant(self._uc, cost_of)
         self._state = self._acct.state
@@ -163,6 +164,18 @@ class GuestCpu:
         rdtsc_insns = (x86_const.UC_X86_INS_RDTSC, x86_const.UC_X86_INS_RDTSCP)
         for callback, insn in zip(self._rdtsc_hooks, rdtsc_insns, strict=True):
             uc._Uc__do_hook_add(uc_const.UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(insn))
+
+    def close(self) -> None:
+        """Release the Unicorn engine now (a dead process's engine is never run again). Counts
+        stay readable; anything that would touch the engine afterwards is an error."""
+        finalizer = getattr(self._uc, "_Uc__finalizer", None)
+        if finalizer is not None:
+            finalizer()
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def retired(self) -> int:

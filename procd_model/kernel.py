@@ -818,3 +818,5 @@ class Kernel:
                 server.reply_to = None
         for observer in self.death_observers:
             observer(proc)
+        if proc.cpu is not None:
+            proc.cpu.close()  # its counts stay; the engine's memory goes
