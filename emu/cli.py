@@ -107,7 +107,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise InputError("--stats and --perfetto need the scheduling events: use --trace ipc or more")
     world = load_world(args.world)
     writer = TraceWriter(args.format, out)
-    trace = Trace(writer, level=LEVELS[args.trace])
+    trace = Trace(writer, level=LEVELS[args.trace], keep=bool(args.perfetto or args.stats))
     probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
     profiler = StackProfiler() if args.folded is not None else None
     instrument = probes if profiler is None else _chain(probes, profiler)

@@ -123,12 +123,16 @@ class TraceSink(Protocol):
 class Trace:
     """Collects events in order, stamps them, and feeds the digest and the sink."""
 
-    def __init__(self, sink: TraceSink | None = None, level: Level = Level.SYSCALL) -> None:
+    def __init__(self, sink: TraceSink | None = None, level: Level = Level.SYSCALL, *, keep: bool = True) -> None:
+        """`keep=False` streams events to the sink without keeping them (long runs: memory, and the
+        garbage collector's work grows with every object kept alive)."""
         self.level = level
+        self._keep = keep
         self._icount: Callable[[], int] = lambda: 0
         self._cycle: Callable[[], int] = lambda: 0
         self._sink = sink
         self._hidden = frozenset(kind for kind, shown in _KIND_LEVEL.items() if shown > level)
+        self._shows_ipc = level >= Level.IPC
         self._digest = hashlib.sha256()
         self._pending: list[bytes] = []
         """JSONL lines not yet hashed (hashing in batches is much cheaper than per event)."""
@@ -142,22 +146,28 @@ class Trace:
         self._cycle = cycle
 
     def wants(self, kind: str) -> bool:
-        return kind not in self._hidden and (kind in _KIND_LEVEL or self.level >= Level.IPC)
+        return kind not in self._hidden and (kind in _KIND_LEVEL or self._shows_ipc)
 
     def emit(self, kind: str, pid: int, /, **fields: Any) -> Event | None:
         """Record an event stamped with the machine's clock now (None if the level leaves it out)."""
-        return self.emit_at(self._icount(), self._cycle(), kind, pid, **fields)
+        if kind in self._hidden or (not self._shows_ipc and kind not in _KIND_LEVEL):
+            return None
+        return self._record(self._icount(), self._cycle(), kind, pid, fields)
 
     def emit_at(self, icount: int, cycle: int, kind: str, pid: int, /, **fields: Any) -> Event | None:
         """Record an event with explicit stamps (for events observed inside a running guest)."""
-        if kind in self._hidden or (self.level < Level.IPC and kind not in _KIND_LEVEL):
+        if kind in self._hidden or (not self._shows_ipc and kind not in _KIND_LEVEL):
             return None
+        return self._record(icount, cycle, kind, pid, fields)
+
+    def _record(self, icount: int, cycle: int, kind: str, pid: int, fields: dict[str, Any]) -> Event:
         if not _RESERVED.isdisjoint(fields):
             clash = sorted(_RESERVED.intersection(fields))[0]
             raise ValueError(f"event field {clash!r} would overwrite the event's own")
         event = Event(self.next_seq, icount, cycle, pid, kind, fields)
         self.next_seq += 1
-        self.events.append(event)
+        if self._keep:
+            self.events.append(event)
         line = jsonl_line(event)
         pending = self._pending
         pending.append(line)
