@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             "compute: pure-Python fallback / no hooks",
             f"{m['bare']['seconds'] / fallback['fallback']['seconds']:.3f}x",
             0,
-        ),  # noqa: E501
+        ),
         ("compute: clock on, M insn/s", f"{insns / m['on']['seconds'] / 1e6:.1f}", 0),
         ("request loop: clock on / accounting off", f"{m['loop_off']['seconds'] / m['loop_on']['seconds']:.2f}x", 0.8),
         ("request loop: round trips/s (clock on)", f"{args.requests / m['loop_on']['seconds']:.0f}", 0),
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             "request loop: --trace syscall cost over none",
             f"{m['traced']['seconds'] / m['loop_on']['seconds'] - 1:+.0%}",
             0,
-        ),  # noqa: E501
+        ),
         ("--trace insn to a file, M insn/s", f"{insns / m['insn_file']['seconds'] / 1e6:.2f}", 2.0),
         ("--trace insn to /dev/null, M insn/s", f"{insns / m['insn_null']['seconds'] / 1e6:.2f}", 2.0),
     ]
