@@ -19,7 +19,7 @@ from emu.export.stats import render_stats
 from emu.instrument import TraceProbes
 from emu.profile import StackProfiler
 from emu.trace import FORMATS, LEVELS, Level, Trace, TraceWriter
-from emu.world import DEFAULT_WORLD, InputError, Instrument, RunRequest, load_world
+from emu.world import DEFAULT_WORLD, InputError, Instrument, RunRequest, emit_summary, load_world
 
 EXIT_OK = 0
 EXIT_GUEST_FAILED = 1
@@ -113,16 +113,7 @@ def run_command(args: argparse.Namespace) -> int:
     instrument = probes if profiler is None else _chain(probes, profiler)
     try:
         outcome = world.run(RunRequest(args.image, args.max_instructions, instrument), trace)
-        trace.emit(
-            "summary",
-            0,
-            stop=outcome.stop,
-            ok=outcome.ok,
-            detail=outcome.detail,
-            instructions=outcome.instructions,
-            processes=outcome.processes,
-            digest=trace.digest(),
-        )
+        emit_summary(trace, outcome)
     except BaseException:
         writer.abort()
         raise

@@ -223,12 +223,13 @@ class GuestCpu:
         `feed(count, jsonl, text)` receives the lines after each run; `next_seq()` says where
         their numbering starts. Never changes any count.
         """
-        symbolize = self._symbolize
+        symbolize = self.symbolize
         self._insn_log = InsnLog(self._uc, self._acct, self.read, symbolize, pid, feed, text=text, begin=begin, end=end)
         self._next_seq = next_seq
         self._uc.ctl_flush_tb()
 
-    def _symbolize(self, address: int) -> str:
+    def symbolize(self, address: int) -> str:
+        """`function+0xoffset` for an address in the loaded image, else the bare address."""
         if self._image is not None:
             where = self._image.symbolize(address)
             if where is not None:

@@ -1,58 +1,17 @@
 """Per-block and per-instruction trace events, attached to each guest the world creates.
 
 `TraceProbes` is an `Instrument`: for every new guest that passes the pid filter it attaches a
-block probe (trace level block) or an instruction probe (level insn), restricted to one symbol's
-address range when a symbol filter is given, so code outside it runs at full speed.
+block probe (trace level block) or the native instruction log (level insn), restricted to one
+symbol's address range when a symbol filter is given, so code outside it runs at full speed.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-
-import capstone
 
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
 from emu.trace import Level, Trace
 
 MILLI = 1000
-
-
-class SymbolNotFound(LookupError):
-    pass
-
-
-@dataclass(frozen=True)
-class Disassembly:
-    """What an instruction event shows about the instruction at one address."""
-
-    symbol: str
-    code: str
-    text: str
-
-
-class Disassembler:
-    """Capstone, cached per address (instructions at an address do not change: code is read-only)."""
-
-    def __init__(self, image: ElfImage, cpu: GuestCpu) -> None:
-        self._image = image
-        self._cpu = cpu
-        self._cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-        self._cache: dict[int, Disassembly] = {}
-
-    def symbol(self, address: int) -> str:
-        where = self._image.symbolize(address)
-        return f"{where[0]}+{where[1]:#x}" if where else f"{address:#x}"
-
-    def at(self, address: int, size: int) -> Disassembly:
-        found = self._cache.get(address)
-        if found is None:
-            code = self._cpu.read(address, size)
-            insn = next(self._cs.disasm_lite(code, address, 1), None)
-            text = f"{insn[2]} {insn[3]}".strip() if insn else "(bad)"
-            found = Disassembly(self.symbol(address), code.hex(), text)
-            self._cache[address] = found
-        return found
 
 
 class TraceProbes:
@@ -80,7 +39,6 @@ class TraceProbes:
         if trace.level >= Level.INSN:
             cpu.attach_insn_log(pid, trace.feed, lambda: trace.next_seq, text=self.text, begin=begin, end=end)
             return
-        disassembler = Disassembler(image, cpu)
 
         def on_block(address: int, size: int, icount: int, clock: int, insns: int, cost: int) -> None:
             trace.emit_at(
@@ -89,7 +47,7 @@ class TraceProbes:
                 "block",
                 pid,
                 address=f"{address:#x}",
-                symbol=disassembler.symbol(address),
+                symbol=cpu.symbolize(address),
                 insns=insns,
                 millicycles=cost,
             )

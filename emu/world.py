@@ -48,6 +48,20 @@ class RunOutcome:
     """Virtual cycles per second of the run's clock (for exports on a time axis)."""
 
 
+def emit_summary(trace: Trace, outcome: RunOutcome) -> None:
+    """The last event of every trace: how the run ended, and the digest of everything before."""
+    trace.emit(
+        "summary",
+        0,
+        stop=outcome.stop,
+        ok=outcome.ok,
+        detail=outcome.detail,
+        instructions=outcome.instructions,
+        processes=outcome.processes,
+        digest=trace.digest(),
+    )
+
+
 class World(Protocol):
     def run(self, request: RunRequest, trace: Trace) -> RunOutcome: ...
 

@@ -27,7 +27,7 @@ from emu.export.stats import nearest_rank, operation_stats, process_stats, rende
 from emu.profile import StackProfiler
 from emu.symbols import demangle
 from emu.trace import Event, Trace
-from emu.world import Instrument, RunOutcome
+from emu.world import Instrument, RunOutcome, emit_summary
 from procd_model.world import run_bootstrap
 
 MAX_INSTRUCTIONS = 100_000_000
@@ -73,16 +73,7 @@ def _run(*, profile: bool = True, extra: Instrument | None = None) -> Run:
         patch.setattr(procd_kernel, "default_cpu_model", lambda: model)
         trace = Trace()
         outcome = run_bootstrap(trace, MAX_INSTRUCTIONS, instrument=instrument)
-    trace.emit(
-        "summary",
-        0,
-        stop=outcome.stop,
-        ok=outcome.ok,
-        detail=outcome.detail,
-        instructions=outcome.instructions,
-        processes=outcome.processes,
-        digest=trace.digest(),
-    )
+    emit_summary(trace, outcome)
     assert outcome.ok, outcome.detail
     return Run(trace.events, outcome, profiler, model.frequency_hz)
 
