@@ -78,6 +78,7 @@ class ProcdOp(enum.IntEnum):
     """Operations procd serves on its endpoint."""
 
     SPAWN_SERVICE = 0x402
+    PROBE_COMPLETE = 0x40A
 
 
 # origin: erix
@@ -86,6 +87,14 @@ class CrashdOp(enum.IntEnum):
 
     REPORT = 0x520
     READ = 0x521
+
+
+# origin: procd-emu
+class NamedOp(enum.IntEnum):
+    """Operations the (modelled) name service serves."""
+
+    REGISTER = 0x510
+    LOOKUP = 0x511
 
 
 # origin: erix
@@ -141,6 +150,8 @@ class CapPurpose(enum.IntEnum):
     NAMED_ENDPOINT = 0x6
     LOGD_ENDPOINT = 0x7
     TIMED_ENDPOINT = 0x8
+    PROCD_ENDPOINT = 0x9
+    IRQ_NOTIFY = 0xA
 
 
 # origin: procd-emu
@@ -149,6 +160,7 @@ class NotifyBit(enum.IntFlag):
 
     READY = 0x1
     PROBE_COMPLETE = 0x2
+    IRQ = 0x4
 
 
 # origin: procd-emu
@@ -170,6 +182,15 @@ class StartupStatus(enum.IntEnum):
     PANIC = 0x7F
 
 
+# origin: procd-emu
+class TestStatus(enum.IntEnum):
+    """Exit codes of the test images beyond OK and the startup statuses."""
+
+    OK = 0x0
+    BREACH = 0x40
+    PROTOCOL = 0x41
+
+
 IPC_BUFFER_VADDR = 0x100000
 IPC_BUFFER_SIZE = 0x400
 ENVELOPE_VADDR = 0x110000
@@ -188,6 +209,8 @@ DEBUG_WRITE_MAX = 0x100
 BADGE_ROOTD = 0x1
 MONOTONIC_CLOCK_HZ = 0x3E8
 PROCD_MAX_PROCESSES = 0x20
+NAME_MAX = 0x20
+ISOLATION_A_DATA_VADDR = 0x1210000
 IMAGE_NOTE_VERSION = 0x1
 IMAGE_NOTE_MAGIC = 0x49585245
 
@@ -278,6 +301,17 @@ START_PROCESS_REQUEST = Layout(
         Field("reserved", "u32", 4, 1),
     ),
 )
+NAMED_REQUEST = Layout(
+    "named_request",
+    (
+        Field("name", "u8", 0, 32),
+        Field("value", "u64", 32, 1),
+    ),
+)
+NAMED_REPLY = Layout(
+    "named_reply",
+    (Field("value", "u64", 0, 1),),
+)
 CLOCK_REPLY = Layout(
     "clock_reply",
     (Field("ticks", "u64", 0, 1),),
@@ -305,6 +339,10 @@ INTAKE: dict[Role | None, tuple[IntakeEntry, ...]] = {
         IntakeEntry(CapPurpose.SELF_ENDPOINT, CapType.ENDPOINT, Rights.RECV, required=True),
         IntakeEntry(CapPurpose.BOOTSTRAP_NOTIFY, CapType.NOTIFICATION, Rights.SEND, required=False),
         IntakeEntry(CapPurpose.KERNEL_CONTROL, CapType.KERNEL_CONTROL, Rights.SEND, required=False),
+        IntakeEntry(CapPurpose.PROCD_ENDPOINT, CapType.ENDPOINT, Rights.SEND, required=False),
+        IntakeEntry(CapPurpose.NAMED_ENDPOINT, CapType.ENDPOINT, Rights.SEND, required=False),
+        IntakeEntry(CapPurpose.TIMED_ENDPOINT, CapType.ENDPOINT, Rights.SEND, required=False),
+        IntakeEntry(CapPurpose.IRQ_NOTIFY, CapType.NOTIFICATION, Rights.RECV, required=False),
     ),
     Role.GENERIC: (
         IntakeEntry(CapPurpose.SELF_ENDPOINT, CapType.ENDPOINT, Rights.RECV, required=False),

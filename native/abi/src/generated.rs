@@ -147,11 +147,14 @@ pub mod kernel_op {
 pub mod procd_op {
     /// IPC_PHASE0_PROCD_OP_SPAWN_SERVICE: rootd's typed service spawn
     pub const SPAWN_SERVICE: u32 = 0x402;
+    /// the probe image reports completion (procd-emu's number)
+    pub const PROBE_COMPLETE: u32 = 0x40a;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u32) -> Option<&'static str> {
         match value {
             SPAWN_SERVICE => Some("SPAWN_SERVICE"),
+            PROBE_COMPLETE => Some("PROBE_COMPLETE"),
             _ => None,
         }
     }
@@ -167,6 +170,23 @@ pub mod crashd_op {
         match value {
             REPORT => Some("REPORT"),
             READ => Some("READ"),
+            _ => None,
+        }
+    }
+}
+
+/// Operations the (modelled) name service serves. (origin: procd-emu)
+pub mod named_op {
+    /// named_request: bind name to value; BUSY if taken
+    pub const REGISTER: u32 = 0x510;
+    /// named_request (value ignored): reply named_reply, NOT_FOUND if unbound
+    pub const LOOKUP: u32 = 0x511;
+
+    /// The spec's name for `value`, if it has one.
+    pub const fn name(value: u32) -> Option<&'static str> {
+        match value {
+            REGISTER => Some("REGISTER"),
+            LOOKUP => Some("LOOKUP"),
             _ => None,
         }
     }
@@ -271,6 +291,10 @@ pub mod cap_purpose {
     pub const NAMED_ENDPOINT: u16 = 0x6;
     pub const LOGD_ENDPOINT: u16 = 0x7;
     pub const TIMED_ENDPOINT: u16 = 0x8;
+    /// procd's endpoint, for reports to procd (SEND)
+    pub const PROCD_ENDPOINT: u16 = 0x9;
+    /// a notification the kernel signals for an interrupt (RECV)
+    pub const IRQ_NOTIFY: u16 = 0xa;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u16) -> Option<&'static str> {
@@ -283,6 +307,8 @@ pub mod cap_purpose {
             NAMED_ENDPOINT => Some("NAMED_ENDPOINT"),
             LOGD_ENDPOINT => Some("LOGD_ENDPOINT"),
             TIMED_ENDPOINT => Some("TIMED_ENDPOINT"),
+            PROCD_ENDPOINT => Some("PROCD_ENDPOINT"),
+            IRQ_NOTIFY => Some("IRQ_NOTIFY"),
             _ => None,
         }
     }
@@ -294,18 +320,21 @@ pub mod notify_bit {
     pub const READY: u64 = 0x1;
     /// the probe image reported completion
     pub const PROBE_COMPLETE: u64 = 0x2;
+    /// set on an IRQ_NOTIFY notification when its interrupt fires
+    pub const IRQ: u64 = 0x4;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u64) -> Option<&'static str> {
         match value {
             READY => Some("READY"),
             PROBE_COMPLETE => Some("PROBE_COMPLETE"),
+            IRQ => Some("IRQ"),
             _ => None,
         }
     }
 
     /// Every defined bit.
-    pub const ALL: u64 = 0x3;
+    pub const ALL: u64 = 0x7;
 }
 
 /// Exit codes of a service that refuses to start (lib-bootstrap failure statuses) and of a panic. (origin: procd-emu)
@@ -356,6 +385,25 @@ pub mod startup_status {
     }
 }
 
+/// Exit codes of the test images beyond OK and the startup statuses. (origin: procd-emu)
+pub mod test_status {
+    pub const OK: u64 = 0x0;
+    /// isolation-a found its data changed
+    pub const BREACH: u64 = 0x40;
+    /// a peer's reply was not what the protocol says
+    pub const PROTOCOL: u64 = 0x41;
+
+    /// The spec's name for `value`, if it has one.
+    pub const fn name(value: u64) -> Option<&'static str> {
+        match value {
+            OK => Some("OK"),
+            BREACH => Some("BREACH"),
+            PROTOCOL => Some("PROTOCOL"),
+            _ => None,
+        }
+    }
+}
+
 /// Where the kernel maps each process's IPC buffer (read-write). (origin: procd-emu)
 pub const IPC_BUFFER_VADDR: u64 = 0x100000;
 /// Bytes in the IPC buffer: header plus payload. (origin: erix)
@@ -392,6 +440,10 @@ pub const BADGE_ROOTD: u64 = 0x1;
 pub const MONOTONIC_CLOCK_HZ: u64 = 0x3e8;
 /// Entries in procd's process table. (origin: procd-emu)
 pub const PROCD_MAX_PROCESSES: usize = 0x20;
+/// Bytes in a name at the name service (NUL-padded). (origin: procd-emu)
+pub const NAME_MAX: usize = 0x20;
+/// Where phase0-isolation-a keeps the data phase0-isolation-b tries to reach. (origin: procd-emu)
+pub const ISOLATION_A_DATA_VADDR: u64 = 0x1210000;
 /// Version of the image_note record. (origin: procd-emu)
 pub const IMAGE_NOTE_VERSION: u16 = 0x1;
 /// Magic of the .erix_image section: bytes 'ERXI'. (origin: procd-emu)
@@ -531,6 +583,25 @@ pub mod start_process_request {
     pub const RESERVED: usize = 4;
 }
 
+/// named REGISTER and LOOKUP request payload.
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod named_request {
+    pub const SIZE: usize = 40;
+    /// `u8` x 32
+    pub const NAME: usize = 0;
+    pub const NAME_COUNT: usize = 32;
+    /// `u64`
+    pub const VALUE: usize = 32;
+}
+
+/// named LOOKUP reply payload (status OK).
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod named_reply {
+    pub const SIZE: usize = 8;
+    /// `u64`
+    pub const VALUE: usize = 0;
+}
+
 /// READ_MONOTONIC_CLOCK reply payload.
 /// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
 pub mod clock_reply {
@@ -640,6 +711,30 @@ pub mod intake {
             purpose: super::cap_purpose::KERNEL_CONTROL,
             cap_type: super::cap_type::KERNEL_CONTROL,
             rights: super::rights::SEND,
+            required: false,
+        },
+        IntakeEntry {
+            purpose: super::cap_purpose::PROCD_ENDPOINT,
+            cap_type: super::cap_type::ENDPOINT,
+            rights: super::rights::SEND,
+            required: false,
+        },
+        IntakeEntry {
+            purpose: super::cap_purpose::NAMED_ENDPOINT,
+            cap_type: super::cap_type::ENDPOINT,
+            rights: super::rights::SEND,
+            required: false,
+        },
+        IntakeEntry {
+            purpose: super::cap_purpose::TIMED_ENDPOINT,
+            cap_type: super::cap_type::ENDPOINT,
+            rights: super::rights::SEND,
+            required: false,
+        },
+        IntakeEntry {
+            purpose: super::cap_purpose::IRQ_NOTIFY,
+            cap_type: super::cap_type::NOTIFICATION,
+            rights: super::rights::RECV,
             required: false,
         },
     ];
