@@ -329,6 +329,8 @@ INTAKE: dict[Role | None, tuple[IntakeEntry, ...]] = {
         IntakeEntry(CapPurpose.CRASHD_ENDPOINT, CapType.ENDPOINT, Rights.SEND, required=False),
         IntakeEntry(CapPurpose.NAMED_ENDPOINT, CapType.ENDPOINT, Rights.SEND, required=False),
         IntakeEntry(CapPurpose.LOGD_ENDPOINT, CapType.ENDPOINT, Rights.SEND, required=False),
+        IntakeEntry(CapPurpose.TIMED_ENDPOINT, CapType.ENDPOINT, Rights.SEND, required=False),
+        IntakeEntry(CapPurpose.IRQ_NOTIFY, CapType.NOTIFICATION, Rights.RECV, required=False),
     ),
     Role.TIMED: (
         IntakeEntry(CapPurpose.SELF_ENDPOINT, CapType.ENDPOINT, Rights.RECV, required=True),

@@ -673,6 +673,18 @@ pub mod intake {
             rights: super::rights::SEND,
             required: false,
         },
+        IntakeEntry {
+            purpose: super::cap_purpose::TIMED_ENDPOINT,
+            cap_type: super::cap_type::ENDPOINT,
+            rights: super::rights::SEND,
+            required: false,
+        },
+        IntakeEntry {
+            purpose: super::cap_purpose::IRQ_NOTIFY,
+            cap_type: super::cap_type::NOTIFICATION,
+            rights: super::rights::RECV,
+            required: false,
+        },
     ];
     pub const TIMED: &[IntakeEntry] = &[
         IntakeEntry {
