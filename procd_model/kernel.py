@@ -13,6 +13,7 @@ goes to the back of the queue ("the child runs first").
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from procd_model.abi import (
     SYSCALL_STATUS_REGISTER,
     CapType,
     KernelOp,
+    NotifyBit,
     Rights,
     Status,
     Syscall,
@@ -214,6 +216,9 @@ class Kernel:
         self._next_pid = 1
         self._next_obj = 1
         self._halt: StopReason | None = None
+        self._irqs: list[tuple[int, int, int, int]] = []
+        """Pending interrupts: (millicycles, order, notification, line), a heap."""
+        self._irq_order = 0
 
     # ------------------------------------------------------------- world setup
 
@@ -298,11 +303,35 @@ class Kernel:
 
     # --------------------------------------------------------------- scheduler
 
+    def schedule_irq(self, notification: Notification, at_cycle: int, line: int = 0) -> None:
+        """Raise interrupt `line` at virtual time `at_cycle`: the kernel sets NotifyBit.IRQ on
+        `notification` at the first block boundary from which the next block would reach that
+        time (or then, if the machine is idle until it)."""
+        self._irq_order += 1
+        heapq.heappush(self._irqs, (at_cycle * MILLI, self._irq_order, notification.obj, line))
+
+    def _next_irq(self) -> int | None:
+        return self._irqs[0][0] if self._irqs else None
+
+    def _raise_irq(self) -> None:
+        at, _, obj, line = heapq.heappop(self._irqs)
+        self.trace.emit("irq", KERNEL_PID, line=line, notification=obj, scheduled=at // MILLI)
+        self._signal(self.notifications[obj], NotifyBit.IRQ)
+
+    def _raise_due_irqs(self) -> None:
+        while self._irqs and self._irqs[0][0] <= self.clock:
+            self._raise_irq()
+
     def run(self, max_instructions: int) -> StopReason:
         """Run until every process is blocked or dead, the limit is reached, or a halt."""
         while self._halt is None:
+            self._raise_due_irqs()
             if not self.run_queue:
-                return StopReason("idle")
+                next_irq = self._next_irq()
+                if next_irq is None:
+                    return StopReason("idle")
+                self.clock = next_irq  # nothing runs until then: virtual time jumps
+                continue
             proc = self.procs[self.run_queue.popleft()]
             if proc.state is not ProcState.READY:
                 continue
@@ -334,8 +363,13 @@ class Kernel:
             if cpu.cost >= turn_end:
                 self.run_queue.append(proc.pid)
                 return
+            budget = turn_end - cpu.cost
+            next_irq = self._next_irq()
+            irq_bound = next_irq is not None and next_irq - self.clock <= budget
+            if next_irq is not None:
+                budget = min(budget, max(next_irq - self.clock, 0))
             before, cost_before = cpu.retired, cpu.cost
-            trap = cpu.run(remaining, turn_end - cpu.cost, exact=True, clock=self.clock, icount=self.icount)
+            trap = cpu.run(remaining, budget, exact=True, clock=self.clock, icount=self.icount)
             self.icount += cpu.retired - before
             self.clock += cpu.cost - cost_before
             if trap.kind is TrapKind.FAULT:
@@ -344,6 +378,8 @@ class Kernel:
                 return
             if trap.kind is TrapKind.BUDGET:
                 if self.icount < max_instructions:
+                    if irq_bound:
+                        self._raise_irq()  # the next block would reach the interrupt's time
                     self.run_queue.append(proc.pid)
                     return
                 continue  # the limit check above reports it
@@ -604,13 +640,17 @@ class Kernel:
         except CapLookupError as exc:
             return Done(exc.status)
         notification = self.notifications[cap.obj]
-        notification.word |= args[1] | cap.badge
         self.trace.emit("notify", proc.pid, notification=notification.obj, bits=args[1])
+        self._signal(notification, args[1] | cap.badge)
+        return Done(Status.OK)
+
+    def _signal(self, notification: Notification, bits: int) -> None:
+        """OR `bits` into the word; a waiter takes the whole word and wakes."""
+        notification.word |= bits
         if notification.waiters and notification.word:
             waiter = self.procs[notification.waiters.popleft()]
-            bits, notification.word = notification.word, 0
-            self._complete(waiter, Status.OK, (bits, 0, 0))
-        return Done(Status.OK)
+            taken, notification.word = notification.word, 0
+            self._complete(waiter, Status.OK, (taken, 0, 0))
 
     def _sys_wait(self, proc: Process, args: tuple[int, ...]) -> Outcome:
         try:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from procd_model.abi import (
     BADGE_ROOTD,
+    CHILD_FIRST_GRANT_SLOT,
+    CHILD_SELF_ENDPOINT_SLOT,
     CREATE_PROCESS_REPLY,
     SPAWN_SERVICE_REPLY,
     SPAWN_SERVICE_REQUEST,
@@ -34,10 +36,14 @@ from procd_model.caps import Capability, CapTable
 from procd_model.images import boot_image_named
 from procd_model.kernel import Kernel, Process
 from procd_model.messages import EnvelopeSlot, Grant, build_envelope, create_process_payload
+from procd_model.peers import Named, Timed
 
 SLOT_KERNEL_CONTROL = 1
 SLOT_BOOT_NOTIFY_RECV = 2
 SLOT_BOOT_NOTIFY_SEND = 3
+SLOT_NAMED = 4
+SLOT_TIMED = 5
+SLOT_IRQ = 6
 
 
 @dataclass(frozen=True)
@@ -68,19 +74,32 @@ class ProcdBoot:
     grants: list[Grant]
 
 
-def default_procd_boot() -> ProcdBoot:
-    """procd's envelope and intake as the ABI's PROCD intake spec asks for them."""
+def default_procd_boot(*, with_services: bool = False) -> ProcdBoot:
+    """procd's envelope and intake as the ABI's PROCD intake spec asks for them.
+
+    `with_services` also hands procd, for distribution to the test images, SEND capabilities to
+    named and timed and the RECV side of the interrupt notification (optional intake entries).
+    """
     grants = [
         Grant(SLOT_KERNEL_CONTROL, Rights.SEND | Rights.SPAWN),
         Grant(SLOT_BOOT_NOTIFY_SEND, Rights.SEND),
     ]
-    slots = [
-        EnvelopeSlot(1, CapPurpose.SELF_ENDPOINT),
-        EnvelopeSlot(2, CapPurpose.KERNEL_CONTROL),
-        EnvelopeSlot(3, CapPurpose.BOOTSTRAP_NOTIFY),
-    ]
+    purposes = [CapPurpose.KERNEL_CONTROL, CapPurpose.BOOTSTRAP_NOTIFY]
+    if with_services:
+        grants += [Grant(SLOT_NAMED, Rights.SEND), Grant(SLOT_TIMED, Rights.SEND), Grant(SLOT_IRQ, Rights.RECV)]
+        purposes += [CapPurpose.NAMED_ENDPOINT, CapPurpose.TIMED_ENDPOINT, CapPurpose.IRQ_NOTIFY]
+    slots = [EnvelopeSlot(CHILD_SELF_ENDPOINT_SLOT, CapPurpose.SELF_ENDPOINT)]
+    slots += [EnvelopeSlot(CHILD_FIRST_GRANT_SLOT + i, purpose) for i, purpose in enumerate(purposes)]
     flags = EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL
     return ProcdBoot(build_envelope(Role.PROCD, flags, slots), grants)
+
+
+@dataclass(frozen=True)
+class Services:
+    """The modelled services rootd starts before procd when the test images need them."""
+
+    irq_at_cycle: int | None = None
+    """When the kernel raises the interrupt on the IRQ_NOTIFY notification (None: never)."""
 
 
 @dataclass
@@ -88,6 +107,7 @@ class Rootd:
     kernel: Kernel
     manifest: list[ManifestEntry]
     boot: ProcdBoot = field(default_factory=default_procd_boot)
+    services: Services | None = None
     procd_pid: int = 0
     ready: bool = False
     finished: bool = False
@@ -105,7 +125,25 @@ class Rootd:
         caps.install(Capability(CapType.NOTIFICATION, notification.obj, Rights.RECV), SLOT_BOOT_NOTIFY_RECV)
         caps.install(Capability(CapType.NOTIFICATION, notification.obj, Rights.SEND), SLOT_BOOT_NOTIFY_SEND)
         kernel.death_observers.append(self._on_death)
-        return kernel.spawn_actor("rootd", self.program(), caps)
+        rootd = kernel.spawn_actor("rootd", self.program(), caps)
+        if self.services is not None:
+            self._start_services(caps, self.services)
+        return rootd
+
+    def _start_services(self, caps: CapTable, services: Services) -> None:
+        """named and timed as actors, and the interrupt notification; rootd keeps what procd gets."""
+        kernel = self.kernel
+        for slot, name, program in ((SLOT_NAMED, "named", Named().program), (SLOT_TIMED, "timed", Timed(2).program)):
+            endpoint = kernel.new_endpoint(name)
+            own = CapTable()
+            own.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)
+            own.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND), 2)
+            caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.SEND), slot)
+            kernel.spawn_actor(name, program(1), own)
+        irq = kernel.new_notification()
+        caps.install(Capability(CapType.NOTIFICATION, irq.obj, Rights.RECV), SLOT_IRQ)
+        if services.irq_at_cycle is not None:
+            kernel.schedule_irq(irq, services.irq_at_cycle)
 
     def _on_death(self, proc: Process) -> None:
         if proc.pid != self.procd_pid:

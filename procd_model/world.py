@@ -20,7 +20,7 @@ from procd_model.caps import Capability, CapTable
 from procd_model.images import boot_image_named, image_role, load_boot_image
 from procd_model.kernel import ImageLayoutError, Kernel, Process, ProcState, StopReason
 from procd_model.messages import EnvelopeSlot, build_envelope
-from procd_model.rootd import ManifestEntry, ProcdBoot, Rootd, default_procd_boot
+from procd_model.rootd import ManifestEntry, ProcdBoot, Rootd, Services, default_procd_boot
 
 DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
 
@@ -65,10 +65,17 @@ def run_bootstrap(
     boot: ProcdBoot | None = None,
     on_ready: Callable[[Rootd], None] | None = None,
     instrument: Instrument | None = None,
+    services: Services | None = None,
 ) -> RunOutcome:
-    """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected."""
+    """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected.
+
+    With `services`, rootd first starts named, timed and the interrupt notification, and hands
+    procd capabilities to them for the test images.
+    """
     kernel = make_kernel(trace, procd_image, instrument)
-    rootd = Rootd(kernel, list(manifest), boot or default_procd_boot())
+    if boot is None:
+        boot = default_procd_boot(with_services=services is not None)
+    rootd = Rootd(kernel, list(manifest), boot, services)
     if on_ready is not None:
         rootd.on_ready.append(on_ready)
     rootd.start()

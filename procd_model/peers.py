@@ -1,0 +1,95 @@
+"""Modelled EriX services that procd's test images talk to: named and timed.
+
+Each is an actor serving its endpoint with RECV -> REPLY_RECV through the kernel's ordinary
+syscalls, so capabilities, badges and blocking apply to them as to any guest. A request they do
+not understand is answered INVALID_ARGUMENT (and they keep serving).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+
+from procd_model.abi import (
+    CLOCK_REPLY,
+    NAMED_REPLY,
+    NAMED_REQUEST,
+    KernelOp,
+    NamedOp,
+    Status,
+    Syscall,
+    TimedOp,
+)
+from procd_model.actor import ActorProgram, SyscallRequest, SyscallResult, call
+from procd_model.messages import Message, MessageError
+
+WALL_CLOCK_EPOCH_MS = 1_767_225_600_000
+"""timed's NOW_WALL at boot: 2026-01-01T00:00:00Z in milliseconds (procd-emu's choice)."""
+
+Reply = Generator[SyscallRequest, SyscallResult, Message]
+"""Works out one reply; may make syscalls on the way (timed calls kernel-control)."""
+
+
+def serve(slot: int, handle: Callable[[Message], Reply]) -> ActorProgram:
+    """RECV on `slot`, answer each request with the reply `handle` produces, forever.
+
+    `handle` is itself an actor program (it may make syscalls, e.g. timed calls kernel-control)
+    whose return value is the reply.
+    """
+    result = yield SyscallRequest(Syscall.RECV, (slot,))
+    while True:
+        try:
+            request = result.message()
+        except MessageError:
+            reply = Message(Status.INVALID_ARGUMENT)
+        else:
+            reply = yield from handle(request)
+        result = yield SyscallRequest(Syscall.REPLY_RECV, (slot,), reply)
+
+
+class Named:
+    """The name service: REGISTER binds a name to a value once; LOOKUP finds it."""
+
+    def __init__(self) -> None:
+        self.names: dict[bytes, int] = {}
+
+    def program(self, slot: int) -> ActorProgram:
+        return serve(slot, self.handle)
+
+    def handle(self, request: Message) -> Reply:
+        yield from ()
+        if request.op not in (NamedOp.REGISTER, NamedOp.LOOKUP) or len(request.payload) != NAMED_REQUEST.size:
+            return Message(Status.INVALID_ARGUMENT)
+        fields = NAMED_REQUEST.unpack(request.payload)
+        name = bytes(fields["name"]).rstrip(b"\0")
+        if not name or b"\0" in name:
+            return Message(Status.INVALID_ARGUMENT)
+        if request.op == NamedOp.REGISTER:
+            if name in self.names:
+                return Message(Status.BUSY)
+            self.names[name] = fields["value"]
+            return Message(Status.OK)
+        if name not in self.names:
+            return Message(Status.NOT_FOUND)
+        return Message(Status.OK, NAMED_REPLY.pack(value=self.names[name]))
+
+
+class Timed:
+    """The time service: reads kernel-control READ_MONOTONIC_CLOCK (1000 ticks per second)."""
+
+    def __init__(self, kernel_control_slot: int) -> None:
+        self.kernel_control_slot = kernel_control_slot
+
+    def program(self, slot: int) -> ActorProgram:
+        return serve(slot, self.handle)
+
+    def handle(self, request: Message) -> Reply:
+        if request.op not in (TimedOp.NOW_MONOTONIC, TimedOp.NOW_WALL) or request.payload:
+            return Message(Status.INVALID_ARGUMENT)
+        result = yield call(self.kernel_control_slot, KernelOp.READ_MONOTONIC_CLOCK)
+        reply = result.message()
+        if result.status is not Status.OK or reply.op != Status.OK or len(reply.payload) != CLOCK_REPLY.size:
+            return Message(Status.INTERNAL)
+        ticks = CLOCK_REPLY.unpack(reply.payload)["ticks"]
+        if request.op == TimedOp.NOW_WALL:
+            ticks += WALL_CLOCK_EPOCH_MS
+        return Message(Status.OK, CLOCK_REPLY.pack(ticks=ticks))
