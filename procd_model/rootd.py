@@ -55,7 +55,10 @@ class ManifestEntry:
     flags: int = 0
     expect_status: Status = Status.OK
     expect_exit: int | None = 0
-    """Exit code the spawned process must end with (None: it must still be alive)."""
+    """Exit code the spawned process must end with (None: it must not exit)."""
+    expect_fault: str | None = None
+    """The fault kind (e.g. "unmapped-write") that must kill it instead; with expect_exit None
+    and expect_fault None the process must still be alive at the end."""
 
 
 @dataclass

@@ -91,14 +91,15 @@ def _bootstrap_outcome(kernel: Kernel, rootd: Rootd, stop: StopReason) -> RunOut
         rootd_proc = kernel.procs[1]
         problems.append(f"rootd did not finish its manifest (it is {rootd_proc.state.value})")
     for record in rootd.spawned:
-        if record.status.name != "OK" or record.entry.expect_exit is None:
+        if record.status.name != "OK":
             continue
         child = kernel.procs.get(record.pid)
         if child is None:
             problems.append(f"{record.entry.image}: procd reported pid {record.pid}, which does not exist")
-        elif child.state is not ProcState.EXITED or child.exit_code != record.entry.expect_exit:
-            expected = record.entry.expect_exit
-            problems.append(f"{record.entry.image} (pid {record.pid}) ended {_ending(child)}, expected exit {expected}")
+            continue
+        wrong = _unexpected_ending(child, record.entry)
+        if wrong is not None:
+            problems.append(f"{record.entry.image} (pid {record.pid}) {wrong}")
     if problems:
         return _outcome(kernel, False, "unexpected", "; ".join(problems))
     spawned = ", ".join(f"{r.entry.image} as pid {r.pid}" for r in rootd.spawned)
@@ -141,6 +142,19 @@ def alone_outcome(kernel: Kernel, proc: Process, stop: StopReason) -> RunOutcome
     ok = proc.state is ProcState.EXITED and proc.exit_code == 0
     stop_kind = "completed" if ok else ("deadlock" if proc.state is ProcState.BLOCKED else proc.state.value)
     return _outcome(kernel, ok, stop_kind, f"{proc.name} {ending}")
+
+
+def _unexpected_ending(child: Process, entry: ManifestEntry) -> str | None:
+    """What is wrong with how `child` ended, measured against its manifest entry (None: nothing)."""
+    if entry.expect_fault is not None:
+        if child.fault is None or child.fault.kind.value != entry.expect_fault:
+            return f"{_ending(child)}, expected to fault ({entry.expect_fault})"
+        return None
+    if entry.expect_exit is None:
+        return None if not child.state.is_dead else f"{_ending(child)}, expected to be alive"
+    if child.state is not ProcState.EXITED or child.exit_code != entry.expect_exit:
+        return f"{_ending(child)}, expected exit {entry.expect_exit}"
+    return None
 
 
 def _ending(proc: Any) -> str:
