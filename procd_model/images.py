@@ -20,6 +20,13 @@ class BootImage:
 BOOT_IMAGES: tuple[BootImage, ...] = (
     BootImage(1, "procd", "procd.elf"),
     BootImage(2, "phase0-exit", "phase0-exit.elf"),
+    BootImage(3, "phase0-fault-kill", "phase0-fault-kill.elf"),
+    BootImage(4, "phase0-isolation-a", "phase0-isolation-a.elf"),
+    BootImage(5, "phase0-isolation-b", "phase0-isolation-b.elf"),
+    BootImage(6, "phase0-probe", "phase0-probe.elf"),
+    BootImage(7, "phase1-lookup-client", "phase1-lookup-client.elf"),
+    BootImage(8, "phase1-time-client", "phase1-time-client.elf"),
+    BootImage(9, "phase2-irq-client", "phase2-irq-client.elf"),
 )
 
 

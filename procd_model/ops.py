@@ -15,6 +15,7 @@ from procd_model.abi import (
     START_PROCESS_REQUEST,
     CrashdOp,
     KernelOp,
+    NamedOp,
     ProcdOp,
     Role,
     Status,
@@ -27,6 +28,7 @@ SERVICE_OPS: dict[str, type[enum.IntEnum]] = {
     "procd": ProcdOp,
     "crashd": CrashdOp,
     "timed": TimedOp,
+    "named": NamedOp,
 }
 
 # (service, op) -> (request layout, reply layout)

@@ -5,7 +5,7 @@
 Runs ``cargo build --release`` in ``native/`` (whose ``.cargo/config.toml`` sets the target and the
 freestanding code-generation flags; each image's ``build.rs`` adds its linker script), adding
 ``--remap-path-prefix=<native>=.`` so the bytes do not depend on where the checkout lives. Then
-copies the images to ``DIR`` (default ``fixtures/elf/``) as ``procd.elf`` and ``phase0-exit.elf``
+copies every image in IMAGES to ``DIR`` (default ``fixtures/elf/``) as ``<name>.elf``
 and writes ``DIR/rustc-version.txt`` with the output of ``rustc -V``: the images embed the
 compiler version, so a rebuild is byte-identical only with that same compiler.
 
@@ -32,6 +32,13 @@ IMAGES = {
     "procd": "procd.elf",
     "phase0-exit": "phase0-exit.elf",
     "bench-compute": "bench-compute.elf",
+    "phase0-fault-kill": "phase0-fault-kill.elf",
+    "phase0-isolation-a": "phase0-isolation-a.elf",
+    "phase0-isolation-b": "phase0-isolation-b.elf",
+    "phase0-probe": "phase0-probe.elf",
+    "phase1-lookup-client": "phase1-lookup-client.elf",
+    "phase1-time-client": "phase1-time-client.elf",
+    "phase2-irq-client": "phase2-irq-client.elf",
 }
 VERSION_FILE = "rustc-version.txt"
 

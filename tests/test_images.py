@@ -1,0 +1,70 @@
+"""The EriX test images, spawned by the native procd through rootd's manifest."""
+
+from __future__ import annotations
+
+from emu.trace import Trace
+from procd_model.abi import Role
+from procd_model.rootd import ManifestEntry, Services
+from procd_model.world import run_bootstrap
+
+IRQ_AT = 400_000
+
+
+def run(*entries: ManifestEntry) -> tuple[Trace, dict[str, int], str]:
+    trace = Trace()
+    outcome = run_bootstrap(trace, 50_000_000, manifest=entries, services=Services(irq_at_cycle=IRQ_AT))
+    assert outcome.ok, outcome.detail
+    pids = {e.fields["name"]: e.pid for e in trace.of_kind("process.create")}
+    return trace, pids, outcome.detail
+
+
+def logs_of(trace: Trace, pid: int) -> list[str]:
+    return [e.fields["text"] for e in trace.of_kind("log") if e.pid == pid]
+
+
+def test_fault_kill_is_killed_and_procd_keeps_serving() -> None:
+    trace, pids, _ = run(
+        ManifestEntry("phase0-fault-kill", Role.TEST, expect_exit=None, expect_fault="unmapped-write"),
+        ManifestEntry("phase0-exit", Role.TEST),
+    )
+    (fault,) = trace.of_kind("fault")
+    assert fault.pid == pids["phase0-fault-kill"] and fault.fields["fault"] == "unmapped-write"
+    assert logs_of(trace, pids["phase0-exit"]) == ["phase0-exit: running"]
+
+
+def test_isolation_holds() -> None:
+    trace, pids, _ = run(
+        ManifestEntry("phase0-isolation-a", Role.TEST),
+        ManifestEntry("phase0-isolation-b", Role.TEST, expect_exit=None, expect_fault="unmapped-read"),
+    )
+    (fault,) = trace.of_kind("fault")
+    assert fault.pid == pids["phase0-isolation-b"]
+    assert fault.fields["address"] == "0x1210000"
+    assert "phase0-isolation-a: data intact" in logs_of(trace, pids["phase0-isolation-a"])
+    # a was still running (yielding) when b faulted: its check came after b's death
+    a_exit = next(e for e in trace.of_kind("process.exit") if e.pid == pids["phase0-isolation-a"])
+    assert a_exit.seq > fault.seq
+
+
+def test_lookup_client_registers_and_looks_up_at_named() -> None:
+    trace, pids, _ = run(ManifestEntry("phase1-lookup-client", Role.TEST))
+    assert "phase1-lookup-client: lookup ok" in logs_of(trace, pids["phase1-lookup-client"])
+    sends = [e for e in trace.of_kind("ipc.recv") if e.pid == pids["named"]]
+    assert [e.fields["op"] for e in sends] == ["REGISTER", "LOOKUP", "LOOKUP"]
+
+
+def test_time_client_reads_monotonic_time_through_timed() -> None:
+    trace, pids, _ = run(ManifestEntry("phase1-time-client", Role.TEST))
+    timed_calls = [e for e in trace.of_kind("ipc.send") if e.pid == pids["timed"]]
+    assert [e.fields["op"] for e in timed_calls] == ["READ_MONOTONIC_CLOCK"] * 2
+    (line,) = [t for t in logs_of(trace, pids["phase1-time-client"]) if "ticks" in t]
+    first, second = (int(x) for x in line.split("ticks ")[1].split(" -> "))
+    assert second > first, "the client's work between the two reads spans at least one tick"
+
+
+def test_irq_client_wakes_on_the_scheduled_interrupt() -> None:
+    trace, pids, _ = run(ManifestEntry("phase2-irq-client", Role.TEST))
+    (irq,) = trace.of_kind("irq")
+    assert irq.cycle >= IRQ_AT
+    client_exit = next(e for e in trace.of_kind("process.exit") if e.pid == pids["phase2-irq-client"])
+    assert client_exit.fields["code"] == 0 and client_exit.cycle >= irq.cycle
