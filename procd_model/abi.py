@@ -73,6 +73,46 @@ class KernelOp(enum.IntEnum):
     READ_MONOTONIC_CLOCK = 0xD
 
 
+# origin: procd-emu
+class KernelEvent(enum.IntEnum):
+    """Ops of the messages the kernel itself sends (with badge BADGE_KERNEL, never expecting a reply)."""
+
+    CHILD_DIED = 0x100
+
+
+# origin: procd-emu
+class DeathKind(enum.IntEnum):
+    """How a process ended, in child_death records."""
+
+    EXITED = 0x1
+    FAULTED = 0x2
+
+
+# origin: procd-emu
+class FaultKind(enum.IntEnum):
+    """CPU faults the kernel kills a process for (child_death and crash records)."""
+
+    UNMAPPED_READ = 0x1
+    UNMAPPED_WRITE = 0x2
+    UNMAPPED_FETCH = 0x3
+    PROTECTED_READ = 0x4
+    PROTECTED_WRITE = 0x5
+    PROTECTED_FETCH = 0x6
+    INVALID_OPCODE = 0x7
+    DIVIDE_ERROR = 0x8
+    BREAKPOINT = 0x9
+    INTERRUPT = 0xA
+    GENERAL_PROTECTION = 0xB
+    CPU_EXCEPTION = 0xC
+
+
+# origin: erix
+class CrashEvent(enum.IntEnum):
+    """Event kinds crashd records; it accepts only KILLED."""
+
+    KILLED = 0x1
+
+
 # origin: erix
 class ProcdOp(enum.IntEnum):
     """Operations procd serves on its endpoint."""
@@ -207,6 +247,8 @@ CHILD_FIRST_GRANT_SLOT = 0x2
 CREATE_MAX_GRANTS = 0x8
 DEBUG_WRITE_MAX = 0x100
 BADGE_ROOTD = 0x1
+BADGE_KERNEL = 0xFFFFFFFFFFFFFFFF
+CRASHD_RING = 0x100
 MONOTONIC_CLOCK_HZ = 0x3E8
 PROCD_MAX_PROCESSES = 0x20
 NAME_MAX = 0x20
@@ -285,6 +327,8 @@ CREATE_PROCESS_REQUEST = Layout(
         Field("envelope_len", "u16", 6, 1),
         Field("grants", "u64", 8, 8),
         Field("badge", "u64", 72, 1),
+        Field("supervisor_slot", "u32", 80, 1),
+        Field("reserved", "u32", 84, 1),
     ),
 )
 CREATE_PROCESS_REPLY = Layout(
@@ -298,6 +342,33 @@ START_PROCESS_REQUEST = Layout(
     "start_process_request",
     (
         Field("pid", "u32", 0, 1),
+        Field("reserved", "u32", 4, 1),
+    ),
+)
+CHILD_DEATH = Layout(
+    "child_death",
+    (
+        Field("pid", "u32", 0, 1),
+        Field("kind", "u16", 4, 1),
+        Field("reserved", "u16", 6, 1),
+        Field("code", "u64", 8, 1),
+        Field("address", "u64", 16, 1),
+    ),
+)
+CRASH_RECORD = Layout(
+    "crash_record",
+    (
+        Field("pid", "u32", 0, 1),
+        Field("event", "u16", 4, 1),
+        Field("reserved", "u16", 6, 1),
+        Field("code", "u64", 8, 1),
+        Field("address", "u64", 16, 1),
+    ),
+)
+CRASH_READ_REQUEST = Layout(
+    "crash_read_request",
+    (
+        Field("sequence", "u32", 0, 1),
         Field("reserved", "u32", 4, 1),
     ),
 )

@@ -143,6 +143,85 @@ pub mod kernel_op {
     }
 }
 
+/// Ops of the messages the kernel itself sends (with badge BADGE_KERNEL, never expecting a reply). (origin: procd-emu)
+pub mod kernel_event {
+    /// child_death: a process you supervise exited or was killed
+    pub const CHILD_DIED: u32 = 0x100;
+
+    /// The spec's name for `value`, if it has one.
+    pub const fn name(value: u32) -> Option<&'static str> {
+        match value {
+            CHILD_DIED => Some("CHILD_DIED"),
+            _ => None,
+        }
+    }
+}
+
+/// How a process ended, in child_death records. (origin: procd-emu)
+pub mod death_kind {
+    /// EXIT; code is its exit code
+    pub const EXITED: u16 = 0x1;
+    /// killed by the kernel for a fault; code is a fault_kind, address the rip
+    pub const FAULTED: u16 = 0x2;
+
+    /// The spec's name for `value`, if it has one.
+    pub const fn name(value: u16) -> Option<&'static str> {
+        match value {
+            EXITED => Some("EXITED"),
+            FAULTED => Some("FAULTED"),
+            _ => None,
+        }
+    }
+}
+
+/// CPU faults the kernel kills a process for (child_death and crash records). (origin: procd-emu)
+pub mod fault_kind {
+    pub const UNMAPPED_READ: u64 = 0x1;
+    pub const UNMAPPED_WRITE: u64 = 0x2;
+    pub const UNMAPPED_FETCH: u64 = 0x3;
+    pub const PROTECTED_READ: u64 = 0x4;
+    pub const PROTECTED_WRITE: u64 = 0x5;
+    pub const PROTECTED_FETCH: u64 = 0x6;
+    pub const INVALID_OPCODE: u64 = 0x7;
+    pub const DIVIDE_ERROR: u64 = 0x8;
+    pub const BREAKPOINT: u64 = 0x9;
+    pub const INTERRUPT: u64 = 0xa;
+    pub const GENERAL_PROTECTION: u64 = 0xb;
+    pub const CPU_EXCEPTION: u64 = 0xc;
+
+    /// The spec's name for `value`, if it has one.
+    pub const fn name(value: u64) -> Option<&'static str> {
+        match value {
+            UNMAPPED_READ => Some("UNMAPPED_READ"),
+            UNMAPPED_WRITE => Some("UNMAPPED_WRITE"),
+            UNMAPPED_FETCH => Some("UNMAPPED_FETCH"),
+            PROTECTED_READ => Some("PROTECTED_READ"),
+            PROTECTED_WRITE => Some("PROTECTED_WRITE"),
+            PROTECTED_FETCH => Some("PROTECTED_FETCH"),
+            INVALID_OPCODE => Some("INVALID_OPCODE"),
+            DIVIDE_ERROR => Some("DIVIDE_ERROR"),
+            BREAKPOINT => Some("BREAKPOINT"),
+            INTERRUPT => Some("INTERRUPT"),
+            GENERAL_PROTECTION => Some("GENERAL_PROTECTION"),
+            CPU_EXCEPTION => Some("CPU_EXCEPTION"),
+            _ => None,
+        }
+    }
+}
+
+/// Event kinds crashd records; it accepts only KILLED. (origin: erix)
+pub mod crash_event {
+    pub const KILLED: u16 = 0x1;
+
+    /// The spec's name for `value`, if it has one.
+    pub const fn name(value: u16) -> Option<&'static str> {
+        match value {
+            KILLED => Some("KILLED"),
+            _ => None,
+        }
+    }
+}
+
 /// Operations procd serves on its endpoint. (origin: erix)
 pub mod procd_op {
     /// IPC_PHASE0_PROCD_OP_SPAWN_SERVICE: rootd's typed service spawn
@@ -436,6 +515,10 @@ pub const CREATE_MAX_GRANTS: usize = 0x8;
 pub const DEBUG_WRITE_MAX: usize = 0x100;
 /// Badge on rootd's capability to procd's endpoint. (origin: procd-emu)
 pub const BADGE_ROOTD: u64 = 0x1;
+/// Badge of messages the kernel itself sends; no capability can carry it. (origin: procd-emu)
+pub const BADGE_KERNEL: u64 = 0xffffffffffffffff;
+/// Records crashd keeps (the oldest is dropped first). (origin: erix)
+pub const CRASHD_RING: usize = 0x100;
 /// Ticks per second of virtual time returned by READ_MONOTONIC_CLOCK. (origin: erix)
 pub const MONOTONIC_CLOCK_HZ: u64 = 0x3e8;
 /// Entries in procd's process table. (origin: procd-emu)
@@ -550,7 +633,7 @@ pub mod grant {
 /// kernel-control CREATE_PROCESS payload; envelope_len envelope bytes follow at SIZE.
 /// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
 pub mod create_process_request {
-    pub const SIZE: usize = 80;
+    pub const SIZE: usize = 88;
     /// `u32`
     pub const IMAGE_ID: usize = 0;
     /// `u16`
@@ -562,6 +645,10 @@ pub mod create_process_request {
     pub const GRANTS_COUNT: usize = 8;
     /// `u64`
     pub const BADGE: usize = 72;
+    /// `u32`
+    pub const SUPERVISOR_SLOT: usize = 80;
+    /// `u32`
+    pub const RESERVED: usize = 84;
 }
 
 /// CREATE_PROCESS reply payload; the reply header's first cap slot holds a SEND|GRANT cap to the endpoint.
@@ -579,6 +666,48 @@ pub mod start_process_request {
     pub const SIZE: usize = 8;
     /// `u32`
     pub const PID: usize = 0;
+    /// `u32`
+    pub const RESERVED: usize = 4;
+}
+
+/// Payload of the kernel's CHILD_DIED message.
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod child_death {
+    pub const SIZE: usize = 24;
+    /// `u32`
+    pub const PID: usize = 0;
+    /// `u16`
+    pub const KIND: usize = 4;
+    /// `u16`
+    pub const RESERVED: usize = 6;
+    /// `u64`
+    pub const CODE: usize = 8;
+    /// `u64`
+    pub const ADDRESS: usize = 16;
+}
+
+/// crashd REPORT payload and READ reply payload.
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod crash_record {
+    pub const SIZE: usize = 24;
+    /// `u32`
+    pub const PID: usize = 0;
+    /// `u16`
+    pub const EVENT: usize = 4;
+    /// `u16`
+    pub const RESERVED: usize = 6;
+    /// `u64`
+    pub const CODE: usize = 8;
+    /// `u64`
+    pub const ADDRESS: usize = 16;
+}
+
+/// crashd READ payload: the sequence number of a record (0 is the first ever reported).
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod crash_read_request {
+    pub const SIZE: usize = 8;
+    /// `u32`
+    pub const SEQUENCE: usize = 0;
     /// `u32`
     pub const RESERVED: usize = 4;
 }
