@@ -26,7 +26,9 @@ from emu.trace import Trace
 from emu.world import Instrument
 from procd_model import costs
 from procd_model.abi import (
+    BADGE_KERNEL,
     CAP_TABLE_SLOTS,
+    CHILD_DEATH,
     CHILD_FIRST_GRANT_SLOT,
     CHILD_SELF_ENDPOINT_SLOT,
     CLOCK_REPLY,
@@ -46,17 +48,20 @@ from procd_model.abi import (
     SYSCALL_RESULT_REGISTERS,
     SYSCALL_STATUS_REGISTER,
     CapType,
+    DeathKind,
+    KernelEvent,
     KernelOp,
     NotifyBit,
     Rights,
     Status,
     Syscall,
 )
+from procd_model.abi import FaultKind as AbiFaultKind
 from procd_model.actor import ActorProgram, SyscallResult
 from procd_model.caps import Capability, CapLookupError, CapTable
 from procd_model.cpu_model import default_cpu_model
 from procd_model.messages import Message, MessageError, envelope_role
-from procd_model.ops import decode_payload, op_name, status_name
+from procd_model.ops import KERNEL_EVENTS, decode_payload, op_name, status_name
 
 KERNEL_PID = 0
 _SYSCALL_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS)
@@ -119,6 +124,8 @@ class Process:
     image: ElfImage | None = None
     endpoint: int = 0
     """Object id of the endpoint the kernel created with the process (0 for none)."""
+    supervisor: int = 0
+    """Endpoint that gets a CHILD_DIED message when this process dies (0: none)."""
     state: ProcState = ProcState.CREATED
     reply_to: int | None = None
     """Pid of the caller this process owes a reply (its one-shot reply right)."""
@@ -550,10 +557,13 @@ class Kernel:
         delivered = Message(pending.message.op, pending.message.payload, tuple(landed))
         receiver.write_ipc(delivered.encode())
         self.charge(costs.ipc_transfer(len(delivered.payload), len(landed)))
+        service = endpoint.service
         if pending.is_call:
             receiver.reply_to = pending.pid
-            receiver.reply_op = (endpoint.service, delivered.op)
+            receiver.reply_op = (service, delivered.op)
             self.procs[pending.pid].awaiting_reply_from = receiver.pid
+        elif pending.pid == KERNEL_PID:
+            service = KERNEL_EVENTS  # the kernel's own message: nobody waits for it
         else:
             sender = self.procs[pending.pid]
             if sender.state is ProcState.BLOCKED:
@@ -562,12 +572,12 @@ class Kernel:
             "ipc.recv",
             receiver.pid,
             endpoint=endpoint.obj,
-            op=op_name(endpoint.service, delivered.op),
+            op=op_name(service, delivered.op),
             badge=pending.badge,
             sender=pending.pid,
             len=len(delivered.payload),
             caps=list(landed),
-            **decode_payload(endpoint.service, delivered.op, delivered.payload, reply=False),
+            **decode_payload(service, delivered.op, delivered.payload, reply=False),
         )
 
     def _sys_recv(self, proc: Process, args: tuple[int, ...]) -> Outcome:
@@ -771,6 +781,15 @@ class Kernel:
             return refuse(Status.INVALID_ARGUMENT, "too many grants")
         if request["envelope_len"] != len(envelope) or len(envelope) > ENVELOPE_MAX:
             return refuse(Status.INVALID_ARGUMENT, "envelope length")
+        if request["reserved"]:
+            return refuse(Status.INVALID_ARGUMENT, "reserved field set")
+        supervisor = 0
+        supervisor_slot = request["supervisor_slot"]
+        if supervisor_slot:
+            held = proc.caps.get(supervisor_slot)
+            if held is None or held.cap_type is not CapType.ENDPOINT:
+                return refuse(Status.INVALID_ARGUMENT, f"supervisor slot {supervisor_slot} holds no endpoint")
+            supervisor = held.obj
         granted: list[Capability] = []
         for record in request["grants"][: request["grant_count"]]:
             src_slot, rights = record & 0xFFFF_FFFF, record >> 32
@@ -803,6 +822,7 @@ class Kernel:
             del self.endpoints[endpoint.obj]
             return refuse(Status.INVALID_ARGUMENT, str(exc))
         endpoint.service = child.name
+        child.supervisor = supervisor
         payload_out = CREATE_PROCESS_REPLY.pack(pid=child.pid, endpoint=endpoint.obj)
         return Status.OK, Message(Status.OK, payload_out, (reply_slot,)), {"caps": [reply_slot]}
 
@@ -841,6 +861,38 @@ class Kernel:
         self.trace.emit("fault", proc.pid, **fields)
         self._bury(proc, ProcState.FAULTED)
 
+    def _tell_supervisor(self, proc: Process) -> None:
+        """Queue CHILD_DIED on the supervisor's endpoint, as a SEND from the kernel itself."""
+        if proc.fault is not None:
+            record = CHILD_DEATH.pack(
+                pid=proc.pid,
+                kind=DeathKind.FAULTED,
+                code=AbiFaultKind[proc.fault.kind.name],
+                address=proc.fault.rip,
+            )
+        else:
+            record = CHILD_DEATH.pack(pid=proc.pid, kind=DeathKind.EXITED, code=proc.exit_code or 0)
+        endpoint = self.endpoints.get(proc.supervisor)
+        if endpoint is None:
+            return
+        pending = PendingSend(KERNEL_PID, Message(KernelEvent.CHILD_DIED, record), (), BADGE_KERNEL, is_call=False)
+        self.trace.emit(
+            "ipc.send",
+            KERNEL_PID,
+            endpoint=endpoint.obj,
+            op=KernelEvent.CHILD_DIED.name,
+            call=False,
+            len=len(record),
+            caps=0,
+            child_pid=proc.pid,
+        )
+        if endpoint.receivers:
+            receiver = self.procs[endpoint.receivers.popleft()]
+            self._deliver(receiver, endpoint, pending)
+            self._complete(receiver, Status.OK, (BADGE_KERNEL, 0, 0))
+        else:
+            endpoint.senders.append(pending)
+
     def _bury(self, proc: Process, state: ProcState) -> None:
         """Remove a dead process from every queue; its pending caller is answered INTERNAL."""
         self._drop_reply_right(proc)
@@ -856,6 +908,8 @@ class Kernel:
             server = self.procs[proc.awaiting_reply_from]
             if server.reply_to == proc.pid:
                 server.reply_to = None
+        if proc.supervisor:
+            self._tell_supervisor(proc)
         for observer in self.death_observers:
             observer(proc)
         if proc.cpu is not None:

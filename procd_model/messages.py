@@ -102,9 +102,16 @@ class Grant:
     rights: Rights
 
 
-def create_process_payload(image_id: int, grants: list[Grant], envelope: bytes, badge: int = 0) -> bytes:
+def create_process_payload(
+    image_id: int, grants: list[Grant], envelope: bytes, badge: int = 0, supervisor_slot: int = 0
+) -> bytes:
     records = tuple(g.src_slot | (int(g.rights) << 32) for g in grants)
     fixed = CREATE_PROCESS_REQUEST.pack(
-        image_id=image_id, grant_count=len(grants), envelope_len=len(envelope), grants=records, badge=badge
+        image_id=image_id,
+        grant_count=len(grants),
+        envelope_len=len(envelope),
+        grants=records,
+        badge=badge,
+        supervisor_slot=supervisor_slot,
     )
     return fixed + envelope

@@ -7,13 +7,18 @@ import enum
 from typing import Any
 
 from procd_model.abi import (
+    CHILD_DEATH,
     CLOCK_REPLY,
+    CRASH_RECORD,
     CREATE_PROCESS_REPLY,
     CREATE_PROCESS_REQUEST,
     SPAWN_SERVICE_REPLY,
     SPAWN_SERVICE_REQUEST,
     START_PROCESS_REQUEST,
     CrashdOp,
+    CrashEvent,
+    DeathKind,
+    KernelEvent,
     KernelOp,
     NamedOp,
     ProcdOp,
@@ -23,7 +28,11 @@ from procd_model.abi import (
 )
 from procd_model.wire import Layout
 
+KERNEL_EVENTS = "kernel-event"
+"""The pseudo-service of messages the kernel sends itself (CHILD_DIED)."""
+
 SERVICE_OPS: dict[str, type[enum.IntEnum]] = {
+    KERNEL_EVENTS: KernelEvent,
     "kernel": KernelOp,
     "procd": ProcdOp,
     "crashd": CrashdOp,
@@ -37,6 +46,8 @@ _PAYLOADS: dict[tuple[str, int], tuple[Layout | None, Layout | None]] = {
     ("kernel", KernelOp.START_PROCESS): (START_PROCESS_REQUEST, None),
     ("kernel", KernelOp.READ_MONOTONIC_CLOCK): (None, CLOCK_REPLY),
     ("procd", ProcdOp.SPAWN_SERVICE): (SPAWN_SERVICE_REQUEST, SPAWN_SERVICE_REPLY),
+    (KERNEL_EVENTS, KernelEvent.CHILD_DIED): (CHILD_DEATH, None),
+    ("crashd", CrashdOp.REPORT): (CRASH_RECORD, None),
 }
 # Payload field -> trace field (renamed where the name would clash with an event's own fields).
 _SHOWN = {
@@ -47,6 +58,9 @@ _SHOWN = {
     "endpoint": "child_endpoint",
     "ticks": "ticks",
     "grant_count": "grant_count",
+    "kind": "death",
+    "code": "code",
+    "event": "event",
 }
 
 
@@ -74,6 +88,10 @@ def decode_payload(service: str, op: int, payload: bytes, *, reply: bool) -> dic
     if layout is None or len(payload) < layout.size:
         return {}
     fields = {_SHOWN[k]: v for k, v in layout.unpack(payload).items() if k in _SHOWN}
+    for key, names in (("death", DeathKind), ("event", CrashEvent)):
+        if key in fields:
+            with contextlib.suppress(ValueError):
+                fields[key] = names(fields[key]).name
     if "role" in fields:
         with contextlib.suppress(ValueError):
             fields["role"] = Role(fields["role"]).name

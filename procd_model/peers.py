@@ -1,4 +1,4 @@
-"""Modelled EriX services that procd's test images talk to: named and timed.
+"""Modelled EriX services procd and its test images talk to: named, timed and crashd.
 
 Each is an actor serving its endpoint with RECV -> REPLY_RECV through the kernel's ordinary
 syscalls, so capabilities, badges and blocking apply to them as to any guest. A request they do
@@ -7,12 +7,18 @@ not understand is answered INVALID_ARGUMENT (and they keep serving).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Generator
 
 from procd_model.abi import (
     CLOCK_REPLY,
+    CRASH_READ_REQUEST,
+    CRASH_RECORD,
+    CRASHD_RING,
     NAMED_REPLY,
     NAMED_REQUEST,
+    CrashdOp,
+    CrashEvent,
     KernelOp,
     NamedOp,
     Status,
@@ -71,6 +77,35 @@ class Named:
         if name not in self.names:
             return Message(Status.NOT_FOUND)
         return Message(Status.OK, NAMED_REPLY.pack(value=self.names[name]))
+
+
+class Crashd:
+    """crashd: keeps the last CRASHD_RING reports of killed processes; REPORT accepts only KILLED."""
+
+    def __init__(self) -> None:
+        self.records: deque[tuple[int, bytes]] = deque(maxlen=CRASHD_RING)
+        """(sequence number, crash_record payload), oldest first."""
+        self.reported = 0
+
+    def program(self, slot: int) -> ActorProgram:
+        return serve(slot, self.handle)
+
+    def handle(self, request: Message) -> Reply:
+        yield from ()
+        if request.op == CrashdOp.REPORT and len(request.payload) == CRASH_RECORD.size:
+            record = CRASH_RECORD.unpack(request.payload)
+            if record["event"] != CrashEvent.KILLED or record["reserved"]:
+                return Message(Status.INVALID_ARGUMENT)
+            self.records.append((self.reported, request.payload))
+            self.reported += 1
+            return Message(Status.OK)
+        if request.op == CrashdOp.READ and len(request.payload) == CRASH_READ_REQUEST.size:
+            wanted = CRASH_READ_REQUEST.unpack(request.payload)["sequence"]
+            for sequence, payload in self.records:
+                if sequence == wanted:
+                    return Message(Status.OK, payload)
+            return Message(Status.NOT_FOUND)
+        return Message(Status.INVALID_ARGUMENT)
 
 
 class Timed:

@@ -36,7 +36,7 @@ from procd_model.caps import Capability, CapTable
 from procd_model.images import boot_image_named
 from procd_model.kernel import Kernel, Process
 from procd_model.messages import EnvelopeSlot, Grant, build_envelope, create_process_payload
-from procd_model.peers import Named, Timed
+from procd_model.peers import Crashd, Named, Timed
 
 SLOT_KERNEL_CONTROL = 1
 SLOT_BOOT_NOTIFY_RECV = 2
@@ -44,6 +44,7 @@ SLOT_BOOT_NOTIFY_SEND = 3
 SLOT_NAMED = 4
 SLOT_TIMED = 5
 SLOT_IRQ = 6
+SLOT_CRASHD = 7
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,9 @@ class ProcdBoot:
 def default_procd_boot(*, with_services: bool = False) -> ProcdBoot:
     """procd's envelope and intake as the ABI's PROCD intake spec asks for them.
 
-    `with_services` also hands procd, for distribution to the test images, SEND capabilities to
-    named and timed and the RECV side of the interrupt notification (optional intake entries).
+    `with_services` also hands procd SEND capabilities to named and timed and the RECV side of the
+    interrupt notification (optional intake entries, for distribution to the test images), and a
+    SEND capability to crashd (for its kill reports).
     """
     grants = [
         Grant(SLOT_KERNEL_CONTROL, Rights.SEND | Rights.SPAWN),
@@ -89,8 +91,18 @@ def default_procd_boot(*, with_services: bool = False) -> ProcdBoot:
     ]
     purposes = [CapPurpose.KERNEL_CONTROL, CapPurpose.BOOTSTRAP_NOTIFY]
     if with_services:
-        grants += [Grant(SLOT_NAMED, Rights.SEND), Grant(SLOT_TIMED, Rights.SEND), Grant(SLOT_IRQ, Rights.RECV)]
-        purposes += [CapPurpose.NAMED_ENDPOINT, CapPurpose.TIMED_ENDPOINT, CapPurpose.IRQ_NOTIFY]
+        grants += [
+            Grant(SLOT_NAMED, Rights.SEND),
+            Grant(SLOT_TIMED, Rights.SEND),
+            Grant(SLOT_IRQ, Rights.RECV),
+            Grant(SLOT_CRASHD, Rights.SEND),
+        ]
+        purposes += [
+            CapPurpose.NAMED_ENDPOINT,
+            CapPurpose.TIMED_ENDPOINT,
+            CapPurpose.IRQ_NOTIFY,
+            CapPurpose.CRASHD_ENDPOINT,
+        ]
     slots = [EnvelopeSlot(CHILD_SELF_ENDPOINT_SLOT, CapPurpose.SELF_ENDPOINT)]
     slots += [EnvelopeSlot(CHILD_FIRST_GRANT_SLOT + i, purpose) for i, purpose in enumerate(purposes)]
     flags = EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL
@@ -103,6 +115,8 @@ class Services:
 
     irq_at_cycle: int | None = None
     """When the kernel raises the interrupt on the IRQ_NOTIFY notification (None: never)."""
+    crashd: Crashd = field(default_factory=Crashd)
+    """The crashd actor's state, for tests and scenarios to inspect."""
 
 
 @dataclass
@@ -134,9 +148,14 @@ class Rootd:
         return rootd
 
     def _start_services(self, caps: CapTable, services: Services) -> None:
-        """named and timed as actors, and the interrupt notification; rootd keeps what procd gets."""
+        """named, timed and crashd as actors, and the interrupt notification; rootd keeps what procd gets."""
         kernel = self.kernel
-        for slot, name, program in ((SLOT_NAMED, "named", Named().program), (SLOT_TIMED, "timed", Timed(2).program)):
+        services_started = (
+            (SLOT_NAMED, "named", Named().program),
+            (SLOT_TIMED, "timed", Timed(2).program),
+            (SLOT_CRASHD, "crashd", services.crashd.program),
+        )
+        for slot, name, program in services_started:
             endpoint = kernel.new_endpoint(name)
             own = CapTable()
             own.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)

@@ -8,10 +8,21 @@ from emu.accounting import UNIT_CPU
 from emu.elf import load_elf
 from emu.trace import Trace
 from procd_model.abi import (
+    BADGE_KERNEL,
+    CHILD_DEATH,
     CLOCK_REPLY,
+    CRASH_READ_REQUEST,
+    CRASH_RECORD,
+    CRASHD_RING,
+    CREATE_PROCESS_REPLY,
     NAMED_REPLY,
     NAMED_REQUEST,
+    START_PROCESS_REQUEST,
     CapType,
+    CrashdOp,
+    DeathKind,
+    KernelEvent,
+    KernelOp,
     NamedOp,
     NotifyBit,
     Rights,
@@ -19,10 +30,12 @@ from procd_model.abi import (
     Syscall,
     TimedOp,
 )
+from procd_model.abi import FaultKind as AbiFaultKind
 from procd_model.actor import ActorProgram, SyscallRequest, call
 from procd_model.caps import Capability, CapTable
 from procd_model.kernel import Kernel
-from procd_model.peers import WALL_CLOCK_EPOCH_MS, Named, Timed
+from procd_model.messages import create_process_payload
+from procd_model.peers import WALL_CLOCK_EPOCH_MS, Crashd, Named, Timed
 
 
 def named_request(name: bytes, value: int = 0) -> bytes:
@@ -143,3 +156,79 @@ def test_interrupt_timing_is_deterministic() -> None:
         return [e.cycle for e in kernel.trace.of_kind("irq")]
 
     assert cycles() == cycles()
+
+
+def crash_record(pid: int, event: int = 1, code: int = 2, address: int = 0x1234) -> bytes:
+    return CRASH_RECORD.pack(pid=pid, event=event, code=code, address=address)
+
+
+def test_crashd_keeps_a_ring_of_killed_reports() -> None:
+    crashd = Crashd()
+    statuses: list[Status] = []
+    read: list[tuple[Status, bytes]] = []
+
+    def client() -> ActorProgram:
+        for pid in range(CRASHD_RING + 3):
+            result = yield call(1, CrashdOp.REPORT, crash_record(pid))
+            statuses.append(Status(result.message().op))
+        result = yield call(1, CrashdOp.REPORT, crash_record(99, event=7))
+        statuses.append(Status(result.message().op))
+        for sequence in (0, 3, CRASHD_RING + 2, CRASHD_RING + 3):
+            result = yield call(1, CrashdOp.READ, CRASH_READ_REQUEST.pack(sequence=sequence))
+            reply = result.message()
+            read.append((Status(reply.op), reply.payload))
+
+    with_service(crashd.program(1), client(), "crashd")
+    assert statuses == [Status.OK] * (CRASHD_RING + 3) + [Status.INVALID_ARGUMENT]
+    assert [s for s, _ in read] == [Status.NOT_FOUND, Status.OK, Status.OK, Status.NOT_FOUND]
+    assert CRASH_RECORD.unpack(read[1][1])["pid"] == 3
+    assert len(crashd.records) == CRASHD_RING
+
+
+def test_supervisor_gets_child_died_from_the_kernel() -> None:
+    """CREATE_PROCESS with a supervisor slot: the child's death arrives as a kernel message."""
+    kernel = Kernel(Trace(), cpu_model=UNIT_CPU, image_loader=lambda image_id: images.get(image_id))
+    images = {
+        1: load_elf(code_image(bytes.fromhex("bf07000000b8090000000f05"))),  # exit(7)
+        2: load_elf(code_image(bytes.fromhex("9089042500100000"))),  # nop; write to 0x1000
+    }
+    endpoint = kernel.new_endpoint("supervisor")
+    caps = CapTable()
+    caps.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND | Rights.SPAWN), 1)
+    caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 2)
+    deaths: list[tuple[int, dict[str, int]]] = []
+
+    def supervisor() -> ActorProgram:
+        for image_id in (1, 2):
+            request = create_process_payload(image_id, [], b"", supervisor_slot=2)
+            result = yield call(1, KernelOp.CREATE_PROCESS, request)
+            pid = CREATE_PROCESS_REPLY.unpack(result.message().payload)["pid"]
+            yield call(1, KernelOp.START_PROCESS, START_PROCESS_REQUEST.pack(pid=pid))
+        for _ in range(2):
+            result = yield SyscallRequest(Syscall.RECV, (2,))
+            message = result.message()
+            assert message.op == KernelEvent.CHILD_DIED
+            deaths.append((result.values[0], CHILD_DEATH.unpack(message.payload)))
+
+    kernel.spawn_actor("supervisor", supervisor(), caps)
+    assert kernel.run(10**6).kind == "idle"
+    assert [badge for badge, _ in deaths] == [BADGE_KERNEL, BADGE_KERNEL]
+    exited, faulted = (record for _, record in deaths)
+    assert (exited["kind"], exited["code"]) == (DeathKind.EXITED, 7)
+    assert (faulted["kind"], faulted["code"]) == (DeathKind.FAULTED, AbiFaultKind.UNMAPPED_WRITE)
+    assert faulted["address"] == 0x400001
+
+
+def test_supervisor_slot_must_hold_an_endpoint() -> None:
+    kernel = Kernel(Trace(), cpu_model=UNIT_CPU, image_loader=lambda image_id: None)
+    caps = CapTable()
+    caps.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND | Rights.SPAWN), 1)
+    replies: list[Status] = []
+
+    def program() -> ActorProgram:
+        result = yield call(1, KernelOp.CREATE_PROCESS, create_process_payload(1, [], b"", supervisor_slot=1))
+        replies.append(Status(result.message().op))
+
+    kernel.spawn_actor("p", program(), caps)
+    kernel.run(1000)
+    assert replies == [Status.INVALID_ARGUMENT]
