@@ -17,7 +17,7 @@ from procd_model.actor import ActorProgram, SyscallRequest
 from procd_model.caps import Capability, CapTable
 from procd_model.kernel import Kernel, Process
 from procd_model.messages import Message
-from procd_model.rootd import Rootd
+from procd_model.rootd import Rootd, Services
 from procd_model.world import run_bootstrap
 
 DEFAULT_MAX_INSTRUCTIONS = 100_000_000
@@ -44,9 +44,13 @@ class Session:
 
 
 def serve(
-    requests: Sequence[Request], trace: Trace | None = None, max_instructions: int = DEFAULT_MAX_INSTRUCTIONS
+    requests: Sequence[Request],
+    trace: Trace | None = None,
+    max_instructions: int = DEFAULT_MAX_INSTRUCTIONS,
+    services: Services | None = None,
 ) -> Session:
-    """Boot procd, then send `requests` in order from a client actor and collect every reply."""
+    """Boot procd (with `services` if given), then send `requests` in order from a client actor
+    and collect every reply."""
     session = Session(RunOutcome(False, "", ""), trace if trace is not None else Trace())
 
     def on_ready(rootd: Rootd) -> None:
@@ -63,7 +67,7 @@ def serve(
         assert spare is not None
         kernel.spawn_actor("client", _client(requests, slot_of, spare, session), caps)
 
-    session.outcome = run_bootstrap(session.trace, max_instructions, manifest=(), on_ready=on_ready)
+    session.outcome = run_bootstrap(session.trace, max_instructions, manifest=(), on_ready=on_ready, services=services)
     return session
 
 

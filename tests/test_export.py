@@ -263,8 +263,9 @@ def test_the_checker_catches_broken_traces() -> None:
 def test_perfetto_has_one_named_track_per_process(run: Run, perfetto: dict[str, Any]) -> None:
     events = perfetto["traceEvents"]
     named = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
-    assert named == {1: "rootd", 2: "procd", 3: "phase0-exit"}
-    assert named == {row["pid"]: row["name"] for row in run.summary.fields["processes"]}
+    # The kernel has a track too: it sends procd the CHILD_DIED message when phase0-exit ends.
+    assert named == {0: "kernel", 1: "rootd", 2: "procd", 3: "phase0-exit"}
+    assert named == {0: "kernel"} | {row["pid"]: row["name"] for row in run.summary.fields["processes"]}
     threads = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
     assert threads == named
     assert {e["pid"] for e in events} == set(named)
@@ -380,7 +381,8 @@ def test_process_stats_match_the_summary(run: Run) -> None:
     assert sum(row.cycles for row in rows.values()) == run.events[-1].cycle
     assert sum(row.syscalls for row in rows.values()) == sum(1 for e in run.events if e.kind == "syscall")
     procd = next(row for row in rows.values() if row.name == "procd")
-    assert (procd.received, procd.replied, procd.sent) == (1, 1, 2)
+    # received: rootd's SPAWN_SERVICE and the kernel's CHILD_DIED for phase0-exit
+    assert (procd.received, procd.replied, procd.sent) == (2, 1, 2)
 
 
 def test_render_stats_is_an_aligned_table(run: Run) -> None:

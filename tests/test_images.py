@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from emu.trace import Trace
-from procd_model.abi import Role
+from procd_model.abi import CRASH_RECORD, CrashEvent, Role
+from procd_model.abi import FaultKind as AbiFaultKind
 from procd_model.rootd import ManifestEntry, Services
 from procd_model.world import run_bootstrap
 
@@ -22,14 +23,33 @@ def logs_of(trace: Trace, pid: int) -> list[str]:
     return [e.fields["text"] for e in trace.of_kind("log") if e.pid == pid]
 
 
-def test_fault_kill_is_killed_and_procd_keeps_serving() -> None:
-    trace, pids, _ = run(
-        ManifestEntry("phase0-fault-kill", Role.TEST, expect_exit=None, expect_fault="unmapped-write"),
-        ManifestEntry("phase0-exit", Role.TEST),
+def test_fault_kill_is_reaped_reported_to_crashd_and_procd_keeps_serving() -> None:
+    services = Services(irq_at_cycle=IRQ_AT)
+    trace = Trace()
+    outcome = run_bootstrap(
+        trace,
+        50_000_000,
+        manifest=(
+            ManifestEntry("phase0-fault-kill", Role.TEST, expect_exit=None, expect_fault="unmapped-write"),
+            ManifestEntry("phase0-exit", Role.TEST),
+        ),
+        services=services,
     )
+    assert outcome.ok, outcome.detail
+    pids = {e.fields["name"]: e.pid for e in trace.of_kind("process.create")}
     (fault,) = trace.of_kind("fault")
-    assert fault.pid == pids["phase0-fault-kill"] and fault.fields["fault"] == "unmapped-write"
+    victim = pids["phase0-fault-kill"]
+    assert fault.pid == victim and fault.fields["fault"] == "unmapped-write"
+    procd_logs = logs_of(trace, pids["procd"])
+    assert any(line.startswith(f"procd: child {victim} faulted UNMAPPED_WRITE at ") for line in procd_logs)
+    assert f"procd: child {pids['phase0-exit']} exited 0" in procd_logs
     assert logs_of(trace, pids["phase0-exit"]) == ["phase0-exit: running"]
+    # crashd got exactly one KILLED report, for the faulting child
+    ((sequence, payload),) = services.crashd.records
+    record = CRASH_RECORD.unpack(payload)
+    assert sequence == 0 and record["pid"] == victim
+    assert (record["event"], record["code"]) == (CrashEvent.KILLED, AbiFaultKind.UNMAPPED_WRITE)
+    assert record["address"] == int(str(fault.fields["rip"]), 16)
 
 
 def test_isolation_holds() -> None:

@@ -10,13 +10,16 @@ from emu.trace import Trace
 from emu.world import RunOutcome
 from procd_model.abi import (
     BADGE_ROOTD,
+    CHILD_DEATH,
     ENVELOPE_HEADER,
     ENVELOPE_MAGIC,
     PROCD_MAX_PROCESSES,
     SPAWN_SERVICE_REPLY,
     SPAWN_SERVICE_REQUEST,
     CapPurpose,
+    DeathKind,
     EnvelopeFlag,
+    KernelEvent,
     ProcdOp,
     Rights,
     Role,
@@ -24,8 +27,9 @@ from procd_model.abi import (
     Status,
 )
 from procd_model.client import Request, serve
+from procd_model.images import boot_image_named
 from procd_model.messages import EnvelopeSlot, Grant, Message, build_envelope
-from procd_model.rootd import SLOT_BOOT_NOTIFY_SEND, SLOT_KERNEL_CONTROL, ProcdBoot, default_procd_boot
+from procd_model.rootd import SLOT_BOOT_NOTIFY_SEND, SLOT_KERNEL_CONTROL, ProcdBoot, Services, default_procd_boot
 from procd_model.world import run_bootstrap
 
 GOOD_SLOTS = [
@@ -169,16 +173,35 @@ def test_malformed_requests_get_error_replies_and_procd_keeps_serving() -> None:
     assert child.name == "phase0-exit" and child.exit_code == 0
     assert session.procd.state.value == "blocked", "procd is back in RECV"
     assert not session.trace.of_kind("fault")
-    # The capability attached to a request was deleted, not kept: procd holds its intake plus the
-    # endpoint caps of the processes it spawned.
-    assert len(session.procd.caps.occupied()) == 3 + 1
+    # The capability attached to a request was deleted, not kept, and the endpoint capability of
+    # the child that ran and exited was dropped when procd learnt of its death: procd holds its
+    # intake only.
+    assert len(session.procd.caps.occupied()) == 3
 
 
 def test_table_full_answers_busy() -> None:
-    requests = [Request(spawn()) for _ in range(PROCD_MAX_PROCESSES + 2)]
-    session = serve(requests)
+    """Children that stay alive (irq clients waiting for an interrupt that never comes) fill the table."""
+    waiter = boot_image_named("phase2-irq-client").image_id
+    requests = [Request(spawn(image_id=waiter)) for _ in range(PROCD_MAX_PROCESSES + 2)]
+    session = serve(requests, services=Services())
     statuses = [Status(m.op) for _, m in session.replies if m is not None]
     assert statuses == [Status.OK] * PROCD_MAX_PROCESSES + [Status.BUSY] * 2
+
+
+def test_children_that_die_free_their_entries() -> None:
+    """procd learns of each death from the kernel, so short-lived children never fill its table."""
+    requests = [Request(spawn()) for _ in range(PROCD_MAX_PROCESSES + 8)]
+    session = serve(requests)
+    statuses = [Status(m.op) for _, m in session.replies if m is not None]
+    assert statuses == [Status.OK] * (PROCD_MAX_PROCESSES + 8)
+    logs = [e.fields["text"] for e in session.trace.of_kind("log") if e.pid == session.procd.pid]  # type: ignore[union-attr]
+    assert sum(1 for line in logs if line.endswith(" exited 0")) == PROCD_MAX_PROCESSES + 8
+
+
+def test_forged_child_death_is_denied() -> None:
+    forged = Message(KernelEvent.CHILD_DIED, CHILD_DEATH.pack(pid=3, kind=DeathKind.EXITED, code=0))
+    session = serve([Request(forged), Request(spawn())])
+    assert [Status(m.op) for _, m in session.replies if m is not None] == [Status.DENIED, Status.OK]
 
 
 requests_strategy = st.lists(

@@ -6,16 +6,20 @@
 //!
 //! - [`start`]: parse the start envelope (role PROCD), validate the capability intake, log the
 //!   outcome, and on success signal `notify_bit::READY` on the bootstrap notification.
-//! - [`Procd::handle`]: answer one request (SPAWN_SERVICE, the only op) in place.
+//! - [`Procd::handle`]: answer one request (SPAWN_SERVICE, the only op) in place, or act on
+//!   one kernel event (CHILD_DIED: log, report a killed child to crashd, free its table entry),
+//!   which gets no reply.
 //!
 //! No heap and no panics on any message contents: fixed arrays, checked access only.
 #![cfg_attr(not(test), no_std)]
 
 use abi::{
-    BADGE_ROOTD, CAP_TABLE_SLOTS, ENVELOPE_MAX_SLOTS, Message, MessageHeader, cap_purpose,
-    create_process_reply, create_process_request, envelope_flag, grant, kernel_op, notify_bit,
-    procd_op, read_u16, read_u32, role, spawn_service_reply, spawn_service_request,
-    start_process_request, startup_status, status, write_u16, write_u32, write_u64,
+    BADGE_KERNEL, BADGE_ROOTD, CAP_TABLE_SLOTS, ENVELOPE_MAX_SLOTS, Message, MessageHeader,
+    cap_purpose, child_death, crash_event, crash_record, crashd_op, create_process_reply,
+    create_process_request, death_kind, envelope_flag, fault_kind, grant, kernel_event, kernel_op,
+    notify_bit, procd_op, read_u16, read_u32, read_u64, role, spawn_service_reply,
+    spawn_service_request, start_process_request, startup_status, status, write_u16, write_u32,
+    write_u64,
 };
 use bootstrap::{Envelope, EnvelopeBuilder, SlotEntry};
 use capabi::Grant;
@@ -34,10 +38,37 @@ pub trait Kernel {
     /// CALL endpoint `slot` with `msg` (header plus declared payload); on syscall status OK
     /// `msg` holds the reply. Returns the syscall status.
     fn call(&mut self, slot: u32, msg: &mut Message) -> u32;
+    /// SEND `msg` (header plus declared payload) on endpoint `slot`; no reply. Returns the
+    /// syscall status.
+    fn send(&mut self, slot: u32, msg: &Message) -> u32;
     /// NOTIFY `bits` on notification `slot`; returns the syscall status.
     fn notify(&mut self, slot: u32, bits: u64) -> u32;
     /// DEBUG_WRITE one log line made of `parts`, concatenated.
-    fn debug_write(&mut self, parts: &[&[u8]]);
+    fn debug_write(&mut self, parts: &[LogPart<'_>]);
+}
+
+/// One piece of a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogPart<'a> {
+    /// Text as is.
+    Text(&'a [u8]),
+    /// A number in decimal.
+    Dec(u64),
+    /// A number as `0x` and lowercase hex digits, no leading zeros.
+    Hex(u64),
+}
+
+use LogPart::{Dec, Hex, Text};
+
+/// What the serving loop does once [`Procd::handle`] returns.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// REPLY with the message `handle` left in the buffer.
+    Reply,
+    /// Nothing: the message was a kernel event (badge `BADGE_KERNEL`), sent without a reply
+    /// right.
+    Silent,
 }
 
 /// Startup: validate the envelope and intake, then announce readiness.
@@ -58,15 +89,15 @@ pub fn start(k: &mut impl Kernel, envelope: Option<&[u8]>) -> Result<Procd, u64>
         Ok(procd) => procd,
         Err(code) => {
             let name = startup_status::name(code).unwrap_or("UNKNOWN");
-            k.debug_write(&[b"procd: startup refused: ", name.as_bytes()]);
+            k.debug_write(&[Text(b"procd: startup refused: "), Text(name.as_bytes())]);
             return Err(code);
         }
     };
-    k.debug_write(&[b"procd: envelope accepted"]);
+    k.debug_write(&[Text(b"procd: envelope accepted")]);
     let notified = k.notify(procd.bootstrap_notify, notify_bit::READY);
     if notified != status::OK {
         let name = status::name(notified).unwrap_or("UNKNOWN");
-        k.debug_write(&[b"procd: READY notify failed: ", name.as_bytes()]);
+        k.debug_write(&[Text(b"procd: READY notify failed: "), Text(name.as_bytes())]);
     }
     Ok(procd)
 }
@@ -78,6 +109,8 @@ pub struct Procd {
     self_endpoint: u32,
     kernel_control: u32,
     bootstrap_notify: u32,
+    /// crashd's endpoint, if the envelope lists one (optional intake).
+    crashd: Option<u32>,
     table: ProcessTable,
 }
 
@@ -91,6 +124,7 @@ impl Procd {
             self_endpoint: slot(cap_purpose::SELF_ENDPOINT)?,
             kernel_control: slot(cap_purpose::KERNEL_CONTROL)?,
             bootstrap_notify: slot(cap_purpose::BOOTSTRAP_NOTIFY)?,
+            crashd: env.slot_for(cap_purpose::CRASHD_ENDPOINT),
             env,
             table: ProcessTable::new(),
         })
@@ -106,18 +140,32 @@ impl Procd {
         &self.table
     }
 
-    /// Answer the request in `msg`, which arrived through a capability badged `badge`, and
-    /// leave the reply in `msg`: header op = status, payload_len, no capabilities, reserved
-    /// fields zero.
+    /// Handle the message in `msg`, which arrived through a capability badged `badge`.
     ///
-    /// Capabilities that came with the request are deleted first (procd keeps none it did not
-    /// ask for); a request carrying any is answered INVALID_ARGUMENT (after the badge check, for
-    /// SPAWN_SERVICE). Unknown ops are INVALID_ARGUMENT.
-    pub fn handle(&mut self, k: &mut impl Kernel, badge: u64, msg: &mut Message) {
+    /// Capabilities that came with the message are deleted first (procd keeps none it did not
+    /// ask for).
+    ///
+    /// A message badged `BADGE_KERNEL` (which no capability can carry: the kernel sent it) is a
+    /// kernel event: CHILD_DIED is acted on (see `child_died`), other ops are ignored, and
+    /// the answer is [`Answer::Silent`] (the kernel expects no reply; `msg` is scratch).
+    ///
+    /// Anything else is a request: the answer is [`Answer::Reply`] with the reply left in `msg`:
+    /// header op = status, payload_len, no capabilities, reserved fields zero. A request
+    /// carrying capabilities is answered INVALID_ARGUMENT (after the badge check, for
+    /// SPAWN_SERVICE). A CHILD_DIED from anyone but the kernel is forged: DENIED. Unknown ops
+    /// are INVALID_ARGUMENT.
+    pub fn handle(&mut self, k: &mut impl Kernel, badge: u64, msg: &mut Message) -> Answer {
         let request = msg.header();
         self.discard_caps(k, &request);
+        if badge == BADGE_KERNEL {
+            if request.op == kernel_event::CHILD_DIED {
+                self.child_died(k, msg);
+            }
+            return Answer::Silent;
+        }
         let result = match request.op {
             procd_op::SPAWN_SERVICE => self.spawn_service(k, badge, msg),
+            kernel_event::CHILD_DIED => Err(status::DENIED),
             _ => Err(status::INVALID_ARGUMENT),
         };
         match result {
@@ -131,6 +179,7 @@ impl Procd {
                 msg.start(code, 0);
             }
         }
+        Answer::Reply
     }
 
     /// Whether `slot` holds one of procd's own capabilities (from its envelope, or a child
@@ -193,7 +242,7 @@ impl Procd {
         }
 
         // CREATE_PROCESS, then keep the endpoint capability the kernel returns.
-        if !write_create_request(msg, image_id, plan.grants(), &builder) {
+        if !write_create_request(msg, image_id, plan.grants(), self.self_endpoint, &builder) {
             return Err(status::INTERNAL);
         }
         let created = self.kernel_call(k, msg)?;
@@ -235,7 +284,7 @@ impl Procd {
             // A created process that never started: procd has no op to reap it, and keeping
             // the entry would only use up table capacity, so the entry is freed and procd drops
             // its endpoint capability. rootd sees the kernel's status.
-            self.table.set(index, ProcessEntry::default());
+            self.table.free(index);
             k.cap_delete(endpoint_slot);
             return Err(code);
         }
@@ -247,6 +296,93 @@ impl Procd {
             },
         );
         Ok(Spawned { pid, endpoint })
+    }
+
+    /// CHILD_DIED from the kernel (badge already checked): one of procd's children ended.
+    ///
+    /// Ignored if the payload is not a `child_death` record, capabilities came along, the
+    /// death kind is unknown, or no live entry has the pid (e.g. its START_PROCESS failed and
+    /// the entry is already gone). Otherwise: log the death; for a FAULTED child (the kernel
+    /// killed it) SEND a KILLED record to crashd if procd holds its endpoint; free the entry
+    /// and delete procd's capability to the child's endpoint.
+    fn child_died(&mut self, k: &mut impl Kernel, msg: &mut Message) {
+        let event = msg.header();
+        if usize::from(event.payload_len) != child_death::SIZE || event.cap_count != 0 {
+            return;
+        }
+        let payload = msg.payload();
+        let (Some(pid), Some(kind), Some(code), Some(address)) = (
+            read_u32(payload, child_death::PID),
+            read_u16(payload, child_death::KIND),
+            read_u64(payload, child_death::CODE),
+            read_u64(payload, child_death::ADDRESS),
+        ) else {
+            return;
+        };
+        let Some(index) = self.table.index_of_pid(pid) else {
+            return;
+        };
+        let endpoint_slot = self.table.entries().get(index).map(|e| e.endpoint_slot);
+        match kind {
+            death_kind::EXITED => {
+                k.debug_write(&[
+                    Text(b"procd: child "),
+                    Dec(u64::from(pid)),
+                    Text(b" exited "),
+                    Dec(code),
+                ]);
+            }
+            death_kind::FAULTED => {
+                let fault = match fault_kind::name(code) {
+                    Some(name) => Text(name.as_bytes()),
+                    None => Hex(code),
+                };
+                k.debug_write(&[
+                    Text(b"procd: child "),
+                    Dec(u64::from(pid)),
+                    Text(b" faulted "),
+                    fault,
+                    Text(b" at "),
+                    Hex(address),
+                ]);
+                self.report_killed(k, msg, pid, code, address);
+            }
+            _ => return,
+        }
+        self.table.free(index);
+        if let Some(slot) = endpoint_slot {
+            k.cap_delete(slot);
+        }
+    }
+
+    /// SEND crashd a REPORT of child `pid` killed for `fault` at `address`, if procd holds
+    /// crashd's endpoint. A failed SEND is logged and otherwise ignored (foundation services
+    /// are optional). Uses `msg` as the buffer.
+    fn report_killed(
+        &self,
+        k: &mut impl Kernel,
+        msg: &mut Message,
+        pid: u32,
+        fault: u64,
+        address: u64,
+    ) {
+        let Some(crashd) = self.crashd else {
+            return;
+        };
+        let record = msg.start(crashd_op::REPORT, crash_record::SIZE);
+        // Cannot fail: the payload is crash_record::SIZE bytes (reserved stays 0).
+        let _ = write_u32(record, crash_record::PID, pid)
+            && write_u16(record, crash_record::EVENT, crash_event::KILLED)
+            && write_u64(record, crash_record::CODE, fault)
+            && write_u64(record, crash_record::ADDRESS, address);
+        let sent = k.send(crashd, msg);
+        if sent != status::OK {
+            let code = match status::name(sent) {
+                Some(name) => Text(name.as_bytes()),
+                None => Hex(u64::from(sent)),
+            };
+            k.debug_write(&[Text(b"procd: crashd report failed "), code]);
+        }
     }
 
     /// CALL kernel-control with `msg`. `Ok(reply header)` when both the syscall and the reply
@@ -266,13 +402,15 @@ impl Procd {
     }
 }
 
-/// Write a CREATE_PROCESS request into `msg`: `image_id`, the `grants`, badge 0 and the
+/// Write a CREATE_PROCESS request into `msg`: `image_id`, the `grants`, badge 0,
+/// `supervisor_slot` (procd's own endpoint, where the kernel reports the child's death) and the
 /// envelope `builder` holds. `false` if anything does not fit (it always does: at most
 /// `CREATE_MAX_GRANTS` grants and an envelope of at most `1 + CREATE_MAX_GRANTS` slots).
 fn write_create_request(
     msg: &mut Message,
     image_id: u32,
     grants: &[Grant],
+    supervisor_slot: u32,
     builder: &EnvelopeBuilder,
 ) -> bool {
     let envelope_len = builder.envelope().encoded_len();
@@ -291,7 +429,8 @@ fn write_create_request(
         && write_u16(payload, create_process_request::ENVELOPE_LEN, envelope_len_u16)
         // Badge 0 on procd's own capability to the child's endpoint: procd is its only holder
         // and tells children apart by the slot its table records.
-        && write_u64(payload, create_process_request::BADGE, 0);
+        && write_u64(payload, create_process_request::BADGE, 0)
+        && write_u32(payload, create_process_request::SUPERVISOR_SLOT, supervisor_slot);
     for (i, g) in grants.iter().enumerate() {
         let at = create_process_request::GRANTS + grant::SIZE * i;
         ok = ok && payload.get_mut(at..).is_some_and(|record| g.write(record));

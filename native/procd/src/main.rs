@@ -2,12 +2,13 @@
 //!
 //! `_start` (from `rt::entry!`) runs [`main`] with the start-envelope pointer. After startup
 //! procd loops forever: RECV on its endpoint, copy the message in, handle it, copy the reply
-//! out, REPLY (NOT_FOUND there just means the client used SEND), RECV again.
+//! out, REPLY (NOT_FOUND there just means the client used SEND), RECV again. Kernel events
+//! (badge `BADGE_KERNEL`) get no reply at all.
 #![no_std]
 #![no_main]
 
 use abi::{Message, role, startup_status, status};
-use procd::Kernel;
+use procd::{Answer, Kernel, LogPart};
 use rt::{LineBuf, sys};
 
 rt::entry!(main);
@@ -40,6 +41,14 @@ impl Kernel for Syscalls {
         }
     }
 
+    fn send(&mut self, slot: u32, msg: &Message) -> u32 {
+        rt::ipc::store(msg);
+        match sys::send(slot) {
+            Ok(()) => status::OK,
+            Err(code) => code,
+        }
+    }
+
     fn notify(&mut self, slot: u32, bits: u64) -> u32 {
         match sys::notify(slot, bits) {
             Ok(()) => status::OK,
@@ -47,10 +56,14 @@ impl Kernel for Syscalls {
         }
     }
 
-    fn debug_write(&mut self, parts: &[&[u8]]) {
+    fn debug_write(&mut self, parts: &[LogPart<'_>]) {
         let mut line = LineBuf::new();
         for part in parts {
-            line.push(part);
+            match *part {
+                LogPart::Text(text) => line.push(text),
+                LogPart::Dec(value) => line.push_u64(value),
+                LogPart::Hex(value) => line.push_hex(value),
+            };
         }
         let _ = sys::debug_write(line.as_bytes());
     }
@@ -88,7 +101,9 @@ fn main(envelope: *const u8) -> ! {
             }
         };
         rt::ipc::load(&mut msg);
-        procd.handle(&mut kernel, badge, &mut msg);
+        if procd.handle(&mut kernel, badge, &mut msg) == Answer::Silent {
+            continue;
+        }
         rt::ipc::store(&msg);
         match sys::reply() {
             Ok(()) | Err(status::NOT_FOUND) => {}

@@ -77,6 +77,19 @@ impl ProcessTable {
         self.live().any(|e| e.endpoint_slot == slot)
     }
 
+    /// The index of the live entry for process `pid`, if any (free entries never match, so pid 0
+    /// finds nothing unless a live entry has it).
+    pub fn index_of_pid(&self, pid: u32) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.state != ProcState::Free && e.pid == pid)
+    }
+
+    /// Mark entry `index` free (ignored if out of range); a later spawn may reuse it.
+    pub fn free(&mut self, index: usize) {
+        self.set(index, ProcessEntry::default());
+    }
+
     /// Overwrite entry `index` (ignored if out of range).
     pub fn set(&mut self, index: usize, entry: ProcessEntry) {
         if let Some(e) = self.entries.get_mut(index) {
@@ -124,5 +137,28 @@ mod tests {
         }
         assert_eq!(t.free_index(), None);
         assert_eq!(t.entries().len(), PROCD_MAX_PROCESSES);
+    }
+
+    #[test]
+    fn finds_live_entries_by_pid_and_frees_them() {
+        let mut t = ProcessTable::new();
+        assert_eq!(t.index_of_pid(0), None, "free entries never match");
+        t.set(
+            3,
+            ProcessEntry {
+                state: ProcState::Running,
+                pid: 7,
+                endpoint_slot: 12,
+                ..ProcessEntry::default()
+            },
+        );
+        assert_eq!(t.index_of_pid(7), Some(3));
+        assert_eq!(t.index_of_pid(0), None);
+        assert_eq!(t.index_of_pid(8), None);
+        t.free(3);
+        assert_eq!(t.index_of_pid(7), None);
+        assert!(!t.holds_slot(12));
+        assert_eq!(t.live().count(), 0);
+        t.free(PROCD_MAX_PROCESSES);
     }
 }

@@ -29,6 +29,10 @@ struct Model {
     start_status: u32,
     /// Tamper with a successful CREATE reply.
     create_reply_hook: Option<fn(&mut Message)>,
+    /// Every SEND: (slot, header, payload).
+    sends: Vec<(u32, MessageHeader, Vec<u8>)>,
+    /// Syscall status of every SEND.
+    send_status: u32,
 }
 
 impl Model {
@@ -51,6 +55,8 @@ impl Model {
             create_status: status::OK,
             start_status: status::OK,
             create_reply_hook: None,
+            sends: Vec::new(),
+            send_status: status::OK,
         }
     }
 
@@ -127,15 +133,28 @@ impl Kernel for Model {
         status::OK
     }
 
+    fn send(&mut self, slot: u32, msg: &Message) -> u32 {
+        self.sends
+            .push((slot, msg.header(), msg.payload().to_vec()));
+        self.send_status
+    }
+
     fn notify(&mut self, slot: u32, bits: u64) -> u32 {
         self.notified.push((slot, bits));
         status::OK
     }
 
-    fn debug_write(&mut self, parts: &[&[u8]]) {
-        let line: Vec<u8> = parts.concat();
+    fn debug_write(&mut self, parts: &[LogPart<'_>]) {
+        let mut line = String::new();
+        for part in parts {
+            match *part {
+                LogPart::Text(text) => line.push_str(std::str::from_utf8(text).expect("ascii")),
+                LogPart::Dec(value) => line.push_str(&value.to_string()),
+                LogPart::Hex(value) => line.push_str(&format!("{value:#x}")),
+            }
+        }
         assert!(line.len() <= abi::DEBUG_WRITE_MAX);
-        self.log.push(String::from_utf8(line).expect("ascii"));
+        self.log.push(line);
     }
 }
 
@@ -187,7 +206,7 @@ fn reply(msg: &Message) -> (u32, Vec<u8>) {
 }
 
 fn spawn(k: &mut Model, p: &mut Procd, badge: u64, mut m: Message) -> (u32, Vec<u8>) {
-    p.handle(k, badge, &mut m);
+    assert_eq!(p.handle(k, badge, &mut m), Answer::Reply);
     reply(&m)
 }
 
@@ -316,6 +335,12 @@ fn spawn_service_creates_and_starts() {
         assert_eq!(grant(i), Some(0));
     }
     assert_eq!(read_u64(create, create_process_request::BADGE), Some(0));
+    assert_eq!(
+        read_u32(create, create_process_request::SUPERVISOR_SLOT),
+        Some(SELF_EP),
+        "procd supervises its children on its own endpoint"
+    );
+    assert_eq!(read_u32(create, create_process_request::RESERVED), Some(0));
     let env_len = usize::from(read_u16(create, create_process_request::ENVELOPE_LEN).unwrap());
     assert_eq!(create.len(), create_process_request::SIZE + env_len);
     let env = bootstrap::parse(&create[create_process_request::SIZE..], role::TIMED)
@@ -380,7 +405,7 @@ fn spawn_ids_come_from_the_kernel_in_order() {
 #[test]
 fn spawn_requires_the_rootd_badge() {
     let (mut k, mut p) = started();
-    for badge in [0, 2, u64::MAX] {
+    for badge in [0, 2, BADGE_KERNEL - 1] {
         let (st, payload) = spawn(&mut k, &mut p, badge, spawn_request(1, role::TEST, 0));
         assert_eq!(st, status::DENIED);
         assert!(payload.is_empty());
@@ -435,7 +460,7 @@ fn request_caps_are_deleted_and_refused() {
     let mut m = spawn_request(1, role::TEST, 0);
     k.deliver_caps(&mut m, 2);
     let delivered = m.header().cap_slots().to_vec();
-    p.handle(&mut k, BADGE_ROOTD, &mut m);
+    assert_eq!(p.handle(&mut k, BADGE_ROOTD, &mut m), Answer::Reply);
     assert_eq!(reply(&m).0, status::INVALID_ARGUMENT);
     assert_eq!(k.deleted, delivered);
     assert!(delivered.iter().all(|s| !k.caps.contains_key(s)));
@@ -446,7 +471,7 @@ fn request_caps_are_deleted_and_refused() {
     let mut m = spawn_request(1, role::TEST, 0);
     k.deliver_caps(&mut m, 1);
     let delivered = m.header().cap_slots().to_vec();
-    p.handle(&mut k, 0, &mut m);
+    assert_eq!(p.handle(&mut k, 0, &mut m), Answer::Reply);
     assert_eq!(reply(&m).0, status::DENIED);
     assert_eq!(k.deleted, delivered);
 
@@ -455,7 +480,7 @@ fn request_caps_are_deleted_and_refused() {
     let mut m = Message::new();
     m.start(0x999, 0);
     k.deliver_caps(&mut m, MSG_MAX_CAPS);
-    p.handle(&mut k, BADGE_ROOTD, &mut m);
+    assert_eq!(p.handle(&mut k, BADGE_ROOTD, &mut m), Answer::Reply);
     assert_eq!(reply(&m).0, status::INVALID_ARGUMENT);
     assert_eq!(k.deleted.len(), MSG_MAX_CAPS);
 }
@@ -473,7 +498,7 @@ fn own_slots_are_never_deleted() {
     h.cap_count = 4;
     h.caps = [SELF_EP, KC, child_slot, CRASHD];
     m.set_header(&h);
-    p.handle(&mut k, BADGE_ROOTD, &mut m);
+    assert_eq!(p.handle(&mut k, BADGE_ROOTD, &mut m), Answer::Reply);
     assert_eq!(reply(&m).0, status::INVALID_ARGUMENT);
     assert!(k.deleted.is_empty());
 }
@@ -484,7 +509,7 @@ fn unknown_ops_are_invalid() {
     for op in [0, 1, kernel_op::CREATE_PROCESS, 0x401, 0x403, u32::MAX] {
         let mut m = Message::new();
         m.start(op, 8);
-        p.handle(&mut k, BADGE_ROOTD, &mut m);
+        assert_eq!(p.handle(&mut k, BADGE_ROOTD, &mut m), Answer::Reply);
         assert_eq!(reply(&m), (status::INVALID_ARGUMENT, vec![]));
     }
     assert!(k.requests.is_empty());
@@ -611,7 +636,7 @@ fn reply_overwrites_the_request() {
     let mut h = m.header();
     h.payload_len = 900;
     m.set_header(&h);
-    p.handle(&mut k, BADGE_ROOTD, &mut m);
+    assert_eq!(p.handle(&mut k, BADGE_ROOTD, &mut m), Answer::Reply);
     let (st, payload) = reply(&m);
     assert_eq!(st, status::INVALID_ARGUMENT);
     assert!(payload.is_empty());
@@ -636,22 +661,412 @@ fn never_panics_on_arbitrary_messages() {
             *b = next() as u8;
         }
         if i % 2 == 0 {
-            // Mostly-valid SPAWN_SERVICE headers reach deeper.
-            let mut h = MessageHeader::new(procd_op::SPAWN_SERVICE, (next() % 12) as u16);
+            // Mostly-valid SPAWN_SERVICE or CHILD_DIED headers reach deeper.
+            let (op, len) = if next() % 2 == 0 {
+                (procd_op::SPAWN_SERVICE, next() % 12)
+            } else {
+                (kernel_event::CHILD_DIED, 20 + next() % 8)
+            };
+            let mut h = MessageHeader::new(op, len as u16);
             if next() % 4 == 0 {
                 h.cap_count = (next() % 8) as u8;
                 h.caps = [next() as u32 % 80, next() as u32 % 80, 3, 70];
             }
             m.set_header(&h);
+            if op == kernel_event::CHILD_DIED && next() % 2 == 0 {
+                // A live pid (or one just past them), a known kind half the time.
+                let payload = m.payload_area_mut();
+                write_u32(payload, child_death::PID, 100 + (next() % 40) as u32);
+                write_u16(payload, child_death::KIND, (next() % 3) as u16);
+            }
         }
-        let badge = if next() % 3 == 0 { next() } else { BADGE_ROOTD };
-        p.handle(&mut k, badge, &mut m);
-        let h = m.header();
-        assert_eq!((h.cap_count, h.reserved0, h.reserved1), (0, 0, 0));
-        assert!(h.op == status::OK || h.payload_len == 0);
-        // procd never deletes its own envelope capabilities.
+        let badge = match next() % 4 {
+            0 => next(),
+            1 => BADGE_KERNEL,
+            _ => BADGE_ROOTD,
+        };
+        let sends = k.sends.len();
+        match p.handle(&mut k, badge, &mut m) {
+            Answer::Reply => {
+                assert_ne!(badge, BADGE_KERNEL);
+                let h = m.header();
+                assert_eq!((h.cap_count, h.reserved0, h.reserved1), (0, 0, 0));
+                assert!(h.op == status::OK || h.payload_len == 0);
+                assert_eq!(k.sends.len(), sends, "only kernel events make procd SEND");
+            }
+            Answer::Silent => assert_eq!(badge, BADGE_KERNEL),
+        }
+        // Every SEND is a well-formed crashd report.
+        for (slot, h, payload) in &k.sends[sends..] {
+            assert_eq!(*slot, CRASHD);
+            assert_eq!(h.op, crashd_op::REPORT);
+            assert_eq!((h.cap_count, h.reserved0, h.reserved1), (0, 0, 0));
+            assert_eq!(payload.len(), crash_record::SIZE);
+        }
+        // procd never deletes its own envelope capabilities, and keeps every live child's.
         for own in [SELF_EP, KC, NOTIFY, CRASHD] {
             assert!(k.caps.contains_key(&own));
         }
+        for e in p.table().live() {
+            assert!(k.caps.contains_key(&e.endpoint_slot));
+        }
     }
+}
+
+// ------------------------------------------------------------------ CHILD_DIED
+
+/// A CHILD_DIED message as the kernel sends it.
+fn child_died(pid: u32, kind: u16, code: u64, address: u64) -> Message {
+    let mut m = Message::new();
+    let p = m.start(kernel_event::CHILD_DIED, child_death::SIZE);
+    write_u32(p, child_death::PID, pid);
+    write_u16(p, child_death::KIND, kind);
+    write_u64(p, child_death::CODE, code);
+    write_u64(p, child_death::ADDRESS, address);
+    m
+}
+
+/// Deliver a kernel event: it must get no reply.
+fn kernel_event(k: &mut Model, p: &mut Procd, mut m: Message) {
+    assert_eq!(p.handle(k, BADGE_KERNEL, &mut m), Answer::Silent);
+}
+
+/// Spawn `n` TEST children (pids 100.., endpoints 7000..) and clear the model's logs.
+fn spawned(n: usize, crashd: bool) -> (Model, Procd) {
+    let mut k = Model::new();
+    let env = if crashd {
+        procd_envelope()
+    } else {
+        envelope_bytes(&[
+            (SELF_EP, cap_purpose::SELF_ENDPOINT),
+            (KC, cap_purpose::KERNEL_CONTROL),
+            (NOTIFY, cap_purpose::BOOTSTRAP_NOTIFY),
+        ])
+    };
+    let mut p = start(&mut k, Some(&env)).expect("starts");
+    for _ in 0..n {
+        let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+        assert_eq!(st, status::OK);
+    }
+    k.log.clear();
+    k.notified.clear();
+    k.requests.clear();
+    (k, p)
+}
+
+fn live_pids(p: &Procd) -> Vec<u32> {
+    p.table().live().map(|e| e.pid).collect()
+}
+
+#[test]
+fn an_exited_child_is_freed_and_its_endpoint_dropped() {
+    let (mut k, mut p) = spawned(3, true);
+    let entry = p.table().entries()[1];
+    assert_eq!(entry.pid, 101);
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 7, 0));
+    assert_eq!(k.log, ["procd: child 101 exited 7"]);
+    assert_eq!(p.table().entries()[1].state, ProcState::Free);
+    assert_eq!(live_pids(&p), [100, 102]);
+    assert_eq!(k.deleted, [entry.endpoint_slot]);
+    assert!(!k.caps.contains_key(&entry.endpoint_slot));
+    assert!(k.sends.is_empty(), "an exit is not a crash");
+    assert!(k.requests.is_empty());
+
+    // A large exit code is logged in full.
+    kernel_event(
+        &mut k,
+        &mut p,
+        child_died(100, death_kind::EXITED, u64::MAX, 0),
+    );
+    assert_eq!(k.log[1], "procd: child 100 exited 18446744073709551615");
+    assert_eq!(live_pids(&p), [102]);
+}
+
+#[test]
+fn a_faulted_child_is_reported_to_crashd_once() {
+    let (mut k, mut p) = spawned(2, true);
+    let entry = p.table().entries()[0];
+    kernel_event(
+        &mut k,
+        &mut p,
+        child_died(
+            100,
+            death_kind::FAULTED,
+            fault_kind::UNMAPPED_WRITE,
+            0x40_1a2b,
+        ),
+    );
+    assert_eq!(
+        k.log,
+        ["procd: child 100 faulted UNMAPPED_WRITE at 0x401a2b"]
+    );
+    assert_eq!(k.sends.len(), 1);
+    let (slot, h, record) = &k.sends[0];
+    assert_eq!(*slot, CRASHD);
+    assert_eq!(
+        *h,
+        MessageHeader::new(crashd_op::REPORT, crash_record::SIZE as u16)
+    );
+    assert_eq!(record.len(), crash_record::SIZE);
+    assert_eq!(read_u32(record, crash_record::PID), Some(100));
+    assert_eq!(
+        read_u16(record, crash_record::EVENT),
+        Some(crash_event::KILLED)
+    );
+    assert_eq!(read_u16(record, crash_record::RESERVED), Some(0));
+    assert_eq!(
+        read_u64(record, crash_record::CODE),
+        Some(fault_kind::UNMAPPED_WRITE)
+    );
+    assert_eq!(read_u64(record, crash_record::ADDRESS), Some(0x40_1a2b));
+    assert_eq!(live_pids(&p), [101]);
+    assert_eq!(k.deleted, [entry.endpoint_slot]);
+    assert!(k.requests.is_empty(), "no CALL: crashd is told with SEND");
+
+    // The same death again (the entry is gone): nothing more.
+    kernel_event(
+        &mut k,
+        &mut p,
+        child_died(
+            100,
+            death_kind::FAULTED,
+            fault_kind::UNMAPPED_WRITE,
+            0x40_1a2b,
+        ),
+    );
+    assert_eq!(k.sends.len(), 1);
+    assert_eq!(k.log.len(), 1);
+    assert_eq!(k.deleted.len(), 1);
+}
+
+#[test]
+fn a_faulted_child_without_crashd_is_only_logged_and_freed() {
+    let (mut k, mut p) = spawned(1, false);
+    let entry = p.table().entries()[0];
+    kernel_event(
+        &mut k,
+        &mut p,
+        child_died(
+            100,
+            death_kind::FAULTED,
+            fault_kind::INVALID_OPCODE,
+            0x40_0000,
+        ),
+    );
+    assert_eq!(
+        k.log,
+        ["procd: child 100 faulted INVALID_OPCODE at 0x400000"]
+    );
+    assert!(k.sends.is_empty());
+    assert_eq!(live_pids(&p), [] as [u32; 0]);
+    assert_eq!(k.deleted, [entry.endpoint_slot]);
+}
+
+#[test]
+fn every_fault_kind_is_named_and_an_unknown_one_is_hex() {
+    let kinds = [
+        fault_kind::UNMAPPED_READ,
+        fault_kind::PROTECTED_FETCH,
+        fault_kind::DIVIDE_ERROR,
+        fault_kind::GENERAL_PROTECTION,
+        fault_kind::CPU_EXCEPTION,
+    ];
+    for kind in kinds {
+        let (mut k, mut p) = spawned(1, true);
+        kernel_event(
+            &mut k,
+            &mut p,
+            child_died(100, death_kind::FAULTED, kind, 0),
+        );
+        let name = fault_kind::name(kind).unwrap();
+        assert_eq!(k.log, [format!("procd: child 100 faulted {name} at 0x0")]);
+        assert_eq!(read_u64(&k.sends[0].2, crash_record::CODE), Some(kind));
+    }
+    // A fault kind this procd does not know: still a kill, reported as is.
+    let (mut k, mut p) = spawned(1, true);
+    kernel_event(
+        &mut k,
+        &mut p,
+        child_died(100, death_kind::FAULTED, 0x77, 0x1234),
+    );
+    assert_eq!(k.log, ["procd: child 100 faulted 0x77 at 0x1234"]);
+    assert_eq!(read_u64(&k.sends[0].2, crash_record::CODE), Some(0x77));
+    assert_eq!(live_pids(&p), [] as [u32; 0]);
+}
+
+#[test]
+fn a_failed_crashd_report_is_logged_and_ignored() {
+    for (code, shown) in [
+        (status::DENIED, "DENIED"),
+        (status::NOT_FOUND, "NOT_FOUND"),
+        (0x99, "0x99"),
+    ] {
+        let (mut k, mut p) = spawned(2, true);
+        k.send_status = code;
+        kernel_event(
+            &mut k,
+            &mut p,
+            child_died(101, death_kind::FAULTED, fault_kind::BREAKPOINT, 0x40_0010),
+        );
+        assert_eq!(
+            k.log,
+            [
+                "procd: child 101 faulted BREAKPOINT at 0x400010".to_string(),
+                format!("procd: crashd report failed {shown}"),
+            ]
+        );
+        assert_eq!(k.sends.len(), 1);
+        assert_eq!(live_pids(&p), [100], "the entry is freed all the same");
+        assert_eq!(k.deleted.len(), 1);
+    }
+}
+
+#[test]
+fn a_forged_child_died_is_denied_and_changes_nothing() {
+    let (mut k, mut p) = spawned(2, true);
+    let before: Vec<_> = p.table().entries().to_vec();
+    let caps_before = k.caps.clone();
+    for badge in [BADGE_ROOTD, 0, 2, BADGE_KERNEL - 1] {
+        for kind in [death_kind::EXITED, death_kind::FAULTED] {
+            let mut m = child_died(100, kind, fault_kind::UNMAPPED_READ, 0x1000);
+            assert_eq!(p.handle(&mut k, badge, &mut m), Answer::Reply);
+            assert_eq!(reply(&m), (status::DENIED, vec![]));
+        }
+    }
+    assert_eq!(p.table().entries(), &before[..]);
+    assert_eq!(k.caps, caps_before);
+    assert!(k.deleted.is_empty());
+    assert!(k.sends.is_empty());
+    assert!(k.log.is_empty());
+    assert!(k.requests.is_empty());
+
+    // Forged with capabilities: they are deleted as for any request, and still DENIED.
+    let mut m = child_died(100, death_kind::EXITED, 0, 0);
+    k.deliver_caps(&mut m, 2);
+    let delivered = m.header().cap_slots().to_vec();
+    assert_eq!(p.handle(&mut k, BADGE_ROOTD, &mut m), Answer::Reply);
+    assert_eq!(reply(&m).0, status::DENIED);
+    assert_eq!(k.deleted, delivered);
+    assert_eq!(p.table().entries(), &before[..]);
+}
+
+#[test]
+fn child_died_for_an_unknown_pid_changes_nothing() {
+    let (mut k, mut p) = spawned(2, true);
+    // Free an entry so that a zeroed (pid 0) entry exists.
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
+    k.log.clear();
+    k.deleted.clear();
+    let before: Vec<_> = p.table().entries().to_vec();
+    let caps_before = k.caps.clone();
+    for pid in [0, 1, 2, 99, 100, 102, u32::MAX] {
+        for kind in [death_kind::EXITED, death_kind::FAULTED] {
+            kernel_event(&mut k, &mut p, child_died(pid, kind, 1, 2));
+        }
+    }
+    assert_eq!(p.table().entries(), &before[..]);
+    assert_eq!(k.caps, caps_before);
+    assert!(k.deleted.is_empty());
+    assert!(k.sends.is_empty());
+    assert!(k.log.is_empty());
+}
+
+#[test]
+fn a_full_table_accepts_a_spawn_after_a_child_died() {
+    let (mut k, mut p) = spawned(abi::PROCD_MAX_PROCESSES, true);
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+    assert_eq!(st, status::BUSY);
+    let freed = p.table().entries()[5];
+    assert_eq!(freed.pid, 105);
+    kernel_event(&mut k, &mut p, child_died(105, death_kind::EXITED, 0, 0));
+    assert_eq!(p.table().free_index(), Some(5));
+
+    let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+    assert_eq!(st, status::OK);
+    let pid = 100 + abi::PROCD_MAX_PROCESSES as u32;
+    assert_eq!(read_u32(&payload, spawn_service_reply::PID), Some(pid));
+    let reused = p.table().entries()[5];
+    assert_eq!((reused.state, reused.pid), (ProcState::Running, pid));
+    assert_eq!(p.table().live().count(), abi::PROCD_MAX_PROCESSES);
+    // The kernel was free to put the new endpoint capability in the slot procd just emptied.
+    assert_eq!(reused.endpoint_slot, freed.endpoint_slot);
+    assert!(k.caps.contains_key(&reused.endpoint_slot));
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+    assert_eq!(st, status::BUSY);
+}
+
+#[test]
+fn children_coming_and_going_never_fill_the_tables() {
+    let (mut k, mut p) = spawned(0, true);
+    for round in 0..(4 * abi::PROCD_MAX_PROCESSES as u32) {
+        let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+        assert_eq!(st, status::OK, "round {round}");
+        let pid = read_u32(&payload, spawn_service_reply::PID).unwrap();
+        let kind = if round % 2 == 0 {
+            death_kind::EXITED
+        } else {
+            death_kind::FAULTED
+        };
+        kernel_event(&mut k, &mut p, child_died(pid, kind, 3, 0));
+        assert_eq!(p.table().live().count(), 0);
+    }
+    // Only procd's own envelope capabilities remain.
+    assert_eq!(
+        k.caps.keys().copied().collect::<Vec<_>>(),
+        [SELF_EP, KC, NOTIFY, CRASHD]
+    );
+    assert_eq!(k.sends.len(), 2 * abi::PROCD_MAX_PROCESSES);
+}
+
+#[test]
+fn malformed_child_died_messages_are_ignored() {
+    let (mut k, mut p) = spawned(2, true);
+    let before: Vec<_> = p.table().entries().to_vec();
+    let with_len = |len: u16| {
+        let mut m = child_died(100, death_kind::FAULTED, fault_kind::UNMAPPED_READ, 0);
+        let mut h = m.header();
+        h.payload_len = len;
+        m.set_header(&h);
+        m
+    };
+    let cases = [
+        with_len(0),
+        with_len(child_death::SIZE as u16 - 1),
+        with_len(child_death::SIZE as u16 + 1),
+        with_len(abi::MSG_MAX_PAYLOAD as u16),
+        with_len(u16::MAX),
+        child_died(100, 0, 0, 0),
+        child_died(100, death_kind::FAULTED + 1, 0, 0),
+        child_died(100, u16::MAX, 0, 0),
+    ];
+    for m in cases {
+        kernel_event(&mut k, &mut p, m);
+    }
+    assert_eq!(p.table().entries(), &before[..]);
+    assert!(k.deleted.is_empty());
+    assert!(k.sends.is_empty());
+    assert!(k.log.is_empty());
+
+    // Capabilities along with it: they are deleted, the event is ignored.
+    let mut m = child_died(100, death_kind::EXITED, 0, 0);
+    k.deliver_caps(&mut m, 1);
+    let delivered = m.header().cap_slots().to_vec();
+    kernel_event(&mut k, &mut p, m);
+    assert_eq!(k.deleted, delivered);
+    assert_eq!(p.table().entries(), &before[..]);
+    assert!(k.log.is_empty());
+}
+
+#[test]
+fn other_kernel_badged_messages_are_ignored_without_reply() {
+    let (mut k, mut p) = spawned(1, true);
+    let before: Vec<_> = p.table().entries().to_vec();
+    kernel_event(&mut k, &mut p, spawn_request(4, role::TEST, 0));
+    let mut unknown = Message::new();
+    unknown.start(kernel_event::CHILD_DIED + 1, 8);
+    kernel_event(&mut k, &mut p, unknown);
+    assert!(k.requests.is_empty());
+    assert_eq!(p.table().entries(), &before[..]);
+    assert!(k.log.is_empty());
+    assert!(k.sends.is_empty());
 }
