@@ -70,6 +70,7 @@ class KernelOp(enum.IntEnum):
 
     CREATE_PROCESS = 0x1
     START_PROCESS = 0x2
+    MINT_ENDPOINT = 0x3
     READ_MONOTONIC_CLOCK = 0xD
 
 
@@ -248,6 +249,7 @@ CREATE_MAX_GRANTS = 0x8
 DEBUG_WRITE_MAX = 0x100
 BADGE_ROOTD = 0x1
 BADGE_KERNEL = 0xFFFFFFFFFFFFFFFF
+PROCD_CHILD_BADGE_BASE = 0x10000
 CRASHD_RING = 0x100
 MONOTONIC_CLOCK_HZ = 0x3E8
 PROCD_MAX_PROCESSES = 0x20
@@ -343,6 +345,14 @@ START_PROCESS_REQUEST = Layout(
     (
         Field("pid", "u32", 0, 1),
         Field("reserved", "u32", 4, 1),
+    ),
+)
+MINT_REQUEST = Layout(
+    "mint_request",
+    (
+        Field("src_slot", "u32", 0, 1),
+        Field("rights", "u32", 4, 1),
+        Field("badge", "u64", 8, 1),
     ),
 )
 CHILD_DEATH = Layout(

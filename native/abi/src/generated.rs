@@ -129,6 +129,8 @@ pub mod kernel_op {
     pub const CREATE_PROCESS: u32 = 0x1;
     /// make a created process runnable; needs SPAWN
     pub const START_PROCESS: u32 = 0x2;
+    /// mint_request: a new SEND/GRANT capability, with a badge, to an endpoint the caller can RECV on
+    pub const MINT_ENDPOINT: u32 = 0x3;
     /// monotonic clock in ticks of MONOTONIC_CLOCK_HZ (op id 13 is EriX's)
     pub const READ_MONOTONIC_CLOCK: u32 = 0xd;
 
@@ -137,6 +139,7 @@ pub mod kernel_op {
         match value {
             CREATE_PROCESS => Some("CREATE_PROCESS"),
             START_PROCESS => Some("START_PROCESS"),
+            MINT_ENDPOINT => Some("MINT_ENDPOINT"),
             READ_MONOTONIC_CLOCK => Some("READ_MONOTONIC_CLOCK"),
             _ => None,
         }
@@ -517,6 +520,8 @@ pub const DEBUG_WRITE_MAX: usize = 0x100;
 pub const BADGE_ROOTD: u64 = 0x1;
 /// Badge of messages the kernel itself sends; no capability can carry it. (origin: procd-emu)
 pub const BADGE_KERNEL: u64 = 0xffffffffffffffff;
+/// procd mints the PROCD_ENDPOINT capability it grants a child with badge BASE + the child's table index. (origin: procd-emu)
+pub const PROCD_CHILD_BADGE_BASE: u64 = 0x10000;
 /// Records crashd keeps (the oldest is dropped first). (origin: erix)
 pub const CRASHD_RING: usize = 0x100;
 /// Ticks per second of virtual time returned by READ_MONOTONIC_CLOCK. (origin: erix)
@@ -668,6 +673,18 @@ pub mod start_process_request {
     pub const PID: usize = 0;
     /// `u32`
     pub const RESERVED: usize = 4;
+}
+
+/// kernel-control MINT_ENDPOINT payload; the OK reply carries the new capability in caps[0].
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod mint_request {
+    pub const SIZE: usize = 16;
+    /// `u32`
+    pub const SRC_SLOT: usize = 0;
+    /// `u32`
+    pub const RIGHTS: usize = 4;
+    /// `u64`
+    pub const BADGE: usize = 8;
 }
 
 /// Payload of the kernel's CHILD_DIED message.
