@@ -40,6 +40,7 @@ from procd_model.abi import (
     ENVELOPE_VADDR,
     IPC_BUFFER_SIZE,
     IPC_BUFFER_VADDR,
+    MINT_REQUEST,
     MONOTONIC_CLOCK_HZ,
     START_PROCESS_REQUEST,
     SYSCALL_ARG_REGISTERS,
@@ -182,6 +183,7 @@ _KERNEL_OP_COSTS = {
     KernelOp.CREATE_PROCESS: costs.CREATE_PROCESS,
     KernelOp.START_PROCESS: costs.START_PROCESS,
     KernelOp.READ_MONOTONIC_CLOCK: costs.READ_MONOTONIC_CLOCK,
+    KernelOp.MINT_ENDPOINT: costs.MINT_ENDPOINT,
 }
 BLOCKED = Blocked()
 GONE = Gone()
@@ -763,6 +765,8 @@ class Kernel:
         if op is KernelOp.READ_MONOTONIC_CLOCK:
             ticks = self.monotonic_ticks()
             return Status.OK, Message(Status.OK, CLOCK_REPLY.pack(ticks=ticks)), {}
+        if op is KernelOp.MINT_ENDPOINT:
+            return self._mint_endpoint(proc, message.payload)
         if not cap.rights & Rights.SPAWN:
             return Status.DENIED, Message(Status.DENIED), {}
         if op is KernelOp.CREATE_PROCESS:
@@ -825,6 +829,25 @@ class Kernel:
         child.supervisor = supervisor
         payload_out = CREATE_PROCESS_REPLY.pack(pid=child.pid, endpoint=endpoint.obj)
         return Status.OK, Message(Status.OK, payload_out, (reply_slot,)), {"caps": [reply_slot]}
+
+    def _mint_endpoint(self, proc: Process, payload: bytes) -> tuple[Status, Message, dict[str, Any]]:
+        """A badged SEND/GRANT capability to an endpoint the caller can receive on (like seL4's Mint)."""
+        if len(payload) != MINT_REQUEST.size:
+            return Status.INVALID_ARGUMENT, Message(Status.INVALID_ARGUMENT), {}
+        request = MINT_REQUEST.unpack(payload)
+        rights, badge = request["rights"], request["badge"]
+        source = proc.caps.get(request["src_slot"])
+        allowed = int(Rights.SEND | Rights.GRANT)
+        if source is None or source.cap_type is not CapType.ENDPOINT or not rights or rights & ~allowed:
+            return Status.INVALID_ARGUMENT, Message(Status.INVALID_ARGUMENT), {}
+        if badge in (0, BADGE_KERNEL):
+            return Status.INVALID_ARGUMENT, Message(Status.INVALID_ARGUMENT), {}
+        if not source.rights & Rights.RECV:
+            return Status.DENIED, Message(Status.DENIED), {}
+        slot = proc.caps.install(Capability(CapType.ENDPOINT, source.obj, Rights(rights), badge))
+        if slot is None:
+            return Status.BUSY, Message(Status.BUSY), {}
+        return Status.OK, Message(Status.OK, b"", (slot,)), {"caps": [slot], "badge": badge}
 
     def _start_process(self, payload: bytes) -> tuple[Status, Message, dict[str, Any]]:
         if len(payload) != START_PROCESS_REQUEST.size:

@@ -15,6 +15,7 @@ from procd_model.abi import (
     CRASH_RECORD,
     CRASHD_RING,
     CREATE_PROCESS_REPLY,
+    MINT_REQUEST,
     NAMED_REPLY,
     NAMED_REQUEST,
     START_PROCESS_REQUEST,
@@ -232,3 +233,40 @@ def test_supervisor_slot_must_hold_an_endpoint() -> None:
     kernel.spawn_actor("p", program(), caps)
     kernel.run(1000)
     assert replies == [Status.INVALID_ARGUMENT]
+
+
+def test_mint_endpoint_gives_badged_send_capabilities() -> None:
+    kernel = Kernel(Trace(), cpu_model=UNIT_CPU)
+    own, other = kernel.new_endpoint("own"), kernel.new_endpoint("other")
+    caps = CapTable()
+    caps.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND), 1)
+    caps.install(Capability(CapType.ENDPOINT, own.obj, Rights.RECV), 2)
+    caps.install(Capability(CapType.ENDPOINT, other.obj, Rights.SEND), 3)
+    results: list[tuple[Status, tuple[int, ...]]] = []
+
+    def program() -> ActorProgram:
+        for src, rights, badge in (
+            (2, Rights.SEND, 0x10005),
+            (2, Rights.SEND | Rights.RECV, 1),
+            (2, Rights.SEND, 0),
+            (2, Rights.SEND, BADGE_KERNEL),
+            (3, Rights.SEND, 1),
+            (9, Rights.SEND, 1),
+        ):
+            result = yield call(1, KernelOp.MINT_ENDPOINT, MINT_REQUEST.pack(src_slot=src, rights=rights, badge=badge))
+            reply = result.message()
+            results.append((Status(reply.op), reply.caps))
+
+    kernel.spawn_actor("p", program(), caps)
+    kernel.run(1000)
+    assert [status for status, _ in results] == [
+        Status.OK,
+        Status.INVALID_ARGUMENT,
+        Status.INVALID_ARGUMENT,
+        Status.INVALID_ARGUMENT,
+        Status.DENIED,
+        Status.INVALID_ARGUMENT,
+    ]
+    (slot,) = results[0][1]
+    minted = kernel.procs[1].caps.get(slot)
+    assert minted == Capability(CapType.ENDPOINT, own.obj, Rights.SEND, 0x10005)
