@@ -221,6 +221,8 @@ class Kernel:
         self.notifications: dict[int, Notification] = {}
         self.run_queue: deque[int] = deque()
         self.death_observers: list[Callable[[Process], None]] = []
+        self.logs: list[str] = []
+        """Every DEBUG_WRITE line, whatever the trace level (scenarios check them)."""
         self._image_loader = image_loader
         self._next_pid = 1
         self._next_obj = 1
@@ -694,7 +696,9 @@ class Kernel:
             data = proc.cpu.read(pointer, length)
         except GuestMemoryError:
             return Done(Status.INVALID_ARGUMENT)
-        self.trace.emit("log", proc.pid, text=data.decode("utf-8", errors="replace").rstrip("\n"))
+        text = data.decode("utf-8", errors="replace").rstrip("\n")
+        self.logs.append(text)
+        self.trace.emit("log", proc.pid, text=text)
         return Done(Status.OK)
 
     def _sys_cap_info(self, proc: Process, args: tuple[int, ...]) -> Outcome:
@@ -787,6 +791,8 @@ class Kernel:
             return refuse(Status.INVALID_ARGUMENT, "envelope length")
         if request["reserved"]:
             return refuse(Status.INVALID_ARGUMENT, "reserved field set")
+        if request["badge"] == BADGE_KERNEL:
+            return refuse(Status.INVALID_ARGUMENT, "BADGE_KERNEL is the kernel's own")
         supervisor = 0
         supervisor_slot = request["supervisor_slot"]
         if supervisor_slot:

@@ -100,7 +100,10 @@ class Crashd:
             self.reported += 1
             return Message(Status.OK)
         if request.op == CrashdOp.READ and len(request.payload) == CRASH_READ_REQUEST.size:
-            wanted = CRASH_READ_REQUEST.unpack(request.payload)["sequence"]
+            read = CRASH_READ_REQUEST.unpack(request.payload)
+            if read["reserved"]:
+                return Message(Status.INVALID_ARGUMENT)
+            wanted = read["sequence"]
             for sequence, payload in self.records:
                 if sequence == wanted:
                     return Message(Status.OK, payload)
