@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 completed as expected, 1 guest failed, 2 usage or input error",
     )
     run.add_argument("image", nargs="?", type=Path, metavar="IMAGE", help="ELF image (default: the procd scenario)")
+    run.add_argument(
+        "--scenario",
+        metavar="NAME|FILE",
+        help="run a built-in scenario (see `python -m emu scenarios`) or a scenario file (.toml)",
+    )
     run.add_argument("--format", choices=FORMATS, default="text", help="trace format (default: text)")
     run.add_argument("--out", type=Path, metavar="FILE", help="write the trace to FILE instead of stdout")
     run.add_argument(
@@ -83,7 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="profile cycles per guest call stack and write folded stacks to FILE (flame graphs)",
     )
     run.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
+    listing = commands.add_parser("scenarios", help="list the built-in scenarios, one line each")
+    listing.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
     return parser
+
+
+def scenarios_command(args: argparse.Namespace) -> int:
+    rows = load_world(args.world).scenarios()
+    width = max((len(name) for name, _ in rows), default=0)
+    for name, description in rows:
+        print(f"{name:<{width}}  {description}")
+    return EXIT_OK
 
 
 def _check_folder(option: str, path: Path | None) -> None:
@@ -112,7 +127,7 @@ def run_command(args: argparse.Namespace) -> int:
     profiler = StackProfiler() if args.folded is not None else None
     instrument = probes if profiler is None else _chain(probes, profiler)
     try:
-        outcome = world.run(RunRequest(args.image, args.max_instructions, instrument), trace)
+        outcome = world.run(RunRequest(args.image, args.max_instructions, instrument, args.scenario), trace)
         emit_summary(trace, outcome)
     except BaseException:
         writer.abort()
@@ -135,7 +150,7 @@ def run_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run_command(args)
+        return scenarios_command(args) if args.command == "scenarios" else run_command(args)
     except InputError as exc:
         print(f"emu: error: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR

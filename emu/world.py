@@ -33,6 +33,8 @@ class RunRequest:
     """An image to run; None for the world's default scenario."""
     max_instructions: int
     instrument: Instrument | None = None
+    scenario: str | None = None
+    """A scenario the world knows by name, or a scenario file."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ def emit_summary(trace: Trace, outcome: RunOutcome) -> None:
 
 class World(Protocol):
     def run(self, request: RunRequest, trace: Trace) -> RunOutcome: ...
+
+    def scenarios(self) -> list[tuple[str, str]]:
+        """(name, one-line description) of the scenarios the world ships."""
+        ...
 
 
 def load_world(name: str) -> World:

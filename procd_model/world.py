@@ -21,18 +21,46 @@ from procd_model.images import boot_image_named, image_role, load_boot_image
 from procd_model.kernel import ImageLayoutError, Kernel, Process, ProcState, StopReason
 from procd_model.messages import EnvelopeSlot, build_envelope
 from procd_model.rootd import ManifestEntry, ProcdBoot, Rootd, Services, default_procd_boot
+from procd_model.scenario import Scenario, ScenarioError, builtin_scenarios, load_scenario, unmet_expectations
 
 DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
 
 
 def run(request: RunRequest, trace: Trace) -> RunOutcome:
     instrument = request.instrument
+    if request.scenario is not None:
+        if request.image is not None:
+            raise InputError("give an IMAGE or --scenario, not both")
+        try:
+            scenario = load_scenario(request.scenario)
+        except ScenarioError as exc:
+            raise InputError(str(exc)) from None
+        return run_scenario(trace, scenario, request.max_instructions, instrument)
     if request.image is None:
         return run_bootstrap(trace, request.max_instructions, instrument=instrument)
     image = _load_user_image(request.image)
     if image_role(image) is Role.PROCD:
         return run_bootstrap(trace, request.max_instructions, procd_image=image, instrument=instrument)
     return run_alone(trace, image, request.max_instructions, instrument=instrument)
+
+
+def run_scenario(
+    trace: Trace, scenario: Scenario, max_instructions: int, instrument: Instrument | None = None
+) -> RunOutcome:
+    """rootd spawns the scenario's manifest through procd; its expectations decide the outcome."""
+    return run_bootstrap(
+        trace,
+        max_instructions,
+        manifest=scenario.manifest,
+        instrument=instrument,
+        services=scenario.services,
+        extra_checks=lambda kernel: unmet_expectations(scenario, kernel.logs),
+    )
+
+
+def scenarios() -> list[tuple[str, str]]:
+    """(name, one-line description) of every built-in scenario."""
+    return [(s.name, s.description) for s in builtin_scenarios()]
 
 
 def _load_user_image(path: Path) -> ElfImage:
@@ -66,6 +94,7 @@ def run_bootstrap(
     on_ready: Callable[[Rootd], None] | None = None,
     instrument: Instrument | None = None,
     services: Services | None = None,
+    extra_checks: Callable[[Kernel], list[str]] | None = None,
 ) -> RunOutcome:
     """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected.
 
@@ -80,13 +109,17 @@ def run_bootstrap(
         rootd.on_ready.append(on_ready)
     rootd.start()
     stop = kernel.run(max_instructions)
-    return _bootstrap_outcome(kernel, rootd, stop)
+    return _bootstrap_outcome(kernel, rootd, stop, extra_checks)
 
 
-def _bootstrap_outcome(kernel: Kernel, rootd: Rootd, stop: StopReason) -> RunOutcome:
+def _bootstrap_outcome(
+    kernel: Kernel, rootd: Rootd, stop: StopReason, extra_checks: Callable[[Kernel], list[str]] | None = None
+) -> RunOutcome:
     if stop.kind != "idle":
         return _outcome(kernel, False, stop.kind, stop.detail)
     problems = list(rootd.problems)
+    if extra_checks is not None:
+        problems += extra_checks(kernel)
     if not rootd.finished and not problems:
         rootd_proc = kernel.procs[1]
         problems.append(f"rootd did not finish its manifest (it is {rootd_proc.state.value})")

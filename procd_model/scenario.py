@@ -1,0 +1,176 @@
+"""Scenarios: a boot manifest for rootd and the outcome expected, in TOML.
+
+    name = "phase0-fault-kill"
+    description = "a child faults; procd reaps it and reports the kill to crashd"
+
+    [services]                  # optional: named, timed, crashd and an interrupt notification
+    irq_at_cycle = 400000       # optional: when the kernel raises the interrupt
+
+    [[spawn]]                   # rootd's SPAWN_SERVICE requests, in order
+    image = "phase0-fault-kill" # a boot image name (python -m emu scenarios lists them)
+    role = "TEST"               # a role name
+    flags = []                  # envelope flag names, e.g. ["REQUIRED"]
+    status = "OK"               # the reply procd must give
+    ends = "fault unmapped-write"   # "exit 0", "fault <kind>" or "alive"
+
+    [expect]
+    crashd_reports = 1          # optional: KILLED records crashd must hold
+    logs = ["procd: child"]     # optional: each must start some log line
+
+Unknown keys are errors, so a scenario never silently asks for something this version does not do.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from procd_model.abi import EnvelopeFlag, Role, Status
+from procd_model.images import BOOT_IMAGES
+from procd_model.rootd import ManifestEntry, Services
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used: the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Expectations:
+    crashd_reports: int | None = None
+    logs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    manifest: tuple[ManifestEntry, ...]
+    services: Services | None = None
+    expect: Expectations = field(default_factory=Expectations)
+
+
+def _keys(where: str, table: dict[str, Any], allowed: set[str], required: frozenset[str] = frozenset()) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    missing = sorted(required - set(table))
+    if missing:
+        raise ScenarioError(f"{where}: missing key {missing[0]!r}")
+
+
+def _typed(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise ScenarioError(f"{where}: expected {what}, got {value!r}")
+    return value
+
+
+def _enum_member(where: str, enum: Any, name: Any) -> Any:
+    _typed(where, name, str, "a name")
+    try:
+        return enum[name]
+    except KeyError:
+        names = ", ".join(member.name for member in enum)
+        raise ScenarioError(f"{where}: unknown name {name!r} (one of: {names})") from None
+
+
+def _spawn(where: str, table: Any) -> ManifestEntry:
+    _typed(where, table, dict, "a table")
+    _keys(where, table, {"image", "role", "flags", "status", "ends"}, frozenset({"image", "role"}))
+    image = _typed(f"{where}.image", table["image"], str, "an image name")
+    known = [b.name for b in BOOT_IMAGES]
+    if image not in known:
+        raise ScenarioError(f"{where}.image: unknown image {image!r} (one of: {', '.join(known)})")
+    role = _enum_member(f"{where}.role", Role, table["role"])
+    flags = 0
+    for i, flag in enumerate(_typed(f"{where}.flags", table.get("flags", []), list, "a list of flag names")):
+        flags |= _enum_member(f"{where}.flags[{i}]", EnvelopeFlag, flag)
+    status = _enum_member(f"{where}.status", Status, table.get("status", "OK"))
+    ends = _typed(f"{where}.ends", table.get("ends", "exit 0"), str, 'an ending like "exit 0"')
+    words = ends.split()
+    if words == ["alive"]:
+        return ManifestEntry(image, role, flags, status, expect_exit=None)
+    if len(words) == 2 and words[0] == "exit" and words[1].isdigit():
+        return ManifestEntry(image, role, flags, status, expect_exit=int(words[1]))
+    if len(words) == 2 and words[0] == "fault":
+        return ManifestEntry(image, role, flags, status, expect_exit=None, expect_fault=words[1])
+    raise ScenarioError(f'{where}.ends: expected "exit N", "fault KIND" or "alive", got {ends!r}')
+
+
+def parse_scenario(text: str, source: str) -> Scenario:
+    """The scenario in `text` (TOML); errors name `source` and the offending key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
+    _keys(source, data, {"name", "description", "services", "spawn", "expect"}, frozenset({"name", "spawn"}))
+    name = _typed(f"{source}: name", data["name"], str, "a string")
+    description = _typed(f"{source}: description", data.get("description", ""), str, "a string")
+    spawns = _typed(f"{source}: spawn", data["spawn"], list, "an array of [[spawn]] tables")
+    manifest = tuple(_spawn(f"{source}: spawn[{i}]", table) for i, table in enumerate(spawns))
+    services = None
+    if "services" in data:
+        table = _typed(f"{source}: services", data["services"], dict, "a table")
+        _keys(f"{source}: services", table, {"irq_at_cycle"})
+        irq = table.get("irq_at_cycle")
+        if irq is not None:
+            _typed(f"{source}: services.irq_at_cycle", irq, int, "a cycle count")
+        services = Services(irq_at_cycle=irq)
+    expect = Expectations()
+    if "expect" in data:
+        table = _typed(f"{source}: expect", data["expect"], dict, "a table")
+        _keys(f"{source}: expect", table, {"crashd_reports", "logs"})
+        reports = table.get("crashd_reports")
+        if reports is not None:
+            _typed(f"{source}: expect.crashd_reports", reports, int, "a count")
+            if services is None:
+                raise ScenarioError(f"{source}: expect.crashd_reports needs a [services] table (crashd)")
+        logs = _typed(f"{source}: expect.logs", table.get("logs", []), list, "a list of strings")
+        for i, line in enumerate(logs):
+            _typed(f"{source}: expect.logs[{i}]", line, str, "a string")
+        expect = Expectations(reports, tuple(logs))
+    return Scenario(name, description, manifest, services, expect)
+
+
+def builtin_scenarios() -> list[Scenario]:
+    """The scenarios shipped with procd-emu, by name."""
+    folder = resources.files("procd_model").joinpath("scenarios")
+    found = sorted((entry for entry in folder.iterdir() if entry.name.endswith(".toml")), key=lambda e: e.name)
+    return [parse_scenario(entry.read_text(encoding="utf-8"), f"scenarios/{entry.name}") for entry in found]
+
+
+def unmet_expectations(scenario: Scenario, logs: list[str]) -> list[str]:
+    """What the run did not show that the scenario's [expect] table asks for."""
+    problems = []
+    expect = scenario.expect
+    if expect.crashd_reports is not None and scenario.services is not None:
+        held = len(scenario.services.crashd.records)
+        if held != expect.crashd_reports:
+            problems.append(f"crashd holds {held} reports, expected {expect.crashd_reports}")
+    for wanted in expect.logs:
+        if not any(line.startswith(wanted) for line in logs):
+            problems.append(f"no log line starts with {wanted!r}")
+    return problems
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A built-in scenario by name, or a user's scenario file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        return parse_scenario(text, str(path))
+    for scenario in builtin_scenarios():
+        if scenario.name == name_or_path:
+            return scenario
+    names = ", ".join(s.name for s in builtin_scenarios())
+    raise ScenarioError(f"no scenario named {name_or_path!r} (built in: {names}); a file needs a .toml name")

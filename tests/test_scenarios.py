@@ -1,0 +1,96 @@
+"""Scenarios: the built-in ones pass; scenario files are checked strictly; expectations decide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emu.cli import main
+from procd_model.scenario import builtin_scenarios
+
+BUILTIN = sorted(s.name for s in builtin_scenarios())
+
+
+def test_the_shipped_scenarios_are_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scenarios"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == BUILTIN
+    assert {
+        "phase0-exit",
+        "phase0-fault-kill",
+        "phase0-isolation",
+        "phase1-lookup",
+        "phase1-time",
+        "phase2-irq",
+    } <= set(BUILTIN)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_shipped_scenario_completes(name: str, tmp_path: Path) -> None:
+    assert main(["run", "--scenario", name, "--trace", "ipc", "--out", str(tmp_path / "t")]) == 0
+
+
+SCENARIO = """
+name = "mine"
+[services]
+[[spawn]]
+image = "phase0-fault-kill"
+role = "TEST"
+ends = "fault unmapped-write"
+[expect]
+crashd_reports = {reports}
+"""
+
+
+def test_a_user_scenario_file_runs_and_its_expectations_decide(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(SCENARIO.format(reports=1))
+    bad.write_text(SCENARIO.format(reports=2))
+    assert main(["run", "--scenario", str(good), "--trace", "none"]) == 0
+    assert main(["run", "--scenario", str(bad), "--trace", "none"]) == 1
+    assert "crashd holds 1 reports, expected 2" in capsys.readouterr().err
+
+
+BROKEN = {
+    "not toml": ("name = ", "not valid TOML"),
+    "unknown key": (
+        'name = "x"\nrestart = "always"\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"',
+        "unknown key 'restart'",
+    ),
+    "no spawn": ('name = "x"', "missing key 'spawn'"),
+    "unknown image": ('name = "x"\n[[spawn]]\nimage = "nope"\nrole = "TEST"', "unknown image 'nope'"),
+    "unknown role": ('name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "KING"', "unknown name 'KING'"),
+    "bad ending": (
+        'name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"\nends = "explode"',
+        'expected "exit N"',
+    ),
+    "reports need crashd": (
+        'name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"\n[expect]\ncrashd_reports = 0',
+        "needs a [services] table",
+    ),
+    "wrong type": (
+        'name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"\nflags = "REQUIRED"',
+        "flags: expected",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_scenario_files_exit_2_with_one_line(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text, expected = BROKEN[case]
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    assert main(["run", "--scenario", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"emu: error: {path}") and expected in err[0], err
+
+
+def test_unknown_scenario_name_and_image_with_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--scenario", "no-such-scenario"]) == 2
+    assert "no scenario named 'no-such-scenario'" in capsys.readouterr().err
+    assert main(["run", "fixtures/elf/phase0-exit.elf", "--scenario", "phase0-exit"]) == 2
