@@ -60,6 +60,8 @@ class ManifestEntry:
     expect_fault: str | None = None
     """The fault kind (e.g. "unmapped-write") that must kill it instead; with expect_exit None
     and expect_fault None the process must still be alive at the end."""
+    await_probe: bool = False
+    """After spawning it, rootd waits for procd's PROBE_COMPLETE notification."""
 
 
 @dataclass
@@ -130,6 +132,7 @@ class Rootd:
     finished: bool = False
     spawned: list[SpawnRecord] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    probes_completed: int = 0
     on_ready: list[Callable[[Rootd], None]] = field(default_factory=list)
     """Called once procd has signalled READY, before the manifest is sent (tests hook in here)."""
 
@@ -227,6 +230,12 @@ class Rootd:
                 return
             fields = SPAWN_SERVICE_REPLY.unpack(reply.payload)
             record.pid, record.endpoint = fields["pid"], fields["endpoint"]
+            if entry.await_probe:
+                result = yield SyscallRequest(Syscall.WAIT, (SLOT_BOOT_NOTIFY_RECV,))
+                if result.values[0] & NotifyBit.PROBE_COMPLETE:
+                    self.probes_completed += 1
+                else:
+                    self.problems.append(f"{entry.image}: procd signalled {result.values[0]:#x}, not PROBE_COMPLETE")
         if status is not entry.expect_status:
             self.problems.append(f"SPAWN_SERVICE {entry.image}: expected {entry.expect_status.name}, got {status.name}")
         self.spawned.append(record)

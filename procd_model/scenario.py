@@ -12,6 +12,7 @@
     flags = []                  # envelope flag names, e.g. ["REQUIRED"]
     status = "OK"               # the reply procd must give
     ends = "fault unmapped-write"   # "exit 0", "fault <kind>" or "alive"
+    probe = false               # rootd then waits for procd's PROBE_COMPLETE notification
 
     [expect]
     crashd_reports = 1          # optional: KILLED records crashd must hold
@@ -83,7 +84,7 @@ def _enum_member(where: str, enum: Any, name: Any) -> Any:
 
 def _spawn(where: str, table: Any) -> ManifestEntry:
     _typed(where, table, dict, "a table")
-    _keys(where, table, {"image", "role", "flags", "status", "ends"}, frozenset({"image", "role"}))
+    _keys(where, table, {"image", "role", "flags", "status", "ends", "probe"}, frozenset({"image", "role"}))
     image = _typed(f"{where}.image", table["image"], str, "an image name")
     known = [b.name for b in BOOT_IMAGES]
     if image not in known:
@@ -94,13 +95,14 @@ def _spawn(where: str, table: Any) -> ManifestEntry:
         flags |= _enum_member(f"{where}.flags[{i}]", EnvelopeFlag, flag)
     status = _enum_member(f"{where}.status", Status, table.get("status", "OK"))
     ends = _typed(f"{where}.ends", table.get("ends", "exit 0"), str, 'an ending like "exit 0"')
+    probe = _typed(f"{where}.probe", table.get("probe", False), bool, "true or false")
     words = ends.split()
     if words == ["alive"]:
-        return ManifestEntry(image, role, flags, status, expect_exit=None)
+        return ManifestEntry(image, role, flags, status, expect_exit=None, await_probe=probe)
     if len(words) == 2 and words[0] == "exit" and words[1].isdigit():
-        return ManifestEntry(image, role, flags, status, expect_exit=int(words[1]))
+        return ManifestEntry(image, role, flags, status, expect_exit=int(words[1]), await_probe=probe)
     if len(words) == 2 and words[0] == "fault":
-        return ManifestEntry(image, role, flags, status, expect_exit=None, expect_fault=words[1])
+        return ManifestEntry(image, role, flags, status, expect_exit=None, expect_fault=words[1], await_probe=probe)
     raise ScenarioError(f'{where}.ends: expected "exit N", "fault KIND" or "alive", got {ends!r}')
 
 

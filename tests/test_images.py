@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from emu.trace import Trace
-from procd_model.abi import CRASH_RECORD, CrashEvent, Role
+from procd_model.abi import CRASH_RECORD, CrashEvent, NotifyBit, Role
 from procd_model.abi import FaultKind as AbiFaultKind
 from procd_model.rootd import ManifestEntry, Services
 from procd_model.world import run_bootstrap
@@ -88,3 +88,16 @@ def test_irq_client_wakes_on_the_scheduled_interrupt() -> None:
     assert irq.cycle >= IRQ_AT
     client_exit = next(e for e in trace.of_kind("process.exit") if e.pid == pids["phase2-irq-client"])
     assert client_exit.fields["code"] == 0 and client_exit.cycle >= irq.cycle
+
+
+def test_probe_completion_reaches_rootd_as_a_notification() -> None:
+    trace = Trace()
+    outcome = run_bootstrap(trace, 50_000_000, manifest=(ManifestEntry("phase0-probe", Role.TEST, await_probe=True),))
+    assert outcome.ok, outcome.detail
+    pids = {e.fields["name"]: e.pid for e in trace.of_kind("process.create")}
+    report = next(e for e in trace.of_kind("ipc.recv") if e.pid == pids["procd"] and e.fields["op"] == "PROBE_COMPLETE")
+    assert report.fields["sender"] == pids["phase0-probe"]
+    notify = next(e for e in trace.of_kind("notify") if e.pid == pids["procd"] and e.seq > report.seq)
+    assert notify.fields["bits"] == NotifyBit.PROBE_COMPLETE
+    # procd told rootd with NOTIFY (asynchronous), not with a message rootd would have to receive
+    assert not [e for e in trace.of_kind("ipc.send") if e.pid == pids["procd"] and e.seq > report.seq]

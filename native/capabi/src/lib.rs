@@ -4,7 +4,10 @@
 //!   role's default intake spec (`abi::intake::for_role`).
 //! - [`plan_child_grants`] derives, from a parent's envelope, the CREATE_PROCESS grants and the
 //!   child's envelope slot list for a child role: exactly the child's intake spec, each with the
-//!   spec's rights, never wider.
+//!   spec's rights, never wider. Two purposes are never copied from the parent: SELF_ENDPOINT
+//!   (the kernel creates it) and PROCD_ENDPOINT (the spawner mints it, with a badge naming the
+//!   child, and appends it with [`GrantPlan::push`]; [`intake_entry`] tells whether a child's
+//!   spec asks for it).
 #![cfg_attr(not(test), no_std)]
 
 use abi::{
@@ -77,6 +80,33 @@ pub struct GrantPlan {
 }
 
 impl GrantPlan {
+    /// Append a grant of the parent's `src_slot` with `rights` for `purpose`, landing in the next
+    /// child slot (`CHILD_FIRST_GRANT_SLOT + ` the number of grants before it), which is
+    /// returned. The child's envelope lists it after the planned grants.
+    ///
+    /// `Err(status::INTERNAL)` if the plan already holds `CREATE_MAX_GRANTS` grants, `purpose`
+    /// is SELF_ENDPOINT (the kernel's) or the plan already grants `purpose` (an envelope names
+    /// each purpose once); the plan is unchanged then.
+    pub fn push(&mut self, src_slot: u32, rights: u32, purpose: u16) -> Result<u32, u32> {
+        if purpose == cap_purpose::SELF_ENDPOINT
+            || self.grants().iter().any(|g| g.purpose == purpose)
+        {
+            return Err(status::INTERNAL);
+        }
+        let index = self.grant_count;
+        let dst = self.grants.get_mut(index).ok_or(status::INTERNAL)?;
+        // index < CREATE_MAX_GRANTS, far below u32::MAX.
+        let child_slot = CHILD_FIRST_GRANT_SLOT + index as u32;
+        *dst = Grant {
+            src_slot,
+            rights,
+            child_slot,
+            purpose,
+        };
+        self.grant_count += 1;
+        Ok(child_slot)
+    }
+
     /// The grants in CREATE_PROCESS order (grant `i` lands in `CHILD_FIRST_GRANT_SLOT + i`).
     pub fn grants(&self) -> &[Grant] {
         self.grants.get(..self.grant_count).unwrap_or(&[])
@@ -112,9 +142,10 @@ const _: () = assert!(CREATE_MAX_GRANTS < ENVELOPE_MAX_SLOTS);
 /// Plan the grants for a child serving `child_role`, from the capabilities `parent` holds.
 ///
 /// For each entry of the child's intake spec except `SELF_ENDPOINT` (the kernel creates that
-/// one): if the parent's envelope lists a capability for the purpose, grant it with the entry's
-/// rights; a required one the parent lacks is `Err(status::DENIED)`; an optional one it lacks
-/// is skipped. More grants than `CREATE_MAX_GRANTS` is `Err(status::INTERNAL)` (no spec in the
+/// one) and `PROCD_ENDPOINT` (never the parent's own capability: procd mints a badged one per
+/// child and appends it with [`GrantPlan::push`], required or optional): if the parent's
+/// envelope lists a capability for the purpose, grant it with the entry's rights; a required
+/// one the parent lacks is `Err(status::DENIED)`; an optional one it lacks is skipped. More grants than `CREATE_MAX_GRANTS` is `Err(status::INTERNAL)` (no spec in the
 /// ABI comes close).
 pub fn plan_child_grants(child_role: u16, parent: &Envelope) -> Result<GrantPlan, u32> {
     plan_from_spec(intake::for_role(child_role), parent)
@@ -126,7 +157,7 @@ fn plan_from_spec(spec: &[IntakeEntry], parent: &Envelope) -> Result<GrantPlan, 
         grant_count: 0,
     };
     for entry in spec {
-        if entry.purpose == cap_purpose::SELF_ENDPOINT {
+        if !copied_from_parent(entry.purpose) {
             continue;
         }
         let Some(src_slot) = parent.slot_for(entry.purpose) else {
@@ -147,6 +178,20 @@ fn plan_from_spec(spec: &[IntakeEntry], parent: &Envelope) -> Result<GrantPlan, 
         plan.grant_count += 1;
     }
     Ok(plan)
+}
+
+/// Whether the planner copies `purpose` from the parent's envelope: everything but
+/// SELF_ENDPOINT (the kernel makes it) and PROCD_ENDPOINT (the spawner mints it).
+fn copied_from_parent(purpose: u16) -> bool {
+    !matches!(
+        purpose,
+        cap_purpose::SELF_ENDPOINT | cap_purpose::PROCD_ENDPOINT
+    )
+}
+
+/// The entry of `role`'s intake spec for `purpose`, if the spec lists it (required or optional).
+pub fn intake_entry(role: u16, purpose: u16) -> Option<&'static IntakeEntry> {
+    intake::for_role(role).iter().find(|e| e.purpose == purpose)
 }
 
 #[cfg(test)]

@@ -281,3 +281,149 @@ fn plan_overflow_is_internal() {
         Ok(CREATE_MAX_GRANTS)
     );
 }
+
+/// procd_env() plus a capability for PROCD_ENDPOINT in slot 9 (procd never lists one; a parent
+/// that did must still not pass it on).
+fn parent_with_procd_endpoint() -> Envelope {
+    envelope(
+        role::PROCD,
+        &[
+            (1, cap_purpose::SELF_ENDPOINT),
+            (2, cap_purpose::KERNEL_CONTROL),
+            (3, cap_purpose::BOOTSTRAP_NOTIFY),
+            (5, cap_purpose::CRASHD_ENDPOINT),
+            (9, cap_purpose::PROCD_ENDPOINT),
+        ],
+    )
+}
+
+#[test]
+fn plan_leaves_procd_endpoint_to_the_spawner() {
+    // TEST lists PROCD_ENDPOINT (optional): the planner never grants it, even from a parent
+    // whose envelope lists one.
+    assert!(intake_entry(role::TEST, cap_purpose::PROCD_ENDPOINT).is_some());
+    for parent in [procd_env(), parent_with_procd_endpoint()] {
+        let plan = plan_child_grants(role::TEST, &parent).expect("plan");
+        assert!(
+            plan.grants()
+                .iter()
+                .all(|g| g.purpose != cap_purpose::PROCD_ENDPOINT && g.src_slot != 9)
+        );
+        assert_eq!(plan.grants().len(), 2);
+    }
+}
+
+#[test]
+fn a_required_procd_endpoint_is_not_denied_by_the_planner() {
+    // Required entries the parent lacks are DENIED, but PROCD_ENDPOINT is the spawner's to add.
+    let entry = |purpose, required| IntakeEntry {
+        purpose,
+        cap_type: cap_type::ENDPOINT,
+        rights: rights::SEND,
+        required,
+    };
+    let spec = [
+        entry(cap_purpose::SELF_ENDPOINT, true),
+        entry(cap_purpose::PROCD_ENDPOINT, true),
+        entry(cap_purpose::CRASHD_ENDPOINT, true),
+    ];
+    let plan = plan_from_spec(&spec, &procd_env()).expect("plan");
+    assert_eq!(plan.grants().len(), 1);
+    assert_eq!(plan.grants()[0].purpose, cap_purpose::CRASHD_ENDPOINT);
+    let plan = plan_from_spec(&spec, &parent_with_procd_endpoint()).expect("plan");
+    assert_eq!(plan.grants().len(), 1);
+}
+
+#[test]
+fn intake_entry_finds_listed_purposes_only() {
+    let e = intake_entry(role::TEST, cap_purpose::PROCD_ENDPOINT).expect("listed");
+    assert_eq!(
+        (e.cap_type, e.rights, e.required),
+        (cap_type::ENDPOINT, rights::SEND, false)
+    );
+    assert!(intake_entry(role::TIMED, cap_purpose::PROCD_ENDPOINT).is_none());
+    assert!(intake_entry(role::PROCD, cap_purpose::PROCD_ENDPOINT).is_none());
+    assert!(intake_entry(role::GENERIC, cap_purpose::PROCD_ENDPOINT).is_none());
+    assert!(intake_entry(role::TIMED, cap_purpose::KERNEL_CONTROL).is_some_and(|e| e.required));
+}
+
+#[test]
+fn push_appends_after_the_planned_grants() {
+    let mut plan = plan_child_grants(role::TEST, &procd_env()).expect("plan");
+    assert_eq!(
+        plan.push(40, rights::SEND, cap_purpose::PROCD_ENDPOINT),
+        Ok(CHILD_FIRST_GRANT_SLOT + 2)
+    );
+    assert_eq!(
+        plan.grants().last(),
+        Some(&Grant {
+            src_slot: 40,
+            rights: rights::SEND,
+            child_slot: CHILD_FIRST_GRANT_SLOT + 2,
+            purpose: cap_purpose::PROCD_ENDPOINT,
+        })
+    );
+    let mut buf = [SlotEntry::default(); ENVELOPE_MAX_SLOTS];
+    let slots = plan.envelope_slots(&mut buf);
+    assert_eq!(slots.len(), 4);
+    assert_eq!(
+        slots[3],
+        SlotEntry {
+            slot: CHILD_FIRST_GRANT_SLOT + 2,
+            purpose: cap_purpose::PROCD_ENDPOINT,
+        }
+    );
+
+    // The child built from the plan (the minted capability: an ENDPOINT with SEND) passes its
+    // own intake check.
+    let mut b = EnvelopeBuilder::new(role::TEST, 0).expect("role");
+    for s in slots {
+        b.push(s.slot, s.purpose).expect("valid slot record");
+    }
+    let table = |slot: u32| {
+        if slot == CHILD_SELF_ENDPOINT_SLOT {
+            return Some((cap_type::ENDPOINT, rights::RECV));
+        }
+        let g = plan.grants().iter().find(|g| g.child_slot == slot)?;
+        let (t, _) = procd_caps(g.src_slot).unwrap_or((cap_type::ENDPOINT, 0));
+        Some((t, g.rights))
+    };
+    assert_eq!(validate_intake(&b.envelope(), role::TEST, table), Ok(()));
+}
+
+#[test]
+fn push_refuses_duplicates_self_endpoint_and_overflow() {
+    let mut plan = plan_child_grants(role::TEST, &procd_env()).expect("plan");
+    let before = plan;
+    assert_eq!(
+        plan.push(40, rights::SEND, cap_purpose::KERNEL_CONTROL),
+        Err(status::INTERNAL)
+    );
+    assert_eq!(
+        plan.push(40, rights::SEND, cap_purpose::SELF_ENDPOINT),
+        Err(status::INTERNAL)
+    );
+    assert_eq!(plan, before);
+
+    let entry = |purpose| IntakeEntry {
+        purpose,
+        cap_type: cap_type::ENDPOINT,
+        rights: rights::SEND,
+        required: false,
+    };
+    let spec = [entry(cap_purpose::CRASHD_ENDPOINT); CREATE_MAX_GRANTS];
+    let mut full = plan_from_spec(&spec, &procd_env()).expect("plan");
+    let before = full;
+    assert_eq!(
+        full.push(40, rights::SEND, cap_purpose::PROCD_ENDPOINT),
+        Err(status::INTERNAL)
+    );
+    assert_eq!(full, before);
+    let spec = [entry(cap_purpose::CRASHD_ENDPOINT); CREATE_MAX_GRANTS - 1];
+    let mut almost = plan_from_spec(&spec, &procd_env()).expect("plan");
+    assert_eq!(
+        almost.push(40, rights::SEND, cap_purpose::PROCD_ENDPOINT),
+        Ok(CHILD_FIRST_GRANT_SLOT + CREATE_MAX_GRANTS as u32 - 1)
+    );
+    assert_eq!(almost.grants().len(), CREATE_MAX_GRANTS);
+}

@@ -6,7 +6,9 @@
 //!
 //! - [`start`]: parse the start envelope (role PROCD), validate the capability intake, log the
 //!   outcome, and on success signal `notify_bit::READY` on the bootstrap notification.
-//! - [`Procd::handle`]: answer one request (SPAWN_SERVICE, the only op) in place, or act on
+//! - [`Procd::handle`]: answer one request in place — SPAWN_SERVICE from rootd, or
+//!   PROBE_COMPLETE from a child (through the badged PROCD_ENDPOINT capability procd minted for
+//!   it: procd signals `notify_bit::PROBE_COMPLETE` on the bootstrap notification) — or act on
 //!   one kernel event (CHILD_DIED: log, report a killed child to crashd, free its table entry),
 //!   which gets no reply.
 //!
@@ -15,14 +17,14 @@
 
 use abi::{
     BADGE_KERNEL, BADGE_ROOTD, CAP_TABLE_SLOTS, ENVELOPE_MAX_SLOTS, Message, MessageHeader,
-    cap_purpose, child_death, crash_event, crash_record, crashd_op, create_process_reply,
-    create_process_request, death_kind, envelope_flag, fault_kind, grant, kernel_event, kernel_op,
-    notify_bit, procd_op, read_u16, read_u32, read_u64, role, spawn_service_reply,
-    spawn_service_request, start_process_request, startup_status, status, write_u16, write_u32,
-    write_u64,
+    PROCD_CHILD_BADGE_BASE, PROCD_MAX_PROCESSES, cap_purpose, child_death, crash_event,
+    crash_record, crashd_op, create_process_reply, create_process_request, death_kind,
+    envelope_flag, fault_kind, grant, kernel_event, kernel_op, mint_request, notify_bit, procd_op,
+    read_u16, read_u32, read_u64, rights, role, spawn_service_reply, spawn_service_request,
+    start_process_request, startup_status, status, write_u16, write_u32, write_u64,
 };
 use bootstrap::{Envelope, EnvelopeBuilder, SlotEntry};
-use capabi::Grant;
+use capabi::{Grant, GrantPlan};
 
 mod table;
 
@@ -152,8 +154,8 @@ impl Procd {
     /// Anything else is a request: the answer is [`Answer::Reply`] with the reply left in `msg`:
     /// header op = status, payload_len, no capabilities, reserved fields zero. A request
     /// carrying capabilities is answered INVALID_ARGUMENT (after the badge check, for
-    /// SPAWN_SERVICE). A CHILD_DIED from anyone but the kernel is forged: DENIED. Unknown ops
-    /// are INVALID_ARGUMENT.
+    /// SPAWN_SERVICE and PROBE_COMPLETE). A CHILD_DIED from anyone but the kernel is forged:
+    /// DENIED. Unknown ops are INVALID_ARGUMENT.
     pub fn handle(&mut self, k: &mut impl Kernel, badge: u64, msg: &mut Message) -> Answer {
         let request = msg.header();
         self.discard_caps(k, &request);
@@ -164,16 +166,20 @@ impl Procd {
             return Answer::Silent;
         }
         let result = match request.op {
-            procd_op::SPAWN_SERVICE => self.spawn_service(k, badge, msg),
+            procd_op::SPAWN_SERVICE => self.spawn_service(k, badge, msg).map(Some),
+            procd_op::PROBE_COMPLETE => self.probe_complete(k, badge, &request).map(|()| None),
             kernel_event::CHILD_DIED => Err(status::DENIED),
             _ => Err(status::INVALID_ARGUMENT),
         };
         match result {
-            Ok(spawned) => {
+            Ok(Some(spawned)) => {
                 let payload = msg.start(status::OK, spawn_service_reply::SIZE);
                 // Cannot fail: the payload is spawn_service_reply::SIZE bytes.
                 let _ = write_u32(payload, spawn_service_reply::PID, spawned.pid)
                     && write_u32(payload, spawn_service_reply::ENDPOINT, spawned.endpoint);
+            }
+            Ok(None) => {
+                msg.start(status::OK, 0);
             }
             Err(code) => {
                 msg.start(code, 0);
@@ -199,6 +205,11 @@ impl Procd {
     }
 
     /// SPAWN_SERVICE: validate rootd's request, CREATE_PROCESS then START_PROCESS.
+    ///
+    /// A child whose intake spec lists PROCD_ENDPOINT (required or optional) gets a SEND
+    /// capability to procd's endpoint with badge [`child_badge`]`(index)`: procd MINTs it into
+    /// its own table (a failed MINT is the reply, nothing else happens), appends its grant to
+    /// the plan, and deletes its copy once CREATE_PROCESS has returned, whatever the outcome.
     fn spawn_service(
         &mut self,
         k: &mut impl Kernel,
@@ -230,22 +241,27 @@ impl Procd {
             return Err(status::INVALID_ARGUMENT);
         }
         let index = self.table.free_index().ok_or(status::BUSY)?;
-        let plan = capabi::plan_child_grants(child_role, &self.env)?;
+        let mut plan = capabi::plan_child_grants(child_role, &self.env)?;
 
-        // The child's start envelope: its own endpoint plus one record per grant.
-        let mut builder = EnvelopeBuilder::new(child_role, flags).map_err(|_| status::INTERNAL)?;
-        let mut records = [SlotEntry::default(); ENVELOPE_MAX_SLOTS];
-        for record in plan.envelope_slots(&mut records) {
-            builder
-                .push(record.slot, record.purpose)
-                .map_err(|_| status::INTERNAL)?;
+        // The child's PROCD_ENDPOINT: minted here, badged with the child's table index.
+        let minted = match capabi::intake_entry(child_role, cap_purpose::PROCD_ENDPOINT) {
+            Some(_) => Some(self.mint_child_endpoint(k, msg, index)?),
+            None => None,
+        };
+        let created = match minted {
+            Some(slot) => plan
+                .push(slot, rights::SEND, cap_purpose::PROCD_ENDPOINT)
+                .map(|_| ()),
+            None => Ok(()),
         }
+        .and_then(|()| self.create_process(k, msg, image_id, child_role, flags, &plan));
+        // The child holds its own copy now (or never will): procd keeps none.
+        if let Some(slot) = minted {
+            k.cap_delete(slot);
+        }
+        let created = created?;
 
-        // CREATE_PROCESS, then keep the endpoint capability the kernel returns.
-        if !write_create_request(msg, image_id, plan.grants(), self.self_endpoint, &builder) {
-            return Err(status::INTERNAL);
-        }
-        let created = self.kernel_call(k, msg)?;
+        // Keep the endpoint capability the kernel returns.
         let pid = read_u32(msg.payload(), create_process_reply::PID);
         let endpoint = read_u32(msg.payload(), create_process_reply::ENDPOINT);
         let endpoint_slot = created.cap_slots().first().copied();
@@ -255,7 +271,11 @@ impl Procd {
             self.discard_caps(k, &created);
             return Err(status::INTERNAL);
         };
-        if endpoint_slot == 0 || endpoint_slot >= CAP_TABLE_SLOTS || self.owns_slot(endpoint_slot) {
+        if endpoint_slot == 0
+            || endpoint_slot >= CAP_TABLE_SLOTS
+            || self.owns_slot(endpoint_slot)
+            || Some(endpoint_slot) == minted
+        {
             self.discard_caps(k, &created);
             return Err(status::INTERNAL);
         }
@@ -296,6 +316,107 @@ impl Procd {
             },
         );
         Ok(Spawned { pid, endpoint })
+    }
+
+    /// MINT_ENDPOINT: a SEND capability to procd's own endpoint with badge
+    /// [`child_badge`]`(index)`, for the child about to take table entry `index`. Returns the
+    /// slot of the new capability in procd's table; `Err` with the kernel's status (any
+    /// capabilities the reply carried deleted), or INTERNAL if an OK reply names no usable slot.
+    fn mint_child_endpoint(
+        &self,
+        k: &mut impl Kernel,
+        msg: &mut Message,
+        index: usize,
+    ) -> Result<u32, u32> {
+        let badge = child_badge(index).ok_or(status::INTERNAL)?;
+        let payload = msg.start(kernel_op::MINT_ENDPOINT, mint_request::SIZE);
+        // Cannot fail: the payload is mint_request::SIZE bytes.
+        let _ = write_u32(payload, mint_request::SRC_SLOT, self.self_endpoint)
+            && write_u32(payload, mint_request::RIGHTS, rights::SEND)
+            && write_u64(payload, mint_request::BADGE, badge);
+        let minted = self.kernel_call(k, msg)?;
+        match minted.cap_slots().first().copied() {
+            Some(slot) if slot != 0 && slot < CAP_TABLE_SLOTS && !self.owns_slot(slot) => {
+                for &extra in minted.cap_slots().get(1..).unwrap_or(&[]) {
+                    if extra != slot && !self.owns_slot(extra) {
+                        k.cap_delete(extra);
+                    }
+                }
+                Ok(slot)
+            }
+            _ => {
+                // OK without a usable capability: a kernel fault, not ours to keep.
+                self.discard_caps(k, &minted);
+                Err(status::INTERNAL)
+            }
+        }
+    }
+
+    /// CREATE_PROCESS for a child serving `child_role` with `flags`, with the grants of `plan`
+    /// and an envelope listing them. Returns the reply header (`msg` holds the reply) or the
+    /// failing status.
+    fn create_process(
+        &self,
+        k: &mut impl Kernel,
+        msg: &mut Message,
+        image_id: u32,
+        child_role: u16,
+        flags: u16,
+        plan: &GrantPlan,
+    ) -> Result<MessageHeader, u32> {
+        // The child's start envelope: its own endpoint plus one record per grant.
+        let mut builder = EnvelopeBuilder::new(child_role, flags).map_err(|_| status::INTERNAL)?;
+        let mut records = [SlotEntry::default(); ENVELOPE_MAX_SLOTS];
+        for record in plan.envelope_slots(&mut records) {
+            builder
+                .push(record.slot, record.purpose)
+                .map_err(|_| status::INTERNAL)?;
+        }
+
+        if !write_create_request(msg, image_id, plan.grants(), self.self_endpoint, &builder) {
+            return Err(status::INTERNAL);
+        }
+        self.kernel_call(k, msg)
+    }
+
+    /// PROBE_COMPLETE from the child whose PROCD_ENDPOINT capability carries `badge`.
+    ///
+    /// DENIED unless `badge` is a child badge ([`badge_index`]) naming a live table entry;
+    /// then INVALID_ARGUMENT if the `request` header has a payload, capabilities or a non-zero
+    /// reserved field. Otherwise NOTIFY `notify_bit::PROBE_COMPLETE` on the bootstrap
+    /// notification (asynchronous: procd never blocks on it; a failure is logged) and log
+    /// `procd: probe complete (pid <pid>)`.
+    fn probe_complete(
+        &self,
+        k: &mut impl Kernel,
+        badge: u64,
+        request: &MessageHeader,
+    ) -> Result<(), u32> {
+        let entry = badge_index(badge)
+            .and_then(|index| self.table.entries().get(index))
+            .filter(|e| e.state != ProcState::Free)
+            .ok_or(status::DENIED)?;
+        if request.payload_len != 0
+            || request.cap_count != 0
+            || request.reserved0 != 0
+            || request.reserved1 != 0
+        {
+            return Err(status::INVALID_ARGUMENT);
+        }
+        let notified = k.notify(self.bootstrap_notify, notify_bit::PROBE_COMPLETE);
+        k.debug_write(&[
+            Text(b"procd: probe complete (pid "),
+            Dec(u64::from(entry.pid)),
+            Text(b")"),
+        ]);
+        if notified != status::OK {
+            let name = match status::name(notified) {
+                Some(name) => Text(name.as_bytes()),
+                None => Hex(u64::from(notified)),
+            };
+            k.debug_write(&[Text(b"procd: PROBE_COMPLETE notify failed: "), name]);
+        }
+        Ok(())
     }
 
     /// CHILD_DIED from the kernel (badge already checked): one of procd's children ended.
@@ -400,6 +521,26 @@ impl Procd {
         }
         Ok(reply)
     }
+}
+
+/// The badge of the PROCD_ENDPOINT capability procd mints for the child in table entry
+/// `index`: `PROCD_CHILD_BADGE_BASE + index` (`None` for an index beyond the table).
+pub fn child_badge(index: usize) -> Option<u64> {
+    if index >= PROCD_MAX_PROCESSES {
+        return None;
+    }
+    u64::try_from(index)
+        .ok()
+        .and_then(|i| PROCD_CHILD_BADGE_BASE.checked_add(i))
+}
+
+/// The table index a child badge names: `Some(badge - PROCD_CHILD_BADGE_BASE)` for a badge in
+/// `[PROCD_CHILD_BADGE_BASE, PROCD_CHILD_BADGE_BASE + PROCD_MAX_PROCESSES)`, `None` otherwise.
+pub fn badge_index(badge: u64) -> Option<usize> {
+    badge
+        .checked_sub(PROCD_CHILD_BADGE_BASE)
+        .and_then(|i| usize::try_from(i).ok())
+        .filter(|&i| i < PROCD_MAX_PROCESSES)
 }
 
 /// Write a CREATE_PROCESS request into `msg`: `image_id`, the `grants`, badge 0,
