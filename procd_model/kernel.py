@@ -526,6 +526,7 @@ class Kernel:
             call=is_call,
             len=len(message.payload),
             caps=len(caps),
+            **decode_payload(endpoint.service, message.op, message.payload, reply=False),
         )
         if endpoint.receivers:
             receiver = self.procs[endpoint.receivers.popleft()]
@@ -579,6 +580,7 @@ class Kernel:
             op=op_name(service, delivered.op),
             badge=pending.badge,
             sender=pending.pid,
+            call=pending.is_call,
             len=len(delivered.payload),
             caps=list(landed),
             **decode_payload(service, delivered.op, delivered.payload, reply=False),

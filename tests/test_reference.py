@@ -1,0 +1,134 @@
+"""The native procd, request by request, against the executable specification in procd_model/reference.py."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from emu.trace import Event, Trace
+from procd_model.abi import BADGE_ROOTD, PROCD_MAX_PROCESSES, SPAWN_SERVICE_REQUEST, CapPurpose, ProcdOp, Role
+from procd_model.client import Request, serve
+from procd_model.images import boot_image_named
+from procd_model.messages import Message
+from procd_model.reference import ProcdSpec, Step, check_against_spec, native_steps
+from procd_model.rootd import Services
+from procd_model.scenario import builtin_scenarios
+from procd_model.world import run_scenario
+
+
+def procd_pid(events: list[Event]) -> int:
+    return next(e.pid for e in events if e.kind == "process.create" and e.fields.get("name") == "procd")
+
+
+def spec_for(services: Services | None) -> ProcdSpec:
+    return ProcdSpec(holds=frozenset({CapPurpose.CRASHD_ENDPOINT}) if services is not None else frozenset())
+
+
+def steps_of(trace: Trace) -> list[Step]:
+    return native_steps(trace.events, procd_pid(trace.events))
+
+
+@pytest.mark.parametrize("scenario", builtin_scenarios(), ids=lambda s: s.name)
+def test_every_scenario_matches_the_spec(scenario: object) -> None:
+    trace = Trace()
+    outcome = run_scenario(trace, scenario, 50_000_000)  # type: ignore[arg-type]
+    assert outcome.ok, outcome.detail
+    steps = steps_of(trace)
+    assert steps, "procd received requests"
+    divergence = check_against_spec(steps, spec_for(scenario.services))  # type: ignore[attr-defined]
+    assert divergence is None, divergence.describe()
+
+
+def spawn(image: str = "phase0-exit", role: int = Role.TEST, flags: int = 0) -> Message:
+    image_id = boot_image_named(image).image_id if image else 0
+    return Message(ProcdOp.SPAWN_SERVICE, SPAWN_SERVICE_REQUEST.pack(image_id=image_id, role=role, flags=flags))
+
+
+MIXED = [
+    Request(spawn(), badge=7),
+    Request(Message(ProcdOp.SPAWN_SERVICE, b"\x02")),
+    Request(spawn(role=Role.PROCD)),
+    Request(spawn(image="")),
+    Request(Message(ProcdOp.SPAWN_SERVICE, SPAWN_SERVICE_REQUEST.pack(image_id=99, role=Role.TEST))),
+    Request(Message(0x777)),
+    Request(Message(ProcdOp.PROBE_COMPLETE)),
+    Request(spawn(), attach_cap=True),
+    Request(spawn("phase0-probe")),
+    Request(spawn()),
+]
+
+
+def mixed_session() -> list[Step]:
+    session = serve(MIXED, services=Services())
+    return steps_of(session.trace)
+
+
+def test_malformed_and_valid_requests_match_the_spec() -> None:
+    steps = mixed_session()
+    assert len(steps) >= len(MIXED)
+    divergence = check_against_spec(steps, spec_for(Services()))
+    assert divergence is None, divergence.describe()
+
+
+def full_table_session() -> list[Step]:
+    waiter = boot_image_named("phase2-irq-client").image_id
+    payload = SPAWN_SERVICE_REQUEST.pack(image_id=waiter, role=Role.TEST, flags=0)
+    session = serve([Request(Message(ProcdOp.SPAWN_SERVICE, payload))] * (PROCD_MAX_PROCESSES + 1), services=Services())
+    return steps_of(session.trace)
+
+
+def test_a_full_table_matches_the_spec() -> None:
+    divergence = check_against_spec(full_table_session(), spec_for(Services()))
+    assert divergence is None, divergence.describe()
+
+
+def test_changing_one_policy_detail_in_the_spec_is_caught() -> None:
+    """The check is real: a spec that differs in one detail fails, and names the request."""
+    steps = mixed_session()
+    lenient = spec_for(Services())
+    lenient.spawn_badges = frozenset({BADGE_ROOTD, 7})
+    divergence = check_against_spec(steps, lenient)
+    assert divergence is not None and divergence.step.badge == 7
+    assert "SPAWN_SERVICE" in divergence.describe()
+
+    smaller = spec_for(Services())
+    smaller.table_size = PROCD_MAX_PROCESSES - 1
+    divergence = check_against_spec(full_table_session(), smaller)
+    assert divergence is not None and divergence.spec.reply == ("BUSY", None)
+
+    silent_crashd = ProcdSpec()  # forgets that procd reports kills to crashd
+    trace = Trace()
+    scenario = next(s for s in builtin_scenarios() if s.name == "phase0-fault-kill")
+    run_scenario(trace, scenario, 50_000_000)
+    divergence = check_against_spec(steps_of(trace), silent_crashd)
+    assert divergence is not None and divergence.step.request["op"] == "CHILD_DIED"
+
+
+fuzz = st.lists(
+    st.tuples(
+        st.sampled_from([ProcdOp.SPAWN_SERVICE, ProcdOp.PROBE_COMPLETE, 0x100, 0x999]),
+        st.one_of(
+            st.binary(max_size=12),
+            st.builds(
+                lambda image, role, flags: SPAWN_SERVICE_REQUEST.pack(image_id=image, role=role, flags=flags),
+                st.integers(0, 12),
+                st.sampled_from([Role.TEST, Role.TIMED, Role.PROCD, Role.ROOTD, 77]),
+                st.sampled_from([0, 1, 2, 3, 4]),
+            ),
+        ),
+        st.sampled_from([BADGE_ROOTD, 2, PROCD_CHILD_BADGE := 0x10000]),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=20, deadline=None)
+@given(fuzz)
+def test_fuzzed_requests_match_the_spec(requests: list[tuple[int, bytes, int]]) -> None:
+    session = serve(
+        [Request(Message(op, payload), badge=badge) for op, payload, badge in requests], services=Services()
+    )
+    divergence = check_against_spec(steps_of(session.trace), spec_for(Services()))
+    assert divergence is None, divergence.describe()
