@@ -70,6 +70,7 @@ class KernelOp(enum.IntEnum):
 
     CREATE_PROCESS = 0x1
     START_PROCESS = 0x2
+    KILL_PROCESS = 0x4
     MINT_ENDPOINT = 0x3
     READ_MONOTONIC_CLOCK = 0xD
 
@@ -87,6 +88,7 @@ class DeathKind(enum.IntEnum):
 
     EXITED = 0x1
     FAULTED = 0x2
+    KILLED = 0x3
 
 
 # origin: procd-emu
@@ -107,6 +109,14 @@ class FaultKind(enum.IntEnum):
     CPU_EXCEPTION = 0xC
 
 
+# origin: procd-emu
+class ProcState(enum.IntEnum):
+    """A process's state in procd's table (process_status.state)."""
+
+    RUNNING = 0x1
+    STOPPING = 0x2
+
+
 # origin: erix
 class CrashEvent(enum.IntEnum):
     """Event kinds crashd records; it accepts only KILLED."""
@@ -119,6 +129,10 @@ class ProcdOp(enum.IntEnum):
     """Operations procd serves on its endpoint."""
 
     SPAWN_SERVICE = 0x402
+    STOP = 0x404
+    KILL = 0x405
+    STATUS = 0x407
+    LIST = 0x408
     PROBE_COMPLETE = 0x40A
 
 
@@ -249,6 +263,7 @@ CREATE_MAX_GRANTS = 0x8
 DEBUG_WRITE_MAX = 0x100
 BADGE_ROOTD = 0x1
 BADGE_KERNEL = 0xFFFFFFFFFFFFFFFF
+PROCD_ID_GENERATION_SHIFT = 0x10
 PROCD_CHILD_BADGE_BASE = 0x10000
 CRASHD_RING = 0x100
 MONOTONIC_CLOCK_HZ = 0x3E8
@@ -312,6 +327,35 @@ SPAWN_SERVICE_REPLY = Layout(
     (
         Field("pid", "u32", 0, 1),
         Field("endpoint", "u32", 4, 1),
+        Field("id", "u32", 8, 1),
+        Field("reserved", "u32", 12, 1),
+    ),
+)
+PROCESS_REQUEST = Layout(
+    "process_request",
+    (
+        Field("id", "u32", 0, 1),
+        Field("reserved", "u32", 4, 1),
+    ),
+)
+PROCESS_STATUS = Layout(
+    "process_status",
+    (
+        Field("id", "u32", 0, 1),
+        Field("pid", "u32", 4, 1),
+        Field("image_id", "u32", 8, 1),
+        Field("role", "u16", 12, 1),
+        Field("state", "u16", 14, 1),
+        Field("flags", "u16", 16, 1),
+        Field("reserved0", "u16", 18, 1),
+        Field("reserved1", "u32", 20, 1),
+    ),
+)
+KILL_REQUEST = Layout(
+    "kill_request",
+    (
+        Field("pid", "u32", 0, 1),
+        Field("reserved", "u32", 4, 1),
     ),
 )
 GRANT = Layout(

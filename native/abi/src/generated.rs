@@ -129,6 +129,8 @@ pub mod kernel_op {
     pub const CREATE_PROCESS: u32 = 0x1;
     /// make a created process runnable; needs SPAWN
     pub const START_PROCESS: u32 = 0x2;
+    /// kill_request: end a process the caller created (CHILD_DIED kind KILLED); needs SPAWN
+    pub const KILL_PROCESS: u32 = 0x4;
     /// mint_request: a new SEND/GRANT capability, with a badge, to an endpoint the caller can RECV on
     pub const MINT_ENDPOINT: u32 = 0x3;
     /// monotonic clock in ticks of MONOTONIC_CLOCK_HZ (op id 13 is EriX's)
@@ -139,6 +141,7 @@ pub mod kernel_op {
         match value {
             CREATE_PROCESS => Some("CREATE_PROCESS"),
             START_PROCESS => Some("START_PROCESS"),
+            KILL_PROCESS => Some("KILL_PROCESS"),
             MINT_ENDPOINT => Some("MINT_ENDPOINT"),
             READ_MONOTONIC_CLOCK => Some("READ_MONOTONIC_CLOCK"),
             _ => None,
@@ -166,12 +169,15 @@ pub mod death_kind {
     pub const EXITED: u16 = 0x1;
     /// killed by the kernel for a fault; code is a fault_kind, address the rip
     pub const FAULTED: u16 = 0x2;
+    /// ended by KILL_PROCESS; code is 0
+    pub const KILLED: u16 = 0x3;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u16) -> Option<&'static str> {
         match value {
             EXITED => Some("EXITED"),
             FAULTED => Some("FAULTED"),
+            KILLED => Some("KILLED"),
             _ => None,
         }
     }
@@ -212,6 +218,22 @@ pub mod fault_kind {
     }
 }
 
+/// A process's state in procd's table (process_status.state). (origin: procd-emu)
+pub mod proc_state {
+    pub const RUNNING: u16 = 0x1;
+    /// STOP or KILL asked; the kernel's CHILD_DIED has not arrived yet
+    pub const STOPPING: u16 = 0x2;
+
+    /// The spec's name for `value`, if it has one.
+    pub const fn name(value: u16) -> Option<&'static str> {
+        match value {
+            RUNNING => Some("RUNNING"),
+            STOPPING => Some("STOPPING"),
+            _ => None,
+        }
+    }
+}
+
 /// Event kinds crashd records; it accepts only KILLED. (origin: erix)
 pub mod crash_event {
     pub const KILLED: u16 = 0x1;
@@ -229,6 +251,14 @@ pub mod crash_event {
 pub mod procd_op {
     /// IPC_PHASE0_PROCD_OP_SPAWN_SERVICE: rootd's typed service spawn
     pub const SPAWN_SERVICE: u32 = 0x402;
+    /// process_request: end a process (not reported to crashd); rootd only
+    pub const STOP: u32 = 0x404;
+    /// process_request: kill a process (reported to crashd as KILLED); rootd only
+    pub const KILL: u32 = 0x405;
+    /// process_request: reply process_status of one process; rootd only
+    pub const STATUS: u32 = 0x407;
+    /// no payload: reply one process_status per live process; rootd only
+    pub const LIST: u32 = 0x408;
     /// the probe image reports completion (procd-emu's number)
     pub const PROBE_COMPLETE: u32 = 0x40a;
 
@@ -236,6 +266,10 @@ pub mod procd_op {
     pub const fn name(value: u32) -> Option<&'static str> {
         match value {
             SPAWN_SERVICE => Some("SPAWN_SERVICE"),
+            STOP => Some("STOP"),
+            KILL => Some("KILL"),
+            STATUS => Some("STATUS"),
+            LIST => Some("LIST"),
             PROBE_COMPLETE => Some("PROBE_COMPLETE"),
             _ => None,
         }
@@ -520,6 +554,8 @@ pub const DEBUG_WRITE_MAX: usize = 0x100;
 pub const BADGE_ROOTD: u64 = 0x1;
 /// Badge of messages the kernel itself sends; no capability can carry it. (origin: procd-emu)
 pub const BADGE_KERNEL: u64 = 0xffffffffffffffff;
+/// procd's process id is table index | generation << PROCD_ID_GENERATION_SHIFT; generations start at 1. (origin: procd-emu)
+pub const PROCD_ID_GENERATION_SHIFT: u32 = 0x10;
 /// procd mints the PROCD_ENDPOINT capability it grants a child with badge BASE + the child's table index. (origin: procd-emu)
 pub const PROCD_CHILD_BADGE_BASE: u64 = 0x10000;
 /// Records crashd keeps (the oldest is dropped first). (origin: erix)
@@ -618,11 +654,57 @@ pub mod spawn_service_request {
 /// procd SPAWN_SERVICE reply payload (status OK only).
 /// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
 pub mod spawn_service_reply {
-    pub const SIZE: usize = 8;
+    pub const SIZE: usize = 16;
     /// `u32`
     pub const PID: usize = 0;
     /// `u32`
     pub const ENDPOINT: usize = 4;
+    /// `u32`
+    pub const ID: usize = 8;
+    /// `u32`
+    pub const RESERVED: usize = 12;
+}
+
+/// procd STOP, KILL and STATUS payload.
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod process_request {
+    pub const SIZE: usize = 8;
+    /// `u32`
+    pub const ID: usize = 0;
+    /// `u32`
+    pub const RESERVED: usize = 4;
+}
+
+/// procd STATUS reply payload, and each LIST record.
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod process_status {
+    pub const SIZE: usize = 24;
+    /// `u32`
+    pub const ID: usize = 0;
+    /// `u32`
+    pub const PID: usize = 4;
+    /// `u32`
+    pub const IMAGE_ID: usize = 8;
+    /// `u16`
+    pub const ROLE: usize = 12;
+    /// `u16`
+    pub const STATE: usize = 14;
+    /// `u16`
+    pub const FLAGS: usize = 16;
+    /// `u16`
+    pub const RESERVED0: usize = 18;
+    /// `u32`
+    pub const RESERVED1: usize = 20;
+}
+
+/// kernel-control KILL_PROCESS payload.
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod kill_request {
+    pub const SIZE: usize = 8;
+    /// `u32`
+    pub const PID: usize = 0;
+    /// `u32`
+    pub const RESERVED: usize = 4;
 }
 
 /// One capability a created process receives: a copy of the caller's src_slot with rights masked.
