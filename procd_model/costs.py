@@ -21,6 +21,7 @@ CREATE_PROCESS = 20_000
 """kernel-control CREATE_PROCESS: address space, mapping the image, capability table."""
 START_PROCESS = 500
 MINT_ENDPOINT = 200
+KILL_PROCESS = 2_000
 READ_MONOTONIC_CLOCK = 30
 DEFAULT_QUANTUM_CYCLES = 200_000
 """Virtual cycles a guest runs before it is preempted."""

@@ -40,6 +40,7 @@ from procd_model.abi import (
     ENVELOPE_VADDR,
     IPC_BUFFER_SIZE,
     IPC_BUFFER_VADDR,
+    KILL_REQUEST,
     MINT_REQUEST,
     MONOTONIC_CLOCK_HZ,
     START_PROCESS_REQUEST,
@@ -78,10 +79,11 @@ class ProcState(enum.Enum):
     BLOCKED = "blocked"
     EXITED = "exited"
     FAULTED = "faulted"
+    KILLED = "killed"
 
     @property
     def is_dead(self) -> bool:
-        return self in (ProcState.EXITED, ProcState.FAULTED)
+        return self in (ProcState.EXITED, ProcState.FAULTED, ProcState.KILLED)
 
 
 class ImageLayoutError(Exception):
@@ -184,6 +186,7 @@ _KERNEL_OP_COSTS = {
     KernelOp.START_PROCESS: costs.START_PROCESS,
     KernelOp.READ_MONOTONIC_CLOCK: costs.READ_MONOTONIC_CLOCK,
     KernelOp.MINT_ENDPOINT: costs.MINT_ENDPOINT,
+    KernelOp.KILL_PROCESS: costs.KILL_PROCESS,
 }
 BLOCKED = Blocked()
 GONE = Gone()
@@ -777,6 +780,8 @@ class Kernel:
             return Status.DENIED, Message(Status.DENIED), {}
         if op is KernelOp.CREATE_PROCESS:
             return self._create_process(proc, message.payload)
+        if op is KernelOp.KILL_PROCESS:
+            return self._kill_process(proc, message.payload)
         return self._start_process(message.payload)
 
     def _create_process(self, proc: Process, payload: bytes) -> tuple[Status, Message, dict[str, Any]]:
@@ -857,6 +862,26 @@ class Kernel:
             return Status.BUSY, Message(Status.BUSY), {}
         return Status.OK, Message(Status.OK, b"", (slot,)), {"caps": [slot], "badge": badge}
 
+    def _kill_process(self, proc: Process, payload: bytes) -> tuple[Status, Message, dict[str, Any]]:
+        """End a process whose supervisor endpoint the caller can receive on (its own child)."""
+        if len(payload) != KILL_REQUEST.size:
+            return Status.INVALID_ARGUMENT, Message(Status.INVALID_ARGUMENT), {}
+        request = KILL_REQUEST.unpack(payload)
+        if request["reserved"]:
+            return Status.INVALID_ARGUMENT, Message(Status.INVALID_ARGUMENT), {}
+        target = self.procs.get(request["pid"])
+        if target is None or target.state.is_dead or target.cpu is None:
+            return Status.NOT_FOUND, Message(Status.NOT_FOUND), {}
+        supervises = any(
+            cap.cap_type is CapType.ENDPOINT and cap.obj == target.supervisor and cap.rights & Rights.RECV
+            for _, cap in proc.caps.occupied()
+        )
+        if not target.supervisor or not supervises:
+            return Status.DENIED, Message(Status.DENIED), {}
+        self.trace.emit("process.kill", target.pid, name=target.name, by=proc.pid)
+        self._bury(target, ProcState.KILLED)
+        return Status.OK, Message(Status.OK), {"killed": target.pid}
+
     def _start_process(self, payload: bytes) -> tuple[Status, Message, dict[str, Any]]:
         if len(payload) != START_PROCESS_REQUEST.size:
             return Status.INVALID_ARGUMENT, Message(Status.INVALID_ARGUMENT), {}
@@ -894,7 +919,9 @@ class Kernel:
 
     def _tell_supervisor(self, proc: Process) -> None:
         """Queue CHILD_DIED on the supervisor's endpoint, as a SEND from the kernel itself."""
-        if proc.fault is not None:
+        if proc.state is ProcState.KILLED:
+            record = CHILD_DEATH.pack(pid=proc.pid, kind=DeathKind.KILLED)
+        elif proc.fault is not None:
             record = CHILD_DEATH.pack(
                 pid=proc.pid,
                 kind=DeathKind.FAULTED,

@@ -15,6 +15,7 @@ from procd_model.abi import (
     CRASH_RECORD,
     CRASHD_RING,
     CREATE_PROCESS_REPLY,
+    KILL_REQUEST,
     MINT_REQUEST,
     NAMED_REPLY,
     NAMED_REQUEST,
@@ -270,3 +271,37 @@ def test_mint_endpoint_gives_badged_send_capabilities() -> None:
     (slot,) = results[0][1]
     minted = kernel.procs[1].caps.get(slot)
     assert minted == Capability(CapType.ENDPOINT, own.obj, Rights.SEND, 0x10005)
+
+
+def test_kill_process_ends_a_supervised_child() -> None:
+    spin = load_elf(code_image(b"\xeb\xfe"))  # jmp $
+    kernel = Kernel(Trace(), cpu_model=UNIT_CPU, image_loader=lambda image_id: spin, quantum_cycles=5_000)
+    own = kernel.new_endpoint("supervisor")
+    caps = CapTable()
+    caps.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND | Rights.SPAWN), 1)
+    caps.install(Capability(CapType.ENDPOINT, own.obj, Rights.RECV), 2)
+    statuses: list[Status] = []
+    deaths: list[dict[str, int]] = []
+
+    def supervisor() -> ActorProgram:
+        pids = []
+        for supervisor_slot in (2, 0):
+            result = yield call(
+                1, KernelOp.CREATE_PROCESS, create_process_payload(1, [], b"", supervisor_slot=supervisor_slot)
+            )
+            pid = CREATE_PROCESS_REPLY.unpack(result.message().payload)["pid"]
+            yield call(1, KernelOp.START_PROCESS, START_PROCESS_REQUEST.pack(pid=pid))
+            pids.append(pid)
+        supervised, orphan = pids
+        for pid, reserved in ((supervised, 1), (orphan, 0), (supervised, 0), (supervised, 0), (99, 0)):
+            result = yield call(1, KernelOp.KILL_PROCESS, KILL_REQUEST.pack(pid=pid, reserved=reserved))
+            statuses.append(Status(result.message().op))
+        result = yield SyscallRequest(Syscall.RECV, (2,))
+        deaths.append(CHILD_DEATH.unpack(result.message().payload))
+
+    kernel.spawn_actor("supervisor", supervisor(), caps)
+    stop = kernel.run(200_000)
+    assert statuses == [Status.INVALID_ARGUMENT, Status.DENIED, Status.OK, Status.NOT_FOUND, Status.NOT_FOUND]
+    assert deaths == [{"pid": 2, "kind": DeathKind.KILLED, "reserved": 0, "code": 0, "address": 0}]
+    assert [e.pid for e in kernel.trace.of_kind("process.kill")] == [2]
+    assert stop.kind == "instruction-limit"  # the unsupervised child spins on
