@@ -1,8 +1,8 @@
 """Talk to a booted native procd as a client: send requests, collect replies.
 
 This is what fuzzing and benchmarks build on: `serve(requests)` boots procd under rootd, then a
-client actor CALLs procd with each request (through capabilities minted with the badge each
-request names) and records every reply. Nothing on the Python side answers for procd.
+client actor CALLs procd with each request (through capabilities the harness installs with
+the badge each request names) and records every reply. Nothing on the Python side answers for procd.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ from procd_model.abi import (
     CHILD_DEATH,
     CLOCK_REPLY,
     CRASH_RECORD,
+    KILL_REQUEST,
+    PROCESS_REQUEST,
+    PROCESS_STATUS,
     CREATE_PROCESS_REPLY,
     CREATE_PROCESS_REQUEST,
     SPAWN_SERVICE_REPLY,
@@ -22,6 +25,7 @@ from procd_model.abi import (
     KernelOp,
     NamedOp,
     ProcdOp,
+    ProcState,
     Role,
     Status,
     TimedOp,
@@ -46,6 +50,10 @@ _PAYLOADS: dict[tuple[str, int], tuple[Layout | None, Layout | None]] = {
     ("kernel", KernelOp.START_PROCESS): (START_PROCESS_REQUEST, None),
     ("kernel", KernelOp.READ_MONOTONIC_CLOCK): (None, CLOCK_REPLY),
     ("procd", ProcdOp.SPAWN_SERVICE): (SPAWN_SERVICE_REQUEST, SPAWN_SERVICE_REPLY),
+    ("procd", ProcdOp.STOP): (PROCESS_REQUEST, None),
+    ("procd", ProcdOp.KILL): (PROCESS_REQUEST, None),
+    ("procd", ProcdOp.STATUS): (PROCESS_REQUEST, PROCESS_STATUS),
+    ("kernel", KernelOp.KILL_PROCESS): (KILL_REQUEST, None),
     (KERNEL_EVENTS, KernelEvent.CHILD_DIED): (CHILD_DEATH, None),
     ("crashd", CrashdOp.REPORT): (CRASH_RECORD, None),
 }
@@ -59,6 +67,9 @@ _SHOWN = {
     "ticks": "ticks",
     "grant_count": "grant_count",
     "kind": "death",
+    "id": "proc_id",
+    "reserved": "reserved",
+    "state": "proc_state",
     "code": "code",
     "event": "event",
 }
@@ -88,7 +99,7 @@ def decode_payload(service: str, op: int, payload: bytes, *, reply: bool) -> dic
     if layout is None or len(payload) < layout.size:
         return {}
     fields = {_SHOWN[k]: v for k, v in layout.unpack(payload).items() if k in _SHOWN}
-    for key, names in (("death", DeathKind), ("event", CrashEvent)):
+    for key, names in (("death", DeathKind), ("event", CrashEvent), ("proc_state", ProcState)):
         if key in fields:
             with contextlib.suppress(ValueError):
                 fields[key] = names(fields[key]).name

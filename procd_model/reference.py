@@ -23,11 +23,14 @@ from procd_model.abi import (
     BADGE_ROOTD,
     INTAKE,
     PROCD_CHILD_BADGE_BASE,
+    PROCD_ID_GENERATION_SHIFT,
     PROCD_MAX_PROCESSES,
+    PROCESS_REQUEST,
     SPAWN_SERVICE_REQUEST,
     CapPurpose,
     EnvelopeFlag,
     KernelEvent,
+    NotifyBit,
     ProcdOp,
     Role,
 )
@@ -43,8 +46,18 @@ class Actions:
     notifies: tuple[int, ...] = ()
     crash_reports: tuple[int, ...] = ()
     """pids procd reported to crashd as KILLED"""
-    reply: tuple[str, int | None] | None = None
-    """(status, child pid in the reply payload), or None when procd does not reply"""
+    reply: tuple[str, int | None, int | None] | None = None
+    """(status, child pid, procd's process id) of the reply, or None when procd does not reply"""
+
+
+@dataclass
+class Entry:
+    """A live process in procd's table."""
+
+    pid: int
+    generation: int
+    stopping: str | None = None
+    """None while running; "stop" or "kill" once procd asked the kernel to end it."""
 
 
 @dataclass
@@ -56,8 +69,10 @@ class ProcdSpec:
     spawn_badges: frozenset[int] = frozenset({BADGE_ROOTD})
     holds: frozenset[CapPurpose] = frozenset()
     """Optional capabilities procd was handed (e.g. CRASHD_ENDPOINT)."""
-    live: dict[int, int] = field(default_factory=dict)
-    """table index -> pid of each live child"""
+    live: dict[int, Entry] = field(default_factory=dict)
+    """table index -> the live child there"""
+    generations: dict[int, int] = field(default_factory=dict)
+    """table index -> generation of its latest occupant (a reused index gets the next one)"""
 
     def on_request(self, badge: int, request: dict[str, Any], kernel_replies: list[dict[str, Any]]) -> Actions:
         """What procd must do for a message; `kernel_replies` answers its kernel-control calls in order.
@@ -78,60 +93,93 @@ class ProcdSpec:
             return self._spawn(badge, request, kernel_replies)
         if op == ProcdOp.PROBE_COMPLETE:
             return self._probe(badge, request)
+        if op in (ProcdOp.STOP, ProcdOp.KILL, ProcdOp.STATUS, ProcdOp.LIST):
+            return self._manage(ProcdOp(op), badge, request, kernel_replies)
         if op == KernelEvent.CHILD_DIED:
-            return Actions(reply=("DENIED", None))  # a forged kernel message
-        return Actions(reply=("INVALID_ARGUMENT", None))
+            return Actions(reply=("DENIED", None, None))  # a forged kernel message
+        return Actions(reply=("INVALID_ARGUMENT", None, None))
 
     # --------------------------------------------------------------- requests
 
     def _spawn(self, badge: int, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
         if badge not in self.spawn_badges:
-            return Actions(reply=("DENIED", None))
+            return Actions(reply=("DENIED", None, None))
         if request.get("len") != SPAWN_SERVICE_REQUEST.size or request.get("caps"):
-            return Actions(reply=("INVALID_ARGUMENT", None))
+            return Actions(reply=("INVALID_ARGUMENT", None, None))
         role, flags, image_id = request.get("role"), request.get("flags", 0), request.get("image_id", 0)
         if not isinstance(role, str) or role in UNSPAWNABLE or flags & ~int(_ALL_FLAGS):
-            return Actions(reply=("INVALID_ARGUMENT", None))
+            return Actions(reply=("INVALID_ARGUMENT", None, None))
         if image_id == 0:
-            return Actions(reply=("INVALID_ARGUMENT", None))
+            return Actions(reply=("INVALID_ARGUMENT", None, None))
         index = self._free_index()
         if index is None:
-            return Actions(reply=("BUSY", None))
+            return Actions(reply=("BUSY", None, None))
         calls: list[str] = []
         answers = iter(replies)
         if CapPurpose.PROCD_ENDPOINT in _intake_purposes(Role[role]):
             calls.append("MINT_ENDPOINT")
             minted = next(answers, None)
             if minted is None or minted["status"] != "OK":
-                return Actions(tuple(calls), reply=(_status(minted), None))
+                return Actions(tuple(calls), reply=(_status(minted), None, None))
         calls.append("CREATE_PROCESS")
         created = next(answers, None)
         if created is None or created["status"] != "OK":
-            return Actions(tuple(calls), reply=(_status(created), None))
+            return Actions(tuple(calls), reply=(_status(created), None, None))
         calls.append("START_PROCESS")
         started = next(answers, None)
         if started is None or started["status"] != "OK":
-            return Actions(tuple(calls), reply=(_status(started), None))
+            return Actions(tuple(calls), reply=(_status(started), None, None))
         pid = int(created["child_pid"])
-        self.live[index] = pid
-        return Actions(tuple(calls), reply=("OK", pid))
+        generation = self.generations.get(index, 0) % 0xFFFF + 1
+        self.generations[index] = generation
+        self.live[index] = Entry(pid, generation)
+        return Actions(tuple(calls), reply=("OK", pid, _process_id(index, generation)))
+
+    def _manage(self, op: ProcdOp, badge: int, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
+        """STOP, KILL, STATUS and LIST: rootd's view of and hold over the processes procd runs."""
+        if badge != BADGE_ROOTD:
+            return Actions(reply=("DENIED", None, None))
+        if op is ProcdOp.LIST:
+            if request.get("len") or request.get("caps"):
+                return Actions(reply=("INVALID_ARGUMENT", None, None))
+            return Actions(reply=("OK", None, None))
+        if request.get("len") != PROCESS_REQUEST.size or request.get("caps") or request.get("reserved"):
+            return Actions(reply=("INVALID_ARGUMENT", None, None))
+        proc_id = int(request["proc_id"])
+        index, generation = proc_id & ((1 << PROCD_ID_GENERATION_SHIFT) - 1), proc_id >> PROCD_ID_GENERATION_SHIFT
+        entry = self.live.get(index)
+        if entry is None or entry.generation != generation:
+            return Actions(reply=("NOT_FOUND", None, None))  # a stale id never reaches the new occupant
+        if op is ProcdOp.STATUS:
+            return Actions(reply=("OK", entry.pid, proc_id))
+        if entry.stopping is not None:
+            return Actions(reply=("BUSY", None, None))
+        killed = next(iter(replies), None)
+        if killed is None or killed["status"] != "OK":
+            return Actions(("KILL_PROCESS",), reply=(_status(killed), None, None))
+        entry.stopping = "kill" if op is ProcdOp.KILL else "stop"
+        return Actions(("KILL_PROCESS",), reply=("OK", None, None))
 
     def _probe(self, badge: int, request: dict[str, Any]) -> Actions:
         index = badge - PROCD_CHILD_BADGE_BASE
         if not 0 <= index < self.table_size or index not in self.live:
-            return Actions(reply=("DENIED", None))
+            return Actions(reply=("DENIED", None, None))
         if request.get("len") or request.get("caps"):
-            return Actions(reply=("INVALID_ARGUMENT", None))
-        return Actions(notifies=(2,), reply=("OK", None))  # NotifyBit.PROBE_COMPLETE
+            return Actions(reply=("INVALID_ARGUMENT", None, None))
+        return Actions(notifies=(int(NotifyBit.PROBE_COMPLETE),), reply=("OK", None, None))
 
     def _child_died(self, request: dict[str, Any]) -> Actions:
+        """Free the entry; a child that faulted or was killed (not stopped) is reported to crashd."""
         pid = request.get("child_pid")
-        index = next((i for i, live in self.live.items() if live == pid), None)
-        if index is None or request.get("death") not in ("EXITED", "FAULTED"):
+        index = next((i for i, live in self.live.items() if live.pid == pid), None)
+        death = request.get("death")
+        if index is None or death not in ("EXITED", "FAULTED", "KILLED"):
             return Actions()
         dead = self.live.pop(index)
-        killed = request.get("death") == "FAULTED" and CapPurpose.CRASHD_ENDPOINT in self.holds
-        return Actions(crash_reports=(dead,) if killed else ())
+        reported = death == "FAULTED" or (death == "KILLED" and dead.stopping != "stop")
+        if reported and CapPurpose.CRASHD_ENDPOINT in self.holds:
+            return Actions(crash_reports=(dead.pid,))
+        return Actions()
 
     def _free_index(self) -> int | None:
         return next((i for i in range(self.table_size) if i not in self.live), None)
@@ -158,6 +206,10 @@ def _intake_purposes(role: Role) -> set[CapPurpose]:
     return {CapPurpose(entry.purpose) for entry in entries}
 
 
+def _process_id(index: int, generation: int) -> int:
+    return index | generation << PROCD_ID_GENERATION_SHIFT
+
+
 def _status(reply: dict[str, Any] | None) -> str:
     return "INTERNAL" if reply is None else str(reply["status"])
 
@@ -176,7 +228,7 @@ class Step:
     did: Actions
 
 
-def native_steps(events: Iterable[Event], procd_pid: int, crashd_endpoint: int | None = None) -> list[Step]:
+def native_steps(events: Iterable[Event], procd_pid: int) -> list[Step]:
     """Cut a trace into procd's request steps (from each delivery to procd until the next)."""
     steps: list[Step] = []
     current: dict[str, Any] | None = None
@@ -224,7 +276,7 @@ def native_steps(events: Iterable[Event], procd_pid: int, crashd_endpoint: int |
         elif event.pid == procd_pid and event.kind == "notify":
             current["notifies"].append(fields["bits"])
         elif event.pid == procd_pid and event.kind == "ipc.reply":
-            current["reply"] = (fields["status"], fields.get("child_pid"))
+            current["reply"] = (fields["status"], fields.get("child_pid"), fields.get("proc_id"))
     close()
     return steps
 

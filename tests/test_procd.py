@@ -11,9 +11,13 @@ from emu.world import RunOutcome
 from procd_model.abi import (
     BADGE_ROOTD,
     CHILD_DEATH,
+    CRASH_RECORD,
     ENVELOPE_HEADER,
     ENVELOPE_MAGIC,
+    PROCD_ID_GENERATION_SHIFT,
     PROCD_MAX_PROCESSES,
+    PROCESS_REQUEST,
+    PROCESS_STATUS,
     SPAWN_SERVICE_REPLY,
     SPAWN_SERVICE_REQUEST,
     CapPurpose,
@@ -21,6 +25,7 @@ from procd_model.abi import (
     EnvelopeFlag,
     KernelEvent,
     ProcdOp,
+    ProcState,
     Rights,
     Role,
     StartupStatus,
@@ -227,3 +232,56 @@ def test_any_request_gets_a_reply_and_procd_survives(fuzz: list[tuple[int, bytes
         assert message.op in set(Status)
     assert session.replies[-1][1] is not None and session.replies[-1][1].op == Status.OK
     assert not session.trace.of_kind("fault")
+
+
+def manage(op: int, proc_id: int, reserved: int = 0) -> Message:
+    return Message(op, PROCESS_REQUEST.pack(id=proc_id, reserved=reserved))
+
+
+def test_stop_kill_status_and_list_with_generations() -> None:
+    """rootd's hold over running processes; ids carry a generation so stale ids are refused."""
+    waiter = boot_image_named("phase2-irq-client").image_id
+    first_id = 0 | 1 << PROCD_ID_GENERATION_SHIFT  # index 0, first generation
+    second_id = 0 | 2 << PROCD_ID_GENERATION_SHIFT  # index 0 again, after the first died
+    requests = [
+        Request(spawn(image_id=waiter)),
+        Request(manage(ProcdOp.STATUS, first_id)),
+        Request(Message(ProcdOp.LIST)),
+        Request(manage(ProcdOp.STATUS, first_id), badge=7),
+        Request(manage(ProcdOp.STOP, first_id)),
+        Request(manage(ProcdOp.STATUS, first_id)),  # the stop completed: the id is stale now
+        Request(spawn(image_id=waiter)),
+        Request(manage(ProcdOp.STOP, first_id)),  # stale: must not touch the new occupant
+        Request(manage(ProcdOp.KILL, second_id)),
+        Request(manage(ProcdOp.KILL, second_id, reserved=1)),
+        Request(Message(ProcdOp.LIST)),
+    ]
+    services = Services()
+    session = serve(requests, services=services)
+    replies = [(Status(m.op), m.payload) for _, m in session.replies if m is not None]
+    assert [status for status, _ in replies] == [
+        Status.OK,
+        Status.OK,
+        Status.OK,
+        Status.DENIED,
+        Status.OK,
+        Status.NOT_FOUND,
+        Status.OK,
+        Status.NOT_FOUND,
+        Status.OK,
+        Status.INVALID_ARGUMENT,
+        Status.OK,
+    ]
+    spawned = SPAWN_SERVICE_REPLY.unpack(replies[0][1])
+    assert spawned["id"] == first_id
+    status = PROCESS_STATUS.unpack(replies[1][1])
+    assert (status["id"], status["pid"], status["image_id"]) == (first_id, spawned["pid"], waiter)
+    assert status["role"] == Role.TEST and status["state"] == ProcState.RUNNING
+    assert len(replies[2][1]) == PROCESS_STATUS.size  # LIST: one live process
+    assert SPAWN_SERVICE_REPLY.unpack(replies[6][1])["id"] == second_id
+    assert replies[10][1] == b""  # LIST after the kill: nobody left
+    # STOP is not reported to crashd; KILL is, as KILLED
+    ((_, payload),) = services.crashd.records
+    assert CRASH_RECORD.unpack(payload)["pid"] == SPAWN_SERVICE_REPLY.unpack(replies[6][1])["pid"]
+    logs = [e.fields["text"] for e in session.trace.of_kind("log") if session.procd and e.pid == session.procd.pid]
+    assert f"procd: child {spawned['pid']} stopped" in logs

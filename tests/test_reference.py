@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emu.trace import Event, Trace
-from procd_model.abi import BADGE_ROOTD, PROCD_MAX_PROCESSES, SPAWN_SERVICE_REQUEST, CapPurpose, ProcdOp, Role
+from procd_model.abi import (
+    BADGE_ROOTD,
+    PROCD_MAX_PROCESSES,
+    PROCESS_REQUEST,
+    SPAWN_SERVICE_REQUEST,
+    CapPurpose,
+    ProcdOp,
+    Role,
+)
 from procd_model.client import Request, serve
 from procd_model.images import boot_image_named
 from procd_model.messages import Message
@@ -95,7 +103,7 @@ def test_changing_one_policy_detail_in_the_spec_is_caught() -> None:
     smaller = spec_for(Services())
     smaller.table_size = PROCD_MAX_PROCESSES - 1
     divergence = check_against_spec(full_table_session(), smaller)
-    assert divergence is not None and divergence.spec.reply == ("BUSY", None)
+    assert divergence is not None and divergence.spec.reply == ("BUSY", None, None)
 
     silent_crashd = ProcdSpec()  # forgets that procd reports kills to crashd
     trace = Trace()
@@ -107,7 +115,19 @@ def test_changing_one_policy_detail_in_the_spec_is_caught() -> None:
 
 fuzz = st.lists(
     st.tuples(
-        st.sampled_from([ProcdOp.SPAWN_SERVICE, ProcdOp.PROBE_COMPLETE, 0x100, 0x999]),
+        st.sampled_from(
+            [
+                ProcdOp.SPAWN_SERVICE,
+                ProcdOp.SPAWN_SERVICE,
+                ProcdOp.PROBE_COMPLETE,
+                ProcdOp.STOP,
+                ProcdOp.KILL,
+                ProcdOp.STATUS,
+                ProcdOp.LIST,
+                0x100,
+                0x999,
+            ]
+        ),
         st.one_of(
             st.binary(max_size=12),
             st.builds(
@@ -115,6 +135,11 @@ fuzz = st.lists(
                 st.integers(0, 12),
                 st.sampled_from([Role.TEST, Role.TIMED, Role.PROCD, Role.ROOTD, 77]),
                 st.sampled_from([0, 1, 2, 3, 4]),
+            ),
+            st.builds(
+                lambda index, generation: PROCESS_REQUEST.pack(id=index | generation << 16),
+                st.integers(0, 2),
+                st.integers(0, 3),
             ),
         ),
         st.sampled_from([BADGE_ROOTD, 2, PROCD_CHILD_BADGE := 0x10000]),
@@ -124,7 +149,7 @@ fuzz = st.lists(
 )
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(fuzz)
 def test_fuzzed_requests_match_the_spec(requests: list[tuple[int, bytes, int]]) -> None:
     session = serve(

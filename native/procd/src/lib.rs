@@ -6,29 +6,38 @@
 //!
 //! - [`start`]: parse the start envelope (role PROCD), validate the capability intake, log the
 //!   outcome, and on success signal `notify_bit::READY` on the bootstrap notification.
-//! - [`Procd::handle`]: answer one request in place — SPAWN_SERVICE from rootd, or
-//!   PROBE_COMPLETE from a child (through the badged PROCD_ENDPOINT capability procd minted for
-//!   it: procd signals `notify_bit::PROBE_COMPLETE` on the bootstrap notification) — or act on
-//!   one kernel event (CHILD_DIED: log, report a killed child to crashd, free its table entry),
-//!   which gets no reply.
+//! - [`Procd::handle`]: answer one request in place — SPAWN_SERVICE, STOP, KILL, STATUS or LIST
+//!   from rootd, or PROBE_COMPLETE from a child (through the badged PROCD_ENDPOINT capability
+//!   procd minted for it: procd signals `notify_bit::PROBE_COMPLETE` on the bootstrap
+//!   notification) — or act on one kernel event (CHILD_DIED: log, report a killed child to
+//!   crashd, free its table entry), which gets no reply.
+//!
+//! rootd names a child by procd's process id ([`process_id`]): table index | generation <<
+//! `PROCD_ID_GENERATION_SHIFT`, so an id outlives its process only as NOT_FOUND.
 //!
 //! No heap and no panics on any message contents: fixed arrays, checked access only.
 #![cfg_attr(not(test), no_std)]
 
 use abi::{
-    BADGE_KERNEL, BADGE_ROOTD, CAP_TABLE_SLOTS, ENVELOPE_MAX_SLOTS, Message, MessageHeader,
-    PROCD_CHILD_BADGE_BASE, PROCD_MAX_PROCESSES, cap_purpose, child_death, crash_event,
-    crash_record, crashd_op, create_process_reply, create_process_request, death_kind,
-    envelope_flag, fault_kind, grant, kernel_event, kernel_op, mint_request, notify_bit, procd_op,
-    read_u16, read_u32, read_u64, rights, role, spawn_service_reply, spawn_service_request,
-    start_process_request, startup_status, status, write_u16, write_u32, write_u64,
+    BADGE_KERNEL, BADGE_ROOTD, CAP_TABLE_SLOTS, ENVELOPE_MAX_SLOTS, MSG_MAX_PAYLOAD, Message,
+    MessageHeader, PROCD_CHILD_BADGE_BASE, PROCD_MAX_PROCESSES, cap_purpose, child_death,
+    crash_event, crash_record, crashd_op, create_process_reply, create_process_request, death_kind,
+    envelope_flag, fault_kind, grant, kernel_event, kernel_op, kill_request, mint_request,
+    notify_bit, procd_op, process_request, process_status, read_u16, read_u32, read_u64, rights,
+    role, spawn_service_reply, spawn_service_request, start_process_request, startup_status,
+    status, write_u16, write_u32, write_u64,
 };
 use bootstrap::{Envelope, EnvelopeBuilder, SlotEntry};
 use capabi::{Grant, GrantPlan};
 
 mod table;
 
-pub use table::{ProcState, ProcessEntry, ProcessTable};
+pub use table::{
+    Ending, ProcState, ProcessEntry, ProcessTable, next_generation, process_id, split_id,
+};
+
+// LIST's reply, one process_status per entry, always fits in one message.
+const _: () = assert!(PROCD_MAX_PROCESSES * process_status::SIZE <= MSG_MAX_PAYLOAD);
 
 /// What procd needs from the kernel.
 pub trait Kernel {
@@ -152,10 +161,11 @@ impl Procd {
     /// the answer is [`Answer::Silent`] (the kernel expects no reply; `msg` is scratch).
     ///
     /// Anything else is a request: the answer is [`Answer::Reply`] with the reply left in `msg`:
-    /// header op = status, payload_len, no capabilities, reserved fields zero. A request
-    /// carrying capabilities is answered INVALID_ARGUMENT (after the badge check, for
-    /// SPAWN_SERVICE and PROBE_COMPLETE). A CHILD_DIED from anyone but the kernel is forged:
-    /// DENIED. Unknown ops are INVALID_ARGUMENT.
+    /// header op = status, payload_len, no capabilities, reserved fields zero; error replies
+    /// carry no payload. A request carrying capabilities is answered INVALID_ARGUMENT (after the
+    /// badge check: SPAWN_SERVICE, STOP, KILL, STATUS and LIST are DENIED unless the badge is
+    /// `BADGE_ROOTD`, PROBE_COMPLETE unless it names a live child). A CHILD_DIED from anyone but
+    /// the kernel is forged: DENIED. Unknown ops are INVALID_ARGUMENT.
     pub fn handle(&mut self, k: &mut impl Kernel, badge: u64, msg: &mut Message) -> Answer {
         let request = msg.header();
         self.discard_caps(k, &request);
@@ -165,25 +175,23 @@ impl Procd {
             }
             return Answer::Silent;
         }
+        // Each op leaves its OK reply in `msg`; an error is written here.
         let result = match request.op {
-            procd_op::SPAWN_SERVICE => self.spawn_service(k, badge, msg).map(Some),
-            procd_op::PROBE_COMPLETE => self.probe_complete(k, badge, &request).map(|()| None),
+            procd_op::SPAWN_SERVICE => self
+                .spawn_service(k, badge, msg)
+                .map(|spawned| spawned.write_reply(msg)),
+            procd_op::STOP => self.end_process(k, badge, msg, Ending::Stop),
+            procd_op::KILL => self.end_process(k, badge, msg, Ending::Kill),
+            procd_op::STATUS => self.status(badge, msg),
+            procd_op::LIST => self.list(badge, msg),
+            procd_op::PROBE_COMPLETE => self.probe_complete(k, badge, &request).map(|()| {
+                msg.start(status::OK, 0);
+            }),
             kernel_event::CHILD_DIED => Err(status::DENIED),
             _ => Err(status::INVALID_ARGUMENT),
         };
-        match result {
-            Ok(Some(spawned)) => {
-                let payload = msg.start(status::OK, spawn_service_reply::SIZE);
-                // Cannot fail: the payload is spawn_service_reply::SIZE bytes.
-                let _ = write_u32(payload, spawn_service_reply::PID, spawned.pid)
-                    && write_u32(payload, spawn_service_reply::ENDPOINT, spawned.endpoint);
-            }
-            Ok(None) => {
-                msg.start(status::OK, 0);
-            }
-            Err(code) => {
-                msg.start(code, 0);
-            }
+        if let Err(code) = result {
+            msg.start(code, 0);
         }
         Answer::Reply
     }
@@ -241,6 +249,8 @@ impl Procd {
             return Err(status::INVALID_ARGUMENT);
         }
         let index = self.table.free_index().ok_or(status::BUSY)?;
+        let generation = self.table.generation(index).ok_or(status::INTERNAL)?;
+        let id = process_id(index, generation).ok_or(status::INTERNAL)?;
         let mut plan = capabi::plan_child_grants(child_role, &self.env)?;
 
         // The child's PROCD_ENDPOINT: minted here, badged with the child's table index.
@@ -293,6 +303,7 @@ impl Procd {
             role: child_role,
             image_id,
             flags,
+            generation,
         };
         self.table.set(index, entry);
 
@@ -301,10 +312,11 @@ impl Procd {
         // Cannot fail: the payload is start_process_request::SIZE bytes (reserved stays 0).
         let _ = write_u32(payload, start_process_request::PID, pid);
         if let Err(code) = self.kernel_call(k, msg) {
-            // A created process that never started: procd has no op to reap it, and keeping
-            // the entry would only use up table capacity, so the entry is freed and procd drops
-            // its endpoint capability. rootd sees the kernel's status.
-            self.table.free(index);
+            // A created process that never started: keeping the entry would only use up table
+            // capacity (procd does not reap it), so the entry is released and procd drops its
+            // endpoint capability. Its id was never handed out, so the generation stays for the
+            // next occupant. rootd sees the kernel's status.
+            self.table.release(index);
             k.cap_delete(endpoint_slot);
             return Err(code);
         }
@@ -315,7 +327,122 @@ impl Procd {
                 ..entry
             },
         );
-        Ok(Spawned { pid, endpoint })
+        Ok(Spawned { pid, endpoint, id })
+    }
+
+    /// The id a STOP, KILL or STATUS request from `badge` names: DENIED unless `badge` is
+    /// `BADGE_ROOTD`; INVALID_ARGUMENT unless the payload is one process_request with reserved
+    /// 0 and the header carries no capabilities and zero reserved fields.
+    fn requested_id(badge: u64, msg: &Message) -> Result<u32, u32> {
+        if badge != BADGE_ROOTD {
+            return Err(status::DENIED);
+        }
+        let request = msg.header();
+        if usize::from(request.payload_len) != process_request::SIZE
+            || request.cap_count != 0
+            || request.reserved0 != 0
+            || request.reserved1 != 0
+        {
+            return Err(status::INVALID_ARGUMENT);
+        }
+        let payload = msg.payload();
+        match (
+            read_u32(payload, process_request::ID),
+            read_u32(payload, process_request::RESERVED),
+        ) {
+            (Some(id), Some(0)) => Ok(id),
+            _ => Err(status::INVALID_ARGUMENT),
+        }
+    }
+
+    /// STOP or KILL (`ending`) from rootd: CALL kernel-control KILL_PROCESS for the process the
+    /// request's id names, and on OK mark its entry STOPPING (its CHILD_DIED, kind KILLED, comes
+    /// later; see `child_died`) and reply OK with no payload.
+    ///
+    /// After the request checks (`requested_id`): NOT_FOUND for a stale id, BUSY if the entry
+    /// is already STOPPING, and the failing status (the syscall's, or the kernel's reply) if
+    /// KILL_PROCESS fails, the entry unchanged.
+    fn end_process(
+        &mut self,
+        k: &mut impl Kernel,
+        badge: u64,
+        msg: &mut Message,
+        ending: Ending,
+    ) -> Result<(), u32> {
+        let id = Self::requested_id(badge, msg)?;
+        let (index, entry) = self
+            .table
+            .lookup(id)
+            .map(|(index, entry)| (index, *entry))
+            .ok_or(status::NOT_FOUND)?;
+        if matches!(entry.state, ProcState::Stopping(_)) {
+            return Err(status::BUSY);
+        }
+        let payload = msg.start(kernel_op::KILL_PROCESS, kill_request::SIZE);
+        // Cannot fail: the payload is kill_request::SIZE bytes (reserved stays 0).
+        let _ = write_u32(payload, kill_request::PID, entry.pid);
+        let killed = self.kernel_call(k, msg)?;
+        // An OK KILL_PROCESS reply carries no capabilities; a broken kernel's are not kept.
+        self.discard_caps(k, &killed);
+        self.table.set(
+            index,
+            ProcessEntry {
+                state: ProcState::Stopping(ending),
+                ..entry
+            },
+        );
+        msg.start(status::OK, 0);
+        Ok(())
+    }
+
+    /// STATUS from rootd: reply OK with the process_status of the process the request's id
+    /// names. After the request checks (`requested_id`), NOT_FOUND for a stale id.
+    fn status(&self, badge: u64, msg: &mut Message) -> Result<(), u32> {
+        let id = Self::requested_id(badge, msg)?;
+        let (_, entry) = self.table.lookup(id).ok_or(status::NOT_FOUND)?;
+        let state = entry.reported_state().ok_or(status::NOT_FOUND)?;
+        let record = msg.start(status::OK, process_status::SIZE);
+        if write_status(record, id, entry, state) {
+            Ok(())
+        } else {
+            Err(status::INTERNAL)
+        }
+    }
+
+    /// LIST from rootd: reply OK with one process_status per running or stopping entry, in
+    /// table index order (none: an empty payload). DENIED unless `badge` is `BADGE_ROOTD`;
+    /// INVALID_ARGUMENT for a payload, capabilities or non-zero reserved header fields.
+    fn list(&self, badge: u64, msg: &mut Message) -> Result<(), u32> {
+        if badge != BADGE_ROOTD {
+            return Err(status::DENIED);
+        }
+        let request = msg.header();
+        if request.payload_len != 0
+            || request.cap_count != 0
+            || request.reserved0 != 0
+            || request.reserved1 != 0
+        {
+            return Err(status::INVALID_ARGUMENT);
+        }
+        let listed = || {
+            self.table
+                .entries()
+                .iter()
+                .enumerate()
+                .filter_map(|(index, e)| {
+                    let id = process_id(index, e.generation)?;
+                    Some((id, e, e.reported_state()?))
+                })
+        };
+        let payload = msg.start(status::OK, listed().count() * process_status::SIZE);
+        for (record, (id, entry, state)) in
+            payload.chunks_exact_mut(process_status::SIZE).zip(listed())
+        {
+            if !write_status(record, id, entry, state) {
+                return Err(status::INTERNAL);
+            }
+        }
+        Ok(())
     }
 
     /// MINT_ENDPOINT: a SEND capability to procd's own endpoint with badge
@@ -423,8 +550,10 @@ impl Procd {
     ///
     /// Ignored if the payload is not a `child_death` record, capabilities came along, the
     /// death kind is unknown, or no live entry has the pid (e.g. its START_PROCESS failed and
-    /// the entry is already gone). Otherwise: log the death; for a FAULTED child (the kernel
-    /// killed it) SEND a KILLED record to crashd if procd holds its endpoint; free the entry
+    /// the entry is already gone). Otherwise: log the death; SEND crashd a KILLED record, if
+    /// procd holds its endpoint, for a FAULTED child (the kernel killed it: its fault kind and
+    /// rip) and for a KILLED one that STOP did not ask for (KILL, or a kill procd never asked
+    /// for: code 0, address 0); free the entry (its next occupant gets the next generation)
     /// and delete procd's capability to the child's endpoint.
     fn child_died(&mut self, k: &mut impl Kernel, msg: &mut Message) {
         let event = msg.header();
@@ -440,10 +569,13 @@ impl Procd {
         ) else {
             return;
         };
-        let Some(index) = self.table.index_of_pid(pid) else {
+        let Some((index, entry)) = self
+            .table
+            .index_of_pid(pid)
+            .and_then(|index| Some((index, *self.table.entries().get(index)?)))
+        else {
             return;
         };
-        let endpoint_slot = self.table.entries().get(index).map(|e| e.endpoint_slot);
         match kind {
             death_kind::EXITED => {
                 k.debug_write(&[
@@ -468,17 +600,26 @@ impl Procd {
                 ]);
                 self.report_killed(k, msg, pid, code, address);
             }
+            death_kind::KILLED => {
+                let stopped = entry.state == ProcState::Stopping(Ending::Stop);
+                k.debug_write(&[
+                    Text(b"procd: child "),
+                    Dec(u64::from(pid)),
+                    Text(if stopped { b" stopped" } else { b" killed" }),
+                ]);
+                if !stopped {
+                    self.report_killed(k, msg, pid, 0, 0);
+                }
+            }
             _ => return,
         }
         self.table.free(index);
-        if let Some(slot) = endpoint_slot {
-            k.cap_delete(slot);
-        }
+        k.cap_delete(entry.endpoint_slot);
     }
 
-    /// SEND crashd a REPORT of child `pid` killed for `fault` at `address`, if procd holds
-    /// crashd's endpoint. A failed SEND is logged and otherwise ignored (foundation services
-    /// are optional). Uses `msg` as the buffer.
+    /// SEND crashd a REPORT of child `pid` killed for `fault` at `address` (0 and 0 for a
+    /// kill by KILL_PROCESS), if procd holds crashd's endpoint. A failed SEND is logged and
+    /// otherwise ignored (foundation services are optional). Uses `msg` as the buffer.
     fn report_killed(
         &self,
         k: &mut impl Kernel,
@@ -582,11 +723,37 @@ fn write_create_request(
         == Some(envelope_len)
 }
 
+/// Write a process_status record for the process `id` in `entry`, reported `state`, into the
+/// start of `record`; `false` if it does not fit.
+fn write_status(record: &mut [u8], id: u32, entry: &ProcessEntry, state: u16) -> bool {
+    // The reserved fields stay as the caller zeroed them.
+    record.len() >= process_status::SIZE
+        && write_u32(record, process_status::ID, id)
+        && write_u32(record, process_status::PID, entry.pid)
+        && write_u32(record, process_status::IMAGE_ID, entry.image_id)
+        && write_u16(record, process_status::ROLE, entry.role)
+        && write_u16(record, process_status::STATE, state)
+        && write_u16(record, process_status::FLAGS, entry.flags)
+}
+
 /// A started child, as SPAWN_SERVICE reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Spawned {
     pid: u32,
     endpoint: u32,
+    /// procd's process id for it.
+    id: u32,
+}
+
+impl Spawned {
+    /// Leave the OK SPAWN_SERVICE reply in `msg`.
+    fn write_reply(self, msg: &mut Message) {
+        let payload = msg.start(status::OK, spawn_service_reply::SIZE);
+        // Cannot fail: the payload is spawn_service_reply::SIZE bytes (reserved stays 0).
+        let _ = write_u32(payload, spawn_service_reply::PID, self.pid)
+            && write_u32(payload, spawn_service_reply::ENDPOINT, self.endpoint)
+            && write_u32(payload, spawn_service_reply::ID, self.id);
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,22 @@
 //! procd's process table: `PROCD_MAX_PROCESSES` fixed entries, filled lowest index first.
+//!
+//! Every entry has a generation, so that procd's process ids ([`process_id`]: index |
+//! generation << `PROCD_ID_GENERATION_SHIFT`) name one occupant of an entry and never the next.
+//! A fresh table's entries have generation 1; a free entry holds the generation its next
+//! occupant gets. Freeing an entry after its occupant's life ([`ProcessTable::free`]) advances
+//! the generation (0xFFFF wraps to 1, never 0); releasing an entry whose spawn failed before
+//! procd handed out its id ([`ProcessTable::release`]) keeps it.
 
-use abi::PROCD_MAX_PROCESSES;
+use abi::{PROCD_ID_GENERATION_SHIFT, PROCD_MAX_PROCESSES, proc_state};
+
+/// Why procd asked the kernel to end a child (STOP or KILL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// STOP: the death is not reported to crashd.
+    Stop,
+    /// KILL: the death is reported to crashd as KILLED.
+    Kill,
+}
 
 /// Lifecycle state of a table entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -12,6 +28,9 @@ pub enum ProcState {
     Created,
     /// START_PROCESS succeeded.
     Running,
+    /// The kernel accepted KILL_PROCESS for it (asked by STOP or KILL); its CHILD_DIED has not
+    /// arrived yet.
+    Stopping(Ending),
 }
 
 /// One process procd created.
@@ -27,6 +46,55 @@ pub struct ProcessEntry {
     pub role: u16,
     pub image_id: u32,
     pub flags: u16,
+    /// The occupant's generation (of a free entry: the next occupant's). Never 0 in a table
+    /// procd keeps.
+    pub generation: u16,
+}
+
+impl ProcessEntry {
+    /// The `proc_state` STATUS and LIST report for this entry: RUNNING or STOPPING; `None` for
+    /// an entry no request can name (free, or created but not started).
+    pub fn reported_state(&self) -> Option<u16> {
+        match self.state {
+            ProcState::Running => Some(proc_state::RUNNING),
+            ProcState::Stopping(_) => Some(proc_state::STOPPING),
+            ProcState::Free | ProcState::Created => None,
+        }
+    }
+}
+
+/// The generation after `generation`: + 1, with 0xFFFF (and 0) followed by 1.
+pub const fn next_generation(generation: u16) -> u16 {
+    match generation {
+        0 | u16::MAX => 1,
+        g => g + 1,
+    }
+}
+
+// A u16 generation above the index bits fits in a u32 id, and every index fits below them.
+const _: () = assert!(
+    PROCD_ID_GENERATION_SHIFT + 16 <= 32 && PROCD_MAX_PROCESSES <= 1 << PROCD_ID_GENERATION_SHIFT
+);
+
+/// Mask of an id's index bits.
+const INDEX_MASK: u32 = (1 << PROCD_ID_GENERATION_SHIFT) - 1;
+
+/// procd's process id for table entry `index` at `generation`: index | generation <<
+/// `PROCD_ID_GENERATION_SHIFT` (`None` for an index beyond the table).
+pub fn process_id(index: usize, generation: u16) -> Option<u32> {
+    if index >= PROCD_MAX_PROCESSES {
+        return None;
+    }
+    let index = u32::try_from(index).ok()?;
+    Some(u32::from(generation) << PROCD_ID_GENERATION_SHIFT | index)
+}
+
+/// The (table index, generation) a process id names (`None` for an index beyond the table or
+/// generation 0, which no entry ever has).
+pub fn split_id(id: u32) -> Option<(usize, u16)> {
+    let index = usize::try_from(id & INDEX_MASK).ok()?;
+    let generation = u16::try_from(id >> PROCD_ID_GENERATION_SHIFT).ok()?;
+    (index < PROCD_MAX_PROCESSES && generation != 0).then_some((index, generation))
 }
 
 /// The process table.
@@ -53,6 +121,7 @@ impl ProcessTable {
                 role: 0,
                 image_id: 0,
                 flags: 0,
+                generation: 1,
             }; PROCD_MAX_PROCESSES],
         }
     }
@@ -85,9 +154,49 @@ impl ProcessTable {
             .position(|e| e.state != ProcState::Free && e.pid == pid)
     }
 
-    /// Mark entry `index` free (ignored if out of range); a later spawn may reuse it.
+    /// The entry process id `id` names, with its index: `None` if the index is out of range,
+    /// the entry is not running or stopping (free, or created but not started), or its
+    /// generation is not the id's (a stale id).
+    pub fn lookup(&self, id: u32) -> Option<(usize, &ProcessEntry)> {
+        let (index, generation) = split_id(id)?;
+        self.entries
+            .get(index)
+            .filter(|e| e.reported_state().is_some() && e.generation == generation)
+            .map(|e| (index, e))
+    }
+
+    /// The id of the occupant of entry `index` (`None` if out of range).
+    pub fn id_of(&self, index: usize) -> Option<u32> {
+        self.generation(index)
+            .and_then(|generation| process_id(index, generation))
+    }
+
+    /// The generation the next occupant of entry `index` gets (`None` if out of range).
+    pub fn generation(&self, index: usize) -> Option<u16> {
+        self.entries.get(index).map(|e| e.generation)
+    }
+
+    /// Mark entry `index` free after its occupant's life (ignored if out of range): a later
+    /// spawn may reuse it, with the next generation.
     pub fn free(&mut self, index: usize) {
-        self.set(index, ProcessEntry::default());
+        if let Some(e) = self.entries.get_mut(index) {
+            let generation = next_generation(e.generation);
+            *e = ProcessEntry {
+                generation,
+                ..ProcessEntry::default()
+            };
+        }
+    }
+
+    /// Mark entry `index` free again without advancing its generation (ignored if out of
+    /// range): for an occupant whose id procd never handed out.
+    pub fn release(&mut self, index: usize) {
+        if let Some(e) = self.entries.get_mut(index) {
+            *e = ProcessEntry {
+                generation: e.generation,
+                ..ProcessEntry::default()
+            };
+        }
     }
 
     /// Overwrite entry `index` (ignored if out of range).
@@ -160,5 +269,116 @@ mod tests {
         assert!(!t.holds_slot(12));
         assert_eq!(t.live().count(), 0);
         t.free(PROCD_MAX_PROCESSES);
+    }
+
+    fn running(pid: u32) -> ProcessEntry {
+        ProcessEntry {
+            state: ProcState::Running,
+            pid,
+            ..ProcessEntry::default()
+        }
+    }
+
+    #[test]
+    fn a_fresh_table_starts_every_entry_at_generation_1() {
+        let t = ProcessTable::new();
+        assert!(t.entries().iter().all(|e| e.generation == 1));
+        assert_eq!(t.id_of(0), Some(1 << PROCD_ID_GENERATION_SHIFT));
+        assert_eq!(t.id_of(5), Some(1 << PROCD_ID_GENERATION_SHIFT | 5));
+        assert_eq!(t.id_of(PROCD_MAX_PROCESSES), None);
+    }
+
+    #[test]
+    fn freeing_advances_the_generation_and_releasing_keeps_it() {
+        let mut t = ProcessTable::new();
+        t.set(
+            2,
+            ProcessEntry {
+                generation: 1,
+                ..running(7)
+            },
+        );
+        let id = t.id_of(2).unwrap();
+        assert_eq!(t.lookup(id).map(|(i, e)| (i, e.pid)), Some((2, 7)));
+        t.free(2);
+        assert_eq!(t.entries()[2].state, ProcState::Free);
+        assert_eq!(t.generation(2), Some(2));
+        assert_eq!(t.lookup(id), None, "free");
+        t.set(
+            2,
+            ProcessEntry {
+                generation: 2,
+                ..running(8)
+            },
+        );
+        assert_eq!(t.lookup(id), None, "stale");
+        let new_id = t.id_of(2).unwrap();
+        assert_eq!(new_id, 2 << PROCD_ID_GENERATION_SHIFT | 2);
+        assert_eq!(t.lookup(new_id).map(|(_, e)| e.pid), Some(8));
+        t.release(2);
+        assert_eq!(t.generation(2), Some(2));
+        assert_eq!(t.lookup(new_id), None);
+        t.free(PROCD_MAX_PROCESSES);
+        t.release(PROCD_MAX_PROCESSES);
+    }
+
+    #[test]
+    fn generations_wrap_to_1_never_0() {
+        assert_eq!(next_generation(1), 2);
+        assert_eq!(next_generation(0xFFFE), 0xFFFF);
+        assert_eq!(next_generation(0xFFFF), 1);
+        assert_eq!(next_generation(0), 1);
+        let mut t = ProcessTable::new();
+        t.set(
+            0,
+            ProcessEntry {
+                generation: 0xFFFF,
+                ..running(1)
+            },
+        );
+        assert_eq!(t.id_of(0), Some(0xFFFF_0000));
+        assert_eq!(t.lookup(0xFFFF_0000).map(|(i, _)| i), Some(0));
+        t.free(0);
+        assert_eq!(t.generation(0), Some(1));
+    }
+
+    #[test]
+    fn ids_split_into_index_and_generation() {
+        assert_eq!(process_id(3, 9), Some(0x0009_0003));
+        assert_eq!(split_id(0x0009_0003), Some((3, 9)));
+        assert_eq!(split_id(0x0000_0003), None, "generation 0");
+        assert_eq!(split_id(PROCD_MAX_PROCESSES as u32 | 1 << 16), None);
+        assert_eq!(split_id(0xFFFF | 1 << 16), None);
+        assert_eq!(split_id(u32::MAX), None);
+        for i in 0..PROCD_MAX_PROCESSES {
+            for g in [1, 2, 0x8000, 0xFFFF] {
+                assert_eq!(split_id(process_id(i, g).unwrap()), Some((i, g)));
+            }
+        }
+    }
+
+    #[test]
+    fn only_running_and_stopping_entries_are_named_by_ids() {
+        let mut t = ProcessTable::new();
+        let id = t.id_of(0).unwrap();
+        assert_eq!(t.lookup(id), None);
+        for (state, found) in [
+            (ProcState::Created, false),
+            (ProcState::Running, true),
+            (ProcState::Stopping(Ending::Stop), true),
+            (ProcState::Stopping(Ending::Kill), true),
+        ] {
+            t.set(
+                0,
+                ProcessEntry {
+                    state,
+                    generation: 1,
+                    ..ProcessEntry::default()
+                },
+            );
+            assert_eq!(t.lookup(id).is_some(), found, "{state:?}");
+        }
+        assert_eq!(running(1).reported_state(), Some(proc_state::RUNNING));
+        assert_eq!(ProcessEntry::default().reported_state(), None);
     }
 }

@@ -5,7 +5,7 @@ use abi::{
     CHILD_FIRST_GRANT_SLOT, CHILD_SELF_ENDPOINT_SLOT, MSG_MAX_CAPS, cap_type, message_header,
     read_u64, rights,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 const SELF_EP: u32 = 1;
 const KC: u32 = 2;
@@ -44,6 +44,14 @@ struct Model {
     sends: Vec<(u32, MessageHeader, Vec<u8>)>,
     /// Syscall status of every SEND.
     send_status: u32,
+    /// Processes alive that procd created (KILL_PROCESS may end them).
+    alive: BTreeSet<u32>,
+    /// Processes alive that are not procd's children (KILL_PROCESS is DENIED).
+    foreign: BTreeSet<u32>,
+    /// Pids KILL_PROCESS ended, in order, whose CHILD_DIED (kind KILLED) the test delivers.
+    killed: Vec<u32>,
+    /// Override: reply status of KILL_PROCESS.
+    kill_status: u32,
 }
 
 impl Model {
@@ -74,7 +82,36 @@ impl Model {
             notify_status: status::OK,
             sends: Vec::new(),
             send_status: status::OK,
+            alive: BTreeSet::new(),
+            foreign: BTreeSet::from([1, 2, 3]),
+            killed: Vec::new(),
+            kill_status: status::OK,
         }
+    }
+
+    /// KILL_PROCESS as the kernel contract describes it: the process ends at once and its
+    /// CHILD_DIED (kind KILLED) is queued (in `killed`).
+    fn kill(&mut self, msg: &mut Message, payload: &[u8]) {
+        if self.kill_status != status::OK {
+            msg.start(self.kill_status, 0);
+            return;
+        }
+        if payload.len() != kill_request::SIZE
+            || read_u32(payload, kill_request::RESERVED) != Some(0)
+        {
+            msg.start(status::INVALID_ARGUMENT, 0);
+            return;
+        }
+        let pid = read_u32(payload, kill_request::PID).unwrap();
+        let code = if self.alive.remove(&pid) {
+            self.killed.push(pid);
+            status::OK
+        } else if self.foreign.contains(&pid) {
+            status::DENIED
+        } else {
+            status::NOT_FOUND
+        };
+        msg.start(code, 0);
     }
 
     fn free_slot(&self) -> u32 {
@@ -167,6 +204,7 @@ impl Model {
         self.requests.push((h.op, payload.clone()));
         match h.op {
             kernel_op::MINT_ENDPOINT => self.mint(msg, &payload),
+            kernel_op::KILL_PROCESS => self.kill(msg, &payload),
             kernel_op::CREATE_PROCESS => {
                 if self.create_status != status::OK {
                     msg.start(self.create_status, 0);
@@ -181,6 +219,7 @@ impl Model {
                 };
                 self.children.push(granted);
                 let pid = self.next_pid;
+                self.alive.insert(pid);
                 let endpoint = self.next_endpoint;
                 self.next_pid += 1;
                 self.next_endpoint += 1;
@@ -404,6 +443,12 @@ fn spawn_service_creates_and_starts() {
         read_u32(&payload, spawn_service_reply::ENDPOINT),
         Some(7000)
     );
+    assert_eq!(
+        read_u32(&payload, spawn_service_reply::ID),
+        Some(1 << abi::PROCD_ID_GENERATION_SHIFT),
+        "index 0, generation 1"
+    );
+    assert_eq!(read_u32(&payload, spawn_service_reply::RESERVED), Some(0));
 
     // CREATE_PROCESS then START_PROCESS.
     assert_eq!(k.requests.len(), 2);
@@ -486,6 +531,8 @@ fn spawn_ids_come_from_the_kernel_in_order() {
         assert_eq!(st, status::OK);
         assert_eq!(read_u32(&payload, 0), Some(100 + i));
         assert_eq!(read_u32(&payload, 4), Some(7000 + i));
+        assert_eq!(read_u32(&payload, 8), Some(1 << 16 | i));
+        assert_eq!(read_u32(&payload, 12), Some(0));
     }
     let slots: Vec<u32> = p.table().live().map(|e| e.endpoint_slot).collect();
     let mut unique = slots.clone();
@@ -600,7 +647,17 @@ fn own_slots_are_never_deleted() {
 #[test]
 fn unknown_ops_are_invalid() {
     let (mut k, mut p) = started();
-    for op in [0, 1, kernel_op::CREATE_PROCESS, 0x401, 0x403, u32::MAX] {
+    for op in [
+        0,
+        1,
+        kernel_op::CREATE_PROCESS,
+        kernel_op::KILL_PROCESS,
+        0x401,
+        0x403,
+        0x406,
+        0x409,
+        u32::MAX,
+    ] {
         let mut m = Message::new();
         m.start(op, 8);
         assert_eq!(p.handle(&mut k, BADGE_ROOTD, &mut m), Answer::Reply);
@@ -774,23 +831,35 @@ fn never_panics_on_arbitrary_messages() {
         x ^= x << 17;
         x
     };
-    let mut probes_ok = 0;
-    for i in 0..5000 {
+    let (mut probes_ok, mut ends_ok, mut statuses_ok, mut lists_ok, mut kills_seen) =
+        (0, 0, 0, 0, 0);
+    for i in 0..8000 {
         let mut m = Message::new();
         let bytes = m.as_bytes_mut();
         let n = (next() % 64) as usize;
         for b in bytes.iter_mut().take(n) {
             *b = next() as u8;
         }
+        let mut forced_badge = None;
         if i % 5 == 1 {
             // A valid spawn now and then, so that there are children to probe and kill.
             m = spawn_request(1 + (next() % 9) as u32, role::TEST, 0);
+        } else if i % 5 == 3 && !k.killed.is_empty() && next() % 2 == 0 {
+            // The kernel's CHILD_DIED for a process STOP or KILL ended.
+            let pid = k.killed.remove(0);
+            m = child_died(pid, death_kind::KILLED, 0, 0);
+            forced_badge = Some(BADGE_KERNEL);
+            kills_seen += 1;
         } else if i % 2 == 0 {
-            // Mostly-valid SPAWN_SERVICE, CHILD_DIED or PROBE_COMPLETE headers reach deeper.
-            let (op, len) = match next() % 3 {
+            // Mostly-valid headers reach deeper.
+            let (op, len) = match next() % 7 {
                 0 => (procd_op::SPAWN_SERVICE, next() % 12),
                 1 => (kernel_event::CHILD_DIED, 20 + next() % 8),
-                _ => (procd_op::PROBE_COMPLETE, next() % 4 / 3),
+                2 => (procd_op::PROBE_COMPLETE, next() % 4 / 3),
+                3 => (procd_op::STOP, 6 + next() % 4),
+                4 => (procd_op::KILL, 6 + next() % 4),
+                5 => (procd_op::STATUS, 6 + next() % 4),
+                _ => (procd_op::LIST, next() % 4 / 3 * 8),
             };
             let mut h = MessageHeader::new(op, len as u16);
             if next() % 4 == 0 {
@@ -802,20 +871,38 @@ fn never_panics_on_arbitrary_messages() {
                 // A live pid (or one just past them), a known kind half the time.
                 let payload = m.payload_area_mut();
                 write_u32(payload, child_death::PID, 100 + (next() % 40) as u32);
-                write_u16(payload, child_death::KIND, (next() % 3) as u16);
+                write_u16(payload, child_death::KIND, (next() % 4) as u16);
+            }
+            if matches!(op, procd_op::STOP | procd_op::KILL | procd_op::STATUS) {
+                // A live id, a stale or out-of-range one, or anything.
+                let live: Vec<u32> = live_ids(&p);
+                let id = match (next() % 4, live.is_empty()) {
+                    (0 | 1, false) => live[(next() as usize) % live.len()],
+                    (2, _) => (next() % 40) as u32 | ((next() % 4) as u32) << 16,
+                    _ => next() as u32,
+                };
+                let reserved = if next() % 4 == 0 { next() as u32 } else { 0 };
+                let payload = m.payload_area_mut();
+                write_u32(payload, process_request::ID, id);
+                write_u32(payload, process_request::RESERVED, reserved);
             }
         }
-        let badge = match next() % 5 {
+        let badge = forced_badge.unwrap_or_else(|| match next() % 5 {
             0 => next(),
             1 => BADGE_KERNEL,
             2 => abi::PROCD_CHILD_BADGE_BASE - 2 + next() % 36,
             _ => BADGE_ROOTD,
-        };
+        });
         let sends = k.sends.len();
         let notified = k.notified.len();
-        let probe = m.header().op == procd_op::PROBE_COMPLETE;
+        let requests = k.requests.len();
+        let request = m.header();
+        let op = request.op;
+        let asked_id = read_u32(m.payload(), process_request::ID);
+        let probe = op == procd_op::PROBE_COMPLETE;
         let live_badge =
             badge_index(badge).is_some_and(|i| p.table().entries()[i].state != ProcState::Free);
+        let listed = p.table().live().count();
         match p.handle(&mut k, badge, &mut m) {
             Answer::Reply => {
                 assert_ne!(badge, BADGE_KERNEL);
@@ -836,10 +923,41 @@ fn never_panics_on_arbitrary_messages() {
                 if probe && !live_badge {
                     assert_eq!(h.op, status::DENIED);
                 }
+                let rootd_op = matches!(
+                    op,
+                    procd_op::STOP | procd_op::KILL | procd_op::STATUS | procd_op::LIST
+                );
+                if rootd_op && badge != BADGE_ROOTD {
+                    assert_eq!(h.op, status::DENIED);
+                }
+                if matches!(op, procd_op::STATUS | procd_op::LIST) {
+                    assert_eq!(k.requests.len(), requests, "STATUS and LIST call nobody");
+                }
+                match (op, h.op) {
+                    (procd_op::STOP | procd_op::KILL, status::OK) => {
+                        ends_ok += 1;
+                        assert_eq!(k.requests.len(), requests + 1);
+                        assert_eq!(k.requests[requests].0, kernel_op::KILL_PROCESS);
+                        let (_, e) = p.table().lookup(asked_id.unwrap()).expect("live");
+                        assert!(matches!(e.state, ProcState::Stopping(_)));
+                    }
+                    (procd_op::STATUS, status::OK) => {
+                        statuses_ok += 1;
+                        let payload = m.payload();
+                        assert_eq!(payload.len(), process_status::SIZE);
+                        assert_eq!(read_u32(payload, process_status::ID), asked_id);
+                    }
+                    (procd_op::LIST, status::OK) => {
+                        lists_ok += 1;
+                        assert_eq!(m.payload().len(), listed * process_status::SIZE);
+                    }
+                    _ => {}
+                }
             }
             Answer::Silent => {
                 assert_eq!(badge, BADGE_KERNEL);
                 assert_eq!(k.notified.len(), notified);
+                assert_eq!(k.requests.len(), requests, "kernel events call nobody");
             }
         }
         // No minted copy outlives the request.
@@ -857,9 +975,14 @@ fn never_panics_on_arbitrary_messages() {
         }
         for e in p.table().live() {
             assert!(k.caps.contains_key(&e.endpoint_slot));
+            assert_ne!(e.generation, 0);
         }
     }
     assert!(probes_ok > 0, "the fuzzer reaches accepted probes");
+    assert!(ends_ok > 0, "the fuzzer reaches accepted STOP and KILL");
+    assert!(statuses_ok > 0, "the fuzzer reaches accepted STATUS");
+    assert!(lists_ok > 0, "the fuzzer reaches accepted LIST");
+    assert!(kills_seen > 0, "the fuzzer delivers KILLED deaths");
 }
 
 // ------------------------------------------------------------------ CHILD_DIED
@@ -1186,7 +1309,7 @@ fn malformed_child_died_messages_are_ignored() {
         with_len(abi::MSG_MAX_PAYLOAD as u16),
         with_len(u16::MAX),
         child_died(100, 0, 0, 0),
-        child_died(100, death_kind::FAULTED + 1, 0, 0),
+        child_died(100, death_kind::KILLED + 1, 0, 0),
         child_died(100, u16::MAX, 0, 0),
     ];
     for m in cases {
@@ -1735,4 +1858,793 @@ fn a_failed_probe_notify_is_logged_and_still_ok() {
         ]
     );
     assert_eq!(k.notified.len(), 1);
+}
+
+// ------------------------------------------------------------------ process ids, STOP, KILL, STATUS, LIST
+
+/// procd's process id for table index `index` at `generation`.
+fn pid_of(index: u32, generation: u32) -> u32 {
+    generation << abi::PROCD_ID_GENERATION_SHIFT | index
+}
+
+/// The ids of the running and stopping entries, by index.
+fn live_ids(p: &Procd) -> Vec<u32> {
+    (0..abi::PROCD_MAX_PROCESSES)
+        .filter(|&i| p.table().entries()[i].reported_state().is_some())
+        .filter_map(|i| p.table().id_of(i))
+        .collect()
+}
+
+/// A STOP, KILL or STATUS request for `id`.
+fn process_req(op: u32, id: u32) -> Message {
+    let mut m = Message::new();
+    let p = m.start(op, process_request::SIZE);
+    write_u32(p, process_request::ID, id);
+    m
+}
+
+fn list_req() -> Message {
+    let mut m = Message::new();
+    m.start(procd_op::LIST, 0);
+    m
+}
+
+/// Send `m` with `badge` and return the (status, payload) of the reply.
+fn ask(k: &mut Model, p: &mut Procd, badge: u64, m: Message) -> (u32, Vec<u8>) {
+    spawn(k, p, badge, m)
+}
+
+/// A decoded process_status record: (id, pid, image_id, role, state, flags); the reserved
+/// fields must be zero.
+fn status_record(record: &[u8]) -> (u32, u32, u32, u16, u16, u16) {
+    assert_eq!(record.len(), process_status::SIZE);
+    assert_eq!(read_u16(record, process_status::RESERVED0), Some(0));
+    assert_eq!(read_u32(record, process_status::RESERVED1), Some(0));
+    (
+        read_u32(record, process_status::ID).unwrap(),
+        read_u32(record, process_status::PID).unwrap(),
+        read_u32(record, process_status::IMAGE_ID).unwrap(),
+        read_u16(record, process_status::ROLE).unwrap(),
+        read_u16(record, process_status::STATE).unwrap(),
+        read_u16(record, process_status::FLAGS).unwrap(),
+    )
+}
+
+/// Deliver the CHILD_DIED (kind KILLED) of every process KILL_PROCESS ended, in order.
+fn deliver_kills(k: &mut Model, p: &mut Procd) {
+    for pid in std::mem::take(&mut k.killed) {
+        kernel_event(k, p, child_died(pid, death_kind::KILLED, 0, 0));
+    }
+}
+
+/// The kernel-control ops procd called, in order.
+fn kernel_ops(k: &Model) -> Vec<u32> {
+    k.requests.iter().map(|r| r.0).collect()
+}
+
+#[test]
+fn a_reused_entry_gets_the_next_generation_and_the_old_id_is_not_found() {
+    let (mut k, mut p) = spawned(3, true);
+    assert_eq!(live_ids(&p), [pid_of(0, 1), pid_of(1, 1), pid_of(2, 1)]);
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
+    assert_eq!(
+        p.table().entries()[1].generation,
+        2,
+        "kept for the next occupant"
+    );
+
+    let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+    assert_eq!(st, status::OK);
+    assert_eq!(read_u32(&payload, spawn_service_reply::PID), Some(103));
+    assert_eq!(
+        read_u32(&payload, spawn_service_reply::ID),
+        Some(pid_of(1, 2))
+    );
+    k.requests.clear();
+
+    // The old id names the entry's previous occupant: NOT_FOUND, and never applied to the new.
+    for op in [procd_op::STATUS, procd_op::STOP, procd_op::KILL] {
+        assert_eq!(
+            ask(&mut k, &mut p, BADGE_ROOTD, process_req(op, pid_of(1, 1))),
+            (status::NOT_FOUND, vec![])
+        );
+    }
+    assert!(k.requests.is_empty());
+    assert_eq!(p.table().entries()[1].state, ProcState::Running);
+
+    // The new id works.
+    let (st, record) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::STATUS, pid_of(1, 2)),
+    );
+    assert_eq!(st, status::OK);
+    assert_eq!(status_record(&record).1, 103);
+    let (st, _) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::STOP, pid_of(1, 2)),
+    );
+    assert_eq!(st, status::OK);
+    assert_eq!(k.requests.len(), 1);
+    assert_eq!(read_u32(&k.requests[0].1, kill_request::PID), Some(103));
+}
+
+#[test]
+fn a_failed_start_does_not_use_up_a_generation() {
+    let (mut k, mut p) = started();
+    k.start_status = status::INTERNAL;
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(5, role::TEST, 0));
+    assert_eq!(st, status::INTERNAL);
+    assert_eq!(p.table().entries()[0].generation, 1);
+    k.start_status = status::OK;
+    let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(5, role::TEST, 0));
+    assert_eq!(st, status::OK);
+    assert_eq!(
+        read_u32(&payload, spawn_service_reply::ID),
+        Some(pid_of(0, 1)),
+        "the failed spawn's id was never handed out"
+    );
+}
+
+#[test]
+fn generations_wrap_from_0xffff_to_1() {
+    let (mut k, mut p) = started();
+    let mut last = 0;
+    for round in 1..=0x1_0001u32 {
+        // TIMED: no MINT, so the model's logs stay small.
+        let (st, payload) = spawn(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            spawn_request(4, role::TIMED, 0),
+        );
+        assert_eq!(st, status::OK);
+        let id = read_u32(&payload, spawn_service_reply::ID).unwrap();
+        let expected = if round <= 0xFFFF {
+            round
+        } else {
+            round - 0xFFFF
+        };
+        assert_eq!(id, pid_of(0, expected), "round {round}");
+        let pid = read_u32(&payload, spawn_service_reply::PID).unwrap();
+        kernel_event(&mut k, &mut p, child_died(pid, death_kind::EXITED, 0, 0));
+        k.requests.clear();
+        k.children.clear();
+        k.deleted.clear();
+        k.deleted_after.clear();
+        k.log.clear();
+        last = id;
+    }
+    assert_eq!(last, pid_of(0, 2));
+    assert_eq!(p.table().entries()[0].generation, 3);
+}
+
+#[test]
+fn status_reports_one_process() {
+    let (mut k, mut p) = started();
+    let flags = envelope_flag::REQUIRED | envelope_flag::BOOTSTRAP_CRITICAL;
+    spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(9, role::TEST, 0));
+    let (st, _) = spawn(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        spawn_request(42, role::TIMED, flags),
+    );
+    assert_eq!(st, status::OK);
+    k.requests.clear();
+    let (st, record) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::STATUS, pid_of(1, 1)),
+    );
+    assert_eq!(st, status::OK);
+    assert_eq!(
+        status_record(&record),
+        (
+            pid_of(1, 1),
+            101,
+            42,
+            role::TIMED,
+            abi::proc_state::RUNNING,
+            flags
+        )
+    );
+    assert!(k.requests.is_empty(), "STATUS asks the kernel nothing");
+    assert!(k.log.is_empty());
+
+    // STOPPING once STOP is accepted.
+    let (st, _) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::STOP, pid_of(1, 1)),
+    );
+    assert_eq!(st, status::OK);
+    let (st, record) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::STATUS, pid_of(1, 1)),
+    );
+    assert_eq!(st, status::OK);
+    assert_eq!(status_record(&record).4, abi::proc_state::STOPPING);
+}
+
+#[test]
+fn list_reports_every_live_process_in_index_order() {
+    let (mut k, mut p) = started();
+    assert_eq!(
+        ask(&mut k, &mut p, BADGE_ROOTD, list_req()),
+        (status::OK, vec![])
+    );
+    for image in [5, 6, 7] {
+        let (st, _) = spawn(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            spawn_request(image, role::TEST, 0),
+        );
+        assert_eq!(st, status::OK);
+    }
+    // Index 0 ends; index 0 is taken again by a TIMED child, generation 2; index 2 is killed
+    // but its death has not arrived.
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
+    let (st, _) = spawn(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        spawn_request(8, role::TIMED, 1),
+    );
+    assert_eq!(st, status::OK);
+    let (st, _) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::KILL, pid_of(2, 1)),
+    );
+    assert_eq!(st, status::OK);
+    k.requests.clear();
+
+    let (st, payload) = ask(&mut k, &mut p, BADGE_ROOTD, list_req());
+    assert_eq!(st, status::OK);
+    let records: Vec<_> = payload
+        .chunks(process_status::SIZE)
+        .map(status_record)
+        .collect();
+    use abi::proc_state::{RUNNING, STOPPING};
+    assert_eq!(
+        records,
+        [
+            (pid_of(0, 2), 103, 8, role::TIMED, RUNNING, 1),
+            (pid_of(1, 1), 101, 6, role::TEST, RUNNING, 0),
+            (pid_of(2, 1), 102, 7, role::TEST, STOPPING, 0),
+        ]
+    );
+    assert!(k.requests.is_empty(), "LIST asks the kernel nothing");
+
+    // Each record is what STATUS says of the same id.
+    for record in payload.chunks(process_status::SIZE) {
+        let id = read_u32(record, process_status::ID).unwrap();
+        let (st, one) = ask(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            process_req(procd_op::STATUS, id),
+        );
+        assert_eq!(st, status::OK);
+        assert_eq!(one, record);
+    }
+}
+
+#[test]
+fn list_of_a_full_table_fits_one_reply() {
+    let (mut k, mut p) = spawned(abi::PROCD_MAX_PROCESSES, true);
+    let (st, payload) = ask(&mut k, &mut p, BADGE_ROOTD, list_req());
+    assert_eq!(st, status::OK);
+    assert_eq!(
+        payload.len(),
+        abi::PROCD_MAX_PROCESSES * process_status::SIZE
+    );
+    for (i, record) in payload.chunks(process_status::SIZE).enumerate() {
+        let (id, pid, ..) = status_record(record);
+        assert_eq!((id, pid), (pid_of(i as u32, 1), 100 + i as u32));
+    }
+}
+
+#[test]
+fn stop_ends_the_child_and_its_death_is_not_reported() {
+    let (mut k, mut p) = spawned(2, true);
+    let entry = p.table().entries()[0];
+    let (st, payload) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::STOP, pid_of(0, 1)),
+    );
+    assert_eq!((st, payload), (status::OK, vec![]));
+    // One KILL_PROCESS for the child's pid, reserved 0.
+    assert_eq!(kernel_ops(&k), [kernel_op::KILL_PROCESS]);
+    let kill = &k.requests[0].1;
+    assert_eq!(kill.len(), kill_request::SIZE);
+    assert_eq!(read_u32(kill, kill_request::PID), Some(100));
+    assert_eq!(read_u32(kill, kill_request::RESERVED), Some(0));
+    assert_eq!(
+        p.table().entries()[0].state,
+        ProcState::Stopping(Ending::Stop)
+    );
+    assert!(k.log.is_empty());
+    assert!(k.sends.is_empty());
+    assert!(
+        k.deleted.is_empty(),
+        "the endpoint stays until the death arrives"
+    );
+
+    deliver_kills(&mut k, &mut p);
+    assert_eq!(k.log, ["procd: child 100 stopped"]);
+    assert!(k.sends.is_empty(), "a stop is not a crash");
+    assert_eq!(p.table().entries()[0].state, ProcState::Free);
+    assert_eq!(p.table().entries()[0].generation, 2);
+    assert_eq!(k.deleted, [entry.endpoint_slot]);
+    assert_eq!(live_pids(&p), [101]);
+    assert_eq!(kernel_ops(&k), [kernel_op::KILL_PROCESS], "no more calls");
+    assert_eq!(
+        ask(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            process_req(procd_op::STATUS, pid_of(0, 1))
+        ),
+        (status::NOT_FOUND, vec![])
+    );
+}
+
+#[test]
+fn kill_ends_the_child_and_its_death_is_reported_once() {
+    let (mut k, mut p) = spawned(2, true);
+    let entry = p.table().entries()[1];
+    let (st, _) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::KILL, pid_of(1, 1)),
+    );
+    assert_eq!(st, status::OK);
+    assert_eq!(kernel_ops(&k), [kernel_op::KILL_PROCESS]);
+    assert_eq!(read_u32(&k.requests[0].1, kill_request::PID), Some(101));
+    assert_eq!(
+        p.table().entries()[1].state,
+        ProcState::Stopping(Ending::Kill)
+    );
+    assert!(k.sends.is_empty(), "reported when the death arrives");
+
+    deliver_kills(&mut k, &mut p);
+    assert_eq!(k.log, ["procd: child 101 killed"]);
+    assert_eq!(k.sends.len(), 1);
+    let (slot, h, record) = &k.sends[0];
+    assert_eq!(*slot, CRASHD);
+    assert_eq!(
+        *h,
+        MessageHeader::new(crashd_op::REPORT, crash_record::SIZE as u16)
+    );
+    assert_eq!(read_u32(record, crash_record::PID), Some(101));
+    assert_eq!(
+        read_u16(record, crash_record::EVENT),
+        Some(crash_event::KILLED)
+    );
+    assert_eq!(read_u16(record, crash_record::RESERVED), Some(0));
+    assert_eq!(read_u64(record, crash_record::CODE), Some(0));
+    assert_eq!(read_u64(record, crash_record::ADDRESS), Some(0));
+    assert_eq!(live_pids(&p), [100]);
+    assert_eq!(k.deleted, [entry.endpoint_slot]);
+
+    // The same death again: the entry is gone, nothing more.
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::KILLED, 0, 0));
+    assert_eq!(k.sends.len(), 1);
+    assert_eq!(k.log.len(), 1);
+    assert_eq!(k.deleted.len(), 1);
+}
+
+#[test]
+fn a_kill_without_crashd_is_only_logged_and_freed() {
+    let (mut k, mut p) = spawned(1, false);
+    let (st, _) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::KILL, pid_of(0, 1)),
+    );
+    assert_eq!(st, status::OK);
+    deliver_kills(&mut k, &mut p);
+    assert_eq!(k.log, ["procd: child 100 killed"]);
+    assert!(k.sends.is_empty());
+    assert_eq!(live_pids(&p), [] as [u32; 0]);
+}
+
+#[test]
+fn a_kill_procd_did_not_ask_for_is_reported_and_a_failed_report_logged() {
+    let (mut k, mut p) = spawned(2, true);
+    // The kernel's word, code and address as given: procd reports 0 and 0.
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::KILLED, 5, 6));
+    assert_eq!(k.log, ["procd: child 100 killed"]);
+    assert_eq!(k.sends.len(), 1);
+    assert_eq!(read_u32(&k.sends[0].2, crash_record::PID), Some(100));
+    assert_eq!(read_u64(&k.sends[0].2, crash_record::CODE), Some(0));
+    assert_eq!(read_u64(&k.sends[0].2, crash_record::ADDRESS), Some(0));
+    assert_eq!(live_pids(&p), [101]);
+
+    k.send_status = status::DENIED;
+    let (st, _) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::KILL, pid_of(1, 1)),
+    );
+    assert_eq!(st, status::OK);
+    deliver_kills(&mut k, &mut p);
+    assert_eq!(
+        k.log[1..],
+        [
+            "procd: child 101 killed",
+            "procd: crashd report failed DENIED"
+        ]
+    );
+    assert_eq!(live_pids(&p), [] as [u32; 0]);
+}
+
+#[test]
+fn a_stopping_child_that_dies_otherwise_is_handled_by_its_death() {
+    // A (broken) kernel's EXITED or FAULTED for a child procd asked to stop.
+    let (mut k, mut p) = spawned(2, true);
+    for id in [pid_of(0, 1), pid_of(1, 1)] {
+        let (st, _) = ask(&mut k, &mut p, BADGE_ROOTD, process_req(procd_op::STOP, id));
+        assert_eq!(st, status::OK);
+    }
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 3, 0));
+    kernel_event(
+        &mut k,
+        &mut p,
+        child_died(101, death_kind::FAULTED, fault_kind::BREAKPOINT, 0x40_0001),
+    );
+    assert_eq!(
+        k.log,
+        [
+            "procd: child 100 exited 3",
+            "procd: child 101 faulted BREAKPOINT at 0x400001"
+        ]
+    );
+    assert_eq!(k.sends.len(), 1, "a fault is reported whatever procd asked");
+    assert_eq!(live_pids(&p), [] as [u32; 0]);
+    // Their KILLED deaths, if they came too late, change nothing.
+    deliver_kills(&mut k, &mut p);
+    assert_eq!(k.log.len(), 2);
+    assert_eq!(k.sends.len(), 1);
+}
+
+#[test]
+fn stop_or_kill_of_a_stopping_process_is_busy() {
+    for first in [procd_op::STOP, procd_op::KILL] {
+        let (mut k, mut p) = spawned(1, true);
+        let id = pid_of(0, 1);
+        assert_eq!(
+            ask(&mut k, &mut p, BADGE_ROOTD, process_req(first, id)).0,
+            status::OK
+        );
+        let state = p.table().entries()[0].state;
+        for again in [procd_op::STOP, procd_op::KILL] {
+            assert_eq!(
+                ask(&mut k, &mut p, BADGE_ROOTD, process_req(again, id)),
+                (status::BUSY, vec![])
+            );
+        }
+        assert_eq!(k.requests.len(), 1, "one KILL_PROCESS only");
+        assert_eq!(
+            p.table().entries()[0].state,
+            state,
+            "the first request stands"
+        );
+        // STATUS still answers while it stops.
+        assert_eq!(
+            ask(
+                &mut k,
+                &mut p,
+                BADGE_ROOTD,
+                process_req(procd_op::STATUS, id)
+            )
+            .0,
+            status::OK
+        );
+        deliver_kills(&mut k, &mut p);
+        let expected = if first == procd_op::STOP { 0 } else { 1 };
+        assert_eq!(k.sends.len(), expected);
+        assert_eq!(
+            ask(&mut k, &mut p, BADGE_ROOTD, process_req(first, id)),
+            (status::NOT_FOUND, vec![])
+        );
+    }
+}
+
+#[test]
+fn a_refused_kill_process_is_passed_through() {
+    for code in [
+        status::NOT_FOUND,
+        status::DENIED,
+        status::INVALID_ARGUMENT,
+        status::INTERNAL,
+        0x1234,
+    ] {
+        for op in [procd_op::STOP, procd_op::KILL] {
+            let (mut k, mut p) = spawned(1, true);
+            let before: Vec<_> = p.table().entries().to_vec();
+            k.kill_status = code;
+            assert_eq!(
+                ask(&mut k, &mut p, BADGE_ROOTD, process_req(op, pid_of(0, 1))),
+                (code, vec![])
+            );
+            assert_eq!(kernel_ops(&k), [kernel_op::KILL_PROCESS]);
+            assert_eq!(p.table().entries(), &before[..], "the entry is unchanged");
+            assert!(k.deleted.is_empty());
+            // A later request goes through.
+            k.kill_status = status::OK;
+            assert_eq!(
+                ask(&mut k, &mut p, BADGE_ROOTD, process_req(op, pid_of(0, 1))).0,
+                status::OK
+            );
+        }
+    }
+
+    // The kernel's own refusals: the child is already dead (its CHILD_DIED still queued), or
+    // not procd's.
+    let (mut k, mut p) = spawned(2, true);
+    k.alive.remove(&100);
+    k.alive.remove(&101);
+    k.foreign.insert(101);
+    assert_eq!(
+        ask(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            process_req(procd_op::STOP, pid_of(0, 1))
+        )
+        .0,
+        status::NOT_FOUND
+    );
+    assert_eq!(
+        ask(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            process_req(procd_op::KILL, pid_of(1, 1))
+        )
+        .0,
+        status::DENIED
+    );
+    assert_eq!(p.table().entries()[0].state, ProcState::Running);
+    // The queued death then frees the entry as usual.
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
+    assert_eq!(live_pids(&p), [101]);
+
+    // The CALL itself failing.
+    let (mut k, mut p) = spawned(1, true);
+    k.call_status = status::DENIED;
+    assert_eq!(
+        ask(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            process_req(procd_op::KILL, pid_of(0, 1))
+        )
+        .0,
+        status::DENIED
+    );
+    assert_eq!(p.table().entries()[0].state, ProcState::Running);
+}
+
+#[test]
+fn stale_and_unknown_ids_are_not_found() {
+    let (mut k, mut p) = spawned(2, true);
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
+    k.log.clear();
+    k.deleted.clear();
+    let before: Vec<_> = p.table().entries().to_vec();
+    let ids = [
+        0,
+        pid_of(0, 0),
+        pid_of(0, 2),
+        pid_of(0, 0xFFFF),
+        pid_of(1, 1), // freed
+        pid_of(1, 2), // free: the next occupant's
+        pid_of(2, 1), // never used
+        pid_of(abi::PROCD_MAX_PROCESSES as u32, 1),
+        pid_of(0xFFFF, 1),
+        pid_of(0x20, 1),
+        u32::MAX,
+    ];
+    for id in ids {
+        for op in [procd_op::STATUS, procd_op::STOP, procd_op::KILL] {
+            assert_eq!(
+                ask(&mut k, &mut p, BADGE_ROOTD, process_req(op, id)),
+                (status::NOT_FOUND, vec![]),
+                "op {op:#x} id {id:#x}"
+            );
+        }
+    }
+    assert!(k.requests.is_empty());
+    assert_eq!(p.table().entries(), &before[..]);
+    assert!(k.log.is_empty());
+    assert!(k.sends.is_empty());
+}
+
+#[test]
+fn rootd_ops_from_anyone_else_are_denied() {
+    let (mut k, mut p) = spawned(2, true);
+    let before: Vec<_> = p.table().entries().to_vec();
+    let malformed = |op| {
+        let mut m = process_req(op, pid_of(0, 1));
+        m.start(op, 3);
+        m
+    };
+    for badge in [
+        0,
+        2,
+        child_badge(0).unwrap(),
+        child_badge(1).unwrap(),
+        BADGE_KERNEL - 1,
+        0x8000_0000_0000_0001,
+    ] {
+        for m in [
+            process_req(procd_op::STOP, pid_of(0, 1)),
+            process_req(procd_op::KILL, pid_of(0, 1)),
+            process_req(procd_op::STATUS, pid_of(0, 1)),
+            list_req(),
+            // DENIED comes before the payload checks.
+            malformed(procd_op::STOP),
+            malformed(procd_op::KILL),
+            malformed(procd_op::STATUS),
+            malformed(procd_op::LIST),
+            process_req(procd_op::STOP, u32::MAX),
+        ] {
+            assert_eq!(
+                ask(&mut k, &mut p, badge, m),
+                (status::DENIED, vec![]),
+                "badge {badge:#x}"
+            );
+        }
+        // With capabilities: deleted, still DENIED.
+        let mut m = process_req(procd_op::KILL, pid_of(0, 1));
+        k.deliver_caps(&mut m, 2);
+        let delivered = m.header().cap_slots().to_vec();
+        assert_eq!(ask(&mut k, &mut p, badge, m).0, status::DENIED);
+        assert!(delivered.iter().all(|s| !k.caps.contains_key(s)));
+    }
+    assert!(k.requests.is_empty());
+    assert_eq!(p.table().entries(), &before[..]);
+    assert!(k.notified.is_empty());
+
+    // From the kernel's badge they are no requests at all: ignored, no reply.
+    for m in [
+        process_req(procd_op::KILL, pid_of(0, 1)),
+        process_req(procd_op::STOP, pid_of(0, 1)),
+        list_req(),
+    ] {
+        kernel_event(&mut k, &mut p, m);
+    }
+    assert!(k.requests.is_empty());
+    assert_eq!(p.table().entries(), &before[..]);
+}
+
+#[test]
+fn malformed_rootd_ops_are_invalid() {
+    let (mut k, mut p) = spawned(2, true);
+    let before: Vec<_> = p.table().entries().to_vec();
+    let with = |mut m: Message, f: &dyn Fn(&mut MessageHeader)| {
+        let mut h = m.header();
+        f(&mut h);
+        m.set_header(&h);
+        m
+    };
+    for op in [procd_op::STOP, procd_op::KILL, procd_op::STATUS] {
+        let good = || process_req(op, pid_of(0, 1));
+        let mut reserved = good();
+        write_u32(reserved.payload_area_mut(), process_request::RESERVED, 1);
+        let mut high_reserved = good();
+        write_u32(
+            high_reserved.payload_area_mut(),
+            process_request::RESERVED,
+            0x8000_0000,
+        );
+        let cases = [
+            with(good(), &|h| h.payload_len = 0),
+            with(good(), &|h| h.payload_len = 4),
+            with(good(), &|h| h.payload_len = 7),
+            with(good(), &|h| h.payload_len = 9),
+            with(good(), &|h| h.payload_len = 16),
+            with(good(), &|h| h.payload_len = process_status::SIZE as u16),
+            with(good(), &|h| h.payload_len = u16::MAX),
+            with(good(), &|h| h.reserved0 = 1),
+            with(good(), &|h| h.reserved1 = 1 << 40),
+            // Claims capabilities that are not in the table.
+            with(good(), &|h| h.cap_count = 1),
+            reserved,
+            high_reserved,
+        ];
+        for m in cases {
+            assert_eq!(
+                ask(&mut k, &mut p, BADGE_ROOTD, m),
+                (status::INVALID_ARGUMENT, vec![]),
+                "op {op:#x}"
+            );
+        }
+        // With real capabilities: deleted, INVALID_ARGUMENT.
+        let mut m = good();
+        k.deliver_caps(&mut m, 3);
+        let delivered = m.header().cap_slots().to_vec();
+        assert_eq!(
+            ask(&mut k, &mut p, BADGE_ROOTD, m).0,
+            status::INVALID_ARGUMENT
+        );
+        assert!(delivered.iter().all(|s| k.deleted.contains(s)));
+    }
+    for m in [
+        with(list_req(), &|h| h.payload_len = 1),
+        with(list_req(), &|h| {
+            h.payload_len = process_request::SIZE as u16
+        }),
+        with(list_req(), &|h| h.payload_len = u16::MAX),
+        with(list_req(), &|h| h.reserved0 = 1),
+        with(list_req(), &|h| h.reserved1 = 1),
+        with(list_req(), &|h| h.cap_count = 2),
+    ] {
+        assert_eq!(
+            ask(&mut k, &mut p, BADGE_ROOTD, m),
+            (status::INVALID_ARGUMENT, vec![]),
+            "LIST"
+        );
+    }
+    let mut m = list_req();
+    k.deliver_caps(&mut m, 1);
+    let delivered = m.header().cap_slots().to_vec();
+    assert_eq!(
+        ask(&mut k, &mut p, BADGE_ROOTD, m).0,
+        status::INVALID_ARGUMENT
+    );
+    assert!(delivered.iter().all(|s| k.deleted.contains(s)));
+
+    assert!(k.requests.is_empty());
+    assert_eq!(p.table().entries(), &before[..]);
+    assert!(k.log.is_empty());
+}
+
+#[test]
+fn stopped_and_killed_children_come_and_go_without_filling_the_tables() {
+    let (mut k, mut p) = spawned(0, true);
+    for round in 0..(4 * abi::PROCD_MAX_PROCESSES as u32) {
+        let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+        assert_eq!(st, status::OK, "round {round}");
+        let id = read_u32(&payload, spawn_service_reply::ID).unwrap();
+        assert_eq!(id, pid_of(0, round + 1));
+        let op = if round % 2 == 0 {
+            procd_op::STOP
+        } else {
+            procd_op::KILL
+        };
+        assert_eq!(
+            ask(&mut k, &mut p, BADGE_ROOTD, process_req(op, id)).0,
+            status::OK
+        );
+        deliver_kills(&mut k, &mut p);
+        assert_eq!(p.table().live().count(), 0);
+    }
+    assert_eq!(
+        k.caps.keys().copied().collect::<Vec<_>>(),
+        [SELF_EP, KC, NOTIFY, CRASHD]
+    );
+    assert_eq!(
+        k.sends.len(),
+        2 * abi::PROCD_MAX_PROCESSES,
+        "the kills only"
+    );
 }
