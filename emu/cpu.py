@@ -71,6 +71,8 @@ class FaultKind(Enum):
     INTERRUPT = "interrupt"
     GENERAL_PROTECTION = "general-protection"
     CPU_EXCEPTION = "cpu-exception"
+    INJECTED = "injected"
+    """Not raised by the CPU: a host (a test, a scenario) kills the guest on purpose."""
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,7 @@ class FaultKind(enum.IntEnum):
     INTERRUPT = 0xA
     GENERAL_PROTECTION = 0xB
     CPU_EXCEPTION = 0xC
+    INJECTED = 0xD
 
 
 # origin: procd-emu

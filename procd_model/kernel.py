@@ -129,6 +129,8 @@ class Process:
     """Object id of the endpoint the kernel created with the process (0 for none)."""
     supervisor: int = 0
     """Endpoint that gets a CHILD_DIED message when this process dies (0: none)."""
+    fault_at: int | None = None
+    """Kill the process with an injected fault when it has retired this many instructions."""
     state: ProcState = ProcState.CREATED
     reply_to: int | None = None
     """Pid of the caller this process owes a reply (its one-shot reply right)."""
@@ -233,6 +235,10 @@ class Kernel:
         self._irqs: list[tuple[int, int, int, int]] = []
         """Pending interrupts: (millicycles, order, notification, line), a heap."""
         self._irq_order = 0
+        self.fault_injections: dict[str, int] = {}
+        """image name -> instruction count at which its next process is killed (scenarios)"""
+        self.create_failures: dict[str, list[Status]] = {}
+        """image name -> statuses the next CREATE_PROCESS calls for it answer (scenarios)"""
 
     # ------------------------------------------------------------- world setup
 
@@ -275,6 +281,7 @@ class Kernel:
         cpu.set_reg("rdi", ENVELOPE_VADDR)
         cpu.set_reg("rsp", 0)
         proc = Process(self._take_pid(), name, caps, cpu=cpu, image=image, endpoint=endpoint)
+        proc.fault_at = self.fault_injections.pop(image.name, None)
         self.procs[proc.pid] = proc
         if self._instrument is not None:
             self._instrument(cpu, image, proc.pid)
@@ -377,13 +384,20 @@ class Kernel:
             if cpu.cost >= turn_end:
                 self.run_queue.append(proc.pid)
                 return
+            insn_budget = remaining
+            if proc.fault_at is not None:
+                insn_budget = min(insn_budget, proc.fault_at - cpu.retired)
+                if insn_budget <= 0:
+                    rip = cpu.reg("rip")
+                    self._kill(proc, Fault(FaultKind.INJECTED, rip, None, f"at instruction {proc.fault_at}"))
+                    return
             budget = turn_end - cpu.cost
             next_irq = self._next_irq()
             irq_bound = next_irq is not None and next_irq - self.clock <= budget
             if next_irq is not None:
                 budget = min(budget, max(next_irq - self.clock, 0))
             before, cost_before = cpu.retired, cpu.cost
-            trap = cpu.run(remaining, budget, exact=True, clock=self.clock, icount=self.icount)
+            trap = cpu.run(insn_budget, budget, exact=True, clock=self.clock, icount=self.icount)
             self.icount += cpu.retired - before
             self.clock += cpu.cost - cost_before
             if trap.kind is TrapKind.FAULT:
@@ -391,6 +405,8 @@ class Kernel:
                 self._kill(proc, trap.fault)
                 return
             if trap.kind is TrapKind.BUDGET:
+                if proc.fault_at is not None and cpu.retired >= proc.fault_at:
+                    continue  # the injection check above kills it
                 if self.icount < max_instructions:
                     if irq_bound:
                         self._raise_irq()  # the next block would reach the interrupt's time
@@ -822,6 +838,9 @@ class Kernel:
         image = self._image_loader(request["image_id"]) if self._image_loader else None
         if image is None:
             return refuse(Status.NOT_FOUND, f"no boot image {request['image_id']}")
+        injected = self.create_failures.get(image.name)
+        if injected:
+            return refuse(injected.pop(0), "injected by the scenario")
         endpoint = self.new_endpoint()
         caps = CapTable()
         caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), CHILD_SELF_ENDPOINT_SLOT)

@@ -14,6 +14,12 @@
     ends = "fault unmapped-write"   # "exit 0", "fault <kind>" or "alive"
     probe = false               # rootd then waits for procd's PROBE_COMPLETE notification
 
+    [[inject]]                  # optional faults to inject
+    image = "phase0-exit"
+    fault_at_instruction = 500  # kill its first process at that many instructions...
+    # fail_create = "BUSY"      # ...or answer CREATE_PROCESS for it with this status
+    # times = 1                 # (how many times)
+
     [expect]
     crashd_reports = 1          # optional: KILLED records crashd must hold
     logs = ["procd: child"]     # optional: each must start some log line
@@ -31,6 +37,7 @@ from typing import Any
 
 from procd_model.abi import EnvelopeFlag, Role, Status
 from procd_model.images import BOOT_IMAGES
+from procd_model.kernel import Kernel
 from procd_model.rootd import ManifestEntry, Services
 
 if sys.version_info >= (3, 11):
@@ -50,12 +57,30 @@ class Expectations:
 
 
 @dataclass(frozen=True)
+class Injection:
+    """A fault to inject: kill the first process of `image` at an instruction count, or answer
+    the next `times` CREATE_PROCESS calls for `image` with `fail_create`."""
+
+    image: str
+    fault_at_instruction: int | None = None
+    fail_create: Status | None = None
+    times: int = 1
+
+    def apply(self, kernel: Kernel) -> None:
+        if self.fault_at_instruction is not None:
+            kernel.fault_injections[self.image] = self.fault_at_instruction
+        if self.fail_create is not None:
+            kernel.create_failures.setdefault(self.image, []).extend([self.fail_create] * self.times)
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
     manifest: tuple[ManifestEntry, ...]
     services: Services | None = None
     expect: Expectations = field(default_factory=Expectations)
+    inject: tuple[Injection, ...] = ()
 
 
 def _keys(where: str, table: dict[str, Any], allowed: set[str], required: frozenset[str] = frozenset()) -> None:
@@ -112,7 +137,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
-    _keys(source, data, {"name", "description", "services", "spawn", "expect"}, frozenset({"name", "spawn"}))
+    _keys(source, data, {"name", "description", "services", "spawn", "expect", "inject"}, frozenset({"name", "spawn"}))
     name = _typed(f"{source}: name", data["name"], str, "a string")
     description = _typed(f"{source}: description", data.get("description", ""), str, "a string")
     spawns = _typed(f"{source}: spawn", data["spawn"], list, "an array of [[spawn]] tables")
@@ -138,7 +163,28 @@ def parse_scenario(text: str, source: str) -> Scenario:
         for i, line in enumerate(logs):
             _typed(f"{source}: expect.logs[{i}]", line, str, "a string")
         expect = Expectations(reports, tuple(logs))
-    return Scenario(name, description, manifest, services, expect)
+    injections = _typed(f"{source}: inject", data.get("inject", []), list, "an array of [[inject]] tables")
+    inject = tuple(_injection(f"{source}: inject[{i}]", table) for i, table in enumerate(injections))
+    return Scenario(name, description, manifest, services, expect, inject)
+
+
+def _injection(where: str, table: Any) -> Injection:
+    _typed(where, table, dict, "a table")
+    _keys(where, table, {"image", "fault_at_instruction", "fail_create", "times"}, frozenset({"image"}))
+    image = _typed(f"{where}.image", table["image"], str, "an image name")
+    if image not in [b.name for b in BOOT_IMAGES]:
+        raise ScenarioError(f"{where}.image: unknown image {image!r}")
+    fault_at = table.get("fault_at_instruction")
+    if fault_at is not None and (_typed(f"{where}.fault_at_instruction", fault_at, int, "a count") < 0):
+        raise ScenarioError(f"{where}.fault_at_instruction: must not be negative")
+    fail = table.get("fail_create")
+    status = None if fail is None else _enum_member(f"{where}.fail_create", Status, fail)
+    if status is Status.OK:
+        raise ScenarioError(f"{where}.fail_create: OK is not a failure")
+    if (fault_at is None) == (status is None):
+        raise ScenarioError(f"{where}: give exactly one of fault_at_instruction and fail_create")
+    times = _typed(f"{where}.times", table.get("times", 1), int, "a count")
+    return Injection(image, fault_at, status, times)
 
 
 def builtin_scenarios() -> list[Scenario]:

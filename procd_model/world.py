@@ -15,7 +15,7 @@ from typing import Any
 from emu.elf import ElfError, ElfImage, load_elf
 from emu.trace import Trace
 from emu.world import InputError, Instrument, RunOutcome, RunRequest
-from procd_model.abi import CapPurpose, CapType, Rights, Role
+from procd_model.abi import CapPurpose, CapType, Rights, Role, Status
 from procd_model.caps import Capability, CapTable
 from procd_model.images import boot_image_named, image_role, load_boot_image
 from procd_model.kernel import ImageLayoutError, Kernel, Process, ProcState, StopReason
@@ -55,7 +55,13 @@ def run_scenario(
         instrument=instrument,
         services=scenario.services,
         extra_checks=lambda kernel: unmet_expectations(scenario, kernel.logs),
+        prepare=lambda kernel: _inject(scenario, kernel),
     )
+
+
+def _inject(scenario: Scenario, kernel: Kernel) -> None:
+    for injection in scenario.inject:
+        injection.apply(kernel)
 
 
 def scenarios() -> list[tuple[str, str]]:
@@ -95,6 +101,7 @@ def run_bootstrap(
     instrument: Instrument | None = None,
     services: Services | None = None,
     extra_checks: Callable[[Kernel], list[str]] | None = None,
+    prepare: Callable[[Kernel], None] | None = None,
 ) -> RunOutcome:
     """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected.
 
@@ -105,6 +112,8 @@ def run_bootstrap(
     if boot is None:
         boot = default_procd_boot(with_services=services is not None)
     rootd = Rootd(kernel, list(manifest), boot, services)
+    if prepare is not None:
+        prepare(kernel)
     if on_ready is not None:
         rootd.on_ready.append(on_ready)
     rootd.start()
@@ -135,7 +144,10 @@ def _bootstrap_outcome(
             problems.append(f"{record.entry.image} (pid {record.pid}) {wrong}")
     if problems:
         return _outcome(kernel, False, "unexpected", "; ".join(problems))
-    spawned = ", ".join(f"{r.entry.image} as pid {r.pid}" for r in rootd.spawned)
+    spawned = ", ".join(
+        f"{r.entry.image} as pid {r.pid}" if r.status is Status.OK else f"{r.entry.image} refused ({r.status.name})"
+        for r in rootd.spawned
+    )
     return _outcome(kernel, True, "completed", f"bootstrap complete: procd spawned {spawned}")
 
 

@@ -17,6 +17,8 @@ def test_the_shipped_scenarios_are_listed(capsys: pytest.CaptureFixture[str]) ->
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert listed == BUILTIN
     assert {
+        "inject-fault",
+        "create-fails",
         "phase0-exit",
         "phase0-fault-kill",
         "phase0-isolation",
@@ -70,6 +72,16 @@ BROKEN = {
     "reports need crashd": (
         'name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"\n[expect]\ncrashd_reports = 0',
         "needs a [services] table",
+    ),
+    "inject both": (
+        'name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"\n'
+        '[[inject]]\nimage = "phase0-exit"\nfault_at_instruction = 5\nfail_create = "BUSY"',
+        "exactly one of",
+    ),
+    "inject ok": (
+        'name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"\n'
+        '[[inject]]\nimage = "phase0-exit"\nfail_create = "OK"',
+        "OK is not a failure",
     ),
     "wrong type": (
         'name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"\nflags = "REQUIRED"',

@@ -197,6 +197,8 @@ pub mod fault_kind {
     pub const INTERRUPT: u64 = 0xa;
     pub const GENERAL_PROTECTION: u64 = 0xb;
     pub const CPU_EXCEPTION: u64 = 0xc;
+    /// a fault a scenario injected at an instruction count
+    pub const INJECTED: u64 = 0xd;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u64) -> Option<&'static str> {
@@ -213,6 +215,7 @@ pub mod fault_kind {
             INTERRUPT => Some("INTERRUPT"),
             GENERAL_PROTECTION => Some("GENERAL_PROTECTION"),
             CPU_EXCEPTION => Some("CPU_EXCEPTION"),
+            INJECTED => Some("INJECTED"),
             _ => None,
         }
     }
