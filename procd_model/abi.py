@@ -29,6 +29,7 @@ class Syscall(enum.IntEnum):
     DEBUG_WRITE = 0xA
     CAP_INFO = 0xB
     CAP_DELETE = 0xC
+    POLL = 0xD
 
 
 # origin: erix
@@ -116,6 +117,7 @@ class ProcState(enum.IntEnum):
 
     RUNNING = 0x1
     STOPPING = 0x2
+    FAILED = 0x3
 
 
 # origin: erix
@@ -132,6 +134,7 @@ class ProcdOp(enum.IntEnum):
     SPAWN_SERVICE = 0x402
     STOP = 0x404
     KILL = 0x405
+    REAP = 0x406
     STATUS = 0x407
     LIST = 0x408
     PROBE_COMPLETE = 0x40A
@@ -217,6 +220,7 @@ class NotifyBit(enum.IntFlag):
     READY = 0x1
     PROBE_COMPLETE = 0x2
     IRQ = 0x4
+    SERVICE_FAILED = 0x8
 
 
 # origin: procd-emu
@@ -348,8 +352,8 @@ PROCESS_STATUS = Layout(
         Field("role", "u16", 12, 1),
         Field("state", "u16", 14, 1),
         Field("flags", "u16", 16, 1),
-        Field("reserved0", "u16", 18, 1),
-        Field("reserved1", "u32", 20, 1),
+        Field("death", "u16", 18, 1),
+        Field("code", "u32", 20, 1),
     ),
 )
 KILL_REQUEST = Layout(

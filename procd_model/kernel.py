@@ -488,7 +488,7 @@ class Kernel:
 
     @staticmethod
     def _describe_args(number: Syscall, args: tuple[int, ...]) -> dict[str, Any]:
-        if number in (Syscall.SEND, Syscall.RECV, Syscall.CALL, Syscall.REPLY_RECV, Syscall.WAIT):
+        if number in (Syscall.SEND, Syscall.RECV, Syscall.CALL, Syscall.REPLY_RECV, Syscall.WAIT, Syscall.POLL):
             return {"slot": args[0]}
         if number is Syscall.NOTIFY:
             return {"slot": args[0], "bits": args[1]}
@@ -700,6 +700,16 @@ class Kernel:
         proc.state = ProcState.BLOCKED
         return BLOCKED
 
+    def _sys_poll(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        """WAIT without waiting: the bits set so far (and clear them), 0 if none."""
+        try:
+            cap = proc.caps.lookup(args[0], (CapType.NOTIFICATION,), Rights.RECV)
+        except CapLookupError as exc:
+            return Done(exc.status)
+        notification = self.notifications[cap.obj]
+        bits, notification.word = notification.word, 0
+        return Done(Status.OK, (bits, 0, 0))
+
     def _sys_yield(self, proc: Process, args: tuple[int, ...]) -> Outcome:
         return Done(Status.OK, end_turn=True)
 
@@ -743,6 +753,7 @@ class Kernel:
         Syscall.REPLY_RECV: _sys_reply_recv,
         Syscall.NOTIFY: _sys_notify,
         Syscall.WAIT: _sys_wait,
+        Syscall.POLL: _sys_poll,
         Syscall.YIELD: _sys_yield,
         Syscall.EXIT: _sys_exit,
         Syscall.DEBUG_WRITE: _sys_debug_write,

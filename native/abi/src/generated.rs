@@ -28,6 +28,8 @@ pub mod syscall {
     pub const CAP_INFO: u64 = 0xb;
     /// rdi=slot; empties the slot (a no-op on an empty slot)
     pub const CAP_DELETE: u64 = 0xc;
+    /// rdi=notification slot; returns rdi=bits and clears them, without blocking (0: none)
+    pub const POLL: u64 = 0xd;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u64) -> Option<&'static str> {
@@ -44,6 +46,7 @@ pub mod syscall {
             DEBUG_WRITE => Some("DEBUG_WRITE"),
             CAP_INFO => Some("CAP_INFO"),
             CAP_DELETE => Some("CAP_DELETE"),
+            POLL => Some("POLL"),
             _ => None,
         }
     }
@@ -226,12 +229,15 @@ pub mod proc_state {
     pub const RUNNING: u16 = 0x1;
     /// STOP or KILL asked; the kernel's CHILD_DIED has not arrived yet
     pub const STOPPING: u16 = 0x2;
+    /// it faulted, was killed, or exited non-zero: held until REAP
+    pub const FAILED: u16 = 0x3;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u16) -> Option<&'static str> {
         match value {
             RUNNING => Some("RUNNING"),
             STOPPING => Some("STOPPING"),
+            FAILED => Some("FAILED"),
             _ => None,
         }
     }
@@ -258,6 +264,8 @@ pub mod procd_op {
     pub const STOP: u32 = 0x404;
     /// process_request: kill a process (reported to crashd as KILLED); rootd only
     pub const KILL: u32 = 0x405;
+    /// process_request: free a FAILED entry; reply its process_status; rootd only
+    pub const REAP: u32 = 0x406;
     /// process_request: reply process_status of one process; rootd only
     pub const STATUS: u32 = 0x407;
     /// no payload: reply one process_status per live process; rootd only
@@ -271,6 +279,7 @@ pub mod procd_op {
             SPAWN_SERVICE => Some("SPAWN_SERVICE"),
             STOP => Some("STOP"),
             KILL => Some("KILL"),
+            REAP => Some("REAP"),
             STATUS => Some("STATUS"),
             LIST => Some("LIST"),
             PROBE_COMPLETE => Some("PROBE_COMPLETE"),
@@ -441,6 +450,8 @@ pub mod notify_bit {
     pub const PROBE_COMPLETE: u64 = 0x2;
     /// set on an IRQ_NOTIFY notification when its interrupt fires
     pub const IRQ: u64 = 0x4;
+    /// procd: a REQUIRED service failed (LIST shows which and how)
+    pub const SERVICE_FAILED: u64 = 0x8;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u64) -> Option<&'static str> {
@@ -448,12 +459,13 @@ pub mod notify_bit {
             READY => Some("READY"),
             PROBE_COMPLETE => Some("PROBE_COMPLETE"),
             IRQ => Some("IRQ"),
+            SERVICE_FAILED => Some("SERVICE_FAILED"),
             _ => None,
         }
     }
 
     /// Every defined bit.
-    pub const ALL: u64 = 0x7;
+    pub const ALL: u64 = 0xf;
 }
 
 /// Exit codes of a service that refuses to start (lib-bootstrap failure statuses) and of a panic. (origin: procd-emu)
@@ -695,9 +707,9 @@ pub mod process_status {
     /// `u16`
     pub const FLAGS: usize = 16;
     /// `u16`
-    pub const RESERVED0: usize = 18;
+    pub const DEATH: usize = 18;
     /// `u32`
-    pub const RESERVED1: usize = 20;
+    pub const CODE: usize = 20;
 }
 
 /// kernel-control KILL_PROCESS payload.

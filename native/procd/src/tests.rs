@@ -1898,8 +1898,8 @@ fn ask(k: &mut Model, p: &mut Procd, badge: u64, m: Message) -> (u32, Vec<u8>) {
 /// fields must be zero.
 fn status_record(record: &[u8]) -> (u32, u32, u32, u16, u16, u16) {
     assert_eq!(record.len(), process_status::SIZE);
-    assert_eq!(read_u16(record, process_status::RESERVED0), Some(0));
-    assert_eq!(read_u32(record, process_status::RESERVED1), Some(0));
+    assert_eq!(read_u16(record, process_status::DEATH), Some(0));
+    assert_eq!(read_u32(record, process_status::CODE), Some(0));
     (
         read_u32(record, process_status::ID).unwrap(),
         read_u32(record, process_status::PID).unwrap(),
