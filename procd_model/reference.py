@@ -56,8 +56,11 @@ class Entry:
 
     pid: int
     generation: int
+    flags: int = 0
     stopping: str | None = None
     """None while running; "stop" or "kill" once procd asked the kernel to end it."""
+    failed: bool = False
+    """It faulted, was killed (not stopped) or exited non-zero: held until REAP."""
 
 
 @dataclass
@@ -93,7 +96,7 @@ class ProcdSpec:
             return self._spawn(badge, request, kernel_replies)
         if op == ProcdOp.PROBE_COMPLETE:
             return self._probe(badge, request)
-        if op in (ProcdOp.STOP, ProcdOp.KILL, ProcdOp.STATUS, ProcdOp.LIST):
+        if op in (ProcdOp.STOP, ProcdOp.KILL, ProcdOp.STATUS, ProcdOp.LIST, ProcdOp.REAP):
             return self._manage(ProcdOp(op), badge, request, kernel_replies)
         if op == KernelEvent.CHILD_DIED:
             return Actions(reply=("DENIED", None, None))  # a forged kernel message
@@ -132,7 +135,7 @@ class ProcdSpec:
         pid = int(created["child_pid"])
         generation = self.generations.get(index, 0) % 0xFFFF + 1
         self.generations[index] = generation
-        self.live[index] = Entry(pid, generation)
+        self.live[index] = Entry(pid, generation, int(flags))
         return Actions(tuple(calls), reply=("OK", pid, _process_id(index, generation)))
 
     def _manage(self, op: ProcdOp, badge: int, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
@@ -152,6 +155,13 @@ class ProcdSpec:
             return Actions(reply=("NOT_FOUND", None, None))  # a stale id never reaches the new occupant
         if op is ProcdOp.STATUS:
             return Actions(reply=("OK", entry.pid, proc_id))
+        if op is ProcdOp.REAP:
+            if not entry.failed:
+                return Actions(reply=("BUSY", None, None))
+            del self.live[index]
+            return Actions(reply=("OK", entry.pid, proc_id))
+        if entry.failed:
+            return Actions(reply=("NOT_FOUND", None, None))  # nothing left to end
         if entry.stopping is not None:
             return Actions(reply=("BUSY", None, None))
         killed = next(iter(replies), None)
@@ -169,17 +179,26 @@ class ProcdSpec:
         return Actions(notifies=(int(NotifyBit.PROBE_COMPLETE),), reply=("OK", None, None))
 
     def _child_died(self, request: dict[str, Any]) -> Actions:
-        """Free the entry; a child that faulted or was killed (not stopped) is reported to crashd."""
+        """Failure policy. A clean exit or a STOP frees the entry. A failure (a fault, a kill that
+        was not a STOP, a non-zero exit) holds it as FAILED until REAP; faults and kills are
+        reported to crashd; a REQUIRED service's failure is reported to rootd (SERVICE_FAILED)."""
         pid = request.get("child_pid")
-        index = next((i for i, live in self.live.items() if live.pid == pid), None)
+        index = next((i for i, live in self.live.items() if live.pid == pid and not live.failed), None)
         death = request.get("death")
         if index is None or death not in ("EXITED", "FAULTED", "KILLED"):
             return Actions()
-        dead = self.live.pop(index)
-        reported = death == "FAULTED" or (death == "KILLED" and dead.stopping != "stop")
-        if reported and CapPurpose.CRASHD_ENDPOINT in self.holds:
-            return Actions(crash_reports=(dead.pid,))
-        return Actions()
+        entry = self.live[index]
+        killed = death == "KILLED" and entry.stopping != "stop"
+        failed = death == "FAULTED" or killed or (death == "EXITED" and request.get("code"))
+        reported = (death == "FAULTED" or killed) and CapPurpose.CRASHD_ENDPOINT in self.holds
+        reports = (entry.pid,) if reported else ()
+        if not failed:
+            del self.live[index]
+            return Actions(crash_reports=reports)
+        entry.failed = True
+        required = entry.flags & EnvelopeFlag.REQUIRED
+        notifies = (int(NotifyBit.SERVICE_FAILED),) if required else ()
+        return Actions(notifies=notifies, crash_reports=reports)
 
     def _free_index(self) -> int | None:
         return next((i for i in range(self.table_size) if i not in self.live), None)

@@ -16,15 +16,19 @@ from procd_model.abi import (
     CHILD_FIRST_GRANT_SLOT,
     CHILD_SELF_ENDPOINT_SLOT,
     CREATE_PROCESS_REPLY,
+    PROCESS_STATUS,
     SPAWN_SERVICE_REPLY,
     SPAWN_SERVICE_REQUEST,
     START_PROCESS_REQUEST,
     CapPurpose,
     CapType,
+    DeathKind,
     EnvelopeFlag,
+    FaultKind,
     KernelOp,
     NotifyBit,
     ProcdOp,
+    ProcState,
     Rights,
     Role,
     StartupStatus,
@@ -80,6 +84,18 @@ class ProcdBoot:
     grants: list[Grant]
 
 
+def _failure(death: int, code: int) -> str:
+    """How a FAILED process ended, for the halt message."""
+    if death == DeathKind.FAULTED:
+        try:
+            return f"faulted: {FaultKind(code).name}"
+        except ValueError:
+            return f"faulted: fault kind {code}"
+    if death == DeathKind.KILLED:
+        return "was killed"
+    return f"exited with code {code}"
+
+
 def default_procd_boot(*, with_services: bool = False) -> ProcdBoot:
     """procd's envelope and intake as the ABI's PROCD intake spec asks for them.
 
@@ -133,6 +149,9 @@ class Rootd:
     spawned: list[SpawnRecord] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     probes_completed: int = 0
+    bits: int = 0
+    """Bootstrap-notification bits taken but not yet acted on."""
+    halted: bool = False
     on_ready: list[Callable[[Rootd], None]] = field(default_factory=list)
     """Called once procd has signalled READY, before the manifest is sent (tests hook in here)."""
 
@@ -208,7 +227,30 @@ class Rootd:
             hook(self)
         for entry in self.manifest:
             yield from self._spawn(procd_slot, entry)
+            yield from self._check_required(procd_slot)
+            if self.halted:
+                return
         self.finished = True
+
+    def _check_required(self, procd_slot: int) -> ActorProgram:
+        """Take procd's asynchronous reports; a failed REQUIRED service halts bootstrap progression."""
+        result = yield SyscallRequest(Syscall.POLL, (SLOT_BOOT_NOTIFY_RECV,))
+        self.bits |= result.values[0]
+        if not self.bits & NotifyBit.SERVICE_FAILED:
+            return
+        self.bits &= ~NotifyBit.SERVICE_FAILED
+        result = yield call(procd_slot, ProcdOp.LIST)
+        reply = result.message()
+        size = PROCESS_STATUS.size
+        for offset in range(0, len(reply.payload) - size + 1, size):
+            status = PROCESS_STATUS.unpack(reply.payload, offset)
+            if status["state"] != ProcState.FAILED or not status["flags"] & EnvelopeFlag.REQUIRED:
+                continue
+            name = next((r.entry.image for r in self.spawned if r.pid == status["pid"]), f"pid {status['pid']}")
+            why = _failure(status["death"], status["code"])
+            self.halted = True
+            self.kernel.halt("halted", f"bootstrap halted: required service {name} (pid {status['pid']}) {why}")
+            return
 
     def _spawn(self, procd_slot: int, entry: ManifestEntry) -> ActorProgram:
         image = boot_image_named(entry.image)
@@ -231,11 +273,11 @@ class Rootd:
             fields = SPAWN_SERVICE_REPLY.unpack(reply.payload)
             record.pid, record.endpoint = fields["pid"], fields["endpoint"]
             if entry.await_probe:
-                result = yield SyscallRequest(Syscall.WAIT, (SLOT_BOOT_NOTIFY_RECV,))
-                if result.values[0] & NotifyBit.PROBE_COMPLETE:
-                    self.probes_completed += 1
-                else:
-                    self.problems.append(f"{entry.image}: procd signalled {result.values[0]:#x}, not PROBE_COMPLETE")
+                while not self.bits & NotifyBit.PROBE_COMPLETE:
+                    result = yield SyscallRequest(Syscall.WAIT, (SLOT_BOOT_NOTIFY_RECV,))
+                    self.bits |= result.values[0]
+                self.bits &= ~NotifyBit.PROBE_COMPLETE
+                self.probes_completed += 1
         if status is not entry.expect_status:
             self.problems.append(f"SPAWN_SERVICE {entry.image}: expected {entry.expect_status.name}, got {status.name}")
         self.spawned.append(record)

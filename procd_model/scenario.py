@@ -21,6 +21,7 @@
     # times = 1                 # (how many times)
 
     [expect]
+    halts = "required service"  # optional: bootstrap must halt, its message containing this (exit 1)
     crashd_reports = 1          # optional: KILLED records crashd must hold
     logs = ["procd: child"]     # optional: each must start some log line
 
@@ -54,6 +55,8 @@ class ScenarioError(ValueError):
 class Expectations:
     crashd_reports: int | None = None
     logs: tuple[str, ...] = ()
+    halts: str | None = None
+    """The run must halt bootstrap with this text in its message (the command then exits 1)."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
     expect = Expectations()
     if "expect" in data:
         table = _typed(f"{source}: expect", data["expect"], dict, "a table")
-        _keys(f"{source}: expect", table, {"crashd_reports", "logs"})
+        _keys(f"{source}: expect", table, {"crashd_reports", "logs", "halts"})
         reports = table.get("crashd_reports")
         if reports is not None:
             _typed(f"{source}: expect.crashd_reports", reports, int, "a count")
@@ -162,7 +165,10 @@ def parse_scenario(text: str, source: str) -> Scenario:
         logs = _typed(f"{source}: expect.logs", table.get("logs", []), list, "a list of strings")
         for i, line in enumerate(logs):
             _typed(f"{source}: expect.logs[{i}]", line, str, "a string")
-        expect = Expectations(reports, tuple(logs))
+        halts = table.get("halts")
+        if halts is not None:
+            _typed(f"{source}: expect.halts", halts, str, "a string")
+        expect = Expectations(reports, tuple(logs), halts)
     injections = _typed(f"{source}: inject", data.get("inject", []), list, "an array of [[inject]] tables")
     inject = tuple(_injection(f"{source}: inject[{i}]", table) for i, table in enumerate(injections))
     return Scenario(name, description, manifest, services, expect, inject)
@@ -198,6 +204,8 @@ def unmet_expectations(scenario: Scenario, logs: list[str]) -> list[str]:
     """What the run did not show that the scenario's [expect] table asks for."""
     problems = []
     expect = scenario.expect
+    if expect.halts is not None:
+        problems.append(f"bootstrap did not halt ({expect.halts!r} expected)")
     if expect.crashd_reports is not None and scenario.services is not None:
         held = len(scenario.services.crashd.records)
         if held != expect.crashd_reports:

@@ -279,7 +279,9 @@ def test_stop_kill_status_and_list_with_generations() -> None:
     assert status["role"] == Role.TEST and status["state"] == ProcState.RUNNING
     assert len(replies[2][1]) == PROCESS_STATUS.size  # LIST: one live process
     assert SPAWN_SERVICE_REPLY.unpack(replies[6][1])["id"] == second_id
-    assert replies[10][1] == b""  # LIST after the kill: nobody left
+    # LIST after the kill: the killed process is held FAILED (killed, not stopped) until REAP
+    (held,) = [PROCESS_STATUS.unpack(replies[10][1])]
+    assert (held["id"], held["state"], held["death"]) == (second_id, ProcState.FAILED, DeathKind.KILLED)
     # STOP is not reported to crashd; KILL is, as KILLED
     ((_, payload),) = services.crashd.records
     assert CRASH_RECORD.unpack(payload)["pid"] == SPAWN_SERVICE_REPLY.unpack(replies[6][1])["pid"]

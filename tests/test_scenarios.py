@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ def test_the_shipped_scenarios_are_listed(capsys: pytest.CaptureFixture[str]) ->
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert listed == BUILTIN
     assert {
+        "force-fail",
+        "optional-fails",
         "inject-fault",
         "create-fails",
         "phase0-exit",
@@ -29,8 +32,27 @@ def test_the_shipped_scenarios_are_listed(capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.parametrize("name", BUILTIN)
-def test_every_shipped_scenario_completes(name: str, tmp_path: Path) -> None:
-    assert main(["run", "--scenario", name, "--trace", "ipc", "--out", str(tmp_path / "t")]) == 0
+def test_every_shipped_scenario_ends_as_it_says(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = next(s for s in builtin_scenarios() if s.name == name)
+    code = main(["run", "--scenario", name, "--trace", "ipc", "--out", str(tmp_path / "t")])
+    if scenario.expect.halts is None:
+        assert code == 0
+    else:
+        assert code == 1
+        assert scenario.expect.halts in capsys.readouterr().err
+
+
+def test_force_fail_halts_naming_the_service_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.jsonl"
+    assert main(["run", "--scenario", "force-fail", "--format", "jsonl", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "bootstrap halted: required service phase0-fault-kill" in err and "faulted: UNMAPPED_WRITE" in err
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert events[-1]["stop"] == "halted"
+    spawned = [e for e in events if e["kind"] == "process.create" and e.get("name") == "phase0-exit"]
+    assert len(spawned) == 1, "bootstrap stopped before the third spawn"
+    notified = [e for e in events if e["kind"] == "notify" and e["bits"] == 8]
+    assert notified, "procd reported the failure to rootd with SERVICE_FAILED"
 
 
 SCENARIO = """

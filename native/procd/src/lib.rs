@@ -6,11 +6,12 @@
 //!
 //! - [`start`]: parse the start envelope (role PROCD), validate the capability intake, log the
 //!   outcome, and on success signal `notify_bit::READY` on the bootstrap notification.
-//! - [`Procd::handle`]: answer one request in place — SPAWN_SERVICE, STOP, KILL, STATUS or LIST
-//!   from rootd, or PROBE_COMPLETE from a child (through the badged PROCD_ENDPOINT capability
-//!   procd minted for it: procd signals `notify_bit::PROBE_COMPLETE` on the bootstrap
+//! - [`Procd::handle`]: answer one request in place — SPAWN_SERVICE, STOP, KILL, REAP, STATUS
+//!   or LIST from rootd, or PROBE_COMPLETE from a child (through the badged PROCD_ENDPOINT
+//!   capability procd minted for it: procd signals `notify_bit::PROBE_COMPLETE` on the bootstrap
 //!   notification) — or act on one kernel event (CHILD_DIED: log, report a killed child to
-//!   crashd, free its table entry), which gets no reply.
+//!   crashd, then free its table entry after a clean end, or hold it FAILED until rootd REAPs it
+//!   and signal `notify_bit::SERVICE_FAILED` if the service was REQUIRED), which gets no reply.
 //!
 //! rootd names a child by procd's process id ([`process_id`]): table index | generation <<
 //! `PROCD_ID_GENERATION_SHIFT`, so an id outlives its process only as NOT_FOUND.
@@ -23,9 +24,9 @@ use abi::{
     MessageHeader, PROCD_CHILD_BADGE_BASE, PROCD_MAX_PROCESSES, cap_purpose, child_death,
     crash_event, crash_record, crashd_op, create_process_reply, create_process_request, death_kind,
     envelope_flag, fault_kind, grant, kernel_event, kernel_op, kill_request, mint_request,
-    notify_bit, procd_op, process_request, process_status, read_u16, read_u32, read_u64, rights,
-    role, spawn_service_reply, spawn_service_request, start_process_request, startup_status,
-    status, write_u16, write_u32, write_u64,
+    notify_bit, proc_state, procd_op, process_request, process_status, read_u16, read_u32,
+    read_u64, rights, role, spawn_service_reply, spawn_service_request, start_process_request,
+    startup_status, status, write_u16, write_u32, write_u64,
 };
 use bootstrap::{Envelope, EnvelopeBuilder, SlotEntry};
 use capabi::{Grant, GrantPlan};
@@ -163,9 +164,9 @@ impl Procd {
     /// Anything else is a request: the answer is [`Answer::Reply`] with the reply left in `msg`:
     /// header op = status, payload_len, no capabilities, reserved fields zero; error replies
     /// carry no payload. A request carrying capabilities is answered INVALID_ARGUMENT (after the
-    /// badge check: SPAWN_SERVICE, STOP, KILL, STATUS and LIST are DENIED unless the badge is
-    /// `BADGE_ROOTD`, PROBE_COMPLETE unless it names a live child). A CHILD_DIED from anyone but
-    /// the kernel is forged: DENIED. Unknown ops are INVALID_ARGUMENT.
+    /// badge check: SPAWN_SERVICE, STOP, KILL, REAP, STATUS and LIST are DENIED unless the badge
+    /// is `BADGE_ROOTD`, PROBE_COMPLETE unless it names a live child). A CHILD_DIED from anyone
+    /// but the kernel is forged: DENIED. Unknown ops are INVALID_ARGUMENT.
     pub fn handle(&mut self, k: &mut impl Kernel, badge: u64, msg: &mut Message) -> Answer {
         let request = msg.header();
         self.discard_caps(k, &request);
@@ -182,6 +183,7 @@ impl Procd {
                 .map(|spawned| spawned.write_reply(msg)),
             procd_op::STOP => self.end_process(k, badge, msg, Ending::Stop),
             procd_op::KILL => self.end_process(k, badge, msg, Ending::Kill),
+            procd_op::REAP => self.reap(badge, msg),
             procd_op::STATUS => self.status(badge, msg),
             procd_op::LIST => self.list(badge, msg),
             procd_op::PROBE_COMPLETE => self.probe_complete(k, badge, &request).map(|()| {
@@ -330,7 +332,7 @@ impl Procd {
         Ok(Spawned { pid, endpoint, id })
     }
 
-    /// The id a STOP, KILL or STATUS request from `badge` names: DENIED unless `badge` is
+    /// The id a STOP, KILL, REAP or STATUS request from `badge` names: DENIED unless `badge` is
     /// `BADGE_ROOTD`; INVALID_ARGUMENT unless the payload is one process_request with reserved
     /// 0 and the header carries no capabilities and zero reserved fields.
     fn requested_id(badge: u64, msg: &Message) -> Result<u32, u32> {
@@ -359,9 +361,10 @@ impl Procd {
     /// request's id names, and on OK mark its entry STOPPING (its CHILD_DIED, kind KILLED, comes
     /// later; see `child_died`) and reply OK with no payload.
     ///
-    /// After the request checks (`requested_id`): NOT_FOUND for a stale id, BUSY if the entry
-    /// is already STOPPING, and the failing status (the syscall's, or the kernel's reply) if
-    /// KILL_PROCESS fails, the entry unchanged.
+    /// After the request checks (`requested_id`): NOT_FOUND for a stale id or a FAILED entry
+    /// (its process is already dead: nothing to end), BUSY if the entry is already STOPPING,
+    /// and the failing status (the syscall's, or the kernel's reply) if KILL_PROCESS fails, the
+    /// entry unchanged.
     fn end_process(
         &mut self,
         k: &mut impl Kernel,
@@ -375,8 +378,10 @@ impl Procd {
             .lookup(id)
             .map(|(index, entry)| (index, *entry))
             .ok_or(status::NOT_FOUND)?;
-        if matches!(entry.state, ProcState::Stopping(_)) {
-            return Err(status::BUSY);
+        match entry.state {
+            ProcState::Stopping(_) => return Err(status::BUSY),
+            ProcState::Failed { .. } => return Err(status::NOT_FOUND),
+            _ => {}
         }
         let payload = msg.start(kernel_op::KILL_PROCESS, kill_request::SIZE);
         // Cannot fail: the payload is kill_request::SIZE bytes (reserved stays 0).
@@ -409,8 +414,30 @@ impl Procd {
         }
     }
 
-    /// LIST from rootd: reply OK with one process_status per running or stopping entry, in
-    /// table index order (none: an empty payload). DENIED unless `badge` is `BADGE_ROOTD`;
+    /// REAP from rootd: reply OK with the process_status of the FAILED entry the request's id
+    /// names (state FAILED, its death and code), and free the entry (its next occupant gets the
+    /// next generation). After the request checks (`requested_id`): NOT_FOUND for a stale or
+    /// free id, BUSY for a running or stopping process (only a FAILED entry can be reaped).
+    fn reap(&mut self, badge: u64, msg: &mut Message) -> Result<(), u32> {
+        let id = Self::requested_id(badge, msg)?;
+        let (index, entry) = self
+            .table
+            .lookup(id)
+            .map(|(index, entry)| (index, *entry))
+            .ok_or(status::NOT_FOUND)?;
+        if !matches!(entry.state, ProcState::Failed { .. }) {
+            return Err(status::BUSY);
+        }
+        let record = msg.start(status::OK, process_status::SIZE);
+        if !write_status(record, id, &entry, proc_state::FAILED) {
+            return Err(status::INTERNAL);
+        }
+        self.table.free(index);
+        Ok(())
+    }
+
+    /// LIST from rootd: reply OK with one process_status per running, stopping or FAILED entry,
+    /// in table index order (none: an empty payload). DENIED unless `badge` is `BADGE_ROOTD`;
     /// INVALID_ARGUMENT for a payload, capabilities or non-zero reserved header fields.
     fn list(&self, badge: u64, msg: &mut Message) -> Result<(), u32> {
         if badge != BADGE_ROOTD {
@@ -508,11 +535,11 @@ impl Procd {
 
     /// PROBE_COMPLETE from the child whose PROCD_ENDPOINT capability carries `badge`.
     ///
-    /// DENIED unless `badge` is a child badge ([`badge_index`]) naming a live table entry;
-    /// then INVALID_ARGUMENT if the `request` header has a payload, capabilities or a non-zero
-    /// reserved field. Otherwise NOTIFY `notify_bit::PROBE_COMPLETE` on the bootstrap
-    /// notification (asynchronous: procd never blocks on it; a failure is logged) and log
-    /// `procd: probe complete (pid <pid>)`.
+    /// DENIED unless `badge` is a child badge ([`badge_index`]) naming a live table entry (not
+    /// free, not FAILED: a failed child is dead); then INVALID_ARGUMENT if the `request` header
+    /// has a payload, capabilities or a non-zero reserved field. Otherwise NOTIFY
+    /// `notify_bit::PROBE_COMPLETE` on the bootstrap notification (asynchronous: procd never
+    /// blocks on it; a failure is logged) and log `procd: probe complete (pid <pid>)`.
     fn probe_complete(
         &self,
         k: &mut impl Kernel,
@@ -521,7 +548,7 @@ impl Procd {
     ) -> Result<(), u32> {
         let entry = badge_index(badge)
             .and_then(|index| self.table.entries().get(index))
-            .filter(|e| e.state != ProcState::Free)
+            .filter(|e| e.state.is_live())
             .ok_or(status::DENIED)?;
         if request.payload_len != 0
             || request.cap_count != 0
@@ -550,11 +577,19 @@ impl Procd {
     ///
     /// Ignored if the payload is not a `child_death` record, capabilities came along, the
     /// death kind is unknown, or no live entry has the pid (e.g. its START_PROCESS failed and
-    /// the entry is already gone). Otherwise: log the death; SEND crashd a KILLED record, if
-    /// procd holds its endpoint, for a FAULTED child (the kernel killed it: its fault kind and
-    /// rip) and for a KILLED one that STOP did not ask for (KILL, or a kill procd never asked
-    /// for: code 0, address 0); free the entry (its next occupant gets the next generation)
-    /// and delete procd's capability to the child's endpoint.
+    /// the entry is already gone, or it already failed). Otherwise: log the death; SEND crashd
+    /// a KILLED record, if procd holds its endpoint, for a FAULTED child (the kernel killed it:
+    /// its fault kind and rip) and for a KILLED one that STOP did not ask for (KILL, or a kill
+    /// procd never asked for: code 0, address 0); delete procd's capability to the child's
+    /// endpoint. Then:
+    ///
+    /// - A clean end (EXITED with code 0, or KILLED after STOP): free the entry (its next
+    ///   occupant gets the next generation).
+    /// - A failure (FAULTED, KILLED without STOP, EXITED non-zero): hold the entry FAILED with
+    ///   the death kind and code (the exit code saturated to u32, the fault kind, 0 for
+    ///   KILLED), keeping its id until rootd REAPs it; log `procd: child <pid> failed`; and if
+    ///   the entry's flags have `envelope_flag::REQUIRED`, NOTIFY `notify_bit::SERVICE_FAILED`
+    ///   on the bootstrap notification (asynchronous; a failure is logged).
     fn child_died(&mut self, k: &mut impl Kernel, msg: &mut Message) {
         let event = msg.header();
         if usize::from(event.payload_len) != child_death::SIZE || event.cap_count != 0 {
@@ -576,7 +611,8 @@ impl Procd {
         else {
             return;
         };
-        match kind {
+        // Whether the death is a failure, and the code a FAILED entry records.
+        let (failed, recorded) = match kind {
             death_kind::EXITED => {
                 k.debug_write(&[
                     Text(b"procd: child "),
@@ -584,6 +620,7 @@ impl Procd {
                     Text(b" exited "),
                     Dec(code),
                 ]);
+                (code != 0, u32::try_from(code).unwrap_or(u32::MAX))
             }
             death_kind::FAULTED => {
                 let fault = match fault_kind::name(code) {
@@ -599,6 +636,7 @@ impl Procd {
                     Hex(address),
                 ]);
                 self.report_killed(k, msg, pid, code, address);
+                (true, u32::try_from(code).unwrap_or(u32::MAX))
             }
             death_kind::KILLED => {
                 let stopped = entry.state == ProcState::Stopping(Ending::Stop);
@@ -610,11 +648,43 @@ impl Procd {
                 if !stopped {
                     self.report_killed(k, msg, pid, 0, 0);
                 }
+                (!stopped, 0)
             }
             _ => return,
+        };
+        if !failed {
+            self.table.free(index);
+            k.cap_delete(entry.endpoint_slot);
+            return;
         }
-        self.table.free(index);
+        self.table.set(
+            index,
+            ProcessEntry {
+                state: ProcState::Failed {
+                    death: kind,
+                    code: recorded,
+                },
+                // procd no longer holds the child's endpoint capability.
+                endpoint_slot: 0,
+                ..entry
+            },
+        );
         k.cap_delete(entry.endpoint_slot);
+        k.debug_write(&[
+            Text(b"procd: child "),
+            Dec(u64::from(pid)),
+            Text(b" failed"),
+        ]);
+        if entry.flags & envelope_flag::REQUIRED != 0 {
+            let notified = k.notify(self.bootstrap_notify, notify_bit::SERVICE_FAILED);
+            if notified != status::OK {
+                let name = match status::name(notified) {
+                    Some(name) => Text(name.as_bytes()),
+                    None => Hex(u64::from(notified)),
+                };
+                k.debug_write(&[Text(b"procd: SERVICE_FAILED notify failed: "), name]);
+            }
+        }
     }
 
     /// SEND crashd a REPORT of child `pid` killed for `fault` at `address` (0 and 0 for a
@@ -726,7 +796,7 @@ fn write_create_request(
 /// Write a process_status record for the process `id` in `entry`, reported `state`, into the
 /// start of `record`; `false` if it does not fit.
 fn write_status(record: &mut [u8], id: u32, entry: &ProcessEntry, state: u16) -> bool {
-    // The reserved fields stay as the caller zeroed them.
+    let (death, code) = entry.death_and_code();
     record.len() >= process_status::SIZE
         && write_u32(record, process_status::ID, id)
         && write_u32(record, process_status::PID, entry.pid)
@@ -734,6 +804,8 @@ fn write_status(record: &mut [u8], id: u32, entry: &ProcessEntry, state: u16) ->
         && write_u16(record, process_status::ROLE, entry.role)
         && write_u16(record, process_status::STATE, state)
         && write_u16(record, process_status::FLAGS, entry.flags)
+        && write_u16(record, process_status::DEATH, death)
+        && write_u32(record, process_status::CODE, code)
 }
 
 /// A started child, as SPAWN_SERVICE reports it.

@@ -1,5 +1,10 @@
 //! procd's process table: `PROCD_MAX_PROCESSES` fixed entries, filled lowest index first.
 //!
+//! An entry is free, or holds a live process (created, running or stopping), or a FAILED one:
+//! a child that faulted, was killed without STOP, or exited non-zero. A FAILED entry keeps its
+//! id (index and generation) and its place in the table until rootd REAPs it
+//! ([`ProcessTable::free`]); procd no longer holds its endpoint capability.
+//!
 //! Every entry has a generation, so that procd's process ids ([`process_id`]: index |
 //! generation << `PROCD_ID_GENERATION_SHIFT`) name one occupant of an entry and never the next.
 //! A fresh table's entries have generation 1; a free entry holds the generation its next
@@ -31,6 +36,21 @@ pub enum ProcState {
     /// The kernel accepted KILL_PROCESS for it (asked by STOP or KILL); its CHILD_DIED has not
     /// arrived yet.
     Stopping(Ending),
+    /// It died a failure (faulted, killed without STOP, or exited non-zero); held until REAP.
+    Failed {
+        /// Its `death_kind`.
+        death: u16,
+        /// EXITED: the exit code (saturated to u32); FAULTED: the fault_kind; KILLED: 0.
+        code: u32,
+    },
+}
+
+impl ProcState {
+    /// Whether the entry holds a process that may still be alive, whose endpoint capability
+    /// procd keeps: created, running or stopping (not free, not FAILED).
+    pub const fn is_live(self) -> bool {
+        matches!(self, Self::Created | Self::Running | Self::Stopping(_))
+    }
 }
 
 /// One process procd created.
@@ -52,13 +72,23 @@ pub struct ProcessEntry {
 }
 
 impl ProcessEntry {
-    /// The `proc_state` STATUS and LIST report for this entry: RUNNING or STOPPING; `None` for
-    /// an entry no request can name (free, or created but not started).
+    /// The `proc_state` STATUS and LIST report for this entry: RUNNING, STOPPING or FAILED;
+    /// `None` for an entry no request can name (free, or created but not started).
     pub fn reported_state(&self) -> Option<u16> {
         match self.state {
             ProcState::Running => Some(proc_state::RUNNING),
             ProcState::Stopping(_) => Some(proc_state::STOPPING),
+            ProcState::Failed { .. } => Some(proc_state::FAILED),
             ProcState::Free | ProcState::Created => None,
+        }
+    }
+
+    /// The (death, code) STATUS and LIST report: the FAILED entry's `death_kind` and code,
+    /// (0, 0) for any other.
+    pub fn death_and_code(&self) -> (u16, u32) {
+        match self.state {
+            ProcState::Failed { death, code } => (death, code),
+            _ => (0, 0),
         }
     }
 }
@@ -131,12 +161,19 @@ impl ProcessTable {
         &self.entries
     }
 
-    /// Entries in use.
+    /// Entries whose process may still be alive ([`ProcState::is_live`]): not free, not FAILED.
     pub fn live(&self) -> impl Iterator<Item = &ProcessEntry> {
-        self.entries.iter().filter(|e| e.state != ProcState::Free)
+        self.entries.iter().filter(|e| e.state.is_live())
     }
 
-    /// The lowest free index, if any.
+    /// FAILED entries, held until REAP.
+    pub fn failed(&self) -> impl Iterator<Item = &ProcessEntry> {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.state, ProcState::Failed { .. }))
+    }
+
+    /// The lowest free index, if any (FAILED entries are not free).
     pub fn free_index(&self) -> Option<usize> {
         self.entries.iter().position(|e| e.state == ProcState::Free)
     }
@@ -146,16 +183,16 @@ impl ProcessTable {
         self.live().any(|e| e.endpoint_slot == slot)
     }
 
-    /// The index of the live entry for process `pid`, if any (free entries never match, so pid 0
-    /// finds nothing unless a live entry has it).
+    /// The index of the live entry for process `pid`, if any (free and FAILED entries never
+    /// match, so pid 0 finds nothing unless a live entry has it).
     pub fn index_of_pid(&self, pid: u32) -> Option<usize> {
         self.entries
             .iter()
-            .position(|e| e.state != ProcState::Free && e.pid == pid)
+            .position(|e| e.state.is_live() && e.pid == pid)
     }
 
     /// The entry process id `id` names, with its index: `None` if the index is out of range,
-    /// the entry is not running or stopping (free, or created but not started), or its
+    /// the entry is not running, stopping or FAILED (free, or created but not started), or its
     /// generation is not the id's (a stale id).
     pub fn lookup(&self, id: u32) -> Option<(usize, &ProcessEntry)> {
         let (index, generation) = split_id(id)?;
@@ -176,8 +213,8 @@ impl ProcessTable {
         self.entries.get(index).map(|e| e.generation)
     }
 
-    /// Mark entry `index` free after its occupant's life (ignored if out of range): a later
-    /// spawn may reuse it, with the next generation.
+    /// Mark entry `index` free after its occupant's life (its clean end, or REAP of a FAILED
+    /// entry; ignored if out of range): a later spawn may reuse it, with the next generation.
     pub fn free(&mut self, index: usize) {
         if let Some(e) = self.entries.get_mut(index) {
             let generation = next_generation(e.generation);
@@ -380,5 +417,36 @@ mod tests {
         }
         assert_eq!(running(1).reported_state(), Some(proc_state::RUNNING));
         assert_eq!(ProcessEntry::default().reported_state(), None);
+    }
+
+    #[test]
+    fn failed_entries_are_named_but_neither_live_nor_free() {
+        let mut t = ProcessTable::new();
+        let failed = ProcessEntry {
+            state: ProcState::Failed {
+                death: abi::death_kind::EXITED,
+                code: 3,
+            },
+            pid: 7,
+            endpoint_slot: 12,
+            generation: 1,
+            ..ProcessEntry::default()
+        };
+        t.set(0, failed);
+        let id = t.id_of(0).unwrap();
+        assert_eq!(t.lookup(id).map(|(i, _)| i), Some(0));
+        assert_eq!(failed.reported_state(), Some(proc_state::FAILED));
+        assert_eq!(failed.death_and_code(), (abi::death_kind::EXITED, 3));
+        assert_eq!(running(1).death_and_code(), (0, 0));
+        assert!(!failed.state.is_live());
+        assert_eq!(t.live().count(), 0);
+        assert_eq!(t.failed().count(), 1);
+        assert_eq!(t.index_of_pid(7), None);
+        assert!(!t.holds_slot(12));
+        assert_eq!(t.free_index(), Some(1));
+        t.free(0);
+        assert_eq!(t.failed().count(), 0);
+        assert_eq!((t.free_index(), t.generation(0)), (Some(0), Some(2)));
+        assert_eq!(t.lookup(id), None);
     }
 }

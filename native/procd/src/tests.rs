@@ -654,8 +654,8 @@ fn unknown_ops_are_invalid() {
         kernel_op::KILL_PROCESS,
         0x401,
         0x403,
-        0x406,
         0x409,
+        0x40B,
         u32::MAX,
     ] {
         let mut m = Message::new();
@@ -833,7 +833,9 @@ fn never_panics_on_arbitrary_messages() {
     };
     let (mut probes_ok, mut ends_ok, mut statuses_ok, mut lists_ok, mut kills_seen) =
         (0, 0, 0, 0, 0);
-    for i in 0..8000 {
+    let (mut reaps_ok, mut reaps_busy, mut failures_seen, mut failed_statuses) = (0, 0, 0, 0);
+    let mut service_failed_notifies = 0;
+    for i in 0..12000 {
         let mut m = Message::new();
         let bytes = m.as_bytes_mut();
         let n = (next() % 64) as usize;
@@ -842,23 +844,52 @@ fn never_panics_on_arbitrary_messages() {
         }
         let mut forced_badge = None;
         if i % 5 == 1 {
-            // A valid spawn now and then, so that there are children to probe and kill.
-            m = spawn_request(1 + (next() % 9) as u32, role::TEST, 0);
+            // A valid spawn now and then, so that there are children to probe, kill and fail;
+            // half of them REQUIRED.
+            let flags = if next() % 2 == 0 {
+                envelope_flag::REQUIRED
+            } else {
+                0
+            };
+            m = spawn_request(1 + (next() % 9) as u32, role::TEST, flags);
         } else if i % 5 == 3 && !k.killed.is_empty() && next() % 2 == 0 {
             // The kernel's CHILD_DIED for a process STOP or KILL ended.
             let pid = k.killed.remove(0);
             m = child_died(pid, death_kind::KILLED, 0, 0);
             forced_badge = Some(BADGE_KERNEL);
             kills_seen += 1;
+        } else if i % 5 == 3 && next() % 6 == 0 {
+            // A live child's own death: a clean or failed exit, a fault, or a foreign kill.
+            let live = live_pids(&p);
+            if let Some(&pid) = live.get((next() as usize) % live.len().max(1)) {
+                let (kind, code) = match next() % 4 {
+                    0 => (death_kind::EXITED, 0),
+                    1 => (death_kind::EXITED, next() % 3),
+                    2 => (death_kind::FAULTED, 1 + next() % 12),
+                    _ => (death_kind::KILLED, next() % 2),
+                };
+                k.alive.remove(&pid);
+                k.killed.retain(|&killed| killed != pid);
+                m = child_died(pid, kind, code, next() % 0x1000);
+                forced_badge = Some(BADGE_KERNEL);
+            }
+        } else if i % 5 == 4 && next() % 2 == 0 {
+            // rootd reaps a failed entry, or asks to reap a live one.
+            let named: Vec<u32> = live_ids(&p);
+            if let Some(&id) = named.get((next() as usize) % named.len().max(1)) {
+                m = process_req(procd_op::REAP, id);
+                forced_badge = Some(BADGE_ROOTD);
+            }
         } else if i % 2 == 0 {
             // Mostly-valid headers reach deeper.
-            let (op, len) = match next() % 7 {
+            let (op, len) = match next() % 8 {
                 0 => (procd_op::SPAWN_SERVICE, next() % 12),
                 1 => (kernel_event::CHILD_DIED, 20 + next() % 8),
                 2 => (procd_op::PROBE_COMPLETE, next() % 4 / 3),
                 3 => (procd_op::STOP, 6 + next() % 4),
                 4 => (procd_op::KILL, 6 + next() % 4),
                 5 => (procd_op::STATUS, 6 + next() % 4),
+                6 => (procd_op::REAP, 6 + next() % 4),
                 _ => (procd_op::LIST, next() % 4 / 3 * 8),
             };
             let mut h = MessageHeader::new(op, len as u16);
@@ -873,8 +904,11 @@ fn never_panics_on_arbitrary_messages() {
                 write_u32(payload, child_death::PID, 100 + (next() % 40) as u32);
                 write_u16(payload, child_death::KIND, (next() % 4) as u16);
             }
-            if matches!(op, procd_op::STOP | procd_op::KILL | procd_op::STATUS) {
-                // A live id, a stale or out-of-range one, or anything.
+            if matches!(
+                op,
+                procd_op::STOP | procd_op::KILL | procd_op::STATUS | procd_op::REAP
+            ) {
+                // A live or failed id, a stale or out-of-range one, or anything.
                 let live: Vec<u32> = live_ids(&p);
                 let id = match (next() % 4, live.is_empty()) {
                     (0 | 1, false) => live[(next() as usize) % live.len()],
@@ -899,10 +933,19 @@ fn never_panics_on_arbitrary_messages() {
         let request = m.header();
         let op = request.op;
         let asked_id = read_u32(m.payload(), process_request::ID);
+        let asked = asked_id.and_then(|id| p.table().lookup(id).map(|(i, e)| (i, *e)));
         let probe = op == procd_op::PROBE_COMPLETE;
-        let live_badge =
-            badge_index(badge).is_some_and(|i| p.table().entries()[i].state != ProcState::Free);
-        let listed = p.table().live().count();
+        let live_badge = badge_index(badge).is_some_and(|i| p.table().entries()[i].state.is_live());
+        let listed = p
+            .table()
+            .entries()
+            .iter()
+            .filter(|e| e.reported_state().is_some())
+            .count();
+        let failed_before = p.table().failed().count();
+        let died = read_u32(m.payload(), child_death::PID)
+            .and_then(|pid| p.table().index_of_pid(pid))
+            .map(|i| p.table().entries()[i]);
         match p.handle(&mut k, badge, &mut m) {
             Answer::Reply => {
                 assert_ne!(badge, BADGE_KERNEL);
@@ -925,13 +968,24 @@ fn never_panics_on_arbitrary_messages() {
                 }
                 let rootd_op = matches!(
                     op,
-                    procd_op::STOP | procd_op::KILL | procd_op::STATUS | procd_op::LIST
+                    procd_op::STOP
+                        | procd_op::KILL
+                        | procd_op::REAP
+                        | procd_op::STATUS
+                        | procd_op::LIST
                 );
                 if rootd_op && badge != BADGE_ROOTD {
                     assert_eq!(h.op, status::DENIED);
                 }
-                if matches!(op, procd_op::STATUS | procd_op::LIST) {
-                    assert_eq!(k.requests.len(), requests, "STATUS and LIST call nobody");
+                if matches!(op, procd_op::STATUS | procd_op::LIST | procd_op::REAP) {
+                    assert_eq!(
+                        k.requests.len(),
+                        requests,
+                        "STATUS, LIST and REAP call nobody"
+                    );
+                }
+                if op != procd_op::REAP || h.op != status::OK {
+                    assert_eq!(p.table().failed().count(), failed_before, "only REAP frees");
                 }
                 match (op, h.op) {
                     (procd_op::STOP | procd_op::KILL, status::OK) => {
@@ -941,11 +995,47 @@ fn never_panics_on_arbitrary_messages() {
                         let (_, e) = p.table().lookup(asked_id.unwrap()).expect("live");
                         assert!(matches!(e.state, ProcState::Stopping(_)));
                     }
+                    (procd_op::STOP | procd_op::KILL, status::NOT_FOUND) => {
+                        // Stale, or FAILED: nothing to end, the kernel not asked.
+                        assert_eq!(k.requests.len(), requests);
+                    }
                     (procd_op::STATUS, status::OK) => {
                         statuses_ok += 1;
                         let payload = m.payload();
                         assert_eq!(payload.len(), process_status::SIZE);
                         assert_eq!(read_u32(payload, process_status::ID), asked_id);
+                        let state = read_u16(payload, process_status::STATE);
+                        let death = read_u16(payload, process_status::DEATH).unwrap();
+                        if state == Some(abi::proc_state::FAILED) {
+                            failed_statuses += 1;
+                            assert_ne!(death, 0);
+                        } else {
+                            assert_eq!(death, 0);
+                            assert_eq!(read_u32(payload, process_status::CODE), Some(0));
+                        }
+                    }
+                    (procd_op::REAP, status::OK) => {
+                        reaps_ok += 1;
+                        let (index, before) = asked.expect("a named entry");
+                        assert!(matches!(before.state, ProcState::Failed { .. }));
+                        let payload = m.payload();
+                        assert_eq!(payload.len(), process_status::SIZE);
+                        assert_eq!(
+                            read_u16(payload, process_status::STATE),
+                            Some(abi::proc_state::FAILED)
+                        );
+                        let after = p.table().entries()[index];
+                        assert_eq!(after.state, ProcState::Free);
+                        assert_eq!(after.generation, next_generation(before.generation));
+                        assert_eq!(p.table().failed().count(), failed_before - 1);
+                    }
+                    (procd_op::REAP, status::BUSY) => {
+                        reaps_busy += 1;
+                        let (_, before) = asked.expect("a named entry");
+                        assert!(before.state.is_live());
+                    }
+                    (procd_op::REAP, _) => {
+                        assert_eq!(p.table().failed().count(), failed_before);
                     }
                     (procd_op::LIST, status::OK) => {
                         lists_ok += 1;
@@ -956,8 +1046,22 @@ fn never_panics_on_arbitrary_messages() {
             }
             Answer::Silent => {
                 assert_eq!(badge, BADGE_KERNEL);
-                assert_eq!(k.notified.len(), notified);
                 assert_eq!(k.requests.len(), requests, "kernel events call nobody");
+                let failed_now = p.table().failed().count();
+                let notifies = &k.notified[notified..];
+                if failed_now > failed_before {
+                    failures_seen += 1;
+                    assert_eq!(failed_now, failed_before + 1);
+                    let e = died.expect("a live child failed");
+                    if e.flags & envelope_flag::REQUIRED != 0 {
+                        assert_eq!(notifies, [(NOTIFY, notify_bit::SERVICE_FAILED)]);
+                        service_failed_notifies += 1;
+                    } else {
+                        assert!(notifies.is_empty());
+                    }
+                } else {
+                    assert!(notifies.is_empty());
+                }
             }
         }
         // No minted copy outlives the request.
@@ -969,7 +1073,8 @@ fn never_panics_on_arbitrary_messages() {
             assert_eq!((h.cap_count, h.reserved0, h.reserved1), (0, 0, 0));
             assert_eq!(payload.len(), crash_record::SIZE);
         }
-        // procd never deletes its own envelope capabilities, and keeps every live child's.
+        // procd never deletes its own envelope capabilities, keeps every live child's, and
+        // holds none for a FAILED one.
         for own in [SELF_EP, KC, NOTIFY, CRASHD] {
             assert!(k.caps.contains_key(&own));
         }
@@ -977,12 +1082,30 @@ fn never_panics_on_arbitrary_messages() {
             assert!(k.caps.contains_key(&e.endpoint_slot));
             assert_ne!(e.generation, 0);
         }
+        for e in p.table().failed() {
+            assert_eq!(e.endpoint_slot, 0);
+            assert_ne!(e.generation, 0);
+        }
+        let held_slots = p.table().live().count() + 4;
+        assert_eq!(
+            k.caps.len(),
+            held_slots,
+            "procd keeps exactly what it holds"
+        );
     }
     assert!(probes_ok > 0, "the fuzzer reaches accepted probes");
     assert!(ends_ok > 0, "the fuzzer reaches accepted STOP and KILL");
     assert!(statuses_ok > 0, "the fuzzer reaches accepted STATUS");
+    assert!(failed_statuses > 0, "the fuzzer reaches STATUS of FAILED");
     assert!(lists_ok > 0, "the fuzzer reaches accepted LIST");
     assert!(kills_seen > 0, "the fuzzer delivers KILLED deaths");
+    assert!(failures_seen > 0, "the fuzzer reaches failures");
+    assert!(
+        service_failed_notifies > 0,
+        "the fuzzer reaches SERVICE_FAILED"
+    );
+    assert!(reaps_ok > 0, "the fuzzer reaches accepted REAP");
+    assert!(reaps_busy > 0, "the fuzzer reaches REAP of a live process");
 }
 
 // ------------------------------------------------------------------ CHILD_DIED
@@ -1036,22 +1159,25 @@ fn an_exited_child_is_freed_and_its_endpoint_dropped() {
     let (mut k, mut p) = spawned(3, true);
     let entry = p.table().entries()[1];
     assert_eq!(entry.pid, 101);
-    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 7, 0));
-    assert_eq!(k.log, ["procd: child 101 exited 7"]);
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
+    assert_eq!(k.log, ["procd: child 101 exited 0"]);
     assert_eq!(p.table().entries()[1].state, ProcState::Free);
+    assert_eq!(p.table().entries()[1].generation, 2);
     assert_eq!(live_pids(&p), [100, 102]);
     assert_eq!(k.deleted, [entry.endpoint_slot]);
     assert!(!k.caps.contains_key(&entry.endpoint_slot));
     assert!(k.sends.is_empty(), "an exit is not a crash");
     assert!(k.requests.is_empty());
+    assert!(k.notified.is_empty());
 
-    // A large exit code is logged in full.
+    // A large exit code is logged in full (and, non-zero, is a failure).
     kernel_event(
         &mut k,
         &mut p,
         child_died(100, death_kind::EXITED, u64::MAX, 0),
     );
     assert_eq!(k.log[1], "procd: child 100 exited 18446744073709551615");
+    assert_eq!(k.log[2], "procd: child 100 failed");
     assert_eq!(live_pids(&p), [102]);
 }
 
@@ -1071,7 +1197,10 @@ fn a_faulted_child_is_reported_to_crashd_once() {
     );
     assert_eq!(
         k.log,
-        ["procd: child 100 faulted UNMAPPED_WRITE at 0x401a2b"]
+        [
+            "procd: child 100 faulted UNMAPPED_WRITE at 0x401a2b",
+            "procd: child 100 failed"
+        ]
     );
     assert_eq!(k.sends.len(), 1);
     let (slot, h, record) = &k.sends[0];
@@ -1096,7 +1225,8 @@ fn a_faulted_child_is_reported_to_crashd_once() {
     assert_eq!(k.deleted, [entry.endpoint_slot]);
     assert!(k.requests.is_empty(), "no CALL: crashd is told with SEND");
 
-    // The same death again (the entry is gone): nothing more.
+    // The same death again (the entry is held FAILED, not live): nothing more.
+    let held = p.table().entries()[0];
     kernel_event(
         &mut k,
         &mut p,
@@ -1108,8 +1238,9 @@ fn a_faulted_child_is_reported_to_crashd_once() {
         ),
     );
     assert_eq!(k.sends.len(), 1);
-    assert_eq!(k.log.len(), 1);
+    assert_eq!(k.log.len(), 2);
     assert_eq!(k.deleted.len(), 1);
+    assert_eq!(p.table().entries()[0], held);
 }
 
 #[test]
@@ -1128,7 +1259,10 @@ fn a_faulted_child_without_crashd_is_only_logged_and_freed() {
     );
     assert_eq!(
         k.log,
-        ["procd: child 100 faulted INVALID_OPCODE at 0x400000"]
+        [
+            "procd: child 100 faulted INVALID_OPCODE at 0x400000",
+            "procd: child 100 failed"
+        ]
     );
     assert!(k.sends.is_empty());
     assert_eq!(live_pids(&p), [] as [u32; 0]);
@@ -1152,7 +1286,20 @@ fn every_fault_kind_is_named_and_an_unknown_one_is_hex() {
             child_died(100, death_kind::FAULTED, kind, 0),
         );
         let name = fault_kind::name(kind).unwrap();
-        assert_eq!(k.log, [format!("procd: child 100 faulted {name} at 0x0")]);
+        assert_eq!(
+            k.log,
+            [
+                format!("procd: child 100 faulted {name} at 0x0"),
+                "procd: child 100 failed".to_string()
+            ]
+        );
+        assert_eq!(
+            p.table().entries()[0].state,
+            ProcState::Failed {
+                death: death_kind::FAULTED,
+                code: kind as u32
+            }
+        );
         assert_eq!(read_u64(&k.sends[0].2, crash_record::CODE), Some(kind));
     }
     // A fault kind this procd does not know: still a kill, reported as is.
@@ -1162,7 +1309,13 @@ fn every_fault_kind_is_named_and_an_unknown_one_is_hex() {
         &mut p,
         child_died(100, death_kind::FAULTED, 0x77, 0x1234),
     );
-    assert_eq!(k.log, ["procd: child 100 faulted 0x77 at 0x1234"]);
+    assert_eq!(
+        k.log,
+        [
+            "procd: child 100 faulted 0x77 at 0x1234",
+            "procd: child 100 failed"
+        ]
+    );
     assert_eq!(read_u64(&k.sends[0].2, crash_record::CODE), Some(0x77));
     assert_eq!(live_pids(&p), [] as [u32; 0]);
 }
@@ -1186,10 +1339,15 @@ fn a_failed_crashd_report_is_logged_and_ignored() {
             [
                 "procd: child 101 faulted BREAKPOINT at 0x400010".to_string(),
                 format!("procd: crashd report failed {shown}"),
+                "procd: child 101 failed".to_string(),
             ]
         );
         assert_eq!(k.sends.len(), 1);
-        assert_eq!(live_pids(&p), [100], "the entry is freed all the same");
+        assert_eq!(live_pids(&p), [100]);
+        assert!(
+            matches!(p.table().entries()[1].state, ProcState::Failed { .. }),
+            "the entry is held FAILED all the same"
+        );
         assert_eq!(k.deleted.len(), 1);
     }
 }
@@ -1275,13 +1433,20 @@ fn children_coming_and_going_never_fill_the_tables() {
         let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
         assert_eq!(st, status::OK, "round {round}");
         let pid = read_u32(&payload, spawn_service_reply::PID).unwrap();
-        let kind = if round % 2 == 0 {
-            death_kind::EXITED
+        let id = read_u32(&payload, spawn_service_reply::ID).unwrap();
+        if round % 2 == 0 {
+            kernel_event(&mut k, &mut p, child_died(pid, death_kind::EXITED, 0, 0));
         } else {
-            death_kind::FAULTED
-        };
-        kernel_event(&mut k, &mut p, child_died(pid, kind, 3, 0));
+            // A failure: held until rootd reaps it.
+            kernel_event(&mut k, &mut p, child_died(pid, death_kind::FAULTED, 3, 0));
+            assert_eq!(p.table().failed().count(), 1);
+            assert_eq!(
+                ask(&mut k, &mut p, BADGE_ROOTD, process_req(procd_op::REAP, id)).0,
+                status::OK
+            );
+        }
         assert_eq!(p.table().live().count(), 0);
+        assert_eq!(p.table().free_index(), Some(0));
     }
     // Only procd's own envelope capabilities remain.
     assert_eq!(
@@ -2222,7 +2387,10 @@ fn kill_ends_the_child_and_its_death_is_reported_once() {
     assert!(k.sends.is_empty(), "reported when the death arrives");
 
     deliver_kills(&mut k, &mut p);
-    assert_eq!(k.log, ["procd: child 101 killed"]);
+    assert_eq!(
+        k.log,
+        ["procd: child 101 killed", "procd: child 101 failed"]
+    );
     assert_eq!(k.sends.len(), 1);
     let (slot, h, record) = &k.sends[0];
     assert_eq!(*slot, CRASHD);
@@ -2241,10 +2409,10 @@ fn kill_ends_the_child_and_its_death_is_reported_once() {
     assert_eq!(live_pids(&p), [100]);
     assert_eq!(k.deleted, [entry.endpoint_slot]);
 
-    // The same death again: the entry is gone, nothing more.
+    // The same death again: the entry is no longer live, nothing more.
     kernel_event(&mut k, &mut p, child_died(101, death_kind::KILLED, 0, 0));
     assert_eq!(k.sends.len(), 1);
-    assert_eq!(k.log.len(), 1);
+    assert_eq!(k.log.len(), 2);
     assert_eq!(k.deleted.len(), 1);
 }
 
@@ -2259,7 +2427,10 @@ fn a_kill_without_crashd_is_only_logged_and_freed() {
     );
     assert_eq!(st, status::OK);
     deliver_kills(&mut k, &mut p);
-    assert_eq!(k.log, ["procd: child 100 killed"]);
+    assert_eq!(
+        k.log,
+        ["procd: child 100 killed", "procd: child 100 failed"]
+    );
     assert!(k.sends.is_empty());
     assert_eq!(live_pids(&p), [] as [u32; 0]);
 }
@@ -2269,7 +2440,10 @@ fn a_kill_procd_did_not_ask_for_is_reported_and_a_failed_report_logged() {
     let (mut k, mut p) = spawned(2, true);
     // The kernel's word, code and address as given: procd reports 0 and 0.
     kernel_event(&mut k, &mut p, child_died(100, death_kind::KILLED, 5, 6));
-    assert_eq!(k.log, ["procd: child 100 killed"]);
+    assert_eq!(
+        k.log,
+        ["procd: child 100 killed", "procd: child 100 failed"]
+    );
     assert_eq!(k.sends.len(), 1);
     assert_eq!(read_u32(&k.sends[0].2, crash_record::PID), Some(100));
     assert_eq!(read_u64(&k.sends[0].2, crash_record::CODE), Some(0));
@@ -2286,10 +2460,11 @@ fn a_kill_procd_did_not_ask_for_is_reported_and_a_failed_report_logged() {
     assert_eq!(st, status::OK);
     deliver_kills(&mut k, &mut p);
     assert_eq!(
-        k.log[1..],
+        k.log[2..],
         [
             "procd: child 101 killed",
-            "procd: crashd report failed DENIED"
+            "procd: crashd report failed DENIED",
+            "procd: child 101 failed"
         ]
     );
     assert_eq!(live_pids(&p), [] as [u32; 0]);
@@ -2313,15 +2488,20 @@ fn a_stopping_child_that_dies_otherwise_is_handled_by_its_death() {
         k.log,
         [
             "procd: child 100 exited 3",
-            "procd: child 101 faulted BREAKPOINT at 0x400001"
+            "procd: child 100 failed",
+            "procd: child 101 faulted BREAKPOINT at 0x400001",
+            "procd: child 101 failed"
         ]
     );
     assert_eq!(k.sends.len(), 1, "a fault is reported whatever procd asked");
     assert_eq!(live_pids(&p), [] as [u32; 0]);
+    assert_eq!(p.table().failed().count(), 2);
     // Their KILLED deaths, if they came too late, change nothing.
+    let held: Vec<_> = p.table().entries().to_vec();
     deliver_kills(&mut k, &mut p);
-    assert_eq!(k.log.len(), 2);
+    assert_eq!(k.log.len(), 4);
     assert_eq!(k.sends.len(), 1);
+    assert_eq!(p.table().entries(), &held[..]);
 }
 
 #[test]
@@ -2464,7 +2644,12 @@ fn stale_and_unknown_ids_are_not_found() {
         u32::MAX,
     ];
     for id in ids {
-        for op in [procd_op::STATUS, procd_op::STOP, procd_op::KILL] {
+        for op in [
+            procd_op::STATUS,
+            procd_op::STOP,
+            procd_op::KILL,
+            procd_op::REAP,
+        ] {
             assert_eq!(
                 ask(&mut k, &mut p, BADGE_ROOTD, process_req(op, id)),
                 (status::NOT_FOUND, vec![]),
@@ -2499,11 +2684,13 @@ fn rootd_ops_from_anyone_else_are_denied() {
             process_req(procd_op::STOP, pid_of(0, 1)),
             process_req(procd_op::KILL, pid_of(0, 1)),
             process_req(procd_op::STATUS, pid_of(0, 1)),
+            process_req(procd_op::REAP, pid_of(0, 1)),
             list_req(),
             // DENIED comes before the payload checks.
             malformed(procd_op::STOP),
             malformed(procd_op::KILL),
             malformed(procd_op::STATUS),
+            malformed(procd_op::REAP),
             malformed(procd_op::LIST),
             process_req(procd_op::STOP, u32::MAX),
         ] {
@@ -2546,7 +2733,12 @@ fn malformed_rootd_ops_are_invalid() {
         m.set_header(&h);
         m
     };
-    for op in [procd_op::STOP, procd_op::KILL, procd_op::STATUS] {
+    for op in [
+        procd_op::STOP,
+        procd_op::KILL,
+        procd_op::STATUS,
+        procd_op::REAP,
+    ] {
         let good = || process_req(op, pid_of(0, 1));
         let mut reserved = good();
         write_u32(reserved.payload_area_mut(), process_request::RESERVED, 1);
@@ -2636,7 +2828,15 @@ fn stopped_and_killed_children_come_and_go_without_filling_the_tables() {
             status::OK
         );
         deliver_kills(&mut k, &mut p);
+        if op == procd_op::KILL {
+            // A KILL is a failure: held until rootd reaps it.
+            assert_eq!(
+                ask(&mut k, &mut p, BADGE_ROOTD, process_req(procd_op::REAP, id)).0,
+                status::OK
+            );
+        }
         assert_eq!(p.table().live().count(), 0);
+        assert_eq!(p.table().free_index(), Some(0));
     }
     assert_eq!(
         k.caps.keys().copied().collect::<Vec<_>>(),
@@ -2647,4 +2847,588 @@ fn stopped_and_killed_children_come_and_go_without_filling_the_tables() {
         2 * abi::PROCD_MAX_PROCESSES,
         "the kills only"
     );
+}
+
+// ------------------------------------------------------------------ failures and REAP
+
+/// A decoded process_status record of any state: (id, pid, image_id, role, state, flags, death,
+/// code).
+fn full_record(record: &[u8]) -> (u32, u32, u32, u16, u16, u16, u16, u32) {
+    assert_eq!(record.len(), process_status::SIZE);
+    (
+        read_u32(record, process_status::ID).unwrap(),
+        read_u32(record, process_status::PID).unwrap(),
+        read_u32(record, process_status::IMAGE_ID).unwrap(),
+        read_u16(record, process_status::ROLE).unwrap(),
+        read_u16(record, process_status::STATE).unwrap(),
+        read_u16(record, process_status::FLAGS).unwrap(),
+        read_u16(record, process_status::DEATH).unwrap(),
+        read_u32(record, process_status::CODE).unwrap(),
+    )
+}
+
+/// Spawn TEST children with `flags` each (pids 100.., ids index 0.. generation 1) and clear
+/// the model's logs.
+fn spawned_with(flags: &[u16]) -> (Model, Procd) {
+    let (mut k, mut p) = started();
+    for &f in flags {
+        let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, f));
+        assert_eq!(st, status::OK);
+    }
+    k.log.clear();
+    k.notified.clear();
+    k.requests.clear();
+    k.deleted.clear();
+    (k, p)
+}
+
+const FAILED: u16 = abi::proc_state::FAILED;
+
+#[test]
+fn every_kind_of_failure_is_held_failed_with_its_death_and_code() {
+    // (how it dies, death, code recorded, its log line, reported to crashd)
+    type Death = fn(&mut Model, &mut Procd);
+    let cases: [(Death, u16, u32, &str, bool); 7] = [
+        (
+            |k, p| {
+                kernel_event(
+                    k,
+                    p,
+                    child_died(
+                        100,
+                        death_kind::FAULTED,
+                        fault_kind::DIVIDE_ERROR,
+                        0x40_0123,
+                    ),
+                )
+            },
+            death_kind::FAULTED,
+            fault_kind::DIVIDE_ERROR as u32,
+            "procd: child 100 faulted DIVIDE_ERROR at 0x400123",
+            true,
+        ),
+        (
+            |k, p| {
+                let (st, _) = ask(k, p, BADGE_ROOTD, process_req(procd_op::KILL, pid_of(0, 1)));
+                assert_eq!(st, status::OK);
+                deliver_kills(k, p);
+            },
+            death_kind::KILLED,
+            0,
+            "procd: child 100 killed",
+            true,
+        ),
+        (
+            // Killed by someone else, whatever code the kernel gives.
+            |k, p| kernel_event(k, p, child_died(100, death_kind::KILLED, 9, 9)),
+            death_kind::KILLED,
+            0,
+            "procd: child 100 killed",
+            true,
+        ),
+        (
+            |k, p| kernel_event(k, p, child_died(100, death_kind::EXITED, 3, 0)),
+            death_kind::EXITED,
+            3,
+            "procd: child 100 exited 3",
+            false,
+        ),
+        (
+            |k, p| kernel_event(k, p, child_died(100, death_kind::EXITED, 0xFFFF_FFFF, 0)),
+            death_kind::EXITED,
+            u32::MAX,
+            "procd: child 100 exited 4294967295",
+            false,
+        ),
+        (
+            // An exit code beyond u32 saturates: it stays non-zero.
+            |k, p| kernel_event(k, p, child_died(100, death_kind::EXITED, 1 << 32, 0)),
+            death_kind::EXITED,
+            u32::MAX,
+            "procd: child 100 exited 4294967296",
+            false,
+        ),
+        (
+            // A fault kind this procd does not know is recorded as is.
+            |k, p| kernel_event(k, p, child_died(100, death_kind::FAULTED, 0x77, 0)),
+            death_kind::FAULTED,
+            0x77,
+            "procd: child 100 faulted 0x77 at 0x0",
+            true,
+        ),
+    ];
+    for (die, death, code, line, reported) in cases {
+        let (mut k, mut p) = spawned_with(&[0, 0]);
+        let entry = p.table().entries()[0];
+        die(&mut k, &mut p);
+        assert_eq!(k.log, [line, "procd: child 100 failed"], "{line}");
+        let held = p.table().entries()[0];
+        assert_eq!(held.state, ProcState::Failed { death, code }, "{line}");
+        // It keeps its id, pid and place; procd no longer holds its endpoint.
+        assert_eq!(
+            (
+                held.pid,
+                held.generation,
+                held.image_id,
+                held.role,
+                held.flags
+            ),
+            (
+                entry.pid,
+                entry.generation,
+                entry.image_id,
+                entry.role,
+                entry.flags
+            )
+        );
+        assert_eq!(held.endpoint_slot, 0);
+        assert_eq!(k.deleted, [entry.endpoint_slot]);
+        assert!(!k.caps.contains_key(&entry.endpoint_slot));
+        assert_eq!(
+            p.table().free_index(),
+            Some(2),
+            "a FAILED entry is not free"
+        );
+        assert_eq!(live_pids(&p), [101]);
+        assert_eq!(p.table().failed().count(), 1);
+        assert_eq!(k.sends.len(), usize::from(reported), "{line}");
+        assert!(k.notified.is_empty(), "an optional service: no notify");
+        // STATUS names it by its old id.
+        let (st, record) = ask(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            process_req(procd_op::STATUS, pid_of(0, 1)),
+        );
+        assert_eq!(st, status::OK);
+        assert_eq!(
+            full_record(&record),
+            (pid_of(0, 1), 100, 4, role::TEST, FAILED, 0, death, code)
+        );
+    }
+}
+
+#[test]
+fn a_clean_exit_and_a_stop_still_free_the_entry() {
+    let required = envelope_flag::REQUIRED;
+    let (mut k, mut p) = spawned_with(&[required, required]);
+    let (e0, e1) = (p.table().entries()[0], p.table().entries()[1]);
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
+    let (st, _) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::STOP, pid_of(1, 1)),
+    );
+    assert_eq!(st, status::OK);
+    deliver_kills(&mut k, &mut p);
+    assert_eq!(
+        k.log,
+        ["procd: child 100 exited 0", "procd: child 101 stopped"]
+    );
+    for i in 0..2 {
+        let e = p.table().entries()[i];
+        assert_eq!((e.state, e.generation), (ProcState::Free, 2));
+    }
+    assert_eq!(k.deleted, [e0.endpoint_slot, e1.endpoint_slot]);
+    assert_eq!(p.table().failed().count(), 0);
+    assert!(k.notified.is_empty(), "no failure, no SERVICE_FAILED");
+    assert!(k.sends.is_empty());
+    assert_eq!(
+        ask(&mut k, &mut p, BADGE_ROOTD, list_req()),
+        (status::OK, vec![])
+    );
+}
+
+#[test]
+fn a_required_failure_notifies_service_failed_once_and_an_optional_one_does_not() {
+    let (mut k, mut p) = spawned_with(&[
+        envelope_flag::REQUIRED,
+        0,
+        envelope_flag::REQUIRED | envelope_flag::BOOTSTRAP_CRITICAL,
+        envelope_flag::BOOTSTRAP_CRITICAL,
+    ]);
+    // The REQUIRED child faults: reported to crashd, then notified.
+    kernel_event(
+        &mut k,
+        &mut p,
+        child_died(
+            100,
+            death_kind::FAULTED,
+            fault_kind::UNMAPPED_READ,
+            0x40_0000,
+        ),
+    );
+    assert_eq!(k.notified, [(NOTIFY, notify_bit::SERVICE_FAILED)]);
+    assert_eq!(k.sends.len(), 1);
+    assert_eq!(
+        k.log,
+        [
+            "procd: child 100 faulted UNMAPPED_READ at 0x400000",
+            "procd: child 100 failed"
+        ]
+    );
+    // Its death again changes nothing: no second notify.
+    kernel_event(
+        &mut k,
+        &mut p,
+        child_died(
+            100,
+            death_kind::FAULTED,
+            fault_kind::UNMAPPED_READ,
+            0x40_0000,
+        ),
+    );
+    assert_eq!(k.notified.len(), 1);
+    assert_eq!(k.sends.len(), 1);
+
+    // Optional services fail silently (but for the log); the rest goes on.
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 1, 0));
+    kernel_event(&mut k, &mut p, child_died(103, death_kind::KILLED, 0, 0));
+    assert_eq!(k.notified.len(), 1);
+    assert_eq!(live_pids(&p), [102]);
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+    assert_eq!(st, status::OK);
+
+    // A REQUIRED child killed by KILL: notified once more, and a failed NOTIFY is logged.
+    k.notify_status = status::DENIED;
+    k.log.clear();
+    let (st, _) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::KILL, pid_of(2, 1)),
+    );
+    assert_eq!(st, status::OK);
+    deliver_kills(&mut k, &mut p);
+    assert_eq!(
+        k.notified,
+        [
+            (NOTIFY, notify_bit::SERVICE_FAILED),
+            (NOTIFY, notify_bit::SERVICE_FAILED)
+        ]
+    );
+    assert_eq!(
+        k.log,
+        [
+            "procd: child 102 killed",
+            "procd: child 102 failed",
+            "procd: SERVICE_FAILED notify failed: DENIED"
+        ]
+    );
+    assert!(matches!(
+        p.table().entries()[2].state,
+        ProcState::Failed { .. }
+    ));
+    // An unnamed status is shown in hex.
+    let (mut k, mut p) = spawned_with(&[envelope_flag::REQUIRED]);
+    k.notify_status = 0x99;
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 2, 0));
+    assert_eq!(k.log[2], "procd: SERVICE_FAILED notify failed: 0x99");
+}
+
+#[test]
+fn a_non_zero_exit_is_not_reported_to_crashd() {
+    let (mut k, mut p) = spawned_with(&[0, envelope_flag::REQUIRED]);
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 5, 0));
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 6, 0));
+    assert!(k.sends.is_empty());
+    assert_eq!(p.table().failed().count(), 2);
+    assert_eq!(k.notified, [(NOTIFY, notify_bit::SERVICE_FAILED)]);
+}
+
+#[test]
+fn status_and_list_show_failed_entries_with_death_and_code() {
+    let flags = envelope_flag::REQUIRED;
+    let (mut k, mut p) = spawned_with(&[0, flags, 0, 0]);
+    kernel_event(
+        &mut k,
+        &mut p,
+        child_died(101, death_kind::FAULTED, fault_kind::BREAKPOINT, 0x40_0001),
+    );
+    kernel_event(&mut k, &mut p, child_died(102, death_kind::EXITED, 42, 0));
+    let (st, _) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::STOP, pid_of(3, 1)),
+    );
+    assert_eq!(st, status::OK);
+    k.requests.clear();
+
+    let (st, payload) = ask(&mut k, &mut p, BADGE_ROOTD, list_req());
+    assert_eq!(st, status::OK);
+    let records: Vec<_> = payload
+        .chunks(process_status::SIZE)
+        .map(full_record)
+        .collect();
+    use abi::proc_state::{RUNNING, STOPPING};
+    let bp = fault_kind::BREAKPOINT as u32;
+    assert_eq!(
+        records,
+        [
+            (pid_of(0, 1), 100, 4, role::TEST, RUNNING, 0, 0, 0),
+            (
+                pid_of(1, 1),
+                101,
+                4,
+                role::TEST,
+                FAILED,
+                flags,
+                death_kind::FAULTED,
+                bp
+            ),
+            (
+                pid_of(2, 1),
+                102,
+                4,
+                role::TEST,
+                FAILED,
+                0,
+                death_kind::EXITED,
+                42
+            ),
+            (pid_of(3, 1), 103, 4, role::TEST, STOPPING, 0, 0, 0),
+        ]
+    );
+    for record in payload.chunks(process_status::SIZE) {
+        let id = read_u32(record, process_status::ID).unwrap();
+        let (st, one) = ask(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            process_req(procd_op::STATUS, id),
+        );
+        assert_eq!((st, &one[..]), (status::OK, record));
+    }
+    assert!(k.requests.is_empty());
+}
+
+#[test]
+fn reap_frees_a_failed_entry_and_the_next_spawn_gets_the_next_generation() {
+    let (mut k, mut p) = spawned_with(&[0, envelope_flag::REQUIRED]);
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 7, 0));
+    let caps_before = k.caps.clone();
+    k.log.clear();
+    k.deleted.clear();
+    k.notified.clear();
+    let (st, record) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::REAP, pid_of(1, 1)),
+    );
+    assert_eq!(st, status::OK);
+    assert_eq!(
+        full_record(&record),
+        (
+            pid_of(1, 1),
+            101,
+            4,
+            role::TEST,
+            FAILED,
+            envelope_flag::REQUIRED,
+            death_kind::EXITED,
+            7
+        )
+    );
+    let freed = p.table().entries()[1];
+    assert_eq!((freed.state, freed.generation), (ProcState::Free, 2));
+    assert!(k.requests.is_empty(), "REAP asks the kernel nothing");
+    assert!(k.deleted.is_empty(), "nothing left to delete");
+    assert_eq!(k.caps, caps_before);
+    assert!(k.notified.is_empty());
+    assert!(k.log.is_empty());
+
+    // The id is gone; the entry's next occupant gets generation 2.
+    for op in [procd_op::REAP, procd_op::STATUS] {
+        assert_eq!(
+            ask(&mut k, &mut p, BADGE_ROOTD, process_req(op, pid_of(1, 1))),
+            (status::NOT_FOUND, vec![])
+        );
+    }
+    let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+    assert_eq!(st, status::OK);
+    assert_eq!(
+        read_u32(&payload, spawn_service_reply::ID),
+        Some(pid_of(1, 2))
+    );
+    assert_eq!(
+        ask(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            process_req(procd_op::REAP, pid_of(1, 1))
+        ),
+        (status::NOT_FOUND, vec![]),
+        "the stale id never reaps the new occupant"
+    );
+}
+
+#[test]
+fn reap_of_a_running_or_stopping_entry_is_busy() {
+    let (mut k, mut p) = spawned_with(&[0, 0]);
+    let (st, _) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::KILL, pid_of(1, 1)),
+    );
+    assert_eq!(st, status::OK);
+    k.requests.clear();
+    let before: Vec<_> = p.table().entries().to_vec();
+    for id in [pid_of(0, 1), pid_of(1, 1)] {
+        assert_eq!(
+            ask(&mut k, &mut p, BADGE_ROOTD, process_req(procd_op::REAP, id)),
+            (status::BUSY, vec![])
+        );
+    }
+    assert_eq!(p.table().entries(), &before[..]);
+    assert!(k.requests.is_empty());
+    assert!(k.deleted.is_empty());
+    // Once its death arrives (a KILL: a failure) it can be reaped.
+    deliver_kills(&mut k, &mut p);
+    assert_eq!(
+        ask(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            process_req(procd_op::REAP, pid_of(1, 1))
+        )
+        .0,
+        status::OK
+    );
+}
+
+#[test]
+fn reap_of_a_stale_or_free_id_is_not_found() {
+    let (mut k, mut p) = spawned_with(&[0, 0]);
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 1, 0));
+    let before: Vec<_> = p.table().entries().to_vec();
+    for id in [
+        0,
+        pid_of(0, 1),  // freed
+        pid_of(0, 2),  // free: the next occupant's
+        pid_of(1, 2),  // not the FAILED occupant's generation
+        pid_of(2, 1),  // never used
+        pid_of(31, 1), // never used, the last entry
+        pid_of(abi::PROCD_MAX_PROCESSES as u32, 1),
+        u32::MAX,
+    ] {
+        assert_eq!(
+            ask(&mut k, &mut p, BADGE_ROOTD, process_req(procd_op::REAP, id)),
+            (status::NOT_FOUND, vec![]),
+            "id {id:#x}"
+        );
+    }
+    assert_eq!(p.table().entries(), &before[..]);
+}
+
+#[test]
+fn stop_or_kill_of_a_failed_entry_is_not_found() {
+    let (mut k, mut p) = spawned_with(&[0]);
+    kernel_event(
+        &mut k,
+        &mut p,
+        child_died(100, death_kind::FAULTED, fault_kind::INVALID_OPCODE, 0),
+    );
+    let before: Vec<_> = p.table().entries().to_vec();
+    k.requests.clear();
+    for op in [procd_op::STOP, procd_op::KILL] {
+        assert_eq!(
+            ask(&mut k, &mut p, BADGE_ROOTD, process_req(op, pid_of(0, 1))),
+            (status::NOT_FOUND, vec![])
+        );
+    }
+    assert!(k.requests.is_empty(), "nothing to end: no KILL_PROCESS");
+    assert_eq!(p.table().entries(), &before[..]);
+    // It is still held, and still reapable.
+    assert_eq!(
+        ask(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            process_req(procd_op::REAP, pid_of(0, 1))
+        )
+        .0,
+        status::OK
+    );
+}
+
+#[test]
+fn reap_from_anyone_but_rootd_is_denied_first() {
+    let (mut k, mut p) = spawned_with(&[0]);
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 1, 0));
+    let before: Vec<_> = p.table().entries().to_vec();
+    for badge in [0, 2, child_badge(0).unwrap(), BADGE_KERNEL - 1] {
+        let mut bad = process_req(procd_op::REAP, pid_of(0, 1));
+        write_u32(bad.payload_area_mut(), process_request::RESERVED, 1);
+        for m in [process_req(procd_op::REAP, pid_of(0, 1)), bad] {
+            assert_eq!(ask(&mut k, &mut p, badge, m), (status::DENIED, vec![]));
+        }
+    }
+    assert_eq!(p.table().entries(), &before[..]);
+    // From the kernel's badge it is no request at all.
+    kernel_event(&mut k, &mut p, process_req(procd_op::REAP, pid_of(0, 1)));
+    assert_eq!(p.table().entries(), &before[..]);
+}
+
+#[test]
+fn a_table_full_of_failed_entries_is_busy_until_one_is_reaped() {
+    let (mut k, mut p) = spawned(abi::PROCD_MAX_PROCESSES, true);
+    for pid in 100..100 + abi::PROCD_MAX_PROCESSES as u32 {
+        kernel_event(&mut k, &mut p, child_died(pid, death_kind::EXITED, 1, 0));
+    }
+    assert_eq!(p.table().live().count(), 0);
+    assert_eq!(p.table().failed().count(), abi::PROCD_MAX_PROCESSES);
+    // Only procd's own capabilities are left.
+    assert_eq!(
+        k.caps.keys().copied().collect::<Vec<_>>(),
+        [SELF_EP, KC, NOTIFY, CRASHD]
+    );
+    k.requests.clear();
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+    assert_eq!(st, status::BUSY);
+    assert!(k.requests.is_empty());
+    // LIST shows them all.
+    let (st, payload) = ask(&mut k, &mut p, BADGE_ROOTD, list_req());
+    assert_eq!(st, status::OK);
+    assert_eq!(
+        payload.len(),
+        abi::PROCD_MAX_PROCESSES * process_status::SIZE
+    );
+    assert!(
+        payload
+            .chunks(process_status::SIZE)
+            .all(|r| read_u16(r, process_status::STATE) == Some(FAILED))
+    );
+
+    let (st, _) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::REAP, pid_of(7, 1)),
+    );
+    assert_eq!(st, status::OK);
+    let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+    assert_eq!(st, status::OK);
+    assert_eq!(
+        read_u32(&payload, spawn_service_reply::ID),
+        Some(pid_of(7, 2))
+    );
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+    assert_eq!(st, status::BUSY);
+}
+
+#[test]
+fn probe_complete_from_a_failed_childs_badge_is_denied() {
+    let (mut k, mut p) = spawned_with(&[0]);
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 1, 0));
+    k.notified.clear();
+    assert_eq!(
+        probe_from(&mut k, &mut p, child_badge(0).unwrap(), probe()),
+        status::DENIED
+    );
+    assert!(k.notified.is_empty());
 }
