@@ -72,6 +72,7 @@ class KernelOp(enum.IntEnum):
     CREATE_PROCESS = 0x1
     START_PROCESS = 0x2
     KILL_PROCESS = 0x4
+    SET_TIMER = 0x5
     MINT_ENDPOINT = 0x3
     READ_MONOTONIC_CLOCK = 0xD
 
@@ -81,6 +82,7 @@ class KernelEvent(enum.IntEnum):
     """Ops of the messages the kernel itself sends (with badge BADGE_KERNEL, never expecting a reply)."""
 
     CHILD_DIED = 0x100
+    TIMER = 0x101
 
 
 # origin: procd-emu
@@ -118,6 +120,16 @@ class ProcState(enum.IntEnum):
     RUNNING = 0x1
     STOPPING = 0x2
     FAILED = 0x3
+    RESTARTING = 0x4
+
+
+# origin: procd-emu
+class RestartPolicy(enum.IntEnum):
+    """When procd restarts a process that ended (spawn_service_request.restart)."""
+
+    NEVER = 0x0
+    ON_FAILURE = 0x1
+    ALWAYS = 0x2
 
 
 # origin: erix
@@ -325,6 +337,11 @@ SPAWN_SERVICE_REQUEST = Layout(
         Field("image_id", "u32", 0, 1),
         Field("role", "u16", 4, 1),
         Field("flags", "u16", 6, 1),
+        Field("restart", "u8", 8, 1),
+        Field("max_restarts", "u8", 9, 1),
+        Field("reserved", "u16", 10, 1),
+        Field("window_ms", "u32", 12, 1),
+        Field("backoff_ms", "u32", 16, 1),
     ),
 )
 SPAWN_SERVICE_REPLY = Layout(
@@ -354,6 +371,22 @@ PROCESS_STATUS = Layout(
         Field("flags", "u16", 16, 1),
         Field("death", "u16", 18, 1),
         Field("code", "u32", 20, 1),
+    ),
+)
+TIMER_REQUEST = Layout(
+    "timer_request",
+    (
+        Field("at_ticks", "u64", 0, 1),
+        Field("cookie", "u32", 8, 1),
+        Field("endpoint_slot", "u32", 12, 1),
+    ),
+)
+TIMER_EVENT = Layout(
+    "timer_event",
+    (
+        Field("cookie", "u32", 0, 1),
+        Field("reserved", "u32", 4, 1),
+        Field("ticks", "u64", 8, 1),
     ),
 )
 KILL_REQUEST = Layout(

@@ -134,6 +134,8 @@ pub mod kernel_op {
     pub const START_PROCESS: u32 = 0x2;
     /// kill_request: end a process the caller created (CHILD_DIED kind KILLED); needs SPAWN
     pub const KILL_PROCESS: u32 = 0x4;
+    /// timer_request: at a virtual time, the kernel sends TIMER to an endpoint the caller can RECV on
+    pub const SET_TIMER: u32 = 0x5;
     /// mint_request: a new SEND/GRANT capability, with a badge, to an endpoint the caller can RECV on
     pub const MINT_ENDPOINT: u32 = 0x3;
     /// monotonic clock in ticks of MONOTONIC_CLOCK_HZ (op id 13 is EriX's)
@@ -145,6 +147,7 @@ pub mod kernel_op {
             CREATE_PROCESS => Some("CREATE_PROCESS"),
             START_PROCESS => Some("START_PROCESS"),
             KILL_PROCESS => Some("KILL_PROCESS"),
+            SET_TIMER => Some("SET_TIMER"),
             MINT_ENDPOINT => Some("MINT_ENDPOINT"),
             READ_MONOTONIC_CLOCK => Some("READ_MONOTONIC_CLOCK"),
             _ => None,
@@ -156,11 +159,14 @@ pub mod kernel_op {
 pub mod kernel_event {
     /// child_death: a process you supervise exited or was killed
     pub const CHILD_DIED: u32 = 0x100;
+    /// timer_event: a SET_TIMER you asked for came due
+    pub const TIMER: u32 = 0x101;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u32) -> Option<&'static str> {
         match value {
             CHILD_DIED => Some("CHILD_DIED"),
+            TIMER => Some("TIMER"),
             _ => None,
         }
     }
@@ -231,6 +237,8 @@ pub mod proc_state {
     pub const STOPPING: u16 = 0x2;
     /// it faulted, was killed, or exited non-zero: held until REAP
     pub const FAILED: u16 = 0x3;
+    /// it ended; procd restarts it when its backoff timer fires
+    pub const RESTARTING: u16 = 0x4;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u16) -> Option<&'static str> {
@@ -238,6 +246,26 @@ pub mod proc_state {
             RUNNING => Some("RUNNING"),
             STOPPING => Some("STOPPING"),
             FAILED => Some("FAILED"),
+            RESTARTING => Some("RESTARTING"),
+            _ => None,
+        }
+    }
+}
+
+/// When procd restarts a process that ended (spawn_service_request.restart). (origin: procd-emu)
+pub mod restart_policy {
+    pub const NEVER: u8 = 0x0;
+    /// after a fault, a kill that was not a STOP, or a non-zero exit
+    pub const ON_FAILURE: u8 = 0x1;
+    /// after any ending except a STOP
+    pub const ALWAYS: u8 = 0x2;
+
+    /// The spec's name for `value`, if it has one.
+    pub const fn name(value: u8) -> Option<&'static str> {
+        match value {
+            NEVER => Some("NEVER"),
+            ON_FAILURE => Some("ON_FAILURE"),
+            ALWAYS => Some("ALWAYS"),
             _ => None,
         }
     }
@@ -657,13 +685,23 @@ pub mod image_note {
 /// procd SPAWN_SERVICE (0x402) request payload.
 /// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
 pub mod spawn_service_request {
-    pub const SIZE: usize = 8;
+    pub const SIZE: usize = 20;
     /// `u32`
     pub const IMAGE_ID: usize = 0;
     /// `u16`
     pub const ROLE: usize = 4;
     /// `u16`
     pub const FLAGS: usize = 6;
+    /// `u8`
+    pub const RESTART: usize = 8;
+    /// `u8`
+    pub const MAX_RESTARTS: usize = 9;
+    /// `u16`
+    pub const RESERVED: usize = 10;
+    /// `u32`
+    pub const WINDOW_MS: usize = 12;
+    /// `u32`
+    pub const BACKOFF_MS: usize = 16;
 }
 
 /// procd SPAWN_SERVICE reply payload (status OK only).
@@ -710,6 +748,30 @@ pub mod process_status {
     pub const DEATH: usize = 18;
     /// `u32`
     pub const CODE: usize = 20;
+}
+
+/// kernel-control SET_TIMER payload.
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod timer_request {
+    pub const SIZE: usize = 16;
+    /// `u64`
+    pub const AT_TICKS: usize = 0;
+    /// `u32`
+    pub const COOKIE: usize = 8;
+    /// `u32`
+    pub const ENDPOINT_SLOT: usize = 12;
+}
+
+/// Payload of the kernel's TIMER message.
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod timer_event {
+    pub const SIZE: usize = 16;
+    /// `u32`
+    pub const COOKIE: usize = 0;
+    /// `u32`
+    pub const RESERVED: usize = 4;
+    /// `u64`
+    pub const TICKS: usize = 8;
 }
 
 /// kernel-control KILL_PROCESS payload.
