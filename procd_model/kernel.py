@@ -49,6 +49,8 @@ from procd_model.abi import (
     SYSCALL_NUMBER_REGISTER,
     SYSCALL_RESULT_REGISTERS,
     SYSCALL_STATUS_REGISTER,
+    TIMER_EVENT,
+    TIMER_REQUEST,
     CapType,
     DeathKind,
     KernelEvent,
@@ -160,6 +162,21 @@ class Process:
 
 
 @dataclass(frozen=True)
+class Interrupt:
+    notification: int
+    line: int
+
+
+@dataclass(frozen=True)
+class Timer:
+    endpoint: int
+    cookie: int
+
+
+TimedEvent = Interrupt | Timer
+
+
+@dataclass(frozen=True)
 class SyscallArgs:
     number: int
     args: tuple[int, int, int, int, int, int]
@@ -189,6 +206,7 @@ _KERNEL_OP_COSTS = {
     KernelOp.READ_MONOTONIC_CLOCK: costs.READ_MONOTONIC_CLOCK,
     KernelOp.MINT_ENDPOINT: costs.MINT_ENDPOINT,
     KernelOp.KILL_PROCESS: costs.KILL_PROCESS,
+    KernelOp.SET_TIMER: costs.SET_TIMER,
 }
 BLOCKED = Blocked()
 GONE = Gone()
@@ -232,9 +250,9 @@ class Kernel:
         self._next_pid = 1
         self._next_obj = 1
         self._halt: StopReason | None = None
-        self._irqs: list[tuple[int, int, int, int]] = []
-        """Pending interrupts: (millicycles, order, notification, line), a heap."""
-        self._irq_order = 0
+        self._timed: list[tuple[int, int, TimedEvent]] = []
+        """Pending interrupts and timers: (millicycles, order, event), a heap."""
+        self._timed_order = 0
         self.fault_injections: dict[str, int] = {}
         """image name -> instruction count at which its next process is killed (scenarios)"""
         self.create_failures: dict[str, list[Status]] = {}
@@ -328,30 +346,40 @@ class Kernel:
         """Raise interrupt `line` at virtual time `at_cycle`: the kernel sets NotifyBit.IRQ on
         `notification` at the first block boundary from which the next block would reach that
         time (or then, if the machine is idle until it)."""
-        self._irq_order += 1
-        heapq.heappush(self._irqs, (at_cycle * MILLI, self._irq_order, notification.obj, line))
+        self._schedule(at_cycle * MILLI, Interrupt(notification.obj, line))
 
-    def _next_irq(self) -> int | None:
-        return self._irqs[0][0] if self._irqs else None
+    def _schedule(self, at: int, event: TimedEvent) -> None:
+        self._timed_order += 1
+        heapq.heappush(self._timed, (at, self._timed_order, event))
 
-    def _raise_irq(self) -> None:
-        at, _, obj, line = heapq.heappop(self._irqs)
-        self.trace.emit("irq", KERNEL_PID, line=line, notification=obj, scheduled=at // MILLI)
-        self._signal(self.notifications[obj], NotifyBit.IRQ)
+    def _next_timed(self) -> int | None:
+        return self._timed[0][0] if self._timed else None
 
-    def _raise_due_irqs(self) -> None:
-        while self._irqs and self._irqs[0][0] <= self.clock:
-            self._raise_irq()
+    def _fire_next(self) -> None:
+        """Deliver the earliest interrupt or timer (its time has come, or the next block would pass it)."""
+        at, _, event = heapq.heappop(self._timed)
+        if isinstance(event, Interrupt):
+            self.trace.emit("irq", KERNEL_PID, line=event.line, notification=event.notification, scheduled=at // MILLI)
+            self._signal(self.notifications[event.notification], NotifyBit.IRQ)
+            return
+        endpoint = self.endpoints.get(event.endpoint)
+        if endpoint is not None:
+            payload = TIMER_EVENT.pack(cookie=event.cookie, ticks=self.monotonic_ticks())
+            self._kernel_message(endpoint, KernelEvent.TIMER, payload, cookie=event.cookie)
+
+    def _fire_due(self) -> None:
+        while self._timed and self._timed[0][0] <= self.clock:
+            self._fire_next()
 
     def run(self, max_instructions: int) -> StopReason:
         """Run until every process is blocked or dead, the limit is reached, or a halt."""
         while self._halt is None:
-            self._raise_due_irqs()
+            self._fire_due()
             if not self.run_queue:
-                next_irq = self._next_irq()
-                if next_irq is None:
+                next_event = self._next_timed()
+                if next_event is None:
                     return StopReason("idle")
-                self.clock = next_irq  # nothing runs until then: virtual time jumps
+                self.clock = next_event  # nothing runs until then: virtual time jumps
                 continue
             proc = self.procs[self.run_queue.popleft()]
             if proc.state is not ProcState.READY:
@@ -392,10 +420,10 @@ class Kernel:
                     self._kill(proc, Fault(FaultKind.INJECTED, rip, None, f"at instruction {proc.fault_at}"))
                     return
             budget = turn_end - cpu.cost
-            next_irq = self._next_irq()
-            irq_bound = next_irq is not None and next_irq - self.clock <= budget
-            if next_irq is not None:
-                budget = min(budget, max(next_irq - self.clock, 0))
+            next_event = self._next_timed()
+            event_bound = next_event is not None and next_event - self.clock <= budget
+            if next_event is not None:
+                budget = min(budget, max(next_event - self.clock, 0))
             before, cost_before = cpu.retired, cpu.cost
             trap = cpu.run(insn_budget, budget, exact=True, clock=self.clock, icount=self.icount)
             self.icount += cpu.retired - before
@@ -408,8 +436,8 @@ class Kernel:
                 if proc.fault_at is not None and cpu.retired >= proc.fault_at:
                     continue  # the injection check above kills it
                 if self.icount < max_instructions:
-                    if irq_bound:
-                        self._raise_irq()  # the next block would reach the interrupt's time
+                    if event_bound:
+                        self._fire_next()  # the next block would reach the event's time
                     self.run_queue.append(proc.pid)
                     return
                 continue  # the limit check above reports it
@@ -803,6 +831,8 @@ class Kernel:
             return Status.OK, Message(Status.OK, CLOCK_REPLY.pack(ticks=ticks)), {}
         if op is KernelOp.MINT_ENDPOINT:
             return self._mint_endpoint(proc, message.payload)
+        if op is KernelOp.SET_TIMER:
+            return self._set_timer(proc, message.payload)
         if not cap.rights & Rights.SPAWN:
             return Status.DENIED, Message(Status.DENIED), {}
         if op is KernelOp.CREATE_PROCESS:
@@ -872,6 +902,21 @@ class Kernel:
         child.supervisor = supervisor
         payload_out = CREATE_PROCESS_REPLY.pack(pid=child.pid, endpoint=endpoint.obj)
         return Status.OK, Message(Status.OK, payload_out, (reply_slot,)), {"caps": [reply_slot]}
+
+    def _set_timer(self, proc: Process, payload: bytes) -> tuple[Status, Message, dict[str, Any]]:
+        """Send TIMER (with the cookie) to an endpoint the caller receives on, at a monotonic time."""
+        if len(payload) != TIMER_REQUEST.size:
+            return Status.INVALID_ARGUMENT, Message(Status.INVALID_ARGUMENT), {}
+        request = TIMER_REQUEST.unpack(payload)
+        target = proc.caps.get(request["endpoint_slot"])
+        if target is None or target.cap_type is not CapType.ENDPOINT:
+            return Status.INVALID_ARGUMENT, Message(Status.INVALID_ARGUMENT), {}
+        if not target.rights & Rights.RECV:
+            return Status.DENIED, Message(Status.DENIED), {}
+        millicycles_per_tick = self.cpu_model.frequency_hz * MILLI // MONOTONIC_CLOCK_HZ
+        at = max(request["at_ticks"] * millicycles_per_tick, self.clock)
+        self._schedule(at, Timer(target.obj, request["cookie"]))
+        return Status.OK, Message(Status.OK), {"at_ticks": request["at_ticks"]}
 
     def _mint_endpoint(self, proc: Process, payload: bytes) -> tuple[Status, Message, dict[str, Any]]:
         """A badged SEND/GRANT capability to an endpoint the caller can receive on (like seL4's Mint)."""
@@ -961,18 +1006,14 @@ class Kernel:
         else:
             record = CHILD_DEATH.pack(pid=proc.pid, kind=DeathKind.EXITED, code=proc.exit_code or 0)
         endpoint = self.endpoints.get(proc.supervisor)
-        if endpoint is None:
-            return
-        pending = PendingSend(KERNEL_PID, Message(KernelEvent.CHILD_DIED, record), (), BADGE_KERNEL, is_call=False)
+        if endpoint is not None:
+            self._kernel_message(endpoint, KernelEvent.CHILD_DIED, record, child_pid=proc.pid)
+
+    def _kernel_message(self, endpoint: Endpoint, op: KernelEvent, payload: bytes, **shown: Any) -> None:
+        """Queue a message from the kernel itself (badge BADGE_KERNEL, no reply right) on `endpoint`."""
+        pending = PendingSend(KERNEL_PID, Message(op, payload), (), BADGE_KERNEL, is_call=False)
         self.trace.emit(
-            "ipc.send",
-            KERNEL_PID,
-            endpoint=endpoint.obj,
-            op=KernelEvent.CHILD_DIED.name,
-            call=False,
-            len=len(record),
-            caps=0,
-            child_pid=proc.pid,
+            "ipc.send", KERNEL_PID, endpoint=endpoint.obj, op=op.name, call=False, len=len(payload), caps=0, **shown
         )
         if endpoint.receivers:
             receiver = self.procs[endpoint.receivers.popleft()]

@@ -20,6 +20,8 @@ from procd_model.abi import (
     NAMED_REPLY,
     NAMED_REQUEST,
     START_PROCESS_REQUEST,
+    TIMER_EVENT,
+    TIMER_REQUEST,
     CapType,
     CrashdOp,
     DeathKind,
@@ -305,3 +307,31 @@ def test_kill_process_ends_a_supervised_child() -> None:
     assert deaths == [{"pid": 2, "kind": DeathKind.KILLED, "reserved": 0, "code": 0, "address": 0}]
     assert [e.pid for e in kernel.trace.of_kind("process.kill")] == [2]
     assert stop.kind == "instruction-limit"  # the unsupervised child spins on
+
+
+def test_set_timer_sends_timer_at_its_time() -> None:
+    kernel = Kernel(Trace(), cpu_model=UNIT_CPU)
+    own, other = kernel.new_endpoint("own"), kernel.new_endpoint("other")
+    caps = CapTable()
+    caps.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND), 1)
+    caps.install(Capability(CapType.ENDPOINT, own.obj, Rights.RECV), 2)
+    caps.install(Capability(CapType.ENDPOINT, other.obj, Rights.SEND), 3)
+    statuses: list[Status] = []
+    timers: list[tuple[int, dict[str, int], int]] = []
+
+    def program() -> ActorProgram:
+        for slot, at in ((3, 5), (9, 5), (2, 7), (2, 5)):
+            result = yield call(
+                1, KernelOp.SET_TIMER, TIMER_REQUEST.pack(at_ticks=at, cookie=at * 10, endpoint_slot=slot)
+            )
+            statuses.append(Status(result.message().op))
+        for _ in range(2):
+            result = yield SyscallRequest(Syscall.RECV, (2,))
+            event = TIMER_EVENT.unpack(result.message().payload)
+            timers.append((result.values[0], event, kernel.monotonic_ticks()))
+
+    kernel.spawn_actor("p", program(), caps)
+    assert kernel.run(1000).kind == "idle"
+    assert statuses == [Status.DENIED, Status.INVALID_ARGUMENT, Status.OK, Status.OK]
+    assert [(badge, event["cookie"]) for badge, event, _ in timers] == [(BADGE_KERNEL, 50), (BADGE_KERNEL, 70)]
+    assert [event["ticks"] for _, event, _ in timers] == [5, 7]  # the idle machine jumped to each time
