@@ -13,7 +13,7 @@ must do with what procd did. The first difference is reported with the request t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +27,13 @@ from procd_model.abi import (
     PROCD_MAX_PROCESSES,
     PROCESS_REQUEST,
     SPAWN_SERVICE_REQUEST,
+    TIMER_EVENT,
     CapPurpose,
     EnvelopeFlag,
     KernelEvent,
     NotifyBit,
     ProcdOp,
+    RestartPolicy,
     Role,
 )
 
@@ -61,6 +63,25 @@ class Entry:
     """None while running; "stop" or "kill" once procd asked the kernel to end it."""
     failed: bool = False
     """It faulted, was killed (not stopped) or exited non-zero: held until REAP."""
+    restarting: bool = False
+    """It ended and its backoff timer is pending."""
+    image_id: int = 0
+    role: str = "TEST"
+    policy: int = RestartPolicy.NEVER
+    max_restarts: int = 0
+    window_ms: int = 0
+    backoff_ms: int = 0
+    restarts: int = 0
+    """Restarts counted in the current window, which started at `window_start` (ticks)."""
+    window_start: int = 0
+
+    @property
+    def live(self) -> bool:
+        return not self.failed and not self.restarting
+
+    def counted(self, now: int) -> int:
+        """Restarts that count toward the bound at `now` (a fixed window from its first restart)."""
+        return self.restarts if self.restarts and now - self.window_start < self.window_ms else 0
 
 
 @dataclass
@@ -90,7 +111,9 @@ class ProcdSpec:
         op = op_number(request.get("op"))
         if badge == BADGE_KERNEL:
             if op == KernelEvent.CHILD_DIED:
-                return self._child_died(request)
+                return self._child_died(request, kernel_replies)
+            if op == KernelEvent.TIMER:
+                return self._timer(request, kernel_replies)
             return Actions()
         if op == ProcdOp.SPAWN_SERVICE:
             return self._spawn(badge, request, kernel_replies)
@@ -98,7 +121,7 @@ class ProcdSpec:
             return self._probe(badge, request)
         if op in (ProcdOp.STOP, ProcdOp.KILL, ProcdOp.STATUS, ProcdOp.LIST, ProcdOp.REAP):
             return self._manage(ProcdOp(op), badge, request, kernel_replies)
-        if op == KernelEvent.CHILD_DIED:
+        if op in (KernelEvent.CHILD_DIED, KernelEvent.TIMER):
             return Actions(reply=("DENIED", None, None))  # a forged kernel message
         return Actions(reply=("INVALID_ARGUMENT", None, None))
 
@@ -112,31 +135,28 @@ class ProcdSpec:
         role, flags, image_id = request.get("role"), request.get("flags", 0), request.get("image_id", 0)
         if not isinstance(role, str) or role in UNSPAWNABLE or flags & ~int(_ALL_FLAGS):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
-        if image_id == 0:
+        if image_id == 0 or request.get("restart", 0) not in set(RestartPolicy) or request.get("reserved"):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
         index = self._free_index()
         if index is None:
             return Actions(reply=("BUSY", None, None))
-        calls: list[str] = []
-        answers = iter(replies)
-        if CapPurpose.PROCD_ENDPOINT in _intake_purposes(Role[role]):
-            calls.append("MINT_ENDPOINT")
-            minted = next(answers, None)
-            if minted is None or minted["status"] != "OK":
-                return Actions(tuple(calls), reply=(_status(minted), None, None))
-        calls.append("CREATE_PROCESS")
-        created = next(answers, None)
-        if created is None or created["status"] != "OK":
-            return Actions(tuple(calls), reply=(_status(created), None, None))
-        calls.append("START_PROCESS")
-        started = next(answers, None)
-        if started is None or started["status"] != "OK":
-            return Actions(tuple(calls), reply=(_status(started), None, None))
-        pid = int(created["child_pid"])
+        calls, pid, failed = _launch(role, iter(replies))
+        if pid is None:
+            return Actions(calls, reply=(failed, None, None))
         generation = self.generations.get(index, 0) % 0xFFFF + 1
         self.generations[index] = generation
-        self.live[index] = Entry(pid, generation, int(flags))
-        return Actions(tuple(calls), reply=("OK", pid, _process_id(index, generation)))
+        self.live[index] = Entry(
+            pid,
+            generation,
+            int(flags),
+            image_id=image_id,
+            role=role,
+            policy=request.get("restart", 0),
+            max_restarts=request.get("max_restarts", 0),
+            window_ms=request.get("window_ms", 0),
+            backoff_ms=request.get("backoff_ms", 0),
+        )
+        return Actions(calls, reply=("OK", pid, _process_id(index, generation)))
 
     def _manage(self, op: ProcdOp, badge: int, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
         """STOP, KILL, STATUS and LIST: rootd's view of and hold over the processes procd runs."""
@@ -162,6 +182,9 @@ class ProcdSpec:
             return Actions(reply=("OK", entry.pid, proc_id))
         if entry.failed:
             return Actions(reply=("NOT_FOUND", None, None))  # nothing left to end
+        if entry.restarting:
+            del self.live[index]  # stays down: its pending TIMER will find nothing
+            return Actions(reply=("OK", None, None))
         if entry.stopping is not None:
             return Actions(reply=("BUSY", None, None))
         killed = next(iter(replies), None)
@@ -178,27 +201,73 @@ class ProcdSpec:
             return Actions(reply=("INVALID_ARGUMENT", None, None))
         return Actions(notifies=(int(NotifyBit.PROBE_COMPLETE),), reply=("OK", None, None))
 
-    def _child_died(self, request: dict[str, Any]) -> Actions:
-        """Failure policy. A clean exit or a STOP frees the entry. A failure (a fault, a kill that
-        was not a STOP, a non-zero exit) holds it as FAILED until REAP; faults and kills are
-        reported to crashd; a REQUIRED service's failure is reported to rootd (SERVICE_FAILED)."""
+    def _child_died(self, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
+        """Failure and restart policy for a child's death.
+
+        A STOP frees the entry and is never restarted. Otherwise a restart policy (ALWAYS, or
+        ON_FAILURE after a failure) restarts it after a backoff timer unless it is over its bound;
+        a failure that is not restarted holds the entry FAILED until REAP, and a REQUIRED one is
+        reported to rootd (SERVICE_FAILED); a clean exit frees it. Faults and kills (not STOPs)
+        are reported to crashd first."""
         pid = request.get("child_pid")
-        index = next((i for i, live in self.live.items() if live.pid == pid and not live.failed), None)
+        index = next((i for i, live in self.live.items() if live.pid == pid and live.live), None)
         death = request.get("death")
         if index is None or death not in ("EXITED", "FAULTED", "KILLED"):
             return Actions()
         entry = self.live[index]
-        killed = death == "KILLED" and entry.stopping != "stop"
-        failed = death == "FAULTED" or killed or (death == "EXITED" and request.get("code"))
+        stopped = entry.stopping == "stop"
+        killed = death == "KILLED" and not stopped
+        failure = bool(death == "FAULTED" or killed or (death == "EXITED" and request.get("code")))
         reported = (death == "FAULTED" or killed) and CapPurpose.CRASHD_ENDPOINT in self.holds
         reports = (entry.pid,) if reported else ()
-        if not failed:
-            del self.live[index]
-            return Actions(crash_reports=reports)
+        restart = not stopped and (
+            entry.policy == RestartPolicy.ALWAYS or (entry.policy == RestartPolicy.ON_FAILURE and failure)
+        )
+        if not restart:
+            if not failure:
+                del self.live[index]
+                return Actions(crash_reports=reports)
+            return Actions(notifies=self._hold_failed(entry), crash_reports=reports)
+        answers = iter(replies)
+        clock = next(answers, None)
+        if clock is None or clock["status"] != "OK":
+            return Actions(("READ_MONOTONIC_CLOCK",), self._hold_failed(entry), reports)
+        if entry.counted(int(clock["ticks"])) >= entry.max_restarts:
+            return Actions(("READ_MONOTONIC_CLOCK",), self._hold_failed(entry), reports)
+        timer = next(answers, None)
+        if timer is None or timer["status"] != "OK":
+            return Actions(("READ_MONOTONIC_CLOCK", "SET_TIMER"), self._hold_failed(entry), reports)
+        entry.restarting = True
+        return Actions(("READ_MONOTONIC_CLOCK", "SET_TIMER"), crash_reports=reports)
+
+    def _timer(self, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
+        """A backoff timer: restart the entry it names, in place, with the next generation."""
+        cookie = request.get("cookie")
+        if request.get("len") != TIMER_EVENT.size or request.get("caps") or not isinstance(cookie, int):
+            return Actions()
+        index = cookie & ((1 << PROCD_ID_GENERATION_SHIFT) - 1)
+        entry = self.live.get(index)
+        if entry is None or not entry.restarting or entry.generation != cookie >> PROCD_ID_GENERATION_SHIFT:
+            return Actions()
+        ticks = int(request.get("ticks", 0))
+        if entry.counted(ticks):
+            entry.restarts = min(entry.restarts + 1, 0xFF)
+        else:
+            entry.window_start, entry.restarts = ticks, 1
+        calls, pid, _ = _launch(entry.role, iter(replies))
+        if pid is None:
+            entry.restarting = False
+            return Actions(calls, self._hold_failed(entry))
+        entry.pid, entry.restarting = pid, False
+        entry.generation = entry.generation % 0xFFFF + 1
+        self.generations[index] = entry.generation
+        return Actions(calls)
+
+    @staticmethod
+    def _hold_failed(entry: Entry) -> tuple[int, ...]:
+        """Hold the entry FAILED; the notifications that are due (SERVICE_FAILED for REQUIRED)."""
         entry.failed = True
-        required = entry.flags & EnvelopeFlag.REQUIRED
-        notifies = (int(NotifyBit.SERVICE_FAILED),) if required else ()
-        return Actions(notifies=notifies, crash_reports=reports)
+        return (int(NotifyBit.SERVICE_FAILED),) if entry.flags & EnvelopeFlag.REQUIRED else ()
 
     def _free_index(self) -> int | None:
         return next((i for i in range(self.table_size) if i not in self.live), None)
@@ -223,6 +292,24 @@ def op_number(name: Any) -> int | None:
 def _intake_purposes(role: Role) -> set[CapPurpose]:
     entries = INTAKE.get(role, INTAKE[None])
     return {CapPurpose(entry.purpose) for entry in entries}
+
+
+def _launch(role: str, answers: Iterator[dict[str, Any]]) -> tuple[tuple[str, ...], int | None, str]:
+    """The kernel calls that start a child of `role` (MINT for roles given PROCD_ENDPOINT, CREATE,
+    START), answered in order: (calls, the new pid or None, the failing status)."""
+    calls: list[str] = []
+    steps = ["CREATE_PROCESS", "START_PROCESS"]
+    if CapPurpose.PROCD_ENDPOINT in _intake_purposes(Role[role]):
+        steps.insert(0, "MINT_ENDPOINT")
+    created: dict[str, Any] = {}
+    for step in steps:
+        calls.append(step)
+        answer = next(answers, None)
+        if answer is None or answer["status"] != "OK":
+            return tuple(calls), None, _status(answer)
+        if step == "CREATE_PROCESS":
+            created = answer
+    return tuple(calls), int(created["child_pid"]), "OK"
 
 
 def _process_id(index: int, generation: int) -> int:

@@ -29,6 +29,7 @@ from procd_model.abi import (
     NotifyBit,
     ProcdOp,
     ProcState,
+    RestartPolicy,
     Rights,
     Role,
     StartupStatus,
@@ -66,6 +67,10 @@ class ManifestEntry:
     and expect_fault None the process must still be alive at the end."""
     await_probe: bool = False
     """After spawning it, rootd waits for procd's PROBE_COMPLETE notification."""
+    restart: RestartPolicy = RestartPolicy.NEVER
+    max_restarts: int = 0
+    window_ms: int = 0
+    backoff_ms: int = 0
 
 
 @dataclass
@@ -254,7 +259,15 @@ class Rootd:
 
     def _spawn(self, procd_slot: int, entry: ManifestEntry) -> ActorProgram:
         image = boot_image_named(entry.image)
-        request = SPAWN_SERVICE_REQUEST.pack(image_id=image.image_id, role=entry.role, flags=entry.flags)
+        request = SPAWN_SERVICE_REQUEST.pack(
+            image_id=image.image_id,
+            role=entry.role,
+            flags=entry.flags,
+            restart=entry.restart,
+            max_restarts=entry.max_restarts,
+            window_ms=entry.window_ms,
+            backoff_ms=entry.backoff_ms,
+        )
         result = yield call(procd_slot, ProcdOp.SPAWN_SERVICE, request)
         if result.status is not Status.OK:
             self.problems.append(f"SPAWN_SERVICE {entry.image}: CALL failed with {result.status.name}")

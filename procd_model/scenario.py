@@ -13,6 +13,10 @@
     status = "OK"               # the reply procd must give
     ends = "fault unmapped-write"   # "exit 0", "fault <kind>" or "alive"
     probe = false               # rootd then waits for procd's PROBE_COMPLETE notification
+    restart = "on-failure"      # "never" (default), "on-failure" or "always"
+    max_restarts = 3            # restarts allowed within window_ms; one more holds it FAILED
+    window_ms = 1000            # virtual milliseconds
+    backoff_ms = 2              # before the first restart; doubles for each restart in the window
 
     [[inject]]                  # optional faults to inject
     image = "phase0-exit"
@@ -36,7 +40,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from procd_model.abi import EnvelopeFlag, Role, Status
+from procd_model.abi import EnvelopeFlag, RestartPolicy, Role, Status
 from procd_model.images import BOOT_IMAGES
 from procd_model.kernel import Kernel
 from procd_model.rootd import ManifestEntry, Services
@@ -112,7 +116,8 @@ def _enum_member(where: str, enum: Any, name: Any) -> Any:
 
 def _spawn(where: str, table: Any) -> ManifestEntry:
     _typed(where, table, dict, "a table")
-    _keys(where, table, {"image", "role", "flags", "status", "ends", "probe"}, frozenset({"image", "role"}))
+    keys = {"image", "role", "flags", "status", "ends", "probe", "restart", "max_restarts", "window_ms", "backoff_ms"}
+    _keys(where, table, keys, frozenset({"image", "role"}))
     image = _typed(f"{where}.image", table["image"], str, "an image name")
     known = [b.name for b in BOOT_IMAGES]
     if image not in known:
@@ -124,13 +129,21 @@ def _spawn(where: str, table: Any) -> ManifestEntry:
     status = _enum_member(f"{where}.status", Status, table.get("status", "OK"))
     ends = _typed(f"{where}.ends", table.get("ends", "exit 0"), str, 'an ending like "exit 0"')
     probe = _typed(f"{where}.probe", table.get("probe", False), bool, "true or false")
+    policy = _enum_member(f"{where}.restart", RestartPolicy, table.get("restart", "never").upper().replace("-", "_"))
+    limits = {}
+    for key, bound in (("max_restarts", 0xFF), ("window_ms", 0xFFFF_FFFF), ("backoff_ms", 0xFFFF_FFFF)):
+        value = _typed(f"{where}.{key}", table.get(key, 0), int, "a count")
+        if not 0 <= value <= bound:
+            raise ScenarioError(f"{where}.{key}: {value} is out of range 0..{bound}")
+        limits[key] = value
+    restart = {"restart": policy, **limits, "await_probe": probe}
     words = ends.split()
     if words == ["alive"]:
-        return ManifestEntry(image, role, flags, status, expect_exit=None, await_probe=probe)
+        return ManifestEntry(image, role, flags, status, expect_exit=None, **restart)
     if len(words) == 2 and words[0] == "exit" and words[1].isdigit():
-        return ManifestEntry(image, role, flags, status, expect_exit=int(words[1]), await_probe=probe)
+        return ManifestEntry(image, role, flags, status, expect_exit=int(words[1]), **restart)
     if len(words) == 2 and words[0] == "fault":
-        return ManifestEntry(image, role, flags, status, expect_exit=None, expect_fault=words[1], await_probe=probe)
+        return ManifestEntry(image, role, flags, status, expect_exit=None, expect_fault=words[1], **restart)
     raise ScenarioError(f'{where}.ends: expected "exit N", "fault KIND" or "alive", got {ends!r}')
 
 

@@ -48,7 +48,7 @@ def run_scenario(
     trace: Trace, scenario: Scenario, max_instructions: int, instrument: Instrument | None = None
 ) -> RunOutcome:
     """rootd spawns the scenario's manifest through procd; its expectations decide the outcome."""
-    return run_bootstrap(
+    outcome = run_bootstrap(
         trace,
         max_instructions,
         manifest=scenario.manifest,
@@ -57,6 +57,11 @@ def run_scenario(
         extra_checks=lambda kernel: unmet_expectations(scenario, kernel.logs),
         prepare=lambda kernel: _inject(scenario, kernel),
     )
+    halts = scenario.expect.halts
+    if outcome.stop == "halted" and halts is not None and halts not in outcome.detail:
+        detail = f"{outcome.detail} (the scenario expected a halt mentioning {halts!r})"
+        return RunOutcome(False, "unexpected", detail, outcome.processes, outcome.instructions, outcome.frequency_hz)
+    return outcome
 
 
 def _inject(scenario: Scenario, kernel: Kernel) -> None:

@@ -124,6 +124,7 @@ fuzz = st.lists(
                 ProcdOp.KILL,
                 ProcdOp.STATUS,
                 ProcdOp.LIST,
+                ProcdOp.REAP,
                 0x100,
                 0x999,
             ]

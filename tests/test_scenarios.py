@@ -128,3 +128,19 @@ def test_unknown_scenario_name_and_image_with_scenario(capsys: pytest.CaptureFix
     assert main(["run", "--scenario", "no-such-scenario"]) == 2
     assert "no scenario named 'no-such-scenario'" in capsys.readouterr().err
     assert main(["run", "fixtures/elf/phase0-exit.elf", "--scenario", "phase0-exit"]) == 2
+
+
+def test_restart_storm_backs_off_and_stops_at_its_bound(tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    assert main(["run", "--scenario", "restart-storm", "--format", "jsonl", "--out", str(out)]) == 0
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    logs = [(e["cycle"], e["text"]) for e in events if e["kind"] == "log" and e["text"].startswith("procd: child")]
+    restarting = [(cycle, text) for cycle, text in logs if "restarting in" in text]
+    assert [text.split("restarting in ")[1] for _, text in restarting] == ["1 ms", "2 ms", "4 ms"]
+    timers = [e for e in events if e["kind"] == "ipc.send" and e["pid"] == 0 and e["op"] == "TIMER"]
+    # procd sets each timer for now + backoff in 1 ms ticks (2,000,000 cycles at 2 GHz); the
+    # backoff doubles: the restarts land on ticks 0+1, 1+2 and 3+4
+    assert [e["cycle"] // 2_000_000 for e in timers] == [1, 3, 7]
+    assert any(text.endswith("over its restart bound") for _, text in logs)
+    faults = [e for e in events if e["kind"] == "fault"]
+    assert len(faults) == 4 and len({e["pid"] for e in faults}) == 4  # the original and three restarts

@@ -132,7 +132,7 @@ pub mod kernel_op {
     pub const CREATE_PROCESS: u32 = 0x1;
     /// make a created process runnable; needs SPAWN
     pub const START_PROCESS: u32 = 0x2;
-    /// kill_request: end a process the caller created (CHILD_DIED kind KILLED); needs SPAWN
+    /// kill_request: end a process whose supervisor endpoint the caller can RECV on (CHILD_DIED kind KILLED); needs SPAWN
     pub const KILL_PROCESS: u32 = 0x4;
     /// timer_request: at a virtual time, the kernel sends TIMER to an endpoint the caller can RECV on
     pub const SET_TIMER: u32 = 0x5;
@@ -296,7 +296,7 @@ pub mod procd_op {
     pub const REAP: u32 = 0x406;
     /// process_request: reply process_status of one process; rootd only
     pub const STATUS: u32 = 0x407;
-    /// no payload: reply one process_status per live process; rootd only
+    /// no payload: reply one process_status per process in the table (FAILED ones too); rootd only
     pub const LIST: u32 = 0x408;
     /// the probe image reports completion (procd-emu's number)
     pub const PROBE_COMPLETE: u32 = 0x40a;
@@ -718,7 +718,7 @@ pub mod spawn_service_reply {
     pub const RESERVED: usize = 12;
 }
 
-/// procd STOP, KILL and STATUS payload.
+/// procd STOP, KILL, REAP and STATUS payload.
 /// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
 pub mod process_request {
     pub const SIZE: usize = 8;

@@ -9,9 +9,12 @@
 //! - [`Procd::handle`]: answer one request in place — SPAWN_SERVICE, STOP, KILL, REAP, STATUS
 //!   or LIST from rootd, or PROBE_COMPLETE from a child (through the badged PROCD_ENDPOINT
 //!   capability procd minted for it: procd signals `notify_bit::PROBE_COMPLETE` on the bootstrap
-//!   notification) — or act on one kernel event (CHILD_DIED: log, report a killed child to
-//!   crashd, then free its table entry after a clean end, or hold it FAILED until rootd REAPs it
-//!   and signal `notify_bit::SERVICE_FAILED` if the service was REQUIRED), which gets no reply.
+//!   notification) — or act on one kernel event, which gets no reply: CHILD_DIED (log, report a
+//!   killed child to crashd, then restart it after a backoff if its restart policy says so and
+//!   it is within its restart bound; otherwise free its table entry after a clean end, or hold
+//!   it FAILED until rootd REAPs it and signal `notify_bit::SERVICE_FAILED` if the service was
+//!   REQUIRED), or TIMER (a restart's backoff is over: spawn the service again in the same
+//!   entry with the next generation).
 //!
 //! rootd names a child by procd's process id ([`process_id`]): table index | generation <<
 //! `PROCD_ID_GENERATION_SHIFT`, so an id outlives its process only as NOT_FOUND.
@@ -22,11 +25,12 @@
 use abi::{
     BADGE_KERNEL, BADGE_ROOTD, CAP_TABLE_SLOTS, ENVELOPE_MAX_SLOTS, MSG_MAX_PAYLOAD, Message,
     MessageHeader, PROCD_CHILD_BADGE_BASE, PROCD_MAX_PROCESSES, cap_purpose, child_death,
-    crash_event, crash_record, crashd_op, create_process_reply, create_process_request, death_kind,
-    envelope_flag, fault_kind, grant, kernel_event, kernel_op, kill_request, mint_request,
-    notify_bit, proc_state, procd_op, process_request, process_status, read_u16, read_u32,
-    read_u64, rights, role, spawn_service_reply, spawn_service_request, start_process_request,
-    startup_status, status, write_u16, write_u32, write_u64,
+    clock_reply, crash_event, crash_record, crashd_op, create_process_reply,
+    create_process_request, death_kind, envelope_flag, fault_kind, grant, kernel_event, kernel_op,
+    kill_request, mint_request, notify_bit, proc_state, procd_op, process_request, process_status,
+    read_u8, read_u16, read_u32, read_u64, restart_policy, rights, role, spawn_service_reply,
+    spawn_service_request, start_process_request, startup_status, status, timer_event,
+    timer_request, write_u16, write_u32, write_u64,
 };
 use bootstrap::{Envelope, EnvelopeBuilder, SlotEntry};
 use capabi::{Grant, GrantPlan};
@@ -34,7 +38,7 @@ use capabi::{Grant, GrantPlan};
 mod table;
 
 pub use table::{
-    Ending, ProcState, ProcessEntry, ProcessTable, next_generation, process_id, split_id,
+    Ending, ProcState, ProcessEntry, ProcessTable, Restart, next_generation, process_id, split_id,
 };
 
 // LIST's reply, one process_status per entry, always fits in one message.
@@ -158,21 +162,24 @@ impl Procd {
     /// ask for).
     ///
     /// A message badged `BADGE_KERNEL` (which no capability can carry: the kernel sent it) is a
-    /// kernel event: CHILD_DIED is acted on (see `child_died`), other ops are ignored, and
-    /// the answer is [`Answer::Silent`] (the kernel expects no reply; `msg` is scratch).
+    /// kernel event: CHILD_DIED (see `child_died`) and TIMER (see `timer`) are acted on, other
+    /// ops are ignored, and the answer is [`Answer::Silent`] (the kernel expects no reply; `msg`
+    /// is scratch).
     ///
     /// Anything else is a request: the answer is [`Answer::Reply`] with the reply left in `msg`:
     /// header op = status, payload_len, no capabilities, reserved fields zero; error replies
     /// carry no payload. A request carrying capabilities is answered INVALID_ARGUMENT (after the
     /// badge check: SPAWN_SERVICE, STOP, KILL, REAP, STATUS and LIST are DENIED unless the badge
-    /// is `BADGE_ROOTD`, PROBE_COMPLETE unless it names a live child). A CHILD_DIED from anyone
-    /// but the kernel is forged: DENIED. Unknown ops are INVALID_ARGUMENT.
+    /// is `BADGE_ROOTD`, PROBE_COMPLETE unless it names a live child). A CHILD_DIED or TIMER
+    /// from anyone but the kernel is forged: DENIED. Unknown ops are INVALID_ARGUMENT.
     pub fn handle(&mut self, k: &mut impl Kernel, badge: u64, msg: &mut Message) -> Answer {
         let request = msg.header();
         self.discard_caps(k, &request);
         if badge == BADGE_KERNEL {
-            if request.op == kernel_event::CHILD_DIED {
-                self.child_died(k, msg);
+            match request.op {
+                kernel_event::CHILD_DIED => self.child_died(k, msg),
+                kernel_event::TIMER => self.timer(k, msg),
+                _ => {}
             }
             return Answer::Silent;
         }
@@ -189,7 +196,7 @@ impl Procd {
             procd_op::PROBE_COMPLETE => self.probe_complete(k, badge, &request).map(|()| {
                 msg.start(status::OK, 0);
             }),
-            kernel_event::CHILD_DIED => Err(status::DENIED),
+            kernel_event::CHILD_DIED | kernel_event::TIMER => Err(status::DENIED),
             _ => Err(status::INVALID_ARGUMENT),
         };
         if let Err(code) = result {
@@ -214,12 +221,9 @@ impl Procd {
         }
     }
 
-    /// SPAWN_SERVICE: validate rootd's request, CREATE_PROCESS then START_PROCESS.
-    ///
-    /// A child whose intake spec lists PROCD_ENDPOINT (required or optional) gets a SEND
-    /// capability to procd's endpoint with badge [`child_badge`]`(index)`: procd MINTs it into
-    /// its own table (a failed MINT is the reply, nothing else happens), appends its grant to
-    /// the plan, and deletes its copy once CREATE_PROCESS has returned, whatever the outcome.
+    /// SPAWN_SERVICE: validate rootd's request (INVALID_ARGUMENT also for an unknown
+    /// `restart_policy` or a non-zero reserved field), take the lowest free entry (BUSY if
+    /// none), then [`Procd::launch`] the service there with the entry's generation.
     fn spawn_service(
         &mut self,
         k: &mut impl Kernel,
@@ -240,18 +244,59 @@ impl Procd {
         let payload = msg.payload();
         let field_u32 = |offset| read_u32(payload, offset).ok_or(status::INVALID_ARGUMENT);
         let field_u16 = |offset| read_u16(payload, offset).ok_or(status::INVALID_ARGUMENT);
+        let field_u8 = |offset| read_u8(payload, offset).ok_or(status::INVALID_ARGUMENT);
         let image_id = field_u32(spawn_service_request::IMAGE_ID)?;
         let child_role = field_u16(spawn_service_request::ROLE)?;
         let flags = field_u16(spawn_service_request::FLAGS)?;
+        let restart = Restart {
+            policy: field_u8(spawn_service_request::RESTART)?,
+            max_restarts: field_u8(spawn_service_request::MAX_RESTARTS)?,
+            window_ms: field_u32(spawn_service_request::WINDOW_MS)?,
+            backoff_ms: field_u32(spawn_service_request::BACKOFF_MS)?,
+            count: 0,
+            window_start: 0,
+        };
+        let reserved = field_u16(spawn_service_request::RESERVED)?;
         if role::name(child_role).is_none()
             || matches!(child_role, role::ROOTD | role::PROCD | role::GENERIC)
             || flags & !envelope_flag::ALL != 0
             || image_id == 0
+            || restart_policy::name(restart.policy).is_none()
+            || reserved != 0
         {
             return Err(status::INVALID_ARGUMENT);
         }
         let index = self.table.free_index().ok_or(status::BUSY)?;
         let generation = self.table.generation(index).ok_or(status::INTERNAL)?;
+        let service = ProcessEntry {
+            role: child_role,
+            image_id,
+            flags,
+            restart,
+            ..ProcessEntry::default()
+        };
+        self.launch(k, msg, index, generation, service)
+    }
+
+    /// Start the service `service` describes (its image_id, role, flags and restart record) in
+    /// table entry `index` with `generation`: MINT (see below), CREATE_PROCESS then
+    /// START_PROCESS. On success the entry is RUNNING with the new pid, endpoint and endpoint
+    /// slot. On failure the failing status (the kernel's, or INTERNAL); the entry is untouched
+    /// unless START_PROCESS failed, which releases it (see below).
+    ///
+    /// A child whose intake spec lists PROCD_ENDPOINT (required or optional) gets a SEND
+    /// capability to procd's endpoint with badge [`child_badge`]`(index)`: procd MINTs it into
+    /// its own table (a failed MINT is the reply, nothing else happens), appends its grant to
+    /// the plan, and deletes its copy once CREATE_PROCESS has returned, whatever the outcome.
+    fn launch(
+        &mut self,
+        k: &mut impl Kernel,
+        msg: &mut Message,
+        index: usize,
+        generation: u16,
+        service: ProcessEntry,
+    ) -> Result<Spawned, u32> {
+        let (image_id, child_role, flags) = (service.image_id, service.role, service.flags);
         let id = process_id(index, generation).ok_or(status::INTERNAL)?;
         let mut plan = capabi::plan_child_grants(child_role, &self.env)?;
 
@@ -302,10 +347,8 @@ impl Procd {
             pid,
             endpoint,
             endpoint_slot,
-            role: child_role,
-            image_id,
-            flags,
             generation,
+            ..service
         };
         self.table.set(index, entry);
 
@@ -317,7 +360,7 @@ impl Procd {
             // A created process that never started: keeping the entry would only use up table
             // capacity (procd does not reap it), so the entry is released and procd drops its
             // endpoint capability. Its id was never handed out, so the generation stays for the
-            // next occupant. rootd sees the kernel's status.
+            // next occupant. rootd sees the kernel's status (a restart holds the entry FAILED).
             self.table.release(index);
             k.cap_delete(endpoint_slot);
             return Err(code);
@@ -364,7 +407,9 @@ impl Procd {
     /// After the request checks (`requested_id`): NOT_FOUND for a stale id or a FAILED entry
     /// (its process is already dead: nothing to end), BUSY if the entry is already STOPPING,
     /// and the failing status (the syscall's, or the kernel's reply) if KILL_PROCESS fails, the
-    /// entry unchanged.
+    /// entry unchanged. A RESTARTING entry (its process is dead; its restart is pending) is
+    /// freed and the reply is OK, without calling the kernel: the service stays down, and the
+    /// pending TIMER finds no RESTARTING entry with its cookie's generation and is ignored.
     fn end_process(
         &mut self,
         k: &mut impl Kernel,
@@ -381,6 +426,11 @@ impl Procd {
         match entry.state {
             ProcState::Stopping(_) => return Err(status::BUSY),
             ProcState::Failed { .. } => return Err(status::NOT_FOUND),
+            ProcState::Restarting { .. } => {
+                self.table.free(index);
+                msg.start(status::OK, 0);
+                return Ok(());
+            }
             _ => {}
         }
         let payload = msg.start(kernel_op::KILL_PROCESS, kill_request::SIZE);
@@ -417,7 +467,8 @@ impl Procd {
     /// REAP from rootd: reply OK with the process_status of the FAILED entry the request's id
     /// names (state FAILED, its death and code), and free the entry (its next occupant gets the
     /// next generation). After the request checks (`requested_id`): NOT_FOUND for a stale or
-    /// free id, BUSY for a running or stopping process (only a FAILED entry can be reaped).
+    /// free id, BUSY for a running, stopping or restarting process (only a FAILED entry can be
+    /// reaped).
     fn reap(&mut self, badge: u64, msg: &mut Message) -> Result<(), u32> {
         let id = Self::requested_id(badge, msg)?;
         let (index, entry) = self
@@ -436,9 +487,10 @@ impl Procd {
         Ok(())
     }
 
-    /// LIST from rootd: reply OK with one process_status per running, stopping or FAILED entry,
-    /// in table index order (none: an empty payload). DENIED unless `badge` is `BADGE_ROOTD`;
-    /// INVALID_ARGUMENT for a payload, capabilities or non-zero reserved header fields.
+    /// LIST from rootd: reply OK with one process_status per running, stopping, FAILED or
+    /// RESTARTING entry, in table index order (none: an empty payload). DENIED unless `badge`
+    /// is `BADGE_ROOTD`; INVALID_ARGUMENT for a payload, capabilities or non-zero reserved
+    /// header fields.
     fn list(&self, badge: u64, msg: &mut Message) -> Result<(), u32> {
         if badge != BADGE_ROOTD {
             return Err(status::DENIED);
@@ -580,16 +632,18 @@ impl Procd {
     /// the entry is already gone, or it already failed). Otherwise: log the death; SEND crashd
     /// a KILLED record, if procd holds its endpoint, for a FAULTED child (the kernel killed it:
     /// its fault kind and rip) and for a KILLED one that STOP did not ask for (KILL, or a kill
-    /// procd never asked for: code 0, address 0); delete procd's capability to the child's
-    /// endpoint. Then:
+    /// procd never asked for: code 0, address 0). Then:
     ///
-    /// - A clean end (EXITED with code 0, or KILLED after STOP): free the entry (its next
-    ///   occupant gets the next generation).
-    /// - A failure (FAULTED, KILLED without STOP, EXITED non-zero): hold the entry FAILED with
-    ///   the death kind and code (the exit code saturated to u32, the fault kind, 0 for
-    ///   KILLED), keeping its id until rootd REAPs it; log `procd: child <pid> failed`; and if
-    ///   the entry's flags have `envelope_flag::REQUIRED`, NOTIFY `notify_bit::SERVICE_FAILED`
-    ///   on the bootstrap notification (asynchronous; a failure is logged).
+    /// - An entry STOP asked to end (STOPPING for STOP, whatever the death) is never
+    ///   restarted. Otherwise the entry's restart policy decides: ALWAYS restarts after any
+    ///   ending, ON_FAILURE after a failure only, NEVER never. A restart is `restart_after`.
+    /// - No restart, a clean end (EXITED with code 0, or KILLED after STOP): free the entry
+    ///   (its next occupant gets the next generation) and delete procd's capability to the
+    ///   child's endpoint.
+    /// - No restart, a failure (FAULTED, KILLED without STOP, EXITED non-zero): `hold_failed`.
+    ///
+    /// The death kind and code a FAILED entry records: the exit code saturated to u32, the
+    /// fault kind, 0 for KILLED.
     fn child_died(&mut self, k: &mut impl Kernel, msg: &mut Message) {
         let event = msg.header();
         if usize::from(event.payload_len) != child_death::SIZE || event.cap_count != 0 {
@@ -652,39 +706,197 @@ impl Procd {
             }
             _ => return,
         };
-        if !failed {
+        let stopped = entry.state == ProcState::Stopping(Ending::Stop);
+        if !stopped && entry.restart.wants(failed) {
+            self.restart_after(k, msg, index, entry, kind, recorded);
+        } else if failed {
+            self.hold_failed(k, index, entry, kind, recorded);
+        } else {
             self.table.free(index);
             k.cap_delete(entry.endpoint_slot);
-            return;
         }
+    }
+
+    /// Hold entry `index` (whose occupant was `entry`) FAILED with `death` and `code`, keeping
+    /// its id until rootd REAPs it: delete procd's capability to the child's endpoint (if
+    /// `entry` still names one); log `procd: child <pid> failed`; and if the entry's flags have
+    /// `envelope_flag::REQUIRED`, NOTIFY `notify_bit::SERVICE_FAILED` on the bootstrap
+    /// notification (asynchronous; a failure is logged).
+    fn hold_failed(
+        &mut self,
+        k: &mut impl Kernel,
+        index: usize,
+        entry: ProcessEntry,
+        death: u16,
+        code: u32,
+    ) {
         self.table.set(
             index,
             ProcessEntry {
-                state: ProcState::Failed {
-                    death: kind,
-                    code: recorded,
-                },
+                state: ProcState::Failed { death, code },
                 // procd no longer holds the child's endpoint capability.
                 endpoint_slot: 0,
                 ..entry
             },
         );
-        k.cap_delete(entry.endpoint_slot);
+        if entry.endpoint_slot != 0 {
+            k.cap_delete(entry.endpoint_slot);
+        }
         k.debug_write(&[
             Text(b"procd: child "),
-            Dec(u64::from(pid)),
+            Dec(u64::from(entry.pid)),
             Text(b" failed"),
         ]);
         if entry.flags & envelope_flag::REQUIRED != 0 {
             let notified = k.notify(self.bootstrap_notify, notify_bit::SERVICE_FAILED);
             if notified != status::OK {
-                let name = match status::name(notified) {
-                    Some(name) => Text(name.as_bytes()),
-                    None => Hex(u64::from(notified)),
-                };
-                k.debug_write(&[Text(b"procd: SERVICE_FAILED notify failed: "), name]);
+                k.debug_write(&[
+                    Text(b"procd: SERVICE_FAILED notify failed: "),
+                    status_part(notified),
+                ]);
             }
         }
+    }
+
+    /// The child in entry `index` (occupant `entry`, still live) ended with `death` and `code`
+    /// and its restart policy restarts it.
+    ///
+    /// CALL kernel-control READ_MONOTONIC_CLOCK for `now`. Then, with `counted` the restarts
+    /// counted at `now` ([`Restart::counted`]):
+    ///
+    /// - `counted >= max_restarts`: log `procd: child <pid> over its restart bound`, then
+    ///   `hold_failed`.
+    /// - Otherwise mark the entry RESTARTING (same pid and generation, no endpoint slot),
+    ///   delete procd's capability to the child's endpoint, and CALL kernel-control SET_TIMER
+    ///   at `now + (backoff_ms << min(counted, 16))` (saturating), cookie = the entry's id
+    ///   (index | generation << 16), endpoint slot = procd's SELF_ENDPOINT; then log
+    ///   `procd: child <pid> restarting in <delay> ms`.
+    ///
+    /// If READ_MONOTONIC_CLOCK or SET_TIMER fails: log `procd: restart of <pid> failed:
+    /// <STATUS>`, then `hold_failed`.
+    fn restart_after(
+        &mut self,
+        k: &mut impl Kernel,
+        msg: &mut Message,
+        index: usize,
+        entry: ProcessEntry,
+        death: u16,
+        code: u32,
+    ) {
+        let now = match self.read_clock(k, msg) {
+            Ok(now) => now,
+            Err(failure) => {
+                log_restart_failed(k, entry.pid, failure);
+                return self.hold_failed(k, index, entry, death, code);
+            }
+        };
+        let counted = entry.restart.counted(now);
+        if counted >= entry.restart.max_restarts {
+            k.debug_write(&[
+                Text(b"procd: child "),
+                Dec(u64::from(entry.pid)),
+                Text(b" over its restart bound"),
+            ]);
+            return self.hold_failed(k, index, entry, death, code);
+        }
+        let delay = entry.restart.delay(counted);
+        let restarting = ProcessEntry {
+            state: ProcState::Restarting { death, code },
+            endpoint_slot: 0,
+            ..entry
+        };
+        self.table.set(index, restarting);
+        k.cap_delete(entry.endpoint_slot);
+        let Some(cookie) = process_id(index, entry.generation) else {
+            log_restart_failed(k, entry.pid, status::INTERNAL);
+            return self.hold_failed(k, index, restarting, death, code);
+        };
+        let payload = msg.start(kernel_op::SET_TIMER, timer_request::SIZE);
+        // Cannot fail: the payload is timer_request::SIZE bytes.
+        let _ = write_u64(payload, timer_request::AT_TICKS, now.saturating_add(delay))
+            && write_u32(payload, timer_request::COOKIE, cookie)
+            && write_u32(payload, timer_request::ENDPOINT_SLOT, self.self_endpoint);
+        match self.kernel_call(k, msg) {
+            Ok(reply) => {
+                // An OK SET_TIMER reply carries no capabilities; a broken kernel's are not kept.
+                self.discard_caps(k, &reply);
+                k.debug_write(&[
+                    Text(b"procd: child "),
+                    Dec(u64::from(entry.pid)),
+                    Text(b" restarting in "),
+                    Dec(delay),
+                    Text(b" ms"),
+                ]);
+            }
+            Err(failure) => {
+                log_restart_failed(k, entry.pid, failure);
+                self.hold_failed(k, index, restarting, death, code);
+            }
+        }
+    }
+
+    /// TIMER from the kernel (badge already checked): a restart's backoff is over.
+    ///
+    /// Ignored if the payload is not a `timer_event`, capabilities came along, or the cookie
+    /// does not name (index | generation << 16) a RESTARTING entry with that generation (a
+    /// STOP or KILL freed it meanwhile, or the cookie is not one of procd's). Otherwise record
+    /// the restart at the event's `ticks` ([`Restart::record`]) and [`Procd::launch`] the same
+    /// image, role and flags again in the same entry with the next generation (a new pid and
+    /// id; the old id is stale from then on); log `procd: restarted <old pid> as <new pid>`.
+    /// If the launch fails: log `procd: restart of <old pid> failed: <STATUS>` and
+    /// `hold_failed` the entry with its old pid, generation and the death it restarted after.
+    fn timer(&mut self, k: &mut impl Kernel, msg: &mut Message) {
+        let event = msg.header();
+        if usize::from(event.payload_len) != timer_event::SIZE || event.cap_count != 0 {
+            return;
+        }
+        let payload = msg.payload();
+        let (Some(cookie), Some(ticks)) = (
+            read_u32(payload, timer_event::COOKIE),
+            read_u64(payload, timer_event::TICKS),
+        ) else {
+            return;
+        };
+        let Some((index, generation)) = split_id(cookie) else {
+            return;
+        };
+        let Some(entry) = self.table.entries().get(index).copied() else {
+            return;
+        };
+        let ProcState::Restarting { death, code } = entry.state else {
+            return;
+        };
+        if entry.generation != generation {
+            return;
+        }
+        let mut restart = entry.restart;
+        restart.record(ticks);
+        let entry = ProcessEntry { restart, ..entry };
+        self.table.set(index, entry);
+        match self.launch(k, msg, index, next_generation(generation), entry) {
+            Ok(spawned) => k.debug_write(&[
+                Text(b"procd: restarted "),
+                Dec(u64::from(entry.pid)),
+                Text(b" as "),
+                Dec(u64::from(spawned.pid)),
+            ]),
+            Err(failure) => {
+                log_restart_failed(k, entry.pid, failure);
+                self.hold_failed(k, index, entry, death, code);
+            }
+        }
+    }
+
+    /// CALL kernel-control READ_MONOTONIC_CLOCK: the clock in ticks, or the failing status
+    /// (INTERNAL for an OK reply that is not one clock_reply).
+    fn read_clock(&self, k: &mut impl Kernel, msg: &mut Message) -> Result<u64, u32> {
+        msg.start(kernel_op::READ_MONOTONIC_CLOCK, 0);
+        let reply = self.kernel_call(k, msg)?;
+        self.discard_caps(k, &reply);
+        if usize::from(reply.payload_len) != clock_reply::SIZE {
+            return Err(status::INTERNAL);
+        }
+        read_u64(msg.payload(), clock_reply::TICKS).ok_or(status::INTERNAL)
     }
 
     /// SEND crashd a REPORT of child `pid` killed for `fault` at `address` (0 and 0 for a
@@ -732,6 +944,24 @@ impl Procd {
         }
         Ok(reply)
     }
+}
+
+/// A status as a log part: its name, or `0x` and hex digits for an unknown one.
+fn status_part(code: u32) -> LogPart<'static> {
+    match status::name(code) {
+        Some(name) => Text(name.as_bytes()),
+        None => Hex(u64::from(code)),
+    }
+}
+
+/// Log `procd: restart of <pid> failed: <STATUS>`.
+fn log_restart_failed(k: &mut impl Kernel, pid: u32, code: u32) {
+    k.debug_write(&[
+        Text(b"procd: restart of "),
+        Dec(u64::from(pid)),
+        Text(b" failed: "),
+        status_part(code),
+    ]);
 }
 
 /// The badge of the PROCD_ENDPOINT capability procd mints for the child in table entry

@@ -3,7 +3,10 @@
 //! An entry is free, or holds a live process (created, running or stopping), or a FAILED one:
 //! a child that faulted, was killed without STOP, or exited non-zero. A FAILED entry keeps its
 //! id (index and generation) and its place in the table until rootd REAPs it
-//! ([`ProcessTable::free`]); procd no longer holds its endpoint capability.
+//! ([`ProcessTable::free`]); procd no longer holds its endpoint capability. A RESTARTING entry
+//! holds a process that ended and that procd restarts (in the same entry, with the next
+//! generation) when its backoff timer fires; it keeps its id until then and holds no endpoint
+//! capability either.
 //!
 //! Every entry has a generation, so that procd's process ids ([`process_id`]: index |
 //! generation << `PROCD_ID_GENERATION_SHIFT`) name one occupant of an entry and never the next.
@@ -12,7 +15,7 @@
 //! the generation (0xFFFF wraps to 1, never 0); releasing an entry whose spawn failed before
 //! procd handed out its id ([`ProcessTable::release`]) keeps it.
 
-use abi::{PROCD_ID_GENERATION_SHIFT, PROCD_MAX_PROCESSES, proc_state};
+use abi::{PROCD_ID_GENERATION_SHIFT, PROCD_MAX_PROCESSES, proc_state, restart_policy};
 
 /// Why procd asked the kernel to end a child (STOP or KILL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +46,14 @@ pub enum ProcState {
         /// EXITED: the exit code (saturated to u32); FAULTED: the fault_kind; KILLED: 0.
         code: u32,
     },
+    /// It ended and its restart policy restarts it: procd's SET_TIMER for the restart is
+    /// pending. The death is kept for the FAILED state it falls to if the restart fails.
+    Restarting {
+        /// Its `death_kind`.
+        death: u16,
+        /// As for [`ProcState::Failed`].
+        code: u32,
+    },
 }
 
 impl ProcState {
@@ -50,6 +61,67 @@ impl ProcState {
     /// procd keeps: created, running or stopping (not free, not FAILED).
     pub const fn is_live(self) -> bool {
         matches!(self, Self::Created | Self::Running | Self::Stopping(_))
+    }
+}
+
+/// A process's restart policy (from its SPAWN_SERVICE request) and its recent restarts.
+///
+/// Recent restarts are counted in a fixed window, not a sliding one (a u8 bound would need up
+/// to 255 timestamps per entry): `count` restarts since `window_start`, the clock (ticks, 1 per
+/// virtual millisecond) at the first restart of the window. At clock `now` the window is open
+/// while `now - window_start < window_ms`; once it has closed the restarts in it no longer
+/// count, and the next restart opens a new window at its own time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restart {
+    /// Its `restart_policy`.
+    pub policy: u8,
+    /// Restarts allowed within the window; a death with that many counted holds it FAILED.
+    pub max_restarts: u8,
+    /// The window's length in ticks (milliseconds).
+    pub window_ms: u32,
+    /// Delay before a restart with none counted; doubled per restart counted (up to << 16).
+    pub backoff_ms: u32,
+    /// Restarts in the window opened at `window_start` (saturating at 255).
+    pub count: u8,
+    /// Clock ticks of the window's first restart.
+    pub window_start: u64,
+}
+
+impl Restart {
+    /// Whether the policy restarts a process after an ending that was (`failed`) or was not
+    /// a failure (a STOP is never passed here: it never restarts).
+    pub const fn wants(&self, failed: bool) -> bool {
+        match self.policy {
+            restart_policy::ALWAYS => true,
+            restart_policy::ON_FAILURE => failed,
+            _ => false,
+        }
+    }
+
+    /// The restarts that count at clock `now`: `count` while the window is open, else 0.
+    pub const fn counted(&self, now: u64) -> u8 {
+        if self.count != 0 && now.saturating_sub(self.window_start) < self.window_ms as u64 {
+            self.count
+        } else {
+            0
+        }
+    }
+
+    /// The backoff before the next restart with `counted` restarts counted:
+    /// `backoff_ms << min(counted, 16)` ticks.
+    pub fn delay(&self, counted: u8) -> u64 {
+        u64::from(self.backoff_ms) << counted.min(16)
+    }
+
+    /// Record a restart at clock `ticks`: one more in the open window, or the first of a new
+    /// window starting at `ticks`.
+    pub fn record(&mut self, ticks: u64) {
+        if self.counted(ticks) == 0 {
+            self.window_start = ticks;
+            self.count = 1;
+        } else {
+            self.count = self.count.saturating_add(1);
+        }
     }
 }
 
@@ -69,22 +141,25 @@ pub struct ProcessEntry {
     /// The occupant's generation (of a free entry: the next occupant's). Never 0 in a table
     /// procd keeps.
     pub generation: u16,
+    /// Its restart policy and recent restarts.
+    pub restart: Restart,
 }
 
 impl ProcessEntry {
-    /// The `proc_state` STATUS and LIST report for this entry: RUNNING, STOPPING or FAILED;
-    /// `None` for an entry no request can name (free, or created but not started).
+    /// The `proc_state` STATUS and LIST report for this entry: RUNNING, STOPPING, FAILED or
+    /// RESTARTING; `None` for an entry no request can name (free, or created but not started).
     pub fn reported_state(&self) -> Option<u16> {
         match self.state {
             ProcState::Running => Some(proc_state::RUNNING),
             ProcState::Stopping(_) => Some(proc_state::STOPPING),
             ProcState::Failed { .. } => Some(proc_state::FAILED),
+            ProcState::Restarting { .. } => Some(proc_state::RESTARTING),
             ProcState::Free | ProcState::Created => None,
         }
     }
 
     /// The (death, code) STATUS and LIST report: the FAILED entry's `death_kind` and code,
-    /// (0, 0) for any other.
+    /// (0, 0) for any other (RESTARTING included).
     pub fn death_and_code(&self) -> (u16, u32) {
         match self.state {
             ProcState::Failed { death, code } => (death, code),
@@ -152,6 +227,14 @@ impl ProcessTable {
                 image_id: 0,
                 flags: 0,
                 generation: 1,
+                restart: Restart {
+                    policy: restart_policy::NEVER,
+                    max_restarts: 0,
+                    window_ms: 0,
+                    backoff_ms: 0,
+                    count: 0,
+                    window_start: 0,
+                },
             }; PROCD_MAX_PROCESSES],
         }
     }
@@ -192,7 +275,8 @@ impl ProcessTable {
     }
 
     /// The entry process id `id` names, with its index: `None` if the index is out of range,
-    /// the entry is not running, stopping or FAILED (free, or created but not started), or its
+    /// the entry is not running, stopping, FAILED or RESTARTING (free, or created but not
+    /// started), or its
     /// generation is not the id's (a stale id).
     pub fn lookup(&self, id: u32) -> Option<(usize, &ProcessEntry)> {
         let (index, generation) = split_id(id)?;
@@ -448,5 +532,56 @@ mod tests {
         assert_eq!(t.failed().count(), 0);
         assert_eq!((t.free_index(), t.generation(0)), (Some(0), Some(2)));
         assert_eq!(t.lookup(id), None);
+    }
+
+    #[test]
+    fn restarts_count_in_a_fixed_window() {
+        let mut r = Restart {
+            policy: restart_policy::ON_FAILURE,
+            max_restarts: 3,
+            window_ms: 100,
+            backoff_ms: 5,
+            ..Restart::default()
+        };
+        assert!(r.wants(true) && !r.wants(false));
+        assert_eq!(r.counted(0), 0);
+        r.record(50);
+        assert_eq!((r.count, r.window_start), (1, 50));
+        r.record(149);
+        assert_eq!((r.count, r.window_start), (2, 50));
+        assert_eq!(r.counted(149), 2);
+        assert_eq!(r.counted(150), 0, "closed");
+        assert_eq!(
+            r.counted(10),
+            2,
+            "a clock before the window counts as inside it"
+        );
+        r.record(150);
+        assert_eq!((r.count, r.window_start), (1, 150));
+        assert_eq!(r.delay(0), 5);
+        assert_eq!(r.delay(3), 40);
+        assert_eq!(r.delay(16), 5 << 16);
+        assert_eq!(r.delay(255), 5 << 16);
+        r.count = 255;
+        r.record(151);
+        assert_eq!(r.count, 255, "saturates");
+        r.window_ms = 0;
+        assert_eq!(r.counted(150), 0, "a window of 0 counts nothing");
+        for (policy, failed, clean) in [
+            (restart_policy::NEVER, false, false),
+            (restart_policy::ON_FAILURE, true, false),
+            (restart_policy::ALWAYS, true, true),
+            (3, false, false),
+        ] {
+            r.policy = policy;
+            assert_eq!((r.wants(true), r.wants(false)), (failed, clean));
+        }
+        let restarting = ProcessEntry {
+            state: ProcState::Restarting { death: 2, code: 1 },
+            ..ProcessEntry::default()
+        };
+        assert_eq!(restarting.reported_state(), Some(proc_state::RESTARTING));
+        assert_eq!(restarting.death_and_code(), (0, 0));
+        assert!(!restarting.state.is_live());
     }
 }

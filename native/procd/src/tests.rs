@@ -52,6 +52,13 @@ struct Model {
     killed: Vec<u32>,
     /// Override: reply status of KILL_PROCESS.
     kill_status: u32,
+    /// The monotonic clock READ_MONOTONIC_CLOCK reports (ticks).
+    clock: u64,
+    /// Overrides: reply status of READ_MONOTONIC_CLOCK / SET_TIMER.
+    clock_status: u32,
+    timer_status: u32,
+    /// Timers SET_TIMER accepted and not yet fired: (at_ticks, cookie, endpoint slot).
+    timers: Vec<(u64, u32, u32)>,
 }
 
 impl Model {
@@ -86,6 +93,10 @@ impl Model {
             foreign: BTreeSet::from([1, 2, 3]),
             killed: Vec::new(),
             kill_status: status::OK,
+            clock: 0,
+            clock_status: status::OK,
+            timer_status: status::OK,
+            timers: Vec::new(),
         }
     }
 
@@ -111,6 +122,30 @@ impl Model {
         } else {
             status::NOT_FOUND
         };
+        msg.start(code, 0);
+    }
+
+    /// SET_TIMER as the kernel contract describes it: the timer is recorded in `timers`.
+    fn set_timer(&mut self, msg: &mut Message, payload: &[u8]) {
+        if self.timer_status != status::OK {
+            msg.start(self.timer_status, 0);
+            return;
+        }
+        if payload.len() != timer_request::SIZE {
+            msg.start(status::INVALID_ARGUMENT, 0);
+            return;
+        }
+        let at = read_u64(payload, timer_request::AT_TICKS).unwrap();
+        let cookie = read_u32(payload, timer_request::COOKIE).unwrap();
+        let slot = read_u32(payload, timer_request::ENDPOINT_SLOT).unwrap();
+        let code = match self.caps.get(&slot) {
+            Some(&(cap_type::ENDPOINT, r)) if r & rights::RECV != 0 => status::OK,
+            Some(&(cap_type::ENDPOINT, _)) => status::DENIED,
+            _ => status::INVALID_ARGUMENT,
+        };
+        if code == status::OK {
+            self.timers.push((at, cookie, slot));
+        }
         msg.start(code, 0);
     }
 
@@ -236,6 +271,17 @@ impl Model {
             }
             kernel_op::START_PROCESS => {
                 msg.start(self.start_status, 0);
+            }
+            kernel_op::SET_TIMER => self.set_timer(msg, &payload),
+            kernel_op::READ_MONOTONIC_CLOCK => {
+                if self.clock_status != status::OK {
+                    msg.start(self.clock_status, 0);
+                } else if !payload.is_empty() {
+                    msg.start(status::INVALID_ARGUMENT, 0);
+                } else {
+                    let p = msg.start(status::OK, clock_reply::SIZE);
+                    write_u64(p, clock_reply::TICKS, self.clock);
+                }
             }
             _ => {
                 msg.start(status::INVALID_ARGUMENT, 0);
@@ -835,7 +881,11 @@ fn never_panics_on_arbitrary_messages() {
         (0, 0, 0, 0, 0);
     let (mut reaps_ok, mut reaps_busy, mut failures_seen, mut failed_statuses) = (0, 0, 0, 0);
     let mut service_failed_notifies = 0;
+    let (mut restarts_seen, mut restarting_seen, mut over_bound_seen, mut ended_restarting) =
+        (0, 0, 0, 0);
+    let (mut timers_fired, mut timers_ignored) = (0, 0);
     for i in 0..12000 {
+        k.clock += next() % 40;
         let mut m = Message::new();
         let bytes = m.as_bytes_mut();
         let n = (next() % 64) as usize;
@@ -852,6 +902,34 @@ fn never_panics_on_arbitrary_messages() {
                 0
             };
             m = spawn_request(1 + (next() % 9) as u32, role::TEST, flags);
+            // A restart policy most of the time (an invalid one now and then), a small bound.
+            let payload = m.payload_area_mut();
+            payload[spawn_service_request::RESTART] = (next() % 4) as u8;
+            payload[spawn_service_request::MAX_RESTARTS] = (next() % 4) as u8;
+            write_u32(
+                payload,
+                spawn_service_request::WINDOW_MS,
+                (next() % 3000) as u32,
+            );
+            write_u32(
+                payload,
+                spawn_service_request::BACKOFF_MS,
+                (next() % 60) as u32,
+            );
+            if next() % 16 == 0 {
+                write_u16(payload, spawn_service_request::RESERVED, next() as u16);
+            }
+        } else if i % 5 == 2 && !k.timers.is_empty() && next() % 4 == 0 {
+            // A timer procd set comes due (the oldest; now and then a duplicate stays queued).
+            let (at, cookie, slot) = if next() % 8 == 0 {
+                k.timers[0]
+            } else {
+                k.timers.remove(0)
+            };
+            assert_eq!(slot, SELF_EP);
+            k.clock = k.clock.max(at);
+            m = timer_msg(cookie, k.clock);
+            forced_badge = Some(BADGE_KERNEL);
         } else if i % 5 == 3 && !k.killed.is_empty() && next() % 2 == 0 {
             // The kernel's CHILD_DIED for a process STOP or KILL ended.
             let pid = k.killed.remove(0);
@@ -873,6 +951,21 @@ fn never_panics_on_arbitrary_messages() {
                 m = child_died(pid, kind, code, next() % 0x1000);
                 forced_badge = Some(BADGE_KERNEL);
             }
+        } else if i % 5 == 4 && next() % 4 == 0 {
+            // rootd stops or kills a RESTARTING service.
+            let restarting: Vec<u32> = (0..abi::PROCD_MAX_PROCESSES)
+                .filter(|&i| matches!(p.table().entries()[i].state, ProcState::Restarting { .. }))
+                .filter_map(|i| p.table().id_of(i))
+                .collect();
+            if let Some(&id) = restarting.get((next() as usize) % restarting.len().max(1)) {
+                let op = if next() % 2 == 0 {
+                    procd_op::STOP
+                } else {
+                    procd_op::KILL
+                };
+                m = process_req(op, id);
+                forced_badge = Some(BADGE_ROOTD);
+            }
         } else if i % 5 == 4 && next() % 2 == 0 {
             // rootd reaps a failed entry, or asks to reap a live one.
             let named: Vec<u32> = live_ids(&p);
@@ -882,8 +975,9 @@ fn never_panics_on_arbitrary_messages() {
             }
         } else if i % 2 == 0 {
             // Mostly-valid headers reach deeper.
-            let (op, len) = match next() % 8 {
-                0 => (procd_op::SPAWN_SERVICE, next() % 12),
+            let (op, len) = match next() % 9 {
+                0 => (procd_op::SPAWN_SERVICE, 16 + next() % 8),
+                8 => (kernel_event::TIMER, 14 + next() % 4),
                 1 => (kernel_event::CHILD_DIED, 20 + next() % 8),
                 2 => (procd_op::PROBE_COMPLETE, next() % 4 / 3),
                 3 => (procd_op::STOP, 6 + next() % 4),
@@ -903,6 +997,19 @@ fn never_panics_on_arbitrary_messages() {
                 let payload = m.payload_area_mut();
                 write_u32(payload, child_death::PID, 100 + (next() % 40) as u32);
                 write_u16(payload, child_death::KIND, (next() % 4) as u16);
+            }
+            if op == kernel_event::TIMER {
+                // A named entry's id (RESTARTING or not), a stale one, or anything.
+                let named: Vec<u32> = live_ids(&p);
+                let cookie = match (next() % 3, named.is_empty()) {
+                    (0, false) => named[(next() as usize) % named.len()],
+                    (1, _) => (next() % 40) as u32 | ((next() % 4) as u32) << 16,
+                    _ => next() as u32,
+                };
+                let ticks = k.clock;
+                let payload = m.payload_area_mut();
+                write_u32(payload, timer_event::COOKIE, cookie);
+                write_u64(payload, timer_event::TICKS, ticks);
             }
             if matches!(
                 op,
@@ -944,8 +1051,19 @@ fn never_panics_on_arbitrary_messages() {
             .count();
         let failed_before = p.table().failed().count();
         let died = read_u32(m.payload(), child_death::PID)
+            .filter(|_| op == kernel_event::CHILD_DIED)
             .and_then(|pid| p.table().index_of_pid(pid))
-            .map(|i| p.table().entries()[i]);
+            .map(|i| (i, p.table().entries()[i]));
+        // The RESTARTING entry a TIMER's cookie names, if any.
+        let timed = read_u32(m.payload(), timer_event::COOKIE)
+            .filter(|_| {
+                op == kernel_event::TIMER && request.payload_len as usize == timer_event::SIZE
+            })
+            .and_then(|cookie| p.table().lookup(cookie))
+            .filter(|(_, e)| matches!(e.state, ProcState::Restarting { .. }))
+            .map(|(i, e)| (i, *e));
+        let timers = k.timers.len();
+        let logged = k.log.len();
         match p.handle(&mut k, badge, &mut m) {
             Answer::Reply => {
                 assert_ne!(badge, BADGE_KERNEL);
@@ -988,6 +1106,16 @@ fn never_panics_on_arbitrary_messages() {
                     assert_eq!(p.table().failed().count(), failed_before, "only REAP frees");
                 }
                 match (op, h.op) {
+                    (procd_op::STOP | procd_op::KILL, status::OK) if matches!(asked, Some((_, e)) if matches!(e.state, ProcState::Restarting { .. })) =>
+                    {
+                        // A RESTARTING entry is freed without asking the kernel.
+                        ended_restarting += 1;
+                        let (index, before) = asked.unwrap();
+                        assert_eq!(k.requests.len(), requests);
+                        let after = p.table().entries()[index];
+                        assert_eq!(after.state, ProcState::Free);
+                        assert_eq!(after.generation, next_generation(before.generation));
+                    }
                     (procd_op::STOP | procd_op::KILL, status::OK) => {
                         ends_ok += 1;
                         assert_eq!(k.requests.len(), requests + 1);
@@ -1032,7 +1160,10 @@ fn never_panics_on_arbitrary_messages() {
                     (procd_op::REAP, status::BUSY) => {
                         reaps_busy += 1;
                         let (_, before) = asked.expect("a named entry");
-                        assert!(before.state.is_live());
+                        assert!(
+                            before.state.is_live()
+                                || matches!(before.state, ProcState::Restarting { .. })
+                        );
                     }
                     (procd_op::REAP, _) => {
                         assert_eq!(p.table().failed().count(), failed_before);
@@ -1046,13 +1177,81 @@ fn never_panics_on_arbitrary_messages() {
             }
             Answer::Silent => {
                 assert_eq!(badge, BADGE_KERNEL);
-                assert_eq!(k.requests.len(), requests, "kernel events call nobody");
+                let ops: Vec<u32> = k.requests[requests..].iter().map(|r| r.0).collect();
+                let new_log = &k.log[logged..];
+                if op == kernel_event::TIMER {
+                    // Only a RESTARTING entry's own TIMER spawns (MINT, CREATE, START).
+                    assert!(
+                        ops.iter().all(|&o| matches!(
+                            o,
+                            kernel_op::MINT_ENDPOINT
+                                | kernel_op::CREATE_PROCESS
+                                | kernel_op::START_PROCESS
+                        )),
+                        "{ops:?}"
+                    );
+                    match timed {
+                        None => {
+                            timers_ignored += 1;
+                            assert!(ops.is_empty() && new_log.is_empty());
+                        }
+                        Some((index, before)) => {
+                            timers_fired += 1;
+                            let after = p.table().entries()[index];
+                            if after.state == ProcState::Running {
+                                restarts_seen += 1;
+                                assert_eq!(after.generation, next_generation(before.generation));
+                                assert_eq!(
+                                    (after.image_id, after.role, after.flags),
+                                    (before.image_id, before.role, before.flags)
+                                );
+                                assert_eq!(
+                                    new_log,
+                                    [format!("procd: restarted {} as {}", before.pid, after.pid)]
+                                );
+                            } else {
+                                assert!(matches!(after.state, ProcState::Failed { .. }));
+                                assert_eq!(after.generation, before.generation);
+                                assert_eq!(after.pid, before.pid);
+                            }
+                        }
+                    }
+                } else {
+                    // A death reads the clock and sets a timer, nothing else.
+                    assert!(
+                        ops.is_empty()
+                            || ops == [kernel_op::READ_MONOTONIC_CLOCK]
+                            || ops == [kernel_op::READ_MONOTONIC_CLOCK, kernel_op::SET_TIMER],
+                        "{ops:?}"
+                    );
+                    if !ops.is_empty() {
+                        let (index, before) = died.expect("only a death reads the clock");
+                        assert!(before.restart.wants(true));
+                        let after = p.table().entries()[index];
+                        if ops.len() == 2 {
+                            restarting_seen += 1;
+                            assert!(matches!(after.state, ProcState::Restarting { .. }));
+                            assert_eq!(k.timers.len(), timers + 1);
+                            let (at, cookie, _) = k.timers[timers];
+                            assert!(at >= k.clock);
+                            assert_eq!(Some(cookie), p.table().id_of(index));
+                        } else {
+                            over_bound_seen += 1;
+                            assert!(matches!(after.state, ProcState::Failed { .. }));
+                            assert!(
+                                new_log
+                                    .iter()
+                                    .any(|l| l.ends_with("over its restart bound"))
+                            );
+                        }
+                    }
+                }
                 let failed_now = p.table().failed().count();
                 let notifies = &k.notified[notified..];
                 if failed_now > failed_before {
                     failures_seen += 1;
                     assert_eq!(failed_now, failed_before + 1);
-                    let e = died.expect("a live child failed");
+                    let (_, e) = died.or(timed).expect("a live or restarting child failed");
                     if e.flags & envelope_flag::REQUIRED != 0 {
                         assert_eq!(notifies, [(NOTIFY, notify_bit::SERVICE_FAILED)]);
                         service_failed_notifies += 1;
@@ -1086,6 +1285,13 @@ fn never_panics_on_arbitrary_messages() {
             assert_eq!(e.endpoint_slot, 0);
             assert_ne!(e.generation, 0);
         }
+        for e in p.table().entries() {
+            if matches!(e.state, ProcState::Restarting { .. }) {
+                assert_eq!(e.endpoint_slot, 0);
+            }
+            // The bound: never more restarts in a window than allowed.
+            assert!(e.restart.count <= e.restart.max_restarts, "{e:?}");
+        }
         let held_slots = p.table().live().count() + 4;
         assert_eq!(
             k.caps.len(),
@@ -1093,6 +1299,10 @@ fn never_panics_on_arbitrary_messages() {
             "procd keeps exactly what it holds"
         );
     }
+    println!(
+        "restarting {restarting_seen}, restarts {restarts_seen}, over bound {over_bound_seen}, \
+         ended restarting {ended_restarting}, timers {timers_fired}/{timers_ignored}"
+    );
     assert!(probes_ok > 0, "the fuzzer reaches accepted probes");
     assert!(ends_ok > 0, "the fuzzer reaches accepted STOP and KILL");
     assert!(statuses_ok > 0, "the fuzzer reaches accepted STATUS");
@@ -1106,6 +1316,17 @@ fn never_panics_on_arbitrary_messages() {
     );
     assert!(reaps_ok > 0, "the fuzzer reaches accepted REAP");
     assert!(reaps_busy > 0, "the fuzzer reaches REAP of a live process");
+    assert!(restarting_seen > 0, "the fuzzer reaches RESTARTING");
+    assert!(restarts_seen > 0, "the fuzzer reaches restarts");
+    assert!(over_bound_seen > 0, "the fuzzer reaches the restart bound");
+    assert!(
+        ended_restarting > 0,
+        "the fuzzer reaches STOP/KILL of RESTARTING"
+    );
+    assert!(
+        timers_fired > 0 && timers_ignored > 0,
+        "the fuzzer reaches TIMERs"
+    );
 }
 
 // ------------------------------------------------------------------ CHILD_DIED
@@ -3431,4 +3652,710 @@ fn probe_complete_from_a_failed_childs_badge_is_denied() {
         status::DENIED
     );
     assert!(k.notified.is_empty());
+}
+
+// ------------------------------------------------------------------ restarts
+
+const RESTARTING: u16 = abi::proc_state::RESTARTING;
+
+/// A SPAWN_SERVICE request for image 4, role TEST with `flags` and a restart policy.
+fn restart_request(
+    flags: u16,
+    policy: u8,
+    max_restarts: u8,
+    window_ms: u32,
+    backoff_ms: u32,
+) -> Message {
+    let mut m = spawn_request(4, role::TEST, flags);
+    let p = m.payload_area_mut();
+    p[spawn_service_request::RESTART] = policy;
+    p[spawn_service_request::MAX_RESTARTS] = max_restarts;
+    write_u32(p, spawn_service_request::WINDOW_MS, window_ms);
+    write_u32(p, spawn_service_request::BACKOFF_MS, backoff_ms);
+    m
+}
+
+/// A procd with one TEST child (pid 100, id index 0 generation 1) spawned with `flags` and the
+/// restart policy; the model's logs cleared.
+fn spawned_restarting(
+    flags: u16,
+    policy: u8,
+    max_restarts: u8,
+    window_ms: u32,
+    backoff_ms: u32,
+) -> (Model, Procd) {
+    let (mut k, mut p) = started();
+    let m = restart_request(flags, policy, max_restarts, window_ms, backoff_ms);
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, m);
+    assert_eq!(st, status::OK);
+    k.log.clear();
+    k.notified.clear();
+    k.requests.clear();
+    k.deleted.clear();
+    k.deleted_after.clear();
+    k.sends.clear();
+    (k, p)
+}
+
+/// A TIMER message as the kernel sends it.
+fn timer_msg(cookie: u32, ticks: u64) -> Message {
+    let mut m = Message::new();
+    let p = m.start(kernel_event::TIMER, timer_event::SIZE);
+    write_u32(p, timer_event::COOKIE, cookie);
+    write_u64(p, timer_event::TICKS, ticks);
+    m
+}
+
+/// Fire the oldest pending timer: advance the clock to its time (if later) and deliver TIMER.
+fn fire(k: &mut Model, p: &mut Procd) {
+    let (at, cookie, slot) = k.timers.remove(0);
+    assert_eq!(slot, SELF_EP, "procd's TIMERs come to its own endpoint");
+    k.clock = k.clock.max(at);
+    kernel_event(k, p, timer_msg(cookie, k.clock));
+}
+
+/// The STATUS (status, record) of `id`.
+fn status_of(k: &mut Model, p: &mut Procd, id: u32) -> (u32, Vec<u8>) {
+    ask(k, p, BADGE_ROOTD, process_req(procd_op::STATUS, id))
+}
+
+fn fault(pid: u32) -> Message {
+    child_died(
+        pid,
+        death_kind::FAULTED,
+        fault_kind::UNMAPPED_READ,
+        0x40_0000,
+    )
+}
+
+#[test]
+fn on_failure_restarts_a_faulted_child_after_its_backoff_in_the_same_entry() {
+    let flags = envelope_flag::REQUIRED;
+    let (mut k, mut p) = spawned_restarting(flags, restart_policy::ON_FAILURE, 3, 10_000, 250);
+    let first_child = k.children[0].clone();
+    let old_slot = p.table().entries()[0].endpoint_slot;
+    k.clock = 5_000;
+    kernel_event(&mut k, &mut p, fault(100));
+    // Logged and reported as always, then the clock, the endpoint dropped, the timer.
+    assert_eq!(
+        k.log,
+        [
+            "procd: child 100 faulted UNMAPPED_READ at 0x400000",
+            "procd: child 100 restarting in 250 ms"
+        ]
+    );
+    assert_eq!(k.sends.len(), 1, "reported to crashd");
+    assert_eq!(
+        kernel_ops(&k),
+        [kernel_op::READ_MONOTONIC_CLOCK, kernel_op::SET_TIMER]
+    );
+    assert_eq!(k.requests[0].1, Vec::<u8>::new());
+    assert_eq!(
+        k.deleted_after,
+        [(old_slot, 1)],
+        "deleted between the two calls"
+    );
+    assert_eq!(k.timers, [(5_250, pid_of(0, 1), SELF_EP)]);
+    assert!(k.notified.is_empty(), "a restart is no failure");
+    // RESTARTING: named by the old id, with the dead pid, no endpoint held.
+    let e = p.table().entries()[0];
+    assert_eq!(
+        e.state,
+        ProcState::Restarting {
+            death: death_kind::FAULTED,
+            code: fault_kind::UNMAPPED_READ as u32
+        }
+    );
+    assert_eq!(e.endpoint_slot, 0);
+    assert!(!k.caps.contains_key(&old_slot));
+    let (st, record) = status_of(&mut k, &mut p, pid_of(0, 1));
+    assert_eq!(st, status::OK);
+    assert_eq!(
+        status_record(&record),
+        (pid_of(0, 1), 100, 4, role::TEST, RESTARTING, flags)
+    );
+    let (st, list) = ask(&mut k, &mut p, BADGE_ROOTD, list_req());
+    assert_eq!((st, list), (status::OK, record));
+    // A repeated CHILD_DIED for the dead pid changes nothing.
+    k.requests.clear();
+    kernel_event(&mut k, &mut p, fault(100));
+    assert!(k.requests.is_empty());
+    assert_eq!(p.table().entries()[0], e);
+
+    // The timer fires: the same image, role and flags again, generation 2.
+    k.log.clear();
+    fire(&mut k, &mut p);
+    assert_eq!(k.log, ["procd: restarted 100 as 101"]);
+    assert_eq!(
+        kernel_ops(&k),
+        [
+            kernel_op::MINT_ENDPOINT,
+            kernel_op::CREATE_PROCESS,
+            kernel_op::START_PROCESS
+        ]
+    );
+    let create = &k.requests[1].1;
+    assert_eq!(read_u32(create, create_process_request::IMAGE_ID), Some(4));
+    assert_eq!(
+        read_u32(create, create_process_request::SUPERVISOR_SLOT),
+        Some(SELF_EP)
+    );
+    assert_eq!(
+        k.children[1], first_child,
+        "the same grants, the same badge"
+    );
+    let e = p.table().entries()[0];
+    assert_eq!(e.state, ProcState::Running);
+    assert_eq!(
+        (e.pid, e.generation, e.image_id, e.role, e.flags),
+        (101, 2, 4, role::TEST, flags)
+    );
+    assert!(k.caps.contains_key(&e.endpoint_slot));
+    assert_eq!(e.restart.count, 1);
+    assert_eq!(e.restart.window_start, 5_250);
+    assert_eq!(
+        status_of(&mut k, &mut p, pid_of(0, 1)).0,
+        status::NOT_FOUND,
+        "stale"
+    );
+    let (st, record) = status_of(&mut k, &mut p, pid_of(0, 2));
+    assert_eq!(st, status::OK);
+    assert_eq!(
+        status_record(&record),
+        (
+            pid_of(0, 2),
+            101,
+            4,
+            role::TEST,
+            abi::proc_state::RUNNING,
+            flags
+        )
+    );
+    assert!(k.notified.is_empty());
+    assert!(k.badges.is_empty(), "the minted copy is gone");
+    // The restarted child probes through the same badge.
+    assert_eq!(
+        probe_from(&mut k, &mut p, abi::PROCD_CHILD_BADGE_BASE, probe()),
+        status::OK
+    );
+    // A second firing of the same cookie (stale now) is ignored.
+    k.requests.clear();
+    k.log.clear();
+    kernel_event(&mut k, &mut p, timer_msg(pid_of(0, 1), 9_999));
+    assert!(k.requests.is_empty() && k.log.is_empty());
+}
+
+#[test]
+fn on_failure_restarts_failures_but_not_a_clean_exit() {
+    // A clean exit: freed as before, the clock never read.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 3, 1000, 10);
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
+    assert!(k.requests.is_empty());
+    assert_eq!(k.log, ["procd: child 100 exited 0"]);
+    assert_eq!(p.table().entries()[0].state, ProcState::Free);
+    assert_eq!(p.table().generation(0), Some(2));
+    assert!(k.timers.is_empty());
+
+    // A non-zero exit, a kill by KILL and a kill procd never asked for are failures.
+    type Death = fn(&mut Model, &mut Procd);
+    let deaths: [(Death, &str); 3] = [
+        (
+            |k, p| kernel_event(k, p, child_died(100, death_kind::EXITED, 3, 0)),
+            "procd: child 100 exited 3",
+        ),
+        (
+            |k, p| {
+                let (st, _) = ask(k, p, BADGE_ROOTD, process_req(procd_op::KILL, pid_of(0, 1)));
+                assert_eq!(st, status::OK);
+                k.requests.clear();
+                deliver_kills(k, p);
+            },
+            "procd: child 100 killed",
+        ),
+        (
+            |k, p| kernel_event(k, p, child_died(100, death_kind::KILLED, 0, 0)),
+            "procd: child 100 killed",
+        ),
+    ];
+    for (die, line) in deaths {
+        let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 3, 1000, 10);
+        die(&mut k, &mut p);
+        assert_eq!(k.log, [line, "procd: child 100 restarting in 10 ms"]);
+        assert_eq!(p.table().entries()[0].reported_state(), Some(RESTARTING));
+        assert_eq!(k.timers.len(), 1);
+    }
+}
+
+#[test]
+fn always_restarts_a_clean_exit_but_never_a_stop() {
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 3, 1000, 10);
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
+    assert_eq!(
+        k.log,
+        [
+            "procd: child 100 exited 0",
+            "procd: child 100 restarting in 10 ms"
+        ]
+    );
+    fire(&mut k, &mut p);
+    assert_eq!(p.table().entries()[0].state, ProcState::Running);
+    assert_eq!(p.table().entries()[0].pid, 101);
+
+    // STOP: never restarted, freed as always (ON_FAILURE and ALWAYS alike).
+    for policy in [restart_policy::ALWAYS, restart_policy::ON_FAILURE] {
+        let (mut k, mut p) = spawned_restarting(0, policy, 3, 1000, 10);
+        let (st, _) = ask(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            process_req(procd_op::STOP, pid_of(0, 1)),
+        );
+        assert_eq!(st, status::OK);
+        k.requests.clear();
+        deliver_kills(&mut k, &mut p);
+        assert!(k.requests.is_empty());
+        assert_eq!(k.log, ["procd: child 100 stopped"]);
+        assert_eq!(p.table().entries()[0].state, ProcState::Free);
+        assert!(k.timers.is_empty());
+    }
+    // A STOPPING-for-STOP child that faults before the kill lands is not restarted either.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 3, 1000, 10);
+    let (st, _) = ask(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        process_req(procd_op::STOP, pid_of(0, 1)),
+    );
+    assert_eq!(st, status::OK);
+    k.requests.clear();
+    kernel_event(&mut k, &mut p, fault(100));
+    assert!(k.requests.is_empty());
+    assert!(matches!(
+        p.table().entries()[0].state,
+        ProcState::Failed { .. }
+    ));
+}
+
+#[test]
+fn never_holds_a_failure_failed() {
+    let (mut k, mut p) =
+        spawned_restarting(envelope_flag::REQUIRED, restart_policy::NEVER, 3, 1000, 10);
+    kernel_event(&mut k, &mut p, fault(100));
+    assert!(k.requests.is_empty(), "no clock, no timer");
+    assert!(k.timers.is_empty());
+    assert_eq!(
+        k.log,
+        [
+            "procd: child 100 faulted UNMAPPED_READ at 0x400000",
+            "procd: child 100 failed"
+        ]
+    );
+    assert!(matches!(
+        p.table().entries()[0].state,
+        ProcState::Failed { .. }
+    ));
+    assert_eq!(k.notified, [(NOTIFY, notify_bit::SERVICE_FAILED)]);
+}
+
+#[test]
+fn the_restart_bound_holds_a_required_service_failed_and_backoff_doubles() {
+    let flags = envelope_flag::REQUIRED;
+    let (mut k, mut p) = spawned_restarting(flags, restart_policy::ALWAYS, 3, 60_000, 100);
+    let mut pid = 100;
+    let mut delays = Vec::new();
+    for n in 0..3u16 {
+        k.log.clear();
+        k.clock += 10;
+        let before = k.clock;
+        kernel_event(&mut k, &mut p, child_died(pid, death_kind::EXITED, 0, 0));
+        let delay = 100u64 << n;
+        delays.push(k.timers[0].0 - before);
+        assert_eq!(
+            k.log[1],
+            format!("procd: child {pid} restarting in {delay} ms")
+        );
+        fire(&mut k, &mut p);
+        pid += 1;
+        assert_eq!(p.table().entries()[0].pid, pid);
+        assert_eq!(p.table().entries()[0].generation, 2 + n);
+        assert_eq!(p.table().entries()[0].restart.count, (n + 1) as u8);
+    }
+    assert_eq!(delays, [100, 200, 400]);
+    assert!(k.notified.is_empty());
+    // The fourth ending within the window is over the bound: held FAILED, SERVICE_FAILED.
+    k.log.clear();
+    k.requests.clear();
+    k.deleted.clear();
+    let slot = p.table().entries()[0].endpoint_slot;
+    kernel_event(&mut k, &mut p, child_died(pid, death_kind::EXITED, 0, 0));
+    assert_eq!(
+        k.log,
+        [
+            "procd: child 103 exited 0",
+            "procd: child 103 over its restart bound",
+            "procd: child 103 failed"
+        ]
+    );
+    assert_eq!(kernel_ops(&k), [kernel_op::READ_MONOTONIC_CLOCK]);
+    assert_eq!(k.deleted, [slot]);
+    assert!(k.timers.is_empty());
+    assert_eq!(k.notified, [(NOTIFY, notify_bit::SERVICE_FAILED)]);
+    let id = pid_of(0, 4);
+    let (st, record) = status_of(&mut k, &mut p, id);
+    assert_eq!(st, status::OK);
+    assert_eq!(
+        full_record(&record),
+        (id, 103, 4, role::TEST, FAILED, flags, death_kind::EXITED, 0)
+    );
+    // REAP frees it.
+    let (st, _) = ask(&mut k, &mut p, BADGE_ROOTD, process_req(procd_op::REAP, id));
+    assert_eq!(st, status::OK);
+    assert_eq!(p.table().entries()[0].state, ProcState::Free);
+}
+
+#[test]
+fn max_restarts_0_never_restarts_and_an_optional_service_is_only_held_failed() {
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 0, 1000, 10);
+    kernel_event(&mut k, &mut p, fault(100));
+    assert_eq!(
+        k.log,
+        [
+            "procd: child 100 faulted UNMAPPED_READ at 0x400000",
+            "procd: child 100 over its restart bound",
+            "procd: child 100 failed"
+        ]
+    );
+    assert!(k.timers.is_empty());
+    assert!(k.notified.is_empty(), "not REQUIRED");
+    assert!(matches!(
+        p.table().entries()[0].state,
+        ProcState::Failed { .. }
+    ));
+}
+
+#[test]
+fn restarts_older_than_the_window_do_not_count() {
+    // One restart allowed per 1000 ms; backoff 10.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 1, 1000, 10);
+    k.clock = 0;
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
+    fire(&mut k, &mut p); // restart 1 at tick 10: the window opens.
+    assert_eq!(p.table().entries()[0].restart.window_start, 10);
+    // Dies at 1009 (999 ticks after the window opened): still counted, so over the bound.
+    k.clock = 1009;
+    k.log.clear();
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
+    assert_eq!(k.log[1], "procd: child 101 over its restart bound");
+    // Dies at 1010 (1000 ticks after): the window has closed, nothing counts, the backoff is
+    // the first one again, and the restart opens a new window.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 1, 1000, 10);
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
+    fire(&mut k, &mut p);
+    k.clock = 1010;
+    k.log.clear();
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
+    assert_eq!(k.log[1], "procd: child 101 restarting in 10 ms");
+    assert_eq!(k.timers, [(1020, pid_of(0, 2), SELF_EP)]);
+    fire(&mut k, &mut p);
+    let e = p.table().entries()[0];
+    assert_eq!((e.pid, e.generation), (102, 3));
+    assert_eq!((e.restart.count, e.restart.window_start), (1, 1020));
+}
+
+#[test]
+fn backoff_shifts_saturate_at_16() {
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 255, u32::MAX, 3);
+    for (pid, n) in (100u32..).zip(0..20u32) {
+        k.log.clear();
+        kernel_event(&mut k, &mut p, child_died(pid, death_kind::EXITED, 0, 0));
+        let delay = 3u64 << n.min(16);
+        assert_eq!(
+            k.log[1],
+            format!("procd: child {pid} restarting in {delay} ms")
+        );
+        assert_eq!(k.timers[0].0, k.clock + delay);
+        fire(&mut k, &mut p);
+    }
+    // A huge backoff saturates the timer's time instead of overflowing.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 255, u32::MAX, u32::MAX);
+    k.clock = u64::MAX - 5;
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
+    assert_eq!(k.timers[0].0, u64::MAX);
+}
+
+#[test]
+fn stop_or_kill_of_a_restarting_entry_frees_it_and_its_timer_is_ignored() {
+    for op in [procd_op::STOP, procd_op::KILL] {
+        let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 3, 1000, 10);
+        kernel_event(&mut k, &mut p, fault(100));
+        let id = pid_of(0, 1);
+        // REAP of a RESTARTING entry is BUSY.
+        let (st, _) = ask(&mut k, &mut p, BADGE_ROOTD, process_req(procd_op::REAP, id));
+        assert_eq!(st, status::BUSY);
+        k.requests.clear();
+        k.log.clear();
+        let (st, payload) = ask(&mut k, &mut p, BADGE_ROOTD, process_req(op, id));
+        assert_eq!((st, payload), (status::OK, vec![]));
+        assert!(k.requests.is_empty(), "the kernel is not asked");
+        assert!(k.log.is_empty());
+        assert_eq!(p.table().entries()[0].state, ProcState::Free);
+        assert_eq!(p.table().generation(0), Some(2));
+        assert_eq!(status_of(&mut k, &mut p, id).0, status::NOT_FOUND);
+        // The timer fires later: no entry matches it.
+        fire(&mut k, &mut p);
+        assert!(k.requests.is_empty());
+        assert!(k.log.is_empty());
+        assert_eq!(p.table().entries()[0].state, ProcState::Free);
+        // Even once a new service occupies the entry (generation 2).
+        let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+        assert_eq!(st, status::OK);
+        k.requests.clear();
+        kernel_event(&mut k, &mut p, timer_msg(id, 50));
+        assert!(k.requests.is_empty());
+        assert_eq!(p.table().entries()[0].state, ProcState::Running);
+    }
+}
+
+#[test]
+fn a_forged_timer_is_denied_and_changes_nothing() {
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 3, 1000, 10);
+    kernel_event(&mut k, &mut p, fault(100));
+    let before = p.table().entries().to_vec();
+    k.requests.clear();
+    k.log.clear();
+    for badge in [BADGE_ROOTD, abi::PROCD_CHILD_BADGE_BASE, 0, 12345] {
+        let (st, payload) = spawn(&mut k, &mut p, badge, timer_msg(pid_of(0, 1), 10));
+        assert_eq!((st, payload), (status::DENIED, vec![]));
+    }
+    assert!(k.requests.is_empty());
+    assert!(k.log.is_empty());
+    assert_eq!(p.table().entries(), &before[..]);
+}
+
+#[test]
+fn timers_naming_no_restarting_entry_are_ignored() {
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 3, 1000, 10);
+    // A second, running child in entry 1.
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+    assert_eq!(st, status::OK);
+    kernel_event(&mut k, &mut p, fault(100));
+    let before = p.table().entries().to_vec();
+    k.requests.clear();
+    k.log.clear();
+    let cookie = pid_of(0, 1);
+    let mut short = timer_msg(cookie, 10);
+    let mut h = short.header();
+    h.payload_len -= 1;
+    short.set_header(&h);
+    let mut long = timer_msg(cookie, 10);
+    let mut h = long.header();
+    h.payload_len += 1;
+    long.set_header(&h);
+    let mut with_caps = timer_msg(cookie, 10);
+    k.deliver_caps(&mut with_caps, 1);
+    for m in [
+        timer_msg(pid_of(0, 2), 10),      // the next generation
+        timer_msg(pid_of(0, 0xFFFF), 10), // another generation
+        timer_msg(0, 10),                 // generation 0
+        timer_msg(pid_of(1, 1), 10),      // a running entry
+        timer_msg(pid_of(2, 1), 10),      // a free entry
+        timer_msg(pid_of(0xFFFF, 1), 10), // beyond the table
+        timer_msg(abi::PROCD_MAX_PROCESSES as u32 | 1 << 16, 10),
+        timer_msg(u32::MAX, 10),
+        short,
+        long,
+        with_caps,
+    ] {
+        kernel_event(&mut k, &mut p, m);
+    }
+    assert_eq!(kernel_ops(&k), Vec::<u32>::new());
+    assert!(k.log.is_empty());
+    assert_eq!(p.table().entries(), &before[..]);
+    // The real one still restarts it.
+    fire(&mut k, &mut p);
+    assert_eq!(p.table().entries()[0].state, ProcState::Running);
+}
+
+#[test]
+fn spawn_rejects_unknown_restart_policies_and_reserved_bits() {
+    let (mut k, mut p) = started();
+    let mut bad = Vec::new();
+    for policy in [3u8, 4, 0x80, 0xFF] {
+        bad.push(restart_request(0, policy, 1, 1, 1));
+    }
+    for reserved in [1u16, 0x8000, 0xFFFF] {
+        let mut m = restart_request(0, restart_policy::ALWAYS, 1, 1, 1);
+        write_u16(
+            m.payload_area_mut(),
+            spawn_service_request::RESERVED,
+            reserved,
+        );
+        bad.push(m);
+    }
+    for m in bad {
+        let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, m);
+        assert_eq!((st, payload), (status::INVALID_ARGUMENT, vec![]));
+    }
+    assert!(k.requests.is_empty());
+    assert_eq!(p.table().free_index(), Some(0));
+    // Every known policy is accepted and stored with its bound.
+    for policy in [
+        restart_policy::NEVER,
+        restart_policy::ON_FAILURE,
+        restart_policy::ALWAYS,
+    ] {
+        let (st, _) = spawn(
+            &mut k,
+            &mut p,
+            BADGE_ROOTD,
+            restart_request(0, policy, 7, 8, 9),
+        );
+        assert_eq!(st, status::OK);
+    }
+    for (i, policy) in [
+        restart_policy::NEVER,
+        restart_policy::ON_FAILURE,
+        restart_policy::ALWAYS,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = p.table().entries()[i].restart;
+        assert_eq!(
+            (r.policy, r.max_restarts, r.window_ms, r.backoff_ms, r.count),
+            (policy, 7, 8, 9, 0)
+        );
+    }
+}
+
+#[test]
+fn a_failed_clock_or_timer_holds_the_child_failed() {
+    for (clock, timer) in [
+        (status::DENIED, status::OK),
+        (status::OK, status::INVALID_ARGUMENT),
+    ] {
+        let (mut k, mut p) = spawned_restarting(
+            envelope_flag::REQUIRED,
+            restart_policy::ON_FAILURE,
+            3,
+            1000,
+            10,
+        );
+        k.clock_status = clock;
+        k.timer_status = timer;
+        let slot = p.table().entries()[0].endpoint_slot;
+        kernel_event(&mut k, &mut p, fault(100));
+        let name = status::name(if clock != status::OK { clock } else { timer }).unwrap();
+        assert_eq!(
+            k.log,
+            [
+                "procd: child 100 faulted UNMAPPED_READ at 0x400000".to_string(),
+                format!("procd: restart of 100 failed: {name}"),
+                "procd: child 100 failed".to_string()
+            ]
+        );
+        assert_eq!(k.deleted, [slot], "the endpoint dropped once");
+        assert!(k.timers.is_empty());
+        assert_eq!(k.notified, [(NOTIFY, notify_bit::SERVICE_FAILED)]);
+        let e = p.table().entries()[0];
+        assert_eq!(
+            e.state,
+            ProcState::Failed {
+                death: death_kind::FAULTED,
+                code: fault_kind::UNMAPPED_READ as u32
+            }
+        );
+        assert_eq!((e.pid, e.generation, e.endpoint_slot), (100, 1, 0));
+    }
+    // The CALL syscall itself failing is a failed clock too.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 3, 1000, 10);
+    k.call_status = status::NOT_FOUND;
+    kernel_event(&mut k, &mut p, fault(100));
+    assert_eq!(k.log[1], "procd: restart of 100 failed: NOT_FOUND");
+    assert!(matches!(
+        p.table().entries()[0].state,
+        ProcState::Failed { .. }
+    ));
+}
+
+#[test]
+fn a_failed_respawn_holds_the_entry_failed_with_its_old_id() {
+    // (what fails, the status logged)
+    type Sabotage = fn(&mut Model);
+    let cases: [(Sabotage, &str); 3] = [
+        (|k| k.mint_status = status::BUSY, "BUSY"),
+        (|k| k.create_status = status::NOT_FOUND, "NOT_FOUND"),
+        (|k| k.start_status = status::DENIED, "DENIED"),
+    ];
+    for (sabotage, name) in cases {
+        let (mut k, mut p) =
+            spawned_restarting(envelope_flag::REQUIRED, restart_policy::ALWAYS, 3, 1000, 10);
+        kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 7, 0));
+        sabotage(&mut k);
+        k.log.clear();
+        fire(&mut k, &mut p);
+        assert_eq!(
+            k.log,
+            [
+                format!("procd: restart of 100 failed: {name}"),
+                "procd: child 100 failed".to_string()
+            ]
+        );
+        assert_eq!(k.notified, [(NOTIFY, notify_bit::SERVICE_FAILED)]);
+        let id = pid_of(0, 1);
+        let (st, record) = status_of(&mut k, &mut p, id);
+        assert_eq!(st, status::OK);
+        assert_eq!(
+            full_record(&record),
+            (
+                id,
+                100,
+                4,
+                role::TEST,
+                FAILED,
+                envelope_flag::REQUIRED,
+                death_kind::EXITED,
+                7
+            )
+        );
+        assert_eq!(p.table().entries()[0].endpoint_slot, 0);
+        assert!(k.badges.is_empty(), "no minted copy kept");
+        // Only the envelope capabilities remain.
+        assert_eq!(k.caps.len(), 4);
+        let (st, _) = ask(&mut k, &mut p, BADGE_ROOTD, process_req(procd_op::REAP, id));
+        assert_eq!(st, status::OK);
+    }
+}
+
+#[test]
+fn probe_complete_from_a_restarting_childs_badge_is_denied() {
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 3, 1000, 10);
+    kernel_event(&mut k, &mut p, fault(100));
+    assert_eq!(
+        probe_from(&mut k, &mut p, abi::PROCD_CHILD_BADGE_BASE, probe()),
+        status::DENIED
+    );
+    assert!(k.notified.is_empty());
+}
+
+#[test]
+fn the_window_is_fixed_from_its_first_restart() {
+    // Two restarts per 1000 ms, backoff 10. Restarts at 10 and 620; a death at 1010 closes the
+    // window opened at 10, so nothing counts even though the restart at 620 is recent.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 2, 1000, 10);
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
+    fire(&mut k, &mut p);
+    k.clock = 600;
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
+    assert_eq!(k.timers, [(620, pid_of(0, 2), SELF_EP)]);
+    fire(&mut k, &mut p);
+    let r = p.table().entries()[0].restart;
+    assert_eq!((r.count, r.window_start), (2, 10));
+    k.clock = 1010;
+    k.log.clear();
+    kernel_event(&mut k, &mut p, child_died(102, death_kind::EXITED, 0, 0));
+    assert_eq!(k.log[1], "procd: child 102 restarting in 10 ms");
+    fire(&mut k, &mut p);
+    let r = p.table().entries()[0].restart;
+    assert_eq!((r.count, r.window_start), (1, 1020));
 }
