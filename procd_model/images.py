@@ -27,6 +27,7 @@ BOOT_IMAGES: tuple[BootImage, ...] = (
     BootImage(7, "phase1-lookup-client", "phase1-lookup-client.elf"),
     BootImage(8, "phase1-time-client", "phase1-time-client.elf"),
     BootImage(9, "phase2-irq-client", "phase2-irq-client.elf"),
+    BootImage(10, "svc-stub", "svc-stub.elf"),
 )
 
 

@@ -50,6 +50,8 @@ SLOT_NAMED = 4
 SLOT_TIMED = 5
 SLOT_IRQ = 6
 SLOT_CRASHD = 7
+FOUNDATION_IMAGE = "svc-stub"
+"""The stand-in image for services with no native image here."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,10 @@ class Rootd:
     bits: int = 0
     """Bootstrap-notification bits taken but not yet acted on."""
     halted: bool = False
+    before_procd: tuple[Role, ...] = ()
+    """Services rootd starts itself, in order, before procd (EriX: memd, vspaced, pagerd)."""
+    foundation: dict[int, str] = field(default_factory=dict)
+    """pid -> role of those services (their death halts bootstrap)."""
     on_ready: list[Callable[[Rootd], None]] = field(default_factory=list)
     """Called once procd has signalled READY, before the manifest is sent (tests hook in here)."""
 
@@ -195,6 +201,11 @@ class Rootd:
             kernel.schedule_irq(irq, services.irq_at_cycle)
 
     def _on_death(self, proc: Process) -> None:
+        if proc.pid in self.foundation:
+            role = self.foundation[proc.pid]
+            how = f"faulted: {proc.fault.describe()}" if proc.fault is not None else f"exited {proc.exit_code}"
+            self.kernel.halt("halted", f"bootstrap halted: {role.lower()} {how}")
+            return
         if proc.pid != self.procd_pid:
             return
         if proc.fault is not None:
@@ -209,7 +220,31 @@ class Rootd:
             why = f"procd {when}: {name} (exit {code:#x})"
         self.kernel.halt("halted", f"bootstrap halted: {why}")
 
+    def _boot_foundation(self, role: Role) -> ActorProgram:
+        """Create and start a service rootd launches itself before procd (memd, vspaced, pagerd),
+        and wait until it says READY: each must be up before the next is started."""
+        image = boot_image_named(FOUNDATION_IMAGE)
+        slots = [EnvelopeSlot(1, CapPurpose.SELF_ENDPOINT), EnvelopeSlot(2, CapPurpose.BOOTSTRAP_NOTIFY)]
+        envelope = build_envelope(role, EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL, slots)
+        request = create_process_payload(image.image_id, [Grant(SLOT_BOOT_NOTIFY_SEND, Rights.SEND)], envelope)
+        result = yield call(SLOT_KERNEL_CONTROL, KernelOp.CREATE_PROCESS, request)
+        reply = result.message()
+        if reply.op != Status.OK:
+            self.problems.append(f"CREATE_PROCESS for {role.name.lower()} failed: {Status(reply.op).name}")
+            return
+        pid = CREATE_PROCESS_REPLY.unpack(reply.payload)["pid"]
+        self.foundation[pid] = role.name
+        yield call(SLOT_KERNEL_CONTROL, KernelOp.START_PROCESS, START_PROCESS_REQUEST.pack(pid=pid))
+        while not self.bits & NotifyBit.READY:
+            result = yield SyscallRequest(Syscall.WAIT, (SLOT_BOOT_NOTIFY_RECV,))
+            self.bits |= result.values[0]
+        self.bits &= ~NotifyBit.READY
+
     def program(self) -> ActorProgram:
+        for role in self.before_procd:
+            yield from self._boot_foundation(role)
+            if self.problems:
+                return
         procd = boot_image_named("procd")
         request = create_process_payload(procd.image_id, self.boot.grants, self.boot.envelope, badge=BADGE_ROOTD)
         result = yield call(SLOT_KERNEL_CONTROL, KernelOp.CREATE_PROCESS, request)
@@ -223,10 +258,10 @@ class Rootd:
         if result.message().op != Status.OK:
             self.problems.append("START_PROCESS for procd failed")
             return
-        result = yield SyscallRequest(Syscall.WAIT, (SLOT_BOOT_NOTIFY_RECV,))
-        if not result.values[0] & NotifyBit.READY:
-            self.problems.append(f"procd signalled {result.values[0]:#x} instead of READY")
-            return
+        while not self.bits & NotifyBit.READY:
+            result = yield SyscallRequest(Syscall.WAIT, (SLOT_BOOT_NOTIFY_RECV,))
+            self.bits |= result.values[0]
+        self.bits &= ~NotifyBit.READY
         self.ready = True
         for hook in self.on_ready:
             hook(self)

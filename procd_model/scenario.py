@@ -3,6 +3,9 @@
     name = "phase0-fault-kill"
     description = "a child faults; procd reaps it and reports the kill to crashd"
 
+    [boot]                      # optional: services rootd starts itself, in order, before procd
+    before_procd = ["MEMD", "VSPACED", "PAGERD"]   # (the svc-stub image stands in for them)
+
     [services]                  # optional: named, timed, crashd and an interrupt notification
     irq_at_cycle = 400000       # optional: when the kernel raises the interrupt
 
@@ -88,6 +91,8 @@ class Scenario:
     services: Services | None = None
     expect: Expectations = field(default_factory=Expectations)
     inject: tuple[Injection, ...] = ()
+    before_procd: tuple[Role, ...] = ()
+    """Roles rootd starts itself (stand-in images), in order, before procd."""
 
 
 def _keys(where: str, table: dict[str, Any], allowed: set[str], required: frozenset[str] = frozenset()) -> None:
@@ -153,7 +158,8 @@ def parse_scenario(text: str, source: str) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
-    _keys(source, data, {"name", "description", "services", "spawn", "expect", "inject"}, frozenset({"name", "spawn"}))
+    allowed = {"name", "description", "services", "spawn", "expect", "inject", "boot"}
+    _keys(source, data, allowed, frozenset({"name", "spawn"}))
     name = _typed(f"{source}: name", data["name"], str, "a string")
     description = _typed(f"{source}: description", data.get("description", ""), str, "a string")
     spawns = _typed(f"{source}: spawn", data["spawn"], list, "an array of [[spawn]] tables")
@@ -184,7 +190,15 @@ def parse_scenario(text: str, source: str) -> Scenario:
         expect = Expectations(reports, tuple(logs), halts)
     injections = _typed(f"{source}: inject", data.get("inject", []), list, "an array of [[inject]] tables")
     inject = tuple(_injection(f"{source}: inject[{i}]", table) for i, table in enumerate(injections))
-    return Scenario(name, description, manifest, services, expect, inject)
+    before: tuple[Role, ...] = ()
+    if "boot" in data:
+        boot = _typed(f"{source}: boot", data["boot"], dict, "a table")
+        _keys(f"{source}: boot", boot, {"before_procd"})
+        roles = _typed(f"{source}: boot.before_procd", boot.get("before_procd", []), list, "a list of role names")
+        before = tuple(_enum_member(f"{source}: boot.before_procd[{i}]", Role, r) for i, r in enumerate(roles))
+        if {Role.ROOTD, Role.PROCD, Role.GENERIC} & set(before):
+            raise ScenarioError(f"{source}: boot.before_procd: ROOTD, PROCD and GENERIC cannot be started there")
+    return Scenario(name, description, manifest, services, expect, inject, before)
 
 
 def _injection(where: str, table: Any) -> Injection:

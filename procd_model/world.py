@@ -20,7 +20,7 @@ from procd_model.caps import Capability, CapTable
 from procd_model.images import boot_image_named, image_role, load_boot_image
 from procd_model.kernel import ImageLayoutError, Kernel, Process, ProcState, StopReason
 from procd_model.messages import EnvelopeSlot, build_envelope
-from procd_model.rootd import ManifestEntry, ProcdBoot, Rootd, Services, default_procd_boot
+from procd_model.rootd import FOUNDATION_IMAGE, ManifestEntry, ProcdBoot, Rootd, Services, default_procd_boot
 from procd_model.scenario import Scenario, ScenarioError, builtin_scenarios, load_scenario, unmet_expectations
 
 DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
@@ -56,6 +56,7 @@ def run_scenario(
         services=scenario.services,
         extra_checks=lambda kernel: unmet_expectations(scenario, kernel.logs),
         prepare=lambda kernel: _inject(scenario, kernel),
+        before_procd=scenario.before_procd,
     )
     halts = scenario.expect.halts
     if outcome.stop == "halted" and halts is not None and halts not in outcome.detail:
@@ -107,6 +108,7 @@ def run_bootstrap(
     services: Services | None = None,
     extra_checks: Callable[[Kernel], list[str]] | None = None,
     prepare: Callable[[Kernel], None] | None = None,
+    before_procd: tuple[Role, ...] = (),
 ) -> RunOutcome:
     """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected.
 
@@ -116,7 +118,7 @@ def run_bootstrap(
     kernel = make_kernel(trace, procd_image, instrument)
     if boot is None:
         boot = default_procd_boot(with_services=services is not None)
-    rootd = Rootd(kernel, list(manifest), boot, services)
+    rootd = Rootd(kernel, list(manifest), boot, services, before_procd=before_procd)
     if prepare is not None:
         prepare(kernel)
     if on_ready is not None:
@@ -150,7 +152,7 @@ def _bootstrap_outcome(
     if problems:
         return _outcome(kernel, False, "unexpected", "; ".join(problems))
     spawned = ", ".join(
-        f"{r.entry.image} as pid {r.pid}" if r.status is Status.OK else f"{r.entry.image} refused ({r.status.name})"
+        f"{_label(r.entry)} as pid {r.pid}" if r.status is Status.OK else f"{_label(r.entry)} refused ({r.status.name})"
         for r in rootd.spawned
     )
     return _outcome(kernel, True, "completed", f"bootstrap complete: procd spawned {spawned}")
@@ -192,6 +194,11 @@ def alone_outcome(kernel: Kernel, proc: Process, stop: StopReason) -> RunOutcome
     ok = proc.state is ProcState.EXITED and proc.exit_code == 0
     stop_kind = "completed" if ok else ("deadlock" if proc.state is ProcState.BLOCKED else proc.state.value)
     return _outcome(kernel, ok, stop_kind, f"{proc.name} {ending}")
+
+
+def _label(entry: ManifestEntry) -> str:
+    """The image, and the role a stand-in image plays."""
+    return f"{entry.role.name.lower()} ({entry.image})" if entry.image == FOUNDATION_IMAGE else entry.image
 
 
 def _unexpected_ending(child: Process, entry: ManifestEntry) -> str | None:

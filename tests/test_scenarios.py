@@ -144,3 +144,33 @@ def test_restart_storm_backs_off_and_stops_at_its_bound(tmp_path: Path) -> None:
     assert any(text.endswith("over its restart bound") for _, text in logs)
     faults = [e for e in events if e["kind"] == "fault"]
     assert len(faults) == 4 and len({e["pid"] for e in faults}) == 4  # the original and three restarts
+
+
+def test_erix_boot_order(tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    assert main(["run", "--scenario", "erix-boot-order", "--trace", "ipc", "--format", "jsonl", "--out", str(out)]) == 0
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    ups = [e["text"].split(":")[0] for e in events if e["kind"] == "log" and e["text"].endswith(": up")]
+    accepted = next(e["seq"] for e in events if e["kind"] == "log" and e["text"] == "procd: envelope accepted")
+    assert ups == [
+        "memd",
+        "vspaced",
+        "pagerd",
+        "named",
+        "logd",
+        "crashd",
+        "timed",
+        "irqd",
+        "deviced",
+        "probed",
+        "hotplugd",
+        "seriald",
+        "fbcond",
+        "inputd",
+    ]
+    pagerd_up = next(e["seq"] for e in events if e["kind"] == "log" and e["text"] == "pagerd: up")
+    named_up = next(e["seq"] for e in events if e["kind"] == "log" and e["text"] == "named: up")
+    assert pagerd_up < accepted < named_up, "memd..pagerd before procd; the rest through procd after it"
+    # the later services were spawned by procd (SPAWN_SERVICE), never created by rootd directly
+    creators = {e["to"] for e in events if e["kind"] == "ipc.reply" and e.get("op") == "CREATE_PROCESS"}
+    assert len(creators) == 2  # rootd (memd, vspaced, pagerd, procd) and procd (the rest)

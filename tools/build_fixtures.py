@@ -39,6 +39,7 @@ IMAGES = {
     "phase1-lookup-client": "phase1-lookup-client.elf",
     "phase1-time-client": "phase1-time-client.elf",
     "phase2-irq-client": "phase2-irq-client.elf",
+    "svc-stub": "svc-stub.elf",
 }
 VERSION_FILE = "rustc-version.txt"
 
