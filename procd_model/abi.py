@@ -132,6 +132,19 @@ class RestartPolicy(enum.IntEnum):
     ALWAYS = 0x2
 
 
+# origin: procd-emu
+class AuditAction(enum.IntEnum):
+    """What an audit record says procd did."""
+
+    CREATE = 0x1
+    GRANT = 0x2
+    START = 0x3
+    STOP = 0x4
+    KILL = 0x5
+    RESTART = 0x6
+    REAP = 0x7
+
+
 # origin: erix
 class CrashEvent(enum.IntEnum):
     """Event kinds crashd records; it accepts only KILLED."""
@@ -149,6 +162,7 @@ class ProcdOp(enum.IntEnum):
     REAP = 0x406
     STATUS = 0x407
     LIST = 0x408
+    AUDIT_READ = 0x409
     PROBE_COMPLETE = 0x40A
 
 
@@ -281,6 +295,7 @@ DEBUG_WRITE_MAX = 0x100
 BADGE_ROOTD = 0x1
 BADGE_KERNEL = 0xFFFFFFFFFFFFFFFF
 PROCD_ID_GENERATION_SHIFT = 0x10
+AUDIT_RING = 0x40
 PROCD_CHILD_BADGE_BASE = 0x10000
 CRASHD_RING = 0x100
 MONOTONIC_CLOCK_HZ = 0x3E8
@@ -387,6 +402,26 @@ TIMER_EVENT = Layout(
         Field("cookie", "u32", 0, 1),
         Field("reserved", "u32", 4, 1),
         Field("ticks", "u64", 8, 1),
+    ),
+)
+AUDIT_READ_REQUEST = Layout(
+    "audit_read_request",
+    (
+        Field("from_seq", "u32", 0, 1),
+        Field("reserved", "u32", 4, 1),
+    ),
+)
+AUDIT_RECORD = Layout(
+    "audit_record",
+    (
+        Field("seq", "u32", 0, 1),
+        Field("action", "u16", 4, 1),
+        Field("authority", "u16", 6, 1),
+        Field("pid", "u32", 8, 1),
+        Field("role", "u16", 12, 1),
+        Field("reserved", "u16", 14, 1),
+        Field("requester", "u64", 16, 1),
+        Field("detail", "u64", 24, 1),
     ),
 )
 KILL_REQUEST = Layout(

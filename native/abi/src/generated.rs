@@ -271,6 +271,34 @@ pub mod restart_policy {
     }
 }
 
+/// What an audit record says procd did. (origin: procd-emu)
+pub mod audit_action {
+    /// CREATE_PROCESS; detail = image id
+    pub const CREATE: u16 = 0x1;
+    /// a capability granted at creation; detail = cap_purpose | rights << 16
+    pub const GRANT: u16 = 0x2;
+    pub const START: u16 = 0x3;
+    pub const STOP: u16 = 0x4;
+    pub const KILL: u16 = 0x5;
+    /// a restart by the restart policy (requester BADGE_KERNEL: the TIMER)
+    pub const RESTART: u16 = 0x6;
+    pub const REAP: u16 = 0x7;
+
+    /// The spec's name for `value`, if it has one.
+    pub const fn name(value: u16) -> Option<&'static str> {
+        match value {
+            CREATE => Some("CREATE"),
+            GRANT => Some("GRANT"),
+            START => Some("START"),
+            STOP => Some("STOP"),
+            KILL => Some("KILL"),
+            RESTART => Some("RESTART"),
+            REAP => Some("REAP"),
+            _ => None,
+        }
+    }
+}
+
 /// Event kinds crashd records; it accepts only KILLED. (origin: erix)
 pub mod crash_event {
     pub const KILLED: u16 = 0x1;
@@ -298,6 +326,8 @@ pub mod procd_op {
     pub const STATUS: u32 = 0x407;
     /// no payload: reply one process_status per process in the table (FAILED ones too); rootd only
     pub const LIST: u32 = 0x408;
+    /// audit_read_request: reply the audit records from a sequence number on; rootd only
+    pub const AUDIT_READ: u32 = 0x409;
     /// the probe image reports completion (procd-emu's number)
     pub const PROBE_COMPLETE: u32 = 0x40a;
 
@@ -310,6 +340,7 @@ pub mod procd_op {
             REAP => Some("REAP"),
             STATUS => Some("STATUS"),
             LIST => Some("LIST"),
+            AUDIT_READ => Some("AUDIT_READ"),
             PROBE_COMPLETE => Some("PROBE_COMPLETE"),
             _ => None,
         }
@@ -599,6 +630,8 @@ pub const BADGE_ROOTD: u64 = 0x1;
 pub const BADGE_KERNEL: u64 = 0xffffffffffffffff;
 /// procd's process id is table index | generation << PROCD_ID_GENERATION_SHIFT; generations start at 1. (origin: procd-emu)
 pub const PROCD_ID_GENERATION_SHIFT: u32 = 0x10;
+/// Audit records procd keeps (the oldest is dropped first). (origin: procd-emu)
+pub const AUDIT_RING: usize = 0x40;
 /// procd mints the PROCD_ENDPOINT capability it grants a child with badge BASE + the child's table index. (origin: procd-emu)
 pub const PROCD_CHILD_BADGE_BASE: u64 = 0x10000;
 /// Records crashd keeps (the oldest is dropped first). (origin: erix)
@@ -772,6 +805,38 @@ pub mod timer_event {
     pub const RESERVED: usize = 4;
     /// `u64`
     pub const TICKS: usize = 8;
+}
+
+/// procd AUDIT_READ payload.
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod audit_read_request {
+    pub const SIZE: usize = 8;
+    /// `u32`
+    pub const FROM_SEQ: usize = 0;
+    /// `u32`
+    pub const RESERVED: usize = 4;
+}
+
+/// One audit record; AUDIT_READ replies as many as fit, oldest first.
+/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
+pub mod audit_record {
+    pub const SIZE: usize = 32;
+    /// `u32`
+    pub const SEQ: usize = 0;
+    /// `u16`
+    pub const ACTION: usize = 4;
+    /// `u16`
+    pub const AUTHORITY: usize = 6;
+    /// `u32`
+    pub const PID: usize = 8;
+    /// `u16`
+    pub const ROLE: usize = 12;
+    /// `u16`
+    pub const RESERVED: usize = 14;
+    /// `u64`
+    pub const REQUESTER: usize = 16;
+    /// `u64`
+    pub const DETAIL: usize = 24;
 }
 
 /// kernel-control KILL_PROCESS payload.
