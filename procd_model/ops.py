@@ -7,6 +7,7 @@ import enum
 from typing import Any
 
 from procd_model.abi import (
+    AUDIT_READ_REQUEST,
     CHILD_DEATH,
     CLOCK_REPLY,
     CRASH_RECORD,
@@ -56,6 +57,7 @@ _PAYLOADS: dict[tuple[str, int], tuple[Layout | None, Layout | None]] = {
     ("procd", ProcdOp.KILL): (PROCESS_REQUEST, None),
     ("procd", ProcdOp.STATUS): (PROCESS_REQUEST, PROCESS_STATUS),
     ("procd", ProcdOp.REAP): (PROCESS_REQUEST, PROCESS_STATUS),
+    ("procd", ProcdOp.AUDIT_READ): (AUDIT_READ_REQUEST, None),
     ("kernel", KernelOp.KILL_PROCESS): (KILL_REQUEST, None),
     (KERNEL_EVENTS, KernelEvent.CHILD_DIED): (CHILD_DEATH, None),
     (KERNEL_EVENTS, KernelEvent.TIMER): (TIMER_EVENT, None),
@@ -80,6 +82,7 @@ _SHOWN = {
     "window_ms": "window_ms",
     "backoff_ms": "backoff_ms",
     "cookie": "cookie",
+    "from_seq": "from_seq",
     "state": "proc_state",
     "code": "code",
     "event": "event",

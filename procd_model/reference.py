@@ -19,6 +19,7 @@ from typing import Any
 
 from emu.trace import Event
 from procd_model.abi import (
+    AUDIT_READ_REQUEST,
     BADGE_KERNEL,
     BADGE_ROOTD,
     INTAKE,
@@ -121,6 +122,8 @@ class ProcdSpec:
             return self._probe(badge, request)
         if op in (ProcdOp.STOP, ProcdOp.KILL, ProcdOp.STATUS, ProcdOp.LIST, ProcdOp.REAP):
             return self._manage(ProcdOp(op), badge, request, kernel_replies)
+        if op == ProcdOp.AUDIT_READ:
+            return self._audit_read(badge, request)
         if op in (KernelEvent.CHILD_DIED, KernelEvent.TIMER):
             return Actions(reply=("DENIED", None, None))  # a forged kernel message
         return Actions(reply=("INVALID_ARGUMENT", None, None))
@@ -192,6 +195,15 @@ class ProcdSpec:
             return Actions(("KILL_PROCESS",), reply=(_status(killed), None, None))
         entry.stopping = "kill" if op is ProcdOp.KILL else "stop"
         return Actions(("KILL_PROCESS",), reply=("OK", None, None))
+
+    @staticmethod
+    def _audit_read(badge: int, request: dict[str, Any]) -> Actions:
+        """Reading the audit log: rootd only, one well-formed audit_read_request."""
+        if badge != BADGE_ROOTD:
+            return Actions(reply=("DENIED", None, None))
+        if request.get("len") != AUDIT_READ_REQUEST.size or request.get("caps") or request.get("reserved"):
+            return Actions(reply=("INVALID_ARGUMENT", None, None))
+        return Actions(reply=("OK", None, None))
 
     def _probe(self, badge: int, request: dict[str, Any]) -> Actions:
         index = badge - PROCD_CHILD_BADGE_BASE

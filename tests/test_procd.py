@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from emu.trace import Trace
 from emu.world import RunOutcome
 from procd_model.abi import (
+    AUDIT_READ_REQUEST,
+    AUDIT_RECORD,
     BADGE_ROOTD,
     CHILD_DEATH,
     CRASH_RECORD,
@@ -20,6 +22,7 @@ from procd_model.abi import (
     PROCESS_STATUS,
     SPAWN_SERVICE_REPLY,
     SPAWN_SERVICE_REQUEST,
+    AuditAction,
     CapPurpose,
     DeathKind,
     EnvelopeFlag,
@@ -287,3 +290,40 @@ def test_stop_kill_status_and_list_with_generations() -> None:
     assert CRASH_RECORD.unpack(payload)["pid"] == SPAWN_SERVICE_REPLY.unpack(replies[6][1])["pid"]
     logs = [e.fields["text"] for e in session.trace.of_kind("log") if session.procd and e.pid == session.procd.pid]
     assert f"procd: child {spawned['pid']} stopped" in logs
+
+
+def audit_records(payload: bytes) -> list[dict[str, int]]:
+    size = AUDIT_RECORD.size
+    return [AUDIT_RECORD.unpack(payload, offset) for offset in range(0, len(payload), size)]
+
+
+def test_the_audit_log_says_who_asked_and_under_which_authority() -> None:
+    waiter = boot_image_named("phase2-irq-client").image_id
+    first_id = 0 | 1 << PROCD_ID_GENERATION_SHIFT
+    read_all = Message(ProcdOp.AUDIT_READ, AUDIT_READ_REQUEST.pack(from_seq=0))
+    requests = [
+        Request(spawn(image_id=waiter)),
+        Request(manage(ProcdOp.KILL, first_id)),
+        Request(manage(ProcdOp.REAP, first_id)),
+        Request(read_all),
+        Request(read_all, badge=7),
+        Request(Message(ProcdOp.AUDIT_READ, AUDIT_READ_REQUEST.pack(from_seq=0, reserved=1))),
+        Request(Message(ProcdOp.AUDIT_READ, AUDIT_READ_REQUEST.pack(from_seq=3))),
+    ]
+    session = serve(requests, services=Services())
+    replies = [(Status(m.op), m.payload) for _, m in session.replies if m is not None]
+    assert [status for status, _ in replies] == [Status.OK] * 4 + [Status.DENIED, Status.INVALID_ARGUMENT, Status.OK]
+    child = SPAWN_SERVICE_REPLY.unpack(replies[0][1])["pid"]
+    records = audit_records(replies[3][1])
+    actions = [AuditAction(r["action"]).name for r in records]
+    grants = actions.count("GRANT")
+    assert actions == ["CREATE"] + ["GRANT"] * grants + ["START", "KILL", "REAP"]
+    assert grants >= 2  # named, timed, the interrupt and procd's own endpoint, for a TEST child
+    assert [r["seq"] for r in records] == list(range(len(records)))
+    assert all(r["requester"] == BADGE_ROOTD and r["pid"] == child for r in records)
+    authority = {AuditAction(r["action"]).name: r["authority"] for r in records}
+    assert authority["CREATE"] == authority["START"] == authority["KILL"] == CapPurpose.KERNEL_CONTROL
+    assert authority["REAP"] == 0
+    granted = {r["detail"] & 0xFFFF for r in records if r["action"] == AuditAction.GRANT}
+    assert CapPurpose.PROCD_ENDPOINT in granted and CapPurpose.NAMED_ENDPOINT in granted
+    assert [r["seq"] for r in audit_records(replies[6][1])] == list(range(3, len(records)))

@@ -125,6 +125,7 @@ fuzz = st.lists(
                 ProcdOp.STATUS,
                 ProcdOp.LIST,
                 ProcdOp.REAP,
+                ProcdOp.AUDIT_READ,
                 0x100,
                 0x999,
             ]

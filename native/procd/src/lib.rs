@@ -6,8 +6,8 @@
 //!
 //! - [`start`]: parse the start envelope (role PROCD), validate the capability intake, log the
 //!   outcome, and on success signal `notify_bit::READY` on the bootstrap notification.
-//! - [`Procd::handle`]: answer one request in place — SPAWN_SERVICE, STOP, KILL, REAP, STATUS
-//!   or LIST from rootd, or PROBE_COMPLETE from a child (through the badged PROCD_ENDPOINT
+//! - [`Procd::handle`]: answer one request in place — SPAWN_SERVICE, STOP, KILL, REAP, STATUS,
+//!   LIST or AUDIT_READ (the audit log of procd's lifecycle actions, see [`AuditLog`]) from rootd, or PROBE_COMPLETE from a child (through the badged PROCD_ENDPOINT
 //!   capability procd minted for it: procd signals `notify_bit::PROBE_COMPLETE` on the bootstrap
 //!   notification) — or act on one kernel event, which gets no reply: CHILD_DIED (log, report a
 //!   killed child to crashd, then restart it after a backoff if its restart policy says so and
@@ -23,19 +23,23 @@
 #![cfg_attr(not(test), no_std)]
 
 use abi::{
-    BADGE_KERNEL, BADGE_ROOTD, CAP_TABLE_SLOTS, ENVELOPE_MAX_SLOTS, MSG_MAX_PAYLOAD, Message,
-    MessageHeader, PROCD_CHILD_BADGE_BASE, PROCD_MAX_PROCESSES, cap_purpose, child_death,
-    clock_reply, crash_event, crash_record, crashd_op, create_process_reply,
-    create_process_request, death_kind, envelope_flag, fault_kind, grant, kernel_event, kernel_op,
-    kill_request, mint_request, notify_bit, proc_state, procd_op, process_request, process_status,
-    read_u8, read_u16, read_u32, read_u64, restart_policy, rights, role, spawn_service_reply,
-    spawn_service_request, start_process_request, startup_status, status, timer_event,
-    timer_request, write_u16, write_u32, write_u64,
+    AUDIT_RING, BADGE_KERNEL, BADGE_ROOTD, CAP_TABLE_SLOTS, ENVELOPE_MAX_SLOTS, MSG_MAX_PAYLOAD,
+    Message, MessageHeader, PROCD_CHILD_BADGE_BASE, PROCD_MAX_PROCESSES, audit_action,
+    audit_read_request, audit_record, cap_purpose, child_death, clock_reply, crash_event,
+    crash_record, crashd_op, create_process_reply, create_process_request, death_kind,
+    envelope_flag, fault_kind, grant, kernel_event, kernel_op, kill_request, mint_request,
+    notify_bit, proc_state, procd_op, process_request, process_status, read_u8, read_u16, read_u32,
+    read_u64, restart_policy, rights, role, spawn_service_reply, spawn_service_request,
+    start_process_request, startup_status, status, timer_event, timer_request, write_u16,
+    write_u32, write_u64,
 };
 use bootstrap::{Envelope, EnvelopeBuilder, SlotEntry};
 use capabi::{Grant, GrantPlan};
 
+mod audit;
 mod table;
+
+pub use audit::{AuditLog, AuditRecord};
 
 pub use table::{
     Ending, ProcState, ProcessEntry, ProcessTable, Restart, next_generation, process_id, split_id,
@@ -43,6 +47,12 @@ pub use table::{
 
 // LIST's reply, one process_status per entry, always fits in one message.
 const _: () = assert!(PROCD_MAX_PROCESSES * process_status::SIZE <= MSG_MAX_PAYLOAD);
+
+/// The most audit records one AUDIT_READ reply carries: 30 (960 bytes; the brief's cap,
+/// though MSG_MAX_PAYLOAD would hold one more).
+pub const AUDIT_READ_MAX: usize = 30;
+const _: () =
+    assert!(AUDIT_READ_MAX * audit_record::SIZE <= MSG_MAX_PAYLOAD && AUDIT_READ_MAX <= AUDIT_RING);
 
 /// What procd needs from the kernel.
 pub trait Kernel {
@@ -128,6 +138,8 @@ pub struct Procd {
     /// crashd's endpoint, if the envelope lists one (optional intake).
     crashd: Option<u32>,
     table: ProcessTable,
+    /// The lifecycle actions procd took.
+    audit: AuditLog,
 }
 
 impl Procd {
@@ -143,6 +155,7 @@ impl Procd {
             crashd: env.slot_for(cap_purpose::CRASHD_ENDPOINT),
             env,
             table: ProcessTable::new(),
+            audit: AuditLog::new(),
         })
     }
 
@@ -154,6 +167,33 @@ impl Procd {
     /// The process table.
     pub fn table(&self) -> &ProcessTable {
         &self.table
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Append an audit record of `action` on process `pid` (role `child_role`), asked by
+    /// `requester` under `authority`, with `detail`.
+    fn record(
+        &mut self,
+        action: u16,
+        authority: u16,
+        pid: u32,
+        child_role: u16,
+        requester: u64,
+        detail: u64,
+    ) {
+        self.audit.push(AuditRecord {
+            seq: 0,
+            action,
+            authority,
+            pid,
+            role: child_role,
+            requester,
+            detail,
+        });
     }
 
     /// Handle the message in `msg`, which arrived through a capability badged `badge`.
@@ -169,7 +209,7 @@ impl Procd {
     /// Anything else is a request: the answer is [`Answer::Reply`] with the reply left in `msg`:
     /// header op = status, payload_len, no capabilities, reserved fields zero; error replies
     /// carry no payload. A request carrying capabilities is answered INVALID_ARGUMENT (after the
-    /// badge check: SPAWN_SERVICE, STOP, KILL, REAP, STATUS and LIST are DENIED unless the badge
+    /// badge check: SPAWN_SERVICE, STOP, KILL, REAP, STATUS, LIST and AUDIT_READ are DENIED unless the badge
     /// is `BADGE_ROOTD`, PROBE_COMPLETE unless it names a live child). A CHILD_DIED or TIMER
     /// from anyone but the kernel is forged: DENIED. Unknown ops are INVALID_ARGUMENT.
     pub fn handle(&mut self, k: &mut impl Kernel, badge: u64, msg: &mut Message) -> Answer {
@@ -193,6 +233,7 @@ impl Procd {
             procd_op::REAP => self.reap(badge, msg),
             procd_op::STATUS => self.status(badge, msg),
             procd_op::LIST => self.list(badge, msg),
+            procd_op::AUDIT_READ => self.audit_read(badge, msg),
             procd_op::PROBE_COMPLETE => self.probe_complete(k, badge, &request).map(|()| {
                 msg.start(status::OK, 0);
             }),
@@ -275,7 +316,7 @@ impl Procd {
             restart,
             ..ProcessEntry::default()
         };
-        self.launch(k, msg, index, generation, service)
+        self.launch(k, msg, index, generation, service, BADGE_ROOTD, None)
     }
 
     /// Start the service `service` describes (its image_id, role, flags and restart record) in
@@ -288,6 +329,12 @@ impl Procd {
     /// capability to procd's endpoint with badge [`child_badge`]`(index)`: procd MINTs it into
     /// its own table (a failed MINT is the reply, nothing else happens), appends its grant to
     /// the plan, and deletes its copy once CREATE_PROCESS has returned, whatever the outcome.
+    ///
+    /// Audit (requester `requester`): once procd accepts CREATE_PROCESS's reply, RESTART
+    /// (detail: the old pid) if `restart_of` names one, CREATE (detail: image id) and one GRANT
+    /// per grant of the plan (detail: purpose | rights << 16), all with the new pid; START
+    /// once START_PROCESS succeeds.
+    #[allow(clippy::too_many_arguments)]
     fn launch(
         &mut self,
         k: &mut impl Kernel,
@@ -295,6 +342,8 @@ impl Procd {
         index: usize,
         generation: u16,
         service: ProcessEntry,
+        requester: u64,
+        restart_of: Option<u32>,
     ) -> Result<Spawned, u32> {
         let (image_id, child_role, flags) = (service.image_id, service.role, service.flags);
         let id = process_id(index, generation).ok_or(status::INTERNAL)?;
@@ -351,6 +400,36 @@ impl Procd {
             ..service
         };
         self.table.set(index, entry);
+        if let Some(old_pid) = restart_of {
+            self.record(
+                audit_action::RESTART,
+                0,
+                pid,
+                child_role,
+                requester,
+                u64::from(old_pid),
+            );
+        }
+        let control = cap_purpose::KERNEL_CONTROL;
+        self.record(
+            audit_action::CREATE,
+            control,
+            pid,
+            child_role,
+            requester,
+            u64::from(image_id),
+        );
+        for g in plan.grants() {
+            let detail = u64::from(g.purpose) | u64::from(g.rights) << 16;
+            self.record(
+                audit_action::GRANT,
+                control,
+                pid,
+                child_role,
+                requester,
+                detail,
+            );
+        }
 
         // START_PROCESS.
         let payload = msg.start(kernel_op::START_PROCESS, start_process_request::SIZE);
@@ -372,6 +451,7 @@ impl Procd {
                 ..entry
             },
         );
+        self.record(audit_action::START, control, pid, child_role, requester, 0);
         Ok(Spawned { pid, endpoint, id })
     }
 
@@ -423,11 +503,16 @@ impl Procd {
             .lookup(id)
             .map(|(index, entry)| (index, *entry))
             .ok_or(status::NOT_FOUND)?;
+        let action = match ending {
+            Ending::Stop => audit_action::STOP,
+            Ending::Kill => audit_action::KILL,
+        };
         match entry.state {
             ProcState::Stopping(_) => return Err(status::BUSY),
             ProcState::Failed { .. } => return Err(status::NOT_FOUND),
             ProcState::Restarting { .. } => {
                 self.table.free(index);
+                self.record(action, 0, entry.pid, entry.role, badge, 0);
                 msg.start(status::OK, 0);
                 return Ok(());
             }
@@ -439,6 +524,14 @@ impl Procd {
         let killed = self.kernel_call(k, msg)?;
         // An OK KILL_PROCESS reply carries no capabilities; a broken kernel's are not kept.
         self.discard_caps(k, &killed);
+        self.record(
+            action,
+            cap_purpose::KERNEL_CONTROL,
+            entry.pid,
+            entry.role,
+            badge,
+            0,
+        );
         self.table.set(
             index,
             ProcessEntry {
@@ -476,14 +569,62 @@ impl Procd {
             .lookup(id)
             .map(|(index, entry)| (index, *entry))
             .ok_or(status::NOT_FOUND)?;
-        if !matches!(entry.state, ProcState::Failed { .. }) {
+        let ProcState::Failed { death, .. } = entry.state else {
             return Err(status::BUSY);
-        }
+        };
         let record = msg.start(status::OK, process_status::SIZE);
         if !write_status(record, id, &entry, proc_state::FAILED) {
             return Err(status::INTERNAL);
         }
         self.table.free(index);
+        self.record(
+            audit_action::REAP,
+            0,
+            entry.pid,
+            entry.role,
+            badge,
+            u64::from(death),
+        );
+        Ok(())
+    }
+
+    /// AUDIT_READ from rootd: reply OK with the retained audit records whose seq is at least
+    /// the request's `from_seq`, oldest first, at most [`AUDIT_READ_MAX`] (none: an empty
+    /// payload). DENIED unless `badge` is `BADGE_ROOTD`; INVALID_ARGUMENT unless the payload is
+    /// one audit_read_request with reserved 0 and the header carries no capabilities and zero
+    /// reserved fields.
+    fn audit_read(&self, badge: u64, msg: &mut Message) -> Result<(), u32> {
+        if badge != BADGE_ROOTD {
+            return Err(status::DENIED);
+        }
+        let request = msg.header();
+        if usize::from(request.payload_len) != audit_read_request::SIZE
+            || request.cap_count != 0
+            || request.reserved0 != 0
+            || request.reserved1 != 0
+        {
+            return Err(status::INVALID_ARGUMENT);
+        }
+        let payload = msg.payload();
+        let from_seq = match (
+            read_u32(payload, audit_read_request::FROM_SEQ),
+            read_u32(payload, audit_read_request::RESERVED),
+        ) {
+            (Some(from_seq), Some(0)) => from_seq,
+            _ => return Err(status::INVALID_ARGUMENT),
+        };
+        let selected = || {
+            self.audit
+                .records()
+                .filter(move |r| r.seq >= from_seq)
+                .take(AUDIT_READ_MAX)
+        };
+        let payload = msg.start(status::OK, selected().count() * audit_record::SIZE);
+        for (out, record) in payload.chunks_exact_mut(audit_record::SIZE).zip(selected()) {
+            if !record.write(out) {
+                return Err(status::INTERNAL);
+            }
+        }
         Ok(())
     }
 
@@ -873,7 +1014,15 @@ impl Procd {
         restart.record(ticks);
         let entry = ProcessEntry { restart, ..entry };
         self.table.set(index, entry);
-        match self.launch(k, msg, index, next_generation(generation), entry) {
+        match self.launch(
+            k,
+            msg,
+            index,
+            next_generation(generation),
+            entry,
+            BADGE_KERNEL,
+            Some(entry.pid),
+        ) {
             Ok(spawned) => k.debug_write(&[
                 Text(b"procd: restarted "),
                 Dec(u64::from(entry.pid)),
