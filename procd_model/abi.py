@@ -92,6 +92,7 @@ class DeathKind(enum.IntEnum):
     EXITED = 0x1
     FAULTED = 0x2
     KILLED = 0x3
+    DEPENDENCY = 0x4
 
 
 # origin: procd-emu
@@ -121,6 +122,7 @@ class ProcState(enum.IntEnum):
     STOPPING = 0x2
     FAILED = 0x3
     RESTARTING = 0x4
+    HELD = 0x5
 
 
 # origin: procd-emu
@@ -357,6 +359,7 @@ SPAWN_SERVICE_REQUEST = Layout(
         Field("reserved", "u16", 10, 1),
         Field("window_ms", "u32", 12, 1),
         Field("backoff_ms", "u32", 16, 1),
+        Field("depends_on", "u64", 20, 1),
     ),
 )
 SPAWN_SERVICE_REPLY = Layout(

@@ -180,6 +180,8 @@ pub mod death_kind {
     pub const FAULTED: u16 = 0x2;
     /// ended by KILL_PROCESS; code is 0
     pub const KILLED: u16 = 0x3;
+    /// procd never started it: a dependency failed; code is that dependency's role
+    pub const DEPENDENCY: u16 = 0x4;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u16) -> Option<&'static str> {
@@ -187,6 +189,7 @@ pub mod death_kind {
             EXITED => Some("EXITED"),
             FAULTED => Some("FAULTED"),
             KILLED => Some("KILLED"),
+            DEPENDENCY => Some("DEPENDENCY"),
             _ => None,
         }
     }
@@ -239,6 +242,8 @@ pub mod proc_state {
     pub const FAILED: u16 = 0x3;
     /// it ended; procd restarts it when its backoff timer fires
     pub const RESTARTING: u16 = 0x4;
+    /// spawned with dependencies that are not running yet; procd starts it when they are
+    pub const HELD: u16 = 0x5;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u16) -> Option<&'static str> {
@@ -247,6 +252,7 @@ pub mod proc_state {
             STOPPING => Some("STOPPING"),
             FAILED => Some("FAILED"),
             RESTARTING => Some("RESTARTING"),
+            HELD => Some("HELD"),
             _ => None,
         }
     }
@@ -718,7 +724,7 @@ pub mod image_note {
 /// procd SPAWN_SERVICE (0x402) request payload.
 /// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.
 pub mod spawn_service_request {
-    pub const SIZE: usize = 20;
+    pub const SIZE: usize = 28;
     /// `u32`
     pub const IMAGE_ID: usize = 0;
     /// `u16`
@@ -735,6 +741,8 @@ pub mod spawn_service_request {
     pub const WINDOW_MS: usize = 12;
     /// `u32`
     pub const BACKOFF_MS: usize = 16;
+    /// `u64`
+    pub const DEPENDS_ON: usize = 20;
 }
 
 /// procd SPAWN_SERVICE reply payload (status OK only).
