@@ -83,6 +83,7 @@ _SHOWN = {
     "backoff_ms": "backoff_ms",
     "cookie": "cookie",
     "from_seq": "from_seq",
+    "depends_on": "depends_on",
     "state": "proc_state",
     "code": "code",
     "event": "event",

@@ -75,10 +75,16 @@ class Entry:
     restarts: int = 0
     """Restarts counted in the current window, which started at `window_start` (ticks)."""
     window_start: int = 0
+    held: bool = False
+    """Spawned with dependencies that were not running: procd launches it when they are."""
+    depends_on: int = 0
 
     @property
     def live(self) -> bool:
-        return not self.failed and not self.restarting
+        return not self.failed and not self.restarting and not self.held
+
+    def dependencies(self) -> list[int]:
+        return [r for r in range(64) if self.depends_on >> r & 1]
 
     def counted(self, now: int) -> int:
         """Restarts that count toward the bound at `now` (a fixed window from its first restart)."""
@@ -140,16 +146,20 @@ class ProcdSpec:
             return Actions(reply=("INVALID_ARGUMENT", None, None))
         if image_id == 0 or request.get("restart", 0) not in set(RestartPolicy) or request.get("reserved"):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
+        depends = int(request.get("depends_on", 0))
+        needs = [r for r in range(64) if depends >> r & 1]
+        if any(r not in _ROLE_VALUES for r in needs) or Role[role] in needs:
+            return Actions(reply=("INVALID_ARGUMENT", None, None))
+        if any(self._failed_role(r) for r in needs):
+            return Actions(reply=("NOT_FOUND", None, None))  # a dependency failed
+        if self._cycle(int(Role[role]), needs):
+            return Actions(reply=("INVALID_ARGUMENT", None, None))
         index = self._free_index()
         if index is None:
             return Actions(reply=("BUSY", None, None))
-        calls, pid, failed = _launch(role, iter(replies))
-        if pid is None:
-            return Actions(calls, reply=(failed, None, None))
         generation = self.generations.get(index, 0) % 0xFFFF + 1
-        self.generations[index] = generation
-        self.live[index] = Entry(
-            pid,
+        entry = Entry(
+            0,
             generation,
             int(flags),
             image_id=image_id,
@@ -158,8 +168,70 @@ class ProcdSpec:
             max_restarts=request.get("max_restarts", 0),
             window_ms=request.get("window_ms", 0),
             backoff_ms=request.get("backoff_ms", 0),
+            depends_on=depends,
         )
-        return Actions(calls, reply=("OK", pid, _process_id(index, generation)))
+        if not all(self._running(r) for r in needs):
+            self.generations[index] = generation
+            entry.held = True
+            self.live[index] = entry
+            return Actions(reply=("OK", 0, _process_id(index, generation)))
+        answers = iter(replies)
+        calls, pid, failed = _launch(role, answers)
+        if pid is None:
+            return Actions(calls, reply=(failed, None, None))
+        self.generations[index] = generation
+        entry.pid = pid
+        self.live[index] = entry
+        more, notifies = self._release(answers)
+        return Actions(calls + more, notifies, reply=("OK", pid, _process_id(index, generation)))
+
+    # ----------------------------------------------------------- dependencies
+
+    def _running(self, role: int) -> bool:
+        name = Role(role).name
+        return any(e.role == name and e.live and e.stopping is None for e in self.live.values())
+
+    def _failed_role(self, role: int) -> bool:
+        name = Role(role).name
+        return any(e.role == name and e.failed for e in self.live.values()) and not self._running(role)
+
+    def _cycle(self, own: int, needs: list[int]) -> bool:
+        """Would holding a spawn of role `own` on `needs` close a cycle through held entries?"""
+        seen: set[int] = set()
+        stack = list(needs)
+        while stack:
+            role = stack.pop()
+            if role == own:
+                return True
+            if role in seen:
+                continue
+            seen.add(role)
+            name = Role(role).name
+            for entry in self.live.values():
+                if entry.held and entry.role == name:
+                    stack.extend(entry.dependencies())
+        return False
+
+    def _release(self, answers: Iterator[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Launch, in index order and until nothing changes, held entries whose dependencies run."""
+        calls: list[str] = []
+        notifies: list[int] = []
+        changed = True
+        while changed:
+            changed = False
+            for index in sorted(self.live):
+                entry = self.live[index]
+                if not entry.held or not all(self._running(r) for r in entry.dependencies()):
+                    continue
+                made, pid, _ = _launch(entry.role, answers)
+                calls += made
+                entry.held = False
+                if pid is None:
+                    notifies += self._hold_failed(entry)
+                else:
+                    entry.pid = pid
+                    changed = True
+        return tuple(calls), tuple(notifies)
 
     def _manage(self, op: ProcdOp, badge: int, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
         """STOP, KILL, STATUS and LIST: rootd's view of and hold over the processes procd runs."""
@@ -185,8 +257,8 @@ class ProcdSpec:
             return Actions(reply=("OK", entry.pid, proc_id))
         if entry.failed:
             return Actions(reply=("NOT_FOUND", None, None))  # nothing left to end
-        if entry.restarting:
-            del self.live[index]  # stays down: its pending TIMER will find nothing
+        if entry.restarting or entry.held:
+            del self.live[index]  # stays down (a pending TIMER will find nothing)
             return Actions(reply=("OK", None, None))
         if entry.stopping is not None:
             return Actions(reply=("BUSY", None, None))
@@ -266,26 +338,37 @@ class ProcdSpec:
             entry.restarts = min(entry.restarts + 1, 0xFF)
         else:
             entry.window_start, entry.restarts = ticks, 1
-        calls, pid, _ = _launch(entry.role, iter(replies))
+        answers = iter(replies)
+        calls, pid, _ = _launch(entry.role, answers)
         if pid is None:
             entry.restarting = False
             return Actions(calls, self._hold_failed(entry))
         entry.pid, entry.restarting = pid, False
         entry.generation = entry.generation % 0xFFFF + 1
         self.generations[index] = entry.generation
-        return Actions(calls)
+        more, notifies = self._release(answers)
+        return Actions(calls + more, notifies)
 
-    @staticmethod
-    def _hold_failed(entry: Entry) -> tuple[int, ...]:
-        """Hold the entry FAILED; the notifications that are due (SERVICE_FAILED for REQUIRED)."""
+    def _hold_failed(self, entry: Entry) -> tuple[int, ...]:
+        """Hold the entry FAILED, and every held entry that can now never start because it
+        depends on this role; the notifications that are due (SERVICE_FAILED for REQUIRED)."""
         entry.failed = True
-        return (int(NotifyBit.SERVICE_FAILED),) if entry.flags & EnvelopeFlag.REQUIRED else ()
+        notifies = [int(NotifyBit.SERVICE_FAILED)] if entry.flags & EnvelopeFlag.REQUIRED else []
+        failed_role = int(Role[entry.role])
+        if self._running(failed_role):
+            return tuple(notifies)
+        for other in list(self.live.values()):
+            if other.held and failed_role in other.dependencies():
+                other.held = False
+                notifies += self._hold_failed(other)
+        return tuple(notifies)
 
     def _free_index(self) -> int | None:
         return next((i for i in range(self.table_size) if i not in self.live), None)
 
 
 _ALL_FLAGS = EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL
+_ROLE_VALUES = frozenset(int(role) for role in Role)
 
 
 def op_number(name: Any) -> int | None:

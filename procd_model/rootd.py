@@ -16,6 +16,7 @@ from procd_model.abi import (
     CHILD_FIRST_GRANT_SLOT,
     CHILD_SELF_ENDPOINT_SLOT,
     CREATE_PROCESS_REPLY,
+    PROCESS_REQUEST,
     PROCESS_STATUS,
     SPAWN_SERVICE_REPLY,
     SPAWN_SERVICE_REQUEST,
@@ -73,6 +74,10 @@ class ManifestEntry:
     max_restarts: int = 0
     window_ms: int = 0
     backoff_ms: int = 0
+    depends_on: tuple[Role, ...] = ()
+    """Roles that must be running before procd starts it (procd holds it until then)."""
+    never_starts: bool = False
+    """procd must never start it (it stays held, or a dependency failed)."""
 
 
 @dataclass
@@ -81,6 +86,8 @@ class SpawnRecord:
     status: Status
     pid: int = 0
     endpoint: int = 0
+    proc_id: int = 0
+    """procd's id for it (pid is 0 while procd holds it for its dependencies)."""
 
 
 @dataclass
@@ -270,7 +277,18 @@ class Rootd:
             yield from self._check_required(procd_slot)
             if self.halted:
                 return
+        yield from self._resolve_held(procd_slot)
         self.finished = True
+
+    def _resolve_held(self, procd_slot: int) -> ActorProgram:
+        """Learn the pids of spawns procd held for their dependencies and started later."""
+        for record in self.spawned:
+            if record.status is not Status.OK or record.pid:
+                continue
+            result = yield call(procd_slot, ProcdOp.STATUS, PROCESS_REQUEST.pack(id=record.proc_id))
+            reply = result.message()
+            if reply.op == Status.OK and len(reply.payload) == PROCESS_STATUS.size:
+                record.pid = PROCESS_STATUS.unpack(reply.payload)["pid"]
 
     def _check_required(self, procd_slot: int) -> ActorProgram:
         """Take procd's asynchronous reports; a failed REQUIRED service halts bootstrap progression."""
@@ -302,6 +320,7 @@ class Rootd:
             max_restarts=entry.max_restarts,
             window_ms=entry.window_ms,
             backoff_ms=entry.backoff_ms,
+            depends_on=sum(1 << role for role in entry.depends_on),
         )
         result = yield call(procd_slot, ProcdOp.SPAWN_SERVICE, request)
         if result.status is not Status.OK:
@@ -319,7 +338,7 @@ class Rootd:
                 self.problems.append(f"SPAWN_SERVICE {entry.image}: reply payload is {len(reply.payload)} bytes")
                 return
             fields = SPAWN_SERVICE_REPLY.unpack(reply.payload)
-            record.pid, record.endpoint = fields["pid"], fields["endpoint"]
+            record.pid, record.endpoint, record.proc_id = fields["pid"], fields["endpoint"], fields["id"]
             if entry.await_probe:
                 while not self.bits & NotifyBit.PROBE_COMPLETE:
                     result = yield SyscallRequest(Syscall.WAIT, (SLOT_BOOT_NOTIFY_RECV,))

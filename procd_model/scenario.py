@@ -14,12 +14,13 @@
     role = "TEST"               # a role name
     flags = []                  # envelope flag names, e.g. ["REQUIRED"]
     status = "OK"               # the reply procd must give
-    ends = "fault unmapped-write"   # "exit 0", "fault <kind>" or "alive"
+    ends = "fault unmapped-write"   # "exit 0", "fault <kind>", "alive" or "never" (never started)
     probe = false               # rootd then waits for procd's PROBE_COMPLETE notification
     restart = "on-failure"      # "never" (default), "on-failure" or "always"
     max_restarts = 3            # restarts allowed within window_ms; one more holds it FAILED
     window_ms = 1000            # virtual milliseconds
     backoff_ms = 2              # before the first restart; doubles for each restart in the window
+    depends = ["NAMED"]         # held by procd until processes of these roles run
 
     [[inject]]                  # optional faults to inject
     image = "phase0-exit"
@@ -122,6 +123,7 @@ def _enum_member(where: str, enum: Any, name: Any) -> Any:
 def _spawn(where: str, table: Any) -> ManifestEntry:
     _typed(where, table, dict, "a table")
     keys = {"image", "role", "flags", "status", "ends", "probe", "restart", "max_restarts", "window_ms", "backoff_ms"}
+    keys |= {"depends"}
     _keys(where, table, keys, frozenset({"image", "role"}))
     image = _typed(f"{where}.image", table["image"], str, "an image name")
     known = [b.name for b in BOOT_IMAGES]
@@ -132,7 +134,7 @@ def _spawn(where: str, table: Any) -> ManifestEntry:
     for i, flag in enumerate(_typed(f"{where}.flags", table.get("flags", []), list, "a list of flag names")):
         flags |= _enum_member(f"{where}.flags[{i}]", EnvelopeFlag, flag)
     status = _enum_member(f"{where}.status", Status, table.get("status", "OK"))
-    ends = _typed(f"{where}.ends", table.get("ends", "exit 0"), str, 'an ending like "exit 0"')
+    ends = _typed(f"{where}.ends", table.get("ends", "exit 0"), str, 'an ending like "exit 0"')  # or "never"
     probe = _typed(f"{where}.probe", table.get("probe", False), bool, "true or false")
     policy = _enum_member(f"{where}.restart", RestartPolicy, table.get("restart", "never").upper().replace("-", "_"))
     limits = {}
@@ -141,15 +143,19 @@ def _spawn(where: str, table: Any) -> ManifestEntry:
         if not 0 <= value <= bound:
             raise ScenarioError(f"{where}.{key}: {value} is out of range 0..{bound}")
         limits[key] = value
-    restart = {"restart": policy, **limits, "await_probe": probe}
+    depends = _typed(f"{where}.depends", table.get("depends", []), list, "a list of role names")
+    needs = tuple(_enum_member(f"{where}.depends[{i}]", Role, name) for i, name in enumerate(depends))
+    restart = {"restart": policy, **limits, "await_probe": probe, "depends_on": needs}
     words = ends.split()
+    if words == ["never"]:
+        return ManifestEntry(image, role, flags, status, expect_exit=None, never_starts=True, **restart)
     if words == ["alive"]:
         return ManifestEntry(image, role, flags, status, expect_exit=None, **restart)
     if len(words) == 2 and words[0] == "exit" and words[1].isdigit():
         return ManifestEntry(image, role, flags, status, expect_exit=int(words[1]), **restart)
     if len(words) == 2 and words[0] == "fault":
         return ManifestEntry(image, role, flags, status, expect_exit=None, expect_fault=words[1], **restart)
-    raise ScenarioError(f'{where}.ends: expected "exit N", "fault KIND" or "alive", got {ends!r}')
+    raise ScenarioError(f'{where}.ends: expected "exit N", "fault KIND", "alive" or "never", got {ends!r}')
 
 
 def parse_scenario(text: str, source: str) -> Scenario:

@@ -142,6 +142,10 @@ def _bootstrap_outcome(
     for record in rootd.spawned:
         if record.status.name != "OK":
             continue
+        if record.entry.never_starts:
+            if record.pid:
+                problems.append(f"{_label(record.entry)} was started (pid {record.pid}), expected never to start")
+            continue
         child = kernel.procs.get(record.pid)
         if child is None:
             problems.append(f"{record.entry.image}: procd reported pid {record.pid}, which does not exist")

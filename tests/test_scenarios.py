@@ -174,3 +174,19 @@ def test_erix_boot_order(tmp_path: Path) -> None:
     # the later services were spawned by procd (SPAWN_SERVICE), never created by rootd directly
     creators = {e["to"] for e in events if e["kind"] == "ipc.reply" and e.get("op") == "CREATE_PROCESS"}
     assert len(creators) == 2  # rootd (memd, vspaced, pagerd, procd) and procd (the rest)
+
+
+def test_dependency_order_starts_services_after_their_dependencies(tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    assert (
+        main(["run", "--scenario", "dependency-order", "--trace", "ipc", "--format", "jsonl", "--out", str(out)]) == 0
+    )
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    ups = [e["text"] for e in events if e["kind"] == "log" and e["text"].endswith(": up")]
+    assert ups == ["named: up", "timed: up", "logd: up"]  # irqd is held forever; deviced was a cycle
+    replies = [e["status"] for e in events if e["kind"] == "ipc.reply" and e.get("op") == "SPAWN_SERVICE"]
+    assert replies == ["OK", "OK", "OK", "OK", "INVALID_ARGUMENT"]
+
+
+def test_a_failed_dependency_is_refused_with_not_found(tmp_path: Path) -> None:
+    assert main(["run", "--scenario", "dependency-fails", "--trace", "none"]) == 0

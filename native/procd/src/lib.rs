@@ -263,8 +263,12 @@ impl Procd {
     }
 
     /// SPAWN_SERVICE: validate rootd's request (INVALID_ARGUMENT also for an unknown
-    /// `restart_policy` or a non-zero reserved field), take the lowest free entry (BUSY if
-    /// none), then [`Procd::launch`] the service there with the entry's generation.
+    /// `restart_policy` or a non-zero reserved field, and see `check_dependencies`), take the
+    /// lowest free entry (BUSY if none), then, if every role of `depends_on` has a RUNNING
+    /// entry (or it is 0), [`Procd::launch`] the service there with the entry's generation
+    /// (and `release_held`). Otherwise hold it: the entry becomes HELD with the request and
+    /// that generation, the reply is OK with pid 0, endpoint 0 and its id, and procd logs
+    /// `procd: holding <role> until its dependencies run` (no kernel call, no audit record).
     fn spawn_service(
         &mut self,
         k: &mut impl Kernel,
@@ -298,6 +302,8 @@ impl Procd {
             window_start: 0,
         };
         let reserved = field_u16(spawn_service_request::RESERVED)?;
+        let depends_on =
+            read_u64(payload, spawn_service_request::DEPENDS_ON).ok_or(status::INVALID_ARGUMENT)?;
         if role::name(child_role).is_none()
             || matches!(child_role, role::ROOTD | role::PROCD | role::GENERIC)
             || flags & !envelope_flag::ALL != 0
@@ -307,6 +313,7 @@ impl Procd {
         {
             return Err(status::INVALID_ARGUMENT);
         }
+        self.check_dependencies(child_role, depends_on)?;
         let index = self.table.free_index().ok_or(status::BUSY)?;
         let generation = self.table.generation(index).ok_or(status::INTERNAL)?;
         let service = ProcessEntry {
@@ -314,9 +321,121 @@ impl Procd {
             image_id,
             flags,
             restart,
+            depends_on,
             ..ProcessEntry::default()
         };
-        self.launch(k, msg, index, generation, service, BADGE_ROOTD, None)
+        if self.dependencies_running(depends_on) {
+            let spawned = self.launch(k, msg, index, generation, service, BADGE_ROOTD, None)?;
+            self.release_held(k, msg);
+            return Ok(spawned);
+        }
+        // Hold it: no kernel call and no audit record until its dependencies run.
+        let id = process_id(index, generation).ok_or(status::INTERNAL)?;
+        self.table.set(
+            index,
+            ProcessEntry {
+                state: ProcState::Held,
+                generation,
+                ..service
+            },
+        );
+        let mut name = [0u8; ROLE_NAME_MAX];
+        k.debug_write(&[
+            Text(b"procd: holding "),
+            Text(role_lowercase(child_role, &mut name)),
+            Text(b" until its dependencies run"),
+        ]);
+        Ok(Spawned {
+            pid: 0,
+            endpoint: 0,
+            id,
+        })
+    }
+
+    /// SPAWN_SERVICE's dependency checks for a child of `child_role` depending on the roles of
+    /// `depends_on` (bit r: role r):
+    ///
+    /// - INVALID_ARGUMENT if a bit names no known role (`role::name`) or the child's own role.
+    /// - NOT_FOUND if a named role has a FAILED entry and no RUNNING one: a dependency failed,
+    ///   so the child could never start.
+    /// - INVALID_ARGUMENT for a cycle: starting from `depends_on`, the dependencies of HELD
+    ///   entries of the roles reached are followed transitively; reaching `child_role` is one.
+    fn check_dependencies(&self, child_role: u16, depends_on: u64) -> Result<(), u32> {
+        let known = (0..64u16)
+            .filter(|&r| role::name(r).is_some())
+            .fold(0u64, |mask, r| mask | 1 << r);
+        let own = role_bit(child_role);
+        if depends_on & !known != 0 || depends_on & own != 0 {
+            return Err(status::INVALID_ARGUMENT);
+        }
+        // A dependency failed (and nothing of its role runs): NOT_FOUND.
+        if roles_of(depends_on).any(|r| self.table.role_failed(r) && !self.table.role_running(r)) {
+            return Err(status::NOT_FOUND);
+        }
+        let mut reached = depends_on;
+        loop {
+            let next = self
+                .table
+                .entries()
+                .iter()
+                .filter(|e| e.state == ProcState::Held && reached & role_bit(e.role) != 0)
+                .fold(reached, |mask, e| mask | e.depends_on);
+            if next == reached {
+                break;
+            }
+            reached = next;
+        }
+        if reached & own != 0 {
+            return Err(status::INVALID_ARGUMENT);
+        }
+        Ok(())
+    }
+
+    /// Whether every role of `depends_on` has a RUNNING entry (true for 0).
+    fn dependencies_running(&self, depends_on: u64) -> bool {
+        roles_of(depends_on).all(|r| self.table.role_running(r))
+    }
+
+    /// A process became RUNNING: launch, in index order, every HELD entry whose dependencies
+    /// all have a RUNNING entry now, repeating until none is left to launch (a launched one
+    /// may release others). Each launch is the normal one ([`Procd::launch`], requester
+    /// `BADGE_ROOTD`) into the held entry with its own id; log
+    /// `procd: releasing <role> (pid <pid>)`. A launch that fails logs
+    /// `procd: release of <role> failed: <STATUS>` and holds the entry FAILED with death
+    /// DEPENDENCY and code 0 (`fail_entry`: its own dependents fail too).
+    fn release_held(&mut self, k: &mut impl Kernel, msg: &mut Message) {
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for index in 0..PROCD_MAX_PROCESSES {
+                let Some(entry) = self.table.entries().get(index).copied() else {
+                    continue;
+                };
+                if entry.state != ProcState::Held || !self.dependencies_running(entry.depends_on) {
+                    continue;
+                }
+                changed = true;
+                let mut name = [0u8; ROLE_NAME_MAX];
+                match self.launch(k, msg, index, entry.generation, entry, BADGE_ROOTD, None) {
+                    Ok(spawned) => k.debug_write(&[
+                        Text(b"procd: releasing "),
+                        Text(role_lowercase(entry.role, &mut name)),
+                        Text(b" (pid "),
+                        Dec(u64::from(spawned.pid)),
+                        Text(b")"),
+                    ]),
+                    Err(failure) => {
+                        k.debug_write(&[
+                            Text(b"procd: release of "),
+                            Text(role_lowercase(entry.role, &mut name)),
+                            Text(b" failed: "),
+                            status_part(failure),
+                        ]);
+                        self.fail_entry(k, index, entry, death_kind::DEPENDENCY, 0);
+                    }
+                }
+            }
+        }
     }
 
     /// Start the service `service` describes (its image_id, role, flags and restart record) in
@@ -490,6 +609,8 @@ impl Procd {
     /// entry unchanged. A RESTARTING entry (its process is dead; its restart is pending) is
     /// freed and the reply is OK, without calling the kernel: the service stays down, and the
     /// pending TIMER finds no RESTARTING entry with its cookie's generation and is ignored.
+    /// A HELD entry (never launched) is freed likewise, OK, with no kernel call and no audit
+    /// record.
     fn end_process(
         &mut self,
         k: &mut impl Kernel,
@@ -513,6 +634,12 @@ impl Procd {
             ProcState::Restarting { .. } => {
                 self.table.free(index);
                 self.record(action, 0, entry.pid, entry.role, badge, 0);
+                msg.start(status::OK, 0);
+                return Ok(());
+            }
+            ProcState::Held => {
+                // Nothing exists in the kernel yet (and nothing was audited): just free it.
+                self.table.free(index);
                 msg.start(status::OK, 0);
                 return Ok(());
             }
@@ -560,7 +687,7 @@ impl Procd {
     /// REAP from rootd: reply OK with the process_status of the FAILED entry the request's id
     /// names (state FAILED, its death and code), and free the entry (its next occupant gets the
     /// next generation). After the request checks (`requested_id`): NOT_FOUND for a stale or
-    /// free id, BUSY for a running, stopping or restarting process (only a FAILED entry can be
+    /// free id, BUSY for a running, stopping, restarting or HELD process (only a FAILED entry can be
     /// reaped).
     fn reap(&mut self, badge: u64, msg: &mut Message) -> Result<(), u32> {
         let id = Self::requested_id(badge, msg)?;
@@ -628,8 +755,8 @@ impl Procd {
         Ok(())
     }
 
-    /// LIST from rootd: reply OK with one process_status per running, stopping, FAILED or
-    /// RESTARTING entry, in table index order (none: an empty payload). DENIED unless `badge`
+    /// LIST from rootd: reply OK with one process_status per running, stopping, FAILED,
+    /// RESTARTING or HELD (pid 0) entry, in table index order (none: an empty payload). DENIED unless `badge`
     /// is `BADGE_ROOTD`; INVALID_ARGUMENT for a payload, capabilities or non-zero reserved
     /// header fields.
     fn list(&self, badge: u64, msg: &mut Message) -> Result<(), u32> {
@@ -862,7 +989,8 @@ impl Procd {
     /// its id until rootd REAPs it: delete procd's capability to the child's endpoint (if
     /// `entry` still names one); log `procd: child <pid> failed`; and if the entry's flags have
     /// `envelope_flag::REQUIRED`, NOTIFY `notify_bit::SERVICE_FAILED` on the bootstrap
-    /// notification (asynchronous; a failure is logged).
+    /// notification (asynchronous; a failure is logged). Then HELD entries depending on its
+    /// role fail too (`fail_dependents`).
     fn hold_failed(
         &mut self,
         k: &mut impl Kernel,
@@ -888,7 +1016,73 @@ impl Procd {
             Dec(u64::from(entry.pid)),
             Text(b" failed"),
         ]);
-        if entry.flags & envelope_flag::REQUIRED != 0 {
+        self.notify_if_required(k, entry.flags);
+        self.fail_dependents(k, entry.role);
+    }
+
+    /// Hold entry `index` (occupant `entry`) FAILED with `death` and `code` without the
+    /// `procd: child <pid> failed` line (the caller logged why): as `hold_failed` otherwise.
+    fn fail_entry(
+        &mut self,
+        k: &mut impl Kernel,
+        index: usize,
+        entry: ProcessEntry,
+        death: u16,
+        code: u32,
+    ) {
+        self.table.set(
+            index,
+            ProcessEntry {
+                state: ProcState::Failed { death, code },
+                endpoint_slot: 0,
+                ..entry
+            },
+        );
+        if entry.endpoint_slot != 0 {
+            k.cap_delete(entry.endpoint_slot);
+        }
+        self.notify_if_required(k, entry.flags);
+        self.fail_dependents(k, entry.role);
+    }
+
+    /// An entry of `failed_role` became FAILED: unless another entry of that role is RUNNING,
+    /// every HELD entry depending on it can never start. Each (in index order) is held FAILED
+    /// with death DEPENDENCY and code `failed_role`, after logging
+    /// `procd: <role> cannot start: <failed role> failed`; that fails its own dependents in
+    /// turn (each step turns a HELD entry FAILED, so this ends).
+    fn fail_dependents(&mut self, k: &mut impl Kernel, failed_role: u16) {
+        if self.table.role_running(failed_role) {
+            return;
+        }
+        for index in 0..PROCD_MAX_PROCESSES {
+            let Some(entry) = self.table.entries().get(index).copied() else {
+                continue;
+            };
+            if entry.state != ProcState::Held || entry.depends_on & role_bit(failed_role) == 0 {
+                continue;
+            }
+            let (mut name, mut dep) = ([0u8; ROLE_NAME_MAX], [0u8; ROLE_NAME_MAX]);
+            k.debug_write(&[
+                Text(b"procd: "),
+                Text(role_lowercase(entry.role, &mut name)),
+                Text(b" cannot start: "),
+                Text(role_lowercase(failed_role, &mut dep)),
+                Text(b" failed"),
+            ]);
+            self.fail_entry(
+                k,
+                index,
+                entry,
+                death_kind::DEPENDENCY,
+                u32::from(failed_role),
+            );
+        }
+    }
+
+    /// NOTIFY `notify_bit::SERVICE_FAILED` on the bootstrap notification if `flags` has
+    /// `envelope_flag::REQUIRED` (asynchronous; a failure is logged).
+    fn notify_if_required(&self, k: &mut impl Kernel, flags: u16) {
+        if flags & envelope_flag::REQUIRED != 0 {
             let notified = k.notify(self.bootstrap_notify, notify_bit::SERVICE_FAILED);
             if notified != status::OK {
                 k.debug_write(&[
@@ -1023,12 +1217,15 @@ impl Procd {
             BADGE_KERNEL,
             Some(entry.pid),
         ) {
-            Ok(spawned) => k.debug_write(&[
-                Text(b"procd: restarted "),
-                Dec(u64::from(entry.pid)),
-                Text(b" as "),
-                Dec(u64::from(spawned.pid)),
-            ]),
+            Ok(spawned) => {
+                k.debug_write(&[
+                    Text(b"procd: restarted "),
+                    Dec(u64::from(entry.pid)),
+                    Text(b" as "),
+                    Dec(u64::from(spawned.pid)),
+                ]);
+                self.release_held(k, msg);
+            }
             Err(failure) => {
                 log_restart_failed(k, entry.pid, failure);
                 self.hold_failed(k, index, entry, death, code);
@@ -1093,6 +1290,29 @@ impl Procd {
         }
         Ok(reply)
     }
+}
+
+/// Room for any role's name ([`role_lowercase`]).
+const ROLE_NAME_MAX: usize = 16;
+
+/// Role `r`'s bit in a `depends_on` mask (0 for a role beyond bit 63).
+fn role_bit(r: u16) -> u64 {
+    1u64.checked_shl(u32::from(r)).unwrap_or(0)
+}
+
+/// The roles whose bits `mask` has.
+fn roles_of(mask: u64) -> impl Iterator<Item = u16> {
+    (0..64u16).filter(move |&r| mask & role_bit(r) != 0)
+}
+
+/// Role `r`'s name in lowercase, written into `buf` (truncated to it; `?` for an unknown role).
+fn role_lowercase(r: u16, buf: &mut [u8; ROLE_NAME_MAX]) -> &[u8] {
+    let name = role::name(r).unwrap_or("?").as_bytes();
+    let len = name.len().min(ROLE_NAME_MAX);
+    for (out, b) in buf.iter_mut().zip(name) {
+        *out = b.to_ascii_lowercase();
+    }
+    buf.get(..len).unwrap_or(&[])
 }
 
 /// A status as a log part: its name, or `0x` and hex digits for an unknown one.

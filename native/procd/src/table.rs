@@ -6,7 +6,8 @@
 //! ([`ProcessTable::free`]); procd no longer holds its endpoint capability. A RESTARTING entry
 //! holds a process that ended and that procd restarts (in the same entry, with the next
 //! generation) when its backoff timer fires; it keeps its id until then and holds no endpoint
-//! capability either.
+//! capability either. A HELD entry is a spawn waiting for its dependencies: it has an id but no
+//! process (pid 0) until procd launches it in that same entry.
 //!
 //! Every entry has a generation, so that procd's process ids ([`process_id`]: index |
 //! generation << `PROCD_ID_GENERATION_SHIFT`) name one occupant of an entry and never the next.
@@ -54,6 +55,10 @@ pub enum ProcState {
         /// As for [`ProcState::Failed`].
         code: u32,
     },
+    /// Spawned with dependencies (`depends_on`) not all RUNNING yet: nothing exists in the
+    /// kernel (pid 0, no endpoint); procd launches it in this entry, with this id, once every
+    /// role it depends on has a RUNNING entry.
+    Held,
 }
 
 impl ProcState {
@@ -143,17 +148,20 @@ pub struct ProcessEntry {
     pub generation: u16,
     /// Its restart policy and recent restarts.
     pub restart: Restart,
+    /// The roles it waits for (bit r: role r), from its SPAWN_SERVICE request.
+    pub depends_on: u64,
 }
 
 impl ProcessEntry {
-    /// The `proc_state` STATUS and LIST report for this entry: RUNNING, STOPPING, FAILED or
-    /// RESTARTING; `None` for an entry no request can name (free, or created but not started).
+    /// The `proc_state` STATUS and LIST report for this entry: RUNNING, STOPPING, FAILED,
+    /// RESTARTING or HELD; `None` for an entry no request can name (free, or created but not started).
     pub fn reported_state(&self) -> Option<u16> {
         match self.state {
             ProcState::Running => Some(proc_state::RUNNING),
             ProcState::Stopping(_) => Some(proc_state::STOPPING),
             ProcState::Failed { .. } => Some(proc_state::FAILED),
             ProcState::Restarting { .. } => Some(proc_state::RESTARTING),
+            ProcState::Held => Some(proc_state::HELD),
             ProcState::Free | ProcState::Created => None,
         }
     }
@@ -235,6 +243,7 @@ impl ProcessTable {
                     count: 0,
                     window_start: 0,
                 },
+                depends_on: 0,
             }; PROCD_MAX_PROCESSES],
         }
     }
@@ -247,6 +256,20 @@ impl ProcessTable {
     /// Entries whose process may still be alive ([`ProcState::is_live`]): not free, not FAILED.
     pub fn live(&self) -> impl Iterator<Item = &ProcessEntry> {
         self.entries.iter().filter(|e| e.state.is_live())
+    }
+
+    /// Whether some entry of role `role` is RUNNING.
+    pub fn role_running(&self, role: u16) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.role == role && e.state == ProcState::Running)
+    }
+
+    /// Whether some entry of role `role` is FAILED.
+    pub fn role_failed(&self, role: u16) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.role == role && matches!(e.state, ProcState::Failed { .. }))
     }
 
     /// FAILED entries, held until REAP.
