@@ -159,6 +159,7 @@ class ProcdOp(enum.IntEnum):
     """Operations procd serves on its endpoint."""
 
     SPAWN_SERVICE = 0x402
+    SPAWN = 0x403
     STOP = 0x404
     KILL = 0x405
     REAP = 0x406
@@ -223,6 +224,7 @@ class EnvelopeFlag(enum.IntFlag):
 
     REQUIRED = 0x1
     BOOTSTRAP_CRITICAL = 0x2
+    SPAWNER = 0x4
 
 
 # origin: procd-emu

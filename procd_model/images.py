@@ -28,6 +28,7 @@ BOOT_IMAGES: tuple[BootImage, ...] = (
     BootImage(8, "phase1-time-client", "phase1-time-client.elf"),
     BootImage(9, "phase2-irq-client", "phase2-irq-client.elf"),
     BootImage(10, "svc-stub", "svc-stub.elf"),
+    BootImage(11, "phase1-spawner", "phase1-spawner.elf"),
 )
 
 

@@ -53,6 +53,7 @@ _PAYLOADS: dict[tuple[str, int], tuple[Layout | None, Layout | None]] = {
     ("kernel", KernelOp.START_PROCESS): (START_PROCESS_REQUEST, None),
     ("kernel", KernelOp.READ_MONOTONIC_CLOCK): (None, CLOCK_REPLY),
     ("procd", ProcdOp.SPAWN_SERVICE): (SPAWN_SERVICE_REQUEST, SPAWN_SERVICE_REPLY),
+    ("procd", ProcdOp.SPAWN): (SPAWN_SERVICE_REQUEST, SPAWN_SERVICE_REPLY),
     ("procd", ProcdOp.STOP): (PROCESS_REQUEST, None),
     ("procd", ProcdOp.KILL): (PROCESS_REQUEST, None),
     ("procd", ProcdOp.STATUS): (PROCESS_REQUEST, PROCESS_STATUS),

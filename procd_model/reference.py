@@ -124,6 +124,8 @@ class ProcdSpec:
             return Actions()
         if op == ProcdOp.SPAWN_SERVICE:
             return self._spawn(badge, request, kernel_replies)
+        if op == ProcdOp.SPAWN:
+            return self._client_spawn(badge, request, kernel_replies)
         if op == ProcdOp.PROBE_COMPLETE:
             return self._probe(badge, request)
         if op in (ProcdOp.STOP, ProcdOp.KILL, ProcdOp.STATUS, ProcdOp.LIST, ProcdOp.REAP):
@@ -136,8 +138,19 @@ class ProcdSpec:
 
     # --------------------------------------------------------------- requests
 
-    def _spawn(self, badge: int, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
-        if badge not in self.spawn_badges:
+    def _client_spawn(self, badge: int, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
+        """SPAWN from an authorised client: a running child spawned with the SPAWNER flag, asking
+        for a TEST process without REQUIRED, BOOTSTRAP_CRITICAL or SPAWNER (no escalation)."""
+        index = badge - PROCD_CHILD_BADGE_BASE
+        client = self.live.get(index) if 0 <= index < self.table_size else None
+        if client is None or not client.live or not client.flags & EnvelopeFlag.SPAWNER:
+            return Actions(reply=("DENIED", None, None))
+        return self._spawn(badge, request, replies, client=True)
+
+    def _spawn(
+        self, badge: int, request: dict[str, Any], replies: list[dict[str, Any]], *, client: bool = False
+    ) -> Actions:
+        if not client and badge not in self.spawn_badges:
             return Actions(reply=("DENIED", None, None))
         if request.get("len") != SPAWN_SERVICE_REQUEST.size or request.get("caps"):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
@@ -146,6 +159,8 @@ class ProcdSpec:
             return Actions(reply=("INVALID_ARGUMENT", None, None))
         if image_id == 0 or request.get("restart", 0) not in set(RestartPolicy) or request.get("reserved"):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
+        if client and (role != "TEST" or flags & int(_PRIVILEGED_FLAGS)):
+            return Actions(reply=("DENIED", None, None))
         depends = int(request.get("depends_on", 0))
         needs = [r for r in range(64) if depends >> r & 1]
         if any(r not in _ROLE_VALUES for r in needs) or Role[role] in needs:
@@ -367,7 +382,8 @@ class ProcdSpec:
         return next((i for i in range(self.table_size) if i not in self.live), None)
 
 
-_ALL_FLAGS = EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL
+_ALL_FLAGS = EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL | EnvelopeFlag.SPAWNER
+_PRIVILEGED_FLAGS = EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL | EnvelopeFlag.SPAWNER
 _ROLE_VALUES = frozenset(int(role) for role in Role)
 
 

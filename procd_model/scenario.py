@@ -230,7 +230,8 @@ def builtin_scenarios() -> list[Scenario]:
     """The scenarios shipped with procd-emu, by name."""
     folder = resources.files("procd_model").joinpath("scenarios")
     found = sorted((entry for entry in folder.iterdir() if entry.name.endswith(".toml")), key=lambda e: e.name)
-    return [parse_scenario(entry.read_text(encoding="utf-8"), f"scenarios/{entry.name}") for entry in found]
+    parsed = [parse_scenario(entry.read_text(encoding="utf-8"), f"scenarios/{entry.name}") for entry in found]
+    return sorted(parsed, key=lambda scenario: scenario.name)
 
 
 def unmet_expectations(scenario: Scenario, logs: list[str]) -> list[str]:

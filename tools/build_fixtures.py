@@ -40,6 +40,7 @@ IMAGES = {
     "phase1-time-client": "phase1-time-client.elf",
     "phase2-irq-client": "phase2-irq-client.elf",
     "svc-stub": "svc-stub.elf",
+    "phase1-spawner": "phase1-spawner.elf",
 }
 VERSION_FILE = "rustc-version.txt"
 

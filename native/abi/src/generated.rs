@@ -322,6 +322,8 @@ pub mod crash_event {
 pub mod procd_op {
     /// IPC_PHASE0_PROCD_OP_SPAWN_SERVICE: rootd's typed service spawn
     pub const SPAWN_SERVICE: u32 = 0x402;
+    /// spawn_service_request from an authorised client: a child spawned with the SPAWNER flag; TEST role, no REQUIRED/BOOTSTRAP_CRITICAL/SPAWNER flags
+    pub const SPAWN: u32 = 0x403;
     /// process_request: end a process (not reported to crashd); rootd only
     pub const STOP: u32 = 0x404;
     /// process_request: kill a process (reported to crashd as KILLED); rootd only
@@ -341,6 +343,7 @@ pub mod procd_op {
     pub const fn name(value: u32) -> Option<&'static str> {
         match value {
             SPAWN_SERVICE => Some("SPAWN_SERVICE"),
+            SPAWN => Some("SPAWN"),
             STOP => Some("STOP"),
             KILL => Some("KILL"),
             REAP => Some("REAP"),
@@ -457,18 +460,21 @@ pub mod envelope_flag {
     pub const REQUIRED: u16 = 0x1;
     /// started during the bootstrap-critical launch phase
     pub const BOOTSTRAP_CRITICAL: u16 = 0x2;
+    /// procd: this child may ask procd to SPAWN (an authorised client)
+    pub const SPAWNER: u16 = 0x4;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u16) -> Option<&'static str> {
         match value {
             REQUIRED => Some("REQUIRED"),
             BOOTSTRAP_CRITICAL => Some("BOOTSTRAP_CRITICAL"),
+            SPAWNER => Some("SPAWNER"),
             _ => None,
         }
     }
 
     /// Every defined bit.
-    pub const ALL: u16 = 0x3;
+    pub const ALL: u16 = 0x7;
 }
 
 /// What a capability handed over in the start envelope is for. (origin: procd-emu)

@@ -151,7 +151,11 @@ fn bad_role() {
 fn bad_flags() {
     let b = raw(role::PROCD, envelope_flag::ALL, &PROCD_SLOTS);
     assert!(parse_procd(&b).is_ok());
-    let b = raw(role::PROCD, 0x4, &PROCD_SLOTS);
+    let b = raw(
+        role::PROCD,
+        envelope_flag::ALL << 1 & !envelope_flag::ALL,
+        &PROCD_SLOTS,
+    );
     assert_eq!(parse_procd(&b), Err(startup_status::BAD_FLAGS));
     let b = raw(role::PROCD, 0x8000 | envelope_flag::REQUIRED, &PROCD_SLOTS);
     assert_eq!(parse_procd(&b), Err(startup_status::BAD_FLAGS));

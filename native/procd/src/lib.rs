@@ -9,7 +9,8 @@
 //! - [`Procd::handle`]: answer one request in place — SPAWN_SERVICE, STOP, KILL, REAP, STATUS,
 //!   LIST or AUDIT_READ (the audit log of procd's lifecycle actions, see [`AuditLog`]) from rootd, or PROBE_COMPLETE from a child (through the badged PROCD_ENDPOINT
 //!   capability procd minted for it: procd signals `notify_bit::PROBE_COMPLETE` on the bootstrap
-//!   notification) — or act on one kernel event, which gets no reply: CHILD_DIED (log, report a
+//!   notification), or SPAWN from a child spawned with `envelope_flag::SPAWNER` (a TEST-role
+//!   SPAWN_SERVICE on its behalf) — or act on one kernel event, which gets no reply: CHILD_DIED (log, report a
 //!   killed child to crashd, then restart it after a backoff if its restart policy says so and
 //!   it is within its restart bound; otherwise free its table entry after a clean end, or hold
 //!   it FAILED until rootd REAPs it and signal `notify_bit::SERVICE_FAILED` if the service was
@@ -210,7 +211,8 @@ impl Procd {
     /// header op = status, payload_len, no capabilities, reserved fields zero; error replies
     /// carry no payload. A request carrying capabilities is answered INVALID_ARGUMENT (after the
     /// badge check: SPAWN_SERVICE, STOP, KILL, REAP, STATUS, LIST and AUDIT_READ are DENIED unless the badge
-    /// is `BADGE_ROOTD`, PROBE_COMPLETE unless it names a live child). A CHILD_DIED or TIMER
+    /// is `BADGE_ROOTD`, PROBE_COMPLETE unless it names a live child, SPAWN unless it names a
+    /// RUNNING child with the SPAWNER flag). A CHILD_DIED or TIMER
     /// from anyone but the kernel is forged: DENIED. Unknown ops are INVALID_ARGUMENT.
     pub fn handle(&mut self, k: &mut impl Kernel, badge: u64, msg: &mut Message) -> Answer {
         let request = msg.header();
@@ -227,6 +229,9 @@ impl Procd {
         let result = match request.op {
             procd_op::SPAWN_SERVICE => self
                 .spawn_service(k, badge, msg)
+                .map(|spawned| spawned.write_reply(msg)),
+            procd_op::SPAWN => self
+                .spawn_for_client(k, badge, msg)
                 .map(|spawned| spawned.write_reply(msg)),
             procd_op::STOP => self.end_process(k, badge, msg, Ending::Stop),
             procd_op::KILL => self.end_process(k, badge, msg, Ending::Kill),
@@ -262,13 +267,8 @@ impl Procd {
         }
     }
 
-    /// SPAWN_SERVICE: validate rootd's request (INVALID_ARGUMENT also for an unknown
-    /// `restart_policy` or a non-zero reserved field, and see `check_dependencies`), take the
-    /// lowest free entry (BUSY if none), then, if every role of `depends_on` has a RUNNING
-    /// entry (or it is 0), [`Procd::launch`] the service there with the entry's generation
-    /// (and `release_held`). Otherwise hold it: the entry becomes HELD with the request and
-    /// that generation, the reply is OK with pid 0, endpoint 0 and its id, and procd logs
-    /// `procd: holding <role> until its dependencies run` (no kernel call, no audit record).
+    /// SPAWN_SERVICE: DENIED unless `badge` is `BADGE_ROOTD`; otherwise `spawn_checked` with
+    /// requester `BADGE_ROOTD` and no client limits.
     fn spawn_service(
         &mut self,
         k: &mut impl Kernel,
@@ -278,6 +278,50 @@ impl Procd {
         if badge != BADGE_ROOTD {
             return Err(status::DENIED);
         }
+        self.spawn_checked(k, BADGE_ROOTD, msg, false)
+    }
+
+    /// SPAWN from an authorised client: DENIED unless `badge` is [`child_badge`] of a RUNNING
+    /// entry whose flags include `envelope_flag::SPAWNER` (checked first). Otherwise exactly
+    /// SPAWN_SERVICE (`spawn_checked`) with the client's badge as the audit requester, and the
+    /// client limits: after the usual INVALID_ARGUMENT checks, DENIED unless the role is TEST
+    /// and the flags include none of REQUIRED, BOOTSTRAP_CRITICAL and SPAWNER (a client can
+    /// create neither more privileged services nor more spawners).
+    fn spawn_for_client(
+        &mut self,
+        k: &mut impl Kernel,
+        badge: u64,
+        msg: &mut Message,
+    ) -> Result<Spawned, u32> {
+        let authorised = badge_index(badge)
+            .and_then(|index| self.table.entries().get(index))
+            .is_some_and(|e| {
+                e.state == ProcState::Running && e.flags & envelope_flag::SPAWNER != 0
+            });
+        if !authorised {
+            return Err(status::DENIED);
+        }
+        self.spawn_checked(k, badge, msg, true)
+    }
+
+    /// The body of SPAWN_SERVICE and SPAWN, after the badge check; `requester` is the audit
+    /// requester (also kept in the entry for a held service's later launch), `client` applies
+    /// SPAWN's limits (see `spawn_for_client`).
+    ///
+    /// Validate the request (INVALID_ARGUMENT also for an unknown
+    /// `restart_policy` or a non-zero reserved field, and see `check_dependencies`), take the
+    /// lowest free entry (BUSY if none), then, if every role of `depends_on` has a RUNNING
+    /// entry (or it is 0), [`Procd::launch`] the service there with the entry's generation
+    /// (and `release_held`). Otherwise hold it: the entry becomes HELD with the request and
+    /// that generation, the reply is OK with pid 0, endpoint 0 and its id, and procd logs
+    /// `procd: holding <role> until its dependencies run` (no kernel call, no audit record).
+    fn spawn_checked(
+        &mut self,
+        k: &mut impl Kernel,
+        requester: u64,
+        msg: &mut Message,
+        client: bool,
+    ) -> Result<Spawned, u32> {
         let request = msg.header();
         if usize::from(request.payload_len) != spawn_service_request::SIZE
             || request.cap_count != 0
@@ -313,6 +357,11 @@ impl Procd {
         {
             return Err(status::INVALID_ARGUMENT);
         }
+        let privileged =
+            envelope_flag::REQUIRED | envelope_flag::BOOTSTRAP_CRITICAL | envelope_flag::SPAWNER;
+        if client && (child_role != role::TEST || flags & privileged != 0) {
+            return Err(status::DENIED);
+        }
         self.check_dependencies(child_role, depends_on)?;
         let index = self.table.free_index().ok_or(status::BUSY)?;
         let generation = self.table.generation(index).ok_or(status::INTERNAL)?;
@@ -322,10 +371,11 @@ impl Procd {
             flags,
             restart,
             depends_on,
+            requester,
             ..ProcessEntry::default()
         };
         if self.dependencies_running(depends_on) {
-            let spawned = self.launch(k, msg, index, generation, service, BADGE_ROOTD, None)?;
+            let spawned = self.launch(k, msg, index, generation, service, requester, None)?;
             self.release_held(k, msg);
             return Ok(spawned);
         }
@@ -398,8 +448,8 @@ impl Procd {
 
     /// A process became RUNNING: launch, in index order, every HELD entry whose dependencies
     /// all have a RUNNING entry now, repeating until none is left to launch (a launched one
-    /// may release others). Each launch is the normal one ([`Procd::launch`], requester
-    /// `BADGE_ROOTD`) into the held entry with its own id; log
+    /// may release others). Each launch is the normal one ([`Procd::launch`], requester: the
+    /// entry's, i.e. whoever asked for it) into the held entry with its own id; log
     /// `procd: releasing <role> (pid <pid>)`. A launch that fails logs
     /// `procd: release of <role> failed: <STATUS>` and holds the entry FAILED with death
     /// DEPENDENCY and code 0 (`fail_entry`: its own dependents fail too).
@@ -416,7 +466,15 @@ impl Procd {
                 }
                 changed = true;
                 let mut name = [0u8; ROLE_NAME_MAX];
-                match self.launch(k, msg, index, entry.generation, entry, BADGE_ROOTD, None) {
+                match self.launch(
+                    k,
+                    msg,
+                    index,
+                    entry.generation,
+                    entry,
+                    entry.requester,
+                    None,
+                ) {
                     Ok(spawned) => k.debug_write(&[
                         Text(b"procd: releasing "),
                         Text(role_lowercase(entry.role, &mut name)),

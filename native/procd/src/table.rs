@@ -150,6 +150,9 @@ pub struct ProcessEntry {
     pub restart: Restart,
     /// The roles it waits for (bit r: role r), from its SPAWN_SERVICE request.
     pub depends_on: u64,
+    /// Who asked for it (`BADGE_ROOTD`, or the SPAWN client's badge): the audit requester of
+    /// a held service's launch.
+    pub requester: u64,
 }
 
 impl ProcessEntry {
@@ -244,6 +247,7 @@ impl ProcessTable {
                     window_start: 0,
                 },
                 depends_on: 0,
+                requester: 0,
             }; PROCD_MAX_PROCESSES],
         }
     }
