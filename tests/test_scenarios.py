@@ -190,3 +190,11 @@ def test_dependency_order_starts_services_after_their_dependencies(tmp_path: Pat
 
 def test_a_failed_dependency_is_refused_with_not_found(tmp_path: Path) -> None:
     assert main(["run", "--scenario", "dependency-fails", "--trace", "none"]) == 0
+
+
+def test_the_readme_example_scenario_runs(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.toml"
+    path.write_text(example)
+    assert main(["run", "--scenario", str(path), "--trace", "none"]) == 0
