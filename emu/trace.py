@@ -68,23 +68,19 @@ _KIND_JSON: dict[str, bytes] = {}
 
 
 def jsonl_line(event: Event) -> bytes:
-    """The event as one compact JSON object in UTF-8, keys in order (no newline).
+    """The event as one compact JSON object in UTF-8, keys in order (no newline)."""
+    return _render(event.seq, event.icount, event.cycle, event.pid, event.kind, event.fields)
 
-    orjson renders the fields (this runs for every event); the fixed head is formatted directly.
-    """
-    kind = _KIND_JSON.get(event.kind)
-    if kind is None:
-        kind = _KIND_JSON[event.kind] = orjson.dumps(event.kind)
-    head = b'{"seq":%d,"icount":%d,"cycle":%d,"pid":%d,"kind":%s' % (
-        event.seq,
-        event.icount,
-        event.cycle,
-        event.pid,
-        kind,
-    )
-    if not event.fields:
+
+def _render(seq: int, icount: int, cycle: int, pid: int, kind: str, fields: dict[str, Any]) -> bytes:
+    """orjson renders the fields (this runs for every event); the fixed head is formatted directly."""
+    kind_json = _KIND_JSON.get(kind)
+    if kind_json is None:
+        kind_json = _KIND_JSON[kind] = orjson.dumps(kind)
+    head = b'{"seq":%d,"icount":%d,"cycle":%d,"pid":%d,"kind":%s' % (seq, icount, cycle, pid, kind_json)
+    if not fields:
         return head + b"}"
-    return head + b"," + orjson.dumps(event.fields)[1:]
+    return head + b"," + orjson.dumps(fields)[1:]
 
 
 def to_jsonl(event: Event) -> str:
@@ -113,7 +109,10 @@ TEXT_HEADER = f"{'seq':>6} {'icount':>12} {'cycle':>12} {'pid':>4}  {'kind':<16}
 class TraceSink(Protocol):
     """Where a trace's lines go (a TraceWriter)."""
 
-    def write(self, event: Event, jsonl: bytes) -> None:
+    needs_events: bool
+    """True if `write` needs the Event itself (to render text), not only its JSONL line."""
+
+    def write(self, event: Event | None, jsonl: bytes) -> None:
         """One event, with its JSONL line (no newline) already rendered."""
 
     def write_raw(self, jsonl: bytes, text: bytes) -> None:
@@ -131,6 +130,7 @@ class Trace:
         self._icount: Callable[[], int] = lambda: 0
         self._cycle: Callable[[], int] = lambda: 0
         self._sink = sink
+        self._sink_needs_events = sink is not None and sink.needs_events
         self._hidden = frozenset(kind for kind, shown in _KIND_LEVEL.items() if shown > level)
         self._shows_ipc = level >= Level.IPC
         self._digest = hashlib.sha256()
@@ -160,15 +160,18 @@ class Trace:
             return None
         return self._record(icount, cycle, kind, pid, fields)
 
-    def _record(self, icount: int, cycle: int, kind: str, pid: int, fields: dict[str, Any]) -> Event:
+    def _record(self, icount: int, cycle: int, kind: str, pid: int, fields: dict[str, Any]) -> Event | None:
         if not _RESERVED.isdisjoint(fields):
             clash = sorted(_RESERVED.intersection(fields))[0]
             raise ValueError(f"event field {clash!r} would overwrite the event's own")
-        event = Event(self.next_seq, icount, cycle, pid, kind, fields)
-        self.next_seq += 1
-        if self._keep:
-            self.events.append(event)
-        line = jsonl_line(event)
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        event = None
+        if self._keep or self._sink_needs_events:
+            event = Event(seq, icount, cycle, pid, kind, fields)
+            if self._keep:
+                self.events.append(event)
+        line = _render(seq, icount, cycle, pid, kind, fields)
         pending = self._pending
         pending.append(line)
         if len(pending) >= 512:
@@ -212,6 +215,7 @@ class TraceWriter:
         if fmt not in FORMATS:
             raise ValueError(f"unknown trace format {fmt!r}")
         self.wants_text = fmt == "text"
+        self.needs_events = self.wants_text
         self._out = out
         self._tmp: str | None = None
         self._stream: IO[bytes]
@@ -227,9 +231,10 @@ class TraceWriter:
             self._stream.write(self._header)
             self._header = b""
 
-    def write(self, event: Event, jsonl: bytes) -> None:
+    def write(self, event: Event | None, jsonl: bytes) -> None:
         self._start()
         if self.wants_text:
+            assert event is not None  # needs_events makes the trace pass it
             self._stream.write((to_text(event) + "\n").encode("utf-8"))
         else:
             self._stream.write(jsonl + b"\n")
