@@ -109,8 +109,8 @@ TEXT_HEADER = f"{'seq':>6} {'icount':>12} {'cycle':>12} {'pid':>4}  {'kind':<16}
 class TraceSink(Protocol):
     """Where a trace's lines go (a TraceWriter)."""
 
-    needs_events: bool
-    """True if `write` needs the Event itself (to render text), not only its JSONL line."""
+    wants_text: bool
+    """True if `write` renders text and so needs the Event itself, not only its JSONL line."""
 
     def write(self, event: Event | None, jsonl: bytes) -> None:
         """One event, with its JSONL line (no newline) already rendered."""
@@ -130,7 +130,7 @@ class Trace:
         self._icount: Callable[[], int] = lambda: 0
         self._cycle: Callable[[], int] = lambda: 0
         self._sink = sink
-        self._sink_needs_events = sink is not None and sink.needs_events
+        self._sink_needs_events = sink is not None and sink.wants_text
         self._hidden = frozenset(kind for kind, shown in _KIND_LEVEL.items() if shown > level)
         self._shows_ipc = level >= Level.IPC
         self._digest = hashlib.sha256()
@@ -148,19 +148,19 @@ class Trace:
     def wants(self, kind: str) -> bool:
         return kind not in self._hidden and (kind in _KIND_LEVEL or self._shows_ipc)
 
-    def emit(self, kind: str, pid: int, /, **fields: Any) -> Event | None:
-        """Record an event stamped with the machine's clock now (None if the level leaves it out)."""
+    def emit(self, kind: str, pid: int, /, **fields: Any) -> None:
+        """Record an event stamped with the machine's clock now, unless the level leaves it out."""
         if kind in self._hidden or (not self._shows_ipc and kind not in _KIND_LEVEL):
-            return None
-        return self._record(self._icount(), self._cycle(), kind, pid, fields)
+            return
+        self._record(self._icount(), self._cycle(), kind, pid, fields)
 
-    def emit_at(self, icount: int, cycle: int, kind: str, pid: int, /, **fields: Any) -> Event | None:
+    def emit_at(self, icount: int, cycle: int, kind: str, pid: int, /, **fields: Any) -> None:
         """Record an event with explicit stamps (for events observed inside a running guest)."""
         if kind in self._hidden or (not self._shows_ipc and kind not in _KIND_LEVEL):
-            return None
-        return self._record(icount, cycle, kind, pid, fields)
+            return
+        self._record(icount, cycle, kind, pid, fields)
 
-    def _record(self, icount: int, cycle: int, kind: str, pid: int, fields: dict[str, Any]) -> Event | None:
+    def _record(self, icount: int, cycle: int, kind: str, pid: int, fields: dict[str, Any]) -> None:
         if not _RESERVED.isdisjoint(fields):
             clash = sorted(_RESERVED.intersection(fields))[0]
             raise ValueError(f"event field {clash!r} would overwrite the event's own")
@@ -178,7 +178,6 @@ class Trace:
             self._hash_pending()
         if self._sink is not None:
             self._sink.write(event, line)
-        return event
 
     def _hash_pending(self) -> None:
         if self._pending:
@@ -215,7 +214,6 @@ class TraceWriter:
         if fmt not in FORMATS:
             raise ValueError(f"unknown trace format {fmt!r}")
         self.wants_text = fmt == "text"
-        self.needs_events = self.wants_text
         self._out = out
         self._tmp: str | None = None
         self._stream: IO[bytes]
@@ -234,7 +232,7 @@ class TraceWriter:
     def write(self, event: Event | None, jsonl: bytes) -> None:
         self._start()
         if self.wants_text:
-            assert event is not None  # needs_events makes the trace pass it
+            assert event is not None  # wants_text makes the trace pass it
             self._stream.write((to_text(event) + "\n").encode("utf-8"))
         else:
             self._stream.write(jsonl + b"\n")
