@@ -37,7 +37,7 @@ from procd_model.abi import (
 from procd_model.abi import FaultKind as AbiFaultKind
 from procd_model.actor import ActorProgram, SyscallRequest, call
 from procd_model.caps import Capability, CapTable
-from procd_model.kernel import Kernel
+from procd_model.kernel import Kernel, Notification, Process
 from procd_model.messages import create_process_payload
 from procd_model.peers import WALL_CLOCK_EPOCH_MS, Crashd, Named, Timed
 
@@ -126,8 +126,8 @@ def test_irq_wakes_a_waiter_at_its_time_when_idle() -> None:
     assert [e.cycle for e in irq_events] == [1_000_000]
 
 
-def test_irq_interrupts_a_busy_guest_at_a_block_boundary() -> None:
-    """A guest spinning in a loop is stopped just before the block that reaches the interrupt."""
+def spinning_guest() -> tuple[Kernel, Notification, Process]:
+    """A started guest that counts ECX down from 100000 and exits 0; the kernel, an irq, it."""
     kernel = Kernel(Trace(), cpu_model=UNIT_CPU)
     irq = kernel.new_notification()
     endpoint = kernel.new_endpoint("spin")
@@ -137,6 +137,12 @@ def test_irq_interrupts_a_busy_guest_at_a_block_boundary() -> None:
     spin = load_elf(code_image(bytes.fromhex("b9a0860100ffc975fc31ffb8090000000f05")))
     proc = kernel.create_guest("spin", spin, b"", caps, endpoint.obj)
     kernel.start(proc)
+    return kernel, irq, proc
+
+
+def test_irq_interrupts_a_busy_guest_at_a_block_boundary() -> None:
+    """A guest spinning in a loop is stopped just before the block that reaches the interrupt."""
+    kernel, irq, proc = spinning_guest()
     kernel.schedule_irq(irq, 50_123)
     assert kernel.run(10**7).kind == "idle"
     (event,) = kernel.trace.of_kind("irq")
@@ -146,14 +152,7 @@ def test_irq_interrupts_a_busy_guest_at_a_block_boundary() -> None:
 
 def test_interrupt_timing_is_deterministic() -> None:
     def cycles() -> list[int]:
-        kernel = Kernel(Trace(), cpu_model=UNIT_CPU)
-        irq = kernel.new_notification()
-        endpoint = kernel.new_endpoint("spin")
-        caps = CapTable()
-        caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)
-        spin = load_elf(code_image(bytes.fromhex("b9a0860100ffc975fc31ffb8090000000f05")))
-        proc = kernel.create_guest("spin", spin, b"", caps, endpoint.obj)
-        kernel.start(proc)
+        kernel, irq, _ = spinning_guest()
         for at in (7_777, 33_333, 99_999):
             kernel.schedule_irq(irq, at)
         kernel.run(10**7)
