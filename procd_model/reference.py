@@ -73,8 +73,9 @@ class Entry:
     window_ms: int = 0
     backoff_ms: int = 0
     restarts: int = 0
-    """Restarts counted in the current window, which started at `window_start` (ticks)."""
-    window_start: int = 0
+    """Restarts since the count was last cleared (a run that outlasted the window clears it)."""
+    run_start: int = 0
+    """Ticks when the current run started (the TIMER that relaunched it; 0 for the first run)."""
     held: bool = False
     """Spawned with dependencies that were not running: procd launches it when they are."""
     depends_on: int = 0
@@ -87,8 +88,12 @@ class Entry:
         return [r for r in range(64) if self.depends_on >> r & 1]
 
     def counted(self, now: int) -> int:
-        """Restarts that count toward the bound at `now` (a fixed window from its first restart)."""
-        return self.restarts if self.restarts and now - self.window_start < self.window_ms else 0
+        """Restarts that count toward the bound for a run dying at `now`: none once the run lasted
+        more than `window_ms` ticks (the clock rounds down, so it surely lasted the window; the
+        backoff comes before the run's start and never counts); `window_ms` 0 never clears them."""
+        if self.window_ms and now - self.run_start > self.window_ms:
+            return 0
+        return self.restarts
 
 
 @dataclass
@@ -331,12 +336,13 @@ class ProcdSpec:
         clock = next(answers, None)
         if clock is None or clock["status"] != "OK":
             return Actions(("READ_MONOTONIC_CLOCK",), self._hold_failed(entry), reports)
-        if entry.counted(int(clock["ticks"])) >= entry.max_restarts:
+        counted = entry.counted(int(clock["ticks"]))
+        if counted >= entry.max_restarts:
             return Actions(("READ_MONOTONIC_CLOCK",), self._hold_failed(entry), reports)
         timer = next(answers, None)
         if timer is None or timer["status"] != "OK":
             return Actions(("READ_MONOTONIC_CLOCK", "SET_TIMER"), self._hold_failed(entry), reports)
-        entry.restarting = True
+        entry.restarting, entry.restarts = True, counted
         return Actions(("READ_MONOTONIC_CLOCK", "SET_TIMER"), crash_reports=reports)
 
     def _timer(self, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
@@ -348,11 +354,8 @@ class ProcdSpec:
         entry = self.live.get(index)
         if entry is None or not entry.restarting or entry.generation != cookie >> PROCD_ID_GENERATION_SHIFT:
             return Actions()
-        ticks = int(request.get("ticks", 0))
-        if entry.counted(ticks):
-            entry.restarts = min(entry.restarts + 1, 0xFF)
-        else:
-            entry.window_start, entry.restarts = ticks, 1
+        entry.restarts = min(entry.restarts + 1, 0xFF)
+        entry.run_start = int(request.get("ticks", 0))
         answers = iter(replies)
         calls, pid, _ = _launch(entry.role, answers)
         if pid is None:

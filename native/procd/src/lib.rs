@@ -343,7 +343,7 @@ impl Procd {
             window_ms: field_u32(spawn_service_request::WINDOW_MS)?,
             backoff_ms: field_u32(spawn_service_request::BACKOFF_MS)?,
             count: 0,
-            window_start: 0,
+            run_start: 0,
         };
         let reserved = field_u16(spawn_service_request::RESERVED)?;
         let depends_on =
@@ -1155,11 +1155,13 @@ impl Procd {
     /// and its restart policy restarts it.
     ///
     /// CALL kernel-control READ_MONOTONIC_CLOCK for `now`. Then, with `counted` the restarts
-    /// counted at `now` ([`Restart::counted`]):
+    /// that count for a run ending at `now` ([`Restart::counted`]: 0 if the run outlasted the
+    /// window):
     ///
     /// - `counted >= max_restarts`: log `procd: child <pid> over its restart bound`, then
     ///   `hold_failed`.
-    /// - Otherwise mark the entry RESTARTING (same pid and generation, no endpoint slot),
+    /// - Otherwise mark the entry RESTARTING (same pid and generation, no endpoint slot, its
+    ///   count set to `counted`),
     ///   delete procd's capability to the child's endpoint, and CALL kernel-control SET_TIMER
     ///   at `now + (backoff_ms << min(counted, 16))` (saturating), cookie = the entry's id
     ///   (index | generation << 16), endpoint slot = procd's SELF_ENDPOINT; then log
@@ -1196,6 +1198,11 @@ impl Procd {
         let restarting = ProcessEntry {
             state: ProcState::Restarting { death, code },
             endpoint_slot: 0,
+            // A run that outlasted the window cleared the count.
+            restart: Restart {
+                count: counted,
+                ..entry.restart
+            },
             ..entry
         };
         self.table.set(index, restarting);
@@ -1232,8 +1239,9 @@ impl Procd {
     ///
     /// Ignored if the payload is not a `timer_event`, capabilities came along, or the cookie
     /// does not name (index | generation << 16) a RESTARTING entry with that generation (a
-    /// STOP or KILL freed it meanwhile, or the cookie is not one of procd's). Otherwise record
-    /// the restart at the event's `ticks` ([`Restart::record`]) and [`Procd::launch`] the same
+    /// STOP or KILL freed it meanwhile, or the cookie is not one of procd's). Otherwise count
+    /// the restart, its run starting at the event's `ticks` ([`Restart::record`]), and
+    /// [`Procd::launch`] the same
     /// image, role and flags again in the same entry with the next generation (a new pid and
     /// id; the old id is stale from then on); log `procd: restarted <old pid> as <new pid>`.
     /// If the launch fails: log `procd: restart of <old pid> failed: <STATUS>` and

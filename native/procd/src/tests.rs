@@ -3812,7 +3812,10 @@ fn on_failure_restarts_a_faulted_child_after_its_backoff_in_the_same_entry() {
     );
     assert!(k.caps.contains_key(&e.endpoint_slot));
     assert_eq!(e.restart.count, 1);
-    assert_eq!(e.restart.window_start, 5_250);
+    assert_eq!(
+        e.restart.run_start, 5_250,
+        "its run starts at the TIMER's ticks"
+    );
     assert_eq!(
         status_of(&mut k, &mut p, pid_of(0, 1)).0,
         status::NOT_FOUND,
@@ -4031,35 +4034,6 @@ fn max_restarts_0_never_restarts_and_an_optional_service_is_only_held_failed() {
         p.table().entries()[0].state,
         ProcState::Failed { .. }
     ));
-}
-
-#[test]
-fn restarts_older_than_the_window_do_not_count() {
-    // One restart allowed per 1000 ms; backoff 10.
-    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 1, 1000, 10);
-    k.clock = 0;
-    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
-    fire(&mut k, &mut p); // restart 1 at tick 10: the window opens.
-    assert_eq!(p.table().entries()[0].restart.window_start, 10);
-    // Dies at 1009 (999 ticks after the window opened): still counted, so over the bound.
-    k.clock = 1009;
-    k.log.clear();
-    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
-    assert_eq!(k.log[1], "procd: child 101 over its restart bound");
-    // Dies at 1010 (1000 ticks after): the window has closed, nothing counts, the backoff is
-    // the first one again, and the restart opens a new window.
-    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 1, 1000, 10);
-    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
-    fire(&mut k, &mut p);
-    k.clock = 1010;
-    k.log.clear();
-    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
-    assert_eq!(k.log[1], "procd: child 101 restarting in 10 ms");
-    assert_eq!(k.timers, [(1020, pid_of(0, 2), SELF_EP)]);
-    fire(&mut k, &mut p);
-    let e = p.table().entries()[0];
-    assert_eq!((e.pid, e.generation), (102, 3));
-    assert_eq!((e.restart.count, e.restart.window_start), (1, 1020));
 }
 
 #[test]
@@ -4338,26 +4312,128 @@ fn probe_complete_from_a_restarting_childs_badge_is_denied() {
     assert!(k.notified.is_empty());
 }
 
+/// How a child in the restart-bound grid dies: a fault, a kill procd did not ask for, a
+/// non-zero exit, or a clean exit (restarted only under ALWAYS).
+fn grid_death(pid: u32, how: usize) -> Message {
+    match how {
+        0 => fault(pid),
+        1 => child_died(pid, death_kind::KILLED, 0, 0),
+        2 => child_died(pid, death_kind::EXITED, 7, 0),
+        _ => child_died(pid, death_kind::EXITED, 0, 0),
+    }
+}
+
 #[test]
-fn the_window_is_fixed_from_its_first_restart() {
-    // Two restarts per 1000 ms, backoff 10. Restarts at 10 and 620; a death at 1010 closes the
-    // window opened at 10, so nothing counts even though the restart at 620 is recent.
-    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 2, 1000, 10);
+fn a_child_that_keeps_dying_is_restarted_at_most_max_restarts_times_for_every_policy_value() {
+    // Every run dies `lifetime` ticks after it started (0, or just inside a small window), with
+    // every backoff and window, 0 and the maxima included: the count is never cleared, so the
+    // child is restarted exactly max_restarts times and then held FAILED.
+    for policy in [restart_policy::ON_FAILURE, restart_policy::ALWAYS] {
+        for max_restarts in [0u8, 1, 2, 255] {
+            for window_ms in [0u32, 1, 2, 1000, u32::MAX] {
+                for backoff_ms in [0u32, 1, 1000, u32::MAX] {
+                    for how in 0..4 {
+                        if how == 3 && policy != restart_policy::ALWAYS {
+                            continue; // ON_FAILURE frees a clean exit
+                        }
+                        let lifetime = u64::from(window_ms.saturating_sub(1)).min(1);
+                        let case = (policy, max_restarts, window_ms, backoff_ms, how);
+                        let (mut k, mut p) = spawned_restarting(
+                            envelope_flag::REQUIRED,
+                            policy,
+                            max_restarts,
+                            window_ms,
+                            backoff_ms,
+                        );
+                        let mut restarts = 0u32;
+                        let mut pid = 100;
+                        loop {
+                            k.clock = k.clock.saturating_add(lifetime);
+                            kernel_event(&mut k, &mut p, grid_death(pid, how));
+                            if k.timers.is_empty() {
+                                break;
+                            }
+                            assert!(restarts < 300, "unbounded: {case:?}");
+                            fire(&mut k, &mut p);
+                            restarts += 1;
+                            pid = p.table().entries()[0].pid;
+                        }
+                        assert_eq!(restarts, u32::from(max_restarts), "{case:?}");
+                        assert!(
+                            matches!(p.table().entries()[0].state, ProcState::Failed { .. }),
+                            "{case:?}"
+                        );
+                        assert_eq!(
+                            k.notified,
+                            [(NOTIFY, notify_bit::SERVICE_FAILED)],
+                            "{case:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_window_of_0_never_clears_the_count() {
+    // Two restarts over the entry's life, however long each run lasts.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 2, 0, 5);
+    for pid in [100, 101] {
+        kernel_event(&mut k, &mut p, fault(pid));
+        fire(&mut k, &mut p);
+        k.clock += 1_000_000;
+    }
+    k.log.clear();
+    kernel_event(&mut k, &mut p, fault(102));
+    assert_eq!(k.log[1], "procd: child 102 over its restart bound");
+}
+
+#[test]
+fn backoff_never_counts_toward_the_window() {
+    // A window shorter than the backoff: each run dies 5 ticks after it started, so nothing
+    // is cleared however long procd waited before restarting it.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 2, 100, 1000);
+    for pid in [100, 101] {
+        kernel_event(&mut k, &mut p, fault(pid));
+        fire(&mut k, &mut p);
+        k.clock += 5;
+    }
+    k.log.clear();
+    kernel_event(&mut k, &mut p, fault(102));
+    assert_eq!(k.log[1], "procd: child 102 over its restart bound");
+}
+
+#[test]
+fn a_run_that_lasted_longer_than_the_window_clears_the_count() {
+    // One restart allowed; window 1000, backoff 10. The restart starts its run at tick 10.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 1, 1000, 10);
     kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
     fire(&mut k, &mut p);
-    k.clock = 600;
-    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
-    assert_eq!(k.timers, [(620, pid_of(0, 2), SELF_EP)]);
-    fire(&mut k, &mut p);
-    let r = p.table().entries()[0].restart;
-    assert_eq!((r.count, r.window_start), (2, 10));
+    assert_eq!(k.clock, 10);
+    // It dies 1000 ticks after its start: the clock rounds down, so that run may have lasted
+    // less than 1000 ms of virtual time and the count stands: over the bound.
     k.clock = 1010;
     k.log.clear();
-    kernel_event(&mut k, &mut p, child_died(102, death_kind::EXITED, 0, 0));
-    assert_eq!(k.log[1], "procd: child 102 restarting in 10 ms");
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
+    assert_eq!(k.log[1], "procd: child 101 over its restart bound");
+    // 1001 ticks after its start: it surely lasted the window, the count is cleared, the
+    // backoff is the first one again, and the next run starts at the TIMER's ticks.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 1, 1000, 10);
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
     fire(&mut k, &mut p);
-    let r = p.table().entries()[0].restart;
-    assert_eq!((r.count, r.window_start), (1, 1020));
+    k.clock = 1011;
+    k.log.clear();
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
+    assert_eq!(k.log[1], "procd: child 101 restarting in 10 ms");
+    assert_eq!(k.timers, [(1021, pid_of(0, 2), SELF_EP)]);
+    fire(&mut k, &mut p);
+    let e = p.table().entries()[0];
+    assert_eq!((e.pid, e.generation, e.restart.count), (102, 3, 1));
+    k.clock = 1500;
+    k.log.clear();
+    kernel_event(&mut k, &mut p, child_died(102, death_kind::EXITED, 0, 0));
+    assert_eq!(k.log[1], "procd: child 102 over its restart bound");
 }
 
 // ------------------------------------------------------------------ audit log
