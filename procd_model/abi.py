@@ -30,6 +30,7 @@ class Syscall(enum.IntEnum):
     CAP_INFO = 0xB
     CAP_DELETE = 0xC
     POLL = 0xD
+    NBSEND = 0xE
 
 
 # origin: erix

@@ -30,6 +30,8 @@ pub mod syscall {
     pub const CAP_DELETE: u64 = 0xc;
     /// rdi=notification slot; returns rdi=bits and clears them, without blocking (0: none)
     pub const POLL: u64 = 0xd;
+    /// rdi=endpoint slot; SEND without blocking (as seL4's NBSend): delivered only to a receiver waiting now, else dropped with BUSY
+    pub const NBSEND: u64 = 0xe;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u64) -> Option<&'static str> {
@@ -47,6 +49,7 @@ pub mod syscall {
             CAP_INFO => Some("CAP_INFO"),
             CAP_DELETE => Some("CAP_DELETE"),
             POLL => Some("POLL"),
+            NBSEND => Some("NBSEND"),
             _ => None,
         }
     }

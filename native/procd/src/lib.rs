@@ -65,9 +65,9 @@ pub trait Kernel {
     /// CALL endpoint `slot` with `msg` (header plus declared payload); on syscall status OK
     /// `msg` holds the reply. Returns the syscall status.
     fn call(&mut self, slot: u32, msg: &mut Message) -> u32;
-    /// SEND `msg` (header plus declared payload) on endpoint `slot`; no reply. Returns the
-    /// syscall status.
-    fn send(&mut self, slot: u32, msg: &Message) -> u32;
+    /// NBSEND `msg` (header plus declared payload) on endpoint `slot`: never blocks, no reply.
+    /// Returns the syscall status (BUSY: no receiver was waiting, the message was dropped).
+    fn nb_send(&mut self, slot: u32, msg: &Message) -> u32;
     /// NOTIFY `bits` on notification `slot`; returns the syscall status.
     fn notify(&mut self, slot: u32, bits: u64) -> u32;
     /// DEBUG_WRITE one log line made of `parts`, concatenated.
@@ -1311,9 +1311,12 @@ impl Procd {
         read_u64(msg.payload(), clock_reply::TICKS).ok_or(status::INTERNAL)
     }
 
-    /// SEND crashd a REPORT of child `pid` killed for `fault` at `address` (0 and 0 for a
-    /// kill by KILL_PROCESS), if procd holds crashd's endpoint. A failed SEND is logged and
-    /// otherwise ignored (foundation services are optional). Uses `msg` as the buffer.
+    /// NBSEND crashd a REPORT of child `pid` killed for `fault` at `address` (0 and 0 for a
+    /// kill by KILL_PROCESS), if procd holds crashd's endpoint. procd never blocks on crashd: a
+    /// report crashd is not waiting for is dropped by the kernel (BUSY) and logged
+    /// `procd: crashd report of child <pid> dropped: crashd is not receiving`; any other failure
+    /// is logged `procd: crashd report failed <STATUS>`. Either is otherwise ignored
+    /// (foundation services are optional). Uses `msg` as the buffer.
     fn report_killed(
         &self,
         k: &mut impl Kernel,
@@ -1331,8 +1334,14 @@ impl Procd {
             && write_u16(record, crash_record::EVENT, crash_event::KILLED)
             && write_u64(record, crash_record::CODE, fault)
             && write_u64(record, crash_record::ADDRESS, address);
-        let sent = k.send(crashd, msg);
-        if sent != status::OK {
+        let sent = k.nb_send(crashd, msg);
+        if sent == status::BUSY {
+            k.debug_write(&[
+                Text(b"procd: crashd report of child "),
+                Dec(u64::from(pid)),
+                Text(b" dropped: crashd is not receiving"),
+            ]);
+        } else if sent != status::OK {
             let code = match status::name(sent) {
                 Some(name) => Text(name.as_bytes()),
                 None => Hex(u64::from(sent)),

@@ -40,9 +40,9 @@ struct Model {
     create_reply_hook: Option<fn(&mut Message)>,
     /// Syscall status of every NOTIFY.
     notify_status: u32,
-    /// Every SEND: (slot, header, payload).
+    /// Every NBSEND: (slot, header, payload).
     sends: Vec<(u32, MessageHeader, Vec<u8>)>,
-    /// Syscall status of every SEND.
+    /// Syscall status of every NBSEND (BUSY: no receiver was waiting, the message is dropped).
     send_status: u32,
     /// Processes alive that procd created (KILL_PROCESS may end them).
     alive: BTreeSet<u32>,
@@ -311,7 +311,7 @@ impl Kernel for Model {
         status::OK
     }
 
-    fn send(&mut self, slot: u32, msg: &Message) -> u32 {
+    fn nb_send(&mut self, slot: u32, msg: &Message) -> u32 {
         self.sends
             .push((slot, msg.header(), msg.payload().to_vec()));
         self.send_status
@@ -1571,6 +1571,29 @@ fn a_failed_crashd_report_is_logged_and_ignored() {
         );
         assert_eq!(k.deleted.len(), 1);
     }
+}
+
+#[test]
+fn a_report_crashd_is_not_waiting_for_is_dropped_logged_and_procd_goes_on() {
+    let (mut k, mut p) = spawned(2, true);
+    k.send_status = status::BUSY;
+    kernel_event(&mut k, &mut p, fault(101));
+    assert_eq!(
+        k.log,
+        [
+            "procd: child 101 faulted UNMAPPED_READ at 0x400000",
+            "procd: crashd report of child 101 dropped: crashd is not receiving",
+            "procd: child 101 failed",
+        ]
+    );
+    assert_eq!(k.sends.len(), 1, "one attempt, never retried");
+    assert!(matches!(
+        p.table().entries()[1].state,
+        ProcState::Failed { .. }
+    ));
+    // procd goes on serving: the next request is answered.
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+    assert_eq!(st, status::OK);
 }
 
 #[test]
