@@ -38,7 +38,9 @@ from procd_model.abi import (
     Role,
 )
 
-UNSPAWNABLE = {"ROOTD", "PROCD", "GENERIC"}
+UNSPAWNABLE = {"ROOTD", "MEMD", "VSPACED", "PAGERD", "PROCD", "GENERIC"}
+"""Roles procd never runs: rootd's own (it starts MEMD, VSPACED and PAGERD itself before procd),
+procd itself, and GENERIC."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,9 @@ class ProcdSpec:
     spawn_badges: frozenset[int] = frozenset({BADGE_ROOTD})
     holds: frozenset[CapPurpose] = frozenset()
     """Optional capabilities procd was handed (e.g. CRASHD_ENDPOINT)."""
+    started: frozenset[Role] = frozenset()
+    """Roles rootd started before procd (its envelope's started_roles): dependencies on them are
+    satisfied from the start."""
     live: dict[int, Entry] = field(default_factory=dict)
     """table index -> the live child there"""
     generations: dict[int, int] = field(default_factory=dict)
@@ -170,6 +175,8 @@ class ProcdSpec:
         needs = [r for r in range(64) if depends >> r & 1]
         if any(r not in _ROLE_VALUES for r in needs) or Role[role] in needs:
             return Actions(reply=("INVALID_ARGUMENT", None, None))
+        if any(Role(r).name in UNSPAWNABLE and r not in self.started for r in needs):
+            return Actions(reply=("NOT_FOUND", None, None))  # nobody will ever start it
         if any(self._failed_role(r) for r in needs):
             return Actions(reply=("NOT_FOUND", None, None))  # a dependency failed
         if self._cycle(int(Role[role]), needs):
@@ -208,6 +215,9 @@ class ProcdSpec:
     # ----------------------------------------------------------- dependencies
 
     def _running(self, role: int) -> bool:
+        """Whether a dependency on `role` is satisfied: rootd started it, or procd runs one."""
+        if role in self.started:
+            return True
         name = Role(role).name
         return any(e.role == name and e.live and e.stopping is None for e in self.live.values())
 

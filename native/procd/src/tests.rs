@@ -5522,3 +5522,99 @@ fn malformed_client_spawns_are_invalid() {
     assert!(k.requests.is_empty());
     assert_eq!(p.table().live().count(), 1);
 }
+
+/// A procd whose envelope says rootd started the services of `started` (bit r: role r) before it.
+fn started_after(started: u32) -> (Model, Procd) {
+    let mut b = EnvelopeBuilder::new(role::PROCD, envelope_flag::REQUIRED).expect("role");
+    b.started_roles(started).expect("known roles");
+    for (slot, purpose) in [
+        (SELF_EP, cap_purpose::SELF_ENDPOINT),
+        (KC, cap_purpose::KERNEL_CONTROL),
+        (NOTIFY, cap_purpose::BOOTSTRAP_NOTIFY),
+        (CRASHD, cap_purpose::CRASHD_ENDPOINT),
+    ] {
+        b.push(slot, purpose).expect("slot");
+    }
+    let mut out = vec![0u8; abi::ENVELOPE_MAX];
+    let n = b.write(&mut out).expect("fits");
+    let mut k = Model::new();
+    let p = start(&mut k, Some(&out[..n])).expect("starts");
+    k.log.clear();
+    k.notified.clear();
+    (k, p)
+}
+
+#[test]
+fn a_dependency_rootd_started_is_satisfied_at_once() {
+    let (mut k, mut p) = started_after(1 << role::MEMD | 1 << role::VSPACED);
+    let deps = bit(role::MEMD) | bit(role::VSPACED);
+    let test = spawned_reply(spawn(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        dep_request(4, role::TEST, 0, deps),
+    ));
+    assert_eq!((test.0, test.2), (100, pid_of(0, 1)));
+    assert_eq!(
+        kernel_ops(&k),
+        [
+            kernel_op::MINT_ENDPOINT,
+            kernel_op::CREATE_PROCESS,
+            kernel_op::START_PROCESS
+        ]
+    );
+    // With a dependency procd runs, it is held for that one only.
+    let held = spawned_reply(spawn(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        dep_request(6, role::TIMED, 0, bit(role::MEMD) | bit(role::NAMED)),
+    ));
+    assert_eq!(held.0, 0);
+    assert_eq!(state_of(&mut k, &mut p, held.2).0, HELD);
+}
+
+#[test]
+fn a_dependency_procd_never_runs_and_rootd_did_not_start_is_not_found() {
+    // Roles procd never runs: rootd's own (ROOTD, MEMD, VSPACED, PAGERD) and PROCD.
+    for never in [
+        role::ROOTD,
+        role::MEMD,
+        role::VSPACED,
+        role::PAGERD,
+        role::PROCD,
+    ] {
+        let (mut k, mut p) = started_after(1 << role::PAGERD & !(1u32 << never));
+        k.requests.clear();
+        let m = dep_request(4, role::TEST, 0, bit(never) | bit(role::NAMED));
+        assert_eq!(
+            spawn(&mut k, &mut p, BADGE_ROOTD, m),
+            (status::NOT_FOUND, vec![]),
+            "{never}"
+        );
+        assert!(k.requests.is_empty(), "no kernel call");
+        assert!(k.log.is_empty(), "nothing held");
+        assert_eq!(p.table().free_index(), Some(0), "no entry taken");
+    }
+    // Unknown bits and the child's own role are still INVALID_ARGUMENT, checked first.
+    let (mut k, mut p) = started_after(0);
+    let m = dep_request(4, role::TEST, 0, bit(role::MEMD) | 1 << 40);
+    assert_eq!(
+        spawn(&mut k, &mut p, BADGE_ROOTD, m).0,
+        status::INVALID_ARGUMENT
+    );
+}
+
+#[test]
+fn procd_never_spawns_the_roles_rootd_starts_itself() {
+    for never in [role::MEMD, role::VSPACED, role::PAGERD] {
+        let (mut k, mut p) = started_after(0);
+        let m = spawn_request(4, never, 0);
+        assert_eq!(
+            spawn(&mut k, &mut p, BADGE_ROOTD, m),
+            (status::INVALID_ARGUMENT, vec![]),
+            "{never}"
+        );
+        assert!(k.requests.is_empty());
+    }
+}
