@@ -72,6 +72,8 @@ def build_envelope(
 ) -> bytes:
     """A RootServiceStartEnvelopeV1 handing over `slots`; `started` lists the roles the creator
     started before this service (rootd to procd: `started_roles`)."""
+    if any(r >= 32 for r in started):
+        raise ValueError("started_roles holds only roles below 32")
     body = b"".join(ENVELOPE_SLOT.pack(slot=s.slot, purpose=s.purpose) for s in slots)
     total = ENVELOPE_HEADER.size + len(body)
     header = ENVELOPE_HEADER.pack(

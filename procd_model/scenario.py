@@ -204,6 +204,9 @@ def parse_scenario(text: str, source: str) -> Scenario:
         before = tuple(_enum_member(f"{source}: boot.before_procd[{i}]", Role, r) for i, r in enumerate(roles))
         if {Role.ROOTD, Role.PROCD, Role.GENERIC} & set(before):
             raise ScenarioError(f"{source}: boot.before_procd: ROOTD, PROCD and GENERIC cannot be started there")
+        for role in before:
+            if role >= 32:  # procd's envelope lists them in started_roles, a u32 of role bits
+                raise ScenarioError(f"{source}: boot.before_procd: {role.name} cannot be started there (not a service)")
     return Scenario(name, description, manifest, services, expect, inject, before)
 
 
