@@ -316,8 +316,8 @@ impl Procd {
     /// ([`procd_runs`]), an unknown `restart_policy` or a non-zero reserved field, and see
     /// `check_dependencies`), take the lowest free entry (BUSY if none), then, if every role of
     /// `depends_on` is available (rootd started it, or it has a RUNNING entry; or it is 0),
-    /// [`Procd::launch`] the service there with the entry's generation
-    /// (and `release_held`). Otherwise hold it: the entry becomes HELD with the request and
+    /// [`Procd::launch`] the service there with the entry's generation (and `release_held`).
+    /// Otherwise hold it: the entry becomes HELD with the request and
     /// that generation, the reply is OK with pid 0, endpoint 0 and its id, and procd logs
     /// `procd: holding <role> until its dependencies run` (no kernel call, no audit record).
     fn spawn_checked(
@@ -379,7 +379,7 @@ impl Procd {
             requester,
             ..ProcessEntry::default()
         };
-        if self.dependencies_running(depends_on) {
+        if self.dependencies_available(depends_on) {
             let spawned = self.launch(k, msg, index, generation, service, requester, None)?;
             self.release_held(k, msg);
             return Ok(spawned);
@@ -453,7 +453,7 @@ impl Procd {
     }
 
     /// Whether every role of `depends_on` is available ([`Procd::role_available`]; true for 0).
-    fn dependencies_running(&self, depends_on: u64) -> bool {
+    fn dependencies_available(&self, depends_on: u64) -> bool {
         roles_of(depends_on).all(|r| self.role_available(r))
     }
 
@@ -483,7 +483,8 @@ impl Procd {
                 let Some(entry) = self.table.entries().get(index).copied() else {
                     continue;
                 };
-                if entry.state != ProcState::Held || !self.dependencies_running(entry.depends_on) {
+                if entry.state != ProcState::Held || !self.dependencies_available(entry.depends_on)
+                {
                     continue;
                 }
                 changed = true;
@@ -1127,10 +1128,9 @@ impl Procd {
 
     /// An entry of `failed_role` became FAILED: unless the role is still available (another
     /// entry of it RUNNING, or rootd started it), every HELD entry depending on it can never
-    /// start. Each (in index order) is held FAILED
-    /// with death DEPENDENCY and code `failed_role`, after logging
-    /// `procd: <role> cannot start: <failed role> failed`; that fails its own dependents in
-    /// turn (each step turns a HELD entry FAILED, so this ends).
+    /// start. Each (in index order) is held FAILED with death DEPENDENCY and code
+    /// `failed_role`, after logging `procd: <role> cannot start: <failed role> failed`; that
+    /// fails its own dependents in turn (each step turns a HELD entry FAILED, so this ends).
     fn fail_dependents(&mut self, k: &mut impl Kernel, failed_role: u16) {
         if self.role_available(failed_role) {
             return;
@@ -1184,9 +1184,9 @@ impl Procd {
     /// - `counted >= max_restarts`: log `procd: child <pid> over its restart bound`, then
     ///   `hold_failed`.
     /// - Otherwise mark the entry RESTARTING (same pid and generation, no endpoint slot, its
-    ///   count set to `counted`),
-    ///   delete procd's capability to the child's endpoint, and CALL kernel-control SET_TIMER
-    ///   at `now + (backoff_ms << min(counted, 16))` (saturating), cookie = the entry's id
+    ///   count set to `counted`), delete procd's capability to the child's endpoint, and CALL
+    ///   kernel-control SET_TIMER at `now + (backoff_ms << min(counted, 16))` (saturating),
+    ///   cookie = the entry's id
     ///   (index | generation << 16), endpoint slot = procd's SELF_ENDPOINT; then log
     ///   `procd: child <pid> restarting in <delay> ms`.
     ///
@@ -1264,9 +1264,8 @@ impl Procd {
     /// does not name (index | generation << 16) a RESTARTING entry with that generation (a
     /// STOP or KILL freed it meanwhile, or the cookie is not one of procd's). Otherwise count
     /// the restart, its run starting at the event's `ticks` ([`Restart::record`]), and
-    /// [`Procd::launch`] the same
-    /// image, role and flags again in the same entry with the next generation (a new pid and
-    /// id; the old id is stale from then on); log `procd: restarted <old pid> as <new pid>`.
+    /// [`Procd::launch`] the same image, role and flags again in the same entry with the next
+    /// generation (a new pid and id; the old id is stale from then on); log `procd: restarted <old pid> as <new pid>`.
     /// If the launch fails: log `procd: restart of <old pid> failed: <STATUS>` and
     /// `hold_failed` the entry with its old pid, generation and the death it restarted after.
     fn timer(&mut self, k: &mut impl Kernel, msg: &mut Message) {
