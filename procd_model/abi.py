@@ -30,6 +30,7 @@ class Syscall(enum.IntEnum):
     CAP_INFO = 0xB
     CAP_DELETE = 0xC
     POLL = 0xD
+    NBSEND = 0xE
 
 
 # origin: erix
@@ -287,7 +288,7 @@ ENVELOPE_VADDR = 0x110000
 ENVELOPE_MAX = 0x200
 ENVELOPE_MAGIC = 0x56585245
 ENVELOPE_MAJOR = 0x1
-ENVELOPE_MINOR = 0x0
+ENVELOPE_MINOR = 0x1
 ENVELOPE_MAX_SLOTS = 0x10
 MSG_MAX_PAYLOAD = 0x3E0
 MSG_MAX_CAPS = 0x4
@@ -331,7 +332,7 @@ ENVELOPE_HEADER = Layout(
         Field("flags", "u16", 14, 1),
         Field("slot_count", "u16", 16, 1),
         Field("reserved0", "u16", 18, 1),
-        Field("reserved1", "u32", 20, 1),
+        Field("started_roles", "u32", 20, 1),
     ),
 )
 ENVELOPE_SLOT = Layout(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from emu.trace import Trace
 from emu.world import RunOutcome
-from procd_model.abi import BADGE_ROOTD, CapType, Rights, Status, Syscall
+from procd_model.abi import BADGE_ROOTD, CapType, Rights, Role, Status, Syscall
 from procd_model.actor import ActorProgram, SyscallRequest
 from procd_model.caps import Capability, CapTable
 from procd_model.kernel import Kernel, Process
@@ -48,9 +48,10 @@ def serve(
     trace: Trace | None = None,
     max_instructions: int = DEFAULT_MAX_INSTRUCTIONS,
     services: Services | None = None,
+    before_procd: tuple[Role, ...] = (),
 ) -> Session:
-    """Boot procd (with `services` if given), then send `requests` in order from a client actor
-    and collect every reply."""
+    """Boot procd (with `services` if given, after the services of `before_procd` that rootd
+    starts itself), then send `requests` in order from a client actor and collect every reply."""
     session = Session(RunOutcome(False, "", ""), trace if trace is not None else Trace())
 
     def on_ready(rootd: Rootd) -> None:
@@ -67,7 +68,9 @@ def serve(
         assert spare is not None
         kernel.spawn_actor("client", _client(requests, slot_of, spare, session), caps)
 
-    session.outcome = run_bootstrap(session.trace, max_instructions, manifest=(), on_ready=on_ready, services=services)
+    session.outcome = run_bootstrap(
+        session.trace, max_instructions, manifest=(), on_ready=on_ready, services=services, before_procd=before_procd
+    )
     return session
 
 

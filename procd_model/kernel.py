@@ -516,7 +516,15 @@ class Kernel:
 
     @staticmethod
     def _describe_args(number: Syscall, args: tuple[int, ...]) -> dict[str, Any]:
-        if number in (Syscall.SEND, Syscall.RECV, Syscall.CALL, Syscall.REPLY_RECV, Syscall.WAIT, Syscall.POLL):
+        if number in (
+            Syscall.SEND,
+            Syscall.NBSEND,
+            Syscall.RECV,
+            Syscall.CALL,
+            Syscall.REPLY_RECV,
+            Syscall.WAIT,
+            Syscall.POLL,
+        ):
             return {"slot": args[0]}
         if number is Syscall.NOTIFY:
             return {"slot": args[0], "bits": args[1]}
@@ -550,7 +558,12 @@ class Kernel:
     def _sys_call(self, proc: Process, args: tuple[int, ...]) -> Outcome:
         return self._send(proc, args[0], is_call=True)
 
-    def _send(self, proc: Process, slot: int, *, is_call: bool) -> Outcome:
+    def _sys_nbsend(self, proc: Process, args: tuple[int, ...]) -> Outcome:
+        """SEND that never blocks (seL4's NBSend): the message reaches a receiver waiting on the
+        endpoint now, or is dropped (no capability moves) and the sender gets BUSY."""
+        return self._send(proc, args[0], is_call=False, blocking=False)
+
+    def _send(self, proc: Process, slot: int, *, is_call: bool, blocking: bool = True) -> Outcome:
         try:
             cap = proc.caps.lookup(slot, (CapType.ENDPOINT, CapType.KERNEL_CONTROL), Rights.SEND)
             message = Message.decode(proc.read_ipc())
@@ -565,6 +578,7 @@ class Kernel:
             return self._kernel_control(proc, cap, message)
         endpoint = self.endpoints[cap.obj]
         pending = PendingSend(proc.pid, message, caps, cap.badge, is_call)
+        dropped = not blocking and not endpoint.receivers
         self.trace.emit(
             "ipc.send",
             proc.pid,
@@ -574,7 +588,10 @@ class Kernel:
             len=len(message.payload),
             caps=len(caps),
             **decode_payload(endpoint.service, message.op, message.payload, reply=False),
+            **({"dropped": True} if dropped else {}),
         )
+        if dropped:
+            return Done(Status.BUSY)
         if endpoint.receivers:
             receiver = self.procs[endpoint.receivers.popleft()]
             self._deliver(receiver, endpoint, pending)
@@ -775,6 +792,7 @@ class Kernel:
 
     _handlers: dict[Syscall, Callable[[Kernel, Process, tuple[int, ...]], Outcome]] = {
         Syscall.SEND: _sys_send,
+        Syscall.NBSEND: _sys_nbsend,
         Syscall.RECV: _sys_recv,
         Syscall.CALL: _sys_call,
         Syscall.REPLY: _sys_reply,

@@ -67,8 +67,13 @@ class EnvelopeSlot:
     purpose: CapPurpose
 
 
-def build_envelope(role: Role, flags: int, slots: list[EnvelopeSlot] | tuple[EnvelopeSlot, ...]) -> bytes:
-    """A RootServiceStartEnvelopeV1 handing over `slots`."""
+def build_envelope(
+    role: Role, flags: int, slots: list[EnvelopeSlot] | tuple[EnvelopeSlot, ...], started: tuple[Role, ...] = ()
+) -> bytes:
+    """A RootServiceStartEnvelopeV1 handing over `slots`; `started` lists the roles the creator
+    started before this service (rootd to procd: `started_roles`)."""
+    if any(r >= 32 for r in started):
+        raise ValueError("started_roles holds only roles below 32")
     body = b"".join(ENVELOPE_SLOT.pack(slot=s.slot, purpose=s.purpose) for s in slots)
     total = ENVELOPE_HEADER.size + len(body)
     header = ENVELOPE_HEADER.pack(
@@ -79,6 +84,7 @@ def build_envelope(role: Role, flags: int, slots: list[EnvelopeSlot] | tuple[Env
         role=role,
         flags=flags,
         slot_count=len(slots),
+        started_roles=sum(1 << r for r in set(started)),
     )
     return header + body
 

@@ -38,7 +38,9 @@ from procd_model.abi import (
     Role,
 )
 
-UNSPAWNABLE = {"ROOTD", "PROCD", "GENERIC"}
+UNSPAWNABLE = {"ROOTD", "MEMD", "VSPACED", "PAGERD", "PROCD", "GENERIC"}
+"""Roles procd never runs: rootd's own (it starts MEMD, VSPACED and PAGERD itself before procd),
+procd itself, and GENERIC."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,9 @@ class Entry:
     window_ms: int = 0
     backoff_ms: int = 0
     restarts: int = 0
-    """Restarts counted in the current window, which started at `window_start` (ticks)."""
-    window_start: int = 0
+    """Restarts since the count was last cleared (a run that outlasted the window clears it)."""
+    run_start: int = 0
+    """Ticks when the current run started (the TIMER that relaunched it; 0 for the first run)."""
     held: bool = False
     """Spawned with dependencies that were not running: procd launches it when they are."""
     depends_on: int = 0
@@ -87,8 +90,12 @@ class Entry:
         return [r for r in range(64) if self.depends_on >> r & 1]
 
     def counted(self, now: int) -> int:
-        """Restarts that count toward the bound at `now` (a fixed window from its first restart)."""
-        return self.restarts if self.restarts and now - self.window_start < self.window_ms else 0
+        """Restarts that count toward the bound for a run dying at `now`: none once the run lasted
+        more than `window_ms` ticks (the clock rounds down, so it surely lasted the window; the
+        backoff comes before the run's start and never counts); `window_ms` 0 never clears them."""
+        if self.window_ms and now - self.run_start > self.window_ms:
+            return 0
+        return self.restarts
 
 
 @dataclass
@@ -100,6 +107,9 @@ class ProcdSpec:
     spawn_badges: frozenset[int] = frozenset({BADGE_ROOTD})
     holds: frozenset[CapPurpose] = frozenset()
     """Optional capabilities procd was handed (e.g. CRASHD_ENDPOINT)."""
+    started: frozenset[Role] = frozenset()
+    """Roles rootd started before procd (its envelope's started_roles): dependencies on them are
+    satisfied from the start."""
     live: dict[int, Entry] = field(default_factory=dict)
     """table index -> the live child there"""
     generations: dict[int, int] = field(default_factory=dict)
@@ -165,6 +175,8 @@ class ProcdSpec:
         needs = [r for r in range(64) if depends >> r & 1]
         if any(r not in _ROLE_VALUES for r in needs) or Role[role] in needs:
             return Actions(reply=("INVALID_ARGUMENT", None, None))
+        if any(Role(r).name in UNSPAWNABLE and r not in self.started for r in needs):
+            return Actions(reply=("NOT_FOUND", None, None))  # nobody will ever start it
         if any(self._failed_role(r) for r in needs):
             return Actions(reply=("NOT_FOUND", None, None))  # a dependency failed
         if self._cycle(int(Role[role]), needs):
@@ -203,6 +215,9 @@ class ProcdSpec:
     # ----------------------------------------------------------- dependencies
 
     def _running(self, role: int) -> bool:
+        """Whether a dependency on `role` is satisfied: rootd started it, or procd runs one."""
+        if role in self.started:
+            return True
         name = Role(role).name
         return any(e.role == name and e.live and e.stopping is None for e in self.live.values())
 
@@ -331,12 +346,13 @@ class ProcdSpec:
         clock = next(answers, None)
         if clock is None or clock["status"] != "OK":
             return Actions(("READ_MONOTONIC_CLOCK",), self._hold_failed(entry), reports)
-        if entry.counted(int(clock["ticks"])) >= entry.max_restarts:
+        counted = entry.counted(int(clock["ticks"]))
+        if counted >= entry.max_restarts:
             return Actions(("READ_MONOTONIC_CLOCK",), self._hold_failed(entry), reports)
         timer = next(answers, None)
         if timer is None or timer["status"] != "OK":
             return Actions(("READ_MONOTONIC_CLOCK", "SET_TIMER"), self._hold_failed(entry), reports)
-        entry.restarting = True
+        entry.restarting, entry.restarts = True, counted
         return Actions(("READ_MONOTONIC_CLOCK", "SET_TIMER"), crash_reports=reports)
 
     def _timer(self, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
@@ -348,11 +364,8 @@ class ProcdSpec:
         entry = self.live.get(index)
         if entry is None or not entry.restarting or entry.generation != cookie >> PROCD_ID_GENERATION_SHIFT:
             return Actions()
-        ticks = int(request.get("ticks", 0))
-        if entry.counted(ticks):
-            entry.restarts = min(entry.restarts + 1, 0xFF)
-        else:
-            entry.window_start, entry.restarts = ticks, 1
+        entry.restarts = min(entry.restarts + 1, 0xFF)
+        entry.run_start = int(request.get("ticks", 0))
         answers = iter(replies)
         calls, pid, _ = _launch(entry.role, answers)
         if pid is None:

@@ -110,8 +110,11 @@ def _failure(death: int, code: int) -> str:
     return f"exited with code {code}"
 
 
-def default_procd_boot(*, with_services: bool = False) -> ProcdBoot:
+def default_procd_boot(*, with_services: bool = False, started: tuple[Role, ...] = ()) -> ProcdBoot:
     """procd's envelope and intake as the ABI's PROCD intake spec asks for them.
+
+    `started` are the services rootd starts itself before procd; the envelope lists them
+    (`started_roles`), so procd counts dependencies on them as satisfied.
 
     `with_services` also hands procd SEND capabilities to named and timed and the RECV side of the
     interrupt notification (optional intake entries, for distribution to the test images), and a
@@ -138,7 +141,7 @@ def default_procd_boot(*, with_services: bool = False) -> ProcdBoot:
     slots = [EnvelopeSlot(CHILD_SELF_ENDPOINT_SLOT, CapPurpose.SELF_ENDPOINT)]
     slots += [EnvelopeSlot(CHILD_FIRST_GRANT_SLOT + i, purpose) for i, purpose in enumerate(purposes)]
     flags = EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL
-    return ProcdBoot(build_envelope(Role.PROCD, flags, slots), grants)
+    return ProcdBoot(build_envelope(Role.PROCD, flags, slots, started), grants)
 
 
 @dataclass(frozen=True)

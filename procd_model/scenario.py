@@ -17,9 +17,9 @@
     ends = "fault unmapped-write"   # "exit 0", "fault <kind>", "alive" or "never" (never started)
     probe = false               # rootd then waits for procd's PROBE_COMPLETE notification
     restart = "on-failure"      # "never" (default), "on-failure" or "always"
-    max_restarts = 3            # restarts allowed within window_ms; one more holds it FAILED
-    window_ms = 1000            # virtual milliseconds
-    backoff_ms = 2              # before the first restart; doubles for each restart in the window
+    max_restarts = 3            # restarts allowed until a run outlasts window_ms; one more holds it FAILED
+    window_ms = 1000            # virtual milliseconds (0: the count is never cleared)
+    backoff_ms = 2              # before the first restart; doubles for each restart counted
     depends = ["NAMED"]         # held by procd until processes of these roles run
 
     [[inject]]                  # optional faults to inject
@@ -204,6 +204,9 @@ def parse_scenario(text: str, source: str) -> Scenario:
         before = tuple(_enum_member(f"{source}: boot.before_procd[{i}]", Role, r) for i, r in enumerate(roles))
         if {Role.ROOTD, Role.PROCD, Role.GENERIC} & set(before):
             raise ScenarioError(f"{source}: boot.before_procd: ROOTD, PROCD and GENERIC cannot be started there")
+        for role in before:
+            if role >= 32:  # procd's envelope lists them in started_roles, a u32 of role bits
+                raise ScenarioError(f"{source}: boot.before_procd: {role.name} cannot be started there (not a service)")
     return Scenario(name, description, manifest, services, expect, inject, before)
 
 

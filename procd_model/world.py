@@ -117,7 +117,7 @@ def run_bootstrap(
     """
     kernel = make_kernel(trace, procd_image, instrument)
     if boot is None:
-        boot = default_procd_boot(with_services=services is not None)
+        boot = default_procd_boot(with_services=services is not None, started=before_procd)
     rootd = Rootd(kernel, list(manifest), boot, services, before_procd=before_procd)
     if prepare is not None:
         prepare(kernel)

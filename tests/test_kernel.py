@@ -141,6 +141,78 @@ def test_receiving_again_without_replying_answers_the_caller_internal() -> None:
     assert kernel.procs[1].state is ProcState.BLOCKED
 
 
+def nbsend(slot: int, op: int, payload: bytes = b"", caps: tuple[int, ...] = ()) -> SyscallRequest:
+    return SyscallRequest(Syscall.NBSEND, (slot,), Message(op, payload, caps))
+
+
+def test_nbsend_delivers_to_a_waiting_receiver() -> None:
+    def server(log: Log) -> ActorProgram:
+        result = yield SyscallRequest(Syscall.RECV, (1,))
+        message = result.message()
+        log.append(("server got", (result.values[0], message.op, message.payload, message.caps)))
+
+    def client(log: Log) -> ActorProgram:
+        result = yield nbsend(1, 0x77, b"abc", caps=(5,))
+        log.append(("client", result.status))
+
+    kernel, log = two_party(client, server)
+    assert log == [("client", Status.OK), ("server got", (42, 0x77, b"abc", (2,)))]
+    sent = [e.fields for e in kernel.trace.events if e.kind == "ipc.send"]
+    assert len(sent) == 1 and "dropped" not in sent[0]
+
+
+def test_nbsend_without_a_waiting_receiver_drops_the_message_and_never_blocks() -> None:
+    def server(log: Log) -> ActorProgram:
+        yield SyscallRequest(Syscall.YIELD)  # not receiving when the client sends
+        log.append(("server", "receives"))
+        result = yield SyscallRequest(Syscall.RECV, (1,))
+        log.append(("server got", result.message().op))
+
+    def client(log: Log) -> ActorProgram:
+        result = yield nbsend(1, 0x77, b"abc", caps=(5,))
+        log.append(("client", result.status))
+
+    kernel, log = two_party(client, server)
+    assert log == [("client", Status.BUSY), ("server", "receives")]
+    server = kernel.procs[1]
+    assert server.state is ProcState.BLOCKED, "the dropped message never arrives"
+    assert server.caps.get(2) is None, "a dropped message transfers no capability"
+    sent = [e.fields for e in kernel.trace.events if e.kind == "ipc.send"]
+    assert len(sent) == 1 and sent[0]["dropped"] is True
+    assert not any(e.kind == "ipc.recv" for e in kernel.trace.events)
+
+
+def test_nbsend_checks_like_send() -> None:
+    def server(log: Log) -> ActorProgram:
+        yield SyscallRequest(Syscall.RECV, (1,))
+
+    def client(log: Log) -> ActorProgram:
+        for slot in (64, 7, 5):
+            result = yield nbsend(slot, 1)
+            log.append((f"slot {slot}", result.status))
+        result = yield nbsend(1, 1, b"", caps=(9,))
+        log.append(("empty cap", result.status))
+
+    _, log = two_party(client, server)
+    assert log == [
+        ("slot 64", Status.INVALID_ARGUMENT),
+        ("slot 7", Status.NOT_FOUND),
+        ("slot 5", Status.INVALID_ARGUMENT),
+        ("empty cap", Status.NOT_FOUND),
+    ]
+
+    kernel = Kernel()
+    results: list[Status] = []
+
+    def on_kernel_control() -> ActorProgram:
+        result = yield nbsend(1, KernelOp.READ_MONOTONIC_CLOCK)
+        results.append(result.status)
+
+    kernel.spawn_actor("client", on_kernel_control(), table((1, Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND))))
+    assert kernel.run(10**6).kind == "idle"
+    assert results == [Status.INVALID_ARGUMENT], "kernel-control answers only CALL"
+
+
 def test_reply_without_a_reply_right() -> None:
     def server(log: Log) -> ActorProgram:
         result = yield SyscallRequest(Syscall.REPLY, (), Message(Status.OK))

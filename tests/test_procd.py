@@ -67,11 +67,16 @@ def patched(**fields: int) -> bytes:
 REFUSALS = {
     "bad magic": (ProcdBoot(patched(magic=ENVELOPE_MAGIC ^ 1), GOOD_GRANTS), StartupStatus.BAD_MAGIC),
     "major 2": (ProcdBoot(patched(major=2), GOOD_GRANTS), StartupStatus.BAD_VERSION),
-    "minor 1": (ProcdBoot(patched(minor=1), GOOD_GRANTS), StartupStatus.BAD_VERSION),
+    "minor 2": (ProcdBoot(patched(minor=2), GOOD_GRANTS), StartupStatus.BAD_VERSION),
     "wrong role": (ProcdBoot(build_envelope(Role.TEST, FLAGS, GOOD_SLOTS), GOOD_GRANTS), StartupStatus.BAD_ROLE),
     "unknown role": (ProcdBoot(patched(role=999), GOOD_GRANTS), StartupStatus.BAD_ROLE),
     "unknown flag": (ProcdBoot(patched(flags=0x80), GOOD_GRANTS), StartupStatus.BAD_FLAGS),
-    "reserved set": (ProcdBoot(patched(reserved1=5), GOOD_GRANTS), StartupStatus.BAD_RESERVED),
+    "reserved set": (ProcdBoot(patched(reserved0=5), GOOD_GRANTS), StartupStatus.BAD_RESERVED),
+    "started role 0": (ProcdBoot(patched(started_roles=5), GOOD_GRANTS), StartupStatus.BAD_RESERVED),
+    "started roles in minor 0": (
+        ProcdBoot(patched(minor=0, started_roles=1 << Role.MEMD), GOOD_GRANTS),
+        StartupStatus.BAD_RESERVED,
+    ),
     "length lies": (ProcdBoot(patched(total_len=100), GOOD_GRANTS), StartupStatus.BAD_LENGTH),
     "slot zero": (
         ProcdBoot(

@@ -15,6 +15,7 @@ from procd_model.abi import (
     CapPurpose,
     ProcdOp,
     Role,
+    Status,
 )
 from procd_model.client import Request, serve
 from procd_model.images import boot_image_named
@@ -29,8 +30,9 @@ def procd_pid(events: list[Event]) -> int:
     return next(e.pid for e in events if e.kind == "process.create" and e.fields.get("name") == "procd")
 
 
-def spec_for(services: Services | None) -> ProcdSpec:
-    return ProcdSpec(holds=frozenset({CapPurpose.CRASHD_ENDPOINT}) if services is not None else frozenset())
+def spec_for(services: Services | None, started: tuple[Role, ...] = ()) -> ProcdSpec:
+    holds = frozenset({CapPurpose.CRASHD_ENDPOINT}) if services is not None else frozenset()
+    return ProcdSpec(holds=holds, started=frozenset(started))
 
 
 def steps_of(trace: Trace) -> list[Step]:
@@ -44,7 +46,8 @@ def test_every_scenario_matches_the_spec(scenario: object) -> None:
     assert outcome.ok or scenario.expect.halts in outcome.detail, outcome.detail  # type: ignore[attr-defined]
     steps = steps_of(trace)
     assert steps, "procd received requests"
-    divergence = check_against_spec(steps, spec_for(scenario.services))  # type: ignore[attr-defined]
+    spec = spec_for(scenario.services, scenario.before_procd)  # type: ignore[attr-defined]
+    divergence = check_against_spec(steps, spec)
     assert divergence is None, divergence.describe()
 
 
@@ -77,6 +80,42 @@ def test_malformed_and_valid_requests_match_the_spec() -> None:
     assert len(steps) >= len(MIXED)
     divergence = check_against_spec(steps, spec_for(Services()))
     assert divergence is None, divergence.describe()
+
+
+def depends(role: int, *on: Role, image: str = "svc-stub") -> Message:
+    payload = SPAWN_SERVICE_REQUEST.pack(
+        image_id=boot_image_named(image).image_id, role=role, depends_on=sum(1 << r for r in on)
+    )
+    return Message(ProcdOp.SPAWN_SERVICE, payload)
+
+
+def test_dependencies_on_roles_procd_never_runs_match_the_spec() -> None:
+    """rootd started MEMD before procd: a dependency on it is satisfied; on VSPACED, ROOTD or PROCD
+    (nobody will start them) it is refused NOT_FOUND; procd never spawns MEMD itself."""
+    requests = [
+        Request(depends(Role.NAMED, Role.MEMD)),
+        Request(depends(Role.TIMED, Role.VSPACED)),
+        Request(depends(Role.TIMED, Role.ROOTD)),
+        Request(depends(Role.TIMED, Role.PROCD, Role.MEMD)),
+        Request(depends(Role.LOGD, Role.MEMD, Role.CRASHD)),
+        Request(depends(Role.MEMD)),
+        Request(depends(Role.PAGERD)),
+    ]
+    session = serve(requests, before_procd=(Role.MEMD,))
+    statuses = [Status(reply.op) for _, reply in session.replies if reply is not None]
+    assert (
+        statuses
+        == [Status.OK, Status.NOT_FOUND, Status.NOT_FOUND, Status.NOT_FOUND, Status.OK] + [Status.INVALID_ARGUMENT] * 2
+    )
+    assert session.kernel is not None
+    assert "named: up" in session.kernel.logs
+    assert "logd: up" not in session.kernel.logs, "held for CRASHD"
+    steps = steps_of(session.trace)
+    divergence = check_against_spec(steps, spec_for(None, (Role.MEMD,)))
+    assert divergence is None, divergence.describe()
+    # The spec without the roles rootd started disagrees at the first request.
+    divergence = check_against_spec(steps, spec_for(None))
+    assert divergence is not None and divergence.spec.reply == ("NOT_FOUND", None, None)
 
 
 def full_table_session() -> list[Step]:

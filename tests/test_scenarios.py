@@ -105,6 +105,10 @@ BROKEN = {
         '[[inject]]\nimage = "phase0-exit"\nfail_create = "OK"',
         "OK is not a failure",
     ),
+    "a test image before procd": (
+        'name = "x"\n[boot]\nbefore_procd = ["TEST"]\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"',
+        "boot.before_procd: TEST cannot be started there",
+    ),
     "wrong type": (
         'name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"\nflags = "REQUIRED"',
         "flags: expected",

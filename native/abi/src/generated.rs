@@ -30,6 +30,8 @@ pub mod syscall {
     pub const CAP_DELETE: u64 = 0xc;
     /// rdi=notification slot; returns rdi=bits and clears them, without blocking (0: none)
     pub const POLL: u64 = 0xd;
+    /// rdi=endpoint slot; SEND without blocking (as seL4's NBSend): delivered only to a receiver waiting now, else dropped with BUSY
+    pub const NBSEND: u64 = 0xe;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u64) -> Option<&'static str> {
@@ -47,6 +49,7 @@ pub mod syscall {
             CAP_INFO => Some("CAP_INFO"),
             CAP_DELETE => Some("CAP_DELETE"),
             POLL => Some("POLL"),
+            NBSEND => Some("NBSEND"),
             _ => None,
         }
     }
@@ -545,7 +548,7 @@ pub mod startup_status {
     /// no envelope pointer in rdi
     pub const ENVELOPE_NULL: u64 = 0x10;
     pub const BAD_MAGIC: u64 = 0x11;
-    /// major is not 1 or minor is not 0
+    /// major is not 1, or minor is above ENVELOPE_MINOR
     pub const BAD_VERSION: u64 = 0x12;
     /// total_len disagrees with slot_count or exceeds ENVELOPE_MAX
     pub const BAD_LENGTH: u64 = 0x13;
@@ -618,8 +621,8 @@ pub const ENVELOPE_MAX: usize = 0x200;
 pub const ENVELOPE_MAGIC: u32 = 0x56585245;
 /// origin: erix
 pub const ENVELOPE_MAJOR: u16 = 0x1;
-/// origin: procd-emu
-pub const ENVELOPE_MINOR: u16 = 0x0;
+/// Minor 1 adds envelope_header.started_roles (reserved, 0, in minor 0); readers accept minor 0 and 1. (origin: procd-emu)
+pub const ENVELOPE_MINOR: u16 = 0x1;
 /// origin: procd-emu
 pub const ENVELOPE_MAX_SLOTS: usize = 0x10;
 /// IPC_BUFFER_SIZE minus the message header. (origin: procd-emu)
@@ -701,7 +704,7 @@ pub mod envelope_header {
     /// `u16`
     pub const RESERVED0: usize = 18;
     /// `u32`
-    pub const RESERVED1: usize = 20;
+    pub const STARTED_ROLES: usize = 20;
 }
 
 /// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.

@@ -23,6 +23,7 @@ pub struct SlotEntry {
 pub struct Envelope {
     role: u16,
     flags: u16,
+    started_roles: u32,
     slots: [SlotEntry; ENVELOPE_MAX_SLOTS],
     slot_count: usize,
 }
@@ -36,6 +37,12 @@ impl Envelope {
     /// The startup flags (only `envelope_flag` bits).
     pub fn flags(&self) -> u16 {
         self.flags
+    }
+
+    /// The roles its creator started before it (bit r: role r; only known roles below 32;
+    /// 0 in a minor-0 envelope). rootd lists the services it started itself before procd.
+    pub fn started_roles(&self) -> u32 {
+        self.started_roles
     }
 
     /// The slot records, in envelope order.
@@ -73,7 +80,8 @@ impl Envelope {
             && write_u32(out, hdr::TOTAL_LEN, u32::try_from(len).ok()?)
             && write_u16(out, hdr::ROLE, self.role)
             && write_u16(out, hdr::FLAGS, self.flags)
-            && write_u16(out, hdr::SLOT_COUNT, u16::try_from(self.slot_count).ok()?);
+            && write_u16(out, hdr::SLOT_COUNT, u16::try_from(self.slot_count).ok()?)
+            && write_u32(out, hdr::STARTED_ROLES, self.started_roles);
         for (i, s) in self.slots().iter().enumerate() {
             let at = hdr::SIZE + envelope_slot::SIZE * i;
             ok = ok
@@ -120,10 +128,21 @@ impl EnvelopeBuilder {
             envelope: Envelope {
                 role,
                 flags,
+                started_roles: 0,
                 slots: [SlotEntry::default(); ENVELOPE_MAX_SLOTS],
                 slot_count: 0,
             },
         })
+    }
+
+    /// List the roles the creator started before this service (`started_roles`):
+    /// `Err(BAD_RESERVED)` if a bit names no known role.
+    pub fn started_roles(&mut self, roles: u32) -> Result<&mut Self, u64> {
+        if roles & !known_roles_below_32() != 0 {
+            return Err(startup_status::BAD_RESERVED);
+        }
+        self.envelope.started_roles = roles;
+        Ok(self)
     }
 
     /// Add a slot record: `Err(BAD_SLOT_TABLE)` if it breaks a slot rule or the table is full.
@@ -156,12 +175,13 @@ impl EnvelopeBuilder {
 /// Checks, in this order, returning the first failure as a `startup_status` code:
 /// 1. `bytes` holds a whole header (`BAD_LENGTH`);
 /// 2. magic (`BAD_MAGIC`);
-/// 3. major 1, minor 0 (`BAD_VERSION`);
+/// 3. major 1, minor 0 or 1 (`BAD_VERSION`);
 /// 4. `total_len == 24 + 8 * slot_count`, `total_len <= ENVELOPE_MAX`,
 ///    `slot_count <= ENVELOPE_MAX_SLOTS` and `total_len <= bytes.len()` (`BAD_LENGTH`);
 /// 5. a known role equal to `expected_role` (`BAD_ROLE`);
 /// 6. no unknown flag bits (`BAD_FLAGS`);
-/// 7. zero header reserved fields (`BAD_RESERVED`);
+/// 7. zero `reserved0`, and `started_roles` naming only known roles (0 in minor 0)
+///    (`BAD_RESERVED`);
 /// 8. each slot record in order: slot in `1..CAP_TABLE_SLOTS`, known purpose, slot and purpose
 ///    not seen before, zero reserved field (`BAD_SLOT_TABLE`).
 ///
@@ -175,7 +195,8 @@ pub fn parse(bytes: &[u8], expected_role: u16) -> Result<Envelope, u64> {
     if u32_at(hdr::MAGIC)? != ENVELOPE_MAGIC {
         return Err(startup_status::BAD_MAGIC);
     }
-    if u16_at(hdr::MAJOR)? != ENVELOPE_MAJOR || u16_at(hdr::MINOR)? != ENVELOPE_MINOR {
+    let minor = u16_at(hdr::MINOR)?;
+    if u16_at(hdr::MAJOR)? != ENVELOPE_MAJOR || minor > ENVELOPE_MINOR {
         return Err(startup_status::BAD_VERSION);
     }
     let total_len = usize::try_from(u32_at(hdr::TOTAL_LEN)?).unwrap_or(usize::MAX);
@@ -195,10 +216,12 @@ pub fn parse(bytes: &[u8], expected_role: u16) -> Result<Envelope, u64> {
     if flags & !envelope_flag::ALL != 0 {
         return Err(startup_status::BAD_FLAGS);
     }
-    if u16_at(hdr::RESERVED0)? != 0 || u32_at(hdr::RESERVED1)? != 0 {
+    let started_roles = u32_at(hdr::STARTED_ROLES)?;
+    if u16_at(hdr::RESERVED0)? != 0 || (minor == 0 && started_roles != 0) {
         return Err(startup_status::BAD_RESERVED);
     }
     let mut builder = EnvelopeBuilder::new(role, flags)?;
+    builder.started_roles(started_roles)?;
     for i in 0..slot_count {
         let at = hdr::SIZE + envelope_slot::SIZE * i;
         let slot = u32_at(at + envelope_slot::SLOT)?;
@@ -209,6 +232,13 @@ pub fn parse(bytes: &[u8], expected_role: u16) -> Result<Envelope, u64> {
         builder.push(slot, purpose)?;
     }
     Ok(builder.envelope())
+}
+
+/// The mask of every known role below 32 (bit r: role r).
+fn known_roles_below_32() -> u32 {
+    (0..32u16)
+        .filter(|&r| role::name(r).is_some())
+        .fold(0, |mask, r| mask | 1 << r)
 }
 
 #[cfg(test)]

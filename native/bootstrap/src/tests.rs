@@ -86,7 +86,7 @@ fn bad_magic() {
 
 #[test]
 fn bad_version() {
-    for (major, minor) in [(0, 0), (2, 0), (1, 1), (ENVELOPE_MAJOR, 0xFFFF)] {
+    for (major, minor) in [(0, 0), (2, 0), (1, 2), (ENVELOPE_MAJOR, 0xFFFF)] {
         let mut b = valid();
         write_u16(&mut b, hdr::MAJOR, major);
         write_u16(&mut b, hdr::MINOR, minor);
@@ -167,8 +167,47 @@ fn bad_reserved() {
     write_u16(&mut b, hdr::RESERVED0, 1);
     assert_eq!(parse_procd(&b), Err(startup_status::BAD_RESERVED));
     let mut b = valid();
-    write_u32(&mut b, hdr::RESERVED1, 0x8000_0000);
+    write_u32(&mut b, hdr::STARTED_ROLES, 0x8000_0000);
+    assert_eq!(
+        parse_procd(&b),
+        Err(startup_status::BAD_RESERVED),
+        "a bit that names no role is reserved"
+    );
+    let mut b = valid();
+    write_u32(&mut b, hdr::STARTED_ROLES, 1);
+    assert_eq!(parse_procd(&b), Err(startup_status::BAD_RESERVED), "bit 0");
+}
+
+#[test]
+fn minor_1_lists_the_roles_started_before_the_service() {
+    let started = 1 << role::MEMD | 1 << role::PAGERD;
+    let mut b = valid();
+    assert_eq!(ENVELOPE_MINOR, 1);
+    write_u32(&mut b, hdr::STARTED_ROLES, started);
+    assert_eq!(parse_procd(&b).map(|e| e.started_roles()), Ok(started));
+    // Every known role below 32 may be listed.
+    let all = (1..32u16)
+        .filter(|&r| role::name(r).is_some())
+        .fold(0u32, |m, r| m | 1 << r);
+    write_u32(&mut b, hdr::STARTED_ROLES, all);
+    assert_eq!(parse_procd(&b).map(|e| e.started_roles()), Ok(all));
+    // A minor-0 envelope has no such field: it must be 0 there, and is read as none.
+    write_u16(&mut b, hdr::MINOR, 0);
     assert_eq!(parse_procd(&b), Err(startup_status::BAD_RESERVED));
+    write_u32(&mut b, hdr::STARTED_ROLES, 0);
+    assert_eq!(parse_procd(&b).map(|e| e.started_roles()), Ok(0));
+    // The builder writes it, and only known roles.
+    let mut builder = EnvelopeBuilder::new(role::PROCD, 0).expect("valid");
+    builder.started_roles(started).expect("known roles");
+    assert_eq!(
+        builder.started_roles(1 << 31).map(|_| ()),
+        Err(startup_status::BAD_RESERVED)
+    );
+    let mut buf = [0u8; ENVELOPE_MAX];
+    let len = builder.write(&mut buf).expect("fits");
+    let parsed = parse_procd(&buf[..len]).expect("parses");
+    assert_eq!(parsed.started_roles(), started);
+    assert_eq!(read_u16(&buf, hdr::MINOR), Some(1));
 }
 
 #[test]

@@ -65,9 +65,9 @@ pub trait Kernel {
     /// CALL endpoint `slot` with `msg` (header plus declared payload); on syscall status OK
     /// `msg` holds the reply. Returns the syscall status.
     fn call(&mut self, slot: u32, msg: &mut Message) -> u32;
-    /// SEND `msg` (header plus declared payload) on endpoint `slot`; no reply. Returns the
-    /// syscall status.
-    fn send(&mut self, slot: u32, msg: &Message) -> u32;
+    /// NBSEND `msg` (header plus declared payload) on endpoint `slot`: never blocks, no reply.
+    /// Returns the syscall status (BUSY: no receiver was waiting, the message was dropped).
+    fn nb_send(&mut self, slot: u32, msg: &Message) -> u32;
     /// NOTIFY `bits` on notification `slot`; returns the syscall status.
     fn notify(&mut self, slot: u32, bits: u64) -> u32;
     /// DEBUG_WRITE one log line made of `parts`, concatenated.
@@ -138,6 +138,9 @@ pub struct Procd {
     bootstrap_notify: u32,
     /// crashd's endpoint, if the envelope lists one (optional intake).
     crashd: Option<u32>,
+    /// The roles rootd started before procd (the envelope's `started_roles`; bit r: role r):
+    /// dependencies on them are satisfied from the start.
+    started_roles: u64,
     table: ProcessTable,
     /// The lifecycle actions procd took.
     audit: AuditLog,
@@ -154,6 +157,7 @@ impl Procd {
             kernel_control: slot(cap_purpose::KERNEL_CONTROL)?,
             bootstrap_notify: slot(cap_purpose::BOOTSTRAP_NOTIFY)?,
             crashd: env.slot_for(cap_purpose::CRASHD_ENDPOINT),
+            started_roles: u64::from(env.started_roles()),
             env,
             table: ProcessTable::new(),
             audit: AuditLog::new(),
@@ -308,11 +312,12 @@ impl Procd {
     /// requester (also kept in the entry for a held service's later launch), `client` applies
     /// SPAWN's limits (see `spawn_for_client`).
     ///
-    /// Validate the request (INVALID_ARGUMENT also for an unknown
-    /// `restart_policy` or a non-zero reserved field, and see `check_dependencies`), take the
-    /// lowest free entry (BUSY if none), then, if every role of `depends_on` has a RUNNING
-    /// entry (or it is 0), [`Procd::launch`] the service there with the entry's generation
-    /// (and `release_held`). Otherwise hold it: the entry becomes HELD with the request and
+    /// Validate the request (INVALID_ARGUMENT also for a role procd never runs
+    /// ([`procd_runs`]), an unknown `restart_policy` or a non-zero reserved field, and see
+    /// `check_dependencies`), take the lowest free entry (BUSY if none), then, if every role of
+    /// `depends_on` is available (rootd started it, or it has a RUNNING entry; or it is 0),
+    /// [`Procd::launch`] the service there with the entry's generation (and `release_held`).
+    /// Otherwise hold it: the entry becomes HELD with the request and
     /// that generation, the reply is OK with pid 0, endpoint 0 and its id, and procd logs
     /// `procd: holding <role> until its dependencies run` (no kernel call, no audit record).
     fn spawn_checked(
@@ -343,13 +348,13 @@ impl Procd {
             window_ms: field_u32(spawn_service_request::WINDOW_MS)?,
             backoff_ms: field_u32(spawn_service_request::BACKOFF_MS)?,
             count: 0,
-            window_start: 0,
+            run_start: 0,
         };
         let reserved = field_u16(spawn_service_request::RESERVED)?;
         let depends_on =
             read_u64(payload, spawn_service_request::DEPENDS_ON).ok_or(status::INVALID_ARGUMENT)?;
         if role::name(child_role).is_none()
-            || matches!(child_role, role::ROOTD | role::PROCD | role::GENERIC)
+            || !procd_runs(child_role)
             || flags & !envelope_flag::ALL != 0
             || image_id == 0
             || restart_policy::name(restart.policy).is_none()
@@ -374,7 +379,7 @@ impl Procd {
             requester,
             ..ProcessEntry::default()
         };
-        if self.dependencies_running(depends_on) {
+        if self.dependencies_available(depends_on) {
             let spawned = self.launch(k, msg, index, generation, service, requester, None)?;
             self.release_held(k, msg);
             return Ok(spawned);
@@ -406,8 +411,10 @@ impl Procd {
     /// `depends_on` (bit r: role r):
     ///
     /// - INVALID_ARGUMENT if a bit names no known role (`role::name`) or the child's own role.
-    /// - NOT_FOUND if a named role has a FAILED entry and no RUNNING one: a dependency failed,
-    ///   so the child could never start.
+    /// - NOT_FOUND if a named role is one procd never runs ([`procd_runs`]) and rootd did not
+    ///   start it before procd (the envelope's `started_roles`): it would wait for ever.
+    /// - NOT_FOUND if a named role has a FAILED entry and is not available
+    ///   (`role_available`): a dependency failed, so the child could never start.
     /// - INVALID_ARGUMENT for a cycle: starting from `depends_on`, the dependencies of HELD
     ///   entries of the roles reached are followed transitively; reaching `child_role` is one.
     fn check_dependencies(&self, child_role: u16, depends_on: u64) -> Result<(), u32> {
@@ -418,8 +425,12 @@ impl Procd {
         if depends_on & !known != 0 || depends_on & own != 0 {
             return Err(status::INVALID_ARGUMENT);
         }
-        // A dependency failed (and nothing of its role runs): NOT_FOUND.
-        if roles_of(depends_on).any(|r| self.table.role_failed(r) && !self.table.role_running(r)) {
+        // A role nobody will ever start: NOT_FOUND.
+        if roles_of(depends_on).any(|r| !procd_runs(r) && !self.started_by_rootd(r)) {
+            return Err(status::NOT_FOUND);
+        }
+        // A dependency failed (and nothing of its role is available): NOT_FOUND.
+        if roles_of(depends_on).any(|r| self.table.role_failed(r) && !self.role_available(r)) {
             return Err(status::NOT_FOUND);
         }
         let mut reached = depends_on;
@@ -441,13 +452,24 @@ impl Procd {
         Ok(())
     }
 
-    /// Whether every role of `depends_on` has a RUNNING entry (true for 0).
-    fn dependencies_running(&self, depends_on: u64) -> bool {
-        roles_of(depends_on).all(|r| self.table.role_running(r))
+    /// Whether every role of `depends_on` is available ([`Procd::role_available`]; true for 0).
+    fn dependencies_available(&self, depends_on: u64) -> bool {
+        roles_of(depends_on).all(|r| self.role_available(r))
+    }
+
+    /// Whether rootd started a service of role `r` before procd (the envelope says so).
+    fn started_by_rootd(&self, r: u16) -> bool {
+        self.started_roles & role_bit(r) != 0
+    }
+
+    /// Whether a dependency on role `r` is satisfied: rootd started it before procd, or one of
+    /// procd's entries of that role is RUNNING.
+    fn role_available(&self, r: u16) -> bool {
+        self.started_by_rootd(r) || self.table.role_running(r)
     }
 
     /// A process became RUNNING: launch, in index order, every HELD entry whose dependencies
-    /// all have a RUNNING entry now, repeating until none is left to launch (a launched one
+    /// are all available now, repeating until none is left to launch (a launched one
     /// may release others). Each launch is the normal one ([`Procd::launch`], requester: the
     /// entry's, i.e. whoever asked for it) into the held entry with its own id; log
     /// `procd: releasing <role> (pid <pid>)`. A launch that fails logs
@@ -461,7 +483,8 @@ impl Procd {
                 let Some(entry) = self.table.entries().get(index).copied() else {
                     continue;
                 };
-                if entry.state != ProcState::Held || !self.dependencies_running(entry.depends_on) {
+                if entry.state != ProcState::Held || !self.dependencies_available(entry.depends_on)
+                {
                     continue;
                 }
                 changed = true;
@@ -1103,13 +1126,13 @@ impl Procd {
         self.fail_dependents(k, entry.role);
     }
 
-    /// An entry of `failed_role` became FAILED: unless another entry of that role is RUNNING,
-    /// every HELD entry depending on it can never start. Each (in index order) is held FAILED
-    /// with death DEPENDENCY and code `failed_role`, after logging
-    /// `procd: <role> cannot start: <failed role> failed`; that fails its own dependents in
-    /// turn (each step turns a HELD entry FAILED, so this ends).
+    /// An entry of `failed_role` became FAILED: unless the role is still available (another
+    /// entry of it RUNNING, or rootd started it), every HELD entry depending on it can never
+    /// start. Each (in index order) is held FAILED with death DEPENDENCY and code
+    /// `failed_role`, after logging `procd: <role> cannot start: <failed role> failed`; that
+    /// fails its own dependents in turn (each step turns a HELD entry FAILED, so this ends).
     fn fail_dependents(&mut self, k: &mut impl Kernel, failed_role: u16) {
-        if self.table.role_running(failed_role) {
+        if self.role_available(failed_role) {
             return;
         }
         for index in 0..PROCD_MAX_PROCESSES {
@@ -1155,13 +1178,15 @@ impl Procd {
     /// and its restart policy restarts it.
     ///
     /// CALL kernel-control READ_MONOTONIC_CLOCK for `now`. Then, with `counted` the restarts
-    /// counted at `now` ([`Restart::counted`]):
+    /// that count for a run ending at `now` ([`Restart::counted`]: 0 if the run outlasted the
+    /// window):
     ///
     /// - `counted >= max_restarts`: log `procd: child <pid> over its restart bound`, then
     ///   `hold_failed`.
-    /// - Otherwise mark the entry RESTARTING (same pid and generation, no endpoint slot),
-    ///   delete procd's capability to the child's endpoint, and CALL kernel-control SET_TIMER
-    ///   at `now + (backoff_ms << min(counted, 16))` (saturating), cookie = the entry's id
+    /// - Otherwise mark the entry RESTARTING (same pid and generation, no endpoint slot, its
+    ///   count set to `counted`), delete procd's capability to the child's endpoint, and CALL
+    ///   kernel-control SET_TIMER at `now + (backoff_ms << min(counted, 16))` (saturating),
+    ///   cookie = the entry's id
     ///   (index | generation << 16), endpoint slot = procd's SELF_ENDPOINT; then log
     ///   `procd: child <pid> restarting in <delay> ms`.
     ///
@@ -1196,6 +1221,11 @@ impl Procd {
         let restarting = ProcessEntry {
             state: ProcState::Restarting { death, code },
             endpoint_slot: 0,
+            // A run that outlasted the window cleared the count.
+            restart: Restart {
+                count: counted,
+                ..entry.restart
+            },
             ..entry
         };
         self.table.set(index, restarting);
@@ -1232,10 +1262,10 @@ impl Procd {
     ///
     /// Ignored if the payload is not a `timer_event`, capabilities came along, or the cookie
     /// does not name (index | generation << 16) a RESTARTING entry with that generation (a
-    /// STOP or KILL freed it meanwhile, or the cookie is not one of procd's). Otherwise record
-    /// the restart at the event's `ticks` ([`Restart::record`]) and [`Procd::launch`] the same
-    /// image, role and flags again in the same entry with the next generation (a new pid and
-    /// id; the old id is stale from then on); log `procd: restarted <old pid> as <new pid>`.
+    /// STOP or KILL freed it meanwhile, or the cookie is not one of procd's). Otherwise count
+    /// the restart, its run starting at the event's `ticks` ([`Restart::record`]), and
+    /// [`Procd::launch`] the same image, role and flags again in the same entry with the next
+    /// generation (a new pid and id; the old id is stale from then on); log `procd: restarted <old pid> as <new pid>`.
     /// If the launch fails: log `procd: restart of <old pid> failed: <STATUS>` and
     /// `hold_failed` the entry with its old pid, generation and the death it restarted after.
     fn timer(&mut self, k: &mut impl Kernel, msg: &mut Message) {
@@ -1303,9 +1333,12 @@ impl Procd {
         read_u64(msg.payload(), clock_reply::TICKS).ok_or(status::INTERNAL)
     }
 
-    /// SEND crashd a REPORT of child `pid` killed for `fault` at `address` (0 and 0 for a
-    /// kill by KILL_PROCESS), if procd holds crashd's endpoint. A failed SEND is logged and
-    /// otherwise ignored (foundation services are optional). Uses `msg` as the buffer.
+    /// NBSEND crashd a REPORT of child `pid` killed for `fault` at `address` (0 and 0 for a
+    /// kill by KILL_PROCESS), if procd holds crashd's endpoint. procd never blocks on crashd: a
+    /// report crashd is not waiting for is dropped by the kernel (BUSY) and logged
+    /// `procd: crashd report of child <pid> dropped: crashd is not receiving`; any other failure
+    /// is logged `procd: crashd report failed <STATUS>`. Either is otherwise ignored
+    /// (foundation services are optional). Uses `msg` as the buffer.
     fn report_killed(
         &self,
         k: &mut impl Kernel,
@@ -1323,8 +1356,14 @@ impl Procd {
             && write_u16(record, crash_record::EVENT, crash_event::KILLED)
             && write_u64(record, crash_record::CODE, fault)
             && write_u64(record, crash_record::ADDRESS, address);
-        let sent = k.send(crashd, msg);
-        if sent != status::OK {
+        let sent = k.nb_send(crashd, msg);
+        if sent == status::BUSY {
+            k.debug_write(&[
+                Text(b"procd: crashd report of child "),
+                Dec(u64::from(pid)),
+                Text(b" dropped: crashd is not receiving"),
+            ]);
+        } else if sent != status::OK {
             let code = match status::name(sent) {
                 Some(name) => Text(name.as_bytes()),
                 None => Hex(u64::from(sent)),
@@ -1348,6 +1387,18 @@ impl Procd {
         }
         Ok(reply)
     }
+}
+
+/// Whether procd may ever run a service of role `r`: a known role other than rootd's own
+/// (ROOTD, and MEMD, VSPACED and PAGERD, which rootd starts itself before procd), PROCD and
+/// GENERIC. SPAWN_SERVICE and SPAWN refuse the others (INVALID_ARGUMENT), and a dependency on
+/// one is satisfied only if rootd started it.
+pub fn procd_runs(r: u16) -> bool {
+    role::name(r).is_some()
+        && !matches!(
+            r,
+            role::ROOTD | role::MEMD | role::VSPACED | role::PAGERD | role::PROCD | role::GENERIC
+        )
 }
 
 /// Room for any role's name ([`role_lowercase`]).

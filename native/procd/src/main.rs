@@ -41,9 +41,9 @@ impl Kernel for Syscalls {
         }
     }
 
-    fn send(&mut self, slot: u32, msg: &Message) -> u32 {
+    fn nb_send(&mut self, slot: u32, msg: &Message) -> u32 {
         rt::ipc::store(msg);
-        match sys::send(slot) {
+        match sys::nbsend(slot) {
             Ok(()) => status::OK,
             Err(code) => code,
         }

@@ -69,27 +69,32 @@ impl ProcState {
     }
 }
 
-/// A process's restart policy (from its SPAWN_SERVICE request) and its recent restarts.
+/// A process's restart policy (from its SPAWN_SERVICE request) and the restarts it has had.
 ///
-/// Recent restarts are counted in a fixed window, not a sliding one (a u8 bound would need up
-/// to 255 timestamps per entry): `count` restarts since `window_start`, the clock (ticks, 1 per
-/// virtual millisecond) at the first restart of the window. At clock `now` the window is open
-/// while `now - window_start < window_ms`; once it has closed the restarts in it no longer
-/// count, and the next restart opens a new window at its own time.
+/// `count` is the number of restarts since the count was last cleared. It is cleared only when
+/// one run lasted the window: the clock (ticks, 1 per virtual millisecond) at its death minus
+/// `run_start`, the clock when that run started, exceeds `window_ms` (the clock rounds down, so
+/// only then did the run surely last `window_ms` of virtual time; the backoff before a run
+/// never counts, as it comes before the run's start). `window_ms` 0 never clears it, so
+/// `max_restarts` bounds the entry's restarts over its life. A process that keeps dying within
+/// the window of starting is therefore restarted at most `max_restarts` times, whatever the
+/// other values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Restart {
     /// Its `restart_policy`.
     pub policy: u8,
-    /// Restarts allowed within the window; a death with that many counted holds it FAILED.
+    /// Restarts allowed while the count is not cleared; a death with that many counted holds
+    /// it FAILED (0: never restarted).
     pub max_restarts: u8,
-    /// The window's length in ticks (milliseconds).
+    /// Ticks (milliseconds) a run must exceed to clear the count; 0: never cleared.
     pub window_ms: u32,
     /// Delay before a restart with none counted; doubled per restart counted (up to << 16).
     pub backoff_ms: u32,
-    /// Restarts in the window opened at `window_start` (saturating at 255).
+    /// Restarts since the count was last cleared (saturating at 255).
     pub count: u8,
-    /// Clock ticks of the window's first restart.
-    pub window_start: u64,
+    /// Clock ticks when the current run started: the TIMER that relaunched it. 0 for the first
+    /// run, whose start never matters (nothing is counted before it).
+    pub run_start: u64,
 }
 
 impl Restart {
@@ -103,30 +108,26 @@ impl Restart {
         }
     }
 
-    /// The restarts that count at clock `now`: `count` while the window is open, else 0.
+    /// The restarts that count when the current run dies at clock `now`: 0 if the run lasted
+    /// more than `window_ms` ticks (`window_ms` not 0), else `count`.
     pub const fn counted(&self, now: u64) -> u8 {
-        if self.count != 0 && now.saturating_sub(self.window_start) < self.window_ms as u64 {
-            self.count
-        } else {
+        if self.window_ms != 0 && now.saturating_sub(self.run_start) > self.window_ms as u64 {
             0
+        } else {
+            self.count
         }
     }
 
     /// The backoff before the next restart with `counted` restarts counted:
-    /// `backoff_ms << min(counted, 16)` ticks.
+    /// `backoff_ms << min(counted, 16)` ticks (at most 2^48: no overflow).
     pub fn delay(&self, counted: u8) -> u64 {
         u64::from(self.backoff_ms) << counted.min(16)
     }
 
-    /// Record a restart at clock `ticks`: one more in the open window, or the first of a new
-    /// window starting at `ticks`.
+    /// Record a restart whose run starts at clock `ticks`: one more counted (saturating).
     pub fn record(&mut self, ticks: u64) {
-        if self.counted(ticks) == 0 {
-            self.window_start = ticks;
-            self.count = 1;
-        } else {
-            self.count = self.count.saturating_add(1);
-        }
+        self.count = self.count.saturating_add(1);
+        self.run_start = ticks;
     }
 }
 
@@ -244,7 +245,7 @@ impl ProcessTable {
                     window_ms: 0,
                     backoff_ms: 0,
                     count: 0,
-                    window_start: 0,
+                    run_start: 0,
                 },
                 depends_on: 0,
                 requester: 0,
@@ -562,7 +563,7 @@ mod tests {
     }
 
     #[test]
-    fn restarts_count_in_a_fixed_window() {
+    fn restarts_are_counted_until_a_run_outlasts_the_window() {
         let mut r = Restart {
             policy: restart_policy::ON_FAILURE,
             max_restarts: 3,
@@ -573,27 +574,41 @@ mod tests {
         assert!(r.wants(true) && !r.wants(false));
         assert_eq!(r.counted(0), 0);
         r.record(50);
-        assert_eq!((r.count, r.window_start), (1, 50));
-        r.record(149);
-        assert_eq!((r.count, r.window_start), (2, 50));
-        assert_eq!(r.counted(149), 2);
-        assert_eq!(r.counted(150), 0, "closed");
+        assert_eq!((r.count, r.run_start), (1, 50));
+        assert_eq!(
+            r.counted(150),
+            1,
+            "a run of exactly the window may be shorter"
+        );
+        assert_eq!(
+            r.counted(151),
+            0,
+            "a run longer than the window clears the count"
+        );
         assert_eq!(
             r.counted(10),
-            2,
-            "a clock before the window counts as inside it"
+            1,
+            "a clock before the run's start counts as inside it"
         );
-        r.record(150);
-        assert_eq!((r.count, r.window_start), (1, 150));
+        r.record(149);
+        assert_eq!((r.count, r.run_start), (2, 149));
         assert_eq!(r.delay(0), 5);
         assert_eq!(r.delay(3), 40);
         assert_eq!(r.delay(16), 5 << 16);
         assert_eq!(r.delay(255), 5 << 16);
+        r.backoff_ms = u32::MAX;
+        assert_eq!(r.delay(255), u64::from(u32::MAX) << 16, "no overflow");
         r.count = 255;
         r.record(151);
         assert_eq!(r.count, 255, "saturates");
         r.window_ms = 0;
-        assert_eq!(r.counted(150), 0, "a window of 0 counts nothing");
+        assert_eq!(
+            r.counted(u64::MAX),
+            255,
+            "a window of 0 never clears the count"
+        );
+        r.window_ms = u32::MAX;
+        assert_eq!(r.counted(u64::MAX), 0);
         for (policy, failed, clean) in [
             (restart_policy::NEVER, false, false),
             (restart_policy::ON_FAILURE, true, false),

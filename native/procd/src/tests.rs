@@ -40,9 +40,9 @@ struct Model {
     create_reply_hook: Option<fn(&mut Message)>,
     /// Syscall status of every NOTIFY.
     notify_status: u32,
-    /// Every SEND: (slot, header, payload).
+    /// Every NBSEND: (slot, header, payload).
     sends: Vec<(u32, MessageHeader, Vec<u8>)>,
-    /// Syscall status of every SEND.
+    /// Syscall status of every NBSEND (BUSY: no receiver was waiting, the message is dropped).
     send_status: u32,
     /// Processes alive that procd created (KILL_PROCESS may end them).
     alive: BTreeSet<u32>,
@@ -311,7 +311,7 @@ impl Kernel for Model {
         status::OK
     }
 
-    fn send(&mut self, slot: u32, msg: &Message) -> u32 {
+    fn nb_send(&mut self, slot: u32, msg: &Message) -> u32 {
         self.sends
             .push((slot, msg.header(), msg.payload().to_vec()));
         self.send_status
@@ -1571,6 +1571,29 @@ fn a_failed_crashd_report_is_logged_and_ignored() {
         );
         assert_eq!(k.deleted.len(), 1);
     }
+}
+
+#[test]
+fn a_report_crashd_is_not_waiting_for_is_dropped_logged_and_procd_goes_on() {
+    let (mut k, mut p) = spawned(2, true);
+    k.send_status = status::BUSY;
+    kernel_event(&mut k, &mut p, fault(101));
+    assert_eq!(
+        k.log,
+        [
+            "procd: child 101 faulted UNMAPPED_READ at 0x400000",
+            "procd: crashd report of child 101 dropped: crashd is not receiving",
+            "procd: child 101 failed",
+        ]
+    );
+    assert_eq!(k.sends.len(), 1, "one attempt, never retried");
+    assert!(matches!(
+        p.table().entries()[1].state,
+        ProcState::Failed { .. }
+    ));
+    // procd goes on serving: the next request is answered.
+    let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(4, role::TEST, 0));
+    assert_eq!(st, status::OK);
 }
 
 #[test]
@@ -3812,7 +3835,10 @@ fn on_failure_restarts_a_faulted_child_after_its_backoff_in_the_same_entry() {
     );
     assert!(k.caps.contains_key(&e.endpoint_slot));
     assert_eq!(e.restart.count, 1);
-    assert_eq!(e.restart.window_start, 5_250);
+    assert_eq!(
+        e.restart.run_start, 5_250,
+        "its run starts at the TIMER's ticks"
+    );
     assert_eq!(
         status_of(&mut k, &mut p, pid_of(0, 1)).0,
         status::NOT_FOUND,
@@ -4031,35 +4057,6 @@ fn max_restarts_0_never_restarts_and_an_optional_service_is_only_held_failed() {
         p.table().entries()[0].state,
         ProcState::Failed { .. }
     ));
-}
-
-#[test]
-fn restarts_older_than_the_window_do_not_count() {
-    // One restart allowed per 1000 ms; backoff 10.
-    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 1, 1000, 10);
-    k.clock = 0;
-    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
-    fire(&mut k, &mut p); // restart 1 at tick 10: the window opens.
-    assert_eq!(p.table().entries()[0].restart.window_start, 10);
-    // Dies at 1009 (999 ticks after the window opened): still counted, so over the bound.
-    k.clock = 1009;
-    k.log.clear();
-    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
-    assert_eq!(k.log[1], "procd: child 101 over its restart bound");
-    // Dies at 1010 (1000 ticks after): the window has closed, nothing counts, the backoff is
-    // the first one again, and the restart opens a new window.
-    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 1, 1000, 10);
-    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
-    fire(&mut k, &mut p);
-    k.clock = 1010;
-    k.log.clear();
-    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
-    assert_eq!(k.log[1], "procd: child 101 restarting in 10 ms");
-    assert_eq!(k.timers, [(1020, pid_of(0, 2), SELF_EP)]);
-    fire(&mut k, &mut p);
-    let e = p.table().entries()[0];
-    assert_eq!((e.pid, e.generation), (102, 3));
-    assert_eq!((e.restart.count, e.restart.window_start), (1, 1020));
 }
 
 #[test]
@@ -4338,26 +4335,128 @@ fn probe_complete_from_a_restarting_childs_badge_is_denied() {
     assert!(k.notified.is_empty());
 }
 
+/// How a child in the restart-bound grid dies: a fault, a kill procd did not ask for, a
+/// non-zero exit, or a clean exit (restarted only under ALWAYS).
+fn grid_death(pid: u32, how: usize) -> Message {
+    match how {
+        0 => fault(pid),
+        1 => child_died(pid, death_kind::KILLED, 0, 0),
+        2 => child_died(pid, death_kind::EXITED, 7, 0),
+        _ => child_died(pid, death_kind::EXITED, 0, 0),
+    }
+}
+
 #[test]
-fn the_window_is_fixed_from_its_first_restart() {
-    // Two restarts per 1000 ms, backoff 10. Restarts at 10 and 620; a death at 1010 closes the
-    // window opened at 10, so nothing counts even though the restart at 620 is recent.
-    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 2, 1000, 10);
+fn a_child_that_keeps_dying_is_restarted_at_most_max_restarts_times_for_every_policy_value() {
+    // Every run dies `lifetime` ticks after it started (0, or just inside a small window), with
+    // every backoff and window, 0 and the maxima included: the count is never cleared, so the
+    // child is restarted exactly max_restarts times and then held FAILED.
+    for policy in [restart_policy::ON_FAILURE, restart_policy::ALWAYS] {
+        for max_restarts in [0u8, 1, 2, 255] {
+            for window_ms in [0u32, 1, 2, 1000, u32::MAX] {
+                for backoff_ms in [0u32, 1, 1000, u32::MAX] {
+                    for how in 0..4 {
+                        if how == 3 && policy != restart_policy::ALWAYS {
+                            continue; // ON_FAILURE frees a clean exit
+                        }
+                        let lifetime = u64::from(window_ms.saturating_sub(1)).min(1);
+                        let case = (policy, max_restarts, window_ms, backoff_ms, how);
+                        let (mut k, mut p) = spawned_restarting(
+                            envelope_flag::REQUIRED,
+                            policy,
+                            max_restarts,
+                            window_ms,
+                            backoff_ms,
+                        );
+                        let mut restarts = 0u32;
+                        let mut pid = 100;
+                        loop {
+                            k.clock = k.clock.saturating_add(lifetime);
+                            kernel_event(&mut k, &mut p, grid_death(pid, how));
+                            if k.timers.is_empty() {
+                                break;
+                            }
+                            assert!(restarts < 300, "unbounded: {case:?}");
+                            fire(&mut k, &mut p);
+                            restarts += 1;
+                            pid = p.table().entries()[0].pid;
+                        }
+                        assert_eq!(restarts, u32::from(max_restarts), "{case:?}");
+                        assert!(
+                            matches!(p.table().entries()[0].state, ProcState::Failed { .. }),
+                            "{case:?}"
+                        );
+                        assert_eq!(
+                            k.notified,
+                            [(NOTIFY, notify_bit::SERVICE_FAILED)],
+                            "{case:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_window_of_0_never_clears_the_count() {
+    // Two restarts over the entry's life, however long each run lasts.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 2, 0, 5);
+    for pid in [100, 101] {
+        kernel_event(&mut k, &mut p, fault(pid));
+        fire(&mut k, &mut p);
+        k.clock += 1_000_000;
+    }
+    k.log.clear();
+    kernel_event(&mut k, &mut p, fault(102));
+    assert_eq!(k.log[1], "procd: child 102 over its restart bound");
+}
+
+#[test]
+fn backoff_never_counts_toward_the_window() {
+    // A window shorter than the backoff: each run dies 5 ticks after it started, so nothing
+    // is cleared however long procd waited before restarting it.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 2, 100, 1000);
+    for pid in [100, 101] {
+        kernel_event(&mut k, &mut p, fault(pid));
+        fire(&mut k, &mut p);
+        k.clock += 5;
+    }
+    k.log.clear();
+    kernel_event(&mut k, &mut p, fault(102));
+    assert_eq!(k.log[1], "procd: child 102 over its restart bound");
+}
+
+#[test]
+fn a_run_that_lasted_longer_than_the_window_clears_the_count() {
+    // One restart allowed; window 1000, backoff 10. The restart starts its run at tick 10.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 1, 1000, 10);
     kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
     fire(&mut k, &mut p);
-    k.clock = 600;
-    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
-    assert_eq!(k.timers, [(620, pid_of(0, 2), SELF_EP)]);
-    fire(&mut k, &mut p);
-    let r = p.table().entries()[0].restart;
-    assert_eq!((r.count, r.window_start), (2, 10));
+    assert_eq!(k.clock, 10);
+    // It dies 1000 ticks after its start: the clock rounds down, so that run may have lasted
+    // less than 1000 ms of virtual time and the count stands: over the bound.
     k.clock = 1010;
     k.log.clear();
-    kernel_event(&mut k, &mut p, child_died(102, death_kind::EXITED, 0, 0));
-    assert_eq!(k.log[1], "procd: child 102 restarting in 10 ms");
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
+    assert_eq!(k.log[1], "procd: child 101 over its restart bound");
+    // 1001 ticks after its start: it surely lasted the window, the count is cleared, the
+    // backoff is the first one again, and the next run starts at the TIMER's ticks.
+    let (mut k, mut p) = spawned_restarting(0, restart_policy::ALWAYS, 1, 1000, 10);
+    kernel_event(&mut k, &mut p, child_died(100, death_kind::EXITED, 0, 0));
     fire(&mut k, &mut p);
-    let r = p.table().entries()[0].restart;
-    assert_eq!((r.count, r.window_start), (1, 1020));
+    k.clock = 1011;
+    k.log.clear();
+    kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
+    assert_eq!(k.log[1], "procd: child 101 restarting in 10 ms");
+    assert_eq!(k.timers, [(1021, pid_of(0, 2), SELF_EP)]);
+    fire(&mut k, &mut p);
+    let e = p.table().entries()[0];
+    assert_eq!((e.pid, e.generation, e.restart.count), (102, 3, 1));
+    k.clock = 1500;
+    k.log.clear();
+    kernel_event(&mut k, &mut p, child_died(102, death_kind::EXITED, 0, 0));
+    assert_eq!(k.log[1], "procd: child 102 over its restart bound");
 }
 
 // ------------------------------------------------------------------ audit log
@@ -5422,4 +5521,100 @@ fn malformed_client_spawns_are_invalid() {
     }
     assert!(k.requests.is_empty());
     assert_eq!(p.table().live().count(), 1);
+}
+
+/// A procd whose envelope says rootd started the services of `started` (bit r: role r) before it.
+fn started_after(started: u32) -> (Model, Procd) {
+    let mut b = EnvelopeBuilder::new(role::PROCD, envelope_flag::REQUIRED).expect("role");
+    b.started_roles(started).expect("known roles");
+    for (slot, purpose) in [
+        (SELF_EP, cap_purpose::SELF_ENDPOINT),
+        (KC, cap_purpose::KERNEL_CONTROL),
+        (NOTIFY, cap_purpose::BOOTSTRAP_NOTIFY),
+        (CRASHD, cap_purpose::CRASHD_ENDPOINT),
+    ] {
+        b.push(slot, purpose).expect("slot");
+    }
+    let mut out = vec![0u8; abi::ENVELOPE_MAX];
+    let n = b.write(&mut out).expect("fits");
+    let mut k = Model::new();
+    let p = start(&mut k, Some(&out[..n])).expect("starts");
+    k.log.clear();
+    k.notified.clear();
+    (k, p)
+}
+
+#[test]
+fn a_dependency_rootd_started_is_satisfied_at_once() {
+    let (mut k, mut p) = started_after(1 << role::MEMD | 1 << role::VSPACED);
+    let deps = bit(role::MEMD) | bit(role::VSPACED);
+    let test = spawned_reply(spawn(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        dep_request(4, role::TEST, 0, deps),
+    ));
+    assert_eq!((test.0, test.2), (100, pid_of(0, 1)));
+    assert_eq!(
+        kernel_ops(&k),
+        [
+            kernel_op::MINT_ENDPOINT,
+            kernel_op::CREATE_PROCESS,
+            kernel_op::START_PROCESS
+        ]
+    );
+    // With a dependency procd runs, it is held for that one only.
+    let held = spawned_reply(spawn(
+        &mut k,
+        &mut p,
+        BADGE_ROOTD,
+        dep_request(6, role::TIMED, 0, bit(role::MEMD) | bit(role::NAMED)),
+    ));
+    assert_eq!(held.0, 0);
+    assert_eq!(state_of(&mut k, &mut p, held.2).0, HELD);
+}
+
+#[test]
+fn a_dependency_procd_never_runs_and_rootd_did_not_start_is_not_found() {
+    // Roles procd never runs: rootd's own (ROOTD, MEMD, VSPACED, PAGERD) and PROCD.
+    for never in [
+        role::ROOTD,
+        role::MEMD,
+        role::VSPACED,
+        role::PAGERD,
+        role::PROCD,
+    ] {
+        let (mut k, mut p) = started_after(1 << role::PAGERD & !(1u32 << never));
+        k.requests.clear();
+        let m = dep_request(4, role::TEST, 0, bit(never) | bit(role::NAMED));
+        assert_eq!(
+            spawn(&mut k, &mut p, BADGE_ROOTD, m),
+            (status::NOT_FOUND, vec![]),
+            "{never}"
+        );
+        assert!(k.requests.is_empty(), "no kernel call");
+        assert!(k.log.is_empty(), "nothing held");
+        assert_eq!(p.table().free_index(), Some(0), "no entry taken");
+    }
+    // Unknown bits and the child's own role are still INVALID_ARGUMENT, checked first.
+    let (mut k, mut p) = started_after(0);
+    let m = dep_request(4, role::TEST, 0, bit(role::MEMD) | 1 << 40);
+    assert_eq!(
+        spawn(&mut k, &mut p, BADGE_ROOTD, m).0,
+        status::INVALID_ARGUMENT
+    );
+}
+
+#[test]
+fn procd_never_spawns_the_roles_rootd_starts_itself() {
+    for never in [role::MEMD, role::VSPACED, role::PAGERD] {
+        let (mut k, mut p) = started_after(0);
+        let m = spawn_request(4, never, 0);
+        assert_eq!(
+            spawn(&mut k, &mut p, BADGE_ROOTD, m),
+            (status::INVALID_ARGUMENT, vec![]),
+            "{never}"
+        );
+        assert!(k.requests.is_empty());
+    }
 }

@@ -77,6 +77,12 @@ pub fn send(slot: u32) -> Result<(), u32> {
     call0(nr::SEND, u64::from(slot), 0).map(|_| ())
 }
 
+/// NBSEND the message in the IPC buffer on endpoint `slot`: never blocks. `Ok` if a receiver
+/// was waiting and took it; `Err(BUSY)` if none was (the message is dropped).
+pub fn nbsend(slot: u32) -> Result<(), u32> {
+    call0(nr::NBSEND, u64::from(slot), 0).map(|_| ())
+}
+
 /// RECV on endpoint `slot`: blocks; returns the badge of the capability the message came
 /// through. The message is in the IPC buffer.
 pub fn recv(slot: u32) -> Result<u64, u32> {
