@@ -160,16 +160,18 @@ class OneOf:
 class ListOf:
     item: Value
     distinct: bool = False
-    """Each item at most once."""
+    """Each item at most once (the items' values must be hashable)."""
 
     def check(self, key: str, raw: object) -> list[Any]:
         if not isinstance(raw, list):
             raise SchemaError(key, f"expected an array, got {kind_of(raw)}")
         values = [self.item.check(f"{key}[{i}]", each) for i, each in enumerate(raw)]
         if self.distinct:
+            seen = set()
             for i, value in enumerate(values):
-                if value in values[:i]:
+                if value in seen:
                     raise SchemaError(f"{key}[{i}]", f"{echo(value)} is listed twice")
+                seen.add(value)
         return values
 
     def describe(self) -> str:
