@@ -133,10 +133,12 @@ def test_a_misspelt_restart_suggests_the_documented_spelling(
     assert "'on-failure'" in line and "ON_FAILURE" not in line
 
 
-def test_a_satisfied_expected_halt_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--scenario", "force-fail", "--trace", "none"]) == 0
-    err = capsys.readouterr().err
-    assert "required service phase0-fault-kill" in err
+def test_a_satisfied_expected_halt_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.jsonl"
+    assert main(["run", "--scenario", "force-fail", "--format", "jsonl", "--out", str(out)]) == 0
+    assert "emu: ok (halted): bootstrap halted: required service phase0-fault-kill" in capsys.readouterr().err
+    summary = json.loads(out.read_text().splitlines()[-1])
+    assert summary["stop"] == "halted" and summary["ok"] is True
 
 
 def test_an_expected_halt_with_another_expectation_unmet_exits_1(
@@ -219,6 +221,13 @@ def test_unusable_paths_exit_2_with_one_line(where: str, tmp_path: Path, capsys:
     code = main(["run", "--scenario", path, "--trace", "none"])
     lines = capsys.readouterr().err.splitlines()
     assert code == 2 and len(lines) == 1 and len(lines[0]) <= MAX_LINE, lines
+
+
+def test_a_file_name_with_a_newline_still_gives_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "name = 1\n", "two\nlines.toml")
+    code = main(["run", "--scenario", str(path), "--trace", "none"])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(lines) == 1 and "two\\nlines.toml: name: " in lines[0], lines
 
 
 def test_a_file_larger_than_the_limit_is_not_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
