@@ -511,3 +511,15 @@ def test_parsing_any_text_gives_a_scenario_or_one_short_scenario_error(text: str
 )
 def test_nesting_is_measured_outside_strings_and_comments(text: str, brackets: int, dotted: int) -> None:
     assert nesting(text) == Nesting(brackets, dotted)
+
+
+def test_docs_state_every_range_the_loader_checks() -> None:
+    """docs/abi.md §15 gives each numeric key's range and each text key's length as the oracle above."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "abi.md").read_text()
+    section = docs.split("## 15. Scenarios", 1)[1].split("The shipped scenarios:", 1)[0]
+    minus, dash = "\N{MINUS SIGN}", "\N{EN DASH}"  # as the docs typeset them
+    powers = {2**64 - 1: f"2⁶⁴{minus}1", 2**32 - 1: f"2³²{minus}1"}
+    for (_, key), (low, high) in {**INTEGER_RANGES, **TEXT_LENGTHS}.items():
+        stated = f"{powers.get(low, low)}{dash}{powers.get(high, high)}"
+        rows = [line for line in section.splitlines() if f"`{key}" in line and stated in line]
+        assert rows, f"docs/abi.md §15 does not give {key} the range {stated}"
