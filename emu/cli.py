@@ -1,7 +1,8 @@
 """`python -m emu`: run an image or the default scenario and write its trace.
 
-Exit codes: 0 the scenario completed as expected; 1 the guest failed (a fault, a refusal to
-start, a halted bootstrap, the instruction limit); 2 usage or input error.
+Exit codes: 0 the scenario completed as expected (or halted as its `[expect] halts` asks); 1 the
+guest failed (a fault, a refusal to start, an unexpected halt, the instruction limit); 2 usage or
+input error.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ class BootImage:
     image_id: int
     name: str
     filename: str
+    spawns: tuple[str, ...] = ()
+    """Images its processes ask procd to spawn (SPAWN), so a scenario may inject faults into them."""
 
 
 BOOT_IMAGES: tuple[BootImage, ...] = (
@@ -28,7 +30,7 @@ BOOT_IMAGES: tuple[BootImage, ...] = (
     BootImage(8, "phase1-time-client", "phase1-time-client.elf"),
     BootImage(9, "phase2-irq-client", "phase2-irq-client.elf"),
     BootImage(10, "svc-stub", "svc-stub.elf"),
-    BootImage(11, "phase1-spawner", "phase1-spawner.elf"),
+    BootImage(11, "phase1-spawner", "phase1-spawner.elf", spawns=("phase0-exit",)),
 )
 
 

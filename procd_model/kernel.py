@@ -255,8 +255,8 @@ class Kernel:
         self._timed_order = 0
         self.fault_injections: dict[str, int] = {}
         """image name -> instruction count at which its next process is killed (scenarios)"""
-        self.create_failures: dict[str, list[Status]] = {}
-        """image name -> statuses the next CREATE_PROCESS calls for it answer (scenarios)"""
+        self.create_failures: dict[str, list[tuple[Status, int]]] = {}
+        """image name -> (status, times): what the next CREATE_PROCESS calls for it answer, in order (scenarios)"""
 
     # ------------------------------------------------------------- world setup
 
@@ -899,7 +899,12 @@ class Kernel:
             return refuse(Status.NOT_FOUND, f"no boot image {request['image_id']}")
         injected = self.create_failures.get(image.name)
         if injected:
-            return refuse(injected.pop(0), "injected by the scenario")
+            status, times = injected[0]
+            if times > 1:
+                injected[0] = (status, times - 1)
+            else:
+                injected.pop(0)
+            return refuse(status, "injected by the scenario")
         endpoint = self.new_endpoint()
         caps = CapTable()
         caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), CHILD_SELF_ENDPOINT_SLOT)

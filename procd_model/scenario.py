@@ -1,62 +1,197 @@
 """Scenarios: a boot manifest for rootd and the outcome expected, in TOML.
 
-    name = "phase0-fault-kill"
-    description = "a child faults; procd reaps it and reports the kill to crashd"
+    name = "phase0-fault-kill"  # 1..64 printable characters
+    description = "a child faults; procd reaps it and reports the kill to crashd"   # 0..256
 
     [boot]                      # optional: services rootd starts itself, in order, before procd
-    before_procd = ["MEMD", "VSPACED", "PAGERD"]   # (the svc-stub image stands in for them)
+    before_procd = ["MEMD", "VSPACED", "PAGERD"]   # service role names but ROOTD, PROCD
+                                                   # (the svc-stub image stands in for them)
 
     [services]                  # optional: named, timed, crashd and an interrupt notification
-    irq_at_cycle = 400000       # optional: when the kernel raises the interrupt
+    irq_at_cycle = 400000       # optional, 0..2**64-1: when the kernel raises the interrupt
 
     [[spawn]]                   # rootd's SPAWN_SERVICE requests, in order
     image = "phase0-fault-kill" # a boot image name (python -m emu scenarios lists them)
     role = "TEST"               # a role name
-    flags = []                  # envelope flag names, e.g. ["REQUIRED"]
-    status = "OK"               # the reply procd must give
-    ends = "fault unmapped-write"   # "exit 0", "fault <kind>", "alive" or "never" (never started)
+    flags = []                  # distinct envelope flag names, e.g. ["REQUIRED"]
+    status = "OK"               # a status name: the reply procd must give
+    ends = "fault unmapped-write"   # "exit N" (N 0..2**64-1), "fault KIND" (a fault event's
+                                # kind), "alive" or "never" (never started); default "exit 0"
     probe = false               # rootd then waits for procd's PROBE_COMPLETE notification
     restart = "on-failure"      # "never" (default), "on-failure" or "always"
-    max_restarts = 3            # restarts allowed until a run outlasts window_ms; one more holds it FAILED
-    window_ms = 1000            # virtual milliseconds (0: the count is never cleared)
-    backoff_ms = 2              # before the first restart; doubles for each restart counted
-    depends = ["NAMED"]         # held by procd until processes of these roles run
+    max_restarts = 3            # 0..255: restarts allowed until a run outlasts window_ms;
+                                # one more holds it FAILED
+    window_ms = 1000            # 0..2**32-1 virtual milliseconds (0: the count is never cleared)
+    backoff_ms = 2              # 0..2**32-1: before the first restart; doubles for each restart
+                                # counted
+    depends = ["NAMED"]         # distinct role names (below 64, so not GENERIC): held by procd
+                                # until processes of these roles run
 
-    [[inject]]                  # optional faults to inject
-    image = "phase0-exit"
-    fault_at_instruction = 500  # kill its first process at that many instructions...
-    # fail_create = "BUSY"      # ...or answer CREATE_PROCESS for it with this status
-    # times = 1                 # (how many times)
+    [[inject]]                  # optional faults to inject, into an image the scenario starts
+    image = "phase0-exit"       # (a [[spawn]] image, one such an image spawns, procd, or
+                                # svc-stub when [boot] names roles)
+    fault_at_instruction = 500  # 0..2**64-1: kill its next process at that many instructions
+                                # (once per image)...
+    # fail_create = "BUSY"      # ...or answer CREATE_PROCESS for it with this status (not OK)
+    # times = 1                 # 1..2**32-1 (default 1): how many times; only with fail_create
 
     [expect]
-    halts = "required service"  # optional: bootstrap must halt, its message containing this (exit 1)
-    crashd_reports = 1          # optional: KILLED records crashd must hold
-    logs = ["procd: child"]     # optional: each must start some log line
+    halts = "required service"  # optional, 1..256 characters: bootstrap must halt, its message
+                                # containing this; the run then succeeds (exit 0)
+    crashd_reports = 1          # optional, 0..256 (crashd's ring): KILLED records crashd must hold
+    logs = ["procd: child"]     # optional, each 1..256 characters: each must start some log line
 
-Unknown keys are errors, so a scenario never silently asks for something this version does not do.
+Unknown keys are errors, so a scenario never silently asks for something this version does not
+do; so is any value outside its range (`SCENARIO_SCHEMA` below is the one statement of them all).
+A file is read only if it is at most 1 MiB (MAX_FILE_BYTES), valid UTF-8, and valid TOML nested
+at most 32 levels deep (MAX_NESTING: brackets open at once, parts of a dotted key). Every error
+is one line naming the file and the key (`spawn[2].restart`), quoting at most a few dozen
+characters of the value.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from procd_model.abi import EnvelopeFlag, RestartPolicy, Role, Status
-from procd_model.images import BOOT_IMAGES
+from emu.cpu import FaultKind
+from procd_model.abi import CRASHD_RING, DEBUG_WRITE_MAX, EnvelopeFlag, RestartPolicy, Role, Status
+from procd_model.images import BOOT_IMAGES, boot_image_named
 from procd_model.kernel import Kernel
-from procd_model.rootd import ManifestEntry, Services
+from procd_model.rootd import FOUNDATION_IMAGE, ManifestEntry, Services
+from procd_model.schema import (
+    DIGITS,
+    U8_MAX,
+    U32_MAX,
+    U64_MAX,
+    ArrayOfTables,
+    Boolean,
+    Integer,
+    Key,
+    ListOf,
+    OneOf,
+    SchemaError,
+    Table,
+    Text,
+    echo,
+    kind_of,
+    listing,
+    suggestion,
+)
+from procd_model.toml_limits import nesting
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+MAX_FILE_BYTES = 1 << 20
+"""A scenario file larger than this (1 MiB) is refused before it is read."""
+MAX_NESTING = 32
+"""Levels of [ and { nesting, and parts of a dotted key, at most (procd_model/toml_limits.py)."""
+LINE_LIMIT = 180
+"""Characters of an error message at most (the command line adds `emu: error: `)."""
+SOURCE_LIMIT = 90
+"""Characters of the file name an error message shows at most (its tail)."""
+
 
 class ScenarioError(ValueError):
-    """A scenario file that cannot be used: the message names the file and the key."""
+    """A scenario file that cannot be used: one short line naming the file and the key."""
+
+
+@dataclass(frozen=True)
+class Ends:
+    """How a spawned process must end: `"exit N"` (N 0..2**64-1, the EXIT syscall's rdi),
+    `"fault KIND"` (a `fault` event's kind), `"alive"` or `"never"` (procd never starts it).
+    Checks to the ManifestEntry fields it sets."""
+
+    def check(self, key: str, raw: object) -> dict[str, Any]:
+        if not isinstance(raw, str):
+            raise SchemaError(key, f'expected a string like "exit 0", got {kind_of(raw)}')
+        words = raw.split()
+        if words == ["never"]:
+            return {"expect_exit": None, "never_starts": True}
+        if words == ["alive"]:
+            return {"expect_exit": None}
+        if len(words) == 2 and words[0] == "exit":
+            code = words[1]
+            if DIGITS.fullmatch(code) and len(code) <= 20 and int(code) <= U64_MAX:
+                return {"expect_exit": int(code)}
+            raise SchemaError(key, f"exit code {echo(code)} is not a number 0..{U64_MAX}")
+        if len(words) == 2 and words[0] == "fault":
+            if words[1] in FAULT_KINDS:
+                return {"expect_exit": None, "expect_fault": words[1]}
+            hint = suggestion(words[1], FAULT_KINDS)
+            raise SchemaError(key, f"{echo(words[1])} is not a fault kind{hint} (one of: {listing(FAULT_KINDS)})")
+        raise SchemaError(key, f'expected "exit N", "fault KIND", "alive" or "never", got {echo(raw)}')
+
+    def describe(self) -> str:
+        return f'"exit N" (N 0..{U64_MAX}), "fault KIND", "alive" or "never"'
+
+
+def _names(members: Any) -> tuple[str, ...]:
+    return tuple(member.name for member in members)
+
+
+IMAGES = tuple(image.name for image in BOOT_IMAGES)
+ROLES = _names(Role)
+DEPENDABLE_ROLES = _names(role for role in Role if role < 64)
+"""Roles a spawn may depend on: spawn_service_request.depends_on is a u64 bit set by role."""
+STARTABLE_ROLES = _names(role for role in Role if role < 32 and role not in (Role.ROOTD, Role.PROCD))
+"""Roles rootd may start itself before procd (svc-stub stands in for them): services, which procd's
+envelope lists in started_roles, a u32 of role bits (so not TEST or GENERIC)."""
+FAILURE_STATUSES = _names(status for status in Status if status is not Status.OK)
+RESTART_POLICIES = {policy.name.lower().replace("_", "-"): policy for policy in RestartPolicy}
+FAULT_KINDS = tuple(kind.value for kind in FaultKind)
+
+SPAWN_SCHEMA = Table(
+    (
+        Key("image", OneOf(IMAGES, "boot image"), required=True),
+        Key("role", OneOf(ROLES, "role"), required=True),
+        Key("flags", ListOf(OneOf(_names(EnvelopeFlag), "envelope flag"), distinct=True), default=[]),
+        Key("status", OneOf(_names(Status), "status"), default="OK"),
+        Key("ends", Ends(), default={"expect_exit": 0}),
+        Key("probe", Boolean(), default=False),
+        Key("restart", OneOf(tuple(RESTART_POLICIES), "restart policy"), default="never"),
+        Key("max_restarts", Integer(0, U8_MAX), default=0),
+        Key("window_ms", Integer(0, U32_MAX), default=0),
+        Key("backoff_ms", Integer(0, U32_MAX), default=0),
+        Key("depends", ListOf(OneOf(DEPENDABLE_ROLES, "role to depend on"), distinct=True), default=[]),
+    )
+)
+INJECT_SCHEMA = Table(
+    (
+        Key("image", OneOf(IMAGES, "boot image"), required=True),
+        Key("fault_at_instruction", Integer(0, U64_MAX)),
+        Key("fail_create", OneOf(FAILURE_STATUSES, "failure status")),
+        Key("times", Integer(1, U32_MAX)),
+    )
+)
+SCENARIO_SCHEMA = Table(
+    (
+        Key("name", Text(1, 64), required=True),
+        Key("description", Text(0, 256), default=""),
+        Key("boot", Table((Key("before_procd", ListOf(OneOf(STARTABLE_ROLES, "role rootd starts")), default=[]),))),
+        Key("services", Table((Key("irq_at_cycle", Integer(0, U64_MAX)),))),
+        Key("spawn", ArrayOfTables(SPAWN_SCHEMA), required=True),
+        Key("inject", ArrayOfTables(INJECT_SCHEMA), default=[]),
+        Key(
+            "expect",
+            Table(
+                (
+                    Key("halts", Text(1, 256)),
+                    Key("crashd_reports", Integer(0, CRASHD_RING)),
+                    Key("logs", ListOf(Text(1, DEBUG_WRITE_MAX)), default=[]),
+                )
+            ),
+        ),
+    )
+)
+"""The scenario format: every key, its type, range or allowed values, and its default."""
 
 
 @dataclass(frozen=True)
@@ -64,12 +199,12 @@ class Expectations:
     crashd_reports: int | None = None
     logs: tuple[str, ...] = ()
     halts: str | None = None
-    """The run must halt bootstrap with this text in its message (the command then exits 1)."""
+    """The run must halt bootstrap with this text in its message (the run then succeeds)."""
 
 
 @dataclass(frozen=True)
 class Injection:
-    """A fault to inject: kill the first process of `image` at an instruction count, or answer
+    """A fault to inject: kill the next process of `image` at an instruction count, or answer
     the next `times` CREATE_PROCESS calls for `image` with `fail_create`."""
 
     image: str
@@ -81,7 +216,7 @@ class Injection:
         if self.fault_at_instruction is not None:
             kernel.fault_injections[self.image] = self.fault_at_instruction
         if self.fail_create is not None:
-            kernel.create_failures.setdefault(self.image, []).extend([self.fail_create] * self.times)
+            kernel.create_failures.setdefault(self.image, []).append((self.fail_create, self.times))
 
 
 @dataclass(frozen=True)
@@ -96,137 +231,98 @@ class Scenario:
     """Roles rootd starts itself (stand-in images), in order, before procd."""
 
 
-def _keys(where: str, table: dict[str, Any], allowed: set[str], required: frozenset[str] = frozenset()) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise ScenarioError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
-    missing = sorted(required - set(table))
-    if missing:
-        raise ScenarioError(f"{where}: missing key {missing[0]!r}")
-
-
-def _typed(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise ScenarioError(f"{where}: expected {what}, got {value!r}")
-    return value
-
-
-def _enum_member(where: str, enum: Any, name: Any) -> Any:
-    _typed(where, name, str, "a name")
-    try:
-        return enum[name]
-    except KeyError:
-        names = ", ".join(member.name for member in enum)
-        raise ScenarioError(f"{where}: unknown name {name!r} (one of: {names})") from None
-
-
-def _spawn(where: str, table: Any) -> ManifestEntry:
-    _typed(where, table, dict, "a table")
-    keys = {"image", "role", "flags", "status", "ends", "probe", "restart", "max_restarts", "window_ms", "backoff_ms"}
-    keys |= {"depends"}
-    _keys(where, table, keys, frozenset({"image", "role"}))
-    image = _typed(f"{where}.image", table["image"], str, "an image name")
-    known = [b.name for b in BOOT_IMAGES]
-    if image not in known:
-        raise ScenarioError(f"{where}.image: unknown image {image!r} (one of: {', '.join(known)})")
-    role = _enum_member(f"{where}.role", Role, table["role"])
-    flags = 0
-    for i, flag in enumerate(_typed(f"{where}.flags", table.get("flags", []), list, "a list of flag names")):
-        flags |= _enum_member(f"{where}.flags[{i}]", EnvelopeFlag, flag)
-    status = _enum_member(f"{where}.status", Status, table.get("status", "OK"))
-    ends = _typed(f"{where}.ends", table.get("ends", "exit 0"), str, 'an ending like "exit 0"')  # or "never"
-    probe = _typed(f"{where}.probe", table.get("probe", False), bool, "true or false")
-    policy = _enum_member(f"{where}.restart", RestartPolicy, table.get("restart", "never").upper().replace("-", "_"))
-    limits = {}
-    for key, bound in (("max_restarts", 0xFF), ("window_ms", 0xFFFF_FFFF), ("backoff_ms", 0xFFFF_FFFF)):
-        value = _typed(f"{where}.{key}", table.get(key, 0), int, "a count")
-        if not 0 <= value <= bound:
-            raise ScenarioError(f"{where}.{key}: {value} is out of range 0..{bound}")
-        limits[key] = value
-    depends = _typed(f"{where}.depends", table.get("depends", []), list, "a list of role names")
-    needs = tuple(_enum_member(f"{where}.depends[{i}]", Role, name) for i, name in enumerate(depends))
-    restart = {"restart": policy, **limits, "await_probe": probe, "depends_on": needs}
-    words = ends.split()
-    if words == ["never"]:
-        return ManifestEntry(image, role, flags, status, expect_exit=None, never_starts=True, **restart)
-    if words == ["alive"]:
-        return ManifestEntry(image, role, flags, status, expect_exit=None, **restart)
-    if len(words) == 2 and words[0] == "exit" and words[1].isdigit():
-        return ManifestEntry(image, role, flags, status, expect_exit=int(words[1]), **restart)
-    if len(words) == 2 and words[0] == "fault":
-        return ManifestEntry(image, role, flags, status, expect_exit=None, expect_fault=words[1], **restart)
-    raise ScenarioError(f'{where}.ends: expected "exit N", "fault KIND", "alive" or "never", got {ends!r}')
+def _error(source: str, key: str, problem: str) -> ScenarioError:
+    """One short line: the file (its tail if long, control characters escaped), the key, the problem."""
+    shown = source if source.isprintable() else repr(source)[1:-1]
+    if len(shown) > SOURCE_LIMIT:
+        shown = "…" + shown[-(SOURCE_LIMIT - 1) :]
+    text = f"{shown}: {key}: {problem}" if key else f"{shown}: {problem}"
+    return ScenarioError(text if len(text) <= LINE_LIMIT else text[: LINE_LIMIT - 1] + "…")
 
 
 def parse_scenario(text: str, source: str) -> Scenario:
     """The scenario in `text` (TOML); errors name `source` and the offending key."""
+    depth = nesting(text, stop_above=MAX_NESTING)
+    if depth.brackets > MAX_NESTING:
+        raise _error(source, "", f"nested too deeply (more than {MAX_NESTING} levels of [ and {{)")
+    if depth.dotted > MAX_NESTING:
+        raise _error(source, "", f"nested too deeply (a dotted key of more than {MAX_NESTING} parts)")
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
-    allowed = {"name", "description", "services", "spawn", "expect", "inject", "boot"}
-    _keys(source, data, allowed, frozenset({"name", "spawn"}))
-    name = _typed(f"{source}: name", data["name"], str, "a string")
-    description = _typed(f"{source}: description", data.get("description", ""), str, "a string")
-    spawns = _typed(f"{source}: spawn", data["spawn"], list, "an array of [[spawn]] tables")
-    manifest = tuple(_spawn(f"{source}: spawn[{i}]", table) for i, table in enumerate(spawns))
-    services = None
-    if "services" in data:
-        table = _typed(f"{source}: services", data["services"], dict, "a table")
-        _keys(f"{source}: services", table, {"irq_at_cycle"})
-        irq = table.get("irq_at_cycle")
-        if irq is not None:
-            _typed(f"{source}: services.irq_at_cycle", irq, int, "a cycle count")
-        services = Services(irq_at_cycle=irq)
+    except RecursionError:  # not expected after the check above; the parser's own limit
+        raise _error(source, "", "not valid TOML: nested too deeply") from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer literal with too many digits
+        raise _error(source, "", f"not valid TOML: {exc}") from None
+    try:
+        return _scenario(SCENARIO_SCHEMA.check("", data))
+    except SchemaError as exc:
+        raise _error(source, exc.key, exc.problem) from None
+
+
+def _scenario(values: dict[str, Any]) -> Scenario:
+    """The Scenario from checked values, after the checks that span keys."""
+    manifest = tuple(_spawn(spawn) for spawn in values["spawn"])
+    services = None if values["services"] is None else Services(irq_at_cycle=values["services"]["irq_at_cycle"])
     expect = Expectations()
-    if "expect" in data:
-        table = _typed(f"{source}: expect", data["expect"], dict, "a table")
-        _keys(f"{source}: expect", table, {"crashd_reports", "logs", "halts"})
-        reports = table.get("crashd_reports")
-        if reports is not None:
-            _typed(f"{source}: expect.crashd_reports", reports, int, "a count")
-            if services is None:
-                raise ScenarioError(f"{source}: expect.crashd_reports needs a [services] table (crashd)")
-        logs = _typed(f"{source}: expect.logs", table.get("logs", []), list, "a list of strings")
-        for i, line in enumerate(logs):
-            _typed(f"{source}: expect.logs[{i}]", line, str, "a string")
-        halts = table.get("halts")
-        if halts is not None:
-            _typed(f"{source}: expect.halts", halts, str, "a string")
-        expect = Expectations(reports, tuple(logs), halts)
-    injections = _typed(f"{source}: inject", data.get("inject", []), list, "an array of [[inject]] tables")
-    inject = tuple(_injection(f"{source}: inject[{i}]", table) for i, table in enumerate(injections))
-    before: tuple[Role, ...] = ()
-    if "boot" in data:
-        boot = _typed(f"{source}: boot", data["boot"], dict, "a table")
-        _keys(f"{source}: boot", boot, {"before_procd"})
-        roles = _typed(f"{source}: boot.before_procd", boot.get("before_procd", []), list, "a list of role names")
-        before = tuple(_enum_member(f"{source}: boot.before_procd[{i}]", Role, r) for i, r in enumerate(roles))
-        if {Role.ROOTD, Role.PROCD, Role.GENERIC} & set(before):
-            raise ScenarioError(f"{source}: boot.before_procd: ROOTD, PROCD and GENERIC cannot be started there")
-        for role in before:
-            if role >= 32:  # procd's envelope lists them in started_roles, a u32 of role bits
-                raise ScenarioError(f"{source}: boot.before_procd: {role.name} cannot be started there (not a service)")
-    return Scenario(name, description, manifest, services, expect, inject, before)
+    if values["expect"] is not None:
+        table = values["expect"]
+        if table["crashd_reports"] is not None and services is None:
+            raise SchemaError("expect.crashd_reports", "needs a [services] table (crashd)")
+        expect = Expectations(table["crashd_reports"], tuple(table["logs"]), table["halts"])
+    before = tuple(Role[name] for name in (values["boot"] or {}).get("before_procd", []))
+    started = _started_images(manifest, before)
+    inject = tuple(_injection(f"inject[{i}]", table, started) for i, table in enumerate(values["inject"]))
+    killed: set[str] = set()
+    for i, injection in enumerate(inject):
+        if injection.fault_at_instruction is not None:
+            if injection.image in killed:  # the kernel kills only the image's next process
+                raise SchemaError(f"inject[{i}]", f"a second fault_at_instruction for {injection.image!r}")
+            killed.add(injection.image)
+    return Scenario(values["name"], values["description"], manifest, services, expect, inject, before)
 
 
-def _injection(where: str, table: Any) -> Injection:
-    _typed(where, table, dict, "a table")
-    _keys(where, table, {"image", "fault_at_instruction", "fail_create", "times"}, frozenset({"image"}))
-    image = _typed(f"{where}.image", table["image"], str, "an image name")
-    if image not in [b.name for b in BOOT_IMAGES]:
-        raise ScenarioError(f"{where}.image: unknown image {image!r}")
-    fault_at = table.get("fault_at_instruction")
-    if fault_at is not None and (_typed(f"{where}.fault_at_instruction", fault_at, int, "a count") < 0):
-        raise ScenarioError(f"{where}.fault_at_instruction: must not be negative")
-    fail = table.get("fail_create")
-    status = None if fail is None else _enum_member(f"{where}.fail_create", Status, fail)
-    if status is Status.OK:
-        raise ScenarioError(f"{where}.fail_create: OK is not a failure")
-    if (fault_at is None) == (status is None):
-        raise ScenarioError(f"{where}: give exactly one of fault_at_instruction and fail_create")
-    times = _typed(f"{where}.times", table.get("times", 1), int, "a count")
-    return Injection(image, fault_at, status, times)
+def _spawn(values: dict[str, Any]) -> ManifestEntry:
+    flags = 0
+    for name in values["flags"]:
+        flags |= EnvelopeFlag[name]
+    return ManifestEntry(
+        values["image"],
+        Role[values["role"]],
+        flags,
+        Status[values["status"]],
+        await_probe=values["probe"],
+        restart=RESTART_POLICIES[values["restart"]],
+        max_restarts=values["max_restarts"],
+        window_ms=values["window_ms"],
+        backoff_ms=values["backoff_ms"],
+        depends_on=tuple(Role[name] for name in values["depends"]),
+        **values["ends"],
+    )
+
+
+def _started_images(manifest: tuple[ManifestEntry, ...], before_procd: tuple[Role, ...]) -> set[str]:
+    """Images whose processes a run of the scenario may create: those an injection can apply to."""
+    started = {"procd"} | {entry.image for entry in manifest} | ({FOUNDATION_IMAGE} if before_procd else set())
+    pending = list(started)
+    while pending:
+        for child in boot_image_named(pending.pop()).spawns:
+            if child not in started:
+                started.add(child)
+                pending.append(child)
+    return started
+
+
+def _injection(key: str, values: dict[str, Any], started: set[str]) -> Injection:
+    image = values["image"]
+    if image not in started:
+        raise SchemaError(f"{key}.image", f"{image!r} is never started by this scenario (no [[spawn]] names it)")
+    fault_at, fail = values["fault_at_instruction"], values["fail_create"]
+    if (fault_at is None) == (fail is None):
+        raise SchemaError(key, "give exactly one of fault_at_instruction and fail_create")
+    if values["times"] is not None and fail is None:
+        raise SchemaError(f"{key}.times", "applies only to fail_create")
+    status = None if fail is None else Status[fail]
+    return Injection(image, fault_at, status, 1 if values["times"] is None else values["times"])
 
 
 def builtin_scenarios() -> list[Scenario]:
@@ -237,11 +333,11 @@ def builtin_scenarios() -> list[Scenario]:
     return sorted(parsed, key=lambda scenario: scenario.name)
 
 
-def unmet_expectations(scenario: Scenario, logs: list[str]) -> list[str]:
+def unmet_expectations(scenario: Scenario, logs: list[str], *, halted: bool = False) -> list[str]:
     """What the run did not show that the scenario's [expect] table asks for."""
     problems = []
     expect = scenario.expect
-    if expect.halts is not None:
+    if expect.halts is not None and not halted:
         problems.append(f"bootstrap did not halt ({expect.halts!r} expected)")
     if expect.crashd_reports is not None and scenario.services is not None:
         held = len(scenario.services.crashd.records)
@@ -253,17 +349,39 @@ def unmet_expectations(scenario: Scenario, logs: list[str]) -> list[str]:
     return problems
 
 
+def read_scenario_file(path: Path) -> str:
+    """The text of a scenario file: at most MAX_FILE_BYTES (checked before reading it whole), UTF-8."""
+    source = str(path)
+    try:
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > MAX_FILE_BYTES:  # a regular file's size; a pipe or device reports 0 and is read bounded
+                raise _error(source, "", f"larger than {MAX_FILE_BYTES} bytes ({size})")
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise _error(source, "", f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise _error(source, "", f"larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _error(source, "", f"not UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start})") from None
+
+
 def load_scenario(name_or_path: str) -> Scenario:
     """A built-in scenario by name, or a user's scenario file."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        return parse_scenario(text, str(path))
+    if path.suffix == ".toml" or _exists(path):
+        return parse_scenario(read_scenario_file(path), name_or_path)
     for scenario in builtin_scenarios():
         if scenario.name == name_or_path:
             return scenario
-    names = ", ".join(s.name for s in builtin_scenarios())
-    raise ScenarioError(f"no scenario named {name_or_path!r} (built in: {names}); a file needs a .toml name")
+    names = listing(tuple(s.name for s in builtin_scenarios()))
+    raise ScenarioError(f"no scenario named {echo(name_or_path)} (built in: {names}); a file needs a .toml name")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the system, or with a NUL byte
+        return False

@@ -47,7 +47,17 @@ def run(request: RunRequest, trace: Trace) -> RunOutcome:
 def run_scenario(
     trace: Trace, scenario: Scenario, max_instructions: int, instrument: Instrument | None = None
 ) -> RunOutcome:
-    """rootd spawns the scenario's manifest through procd; its expectations decide the outcome."""
+    """rootd spawns the scenario's manifest through procd; its expectations decide the outcome.
+
+    A halt the scenario expects (`[expect] halts`, its text in the message, and the other
+    expectations met) is a success: ok, with stop "halted".
+    """
+    kernels: list[Kernel] = []
+
+    def prepare(kernel: Kernel) -> None:
+        kernels.append(kernel)
+        _inject(scenario, kernel)
+
     outcome = run_bootstrap(
         trace,
         max_instructions,
@@ -55,14 +65,19 @@ def run_scenario(
         instrument=instrument,
         services=scenario.services,
         extra_checks=lambda kernel: unmet_expectations(scenario, kernel.logs),
-        prepare=lambda kernel: _inject(scenario, kernel),
+        prepare=prepare,
         before_procd=scenario.before_procd,
     )
     halts = scenario.expect.halts
-    if outcome.stop == "halted" and halts is not None and halts not in outcome.detail:
-        detail = f"{outcome.detail} (the scenario expected a halt mentioning {halts!r})"
-        return RunOutcome(False, "unexpected", detail, outcome.processes, outcome.instructions, outcome.frequency_hz)
-    return outcome
+    if outcome.stop != "halted" or halts is None:
+        return outcome
+    problems = unmet_expectations(scenario, kernels[0].logs, halted=True)
+    if halts not in outcome.detail:
+        problems.insert(0, f"the scenario expected a halt mentioning {halts!r}")
+    ok = not problems
+    detail = f"{outcome.detail} (as expected)" if ok else f"{outcome.detail} ({'; '.join(problems)})"
+    stop = "halted" if ok else "unexpected"
+    return RunOutcome(ok, stop, detail, outcome.processes, outcome.instructions, outcome.frequency_hz)
 
 
 def _inject(scenario: Scenario, kernel: Kernel) -> None:

@@ -35,16 +35,14 @@ def test_the_shipped_scenarios_are_listed(capsys: pytest.CaptureFixture[str]) ->
 def test_every_shipped_scenario_ends_as_it_says(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scenario = next(s for s in builtin_scenarios() if s.name == name)
     code = main(["run", "--scenario", name, "--trace", "ipc", "--out", str(tmp_path / "t")])
-    if scenario.expect.halts is None:
-        assert code == 0
-    else:
-        assert code == 1
+    assert code == 0
+    if scenario.expect.halts is not None:
         assert scenario.expect.halts in capsys.readouterr().err
 
 
 def test_force_fail_halts_naming_the_service_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "t.jsonl"
-    assert main(["run", "--scenario", "force-fail", "--format", "jsonl", "--out", str(out)]) == 1
+    assert main(["run", "--scenario", "force-fail", "--format", "jsonl", "--out", str(out)]) == 0  # as it expects
     err = capsys.readouterr().err
     assert "bootstrap halted: required service phase0-fault-kill" in err and "faulted: UNMAPPED_WRITE" in err
     events = [json.loads(line) for line in out.read_text().splitlines()]
@@ -85,8 +83,8 @@ BROKEN = {
         "unknown key 'restart'",
     ),
     "no spawn": ('name = "x"', "missing key 'spawn'"),
-    "unknown image": ('name = "x"\n[[spawn]]\nimage = "nope"\nrole = "TEST"', "unknown image 'nope'"),
-    "unknown role": ('name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "KING"', "unknown name 'KING'"),
+    "unknown image": ('name = "x"\n[[spawn]]\nimage = "nope"\nrole = "TEST"', "'nope' is not a boot image"),
+    "unknown role": ('name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "KING"', "'KING' is not a role"),
     "bad ending": (
         'name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"\nends = "explode"',
         'expected "exit N"',
@@ -103,11 +101,11 @@ BROKEN = {
     "inject ok": (
         'name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"\n'
         '[[inject]]\nimage = "phase0-exit"\nfail_create = "OK"',
-        "OK is not a failure",
+        "'OK' is not a failure status",
     ),
     "a test image before procd": (
         'name = "x"\n[boot]\nbefore_procd = ["TEST"]\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"',
-        "boot.before_procd: TEST cannot be started there",
+        "boot.before_procd[0]: 'TEST' is not a role rootd starts",
     ),
     "wrong type": (
         'name = "x"\n[[spawn]]\nimage = "phase0-exit"\nrole = "TEST"\nflags = "REQUIRED"',
