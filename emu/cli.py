@@ -8,7 +8,6 @@ SIGINT, 143 by SIGTERM (128 + the signal number).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -119,9 +118,10 @@ def _input_files(args: argparse.Namespace) -> list[Path]:
 def _output_targets(args: argparse.Namespace) -> dict[str, Target]:
     """Where each output goes, checked before the run (see emu/output.py); the trace is under "--out"."""
     inputs = input_identities(_input_files(args))
-    trace = resolve_target("--out", args.out if args.out is not None else STDOUT, inputs)
     if args.out is None:
-        trace = dataclasses.replace(trace, label="the trace (standard output)")
+        trace = resolve_target("--out", STDOUT, inputs, label="the trace (standard output)")
+    else:
+        trace = resolve_target("--out", args.out, inputs)
     targets = {"--out": trace}
     for option, given in (("--perfetto", args.perfetto), ("--folded", args.folded)):
         if given is not None:

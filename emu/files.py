@@ -13,6 +13,8 @@ import stat
 from pathlib import Path
 
 _CHUNK = 1 << 20
+_OPEN_FLAGS = os.O_RDONLY | sum(getattr(os, flag, 0) for flag in ("O_NONBLOCK", "O_CLOEXEC", "O_NOCTTY", "O_BINARY"))
+"""Never wait for a FIFO's writer, never make a terminal ours."""
 
 
 class FileReadError(Exception):
@@ -45,7 +47,7 @@ def read_bounded(path: str | Path, limit: int) -> bytes:
     bytes (checked before reading, and again while reading, in case it grows).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         raise FileReadError(f"cannot read: {exc.strerror or exc}") from None
     try:

@@ -41,6 +41,8 @@ _MAX_LINKS = 40
 _FD_FOLDER = re.compile(r"/proc/(?P<pid>\d+)(?:/task/\d+)?/fd")
 _PSEUDO_FILESYSTEMS = ("/proc", "/sys")
 _NULL_DEVICE = os.stat(os.devnull).st_rdev
+_O_NOCTTY = getattr(os, "O_NOCTTY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _TEMP_NAME_PART = 64
 """How much of the target's name the temporary file's name repeats (names are at most 255 bytes)."""
 
@@ -85,6 +87,10 @@ def _identity(status: os.stat_result) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
+def _is_null(status: os.stat_result) -> bool:
+    return stat.S_ISCHR(status.st_mode) and status.st_rdev == _NULL_DEVICE
+
+
 def _follow(path: str) -> tuple[str, int | None]:
     """`path` with every symbolic link followed, and the descriptor it names if it ends in a
     /proc/<this process>/fd/N entry (those entries are links to pipes, terminals and files that
@@ -122,9 +128,15 @@ def input_identities(paths: Iterable[Path | str]) -> dict[tuple[int, int], str]:
     return found
 
 
-def resolve_target(option: str, given: str, inputs: dict[tuple[int, int], str] | None = None) -> Target:
-    """Decide where `option`'s output `given` goes, or raise `OutputError` (see the module doc)."""
-    label = f"{option} {given}"
+def resolve_target(
+    option: str, given: str, inputs: dict[tuple[int, int], str] | None = None, *, label: str | None = None
+) -> Target:
+    """Decide where `option`'s output `given` goes, or raise `OutputError` (see the module doc).
+
+    `inputs` are files the run reads (`input_identities`); `label` names the output in messages
+    (default: the option and the path as given).
+    """
+    label = label if label is not None else f"{option} {given}"
 
     def refuse(reason: str) -> OutputError:
         return OutputError(f"{label}: {reason}")
@@ -169,8 +181,7 @@ def resolve_target(option: str, given: str, inputs: dict[tuple[int, int], str] |
             raise refuse("file is not writable")
         return Target(label, TargetKind.FILE, Path(resolved), identity=_identity(status))
     if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
-        shareable = stat.S_ISCHR(mode) and status.st_rdev == _NULL_DEVICE
-        return Target(label, TargetKind.STREAM, Path(resolved), identity=_identity(status), shareable=shareable)
+        return Target(label, TargetKind.STREAM, Path(resolved), identity=_identity(status), shareable=_is_null(status))
     kind = "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file"
     raise refuse(f"is {kind}, refusing to write to it")
 
@@ -185,7 +196,7 @@ def _descriptor_target(
     check_not_input(_identity(status))
     if stat.S_ISDIR(status.st_mode):
         raise refuse("is a directory")
-    return Target(label, TargetKind.DESCRIPTOR, fd=fd, identity=_identity(status))
+    return Target(label, TargetKind.DESCRIPTOR, fd=fd, identity=_identity(status), shareable=_is_null(status))
 
 
 def _check_folder(folder: str, refuse: Callable[[str], OutputError]) -> None:
@@ -259,8 +270,9 @@ class Output:
                 self.stream.flush()
                 if self._tmp is not None:
                     os.fsync(self.stream.fileno())
-                    os.fchmod(self.stream.fileno(), self._mode)  # mkstemp creates 0600
                 self.stream.close()
+                if self._tmp is not None:
+                    os.chmod(self._tmp, self._mode)  # mkstemp creates 0600
                 if self._tmp is not None:
                     assert self.target.path is not None
                     os.replace(self._tmp, self.target.path)
@@ -305,8 +317,9 @@ class Outputs:
     def __exit__(
         self, _kind: type[BaseException] | None, _value: BaseException | None, _traceback: TracebackType | None
     ) -> None:
-        for output in self._outputs:
-            output.abort()
+        with deferred():
+            for output in self._outputs:
+                output.abort()
 
 
 def _umask() -> int:
@@ -326,7 +339,7 @@ def _open_fd(fd: int, target: Target) -> BinaryIO:
 def _open_path(target: Target) -> int:
     assert target.path is not None
     try:
-        return os.open(target.path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        return os.open(target.path, os.O_WRONLY | _O_NOCTTY | _O_CLOEXEC)
     except OSError as exc:
         raise OutputError(f"{target.label}: cannot open: {exc.strerror or exc}") from None
 
