@@ -50,6 +50,9 @@ _TEMP_NAME_PART = 64
 class OutputError(Exception):
     """An output path that cannot be used: one line naming the option and the path."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(_one_line(message))
+
 
 class TargetKind(Enum):
     STDOUT = "stdout"
@@ -113,6 +116,11 @@ def _follow(path: str) -> tuple[str, int | None]:
     raise OSError(f"more than {_MAX_LINKS} symbolic links")
 
 
+def _one_line(text: str) -> str:
+    """`text` with control characters (a newline in a path) escaped as in Python literals."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _under(path: str, folders: Iterable[str]) -> bool:
     return any(path == folder or path.startswith(folder + "/") for folder in folders)
 
@@ -136,7 +144,8 @@ def resolve_target(
     `inputs` are files the run reads (`input_identities`); `label` names the output in messages
     (default: the option and the path as given).
     """
-    label = label if label is not None else f"{option} {given}"
+    if label is None:
+        label = f"{option} {given}"
 
     def refuse(reason: str) -> OutputError:
         return OutputError(f"{label}: {reason}")

@@ -163,6 +163,7 @@ def test_out_naming_the_scenario_file_is_refused(tmp_path: Path, capsys: pytest.
         ("/proc/self/fd/9999", "is not open"),
         ("/sys/kernel/profiling", "refusing to write there"),
         ("", "empty path"),
+        ("missing\nfolder/t", "does not exist"),
     ],
 )
 @pytest.mark.parametrize("option", ["--out", "--perfetto", "--folded"])
