@@ -31,7 +31,7 @@ def started(folder: Path, proc: subprocess.Popen[bytes]) -> bool:
     """Whether the trace's temporary file has grown past STARTED_BYTES (polled; not a timing check)."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(p.stat().st_size >= STARTED_BYTES for p in folder.iterdir() if p.name.startswith(".trace")):
+        if any(p.stat().st_size >= STARTED_BYTES for p in folder.iterdir() if p.name.startswith(".trace.")):
             return True
         time.sleep(0.02)
     return False
@@ -48,6 +48,7 @@ def test_a_signal_stops_the_run(mode: list[str], signum: int, code: int, tmp_pat
     image.write_bytes(YIELD_FOR_EVER)
     out = tmp_path / "out"
     out.mkdir()
+    (out / "trace").write_text("before\n")
     args = [a.format(out=out) for a in mode]
     command = [sys.executable, "-m", "emu", "run", str(image), *args, "--out", str(out / "trace")]
     command += ["--max-instructions", str(2**62)]
@@ -61,7 +62,8 @@ def test_a_signal_stops_the_run(mode: list[str], signum: int, code: int, tmp_pat
         proc.wait()
     assert proc.returncode == code, err.decode()
     assert err.decode() == f"emu: interrupted by {signal.Signals(signum).name}\n"
-    assert list(out.iterdir()) == [], "no output and no temporary file may remain"
+    assert [p.name for p in out.iterdir()] == ["trace"], "no new output and no temporary file may remain"
+    assert (out / "trace").read_text() == "before\n"
 
 
 def test_a_signal_during_an_engine_run_stops_it_and_raises_after() -> None:

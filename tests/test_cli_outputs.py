@@ -125,6 +125,22 @@ def test_a_long_file_name_still_gets_a_temporary_file(tmp_path: Path, image: Pat
     assert out.is_file()
 
 
+def test_a_run_that_fails_leaves_every_output_as_it_was(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The outputs are open when the world finds the scenario file bad: all are aborted."""
+    scenario = tmp_path / "bad.toml"
+    scenario.write_text("name = 1\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    names = ("trace", "run.json", "stacks.folded")
+    for name in names:
+        (out / name).write_text("before\n")
+    args = ["--out", str(out / names[0]), "--perfetto", str(out / names[1]), "--folded", str(out / names[2])]
+    assert main(["run", "--scenario", str(scenario), "--trace", "ipc", *args]) == 2
+    assert str(scenario) in one_error_line(capsys)
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    assert all((out / name).read_text() == "before\n" for name in names)
+
+
 # ------------------------------------------------------------------ refused before the run
 
 
