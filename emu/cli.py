@@ -23,7 +23,7 @@ from emu.interrupt import Interrupted, handling_signals
 from emu.output import STDOUT, OutputError, Outputs, Target, check_distinct, input_identities, resolve_target
 from emu.profile import StackProfiler
 from emu.trace import FORMATS, LEVELS, Level, Trace, TraceWriter
-from emu.world import DEFAULT_WORLD, InputError, Instrument, RunRequest, emit_summary, load_world
+from emu.world import DEFAULT_WORLD, InputError, Instrument, RunRequest, World, emit_summary, load_world
 
 EXIT_OK = 0
 EXIT_GUEST_FAILED = 1
@@ -107,17 +107,17 @@ def scenarios_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _input_files(args: argparse.Namespace) -> list[Path]:
-    """The files the run reads that an output must never overwrite."""
+def _input_files(args: argparse.Namespace, world: World) -> list[Path]:
+    """The files the run may read, which an output must never overwrite."""
     files = [args.image] if args.image is not None else []
     if args.scenario is not None and os.path.exists(args.scenario):
         files.append(Path(args.scenario))
-    return files
+    return files + world.input_files()
 
 
-def _output_targets(args: argparse.Namespace) -> dict[str, Target]:
+def _output_targets(args: argparse.Namespace, world: World) -> dict[str, Target]:
     """Where each output goes, checked before the run (see emu/output.py); the trace is under "--out"."""
-    inputs = input_identities(_input_files(args))
+    inputs = input_identities(_input_files(args, world))
     if args.out is None:
         trace = resolve_target("--out", STDOUT, inputs, label="the trace (standard output)")
     else:
@@ -141,8 +141,8 @@ def _chain(*instruments: Instrument) -> Instrument:
 def run_command(args: argparse.Namespace) -> int:
     if (args.stats or args.perfetto) and LEVELS[args.trace] < Level.IPC:
         raise InputError("--stats and --perfetto need the scheduling events: use --trace ipc or more")
-    targets = _output_targets(args)
     world = load_world(args.world)
+    targets = _output_targets(args, world)
     with Outputs() as outputs:
         trace_out = outputs.open(targets["--out"])
         perfetto_out = outputs.open(targets["--perfetto"]) if "--perfetto" in targets else None

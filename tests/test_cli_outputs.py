@@ -168,6 +168,15 @@ def test_out_naming_the_scenario_file_is_refused(tmp_path: Path, capsys: pytest.
     assert scenario.read_text() == text
 
 
+def test_out_naming_a_committed_image_or_scenario_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """The default run reads the committed images and scenarios: no output may overwrite them."""
+    for committed in (ROOT / "fixtures" / "elf" / "procd.elf", ROOT / "procd_model" / "scenarios" / "phase0-exit.toml"):
+        before = committed.read_bytes()
+        assert main(["run", "--out", str(committed)]) == 2
+        assert "input file" in one_error_line(capsys)
+        assert committed.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("where", "expected"),
     [
