@@ -78,8 +78,12 @@ def scenarios() -> list[tuple[str, str]]:
 def input_files() -> list[Path]:
     """The files any run may read besides the user's: the committed boot images and the built-in
     scenarios. The command line refuses an output that would overwrite one of them."""
-    scenarios_folder = Path(__file__).resolve().parent / "scenarios"
-    return [fixtures_dir() / image.filename for image in BOOT_IMAGES] + sorted(scenarios_folder.glob("*.toml"))
+    scenarios = sorted((Path(__file__).resolve().parent / "scenarios").glob("*.toml"))
+    try:
+        images = fixtures_dir()
+    except FileNotFoundError:
+        return scenarios  # the run itself reports the missing images
+    return [images / image.filename for image in BOOT_IMAGES] + scenarios
 
 
 def _load_user_image(path: Path) -> ElfImage:
