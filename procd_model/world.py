@@ -78,12 +78,12 @@ def scenarios() -> list[tuple[str, str]]:
 def input_files() -> list[Path]:
     """The files any run may read besides the user's: the committed boot images and the built-in
     scenarios. The command line refuses an output that would overwrite one of them."""
-    scenarios = sorted((Path(__file__).resolve().parent / "scenarios").glob("*.toml"))
+    scenario_files = sorted((Path(__file__).resolve().parent / "scenarios").glob("*.toml"))
     try:
         images = fixtures_dir()
     except FileNotFoundError:
-        return scenarios  # the run itself reports the missing images
-    return [images / image.filename for image in BOOT_IMAGES] + scenarios
+        return scenario_files  # the run itself reports the missing images
+    return [images / image.filename for image in BOOT_IMAGES] + scenario_files
 
 
 def _load_user_image(path: Path) -> ElfImage:
