@@ -205,7 +205,17 @@ def _descriptor_target(
     check_not_input(_identity(status))
     if stat.S_ISDIR(status.st_mode):
         raise refuse("is a directory")
+    if not _writable_descriptor(fd):
+        raise refuse(f"descriptor {fd} is not open for writing")
     return Target(label, TargetKind.DESCRIPTOR, fd=fd, identity=_identity(status), shareable=_is_null(status))
+
+
+def _writable_descriptor(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: the first write reports it
+        return True
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
 
 
 def _check_folder(folder: str, refuse: Callable[[str], OutputError]) -> None:

@@ -224,6 +224,20 @@ def test_an_unwritable_folder_or_file_is_refused(
         locked.chmod(0o700)
 
 
+def test_a_descriptor_open_only_for_reading_is_refused(
+    tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readable = tmp_path / "readable"
+    readable.write_text("kept\n")
+    fd = os.open(readable, os.O_RDONLY)
+    try:
+        assert main(["run", str(image), "--out", f"/dev/fd/{fd}"]) == 2
+        assert f"descriptor {fd} is not open for writing" in one_error_line(capsys)
+    finally:
+        os.close(fd)
+    assert readable.read_text() == "kept\n"
+
+
 def test_two_outputs_naming_the_same_file_are_refused(
     tmp_path: Path, image: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
