@@ -10,12 +10,13 @@
   file is renamed over that target when the output is committed; an existing file keeps its mode.
 - A FIFO or a character device (`/dev/null`, a terminal): opened and streamed to, never replaced.
 - Refused with `OutputError`: a directory, a block device, a socket, anything else under /proc or
-  /sys, a missing or unwritable folder, an existing file that is not writable, and any of the
-  run's input files (compared by device and inode, so symbolic and hard links count too).
+  /sys, a missing or unwritable folder, an existing file that is not writable, a descriptor not
+  open for writing, and any of the run's input files (compared by device and inode, so symbolic
+  and hard links count too).
 
 `check_distinct` refuses two outputs that are the same file (only the null device may be shared).
-`open_output` creates the temporary file (or opens the stream); `Output.abort` removes the
-temporary file, so no exit leaves one behind.
+`Outputs.open` creates the temporary file (or opens the stream); leaving the `Outputs` block
+aborts what was not committed, which removes the temporary file, so no exit leaves one behind.
 """
 
 from __future__ import annotations
