@@ -75,10 +75,7 @@ def _world_run(image: Path | None, level: str, out: str | None, requests: int) -
     from procd_model.messages import Message
     from procd_model.world import prepare_alone
 
-    if out == os.devnull:
-        writer: TraceWriter | None = TraceWriter("jsonl", None, open(os.devnull, "wb"))  # noqa: SIM115
-    else:
-        writer = TraceWriter("jsonl", Path(out)) if out else None
+    writer = TraceWriter("jsonl", open(out, "wb")) if out else None  # noqa: SIM115
     trace = Trace(writer, level=LEVELS[level], keep=False)
     if image is not None:
         # Time the guest's execution only: creating the engine and sweeping the image are not
@@ -94,7 +91,7 @@ def _world_run(image: Path | None, level: str, out: str | None, requests: int) -
         instructions = session.outcome.instructions
     seconds = time.process_time() - started
     if writer:
-        writer.commit()
+        writer.flush()
     return {"seconds": seconds, "instructions": instructions}
 
 

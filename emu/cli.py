@@ -2,30 +2,35 @@
 
 Exit codes: 0 the scenario completed as expected (or halted as its `[expect] halts` asks); 1 the
 guest failed (a fault, a refusal to start, an unexpected halt, the instruction limit); 2 usage or
-input error.
+input error; 130 interrupted by SIGINT, 143 by SIGTERM (128 + the signal number).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
 from emu.export import process_names
-from emu.export.folded import write_folded
-from emu.export.perfetto import write_perfetto
+from emu.export.folded import render_folded
+from emu.export.perfetto import render_perfetto
 from emu.export.stats import render_stats
 from emu.instrument import TraceProbes
+from emu.interrupt import Interrupted, handling_signals
+from emu.output import STDOUT, OutputError, Outputs, Target, check_distinct, input_identities, resolve_target
 from emu.profile import StackProfiler
 from emu.trace import FORMATS, LEVELS, Level, Trace, TraceWriter
-from emu.world import DEFAULT_WORLD, InputError, Instrument, RunRequest, emit_summary, load_world
+from emu.world import DEFAULT_WORLD, InputError, Instrument, RunRequest, World, emit_summary, load_world
 
 EXIT_OK = 0
 EXIT_GUEST_FAILED = 1
 EXIT_INPUT_ERROR = 2
 DEFAULT_MAX_INSTRUCTIONS = 100_000_000
+PROGRAM = "procd-emu"
+"""The program name in usage lines; `python -m emu` passes its own."""
 
 
 def _positive(text: str) -> int:
@@ -38,14 +43,16 @@ def _positive(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emu", description="Run procd and its world under emulation.")
+def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Run procd and its world under emulation.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run",
         help="run the default scenario or an image and print its trace",
         description="Run IMAGE (default: rootd boots the committed procd, which spawns phase0-exit).",
-        epilog="exit codes: 0 completed as expected, 1 guest failed, 2 usage or input error",
+        epilog="exit codes: 0 completed as expected, 1 guest failed, 2 usage or input error, "
+        "130 interrupted (SIGINT), 143 terminated (SIGTERM). Outputs: FILE may be - (stdout), a FIFO or "
+        "device (streamed to), or a regular file (replaced only when complete).",
     )
     run.add_argument("image", nargs="?", type=Path, metavar="IMAGE", help="ELF image (default: the procd scenario)")
     run.add_argument(
@@ -54,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a built-in scenario (see `python -m emu scenarios`) or a scenario file (.toml)",
     )
     run.add_argument("--format", choices=FORMATS, default="text", help="trace format (default: text)")
-    run.add_argument("--out", type=Path, metavar="FILE", help="write the trace to FILE instead of stdout")
+    run.add_argument("--out", metavar="FILE", help="write the trace to FILE instead of stdout")
     run.add_argument(
         "--max-instructions",
         type=_positive,
@@ -72,7 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trace-symbol", metavar="NAME", help="block/insn events inside this function only")
     run.add_argument(
         "--perfetto",
-        type=Path,
         metavar="FILE",
         help="also write the run as a Perfetto timeline (Chrome trace JSON) to FILE",
     )
@@ -84,7 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--folded",
-        type=Path,
         metavar="FILE",
         help="profile cycles per guest call stack and write folded stacks to FILE (flame graphs)",
     )
@@ -102,9 +107,27 @@ def scenarios_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_folder(option: str, path: Path | None) -> None:
-    if path is not None and not (path.parent if str(path.parent) else Path(".")).is_dir():
-        raise InputError(f"{option} {path}: folder {path.parent} does not exist")
+def _input_files(args: argparse.Namespace, world: World) -> list[Path]:
+    """The files the run may read, which an output must never overwrite."""
+    files = [args.image] if args.image is not None else []
+    if args.scenario is not None and os.path.exists(args.scenario):
+        files.append(Path(args.scenario))
+    return files + world.input_files()
+
+
+def _output_targets(args: argparse.Namespace, world: World) -> dict[str, Target]:
+    """Where each output goes, checked before the run (see emu/output.py); the trace is under "--out"."""
+    inputs = input_identities(_input_files(args, world))
+    if args.out is None:
+        trace = resolve_target("--out", STDOUT, inputs, label="the trace (standard output)")
+    else:
+        trace = resolve_target("--out", args.out, inputs)
+    targets = {"--out": trace}
+    for option, given in (("--perfetto", args.perfetto), ("--folded", args.folded)):
+        if given is not None:
+            targets[option] = resolve_target(option, given, inputs)
+    check_distinct(list(targets.values()))
+    return targets
 
 
 def _chain(*instruments: Instrument) -> Instrument:
@@ -116,31 +139,33 @@ def _chain(*instruments: Instrument) -> Instrument:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    out: Path | None = args.out
-    for option, path in (("--out", out), ("--perfetto", args.perfetto), ("--folded", args.folded)):
-        _check_folder(option, path)
     if (args.stats or args.perfetto) and LEVELS[args.trace] < Level.IPC:
         raise InputError("--stats and --perfetto need the scheduling events: use --trace ipc or more")
     world = load_world(args.world)
-    writer = TraceWriter(args.format, out)
-    trace = Trace(writer, level=LEVELS[args.trace], keep=bool(args.perfetto or args.stats))
-    probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
-    profiler = StackProfiler() if args.folded is not None else None
-    instrument = probes if profiler is None else _chain(probes, profiler)
-    try:
+    targets = _output_targets(args, world)
+    with Outputs() as outputs:
+        trace_out = outputs.open(targets["--out"])
+        perfetto_out = outputs.open(targets["--perfetto"]) if "--perfetto" in targets else None
+        folded_out = outputs.open(targets["--folded"]) if "--folded" in targets else None
+        writer = TraceWriter(args.format, trace_out.stream)
+        trace = Trace(writer, level=LEVELS[args.trace], keep=bool(args.perfetto or args.stats))
+        probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
+        profiler = StackProfiler() if folded_out is not None else None
+        instrument = probes if profiler is None else _chain(probes, profiler)
         outcome = world.run(RunRequest(args.image, args.max_instructions, instrument, args.scenario), trace)
         emit_summary(trace, outcome)
-    except BaseException:
-        writer.abort()
-        raise
-    writer.commit()
-    names = process_names(trace.events)
-    if args.perfetto is not None:
-        write_perfetto(trace.events, args.perfetto, outcome.frequency_hz, names)
-    if profiler is not None:
-        write_folded(profiler, args.folded, names)
+        writer.flush()
+        trace_out.commit()
+        names = process_names(trace.events)
+        if perfetto_out is not None:
+            perfetto_out.stream.write(render_perfetto(trace.events, outcome.frequency_hz, names).encode())
+            perfetto_out.commit()
+        if folded_out is not None and profiler is not None:
+            folded_out.stream.write(render_folded(profiler, names).encode())
+            folded_out.commit()
     if args.stats:
-        print(render_stats(trace.events, names), end="", file=sys.stdout if out is not None else sys.stderr)
+        on_stdout = any(target.is_stdout for target in targets.values())
+        print(render_stats(trace.events, names), end="", file=sys.stderr if on_stdout else sys.stdout)
     if args.trace_symbol is not None and not probes.symbol_seen:
         print(f"emu: warning: --trace-symbol {args.trace_symbol}: no image has that symbol", file=sys.stderr)
     verdict = "ok" if outcome.ok else "guest failed"
@@ -148,15 +173,20 @@ def run_command(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.ok else EXIT_GUEST_FAILED
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROGRAM) -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
-        return scenarios_command(args) if args.command == "scenarios" else run_command(args)
-    except InputError as exc:
+        with handling_signals():
+            return scenarios_command(args) if args.command == "scenarios" else run_command(args)
+    except (InputError, OutputError) as exc:
         print(f"emu: error: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except Interrupted as exc:
+        print(f"emu: interrupted by {exc.name}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
-        print("emu: interrupted", file=sys.stderr)
+        # Before the handlers are installed (or where they cannot be): Python's own SIGINT.
+        print("emu: interrupted by SIGINT", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, as command-line tools do.

@@ -26,6 +26,7 @@ from emu.accounting import STOP_CYCLES, STOP_INSNS, STOP_NONE, STOP_UNKNOWN, UNL
 from emu.cpuid import cpuid_leaf
 from emu.elf import PAGE_SIZE, ElfImage, Perm
 from emu.insnlog import Feed, InsnLog
+from emu.interrupt import engine_running
 
 _STOP_NOWHERE = 0xFFFF_FFFF_FFFF_FFFF
 _TCG_BUFFER_BYTES = 8 << 20
@@ -362,7 +363,8 @@ class GuestCpu:
             step_hook = self._uc.hook_add(uc_const.UC_HOOK_CODE, self._on_step)
             self._uc.ctl_flush_tb()
         try:
-            self._uc.emu_start(self.reg("rip"), _STOP_NOWHERE)
+            with engine_running(self._stop_soon):
+                self._uc.emu_start(self.reg("rip"), _STOP_NOWHERE)
         except unicorn.UcError as exc:
             error = exc
         finally:
@@ -395,6 +397,14 @@ class GuestCpu:
             return None
         assert state.stop in (STOP_INSNS, STOP_CYCLES)
         return Trap(TrapKind.BUDGET, rip)
+
+    def _stop_soon(self) -> None:
+        """Make `emu_start` return before the next block (a signal arrived; see emu/interrupt.py).
+
+        `emu_stop` does nothing if the engine has not started yet; the zero budget stops it at its
+        first block then. The run is abandoned, so its counts no longer matter."""
+        self._state.insn_limit = 0
+        self._uc.emu_stop()
 
     def _settle_fault(self, fault: Fault) -> None:
         """Uncount what a fault kept from retiring: the faulting instruction and the rest of its block.

@@ -18,6 +18,7 @@ from elftools.common.exceptions import ELFError as _PyElfError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from emu.files import FileReadError, read_bounded
 from emu.symbols import demangle
 
 PAGE_SIZE = 0x1000
@@ -25,6 +26,8 @@ MAX_SEGMENT_BYTES = 64 << 20
 """Largest memory size one PT_LOAD segment may have."""
 MAX_IMAGE_BYTES = 256 << 20
 """Largest total memory size of all PT_LOAD segments."""
+MAX_IMAGE_FILE_BYTES = 64 << 20
+"""Largest ELF file the loader reads; anything larger, or not a regular file, is refused unread."""
 USER_ADDRESS_LIMIT = 0x0000_8000_0000_0000
 """First address above the canonical lower half: user mappings must end at or below it."""
 
@@ -120,9 +123,9 @@ def load_elf(source: str | Path | bytes, name: str | None = None) -> ElfImage:
     else:
         label = name or str(source)
         try:
-            raw = Path(source).read_bytes()
-        except OSError as exc:
-            raise ElfError(f"{label}: cannot read: {exc.strerror or exc}") from None
+            raw = read_bounded(source, MAX_IMAGE_FILE_BYTES)
+        except FileReadError as exc:
+            raise ElfError(f"{label}: {exc}") from None
     return _parse(raw, label)
 
 

@@ -11,12 +11,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any, Protocol
 
 import orjson
@@ -202,26 +199,17 @@ class Trace:
 
 
 class TraceWriter:
-    """Writes events as they come, to stdout or to a file that appears only when complete.
+    """Writes events as they come to a byte stream (stdout by default).
 
-    A file target is written to a temporary file beside it and renamed over the target on
-    `commit()`; `abort()` removes the temporary file, so a failed run never leaves half a trace.
-    Output is UTF-8 bytes with "\n" line ends on every platform.
+    Where the stream goes, and whether a file appears only when complete, is `emu.output`'s
+    business. Output is UTF-8 bytes with "\n" line ends on every platform.
     """
 
-    def __init__(self, fmt: str, out: Path | None, stream: IO[bytes] | None = None) -> None:
-        """Write to `out` (atomically), else to `stream`, else to stdout."""
+    def __init__(self, fmt: str, stream: IO[bytes] | None = None) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown trace format {fmt!r}")
         self.wants_text = fmt == "text"
-        self._out = out
-        self._tmp: str | None = None
-        self._stream: IO[bytes]
-        if out is None:
-            self._stream = stream if stream is not None else sys.stdout.buffer
-        else:
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or Path("."))
-            self._stream = os.fdopen(fd, "wb")
+        self._stream: IO[bytes] = stream if stream is not None else sys.stdout.buffer
         self._header = (TEXT_HEADER + "\n").encode() if fmt == "text" else b""
 
     def _start(self) -> None:
@@ -242,18 +230,5 @@ class TraceWriter:
         self._start()
         self._stream.write(text if self.wants_text else jsonl)
 
-    def commit(self) -> None:
+    def flush(self) -> None:
         self._stream.flush()
-        if self._tmp is not None and self._out is not None:
-            self._stream.close()
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp creates 0600; a trace is an ordinary file
-            os.replace(self._tmp, self._out)
-            self._tmp = None
-
-    def abort(self) -> None:
-        if self._tmp is not None:
-            self._stream.close()
-            os.unlink(self._tmp)
-            self._tmp = None

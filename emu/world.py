@@ -71,12 +71,18 @@ class World(Protocol):
         """(name, one-line description) of the scenarios the world ships."""
         ...
 
+    def input_files(self) -> list[Path]:
+        """Files any run may read besides IMAGE and a scenario file (its committed images, its
+        scenarios): outputs must never overwrite them."""
+        ...
+
 
 def load_world(name: str) -> World:
     try:
         module = importlib.import_module(name)
     except ImportError as exc:
         raise InputError(f"cannot load world {name!r}: {exc}") from None
-    if not callable(getattr(module, "run", None)):
-        raise InputError(f"world {name!r} has no run(request, trace) function")
+    for function in ("run", "scenarios", "input_files"):
+        if not callable(getattr(module, function, None)):
+            raise InputError(f"world {name!r} has no {function}() function (see emu/world.py)")
     return cast(World, module)

@@ -17,7 +17,7 @@ from emu.trace import Trace
 from emu.world import InputError, Instrument, RunOutcome, RunRequest
 from procd_model.abi import CapPurpose, CapType, Rights, Role, Status
 from procd_model.caps import Capability, CapTable
-from procd_model.images import boot_image_named, image_role, load_boot_image
+from procd_model.images import BOOT_IMAGES, boot_image_named, fixtures_dir, image_role, load_boot_image
 from procd_model.kernel import ImageLayoutError, Kernel, Process, ProcState, StopReason
 from procd_model.messages import EnvelopeSlot, build_envelope
 from procd_model.rootd import FOUNDATION_IMAGE, ManifestEntry, ProcdBoot, Rootd, Services, default_procd_boot
@@ -88,6 +88,17 @@ def _inject(scenario: Scenario, kernel: Kernel) -> None:
 def scenarios() -> list[tuple[str, str]]:
     """(name, one-line description) of every built-in scenario."""
     return [(s.name, s.description) for s in builtin_scenarios()]
+
+
+def input_files() -> list[Path]:
+    """The files any run may read besides the user's: the committed boot images and the built-in
+    scenarios. The command line refuses an output that would overwrite one of them."""
+    scenario_files = sorted((Path(__file__).resolve().parent / "scenarios").glob("*.toml"))
+    try:
+        images = fixtures_dir()
+    except FileNotFoundError:
+        return scenario_files  # the run itself reports the missing images
+    return [images / image.filename for image in BOOT_IMAGES] + scenario_files
 
 
 def _load_user_image(path: Path) -> ElfImage:

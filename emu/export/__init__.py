@@ -2,17 +2,16 @@
 
 Everything here reads `emu.trace.Event`s (or a profiler's samples) after the run and never changes
 a count. Conventions shared by the exporters: pid 0 is the kernel, a process's name is the `name`
-of its `process.create` event, and files appear only when complete (written beside the target and
-renamed over it, like `emu.trace.TraceWriter`).
+of its `process.create` event, and files are written through `emu.output` (a regular file appears
+only when complete).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from emu.output import write_output
 from emu.trace import Event
 
 KERNEL_PID = 0
@@ -47,17 +46,7 @@ def name_of(pid: int, names: Mapping[int, str]) -> str:
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:
-    """Write `text` to `path` through a temporary file beside it, so `path` is never half written."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; an export is an ordinary file
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write `text` (UTF-8) to `path` as `emu.output` writes every output: a regular file appears
+    whole or not at all, a FIFO or device is streamed to, and nothing is replaced that is not a
+    regular file."""
+    write_output("output", path, text.encode("utf-8"))
