@@ -51,7 +51,6 @@ characters of the value.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -59,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from emu.cpu import FaultKind
+from emu.files import FileReadError, read_bounded
 from procd_model.abi import CRASHD_RING, DEBUG_WRITE_MAX, EnvelopeFlag, RestartPolicy, Role, Status
 from procd_model.images import BOOT_IMAGES, boot_image_named
 from procd_model.kernel import Kernel
@@ -350,18 +350,13 @@ def unmet_expectations(scenario: Scenario, logs: list[str], *, halted: bool = Fa
 
 
 def read_scenario_file(path: Path) -> str:
-    """The text of a scenario file: at most MAX_FILE_BYTES (checked before reading it whole), UTF-8."""
+    """The text of a scenario file: a regular file of at most MAX_FILE_BYTES (checked before it is
+    read whole; a FIFO or device is refused unread, never waited on), UTF-8."""
     source = str(path)
     try:
-        with path.open("rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if size > MAX_FILE_BYTES:  # a regular file's size; a pipe or device reports 0 and is read bounded
-                raise _error(source, "", f"larger than {MAX_FILE_BYTES} bytes ({size})")
-            data = file.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise _error(source, "", f"cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise _error(source, "", f"larger than {MAX_FILE_BYTES} bytes")
+        data = read_bounded(path, MAX_FILE_BYTES)
+    except FileReadError as exc:
+        raise _error(source, "", str(exc)) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -234,7 +234,7 @@ def test_a_file_larger_than_the_limit_is_not_read(tmp_path: Path, capsys: pytest
     path = tmp_path / "big.toml"
     with path.open("wb") as file:
         file.truncate(MAX_FILE_BYTES + 1)  # sparse: never read, only its size is checked
-    assert "larger than 1048576 bytes" in refused(path, capsys)
+    assert "is larger than the limit of 1 MiB" in refused(path, capsys)
     exactly = write(tmp_path, (HEAD + SPAWN).ljust(MAX_FILE_BYTES, "#"), "ok.toml")
     assert load_scenario(str(exactly)).name == "x"
 
