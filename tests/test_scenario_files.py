@@ -7,6 +7,9 @@ there is one); the shipped scenarios still load and run.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -221,6 +224,19 @@ def test_unusable_paths_exit_2_with_one_line(where: str, tmp_path: Path, capsys:
     code = main(["run", "--scenario", path, "--trace", "none"])
     lines = capsys.readouterr().err.splitlines()
     assert code == 2 and len(lines) == 1 and len(lines[0]) <= MAX_LINE, lines
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)
+    # In a child process: opening a FIFO with no writer would block this test for ever.
+    run = subprocess.run(
+        [sys.executable, "-m", "emu", "run", "--scenario", str(fifo), "--trace", "none"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and run.stderr.splitlines() == [f"emu: error: {fifo}: is a FIFO, not a regular file"]
 
 
 def test_a_file_name_with_a_newline_still_gives_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
