@@ -114,8 +114,20 @@ _MEM_FAULTS = {
     uc_const.UC_MEM_FETCH_PROT: FaultKind.PROTECTED_FETCH,
 }
 _FETCH_FAULTS = (FaultKind.UNMAPPED_FETCH, FaultKind.PROTECTED_FETCH)
+_FETCH_ACCESSES = frozenset({uc_const.UC_MEM_FETCH_UNMAPPED, uc_const.UC_MEM_FETCH_PROT})
+_ACCESS_NAMES = {
+    uc_const.UC_MEM_READ_UNMAPPED: "read",
+    uc_const.UC_MEM_READ_PROT: "read",
+    uc_const.UC_MEM_WRITE_UNMAPPED: "write",
+    uc_const.UC_MEM_WRITE_PROT: "write",
+}
 # x86 exception vectors that are traps (the instruction retired) rather than faults.
 _TRAP_VECTORS = {3: FaultKind.BREAKPOINT, 4: FaultKind.INTERRUPT}
+
+
+def is_canonical(address: int) -> bool:
+    """True if the 64-bit `address` is canonical: bits 63..47 all equal (4-level paging)."""
+    return (address & 0xFFFF_FFFF_FFFF_FFFF) >> 47 in (0, 0x1FFFF)
 
 
 def _page_floor(value: int) -> int:
@@ -142,6 +154,12 @@ class GuestCpu:
     def __init__(self, cost_of: CostFunction) -> None:
         self._uc = unicorn.Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
         self._uc.ctl_set_tcg_buffer_size(_TCG_BUFFER_BYTES)
+        # Virtual TLB mode with no fill hook maps every page to the physical address equal to its
+        # full 64-bit virtual address. The default mode truncates addresses to 52 bits, so a
+        # non-canonical address aliased a low one (a fault at 0x8000000000000010 was reported at
+        # 0x10, and a non-canonical jump could run mapped code). This way every memory fault hook
+        # sees the exact address, and nothing is ever mapped at a non-canonical one.
+        self._uc.ctl_set_tlb_mode(uc_const.UC_TLB_VIRTUAL)
         self._pages: dict[int, Perm] = {}
         self._closed = False
         self._batches: dict[tuple[str, ...], _RegisterBatch] = {}
@@ -150,6 +168,7 @@ class GuestCpu:
         self._exact_tail = False
         self._syscall = False
         self._fault: Fault | None = None
+        self._fault_on_fetch = False
         self._clock_base = 0
         self._icount_base = 0
         self._image: ElfImage | None = None
@@ -352,6 +371,7 @@ class GuestCpu:
         state.stop = STOP_NONE
         self._syscall = False
         self._fault = None
+        self._fault_on_fetch = False
         self._exact_tail = exact_tail
         error: unicorn.UcError | None = None
         step_hook = None
@@ -402,7 +422,7 @@ class GuestCpu:
         Traps (int3, int n) retire their instruction; fetch faults happen before any instruction
         of the new block was counted.
         """
-        if fault.kind in _FETCH_FAULTS or fault.kind in _TRAP_VECTORS.values():
+        if self._fault_on_fetch or fault.kind in _FETCH_FAULTS or fault.kind in _TRAP_VECTORS.values():
             return
         state = self._state
         if self._exact_tail:
@@ -426,6 +446,9 @@ class GuestCpu:
         if error.errno == uc_const.UC_ERR_INSN_INVALID:
             return Fault(FaultKind.INVALID_OPCODE, rip)
         if error.errno == uc_const.UC_ERR_FETCH_UNMAPPED:
+            self._fault_on_fetch = True
+            if not is_canonical(rip):
+                return Fault(FaultKind.GENERAL_PROTECTION, rip, rip, "non-canonical fetch")
             return Fault(FaultKind.UNMAPPED_FETCH, rip, rip)
         return Fault(FaultKind.CPU_EXCEPTION, rip, None, str(error))
 
@@ -493,6 +516,15 @@ class GuestCpu:
         return False
 
     def _on_mem_fault(self, uc: unicorn.Uc, access: int, address: int, size: int, _value: int, _user: object) -> bool:
+        if self._fault is not None:
+            return False  # an access split into pieces reports each piece: the first is the fault
+        self._fault_on_fetch = access in _FETCH_ACCESSES
+        if not is_canonical(address):
+            # x86-64 raises #GP (#SS for a stack reference, reported the same way) for an access
+            # that touches a non-canonical address; `address` is its first non-canonical byte.
+            what = "fetch" if self._fault_on_fetch else f"{size}-byte {_ACCESS_NAMES.get(access, 'access')}"
+            self._fault = Fault(FaultKind.GENERAL_PROTECTION, self.reg("rip"), address, f"non-canonical {what}")
+            return False
         kind = _MEM_FAULTS.get(access, FaultKind.CPU_EXCEPTION)
         self._fault = Fault(kind, self.reg("rip"), address, f"{size}-byte access")
         return False
