@@ -266,12 +266,17 @@ class GuestCpu:
         union of both permissions.
         """
         start, end = _page_floor(address), _page_ceil(address + max(size, len(data)))
-        for page in range(start, end, PAGE_SIZE):
-            old = self._pages.get(page)
+        run_start: int | None = None  # a run of new pages is mapped in one call (a stack is many)
+        for page in range(start, end + PAGE_SIZE, PAGE_SIZE):
+            old = self._pages.get(page) if page < end else perms
             if old is None:
-                self._uc.mem_map(page, PAGE_SIZE, int(perms))
-                self._pages[page] = perms
-            elif old | perms != old:
+                run_start = page if run_start is None else run_start
+                continue
+            if run_start is not None:
+                self._uc.mem_map(run_start, page - run_start, int(perms))
+                self._pages.update(dict.fromkeys(range(run_start, page, PAGE_SIZE), perms))
+                run_start = None
+            if page < end and old | perms != old:
                 self._uc.mem_protect(page, PAGE_SIZE, int(old | perms))
                 self._pages[page] = old | perms
         if data:
