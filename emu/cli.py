@@ -18,7 +18,7 @@ from emu.export.perfetto import write_perfetto
 from emu.export.stats import render_stats
 from emu.instrument import TraceProbes
 from emu.profile import StackProfiler
-from emu.trace import FORMATS, LEVELS, Level, Trace, TraceWriter
+from emu.trace import FORMATS, LEVELS, Trace, TraceWriter
 from emu.world import DEFAULT_WORLD, InputError, Instrument, RunRequest, emit_summary, load_world
 
 EXIT_OK = 0
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="syscall",
         help="how much to show: none (summary only), ipc, syscall (default), block, insn; counts never change",
     )
-    run.add_argument("--trace-pid", type=_positive, metavar="PID", help="block/insn events of this process only")
+    run.add_argument("--trace-pid", type=_positive, metavar="PID", help="show only this process's events")
     run.add_argument("--trace-symbol", metavar="NAME", help="block/insn events inside this function only")
     run.add_argument(
         "--perfetto",
@@ -118,11 +118,9 @@ def run_command(args: argparse.Namespace) -> int:
     out: Path | None = args.out
     for option, path in (("--out", out), ("--perfetto", args.perfetto), ("--folded", args.folded)):
         _check_folder(option, path)
-    if (args.stats or args.perfetto) and LEVELS[args.trace] < Level.IPC:
-        raise InputError("--stats and --perfetto need the scheduling events: use --trace ipc or more")
     world = load_world(args.world)
     writer = TraceWriter(args.format, out)
-    trace = Trace(writer, level=LEVELS[args.trace], keep=bool(args.perfetto or args.stats))
+    trace = Trace(writer, level=LEVELS[args.trace], keep=bool(args.perfetto or args.stats), pid=args.trace_pid)
     probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
     profiler = StackProfiler() if args.folded is not None else None
     instrument = probes if profiler is None else _chain(probes, profiler)
@@ -140,8 +138,8 @@ def run_command(args: argparse.Namespace) -> int:
         write_folded(profiler, args.folded, names)
     if args.stats:
         print(render_stats(trace.events, names), end="", file=sys.stdout if out is not None else sys.stderr)
-    if args.trace_symbol is not None and not probes.symbol_seen:
-        print(f"emu: warning: --trace-symbol {args.trace_symbol}: no image has that symbol", file=sys.stderr)
+    for warning in probes.filter_warnings(row["pid"] for row in outcome.processes):
+        print(f"emu: warning: {warning}", file=sys.stderr)
     verdict = "ok" if outcome.ok else "guest failed"
     print(f"emu: {verdict} ({outcome.stop}): {outcome.detail}", file=sys.stderr)
     return EXIT_OK if outcome.ok else EXIT_GUEST_FAILED
