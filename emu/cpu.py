@@ -125,6 +125,14 @@ _ACCESS_NAMES = {
 _TRAP_VECTORS = {3: FaultKind.BREAKPOINT, 4: FaultKind.INTERRUPT}
 
 
+def _identity_tlb_fill(uc: unicorn.Uc, page: int, _access: int, entry: object, _user: object) -> bool:
+    """Map the virtual page `page` to the same physical address, with every permission: the
+    memory map's own permissions decide what is allowed, and unmapped pages fault exactly."""
+    entry.paddr = page  # type: ignore[attr-defined]
+    entry.perms = uc_const.UC_PROT_ALL  # type: ignore[attr-defined]
+    return True
+
+
 def is_canonical(address: int) -> bool:
     """True if the 64-bit `address` is canonical: bits 63..47 all equal (4-level paging)."""
     return (address & 0xFFFF_FFFF_FFFF_FFFF) >> 47 in (0, 0x1FFFF)
@@ -154,12 +162,14 @@ class GuestCpu:
     def __init__(self, cost_of: CostFunction) -> None:
         self._uc = unicorn.Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
         self._uc.ctl_set_tcg_buffer_size(_TCG_BUFFER_BYTES)
-        # Virtual TLB mode with no fill hook maps every page to the physical address equal to its
-        # full 64-bit virtual address. The default mode truncates addresses to 52 bits, so a
+        # Virtual TLB mode, with a fill hook that maps every page to the physical address equal to
+        # its full 64-bit virtual address. The default mode truncates addresses to 52 bits, so a
         # non-canonical address aliased a low one (a fault at 0x8000000000000010 was reported at
         # 0x10, and a non-canonical jump could run mapped code). This way every memory fault hook
-        # sees the exact address, and nothing is ever mapped at a non-canonical one.
+        # sees the exact address, and nothing is ever mapped at a non-canonical one. (Without a
+        # fill hook, virtual mode ran compiled code 2.5x slower; the hook runs once per TLB miss.)
         self._uc.ctl_set_tlb_mode(uc_const.UC_TLB_VIRTUAL)
+        self._uc.hook_add(uc_const.UC_HOOK_TLB_FILL, _identity_tlb_fill)
         self._pages: dict[int, Perm] = {}
         self._closed = False
         self._batches: dict[tuple[str, ...], _RegisterBatch] = {}
