@@ -120,7 +120,9 @@ def run_command(args: argparse.Namespace) -> int:
         _check_folder(option, path)
     world = load_world(args.world)
     writer = TraceWriter(args.format, out)
-    trace = Trace(writer, level=LEVELS[args.trace], keep=bool(args.perfetto or args.stats), pid=args.trace_pid)
+    trace = Trace(
+        writer, level=LEVELS[args.trace], keep=bool(args.perfetto or args.stats or args.folded), pid=args.trace_pid
+    )
     probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
     profiler = StackProfiler() if args.folded is not None else None
     instrument = probes if profiler is None else _chain(probes, profiler)
@@ -135,7 +137,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.perfetto is not None:
         write_perfetto(trace.events, args.perfetto, outcome.frequency_hz, names)
     if profiler is not None:
-        write_folded(profiler, args.folded, names)
+        write_folded(profiler, args.folded, names, trace.events)
     if args.stats:
         print(render_stats(trace.events, names), end="", file=sys.stdout if out is not None else sys.stderr)
     for warning in probes.filter_warnings(row["pid"] for row in outcome.processes):
