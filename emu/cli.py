@@ -22,7 +22,7 @@ from emu.instrument import TraceProbes
 from emu.interrupt import Interrupted, handling_signals
 from emu.output import STDOUT, OutputError, Outputs, Target, check_distinct, input_identities, resolve_target
 from emu.profile import StackProfiler
-from emu.trace import FORMATS, LEVELS, Level, Trace, TraceWriter
+from emu.trace import FORMATS, LEVELS, Trace, TraceWriter
 from emu.world import DEFAULT_WORLD, InputError, Instrument, RunRequest, World, emit_summary, load_world
 
 EXIT_OK = 0
@@ -75,7 +75,7 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
         default="syscall",
         help="how much to show: none (summary only), ipc, syscall (default), block, insn; counts never change",
     )
-    run.add_argument("--trace-pid", type=_positive, metavar="PID", help="block/insn events of this process only")
+    run.add_argument("--trace-pid", type=_positive, metavar="PID", help="show only this process's events")
     run.add_argument("--trace-symbol", metavar="NAME", help="block/insn events inside this function only")
     run.add_argument(
         "--perfetto",
@@ -139,8 +139,6 @@ def _chain(*instruments: Instrument) -> Instrument:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    if (args.stats or args.perfetto) and LEVELS[args.trace] < Level.IPC:
-        raise InputError("--stats and --perfetto need the scheduling events: use --trace ipc or more")
     world = load_world(args.world)
     targets = _output_targets(args, world)
     with Outputs() as outputs:
@@ -148,7 +146,8 @@ def run_command(args: argparse.Namespace) -> int:
         perfetto_out = outputs.open(targets["--perfetto"]) if "--perfetto" in targets else None
         folded_out = outputs.open(targets["--folded"]) if "--folded" in targets else None
         writer = TraceWriter(args.format, trace_out.stream)
-        trace = Trace(writer, level=LEVELS[args.trace], keep=bool(args.perfetto or args.stats))
+        keep = bool(args.perfetto or args.stats or args.folded)
+        trace = Trace(writer, level=LEVELS[args.trace], keep=keep, pid=args.trace_pid)
         probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
         profiler = StackProfiler() if folded_out is not None else None
         instrument = probes if profiler is None else _chain(probes, profiler)
@@ -161,13 +160,13 @@ def run_command(args: argparse.Namespace) -> int:
             perfetto_out.stream.write(render_perfetto(trace.events, outcome.frequency_hz, names).encode())
             perfetto_out.commit()
         if folded_out is not None and profiler is not None:
-            folded_out.stream.write(render_folded(profiler, names).encode())
+            folded_out.stream.write(render_folded(profiler, names, trace.events).encode())
             folded_out.commit()
     if args.stats:
         on_stdout = any(target.is_stdout for target in targets.values())
         print(render_stats(trace.events, names), end="", file=sys.stderr if on_stdout else sys.stdout)
-    if args.trace_symbol is not None and not probes.symbol_seen:
-        print(f"emu: warning: --trace-symbol {args.trace_symbol}: no image has that symbol", file=sys.stderr)
+    for warning in probes.filter_warnings(row["pid"] for row in outcome.processes):
+        print(f"emu: warning: {warning}", file=sys.stderr)
     verdict = "ok" if outcome.ok else "guest failed"
     print(f"emu: {verdict} ({outcome.stop}): {outcome.detail}", file=sys.stderr)
     return EXIT_OK if outcome.ok else EXIT_GUEST_FAILED

@@ -7,6 +7,8 @@ symbol's address range when a symbol filter is given, so code outside it runs at
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
 from emu.trace import Level, Trace
@@ -26,14 +28,16 @@ class TraceProbes:
         self.symbol_seen = False
 
     def __call__(self, cpu: GuestCpu, image: ElfImage, pid: int) -> None:
-        if self.trace.level < Level.BLOCK or (self.pid is not None and pid != self.pid):
+        if self.trace.level < Level.BLOCK:
+            return
+        found = image.symbol_named(self.symbol) if self.symbol is not None else None
+        self.symbol_seen = self.symbol_seen or found is not None
+        if self.pid is not None and pid != self.pid:
             return
         begin, end = 1, 0
         if self.symbol is not None:
-            found = image.symbol_named(self.symbol)
             if found is None:
                 return  # this image does not have it; another may
-            self.symbol_seen = True
             begin, end = found.address, found.address + max(found.size, 1) - 1
         trace = self.trace
         if trace.level >= Level.INSN:
@@ -53,3 +57,19 @@ class TraceProbes:
             )
 
         cpu.add_block_probe(on_block, begin, end)
+
+    def filter_warnings(self, pids: Iterable[int]) -> list[str]:
+        """After the run: each filter that selected nothing, and why (`pids`: every process of the run)."""
+        warnings = []
+        if self.pid is not None and self.pid not in set(pids):
+            warnings.append(f"--trace-pid {self.pid}: no process had that pid in this run")
+        if self.symbol is not None:
+            level = self.trace.level
+            if level < Level.BLOCK:
+                warnings.append(
+                    f"--trace-symbol {self.symbol}: applies to block and insn events only, "
+                    f"which --trace {level.name.lower()} does not show"
+                )
+            elif not self.symbol_seen:
+                warnings.append(f"--trace-symbol {self.symbol}: no image has that symbol")
+        return warnings

@@ -2,8 +2,9 @@
 
 An event is `seq`, `icount` (instructions retired by the whole machine so far), `cycle` (virtual
 time in cycles), `pid`, `kind` and decoded fields in the order they were given. The digest in the
-summary is the SHA-256 of the JSONL rendering of every event before it, whichever format is being
-written, so a text trace and a JSONL trace of the same run carry the same digest.
+summary is the SHA-256 of the run's stream (`Trace`): the JSONL lines a `--trace syscall` trace has
+before its summary, whatever level, filter or format is being written, so every view of the same
+run carries the same digest.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Level(enum.IntEnum):
 LEVELS = {level.name.lower(): level for level in Level}
 _KIND_LEVEL = {"syscall": Level.SYSCALL, "block": Level.BLOCK, "insn": Level.INSN, "summary": Level.NONE}
 _RESERVED = frozenset({"seq", "icount", "cycle", "pid", "kind"})
+_OUTSIDE_THE_RUN = frozenset({"block", "insn", "summary"})
+"""Kinds that are not part of the run's stream (the digest): views of it, and the summary itself."""
 
 
 @dataclass(slots=True)
@@ -117,12 +120,24 @@ class TraceSink(Protocol):
 
 
 class Trace:
-    """Collects events in order, stamps them, and feeds the digest and the sink."""
+    """Collects events in order, stamps them, and feeds the digest and the sink.
 
-    def __init__(self, sink: TraceSink | None = None, level: Level = Level.SYSCALL, *, keep: bool = True) -> None:
+    Two streams come out of the same calls. The **run's stream** is every event at level
+    `syscall`, of every process, numbered from 0: it is what the digest covers and what `events`
+    keeps for the exporters, whatever is shown, so the digest and the exports identify the run,
+    not the view of it. The **shown stream** is what the level and the pid filter let through,
+    numbered from 0 on its own, and goes to the sink. At level `syscall` with no filter the two
+    are the same lines and each event is rendered once.
+    """
+
+    def __init__(
+        self, sink: TraceSink | None = None, level: Level = Level.SYSCALL, *, keep: bool = True, pid: int | None = None
+    ) -> None:
         """`keep=False` streams events to the sink without keeping them (long runs: memory, and the
-        garbage collector's work grows with every object kept alive)."""
+        garbage collector's work grows with every object kept alive). `pid` shows only the events
+        of that process (and the summary)."""
         self.level = level
+        self.pid = pid
         self._keep = keep
         self._icount: Callable[[], int] = lambda: 0
         self._cycle: Callable[[], int] = lambda: 0
@@ -134,8 +149,11 @@ class Trace:
         self._pending: list[bytes] = []
         """JSONL lines not yet hashed (hashing in batches is much cheaper than per event)."""
         self.next_seq = 0
+        """The seq of the next shown event."""
+        self.run_seq = 0
+        """The seq of the next event of the run's stream."""
         self.events: list[Event] = []
-        """Every event recorded, except instruction events (streamed through `feed`, not kept)."""
+        """The run's stream (level syscall, unfiltered) and the summary, if `keep`."""
 
     def bind_clock(self, icount: Callable[[], int], cycle: Callable[[], int]) -> None:
         """Stamp later events with `icount()` and `cycle()` (the machine that owns the clock binds it)."""
@@ -143,37 +161,45 @@ class Trace:
         self._cycle = cycle
 
     def wants(self, kind: str) -> bool:
+        """True if an event of `kind` is recorded at all (shown, or part of the run's stream)."""
+        return kind not in _OUTSIDE_THE_RUN or self._shows(kind)
+
+    def _shows(self, kind: str) -> bool:
         return kind not in self._hidden and (kind in _KIND_LEVEL or self._shows_ipc)
 
     def emit(self, kind: str, pid: int, /, **fields: Any) -> None:
-        """Record an event stamped with the machine's clock now, unless the level leaves it out."""
-        if kind in self._hidden or (not self._shows_ipc and kind not in _KIND_LEVEL):
-            return
+        """Record an event stamped with the machine's clock now."""
         self._record(self._icount(), self._cycle(), kind, pid, fields)
 
     def emit_at(self, icount: int, cycle: int, kind: str, pid: int, /, **fields: Any) -> None:
         """Record an event with explicit stamps (for events observed inside a running guest)."""
-        if kind in self._hidden or (not self._shows_ipc and kind not in _KIND_LEVEL):
-            return
         self._record(icount, cycle, kind, pid, fields)
 
     def _record(self, icount: int, cycle: int, kind: str, pid: int, fields: dict[str, Any]) -> None:
         if not _RESERVED.isdisjoint(fields):
             clash = sorted(_RESERVED.intersection(fields))[0]
             raise ValueError(f"event field {clash!r} would overwrite the event's own")
+        line = None
+        run_seq = self.run_seq
+        if kind not in _OUTSIDE_THE_RUN:
+            self.run_seq = run_seq + 1
+            line = _render(run_seq, icount, cycle, pid, kind, fields)
+            pending = self._pending
+            pending.append(line)
+            if len(pending) >= 512:
+                self._hash_pending()
+            if self._keep:
+                self.events.append(Event(run_seq, icount, cycle, pid, kind, fields))
+        elif kind == "summary" and self._keep:
+            self.events.append(Event(run_seq, icount, cycle, pid, kind, fields))
+        if not self._shows(kind) or (self.pid is not None and pid != self.pid and kind != "summary"):
+            return
         seq = self.next_seq
         self.next_seq = seq + 1
-        event = None
-        if self._keep or self._sink_needs_events:
-            event = Event(seq, icount, cycle, pid, kind, fields)
-            if self._keep:
-                self.events.append(event)
-        line = _render(seq, icount, cycle, pid, kind, fields)
-        pending = self._pending
-        pending.append(line)
-        if len(pending) >= 512:
-            self._hash_pending()
+        if line is None or seq != run_seq:
+            line = _render(seq, icount, cycle, pid, kind, fields)
         if self._sink is not None:
+            event = Event(seq, icount, cycle, pid, kind, fields) if self._sink_needs_events else None
             self._sink.write(event, line)
 
     def _hash_pending(self) -> None:
@@ -183,14 +209,13 @@ class Trace:
             self._pending = []
 
     def feed(self, count: int, jsonl: bytes, text: bytes) -> None:
-        """Take `count` events already rendered (seq from `next_seq` on) in both formats."""
-        self._hash_pending()
-        self._digest.update(jsonl)
+        """Take `count` shown instruction events already rendered (seq from `next_seq` on) in both formats."""
         self.next_seq += count
         if self._sink is not None:
             self._sink.write_raw(jsonl, text)
 
     def digest(self) -> str:
+        """The SHA-256 of the run's stream so far: its JSONL lines, each ending in a newline."""
         self._hash_pending()
         return self._digest.hexdigest()
 

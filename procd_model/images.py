@@ -65,15 +65,28 @@ def load_boot_image(image_id: int) -> ElfImage:
     return load_elf(fixtures_dir() / image.filename, name=image.name)
 
 
-def image_role(image: ElfImage) -> Role | None:
-    """The role an image declares in its .erix_image section, if it has a valid one."""
+def image_note(image: ElfImage) -> dict[str, int] | None:
+    """The image's .erix_image note, if it has one with the right magic and version."""
     note = image.section(".erix_image")
     if note is None or len(note) < IMAGE_NOTE.size:
         return None
     fields = IMAGE_NOTE.unpack(note)
     if fields["magic"] != IMAGE_NOTE_MAGIC or fields["version"] != IMAGE_NOTE_VERSION:
         return None
+    return fields
+
+
+def image_role(image: ElfImage) -> Role | None:
+    """The role an image declares in its .erix_image section, if it has a valid one."""
+    fields = image_note(image)
+    if fields is None:
+        return None
     try:
         return Role(fields["role"])
     except ValueError:
         return None
+
+
+def brings_own_stack(image: ElfImage) -> bool:
+    """An EriX image (one with a valid image note) sets up its own stack (docs/abi.md §9)."""
+    return image_note(image) is not None

@@ -238,7 +238,10 @@ class Kernel:
         self.clock = 0
         """Virtual time in millicycles: guest instructions plus the kernel's modelled work."""
         self.quantum = quantum_cycles * MILLI
-        self._running = 0
+        self._running = KERNEL_PID
+        """The pid the trace shows as current (the kernel before the first switch and after idle)."""
+        self._last_ran = KERNEL_PID
+        """The process whose context the CPU holds: switching back to it after idle costs nothing."""
         self.procs: dict[int, Process] = {}
         self.endpoints: dict[int, Endpoint] = {}
         self.notifications: dict[int, Notification] = {}
@@ -336,9 +339,17 @@ class Kernel:
 
     def _switch_to(self, proc: Process) -> None:
         if proc.pid != self._running:
-            self.charge(costs.CONTEXT_SWITCH)
+            if proc.pid != self._last_ran:
+                self.charge(costs.CONTEXT_SWITCH)
             self.trace.emit("sched.switch", proc.pid, previous=self._running)
-            self._running = proc.pid
+            self._running = self._last_ran = proc.pid
+
+    def _idle_until(self, at: int) -> None:
+        """Nothing is ready until `at` (millicycles): virtual time jumps there. The trace shows the
+        interval as idle, then the kernel as current (it delivers what came due) until a switch."""
+        self.trace.emit("sched.idle", KERNEL_PID, previous=self._running, until=at // MILLI)
+        self._running = KERNEL_PID
+        self.clock = at
 
     # --------------------------------------------------------------- scheduler
 
@@ -379,7 +390,7 @@ class Kernel:
                 next_event = self._next_timed()
                 if next_event is None:
                     return StopReason("idle")
-                self.clock = next_event  # nothing runs until then: virtual time jumps
+                self._idle_until(next_event)
                 continue
             proc = self.procs[self.run_queue.popleft()]
             if proc.state is not ProcState.READY:

@@ -12,12 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emu.elf import ElfError, ElfImage, load_elf
+from emu.elf import ElfError, ElfImage, Perm, load_elf
 from emu.trace import Trace
 from emu.world import InputError, Instrument, RunOutcome, RunRequest
 from procd_model.abi import CapPurpose, CapType, Rights, Role, Status
 from procd_model.caps import Capability, CapTable
-from procd_model.images import BOOT_IMAGES, boot_image_named, fixtures_dir, image_role, load_boot_image
+from procd_model.images import (
+    BOOT_IMAGES,
+    boot_image_named,
+    brings_own_stack,
+    fixtures_dir,
+    image_role,
+    load_boot_image,
+)
 from procd_model.kernel import ImageLayoutError, Kernel, Process, ProcState, StopReason
 from procd_model.messages import EnvelopeSlot, build_envelope
 from procd_model.rootd import FOUNDATION_IMAGE, ManifestEntry, ProcdBoot, Rootd, Services, default_procd_boot
@@ -213,8 +220,32 @@ def prepare_alone(trace: Trace, image: ElfImage, instrument: Instrument | None =
         proc = kernel.create_guest(Path(image.name).name, image, envelope, caps, endpoint.obj)
     except ImageLayoutError as exc:
         raise InputError(str(exc)) from None
+    if not brings_own_stack(image):
+        _give_stack(proc, image)
     kernel.start(proc)
     return kernel, proc
+
+
+LONE_STACK_TOP = 0x7FFF_FFFF_F000
+"""End (exclusive) of the stack a lone image without an image note gets; the page above stays unmapped."""
+LONE_STACK_SIZE = 1 << 20
+"""1 MiB, read-write; the page below it stays unmapped, so an overflow faults there."""
+LONE_ENTRY_WORDS = 6
+"""What rsp points to at entry, as the SysV process entry expects: argc 0, argv's NULL, envp's
+NULL, the auxiliary vector's AT_NULL pair, and one zero word that keeps rsp 16-byte aligned."""
+
+
+def _give_stack(proc: Process, image: ElfImage) -> None:
+    """Map a SysV-style stack for a plain static ELF (one without an .erix_image note)."""
+    cpu = proc.cpu
+    assert cpu is not None
+    bottom = LONE_STACK_TOP - LONE_STACK_SIZE
+    if any(segment.vaddr < LONE_STACK_TOP and bottom < segment.end for segment in image.segments):
+        raise InputError(
+            f"{image.name}: a segment overlaps the stack a lone image gets, [{bottom:#x}, {LONE_STACK_TOP:#x})"
+        )
+    cpu.map(bottom, LONE_STACK_SIZE, Perm.R | Perm.W)
+    cpu.set_reg("rsp", LONE_STACK_TOP - 8 * LONE_ENTRY_WORDS)  # the words are zero: fresh pages
 
 
 def alone_outcome(kernel: Kernel, proc: Process, stop: StopReason) -> RunOutcome:

@@ -10,7 +10,7 @@ from unicorn import x86_const
 
 from emu.accounting import UNIT_CPU
 from emu.cpu import FaultKind, GuestCpu, TrapKind
-from emu.elf import ElfImage, load_elf
+from emu.elf import ElfImage, Perm, load_elf
 
 # mov ecx, 1000; L: dec ecx; jnz L; mov eax, 9; xor edi, edi; syscall; jmp $
 LOOP = bytes.fromhex("b9e8030000ffc975fcb80900000031ff0f05ebfe")
@@ -112,3 +112,101 @@ def test_fault_in_exact_tail_is_counted_exactly() -> None:
     assert trap.kind is TrapKind.FAULT
     assert trap.fault is not None and trap.fault.kind is FaultKind.UNMAPPED_WRITE
     assert cpu.retired == 20
+
+
+def _movabs(register: int, value: int) -> bytes:
+    """movabs r64, imm64 for rax (0), rcx (1), ..., rdi (7)."""
+    return bytes([0x48, 0xB8 + register]) + value.to_bytes(8, "little")
+
+
+RAX, RSP = 0, 4
+# (name, code, kind, fault address, rip offset (None: the address), retired)
+EXACT_ADDRESSES = [
+    (
+        "non-canonical write",
+        _movabs(RAX, 0x8000_0000_0000_0010) + bytes.fromhex("48c70001000000"),  # mov qword [rax], 1
+        FaultKind.GENERAL_PROTECTION,
+        0x8000_0000_0000_0010,
+        10,
+        1,
+    ),
+    (
+        "non-canonical read whose low bits name a mapped page",
+        _movabs(RAX, 0x8000_0000_0040_0000) + bytes.fromhex("488b18"),  # mov rbx, [rax]
+        FaultKind.GENERAL_PROTECTION,
+        0x8000_0000_0040_0000,
+        10,
+        1,
+    ),
+    (
+        "read in the canonical upper half",
+        _movabs(RAX, 0xFFFF_8000_0000_0010) + bytes.fromhex("488b18"),
+        FaultKind.UNMAPPED_READ,
+        0xFFFF_8000_0000_0010,
+        10,
+        1,
+    ),
+    (
+        "read straddling the end of the canonical lower half",
+        _movabs(RAX, 0x7FFF_FFFF_FFFC) + bytes.fromhex("488b18"),
+        FaultKind.GENERAL_PROTECTION,
+        0x8000_0000_0000,
+        10,
+        1,
+    ),
+    (
+        "write straddling the end of the canonical lower half",
+        _movabs(RAX, 0x7FFF_FFFF_FFFE) + bytes.fromhex("488918"),  # mov [rax], rbx
+        FaultKind.GENERAL_PROTECTION,
+        0x8000_0000_0000,
+        10,
+        1,
+    ),
+    (
+        "jump to a non-canonical address",
+        _movabs(RAX, 0x8000_0000_0040_0000) + bytes.fromhex("ffe0"),  # jmp rax
+        FaultKind.GENERAL_PROTECTION,
+        0x8000_0000_0040_0000,
+        None,
+        2,
+    ),
+    (
+        "call to a non-canonical address",
+        _movabs(RSP, 0x7FFF_FFFF_F800) + _movabs(RAX, 0xFFF0_0000_0040_0000) + bytes.fromhex("ffd0"),  # call rax
+        FaultKind.GENERAL_PROTECTION,
+        0xFFF0_0000_0040_0000,
+        None,
+        3,
+    ),
+    (
+        "push with a non-canonical stack pointer",
+        _movabs(RSP, 0x8000_0000_0080_1000) + bytes.fromhex("50"),  # push rax
+        FaultKind.GENERAL_PROTECTION,
+        0x8000_0000_0080_0FF8,
+        10,
+        1,
+    ),
+    (
+        "return to a non-canonical address",
+        _movabs(RSP, 0x7FFF_FFFF_F800) + _movabs(RAX, 0x8000_0000_0000_1000) + bytes.fromhex("50c3"),  # push; ret
+        FaultKind.GENERAL_PROTECTION,
+        0x8000_0000_0000_1000,
+        None,
+        4,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "kind", "address", "rip_offset", "retired"), EXACT_ADDRESSES, ids=[c[0] for c in EXACT_ADDRESSES]
+)
+def test_fault_addresses_are_exact_and_non_canonical_ones_are_general_protection(
+    name: str, code: bytes, kind: FaultKind, address: int, rip_offset: int | None, retired: int
+) -> None:
+    cpu = fresh(code)
+    cpu.map(0x7FFF_FFFF_F000, 0x1000, Perm.R | Perm.W)  # the last page of the canonical lower half
+    trap = cpu.run(1000)
+    assert trap.kind is TrapKind.FAULT and trap.fault is not None
+    assert (trap.fault.kind, trap.fault.address) == (kind, address), trap.fault.describe()
+    assert trap.fault.rip == (address if rip_offset is None else 0x400000 + rip_offset)
+    assert cpu.retired == retired

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from elfcraft import code_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from emu.elf import load_elf
 from emu.trace import Trace
 from emu.world import RunOutcome
+from procd_model import world
 from procd_model.abi import (
     AUDIT_READ_REQUEST,
     AUDIT_RECORD,
@@ -34,6 +37,7 @@ from procd_model.abi import (
     StartupStatus,
     Status,
 )
+from procd_model.abi import FaultKind as AbiFaultKind
 from procd_model.client import Request, serve
 from procd_model.images import boot_image_named
 from procd_model.messages import EnvelopeSlot, Grant, Message, build_envelope
@@ -332,3 +336,26 @@ def test_the_audit_log_says_who_asked_and_under_which_authority() -> None:
     granted = {r["detail"] & 0xFFFF for r in records if r["action"] == AuditAction.GRANT}
     assert CapPurpose.PROCD_ENDPOINT in granted and CapPurpose.NAMED_ENDPOINT in granted
     assert [r["seq"] for r in audit_records(replies[6][1])] == list(range(3, len(records)))
+
+
+NON_CANONICAL_RIP = 0xFFF0_0000_0110_0000
+
+
+def test_a_fault_at_a_non_canonical_rip_reaches_crashd_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that jumps to a non-canonical address dies of general-protection; the kernel's
+    CHILD_DIED, procd's log and crashd's record carry all 64 bits of its rip."""
+    jumper_id = boot_image_named("phase0-fault-kill").image_id
+    code = bytes([0x48, 0xB8]) + NON_CANONICAL_RIP.to_bytes(8, "little") + bytes.fromhex("ffe0")  # movabs; jmp rax
+    jumper = load_elf(code_image(code, base=0x1100000), name="phase0-fault-kill")
+    real_loader = world.load_boot_image
+    monkeypatch.setattr(world, "load_boot_image", lambda i: jumper if i == jumper_id else real_loader(i))
+    services = Services()
+    session = serve([Request(spawn(image_id=jumper_id))], services=services)
+    (fault,) = session.trace.of_kind("fault")
+    assert (fault.fields["fault"], fault.fields["rip"]) == ("general-protection", f"{NON_CANONICAL_RIP:#x}")
+    assert fault.fields["address"] == f"{NON_CANONICAL_RIP:#x}"
+    ((_, payload),) = services.crashd.records
+    record = CRASH_RECORD.unpack(payload)
+    assert (record["code"], record["address"]) == (AbiFaultKind.GENERAL_PROTECTION, NON_CANONICAL_RIP)
+    logs = [e.fields["text"] for e in session.trace.of_kind("log")]
+    assert any(f"faulted GENERAL_PROTECTION at {NON_CANONICAL_RIP:#x}" in text for text in logs), logs

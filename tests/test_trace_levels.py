@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -101,6 +102,71 @@ def test_exports_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert any(line.startswith("procd;_start") for line in folded.read_text().splitlines())
 
 
-def test_stats_need_scheduling_events(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--trace", "none", "--stats"]) == 2
-    assert "--trace ipc" in capsys.readouterr().err
+ALL_LEVELS = ["none", *LEVELS]
+
+
+def test_the_digest_identifies_the_run_at_every_level_filter_and_format(tmp_path: Path) -> None:
+    """The digest is the SHA-256 of the `--trace syscall` JSONL lines before the summary, whatever is shown."""
+    syscall = run(tmp_path, "--trace", "syscall")
+    lines = (tmp_path / "trace.jsonl").read_bytes().splitlines(keepends=True)[:-1]
+    expected = hashlib.sha256(b"".join(lines)).hexdigest()
+    assert syscall[-1]["digest"] == expected
+    for level in ALL_LEVELS:
+        assert run(tmp_path, "--trace", level)[-1]["digest"] == expected, level
+        assert run(tmp_path, "--trace", level, "--trace-pid", "2")[-1]["digest"] == expected, level
+    text = tmp_path / "trace.txt"
+    assert main(["run", "--trace", "none", "--out", str(text)]) == 0
+    assert text.read_text().splitlines()[-1].endswith(f"digest={expected}")
+    other = run(tmp_path, "--trace", "none", "--scenario", "phase0-probe")[-1]["digest"]
+    assert other != expected
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_trace_pid_shows_only_that_process_at_every_level(tmp_path: Path, level: str) -> None:
+    everything = run(tmp_path, "--trace", level)
+    filtered = run(tmp_path, "--trace", level, "--trace-pid", "2")
+    assert [e["seq"] for e in filtered] == list(range(len(filtered)))
+    assert {e["pid"] for e in filtered[:-1]} == {2} and filtered[-1]["kind"] == "summary"
+
+    def without_seq(events: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{k: v for k, v in e.items() if k != "seq"} for e in events]
+
+    assert without_seq(filtered[:-1]) == without_seq([e for e in everything if e["pid"] == 2])
+    assert filtered[-1] == {**everything[-1], "seq": len(filtered) - 1}
+
+
+def test_a_pid_that_never_existed_is_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    events = run(tmp_path, "--trace-pid", "99")
+    assert [e["kind"] for e in events] == ["summary"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == ["emu: warning: --trace-pid 99: no process had that pid in this run"]
+
+
+@pytest.mark.parametrize("level", ["none", "ipc", "syscall"])
+def test_trace_symbol_where_it_cannot_apply_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], level: str
+) -> None:
+    run(tmp_path, "--trace", level, "--trace-symbol", "bootstrap::parse")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [
+        f"emu: warning: --trace-symbol bootstrap::parse: applies to block and insn events only, "
+        f"which --trace {level} does not show"
+    ]
+
+
+def test_trace_symbol_is_looked_for_in_every_image_even_with_a_pid_filter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(tmp_path, "--trace", "block", "--trace-symbol", "phase0_exit::main", "--trace-pid", "2")
+    assert "warning" not in capsys.readouterr().err
+    run(tmp_path, "--trace", "block", "--trace-symbol", "no_such_function")
+    assert "no_such_function: no image has that symbol" in capsys.readouterr().err
+
+
+def test_stats_are_the_same_at_every_level(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    tables = set()
+    for level in ALL_LEVELS:
+        assert main(["run", "--trace", level, "--stats", "--trace-pid", "2", "--out", str(tmp_path / "t")]) == 0
+        tables.add(capsys.readouterr().out)
+    (table,) = tables
+    assert "SPAWN_SERVICE" in table and "phase0-exit" in table

@@ -16,7 +16,21 @@ from emu.trace import Event
 
 KERNEL_PID = 0
 KERNEL_NAME = "kernel"
-"""What the exporters call pid 0 (the modelled kernel, or no process at all)."""
+"""What the exporters call pid 0 (the modelled kernel)."""
+IDLE_PID = -1
+IDLE_NAME = "idle"
+"""Time in which nothing ran: each `sched.idle` event, from its cycle to its `until` cycle. The
+kernel is current from then on until the next `sched.switch`."""
+
+
+def idle_intervals(events: Iterable[Event]) -> list[tuple[Event, int]]:
+    """Each `sched.idle` event with the cycle its idle interval ends."""
+    out = []
+    for event in events:
+        if event.kind == "sched.idle":
+            until = event.fields.get("until")
+            out.append((event, until if isinstance(until, int) and until >= event.cycle else event.cycle))
+    return out
 
 
 def process_names(events: Iterable[Event], overrides: Mapping[int, str] | None = None) -> dict[int, str]:
@@ -39,10 +53,10 @@ def process_names(events: Iterable[Event], overrides: Mapping[int, str] | None =
 
 
 def name_of(pid: int, names: Mapping[int, str]) -> str:
-    """The display name of `pid`: its known name, "kernel" for pid 0, else "pid N"."""
+    """The display name of `pid`: its known name, "kernel" for pid 0, "idle" for IDLE_PID, else "pid N"."""
     if pid in names:
         return names[pid]
-    return KERNEL_NAME if pid == KERNEL_PID else f"pid {pid}"
+    return {KERNEL_PID: KERNEL_NAME, IDLE_PID: IDLE_NAME}.get(pid, f"pid {pid}")
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:

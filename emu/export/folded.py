@@ -3,19 +3,23 @@ speedscope or https://www.speedscope.app.
 
 One line per stack: frames root first, joined by ";", a space, then the whole cycles spent in
 that stack. Costs are summed in millicycles per stack first and then rounded down, so each line
-loses less than one cycle; stacks under one cycle are left out. Lines are sorted, so the same
-profile always gives the same file.
+loses less than one cycle; stacks under one cycle are left out. Time in which nothing ran is one
+`[idle]` line, so a flame graph's width is guest work plus idle time (kernel work is in neither).
+Lines are sorted, so the same profile always gives the same file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from emu.export import write_text_atomic
+from emu.export import idle_intervals, write_text_atomic
+from emu.trace import Event
 
 MILLICYCLES_PER_CYCLE = 1000
+IDLE_FRAME = "[idle]"
+"""The one-frame stack of the time nothing ran (the run's `sched.idle` intervals)."""
 
 
 class StackProfile(Protocol):
@@ -36,12 +40,24 @@ def folded_lines(stacks: Mapping[tuple[str, ...], int]) -> list[str]:
     return sorted(lines)
 
 
-def render_folded(profile: StackProfile, process_names: Mapping[int, str] | None = None) -> str:
-    lines = folded_lines(profile.stacks(process_names))
+def render_folded(
+    profile: StackProfile, process_names: Mapping[int, str] | None = None, events: Iterable[Event] = ()
+) -> str:
+    """The profile's stacks, plus one `[idle]` stack for the idle intervals among `events`."""
+    stacks = dict(profile.stacks(process_names))
+    idle = sum(until - event.cycle for event, until in idle_intervals(events))
+    if idle:
+        stacks[(IDLE_FRAME,)] = stacks.get((IDLE_FRAME,), 0) + idle * MILLICYCLES_PER_CYCLE
+    lines = folded_lines(stacks)
     return "".join(line + "\n" for line in lines)
 
 
-def write_folded(profile: StackProfile, path: Path | str, process_names: Mapping[int, str] | None = None) -> None:
+def write_folded(
+    profile: StackProfile,
+    path: Path | str,
+    process_names: Mapping[int, str] | None = None,
+    events: Iterable[Event] = (),
+) -> None:
     """Write `profile` as folded stacks to `path` (atomically). `process_names` (pid -> name)
-    replaces the profiler's own names for the first frame."""
-    write_text_atomic(path, render_folded(profile, process_names))
+    replaces the profiler's own names for the first frame; `events` give the idle time."""
+    write_text_atomic(path, render_folded(profile, process_names, events))

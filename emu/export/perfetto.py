@@ -5,8 +5,9 @@ Layout: one process track per emulated process (pid P, one thread with tid P, na
 time: `ts` in microseconds = cycle / frequency_hz * 1e6, rounded to whole nanoseconds (3 decimals;
 slice ends are computed in nanoseconds first, so nested slices nest exactly).
 
-- "running" slices (`X`, cat "sched"): from each `sched.switch` to P until the next switch (or the
-  last event), with the instructions and cycles the machine advanced meanwhile.
+- "running" slices (`X`, cat "sched"): from each `sched.switch` to P until the next switch or
+  `sched.idle` (or the last event), with the instructions and cycles the machine advanced
+  meanwhile; "idle" slices on the kernel's track for each `sched.idle` interval (nothing ran).
 - calls the kernel serves itself (an `ipc.send` whose endpoint is not an integer, answered by an
   `ipc.reply` from pid 0): one slice on the caller's track, from the send to the reply.
 - IPC: a zero-length slice on each side ("send OP", "recv OP", "reply OP") with the event's fields
@@ -33,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu.export import KERNEL_PID, name_of, write_text_atomic
+from emu.export import IDLE_NAME, KERNEL_PID, idle_intervals, name_of, write_text_atomic
 from emu.export import process_names as known_names
 from emu.trace import Event
 
-_SKIPPED = frozenset({"block", "insn", "summary", "sched.switch"})
+_SKIPPED = frozenset({"block", "insn", "summary", "sched.switch", "sched.idle"})
 _LIFECYCLE = {"process.create": "create", "process.start": "start", "process.exit": "exit"}
 _SUMMARY_KEYS = ("stop", "ok", "detail", "instructions", "digest")
 
@@ -124,13 +125,18 @@ class _Builder:
 
 
 def _running_slices(builder: _Builder, events: Sequence[Event]) -> None:
-    switches = [e for e in events if e.kind == "sched.switch"]
-    if not switches:
+    """A process runs from a switch to it until the next switch or idle interval (or the end);
+    an idle interval is an "idle" slice on the kernel's track."""
+    marks = [e for e in events if e.kind in ("sched.switch", "sched.idle")]
+    if not marks:
         return
     last = events[-1]
-    for switch, following in zip(switches, [*switches[1:], last], strict=True):
-        args = {"instructions": following.icount - switch.icount, "cycles": following.cycle - switch.cycle}
-        builder.slice(switch, "running", "sched", switch.pid, following.cycle, args)
+    for mark, following in zip(marks, [*marks[1:], last], strict=True):
+        if mark.kind == "sched.switch":
+            args = {"instructions": following.icount - mark.icount, "cycles": following.cycle - mark.cycle}
+            builder.slice(mark, "running", "sched", mark.pid, following.cycle, args)
+    for idle, until in idle_intervals(events):
+        builder.slice(idle, IDLE_NAME, "sched", KERNEL_PID, until, {"cycles": until - idle.cycle})
 
 
 def _ipc_send(builder: _Builder, event: Event) -> None:

@@ -2,8 +2,8 @@
 
 Attribution. The machine stamps every event with its instruction count and virtual clock. The
 process that is *current* is the pid of the latest `sched.switch` (the kernel, pid 0, before the
-first one); everything the machine retires or spends between two consecutive events is charged to
-the process current in between (`Ledger`). So:
+first one and after an idle interval); everything the machine retires or spends between two
+consecutive events is charged to the process current in between (`Ledger`). So:
 
 - a process's **instructions** are exactly the ones it retired (instructions only advance while a
   guest runs; actors retire none);
@@ -11,7 +11,12 @@ the process current in between (`Ledger`). So:
   instructions plus the kernel work done meanwhile (its syscalls, IPC copies, kernel-control
   operations) and the context switch away from it (the kernel charges a switch before emitting
   `sched.switch`, so it lands in the outgoing process's interval). Time before the first switch is
-  the kernel's. Summed over all rows, cycles add up to the clock at the last event.
+  the kernel's.
+- **idle** time is not any process's: a `sched.idle` event says nothing was ready from its cycle
+  to its `until` cycle (virtual time jumped to the next timer or interrupt); that interval is
+  charged to the idle row (IDLE_PID), and the kernel is current from then on until the next
+  `sched.switch` (it delivers what came due). Summed over all rows, idle included, cycles add up
+  to the clock at the last event.
 
 Operations. An operation is opened by an `ipc.recv` of process P (named by the event's `op`) and
 closed by P's next `ipc.reply` (a call answered, or its reply right dropped), P's next `ipc.recv`
@@ -28,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from emu.export import KERNEL_PID, name_of, process_names
+from emu.export import IDLE_PID, KERNEL_PID, name_of, process_names
 from emu.trace import Event
 
 _CLOSES_OPERATION = frozenset({"ipc.reply", "ipc.recv", "process.exit", "fault"})
@@ -49,20 +54,34 @@ class Spend:
 
 
 class Ledger:
-    """Charges the machine's progress between consecutive events to the process current then."""
+    """Charges the machine's progress between consecutive events to the process current then,
+    and idle intervals (`sched.idle`) to IDLE_PID."""
 
     def __init__(self) -> None:
         self.current = KERNEL_PID
         self._stamp = Spend()
         self._spent: dict[int, Spend] = {}
+        self._idle_until: int | None = None
 
     def observe(self, event: Event) -> None:
-        """Account for the progress up to `event`, then follow it if it is a `sched.switch`."""
+        """Account for the progress up to `event`, then follow it if it is a `sched.switch` or
+        `sched.idle`."""
         stamp = Spend(event.icount, event.cycle)
-        self._spent[self.current] = self.spent(self.current) + (stamp - self._stamp)
+        if self._idle_until is not None:
+            woke = Spend(self._stamp.instructions, max(self._stamp.cycles, min(self._idle_until, stamp.cycles)))
+            self._charge(IDLE_PID, woke - self._stamp)
+            self._stamp, self._idle_until = woke, None
+            self.current = KERNEL_PID  # the kernel delivers what came due, until the next switch
+        self._charge(self.current, stamp - self._stamp)
         self._stamp = stamp
         if event.kind == "sched.switch":
             self.current = event.pid
+        elif event.kind == "sched.idle":
+            until = event.fields.get("until")
+            self._idle_until = until if isinstance(until, int) else event.cycle
+
+    def _charge(self, pid: int, spend: Spend) -> None:
+        self._spent[pid] = self.spent(pid) + spend
 
     def spent(self, pid: int) -> Spend:
         """What has been charged to `pid` so far."""
@@ -148,7 +167,8 @@ def operation_stats(events: Iterable[Event]) -> list[OperationRow]:
 
 
 def process_stats(events: Sequence[Event], names: Mapping[int, str] | None = None) -> list[ProcessRow]:
-    """One row per process, by pid; a kernel row (pid 0) only when time was charged to it."""
+    """One row per process, by pid; a kernel row (pid 0) only when time was charged to it; last,
+    an idle row (pid IDLE_PID) when the machine was ever idle."""
     ledger = Ledger()
     counts: dict[tuple[int, str], int] = {}
     ends: dict[int, str] = {}
@@ -171,6 +191,8 @@ def process_stats(events: Sequence[Event], names: Mapping[int, str] | None = Non
     pids.discard(KERNEL_PID)
     if ledger.spent(KERNEL_PID) != Spend():
         pids.add(KERNEL_PID)
+    if ledger.spent(IDLE_PID) != Spend():
+        pids.add(IDLE_PID)
     known = process_names(events, names)
     return [
         ProcessRow(
@@ -184,7 +206,7 @@ def process_stats(events: Sequence[Event], names: Mapping[int, str] | None = Non
             counts.get((pid, "ipc.reply"), 0),
             ends.get(pid) or states.get(pid, "-"),
         )
-        for pid in sorted(pids)
+        for pid in sorted(pids, key=lambda pid: (pid == IDLE_PID, pid))
     ]
 
 
@@ -199,7 +221,9 @@ def _summary_states(summary: Event) -> dict[int, str]:
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str | int]]) -> str:
     """A plain text table: integers right-aligned, text left-aligned, two spaces between columns."""
     cells = [list(headers)] + [[str(value) for value in row] for row in rows]
-    numeric = [all(isinstance(row[i], int) for row in rows) and bool(rows) for i in range(len(headers))]
+    numeric = [
+        all(isinstance(row[i], int) or row[i] == "-" for row in rows) and bool(rows) for i in range(len(headers))
+    ]
     widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
     lines = []
     for line in cells:
@@ -232,7 +256,17 @@ def render_stats(events: Sequence[Event], names: Mapping[int, str] | None = None
         render_table(
             ("pid", "name", "instructions", "cycles", "syscalls", "sent", "received", "replied", "end"),
             [
-                (r.pid, r.name, r.instructions, r.cycles, r.syscalls, r.sent, r.received, r.replied, r.end)
+                (
+                    "-" if r.pid == IDLE_PID else r.pid,
+                    r.name,
+                    r.instructions,
+                    r.cycles,
+                    r.syscalls,
+                    r.sent,
+                    r.received,
+                    r.replied,
+                    r.end,
+                )
                 for r in process_stats(events, names)
             ],
         )
