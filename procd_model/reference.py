@@ -294,8 +294,9 @@ class ProcdSpec:
 
     def _probe(self, badge: int, request: dict[str, Any]) -> Actions:
         index = badge - PROCD_CHILD_BADGE_BASE
-        if not 0 <= index < self.table_size or index not in self.live:
-            return Actions(reply=("DENIED", None, None))
+        entry = self.live.get(index) if 0 <= index < self.table_size else None
+        if entry is None or not entry.live:
+            return Actions(reply=("DENIED", None, None))  # no live child: FAILED, HELD or RESTARTING
         if request.get("len") or request.get("caps"):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
         return Actions(notifies=(int(NotifyBit.PROBE_COMPLETE),), reply=("OK", None, None))
@@ -315,6 +316,7 @@ class ProcdSpec:
             return Actions()
         entry = self.live[index]
         stopped = entry.stopping == "stop"
+        entry.stopping = None  # the run STOP or KILL ended is over; a restart is a new run
         killed = death == "KILLED" and not stopped
         failure = bool(death == "FAULTED" or killed or (death == "EXITED" and request.get("code")))
         reported = (death == "FAULTED" or killed) and CapPurpose.CRASHD_ENDPOINT in self.holds
@@ -510,6 +512,23 @@ class Divergence:
             f"request at seq {self.step.seq} (op {request.get('op')}, badge {self.step.badge:#x}): "
             f"native procd did {self.native}, the spec says {self.spec}"
         )
+
+
+@dataclass
+class SpecFollower:
+    """Checks a growing trace against `spec`, the new requests at each call, the spec keeping
+    its state in between (for harnesses that run the machine step by step)."""
+
+    spec: ProcdSpec
+    procd_pid: int
+    seen: int = 0
+    """How many of the trace's events were checked already."""
+
+    def check(self, events: list[Event]) -> tuple[list[Step], Divergence | None]:
+        """The steps procd took since the last call, and the first divergence among them."""
+        steps = native_steps(events[self.seen :], self.procd_pid)
+        self.seen = len(events)
+        return steps, check_against_spec(steps, self.spec)
 
 
 def check_against_spec(steps: list[Step], spec: ProcdSpec) -> Divergence | None:
