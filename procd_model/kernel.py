@@ -396,6 +396,11 @@ class Kernel:
                 self._run_actor(proc)
         return self._halt
 
+    @property
+    def event_pending(self) -> bool:
+        """Whether an interrupt or a timer is scheduled and has not fired yet."""
+        return bool(self._timed)
+
     def advance_to_next_event(self) -> bool:
         """Let virtual time pass, while nothing runs, up to the next pending interrupt or timer
         (it fires on the next `run`); False if none is pending."""

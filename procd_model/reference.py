@@ -34,6 +34,7 @@ from procd_model.abi import (
     KernelEvent,
     NotifyBit,
     ProcdOp,
+    ProcState,
     RestartPolicy,
     Role,
 )
@@ -83,6 +84,17 @@ class Entry:
     def live(self) -> bool:
         return not self.failed and not self.restarting and not self.held
 
+    @property
+    def state(self) -> ProcState:
+        """The `proc_state` STATUS and LIST report for it."""
+        if self.held:
+            return ProcState.HELD
+        if self.failed:
+            return ProcState.FAILED
+        if self.restarting:
+            return ProcState.RESTARTING
+        return ProcState.RUNNING if self.stopping is None else ProcState.STOPPING
+
     def dependencies(self) -> list[int]:
         return [r for r in range(64) if self.depends_on >> r & 1]
 
@@ -104,6 +116,21 @@ class ProcdSpec:
     """table index -> the live child there"""
     generations: dict[int, int] = field(default_factory=dict)
     """table index -> generation of its latest occupant (a reused index gets the next one)"""
+
+    def listing(self) -> list[dict[str, int]]:
+        """What LIST reports, entry by entry in index order: each `process_status` record's
+        id, pid, image_id, role, state and flags."""
+        return [
+            {
+                "id": _process_id(index, entry.generation),
+                "pid": entry.pid,
+                "image_id": entry.image_id,
+                "role": int(Role[entry.role]),
+                "state": int(entry.state),
+                "flags": entry.flags,
+            }
+            for index, entry in sorted(self.live.items())
+        ]
 
     def on_request(self, badge: int, request: dict[str, Any], kernel_replies: list[dict[str, Any]]) -> Actions:
         """What procd must do for a message; `kernel_replies` answers its kernel-control calls in order.

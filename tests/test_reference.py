@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from procd_talk import agree, process_id, process_request, reply_status, spawn_request, talk_to_procd
 
 from emu.trace import Event, Trace
 from procd_model.abi import (
     BADGE_ROOTD,
     PROCD_CHILD_BADGE_BASE,
-    PROCD_ID_GENERATION_SHIFT,
     PROCD_MAX_PROCESSES,
     PROCESS_REQUEST,
     SPAWN_SERVICE_REQUEST,
@@ -20,10 +20,10 @@ from procd_model.abi import (
     Role,
     Status,
 )
-from procd_model.client import Conversation, Request, serve
+from procd_model.client import Request, serve
 from procd_model.images import boot_image_named
 from procd_model.messages import Message
-from procd_model.reference import ProcdSpec, SpecFollower, Step, check_against_spec, native_steps
+from procd_model.reference import ProcdSpec, Step, check_against_spec, native_steps
 from procd_model.rootd import Services
 from procd_model.scenario import builtin_scenarios
 from procd_model.world import run_scenario
@@ -167,33 +167,6 @@ def test_fuzzed_requests_match_the_spec(requests: list[tuple[int, bytes, int]]) 
 
 # ---------------------------------------------------------------- one request at a time
 
-CHILD_0 = PROCD_CHILD_BADGE_BASE
-
-
-def conversation() -> tuple[Conversation, SpecFollower]:
-    talk = Conversation([BADGE_ROOTD, 2, *(PROCD_CHILD_BADGE_BASE + i for i in range(4))], Services())
-    return talk, SpecFollower(spec_for(Services()), talk.procd.pid)
-
-
-def agree(talk: Conversation, follower: SpecFollower) -> None:
-    _, divergence = follower.check(talk.trace.events)
-    assert divergence is None, divergence.describe()
-
-
-def spawn_request(image: str, **fields: int) -> Request:
-    payload = SPAWN_SERVICE_REQUEST.pack(image_id=boot_image_named(image).image_id, role=Role.TEST, **fields)
-    return Request(Message(ProcdOp.SPAWN_SERVICE, payload))
-
-
-def process_request(op: ProcdOp, index: int, generation: int) -> Request:
-    return Request(Message(op, PROCESS_REQUEST.pack(id=index | generation << PROCD_ID_GENERATION_SHIFT)))
-
-
-def reply_status(answer: tuple[Status, Message | None] | None) -> Status:
-    assert answer is not None and answer[0] is Status.OK and answer[1] is not None, "procd answered the CALL"
-    return Status(answer[1].op)
-
-
 ENTRY_STATES = {
     "FAILED": [spawn_request("phase0-fault-kill")],
     "HELD": [spawn_request("phase0-exit", depends_on=1 << Role.NAMED)],
@@ -204,21 +177,20 @@ ENTRY_STATES = {
 @pytest.mark.parametrize("state", ENTRY_STATES)
 def test_probe_complete_from_an_entry_with_no_live_child_is_denied(state: str) -> None:
     """docs/abi.md §8: PROBE_COMPLETE is DENIED unless the badge names a live child."""
-    talk, follower = conversation()
+    talk, follower = talk_to_procd()
     for request in ENTRY_STATES[state]:
         talk.ask(request)
-    status = reply_status(talk.ask(Request(Message(ProcdOp.PROBE_COMPLETE), badge=CHILD_0)))
+    status = reply_status(talk.ask(Request(Message(ProcdOp.PROBE_COMPLETE), badge=PROCD_CHILD_BADGE_BASE)))
     assert status is Status.DENIED
     agree(talk, follower)
 
 
 def test_kill_of_a_process_restarted_after_a_kill_is_carried_out() -> None:
     """A KILL ends a run; the restarted process is a new run, RUNNING, which KILL ends again."""
-    talk, follower = conversation()
-    talk.ask(
-        spawn_request("phase2-irq-client", restart=RestartPolicy.ALWAYS, max_restarts=3, window_ms=1000, backoff_ms=1)
-    )
-    assert reply_status(talk.ask(process_request(ProcdOp.KILL, 0, 1))) is Status.OK
+    talk, follower = talk_to_procd()
+    policy = {"restart": RestartPolicy.ALWAYS, "max_restarts": 3, "window_ms": 1000, "backoff_ms": 1}
+    talk.ask(spawn_request("phase2-irq-client", **policy))
+    assert reply_status(talk.ask(process_request(ProcdOp.KILL, process_id(0, 1)))) is Status.OK
     assert talk.pass_time(), "the restart's timer was pending"
-    assert reply_status(talk.ask(process_request(ProcdOp.KILL, 0, 2))) is Status.OK
+    assert reply_status(talk.ask(process_request(ProcdOp.KILL, process_id(0, 2)))) is Status.OK
     agree(talk, follower)
