@@ -58,6 +58,7 @@ def serve(
     session = Session(RunOutcome(False, "", ""), trace if trace is not None else Trace())
 
     def on_ready(rootd: Rootd) -> None:
+        rootd.supervises = False  # the client speaks to procd in rootd's place
         kernel = rootd.kernel
         procd = kernel.procs[rootd.procd_pid]
         session.kernel, session.procd = kernel, procd
@@ -162,6 +163,7 @@ class Conversation:
             raise ConversationError(f"the machine stopped: {self.stop.kind}: {self.stop.detail}")
 
     def _join(self, rootd: Rootd, badges: list[int]) -> None:
+        rootd.supervises = False  # the client speaks to procd in rootd's place
         kernel = rootd.kernel
         caps = CapTable()
         for badge in badges:
