@@ -233,3 +233,15 @@ def test_a_required_service_that_fails_after_the_manifest_still_halts_bootstrap(
     last_spawn = max(e["seq"] for e in events if e["kind"] == "ipc.recv" and e.get("op") == "SPAWN_SERVICE")
     notified = [e["seq"] for e in events if e["kind"] == "notify" and e["bits"] == 8]
     assert notified and notified[0] > last_spawn, "the failure came after rootd's last spawn"
+
+
+def test_the_summary_says_a_held_service_was_not_started() -> None:
+    """dependency-order's irqd waits for a role no one runs: procd holds it, it never starts."""
+    from emu.trace import Trace
+    from procd_model.world import run_scenario
+
+    scenario = next(s for s in builtin_scenarios() if s.name == "dependency-order")
+    outcome = run_scenario(Trace(), scenario, 50_000_000)
+    assert outcome.ok, outcome.detail
+    assert "irqd (svc-stub) held (not started)" in outcome.detail
+    assert "pid 0" not in outcome.detail
