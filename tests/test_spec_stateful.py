@@ -3,8 +3,8 @@
 A Hypothesis state machine boots the native procd under the emulator (procd_model.client's
 Conversation) and drives it with what a lifecycle can hold: spawns of children that exit,
 fault, never end, report a probe or spawn a child of their own, with restart policies,
-dependencies and flags; STOP, KILL, REAP, STATUS, LIST and PROBE_COMPLETE (from the right and
-wrong badges, with live and stale ids); virtual time passing to the next timer (restart
+dependencies and flags; STOP, KILL, REAP, STATUS, LIST, AUDIT_READ, PROBE_COMPLETE and SPAWN
+(from the right and wrong badges, with live and stale ids); forged CHILD_DIED and TIMER; virtual time passing to the next timer (restart
 backoffs); the services' interrupt (which ends the children waiting for it); and kills from
 outside procd. After every step:
 
@@ -50,9 +50,15 @@ from procd_talk import (
 )
 
 from procd_model.abi import (
+    AUDIT_READ_REQUEST,
+    BADGE_ROOTD,
+    CHILD_DEATH,
     PROCD_CHILD_BADGE_BASE,
     SPAWN_SERVICE_REPLY,
+    TIMER_EVENT,
+    DeathKind,
     EnvelopeFlag,
+    KernelEvent,
     ProcdOp,
     RestartPolicy,
     Role,
@@ -163,6 +169,26 @@ class ProcdLifecycle(RuleBasedStateMachine):
         assert reply is not None
         return multiple(*(record["id"] for record in listed(reply)))
 
+    @rule(from_seq=st.sampled_from([0, 1, 30, 0xFFFF_FFFF]))
+    def audit_read(self, from_seq: int) -> None:
+        assert self.ask(Request(Message(ProcdOp.AUDIT_READ, AUDIT_READ_REQUEST.pack(from_seq=from_seq)))) is Status.OK
+
+    @rule(
+        which=st.integers(0, 31),
+        event=st.sampled_from([KernelEvent.CHILD_DIED, KernelEvent.TIMER]),
+        badge=st.sampled_from([BADGE_ROOTD, FOREIGN_BADGES[0], PROCD_CHILD_BADGE_BASE]),
+    )
+    def forged_kernel_event(self, which: int, event: KernelEvent, badge: int) -> None:
+        """A CHILD_DIED naming a live child, or a TIMER naming a live id, not from the kernel:
+        DENIED, and nothing changes (the next LIST still matches the spec)."""
+        children = self.children() or [0]
+        pid = children[which % len(children)]
+        if event is KernelEvent.CHILD_DIED:
+            payload = CHILD_DEATH.pack(pid=pid, kind=DeathKind.FAULTED, code=1)
+        else:
+            payload = TIMER_EVENT.pack(cookie=process_id(which % 4, 1 + which // 4 % 3), ticks=1)
+        assert self.ask(Request(Message(event, payload), badge=badge)) is Status.DENIED
+
     # ----------------------------------------------------- children's requests
 
     @rule(index=st.integers(0, 4))
@@ -213,8 +239,8 @@ class ProcdLifecycle(RuleBasedStateMachine):
 
 
 ProcdLifecycle.TestCase.settings = settings(
-    max_examples=500 if LONG else 20,
-    stateful_step_count=80 if LONG else 30,
+    max_examples=500 if LONG else 30,
+    stateful_step_count=80 if LONG else 40,
     deadline=None,
 )
 test_native_procd_follows_its_spec_over_lifecycles = ProcdLifecycle.TestCase
