@@ -4,9 +4,10 @@ A Hypothesis state machine boots the native procd under the emulator (procd_mode
 Conversation) and drives it with what a lifecycle can hold: spawns of children that exit,
 fault, never end, report a probe or spawn a child of their own, with restart policies,
 dependencies and flags; STOP, KILL, REAP, STATUS, LIST, AUDIT_READ, PROBE_COMPLETE and SPAWN
-(from the right and wrong badges, with live and stale ids); forged CHILD_DIED and TIMER; virtual time passing to the next timer (restart
-backoffs); the services' interrupt (which ends the children waiting for it); and kills from
-outside procd. After every step:
+(from the right and wrong badges, with live and stale ids); forged CHILD_DIED and TIMER;
+virtual time passing to the next timer (restart backoffs); the services' interrupt (which ends
+the children waiting for it); kills from outside procd; and CREATE_PROCESS failures the kernel
+answers. After every step:
 
 - procd is alive and back in RECV, and every request got exactly one reply with a status the
   ABI defines (the machine never stalls: Conversation raises if it does not go quiet);
@@ -215,6 +216,12 @@ class ProcdLifecycle(RuleBasedStateMachine):
     def interrupt(self) -> None:
         self.talk.interrupt()
         agree(self.talk, self.follower)
+
+    @rule(image=st.sampled_from(TEST_IMAGES), status=st.sampled_from([Status.BUSY, Status.NOT_FOUND, Status.INTERNAL]))
+    def next_create_fails(self, image: str, status: Status) -> None:
+        """The kernel answers the next CREATE_PROCESS for `image` with `status` (a spawn, a
+        restart or a held service's release then fails as the spec says)."""
+        self.talk.kernel.create_failures.setdefault(image, []).append(status)
 
     @precondition(lambda self: bool(self.children()))
     @rule(which=st.integers(0, 31))
