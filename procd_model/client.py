@@ -2,23 +2,27 @@
 
 This is what fuzzing and benchmarks build on: `serve(requests)` boots procd under rootd, then a
 client actor CALLs procd with each request (through capabilities the harness installs with
-the badge each request names) and records every reply. Nothing on the Python side answers for procd.
+the badge each request names) and records every reply. `Conversation` does the same one request
+at a time, with the machine quiet in between, so a stateful test can decide the next step from
+the last answer and let virtual time pass or children die between requests. Nothing on the
+Python side answers for procd.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from emu.trace import Trace
 from emu.world import RunOutcome
-from procd_model.abi import BADGE_ROOTD, CapType, Rights, Role, Status, Syscall
+from procd_model.abi import BADGE_ROOTD, CapType, NotifyBit, Rights, Role, Status, Syscall
 from procd_model.actor import ActorProgram, SyscallRequest
 from procd_model.caps import Capability, CapTable
-from procd_model.kernel import Kernel, Process
+from procd_model.kernel import Kernel, Notification, Process, StopReason
 from procd_model.messages import Message
-from procd_model.rootd import Rootd, Services
-from procd_model.world import run_bootstrap
+from procd_model.rootd import SLOT_IRQ, Rootd, Services, default_procd_boot
+from procd_model.world import make_kernel, run_bootstrap
 
 DEFAULT_MAX_INSTRUCTIONS = 100_000_000
 
@@ -55,6 +59,7 @@ def serve(
     session = Session(RunOutcome(False, "", ""), trace if trace is not None else Trace())
 
     def on_ready(rootd: Rootd) -> None:
+        rootd.supervises = False  # the client speaks to procd in rootd's place
         kernel = rootd.kernel
         procd = kernel.procs[rootd.procd_pid]
         session.kernel, session.procd = kernel, procd
@@ -82,3 +87,111 @@ def _client(requests: Sequence[Request], slot_of: dict[int, int], spare: int, se
         result = yield SyscallRequest(Syscall.CALL, (slot_of[request.badge],), message)
         reply = result.message() if result.status is Status.OK else None
         session.replies.append((result.status, reply))
+
+
+class ConversationError(RuntimeError):
+    """The machine did not get where a Conversation step needs it (procd did not boot, halted)."""
+
+
+class Conversation:
+    """procd booted under rootd (with `services`), then asked one request at a time.
+
+    Every step runs the machine until nothing is runnable, without letting virtual time jump to
+    a pending timer or interrupt: `ask` sends one request and returns its reply; `pass_time`
+    lets the next pending timer or interrupt fire; `interrupt` raises the services' interrupt
+    (children WAITing on IRQ_NOTIFY wake); `terminate` ends a child from outside. Between steps
+    procd is back in RECV, so each step's trace events hold whole requests.
+    """
+
+    def __init__(
+        self,
+        badges: Iterable[int],
+        services: Services | None = None,
+        max_instructions: int = DEFAULT_MAX_INSTRUCTIONS,
+    ) -> None:
+        self.trace = Trace()
+        self.kernel = make_kernel(self.trace)
+        self.max_instructions = max_instructions
+        self.replies: list[tuple[Status, Message | None]] = []
+        self._outbox: deque[Request] = deque()
+        self._slot_of: dict[int, int] = {}
+        self._doorbell: Notification | None = None
+        self._irq: Notification | None = None
+        self.rootd = Rootd(self.kernel, [], default_procd_boot(with_services=services is not None), services)
+        self.rootd.on_ready.append(lambda rootd: self._join(rootd, sorted(set(badges))))
+        self._rootd_process = self.rootd.start()
+        self._settle()
+        if not self.rootd.ready or self._doorbell is None:
+            raise ConversationError(f"procd did not signal READY ({self.stop.kind}: {self.stop.detail})")
+
+    @property
+    def procd(self) -> Process:
+        return self.kernel.procs[self.rootd.procd_pid]
+
+    def ask(self, request: Request) -> tuple[Status, Message | None] | None:
+        """CALL procd with `request` and run until the machine is quiet: the CALL's status and
+        reply, or None if the CALL has not completed (procd stalled or died)."""
+        assert self._doorbell is not None
+        before = len(self.replies)
+        self._outbox.append(request)
+        self.kernel.signal(self._doorbell, 1)
+        self._settle()
+        return self.replies[before] if len(self.replies) > before else None
+
+    def pass_time(self) -> bool:
+        """Let virtual time pass to the next pending timer or interrupt and run until quiet;
+        False if nothing was pending."""
+        if not self.kernel.advance_to_next_event():
+            return False
+        self._settle()
+        return True
+
+    def interrupt(self) -> None:
+        """Raise the services' interrupt (IRQ on the IRQ_NOTIFY notification) and run until quiet."""
+        if self._irq is None:
+            raise ConversationError("no services: there is no interrupt notification")
+        self.kernel.signal(self._irq, NotifyBit.IRQ)
+        self._settle()
+
+    def terminate(self, pid: int) -> bool:
+        """Kill process `pid` from outside procd and run until quiet; False if it is not a live guest."""
+        if not self.kernel.terminate(pid):
+            return False
+        self._settle()
+        return True
+
+    def _settle(self) -> None:
+        self.stop: StopReason = self.kernel.run(self.max_instructions, jump_to_events=False)
+        if self.stop.kind != "idle":
+            raise ConversationError(f"the machine stopped: {self.stop.kind}: {self.stop.detail}")
+
+    def _join(self, rootd: Rootd, badges: list[int]) -> None:
+        rootd.supervises = False  # the client speaks to procd in rootd's place
+        kernel = rootd.kernel
+        caps = CapTable()
+        for badge in badges:
+            cap = Capability(CapType.ENDPOINT, self.procd.endpoint, Rights.SEND | Rights.GRANT, badge)
+            slot = caps.install(cap)
+            assert slot is not None
+            self._slot_of[badge] = slot
+        spare = caps.install(Capability(CapType.NOTIFICATION, kernel.new_notification().obj, Rights.SEND))
+        self._doorbell = kernel.new_notification()
+        doorbell = caps.install(Capability(CapType.NOTIFICATION, self._doorbell.obj, Rights.RECV))
+        assert spare is not None and doorbell is not None
+        irq = self._rootd_process.caps.get(SLOT_IRQ)
+        if rootd.services is not None and irq is not None:
+            self._irq = kernel.notifications[irq.obj]
+        kernel.spawn_actor("client", self._client(spare, doorbell), caps)
+
+    def _client(self, spare: int, doorbell: int) -> ActorProgram:
+        while True:
+            if not self._outbox:
+                yield SyscallRequest(Syscall.WAIT, (doorbell,))
+                continue
+            request = self._outbox.popleft()
+            message = request.message
+            if request.attach_cap and isinstance(message, Message):
+                message = Message(message.op, message.payload, (spare,))
+            result = yield SyscallRequest(Syscall.CALL, (self._slot_of[request.badge],), message)
+            reply = result.message() if result.status is Status.OK else None
+            self.replies.append((result.status, reply))

@@ -263,6 +263,11 @@ class Kernel:
 
     # ------------------------------------------------------------- world setup
 
+    def fail_creates(self, image: str, status: Status, times: int = 1) -> None:
+        """Answer the next `times` CREATE_PROCESS calls for `image` that pass the checks with `status`
+        (after any failures already queued for it)."""
+        self.create_failures.setdefault(image, []).append((status, times))
+
     def new_endpoint(self, service: str = "") -> Endpoint:
         endpoint = Endpoint(self._take_obj(), service)
         self.endpoints[endpoint.obj] = endpoint
@@ -382,14 +387,20 @@ class Kernel:
         while self._timed and self._timed[0][0] <= self.clock:
             self._fire_next()
 
-    def run(self, max_instructions: int) -> StopReason:
-        """Run until every process is blocked or dead, the limit is reached, or a halt."""
+    def run(self, max_instructions: int, *, jump_to_events: bool = True) -> StopReason:
+        """Run until every process is blocked or dead, the limit is reached, or a halt.
+
+        When nothing is runnable, virtual time jumps to the next pending interrupt or timer and
+        the run goes on; with `jump_to_events` False the run stops there instead ("idle", with
+        the event still pending), so a harness can act between requests (`advance_to_next_event`)."""
         while self._halt is None:
             self._fire_due()
             if not self.run_queue:
                 next_event = self._next_timed()
                 if next_event is None:
                     return StopReason("idle")
+                if not jump_to_events:
+                    return StopReason("idle", "an interrupt or timer is pending")
                 self._idle_until(next_event)
                 continue
             proc = self.procs[self.run_queue.popleft()]
@@ -400,6 +411,35 @@ class Kernel:
             else:
                 self._run_actor(proc)
         return self._halt
+
+    @property
+    def event_pending(self) -> bool:
+        """Whether an interrupt or a timer is scheduled and has not fired yet."""
+        return bool(self._timed)
+
+    def advance_to_next_event(self) -> bool:
+        """Let virtual time pass, while nothing runs, up to the next pending interrupt or timer
+        (it fires on the next `run`); False if none is pending."""
+        next_event = self._next_timed()
+        if next_event is None:
+            return False
+        self.clock = max(self.clock, next_event)
+        return True
+
+    def signal(self, notification: Notification, bits: int) -> None:
+        """NOTIFY `bits` on `notification` from outside the modelled processes (a test harness)."""
+        self.trace.emit("notify", KERNEL_PID, notification=notification.obj, bits=bits)
+        self._signal(notification, bits)
+
+    def terminate(self, pid: int) -> bool:
+        """End the live guest `pid` from outside (as an operator's kill would): it dies KILLED
+        and its supervisor gets CHILD_DIED. False if `pid` is no live guest."""
+        target = self.procs.get(pid)
+        if target is None or target.state.is_dead or target.cpu is None:
+            return False
+        self.trace.emit("process.kill", target.pid, name=target.name, by=KERNEL_PID)
+        self._bury(target, ProcState.KILLED)
+        return True
 
     def _make_ready(self, proc: Process, *, front: bool = False) -> None:
         proc.state = ProcState.READY

@@ -34,6 +34,7 @@ from procd_model.abi import (
     KernelEvent,
     NotifyBit,
     ProcdOp,
+    ProcState,
     RestartPolicy,
     Role,
 )
@@ -86,6 +87,17 @@ class Entry:
     def live(self) -> bool:
         return not self.failed and not self.restarting and not self.held
 
+    @property
+    def state(self) -> ProcState:
+        """The `proc_state` STATUS and LIST report for it."""
+        if self.held:
+            return ProcState.HELD
+        if self.failed:
+            return ProcState.FAILED
+        if self.restarting:
+            return ProcState.RESTARTING
+        return ProcState.RUNNING if self.stopping is None else ProcState.STOPPING
+
     def dependencies(self) -> list[int]:
         return [r for r in range(64) if self.depends_on >> r & 1]
 
@@ -114,6 +126,21 @@ class ProcdSpec:
     """table index -> the live child there"""
     generations: dict[int, int] = field(default_factory=dict)
     """table index -> generation of its latest occupant (a reused index gets the next one)"""
+
+    def listing(self) -> list[dict[str, int]]:
+        """What LIST reports, entry by entry in index order: each `process_status` record's
+        id, pid, image_id, role, state and flags."""
+        return [
+            {
+                "id": _process_id(index, entry.generation),
+                "pid": entry.pid,
+                "image_id": entry.image_id,
+                "role": int(Role[entry.role]),
+                "state": int(entry.state),
+                "flags": entry.flags,
+            }
+            for index, entry in sorted(self.live.items())
+        ]
 
     def on_request(self, badge: int, request: dict[str, Any], kernel_replies: list[dict[str, Any]]) -> Actions:
         """What procd must do for a message; `kernel_replies` answers its kernel-control calls in order.
@@ -309,8 +336,9 @@ class ProcdSpec:
 
     def _probe(self, badge: int, request: dict[str, Any]) -> Actions:
         index = badge - PROCD_CHILD_BADGE_BASE
-        if not 0 <= index < self.table_size or index not in self.live:
-            return Actions(reply=("DENIED", None, None))
+        entry = self.live.get(index) if 0 <= index < self.table_size else None
+        if entry is None or not entry.live:
+            return Actions(reply=("DENIED", None, None))  # no live child: FAILED, HELD or RESTARTING
         if request.get("len") or request.get("caps"):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
         return Actions(notifies=(int(NotifyBit.PROBE_COMPLETE),), reply=("OK", None, None))
@@ -330,6 +358,7 @@ class ProcdSpec:
             return Actions()
         entry = self.live[index]
         stopped = entry.stopping == "stop"
+        entry.stopping = None  # the run STOP or KILL ended is over; a restart is a new run
         killed = death == "KILLED" and not stopped
         failure = bool(death == "FAULTED" or killed or (death == "EXITED" and request.get("code")))
         reported = (death == "FAULTED" or killed) and CapPurpose.CRASHD_ENDPOINT in self.holds
@@ -523,6 +552,23 @@ class Divergence:
             f"request at seq {self.step.seq} (op {request.get('op')}, badge {self.step.badge:#x}): "
             f"native procd did {self.native}, the spec says {self.spec}"
         )
+
+
+@dataclass
+class SpecFollower:
+    """Checks a growing trace against `spec`, the new requests at each call, the spec keeping
+    its state in between (for harnesses that run the machine step by step)."""
+
+    spec: ProcdSpec
+    procd_pid: int
+    seen: int = 0
+    """How many of the trace's events were checked already."""
+
+    def check(self, events: list[Event]) -> tuple[list[Step], Divergence | None]:
+        """The steps procd took since the last call, and the first divergence among them."""
+        steps = native_steps(events[self.seen :], self.procd_pid)
+        self.seen = len(events)
+        return steps, check_against_spec(steps, self.spec)
 
 
 def check_against_spec(steps: list[Step], spec: ProcdSpec) -> Divergence | None:

@@ -16,6 +16,7 @@ from procd_model.abi import (
     CHILD_FIRST_GRANT_SLOT,
     CHILD_SELF_ENDPOINT_SLOT,
     CREATE_PROCESS_REPLY,
+    PROCD_ID_GENERATION_SHIFT,
     PROCESS_REQUEST,
     PROCESS_STATUS,
     SPAWN_SERVICE_REPLY,
@@ -175,6 +176,10 @@ class Rootd:
     """pid -> role of those services (their death halts bootstrap)."""
     on_ready: list[Callable[[Rootd], None]] = field(default_factory=list)
     """Called once procd has signalled READY, before the manifest is sent (tests hook in here)."""
+    supervises: bool = True
+    """After its manifest rootd keeps WAITing for procd's SERVICE_FAILED, so that a REQUIRED
+    service failing at any later time halts bootstrap. The client harness, which speaks to
+    procd in rootd's place from READY on, turns this off."""
 
     def start(self) -> Process:
         """Create rootd's process with its boot capabilities and watch for procd's death."""
@@ -282,6 +287,15 @@ class Rootd:
                 return
         yield from self._resolve_held(procd_slot)
         self.finished = True
+        yield from self._watch(procd_slot)
+
+    def _watch(self, procd_slot: int) -> ActorProgram:
+        """After the manifest: WAIT for procd's notifications for as long as the system runs
+        (the run ends idle with rootd waiting); a REQUIRED service that fails halts bootstrap."""
+        while self.supervises and not self.halted:
+            result = yield SyscallRequest(Syscall.WAIT, (SLOT_BOOT_NOTIFY_RECV,))
+            self.bits |= result.values[0]
+            yield from self._check_required(procd_slot)
 
     def _resolve_held(self, procd_slot: int) -> ActorProgram:
         """Learn the pids of spawns procd held for their dependencies and started later."""
@@ -307,11 +321,25 @@ class Rootd:
             status = PROCESS_STATUS.unpack(reply.payload, offset)
             if status["state"] != ProcState.FAILED or not status["flags"] & EnvelopeFlag.REQUIRED:
                 continue
-            name = next((r.entry.image for r in self.spawned if r.pid == status["pid"]), f"pid {status['pid']}")
+            name = self._service_name(status)
             why = _failure(status["death"], status["code"])
             self.halted = True
             self.kernel.halt("halted", f"bootstrap halted: required service {name} (pid {status['pid']}) {why}")
             return
+
+    def _service_name(self, status: dict[str, int]) -> str:
+        """The manifest image of the entry a `process_status` describes: the latest spawn into
+        its table index with its image (a restart keeps the index, not the pid or the id)."""
+        index = status["id"] & ((1 << PROCD_ID_GENERATION_SHIFT) - 1)
+        for record in reversed(self.spawned):
+            same_entry = record.proc_id & ((1 << PROCD_ID_GENERATION_SHIFT) - 1) == index
+            if (
+                record.status is Status.OK
+                and same_entry
+                and boot_image_named(record.entry.image).image_id == status["image_id"]
+            ):
+                return record.entry.image
+        return f"pid {status['pid']}"
 
     def _spawn(self, procd_slot: int, entry: ManifestEntry) -> ActorProgram:
         image = boot_image_named(entry.image)

@@ -216,7 +216,7 @@ class Injection:
         if self.fault_at_instruction is not None:
             kernel.fault_injections[self.image] = self.fault_at_instruction
         if self.fail_create is not None:
-            kernel.create_failures.setdefault(self.image, []).append((self.fail_create, self.times))
+            kernel.fail_creates(self.image, self.fail_create, self.times)
 
 
 @dataclass(frozen=True)

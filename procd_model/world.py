@@ -27,7 +27,15 @@ from procd_model.images import (
 )
 from procd_model.kernel import ImageLayoutError, Kernel, Process, ProcState, StopReason
 from procd_model.messages import EnvelopeSlot, build_envelope
-from procd_model.rootd import FOUNDATION_IMAGE, ManifestEntry, ProcdBoot, Rootd, Services, default_procd_boot
+from procd_model.rootd import (
+    FOUNDATION_IMAGE,
+    ManifestEntry,
+    ProcdBoot,
+    Rootd,
+    Services,
+    SpawnRecord,
+    default_procd_boot,
+)
 from procd_model.scenario import Scenario, ScenarioError, builtin_scenarios, load_scenario, unmet_expectations
 
 DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
@@ -188,10 +196,7 @@ def _bootstrap_outcome(
             problems.append(f"{record.entry.image} (pid {record.pid}) {wrong}")
     if problems:
         return _outcome(kernel, False, "unexpected", "; ".join(problems))
-    spawned = ", ".join(
-        f"{_label(r.entry)} as pid {r.pid}" if r.status is Status.OK else f"{_label(r.entry)} refused ({r.status.name})"
-        for r in rootd.spawned
-    )
+    spawned = ", ".join(_spawn_summary(r) for r in rootd.spawned)
     return _outcome(kernel, True, "completed", f"bootstrap complete: procd spawned {spawned}")
 
 
@@ -255,6 +260,15 @@ def alone_outcome(kernel: Kernel, proc: Process, stop: StopReason) -> RunOutcome
     ok = proc.state is ProcState.EXITED and proc.exit_code == 0
     stop_kind = "completed" if ok else ("deadlock" if proc.state is ProcState.BLOCKED else proc.state.value)
     return _outcome(kernel, ok, stop_kind, f"{proc.name} {ending}")
+
+
+def _spawn_summary(record: SpawnRecord) -> str:
+    """How one manifest entry fared, for the summary line."""
+    if record.status is not Status.OK:
+        return f"{_label(record.entry)} refused ({record.status.name})"
+    if not record.pid:
+        return f"{_label(record.entry)} held (not started)"  # procd held it for its dependencies
+    return f"{_label(record.entry)} as pid {record.pid}"
 
 
 def _label(entry: ManifestEntry) -> str:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from procd_talk import agree, process_id, process_request, reply_status, spawn_request, talk_to_procd
 
 from emu.trace import Event, Trace
 from procd_model.abi import (
     BADGE_ROOTD,
+    PROCD_CHILD_BADGE_BASE,
     PROCD_MAX_PROCESSES,
     PROCESS_REQUEST,
     SPAWN_SERVICE_REQUEST,
     CapPurpose,
     ProcdOp,
+    RestartPolicy,
     Role,
     Status,
 )
@@ -198,3 +201,34 @@ def test_fuzzed_requests_match_the_spec(requests: list[tuple[int, bytes, int]]) 
     )
     divergence = check_against_spec(steps_of(session.trace), spec_for(Services()))
     assert divergence is None, divergence.describe()
+
+
+# ---------------------------------------------------------------- one request at a time
+
+ENTRY_STATES = {
+    "FAILED": [spawn_request("phase0-fault-kill")],
+    "HELD": [spawn_request("phase0-exit", depends_on=1 << Role.NAMED)],
+    "RESTARTING": [spawn_request("phase0-fault-kill", restart=RestartPolicy.ON_FAILURE, max_restarts=3, backoff_ms=50)],
+}
+
+
+@pytest.mark.parametrize("state", ENTRY_STATES)
+def test_probe_complete_from_an_entry_with_no_live_child_is_denied(state: str) -> None:
+    """docs/abi.md §8: PROBE_COMPLETE is DENIED unless the badge names a live child."""
+    talk, follower = talk_to_procd()
+    for request in ENTRY_STATES[state]:
+        talk.ask(request)
+    status = reply_status(talk.ask(Request(Message(ProcdOp.PROBE_COMPLETE), badge=PROCD_CHILD_BADGE_BASE)))
+    assert status is Status.DENIED
+    agree(talk, follower)
+
+
+def test_kill_of_a_process_restarted_after_a_kill_is_carried_out() -> None:
+    """A KILL ends a run; the restarted process is a new run, RUNNING, which KILL ends again."""
+    talk, follower = talk_to_procd()
+    policy = {"restart": RestartPolicy.ALWAYS, "max_restarts": 3, "window_ms": 1000, "backoff_ms": 1}
+    talk.ask(spawn_request("phase2-irq-client", **policy))
+    assert reply_status(talk.ask(process_request(ProcdOp.KILL, process_id(0, 1)))) is Status.OK
+    assert talk.pass_time(), "the restart's timer was pending"
+    assert reply_status(talk.ask(process_request(ProcdOp.KILL, process_id(0, 2)))) is Status.OK
+    agree(talk, follower)

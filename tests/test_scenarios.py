@@ -200,3 +200,50 @@ def test_the_readme_example_scenario_runs(tmp_path: Path) -> None:
     path = tmp_path / "example.toml"
     path.write_text(example)
     assert main(["run", "--scenario", str(path), "--trace", "none"]) == 0
+
+
+LATE_FAILURE = """
+name = "late"
+[services]
+[[spawn]]
+image = "phase0-fault-kill"
+role = "TEST"
+flags = ["REQUIRED"]
+ends = "fault unmapped-write"
+restart = "on-failure"
+max_restarts = 1
+window_ms = 1000
+backoff_ms = 5
+[[spawn]]
+image = "phase0-exit"
+role = "TEST"
+"""
+
+
+def test_a_required_service_that_fails_after_the_manifest_still_halts_bootstrap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its first fault is restarted (no SERVICE_FAILED yet); rootd finishes its manifest; the
+    restarted process faults over its bound after rootd's last spawn, and rootd must still halt."""
+    scenario, out = tmp_path / "late.toml", tmp_path / "t.jsonl"
+    scenario.write_text(LATE_FAILURE)
+    assert main(["run", "--scenario", str(scenario), "--format", "jsonl", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "bootstrap halted: required service phase0-fault-kill (pid " in err and "faulted: UNMAPPED_WRITE" in err
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert events[-1]["stop"] == "halted"
+    last_spawn = max(e["seq"] for e in events if e["kind"] == "ipc.recv" and e.get("op") == "SPAWN_SERVICE")
+    notified = [e["seq"] for e in events if e["kind"] == "notify" and e["bits"] == 8]
+    assert notified and notified[0] > last_spawn, "the failure came after rootd's last spawn"
+
+
+def test_the_summary_says_a_held_service_was_not_started() -> None:
+    """dependency-order's irqd waits for a role no one runs: procd holds it, it never starts."""
+    from emu.trace import Trace
+    from procd_model.world import run_scenario
+
+    scenario = next(s for s in builtin_scenarios() if s.name == "dependency-order")
+    outcome = run_scenario(Trace(), scenario, 50_000_000)
+    assert outcome.ok, outcome.detail
+    assert "irqd (svc-stub) held (not started)" in outcome.detail
+    assert "pid 0" not in outcome.detail
