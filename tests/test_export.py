@@ -413,7 +413,7 @@ def test_render_stats_is_an_aligned_table(run: Run) -> None:
     assert text == render_stats(run.events)
 
 
-def test_operations_close_on_reply_next_receive_or_death() -> None:
+def test_operations_close_on_reply_next_receive_waiting_again_or_death() -> None:
     def ev(seq: int, icount: int, pid: int, kind: str, **fields: Any) -> Event:
         return Event(seq, icount, icount * 2, pid, kind, fields)
 
@@ -427,10 +427,14 @@ def test_operations_close_on_reply_next_receive_or_death() -> None:
         ev(6, 100, 7, "ipc.recv", op="CALL"),
         ev(7, 104, 7, "fault", fault="unmapped-read"),
         ev(8, 110, 7, "ipc.recv", op="LEFT_OPEN"),
+        ev(9, 120, 8, "ipc.recv", op="ONE_WAY"),
+        ev(10, 123, 8, "syscall", name="REPLY_RECV", status="blocked"),  # back waiting: closes it
+        ev(11, 130, 9, "ipc.recv", op="STILL_OPEN"),
+        ev(12, 131, 9, "syscall", name="RECV", status="OK"),  # a receive that completed closes nothing
     ]
     rows = {row.op: row for row in operation_stats(events)}
     assert set(rows) == {"ONE_WAY", "CALL"}
-    assert rows["ONE_WAY"].instructions.max == 20
+    assert rows["ONE_WAY"].count == 2 and rows["ONE_WAY"].instructions.max == 20
     assert rows["CALL"].count == 2
     assert (rows["CALL"].instructions.p50, rows["CALL"].instructions.max) == (4, 5)
     assert rows["CALL"].cycles.max == 10

@@ -77,3 +77,11 @@ def test_folded_stacks_have_one_idle_line(tmp_path: Path, capsys: pytest.Capture
     events, _ = run_storm(tmp_path, capsys)
     lines = (tmp_path / "run.folded").read_text().splitlines()
     assert f"[idle] {idle_cycles(events)}" in lines
+
+
+def test_every_operation_received_is_counted_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    events, stats = run_storm(tmp_path, capsys)
+    received = sum(1 for e in events if e["kind"] == "ipc.recv" and e["op"] == "REPORT")
+    report = next(line for line in stats.splitlines() if line.startswith("REPORT"))
+    # crashd's last REPORT ends when it blocks in REPLY_RECV again, with no later message to close it.
+    assert received == 4 and int(report.split()[1]) == received

@@ -19,8 +19,9 @@ consecutive events is charged to the process current in between (`Ledger`). So:
   to the clock at the last event.
 
 Operations. An operation is opened by an `ipc.recv` of process P (named by the event's `op`) and
-closed by P's next `ipc.reply` (a call answered, or its reply right dropped), P's next `ipc.recv`
-(a one-way message needs no reply, so the next message ends it), or P's exit or fault. Its cost is
+closed by P's next `ipc.reply` (a call answered, or its reply right dropped), P blocking in a
+receive again or P's next `ipc.recv` (a one-way message needs no reply: P is done with it when it
+waits for, or takes, the next one), or P's exit or fault. Its cost is
 what the ledger charged to P in between, so time P spent blocked, or others spent running, is not
 in it. Operations still open when the events end are left out.
 
@@ -37,6 +38,13 @@ from emu.export import IDLE_PID, KERNEL_PID, name_of, process_names
 from emu.trace import Event
 
 _CLOSES_OPERATION = frozenset({"ipc.reply", "ipc.recv", "process.exit", "fault"})
+_RECEIVES = frozenset({"RECV", "REPLY_RECV"})
+
+
+def _closes_operation(event: Event) -> bool:
+    if event.kind == "syscall":  # back in a receive, waiting for the next message
+        return event.fields.get("status") == "blocked" and event.fields.get("name") in _RECEIVES
+    return event.kind in _CLOSES_OPERATION
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,7 @@ def operation_samples(events: Iterable[Event]) -> dict[str, list[Spend]]:
     samples: dict[str, list[Spend]] = {}
     for event in events:
         ledger.observe(event)
-        if event.kind in _CLOSES_OPERATION and event.pid in open_ops:
+        if event.pid in open_ops and _closes_operation(event):
             op, start = open_ops.pop(event.pid)
             samples.setdefault(op, []).append(ledger.spent(event.pid) - start)
         if event.kind == "ipc.recv":
@@ -240,7 +248,7 @@ def render_stats(events: Sequence[Event], names: Mapping[int, str] | None = None
     if not any(event.kind == "sched.switch" for event in events):
         return "no statistics: the events have no sched.switch to attribute work to (trace level ipc or more)\n"
     operations = operation_stats(events)
-    out = ["operations (receiver's own work, from its ipc.recv to its reply)"]
+    out = ["operations (receiver's own work, from its ipc.recv to its reply or its next receive)"]
     if operations:
         out.append(
             render_table(
