@@ -9,6 +9,7 @@ its .erix_image note declares).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,10 @@ def _load_user_image(path: Path) -> ElfImage:
 
 def make_kernel(trace: Trace, procd_image: ElfImage | None = None, instrument: Instrument | None = None) -> Kernel:
     procd_id = boot_image_named("procd").image_id
+    if procd_image is not None:
+        # A user's procd stands in for the boot image "procd": it is named so (in the trace, and
+        # for scenario injections), wherever its file lies.
+        procd_image = replace(procd_image, name="procd")
 
     def loader(image_id: int) -> ElfImage | None:
         if procd_image is not None and image_id == procd_id:

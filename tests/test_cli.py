@@ -150,6 +150,17 @@ def test_procd_given_as_image_runs_the_scenario(tmp_path: Path) -> None:
     assert code == 0 and events[-1]["stop"] == "completed"
 
 
+def test_where_a_procd_image_lies_does_not_change_the_trace(tmp_path: Path) -> None:
+    # The committed procd, copied under two other names and folders, is the same image: the same
+    # trace as the default run, which boots the committed one.
+    _, default = run_jsonl(tmp_path, name="default.jsonl")
+    for copy in (tmp_path / "a" / "procd.elf", tmp_path / "b" / "my-procd.elf"):
+        copy.parent.mkdir()
+        copy.write_bytes((ROOT / "fixtures" / "elf" / "procd.elf").read_bytes())
+        _, events = run_jsonl(tmp_path, str(copy), name=f"{copy.parent.name}.jsonl")
+        assert events == default, copy
+
+
 def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["run", "--max-instructions", "0"])
