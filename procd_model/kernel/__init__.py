@@ -1,23 +1,37 @@
-"""The modelled EriX kernel (see core.py); the names other modules import live here."""
+"""The modelled EriX kernel, as a package: `Kernel` (core.py) is the object the world drives; the
+kernel's work lives in `sched`, `run`, `syscalls`, `ipc`, `notify`, `control` and `lifecycle`,
+its state in `state` (plain data), what the world injects in `inject`."""
 
-from procd_model.kernel.core import (
+from procd_model.kernel.core import Kernel
+from procd_model.kernel.inject import DeathObserver, Injector, NoInjection, ScriptedFaults
+from procd_model.kernel.outcome import ImageLayoutError, StopReason
+from procd_model.kernel.state import (
     KERNEL_PID,
+    ActorContext,
     Endpoint,
-    ImageLayoutError,
-    Kernel,
+    GuestContext,
+    KernelState,
     Notification,
     Process,
-    ProcState,
-    StopReason,
+    RunState,
+    snapshot_state,
 )
 
 __all__ = [
     "KERNEL_PID",
+    "ActorContext",
+    "DeathObserver",
     "Endpoint",
+    "GuestContext",
     "ImageLayoutError",
+    "Injector",
     "Kernel",
+    "KernelState",
+    "NoInjection",
     "Notification",
-    "ProcState",
     "Process",
+    "RunState",
+    "ScriptedFaults",
     "StopReason",
+    "snapshot_state",
 ]
