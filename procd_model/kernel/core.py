@@ -8,7 +8,6 @@ and dispatch), `ipc` (endpoints), `notify` (notifications), `control` (kernel-co
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 from emu.accounting import CpuModel
@@ -71,10 +70,6 @@ class Kernel:
         return self.state.notifications
 
     @property
-    def run_queue(self) -> deque[int]:
-        return self.state.run_queue
-
-    @property
     def logs(self) -> list[str]:
         """Every DEBUG_WRITE line, whatever the trace level (scenarios check them)."""
         return self.state.logs
@@ -129,10 +124,6 @@ class Kernel:
 
     def monotonic_ticks(self) -> int:
         return sched.monotonic_ticks(self)
-
-    def charge(self, cycles: int) -> None:
-        """Advance virtual time by kernel work."""
-        sched.charge(self, cycles)
 
     # --------------------------------------------------------------- running
 
