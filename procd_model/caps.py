@@ -30,7 +30,6 @@ class CapLookupError(Exception):
     def __init__(self, status: Status, reason: str) -> None:
         super().__init__(reason)
         self.status = status
-        self.reason = reason
 
 
 class CapTable:
@@ -38,6 +37,17 @@ class CapTable:
 
     def __init__(self) -> None:
         self._slots: list[Capability | None] = [None] * CAP_TABLE_SLOTS
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CapTable) and self._slots == other._slots
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def copy(self) -> CapTable:
+        """A table holding the same capabilities (they are immutable), changed independently."""
+        table = CapTable()
+        table._slots = list(self._slots)
+        return table
 
     def get(self, slot: int) -> Capability | None:
         if 0 <= slot < CAP_TABLE_SLOTS:
@@ -74,9 +84,6 @@ class CapTable:
     def delete(self, slot: int) -> None:
         if 1 <= slot < CAP_TABLE_SLOTS:
             self._slots[slot] = None
-
-    def free_slots(self) -> int:
-        return sum(1 for cap in self._slots[1:] if cap is None)
 
     def occupied(self) -> list[tuple[int, Capability]]:
         return [(slot, cap) for slot, cap in enumerate(self._slots) if cap is not None]

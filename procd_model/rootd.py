@@ -189,7 +189,7 @@ class Rootd:
         caps.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND | Rights.SPAWN), SLOT_KERNEL_CONTROL)
         caps.install(Capability(CapType.NOTIFICATION, notification.obj, Rights.RECV), SLOT_BOOT_NOTIFY_RECV)
         caps.install(Capability(CapType.NOTIFICATION, notification.obj, Rights.SEND), SLOT_BOOT_NOTIFY_SEND)
-        kernel.death_observers.append(self._on_death)
+        kernel.observe_deaths(self)
         rootd = kernel.spawn_actor("rootd", self.program(), caps)
         if self.services is not None:
             self._start_services(caps, self.services)
@@ -215,7 +215,8 @@ class Rootd:
         if services.irq_at_cycle is not None:
             kernel.schedule_irq(irq, services.irq_at_cycle)
 
-    def _on_death(self, proc: Process) -> None:
+    def process_died(self, proc: Process) -> None:
+        """The death of procd or of a service rootd started itself halts bootstrap."""
         if proc.pid in self.foundation:
             role = self.foundation[proc.pid]
             how = f"faulted: {proc.fault.describe()}" if proc.fault is not None else f"exited {proc.exit_code}"

@@ -61,7 +61,7 @@ from emu.cpu import FaultKind
 from emu.files import FileReadError, read_bounded
 from procd_model.abi import CRASHD_RING, DEBUG_WRITE_MAX, EnvelopeFlag, RestartPolicy, Role, Status
 from procd_model.images import BOOT_IMAGES, boot_image_named
-from procd_model.kernel import Kernel
+from procd_model.kernel import ScriptedFaults
 from procd_model.rootd import FOUNDATION_IMAGE, ManifestEntry, Services
 from procd_model.schema import (
     DIGITS,
@@ -212,11 +212,11 @@ class Injection:
     fail_create: Status | None = None
     times: int = 1
 
-    def apply(self, kernel: Kernel) -> None:
+    def apply(self, faults: ScriptedFaults) -> None:
         if self.fault_at_instruction is not None:
-            kernel.fault_injections[self.image] = self.fault_at_instruction
+            faults.kill_at[self.image] = self.fault_at_instruction
         if self.fail_create is not None:
-            kernel.fail_creates(self.image, self.fail_create, self.times)
+            faults.fail_creates(self.image, self.fail_create, self.times)
 
 
 @dataclass(frozen=True)

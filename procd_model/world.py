@@ -26,7 +26,7 @@ from procd_model.images import (
     image_role,
     load_boot_image,
 )
-from procd_model.kernel import ImageLayoutError, Kernel, Process, ProcState, StopReason
+from procd_model.kernel import ImageLayoutError, Kernel, Process, RunState, ScriptedFaults, StopReason
 from procd_model.messages import EnvelopeSlot, build_envelope
 from procd_model.rootd import (
     FOUNDATION_IMAGE,
@@ -97,8 +97,10 @@ def run_scenario(
 
 
 def _inject(scenario: Scenario, kernel: Kernel) -> None:
+    faults = ScriptedFaults()
     for injection in scenario.inject:
-        injection.apply(kernel)
+        injection.apply(faults)
+    kernel.injector = faults
 
 
 def scenarios() -> list[tuple[str, str]]:
@@ -262,8 +264,8 @@ def alone_outcome(kernel: Kernel, proc: Process, stop: StopReason) -> RunOutcome
     if stop.kind != "idle":
         return _outcome(kernel, False, stop.kind, stop.detail)
     ending = _ending(proc)
-    ok = proc.state is ProcState.EXITED and proc.exit_code == 0
-    stop_kind = "completed" if ok else ("deadlock" if proc.state is ProcState.BLOCKED else proc.state.value)
+    ok = proc.state is RunState.EXITED and proc.exit_code == 0
+    stop_kind = "completed" if ok else ("deadlock" if proc.state is RunState.BLOCKED else proc.state.value)
     return _outcome(kernel, ok, stop_kind, f"{proc.name} {ending}")
 
 
@@ -289,15 +291,15 @@ def _unexpected_ending(child: Process, entry: ManifestEntry) -> str | None:
         return None
     if entry.expect_exit is None:
         return None if not child.state.is_dead else f"{_ending(child)}, expected to be alive"
-    if child.state is not ProcState.EXITED or child.exit_code != entry.expect_exit:
+    if child.state is not RunState.EXITED or child.exit_code != entry.expect_exit:
         return f"{_ending(child)}, expected exit {entry.expect_exit}"
     return None
 
 
 def _ending(proc: Any) -> str:
-    if proc.state is ProcState.EXITED:
+    if proc.state is RunState.EXITED:
         return f"exited with code {proc.exit_code}"
-    if proc.state is ProcState.FAULTED and proc.fault is not None:
+    if proc.state is RunState.FAULTED and proc.fault is not None:
         return f"faulted: {proc.fault.describe()}"
     return f"is {proc.state.value}"
 

@@ -16,7 +16,7 @@ from typing import Any
 import capstone
 import pytest
 
-import procd_model.kernel as procd_kernel
+import procd_model.kernel.core as procd_kernel
 from emu.accounting import UNIT_CPU, CpuModel
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage

@@ -16,7 +16,7 @@ from procd_model.abi import (
 )
 from procd_model.actor import ActorProgram, SyscallRequest, SyscallResult, call
 from procd_model.caps import Capability, CapTable
-from procd_model.kernel import Kernel, ProcState
+from procd_model.kernel import Kernel, RunState
 from procd_model.messages import Grant, Message, create_process_payload
 
 Log = list[tuple[str, object]]
@@ -138,7 +138,7 @@ def test_receiving_again_without_replying_answers_the_caller_internal() -> None:
 
     kernel, log = two_party(client, server)
     assert log == [("client", Status.INTERNAL)]
-    assert kernel.procs[1].state is ProcState.BLOCKED
+    assert kernel.procs[1].state is RunState.BLOCKED
 
 
 def nbsend(slot: int, op: int, payload: bytes = b"", caps: tuple[int, ...] = ()) -> SyscallRequest:
@@ -175,7 +175,7 @@ def test_nbsend_without_a_waiting_receiver_drops_the_message_and_never_blocks() 
     kernel, log = two_party(client, server)
     assert log == [("client", Status.BUSY), ("server", "receives")]
     server = kernel.procs[1]
-    assert server.state is ProcState.BLOCKED, "the dropped message never arrives"
+    assert server.state is RunState.BLOCKED, "the dropped message never arrives"
     assert server.caps.get(2) is None, "a dropped message transfers no capability"
     sent = [e.fields for e in kernel.trace.events if e.kind == "ipc.send"]
     assert len(sent) == 1 and sent[0]["dropped"] is True

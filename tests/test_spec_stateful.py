@@ -66,6 +66,7 @@ from procd_model.abi import (
     Status,
 )
 from procd_model.client import Request
+from procd_model.kernel import ScriptedFaults
 from procd_model.messages import Message
 
 LONG = os.environ.get("PROCD_STATEFUL") == "long"
@@ -99,6 +100,8 @@ class ProcdLifecycle(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.talk, self.follower = talk_to_procd()
+        self.faults = ScriptedFaults()
+        self.talk.kernel.injector = self.faults
         self.asked = 0
 
     def ask(self, request: Request) -> Status:
@@ -221,7 +224,7 @@ class ProcdLifecycle(RuleBasedStateMachine):
     def next_create_fails(self, image: str, status: Status) -> None:
         """The kernel answers the next CREATE_PROCESS for `image` with `status` (a spawn, a
         restart or a held service's release then fails as the spec says)."""
-        self.talk.kernel.fail_creates(image, status)
+        self.faults.fail_creates(image, status)
 
     @precondition(lambda self: bool(self.children()))
     @rule(which=st.integers(0, 31))

@@ -1,0 +1,175 @@
+"""Syscall entry: a syscall flows decode -> dispatch -> handler -> one place that commits the result.
+
+A guest's arguments come from registers (`guest_syscall`), an actor's from its request; handlers
+return an `Outcome` and never touch Unicorn; the process's context commits a completed result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from emu.cpu import Fault, FaultKind, GuestCpu, GuestMemoryError
+from procd_model.abi import (
+    CAP_TABLE_SLOTS,
+    DEBUG_WRITE_MAX,
+    SYSCALL_ARG_REGISTERS,
+    SYSCALL_NUMBER_REGISTER,
+    CapType,
+    Rights,
+    Status,
+    Syscall,
+)
+from procd_model.caps import CapLookupError
+from procd_model.kernel import control, ipc, lifecycle, notify
+from procd_model.kernel.outcome import GONE, Blocked, Done, Outcome, SyscallArgs
+from procd_model.kernel.state import GuestContext, PendingSend, Process
+
+if TYPE_CHECKING:
+    from procd_model.kernel.core import Kernel
+
+_SYSCALL_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS)
+Handler = Callable[["Kernel", Process, tuple[int, ...]], Outcome]
+
+
+def guest_syscall(k: Kernel, proc: Process, cpu: GuestCpu) -> Outcome:
+    number, *args = cpu.regs(_SYSCALL_REGISTERS)
+    return syscall(k, proc, SyscallArgs(number, (args[0], args[1], args[2], args[3], args[4], args[5])))
+
+
+def syscall(k: Kernel, proc: Process, call: SyscallArgs) -> Outcome:
+    try:
+        number = Syscall(call.number)
+    except ValueError:
+        lifecycle.fault(k, proc, _syscall_fault(proc, f"unknown syscall number {call.number}"))
+        return GONE
+    traced = k.trace.wants("syscall")
+    fields: dict[str, Any] = {}
+    if traced:
+        fields = {"name": number.name, **_describe_args(number, call.args)}
+        if number is Syscall.EXIT:
+            k.trace.emit("syscall", proc.pid, **fields)
+    try:
+        outcome = HANDLERS[number](k, proc, call.args)
+    except GuestMemoryError as exc:
+        lifecycle.fault(k, proc, _syscall_fault(proc, f"IPC buffer unusable: {exc}"))
+        return GONE
+    if traced and isinstance(outcome, Done):
+        k.trace.emit("syscall", proc.pid, **fields, status=outcome.status.name)
+    elif traced and isinstance(outcome, Blocked):
+        k.trace.emit("syscall", proc.pid, **fields, status="blocked")
+    return outcome
+
+
+def _syscall_fault(proc: Process, detail: str) -> Fault:
+    return Fault(FaultKind.GENERAL_PROTECTION, proc.context.syscall_rip(), None, detail)
+
+
+_SLOT_ARG = frozenset(
+    (
+        Syscall.SEND,
+        Syscall.NBSEND,
+        Syscall.RECV,
+        Syscall.CALL,
+        Syscall.REPLY_RECV,
+        Syscall.WAIT,
+        Syscall.POLL,
+        Syscall.CAP_INFO,
+        Syscall.CAP_DELETE,
+    )
+)
+
+
+def _describe_args(number: Syscall, args: tuple[int, ...]) -> dict[str, Any]:
+    if number in _SLOT_ARG:
+        return {"slot": args[0]}
+    if number is Syscall.NOTIFY:
+        return {"slot": args[0], "bits": args[1]}
+    if number is Syscall.EXIT:
+        return {"code": args[0]}
+    if number is Syscall.DEBUG_WRITE:
+        return {"len": args[1]}
+    return {}
+
+
+def _send(k: Kernel, proc: Process, slot: int, *, is_call: bool, blocking: bool = True) -> Outcome:
+    read = ipc.read_send(proc, slot)
+    if isinstance(read, Done):
+        return read
+    cap, message, caps = read
+    if cap.cap_type is CapType.KERNEL_CONTROL:
+        if not is_call or caps:
+            return Done(Status.INVALID_ARGUMENT)
+        return control.serve(k, proc, cap, message)
+    pending = PendingSend(proc.pid, message, caps, cap.badge, is_call)
+    return ipc.send(k, proc, pending, k.state.endpoints[cap.obj], blocking=blocking)
+
+
+def _sys_send(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
+    return _send(k, proc, args[0], is_call=False)
+
+
+def _sys_call(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
+    return _send(k, proc, args[0], is_call=True)
+
+
+def _sys_nbsend(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
+    """SEND that never blocks (seL4's NBSend): the message reaches a receiver waiting on the
+    endpoint now, or is dropped (no capability moves) and the sender gets BUSY."""
+    return _send(k, proc, args[0], is_call=False, blocking=False)
+
+
+def _sys_yield(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
+    return Done(Status.OK, end_turn=True)
+
+
+def _sys_exit(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
+    lifecycle.exit_process(k, proc, args[0])
+    return GONE
+
+
+def _sys_debug_write(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
+    pointer, length = args[0], args[1]
+    if length > DEBUG_WRITE_MAX or not isinstance(proc.context, GuestContext):
+        return Done(Status.INVALID_ARGUMENT)
+    try:
+        data = proc.context.cpu.read(pointer, length)
+    except GuestMemoryError:
+        return Done(Status.INVALID_ARGUMENT)
+    text = data.decode("utf-8", errors="replace").rstrip("\n")
+    k.state.logs.append(text)
+    k.trace.emit("log", proc.pid, text=text)
+    return Done(Status.OK)
+
+
+def _sys_cap_info(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
+    try:
+        cap = proc.caps.lookup(args[0], tuple(CapType), Rights(0))
+    except CapLookupError as exc:
+        return Done(exc.status)
+    return Done(Status.OK, (int(cap.cap_type), int(cap.rights), 0))
+
+
+def _sys_cap_delete(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
+    if not 0 <= args[0] < CAP_TABLE_SLOTS:
+        return Done(Status.INVALID_ARGUMENT)
+    proc.caps.delete(args[0])
+    return Done(Status.OK)
+
+
+HANDLERS: dict[Syscall, Handler] = {
+    Syscall.SEND: _sys_send,
+    Syscall.NBSEND: _sys_nbsend,
+    Syscall.RECV: ipc.sys_recv,
+    Syscall.CALL: _sys_call,
+    Syscall.REPLY: ipc.sys_reply,
+    Syscall.REPLY_RECV: ipc.sys_reply_recv,
+    Syscall.NOTIFY: notify.sys_notify,
+    Syscall.WAIT: notify.sys_wait,
+    Syscall.POLL: notify.sys_poll,
+    Syscall.YIELD: _sys_yield,
+    Syscall.EXIT: _sys_exit,
+    Syscall.DEBUG_WRITE: _sys_debug_write,
+    Syscall.CAP_INFO: _sys_cap_info,
+    Syscall.CAP_DELETE: _sys_cap_delete,
+}
