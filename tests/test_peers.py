@@ -334,3 +334,27 @@ def test_set_timer_sends_timer_at_its_time() -> None:
     assert statuses == [Status.DENIED, Status.INVALID_ARGUMENT, Status.OK, Status.OK]
     assert [(badge, event["cookie"]) for badge, event, _ in timers] == [(BADGE_KERNEL, 50), (BADGE_KERNEL, 70)]
     assert [event["ticks"] for _, event, _ in timers] == [5, 7]  # the idle machine jumped to each time
+
+
+def test_set_timer_past_the_end_of_virtual_time_is_refused() -> None:
+    """Virtual time is a u64 of cycles (what rdtsc and every trace event carry): a timer due later
+    would make the clock overflow, so SET_TIMER refuses it, and the run goes on."""
+    kernel = Kernel(Trace())
+    own = kernel.new_endpoint("own")
+    caps = CapTable()
+    caps.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND), 1)
+    caps.install(Capability(CapType.ENDPOINT, own.obj, Rights.RECV), 2)
+    per_tick = kernel.cpu_model.frequency_hz // 1000
+    last = (2**64 - 1) // per_tick  # the last tick whose first cycle is still a u64
+    statuses: list[Status] = []
+
+    def program() -> ActorProgram:
+        for at in (2**64 - 1, last + 1, last):
+            result = yield call(1, KernelOp.SET_TIMER, TIMER_REQUEST.pack(at_ticks=at, cookie=1, endpoint_slot=2))
+            statuses.append(Status(result.message().op))
+        yield SyscallRequest(Syscall.RECV, (2,))
+
+    kernel.spawn_actor("p", program(), caps)
+    assert kernel.run(1000).kind == "idle"
+    assert statuses == [Status.INVALID_ARGUMENT, Status.INVALID_ARGUMENT, Status.OK]
+    assert kernel.trace.events[-1].cycle < 2**64

@@ -125,7 +125,10 @@ def set_timer(k: Kernel, proc: Process, payload: bytes) -> ControlReply:
         return refused(Status.INVALID_ARGUMENT)
     if not target.rights & Rights.RECV:
         return refused(Status.DENIED)
-    at = max(request["at_ticks"] * sched.millicycles_per_tick(k), k.state.clock)
+    at = request["at_ticks"] * sched.millicycles_per_tick(k)
+    if at >= sched.CLOCK_END:  # the clock could not show it: virtual time would overflow
+        return refused(Status.INVALID_ARGUMENT)
+    at = max(at, k.state.clock)
     sched.schedule(k, at, Timer(target.obj, request["cookie"]))
     return ControlReply(Status.OK, Message(Status.OK), {"at_ticks": request["at_ticks"]})
 

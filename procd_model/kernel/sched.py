@@ -46,6 +46,11 @@ def charge(k: Kernel, cycles: int) -> None:
     k.state.clock += cycles * MILLI
 
 
+CLOCK_END = (1 << 64) * MILLI
+"""The end of virtual time, in millicycles: cycles are a u64 (rdtsc and every trace event carry
+them), so nothing may be scheduled at or after 2**64 cycles."""
+
+
 def monotonic_ticks(k: Kernel) -> int:
     return k.state.clock * MONOTONIC_CLOCK_HZ // (k.cpu_model.frequency_hz * MILLI)
 
