@@ -38,7 +38,7 @@ from procd_model.abi import (
     Status,
 )
 from procd_model.abi import FaultKind as AbiFaultKind
-from procd_model.client import Request, serve
+from procd_model.client import Request, ask_all
 from procd_model.images import boot_image_named
 from procd_model.messages import EnvelopeSlot, Grant, Message, build_envelope
 from procd_model.rootd import SLOT_BOOT_NOTIFY_SEND, SLOT_KERNEL_CONTROL, ProcdBoot, Services, default_procd_boot
@@ -177,7 +177,7 @@ MALFORMED = [
 
 def test_malformed_requests_get_error_replies_and_procd_keeps_serving() -> None:
     requests = [r for _, r, _ in MALFORMED] + [Request(spawn())]
-    session = serve(requests)
+    session = ask_all(requests)
     assert session.procd is not None and session.kernel is not None
     got = [(s, Status(m.op) if m else None) for s, m in session.replies]
     expected = [(Status.OK, status) for _, _, status in MALFORMED] + [(Status.OK, Status.OK)]
@@ -200,7 +200,7 @@ def test_table_full_answers_busy() -> None:
     """Children that stay alive (irq clients waiting for an interrupt that never comes) fill the table."""
     waiter = boot_image_named("phase2-irq-client").image_id
     requests = [Request(spawn(image_id=waiter)) for _ in range(PROCD_MAX_PROCESSES + 2)]
-    session = serve(requests, services=Services())
+    session = ask_all(requests, services=Services())
     statuses = [Status(m.op) for _, m in session.replies if m is not None]
     assert statuses == [Status.OK] * PROCD_MAX_PROCESSES + [Status.BUSY] * 2
 
@@ -208,7 +208,7 @@ def test_table_full_answers_busy() -> None:
 def test_children_that_die_free_their_entries() -> None:
     """procd learns of each death from the kernel, so short-lived children never fill its table."""
     requests = [Request(spawn()) for _ in range(PROCD_MAX_PROCESSES + 8)]
-    session = serve(requests)
+    session = ask_all(requests)
     statuses = [Status(m.op) for _, m in session.replies if m is not None]
     assert statuses == [Status.OK] * (PROCD_MAX_PROCESSES + 8)
     logs = [e.fields["text"] for e in session.trace.of_kind("log") if e.pid == session.procd.pid]  # type: ignore[union-attr]
@@ -217,7 +217,7 @@ def test_children_that_die_free_their_entries() -> None:
 
 def test_forged_child_death_is_denied() -> None:
     forged = Message(KernelEvent.CHILD_DIED, CHILD_DEATH.pack(pid=3, kind=DeathKind.EXITED, code=0))
-    session = serve([Request(forged), Request(spawn())])
+    session = ask_all([Request(forged), Request(spawn())])
     assert [Status(m.op) for _, m in session.replies if m is not None] == [Status.DENIED, Status.OK]
 
 
@@ -237,7 +237,7 @@ requests_strategy = st.lists(
 def test_any_request_gets_a_reply_and_procd_survives(fuzz: list[tuple[int, bytes, int]]) -> None:
     """Whatever arrives, procd answers every request with a defined status and then spawns normally."""
     requests = [Request(Message(op, payload), badge=badge) for op, payload, badge in fuzz] + [Request(spawn())]
-    session = serve(requests)
+    session = ask_all(requests)
     assert len(session.replies) == len(requests)
     for status, message in session.replies:
         assert status is Status.OK and message is not None
@@ -269,7 +269,7 @@ def test_stop_kill_status_and_list_with_generations() -> None:
         Request(Message(ProcdOp.LIST)),
     ]
     services = Services()
-    session = serve(requests, services=services)
+    session = ask_all(requests, services=services)
     replies = [(Status(m.op), m.payload) for _, m in session.replies if m is not None]
     assert [status for status, _ in replies] == [
         Status.OK,
@@ -319,7 +319,7 @@ def test_the_audit_log_says_who_asked_and_under_which_authority() -> None:
         Request(Message(ProcdOp.AUDIT_READ, AUDIT_READ_REQUEST.pack(from_seq=0, reserved=1))),
         Request(Message(ProcdOp.AUDIT_READ, AUDIT_READ_REQUEST.pack(from_seq=3))),
     ]
-    session = serve(requests, services=Services())
+    session = ask_all(requests, services=Services())
     replies = [(Status(m.op), m.payload) for _, m in session.replies if m is not None]
     assert [status for status, _ in replies] == [Status.OK] * 4 + [Status.DENIED, Status.INVALID_ARGUMENT, Status.OK]
     child = SPAWN_SERVICE_REPLY.unpack(replies[0][1])["pid"]
@@ -350,7 +350,7 @@ def test_a_fault_at_a_non_canonical_rip_reaches_crashd_whole(monkeypatch: pytest
     real_loader = world.load_boot_image
     monkeypatch.setattr(world, "load_boot_image", lambda i: jumper if i == jumper_id else real_loader(i))
     services = Services()
-    session = serve([Request(spawn(image_id=jumper_id))], services=services)
+    session = ask_all([Request(spawn(image_id=jumper_id))], services=services)
     (fault,) = session.trace.of_kind("fault")
     assert (fault.fields["fault"], fault.fields["rip"]) == ("general-protection", f"{NON_CANONICAL_RIP:#x}")
     assert fault.fields["address"] == f"{NON_CANONICAL_RIP:#x}"
