@@ -225,26 +225,20 @@ def test_forged_child_death_is_denied() -> None:
 
 SPAWNABLE_ROLES = [role for role in Role if role.name not in UNSPAWNABLE]
 
-valid_spawns = st.builds(
-    lambda image, role, flags, restart, max_restarts, window_ms, backoff_ms, depends_on: SPAWN_SERVICE_REQUEST.pack(
-        image_id=image,
-        role=role,
-        flags=flags,
-        restart=restart,
-        max_restarts=max_restarts,
-        window_ms=window_ms,
-        backoff_ms=backoff_ms,
-        depends_on=depends_on,
-    ),
-    image=st.sampled_from([image.image_id for image in BOOT_IMAGES]),
-    role=st.sampled_from(SPAWNABLE_ROLES),
-    flags=st.integers(0, EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL | EnvelopeFlag.SPAWNER),
-    restart=st.sampled_from(list(RestartPolicy)),
-    max_restarts=st.integers(0, 3),
-    window_ms=st.sampled_from([0, 1, 1000, 0xFFFF_FFFF]),
-    backoff_ms=st.sampled_from([0, 1, 1000, 0xFFFF_FFFF]),
-    depends_on=st.one_of(st.just(0), st.sampled_from([role for role in Role if role < 64]).map(lambda role: 1 << role)),
-)
+valid_spawns = st.fixed_dictionaries(
+    {
+        "image_id": st.sampled_from([image.image_id for image in BOOT_IMAGES]),
+        "role": st.sampled_from(SPAWNABLE_ROLES),
+        "flags": st.integers(0, EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL | EnvelopeFlag.SPAWNER),
+        "restart": st.sampled_from(list(RestartPolicy)),
+        "max_restarts": st.integers(0, 3),
+        "window_ms": st.sampled_from([0, 1, 1000, 0xFFFF_FFFF]),
+        "backoff_ms": st.sampled_from([0, 1, 1000, 0xFFFF_FFFF]),
+        "depends_on": st.one_of(
+            st.just(0), st.sampled_from([role for role in Role if role < 64]).map(lambda r: 1 << r)
+        ),
+    }
+).map(lambda fields: SPAWN_SERVICE_REQUEST.pack(**fields))
 """SPAWN_SERVICE payloads procd must accept as well formed (some still refused: an unmet
 dependency is held, an image that does not serve the role fails to start)."""
 
