@@ -77,7 +77,11 @@ RUSTFMT_ARRAY_WIDTH = 60
 """rustfmt's default `max_width` and `array_width`: an array literal within both stays on one line."""
 
 
-def _op_payloads(service: dict[str, Any]) -> list[tuple[str, tuple[str, str] | None, tuple[str, str] | None]]:
+OpRows = list[tuple[str, tuple[str, str] | None, tuple[str, str] | None]]
+"""What `_op_payloads` returns: (op, request, reply) per op."""
+
+
+def _op_payloads(service: dict[str, Any]) -> OpRows:
     """(op, request, reply) for each op of `service`; a side is (layout, shape) or None (empty)."""
     rows = []
     for entry in service["payloads"]:
@@ -100,66 +104,83 @@ def _variant(member: str) -> str:
 def generate_rust(spec: dict[str, Any]) -> str:
     lines = [f"//! {BANNER}", ""]
     for enum in spec["enum"]:
-        rust_type = enum["type"]
-        lines.append(f"/// {enum['doc']} (origin: {enum['origin']})")
-        lines.append(f"pub mod {enum['name']} {{")
-        for value in enum["values"]:
-            if "doc" in value:
-                lines.append(f"    /// {value['doc']}")
-            lines.append(f"    pub const {value['name']}: {rust_type} = {value['value']:#x};")
-        lines.append("")
-        lines.append("    /// The spec's name for `value`, if it has one.")
-        lines.append(f"    pub const fn name(value: {rust_type}) -> Option<&'static str> {{")
-        lines.append("        match value {")
-        for value in enum["values"]:
-            lines.append(f'            {value["name"]} => Some("{value["name"]}"),')
-        lines.append("            _ => None,")
-        lines.append("        }")
-        lines.append("    }")
-        if enum.get("flags"):
-            mask = 0
-            for value in enum["values"]:
-                mask |= int(value["value"])
-            lines.append("")
-            lines.append("    /// Every defined bit.")
-            lines.append(f"    pub const ALL: {rust_type} = {mask:#x};")
-        lines.append("}")
-        lines.append("")
-
+        lines.extend(_rust_enum(enum))
     for const in spec["constant"]:
         doc = const.get("doc")
         origin = const["origin"]
         lines.append(f"/// {doc} (origin: {origin})" if doc else f"/// origin: {origin}")
         lines.append(f"pub const {const['name']}: {const['type']} = {const['value']:#x};")
     lines.append("")
-
     for layout in spec["layout"]:
-        if "doc" in layout:
-            lines.append(f"/// {layout['doc']}")
-        lines.append("/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.")
-        lines.append(f"pub mod {layout['name']} {{")
-        lines.append(f"    pub const SIZE: usize = {_layout_size(layout)};")
-        for name, ftype, count, offset in _layout_fields(layout):
-            upper = name.upper()
-            lines.append(f"    /// `{ftype}`" + (f" x {count}" if count > 1 else ""))
-            lines.append(f"    pub const {upper}: usize = {offset};")
-            if count > 1:
-                lines.append(f"    pub const {upper}_COUNT: usize = {count};")
-        lines.append("}")
-        lines.append("")
+        lines.extend(_rust_layout(layout))
+    lines.extend(_rust_intake(spec))
+    lines.append("")
+    lines.extend(_rust_ops(spec))
+    return "\n".join(lines) + "\n"
 
-    lines.append("/// One capability a role's intake spec lists.")
-    lines.append("#[derive(Clone, Copy, Debug, PartialEq, Eq)]")
-    lines.append("pub struct IntakeEntry {")
-    lines.append("    pub purpose: u16,")
-    lines.append("    pub cap_type: u32,")
-    lines.append("    pub rights: u32,")
-    lines.append("    pub required: bool,")
+
+def _rust_enum(enum: dict[str, Any]) -> list[str]:
+    """An [[enum]] as a module of constants, with `name()` (and `ALL` for flags)."""
+    rust_type = enum["type"]
+    lines = [f"/// {enum['doc']} (origin: {enum['origin']})", f"pub mod {enum['name']} {{"]
+    for value in enum["values"]:
+        if "doc" in value:
+            lines.append(f"    /// {value['doc']}")
+        lines.append(f"    pub const {value['name']}: {rust_type} = {value['value']:#x};")
+    lines.append("")
+    lines.append("    /// The spec's name for `value`, if it has one.")
+    lines.append(f"    pub const fn name(value: {rust_type}) -> Option<&'static str> {{")
+    lines.append("        match value {")
+    for value in enum["values"]:
+        lines.append(f'            {value["name"]} => Some("{value["name"]}"),')
+    lines.append("            _ => None,")
+    lines.append("        }")
+    lines.append("    }")
+    if enum.get("flags"):
+        mask = 0
+        for value in enum["values"]:
+            mask |= int(value["value"])
+        lines.append("")
+        lines.append("    /// Every defined bit.")
+        lines.append(f"    pub const ALL: {rust_type} = {mask:#x};")
     lines.append("}")
     lines.append("")
-    lines.append("/// lib-capabi's default intake spec for each role.")
-    lines.append("pub mod intake {")
-    lines.append("    use super::IntakeEntry;")
+    return lines
+
+
+def _rust_layout(layout: dict[str, Any]) -> list[str]:
+    """A [[layout]] as a module of byte offsets and its SIZE."""
+    lines = [f"/// {layout['doc']}"] if "doc" in layout else []
+    lines.append("/// Byte offsets of each field; arrays give the offset of element 0 and a `_COUNT`.")
+    lines.append(f"pub mod {layout['name']} {{")
+    lines.append(f"    pub const SIZE: usize = {_layout_size(layout)};")
+    for name, ftype, count, offset in _layout_fields(layout):
+        upper = name.upper()
+        lines.append(f"    /// `{ftype}`" + (f" x {count}" if count > 1 else ""))
+        lines.append(f"    pub const {upper}: usize = {offset};")
+        if count > 1:
+            lines.append(f"    pub const {upper}_COUNT: usize = {count};")
+    lines.append("}")
+    lines.append("")
+    return lines
+
+
+def _rust_intake(spec: dict[str, Any]) -> list[str]:
+    """The IntakeEntry type and the `intake` module: each role's spec and `for_role`."""
+    lines = [
+        "/// One capability a role's intake spec lists.",
+        "#[derive(Clone, Copy, Debug, PartialEq, Eq)]",
+        "pub struct IntakeEntry {",
+        "    pub purpose: u16,",
+        "    pub cap_type: u32,",
+        "    pub rights: u32,",
+        "    pub required: bool,",
+        "}",
+        "",
+        "/// lib-capabi's default intake spec for each role.",
+        "pub mod intake {",
+        "    use super::IntakeEntry;",
+    ]
     for intake in spec["intake"]:
         lines.append(f"    pub const {intake['role']}: &[IntakeEntry] = &[")
         for purpose, cap_type, rights, required in _intake_entries(intake):
@@ -182,9 +203,7 @@ def generate_rust(spec: dict[str, Any]) -> str:
     lines.append("        }")
     lines.append("    }")
     lines.append("}")
-    lines.append("")
-    lines.extend(_rust_ops(spec))
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _rust_payload(side: tuple[str, str] | None) -> str:
@@ -204,71 +223,85 @@ def _rust_ops(spec: dict[str, Any]) -> list[str]:
     lines.append("    use crate::{Payload, UnknownOp};")
     for service in spec["service"]:
         enum = enums[service["ops"]]
-        module, type_name = enum["name"], _camel(enum["name"])
-        docs = {value["name"]: value.get("doc") for value in enum["values"]}
         rows = _op_payloads(service)
-        lines.append("")
-        lines.append(f'    /// {enum["doc"]} (`{module}` as a type; the trace\'s service "{service["name"]}")')
-        lines.append("    #[derive(Clone, Copy, Debug, PartialEq, Eq)]")
-        lines.append(f"    #[repr({enum['type']})]")
-        lines.append(f"    pub enum {type_name} {{")
-        for op, _, _ in rows:
-            if docs[op]:
-                lines.append(f"        /// {docs[op]}")
-            lines.append(f"        {_variant(op)} = {module}::{op},")
-        lines.append("    }")
-        lines.append("")
-        lines.append(f"    impl {type_name} {{")
-        lines.append("        /// Every op, in the spec's order.")
-        every = [f"Self::{_variant(op)}" for op, _, _ in rows]
-        one_line = f"        pub const ALL: [Self; {len(rows)}] = [{', '.join(every)}];"
-        if len(one_line) <= RUSTFMT_MAX_WIDTH and len(", ".join(every)) + 2 <= RUSTFMT_ARRAY_WIDTH:
-            lines.append(one_line)  # as rustfmt lays it out, so `cargo fmt` never makes the file stale
-        else:
-            lines.append(f"        pub const ALL: [Self; {len(rows)}] = [")
-            lines.extend(f"            {variant}," for variant in every)
-            lines.append("        ];")
-        lines.append("")
-        lines.append("        /// The op's number.")
-        lines.append(f"        pub const fn number(self) -> {enum['type']} {{")
-        lines.append(f"            self as {enum['type']}")
-        lines.append("        }")
-        lines.append("")
-        lines.append("        /// The spec's name of the op.")
-        lines.append("        pub const fn name(self) -> &'static str {")
-        lines.append("            match self {")
-        lines.extend(f'                Self::{_variant(op)} => "{op}",' for op, _, _ in rows)
-        lines.append("            }")
-        lines.append("        }")
-        for side, what in (("request", "a request"), ("reply", "an OK reply")):
-            lines.append("")
-            lines.append(f"        /// The payload {what} of this op carries.")
-            lines.append(f"        pub const fn {side}(self) -> Payload {{")
-            lines.append("            match self {")
-            for op, request, reply in rows:
-                carried = _rust_payload(request if side == "request" else reply)
-                lines.append(f"                Self::{_variant(op)} => {carried},")
-            lines.append("            }")
-            lines.append("        }")
-        lines.append("    }")
-        lines.append("")
-        lines.append(f"    impl TryFrom<{enum['type']}> for {type_name} {{")
-        lines.append("        type Error = UnknownOp;")
-        lines.append("")
-        lines.append(f"        fn try_from(number: {enum['type']}) -> Result<Self, UnknownOp> {{")
-        lines.append("            match number {")
-        lines.extend(f"                {module}::{op} => Ok(Self::{_variant(op)})," for op, _, _ in rows)
-        lines.append("                _ => Err(UnknownOp(number)),")
-        lines.append("            }")
-        lines.append("        }")
-        lines.append("    }")
-        lines.append("")
-        lines.append(f"    impl From<{type_name}> for {enum['type']} {{")
-        lines.append(f"        fn from(op: {type_name}) -> {enum['type']} {{")
-        lines.append("            op.number()")
-        lines.append("        }")
-        lines.append("    }")
+        lines.extend(_rust_op_enum(enum, service["name"], rows))
+        lines.extend(_rust_op_methods(enum, rows))
+        lines.extend(_rust_op_conversions(enum, rows))
     lines.append("}")
+    return lines
+
+
+def _rust_op_enum(enum: dict[str, Any], service: str, rows: OpRows) -> list[str]:
+    docs = {value["name"]: value.get("doc") for value in enum["values"]}
+    lines = [""]
+    lines.append(f'    /// {enum["doc"]} (`{enum["name"]}` as a type; the trace\'s service "{service}")')
+    lines.append("    #[derive(Clone, Copy, Debug, PartialEq, Eq)]")
+    lines.append(f"    #[repr({enum['type']})]")
+    lines.append(f"    pub enum {_camel(enum['name'])} {{")
+    for op, _, _ in rows:
+        if docs[op]:
+            lines.append(f"        /// {docs[op]}")
+        lines.append(f"        {_variant(op)} = {enum['name']}::{op},")
+    lines.append("    }")
+    lines.append("")
+    return lines
+
+
+def _rust_op_methods(enum: dict[str, Any], rows: OpRows) -> list[str]:
+    """`ALL`, `number()`, `name()`, `request()` and `reply()` of an op enum."""
+    lines = [f"    impl {_camel(enum['name'])} {{", "        /// Every op, in the spec's order."]
+    every = [f"Self::{_variant(op)}" for op, _, _ in rows]
+    one_line = f"        pub const ALL: [Self; {len(rows)}] = [{', '.join(every)}];"
+    if len(one_line) <= RUSTFMT_MAX_WIDTH and len(", ".join(every)) + 2 <= RUSTFMT_ARRAY_WIDTH:
+        lines.append(one_line)  # as rustfmt lays it out, so `cargo fmt` never makes the file stale
+    else:
+        lines.append(f"        pub const ALL: [Self; {len(rows)}] = [")
+        lines.extend(f"            {variant}," for variant in every)
+        lines.append("        ];")
+    lines.append("")
+    lines.append("        /// The op's number.")
+    lines.append(f"        pub const fn number(self) -> {enum['type']} {{")
+    lines.append(f"            self as {enum['type']}")
+    lines.append("        }")
+    lines.append("")
+    lines.append("        /// The spec's name of the op.")
+    lines.append("        pub const fn name(self) -> &'static str {")
+    lines.append("            match self {")
+    lines.extend(f'                Self::{_variant(op)} => "{op}",' for op, _, _ in rows)
+    lines.append("            }")
+    lines.append("        }")
+    for side, what in (("request", "a request"), ("reply", "an OK reply")):
+        lines.append("")
+        lines.append(f"        /// The payload {what} of this op carries.")
+        lines.append(f"        pub const fn {side}(self) -> Payload {{")
+        lines.append("            match self {")
+        for op, request, reply in rows:
+            carried = _rust_payload(request if side == "request" else reply)
+            lines.append(f"                Self::{_variant(op)} => {carried},")
+        lines.append("            }")
+        lines.append("        }")
+    lines.append("    }")
+    lines.append("")
+    return lines
+
+
+def _rust_op_conversions(enum: dict[str, Any], rows: OpRows) -> list[str]:
+    """`TryFrom<u32>` (an unknown number is `Err(UnknownOp)`) and `From<op> for u32`."""
+    type_name, number_type = _camel(enum["name"]), enum["type"]
+    lines = [f"    impl TryFrom<{number_type}> for {type_name} {{", "        type Error = UnknownOp;", ""]
+    lines.append(f"        fn try_from(number: {number_type}) -> Result<Self, UnknownOp> {{")
+    lines.append("            match number {")
+    lines.extend(f"                {enum['name']}::{op} => Ok(Self::{_variant(op)})," for op, _, _ in rows)
+    lines.append("                _ => Err(UnknownOp(number)),")
+    lines.append("            }")
+    lines.append("        }")
+    lines.append("    }")
+    lines.append("")
+    lines.append(f"    impl From<{type_name}> for {number_type} {{")
+    lines.append(f"        fn from(op: {type_name}) -> {number_type} {{")
+    lines.append("            op.number()")
+    lines.append("        }")
+    lines.append("    }")
     return lines
 
 
