@@ -33,6 +33,7 @@ from procd_model.abi import (
     AUDIT_READ_REQUEST,
     BADGE_ROOTD,
     MSG_MAX_PAYLOAD,
+    PAYLOADS,
     PROCD_CHILD_BADGE_BASE,
     PROCESS_REQUEST,
     SPAWN_SERVICE_REPLY,
@@ -50,6 +51,7 @@ from procd_model.client import Conversation, Request, Session, ask_all
 from procd_model.messages import Message
 from procd_model.reference import ProcdSpec, check_against_spec, native_steps
 from procd_model.rootd import Services
+from procd_model.wire import Shape
 
 LONG = os.environ.get("PROCD_HOSTILE") == "long"
 U32_MAX = 0xFFFF_FFFF
@@ -68,16 +70,11 @@ ROOTD_OPS = (
 )
 CHILD_OPS = (ProcdOp.PROBE_COMPLETE, ProcdOp.SPAWN)
 PAYLOAD_SIZE = {
-    ProcdOp.SPAWN_SERVICE: SPAWN_SERVICE_REQUEST.size,
-    ProcdOp.SPAWN: SPAWN_SERVICE_REQUEST.size,
-    ProcdOp.STOP: PROCESS_REQUEST.size,
-    ProcdOp.KILL: PROCESS_REQUEST.size,
-    ProcdOp.REAP: PROCESS_REQUEST.size,
-    ProcdOp.STATUS: PROCESS_REQUEST.size,
-    ProcdOp.AUDIT_READ: AUDIT_READ_REQUEST.size,
-    ProcdOp.LIST: 0,
-    ProcdOp.PROBE_COMPLETE: 0,
+    op: 0 if (request := PAYLOADS[("procd", op)].request) is None else request.layout.size for op in ProcdOp
 }
+"""The one request payload length each op accepts, from the ABI's op table (each procd request is
+one record or nothing)."""
+assert all(p.request is None or p.request.shape is Shape.ONE for (s, _), p in PAYLOADS.items() if s == "procd")
 
 # The table the session starts with, so that every kind of entry can be named by a child badge.
 LIVE_SPAWNER, FAILED, HELD, RESTARTING, FREE = 0, 1, 2, 3, 4
