@@ -71,7 +71,7 @@ def _world_run(image: Path | None, level: str, out: str | None, requests: int) -
     from emu.instrument import TraceProbes
     from emu.trace import LEVELS, Trace, TraceWriter
     from procd_model.abi import SPAWN_SERVICE_REQUEST, ProcdOp, Role
-    from procd_model.client import Request, serve
+    from procd_model.client import Request, ask_all
     from procd_model.messages import Message
     from procd_model.world import prepare_alone
 
@@ -87,7 +87,7 @@ def _world_run(image: Path | None, level: str, out: str | None, requests: int) -
     else:
         started = time.process_time()
         payload = SPAWN_SERVICE_REQUEST.pack(image_id=0, role=Role.TEST, flags=0)
-        session = serve([Request(Message(ProcdOp.SPAWN_SERVICE, payload))] * requests, trace)
+        session = ask_all([Request(Message(ProcdOp.SPAWN_SERVICE, payload))] * requests, trace)
         instructions = session.outcome.instructions
     seconds = time.process_time() - started
     if writer:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from emu.trace import Trace
 from procd_model.abi import PROCD_MAX_PROCESSES, SPAWN_SERVICE_REQUEST, ProcdOp, Role, Status
-from procd_model.client import Request, serve
+from procd_model.client import Request, ask_all
 from procd_model.messages import Message
 from procd_model.world import run_bootstrap
 
@@ -46,7 +46,7 @@ def spawn_request(image_id: int) -> Request:
 
 def measure(name: str, requests: list[Request], expect: Status) -> Measurement:
     started = time.perf_counter()
-    session = serve(requests)
+    session = ask_all(requests)
     seconds = time.perf_counter() - started
     assert session.outcome.ok or session.outcome.stop == "unexpected", session.outcome.detail
     statuses = {Status(m.op) for _, m in session.replies if m is not None}

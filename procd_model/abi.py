@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from procd_model.wire import Field, IntakeEntry, Layout
+from procd_model.wire import Field, IntakeEntry, Layout, OpPayloads, Payload, Shape
 
 SYSCALL_NUMBER_REGISTER = "rax"
 SYSCALL_ARG_REGISTERS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
@@ -556,3 +556,113 @@ INTAKE: dict[Role | None, tuple[IntakeEntry, ...]] = {
     ),
 }
 """Intake spec per role; the None key is the DEFAULT spec."""
+
+SERVICE_OPS: dict[str, type[enum.IntEnum]] = {
+    "procd": ProcdOp,
+    "crashd": CrashdOp,
+    "named": NamedOp,
+    "timed": TimedOp,
+    "kernel": KernelOp,
+    "kernel-event": KernelEvent,
+}
+"""The op enum of each service, by the name the trace gives the service."""
+
+PAYLOADS: dict[tuple[str, int], OpPayloads] = {
+    ("procd", ProcdOp.SPAWN_SERVICE): OpPayloads(
+        request=Payload(SPAWN_SERVICE_REQUEST),
+        reply=Payload(SPAWN_SERVICE_REPLY),
+    ),
+    ("procd", ProcdOp.SPAWN): OpPayloads(
+        request=Payload(SPAWN_SERVICE_REQUEST),
+        reply=Payload(SPAWN_SERVICE_REPLY),
+    ),
+    ("procd", ProcdOp.STOP): OpPayloads(
+        request=Payload(PROCESS_REQUEST),
+        reply=None,
+    ),
+    ("procd", ProcdOp.KILL): OpPayloads(
+        request=Payload(PROCESS_REQUEST),
+        reply=None,
+    ),
+    ("procd", ProcdOp.REAP): OpPayloads(
+        request=Payload(PROCESS_REQUEST),
+        reply=Payload(PROCESS_STATUS),
+    ),
+    ("procd", ProcdOp.STATUS): OpPayloads(
+        request=Payload(PROCESS_REQUEST),
+        reply=Payload(PROCESS_STATUS),
+    ),
+    ("procd", ProcdOp.LIST): OpPayloads(
+        request=None,
+        reply=Payload(PROCESS_STATUS, Shape.RECORDS),
+    ),
+    ("procd", ProcdOp.AUDIT_READ): OpPayloads(
+        request=Payload(AUDIT_READ_REQUEST),
+        reply=Payload(AUDIT_RECORD, Shape.RECORDS),
+    ),
+    ("procd", ProcdOp.PROBE_COMPLETE): OpPayloads(
+        request=None,
+        reply=None,
+    ),
+    ("crashd", CrashdOp.REPORT): OpPayloads(
+        request=Payload(CRASH_RECORD),
+        reply=None,
+    ),
+    ("crashd", CrashdOp.READ): OpPayloads(
+        request=Payload(CRASH_READ_REQUEST),
+        reply=Payload(CRASH_RECORD),
+    ),
+    ("named", NamedOp.REGISTER): OpPayloads(
+        request=Payload(NAMED_REQUEST),
+        reply=None,
+    ),
+    ("named", NamedOp.LOOKUP): OpPayloads(
+        request=Payload(NAMED_REQUEST),
+        reply=Payload(NAMED_REPLY),
+    ),
+    ("timed", TimedOp.NOW_MONOTONIC): OpPayloads(
+        request=None,
+        reply=Payload(CLOCK_REPLY),
+    ),
+    ("timed", TimedOp.NOW_WALL): OpPayloads(
+        request=None,
+        reply=Payload(CLOCK_REPLY),
+    ),
+    ("timed", TimedOp.WAIT_UNTIL): OpPayloads(
+        request=None,
+        reply=None,
+    ),
+    ("kernel", KernelOp.CREATE_PROCESS): OpPayloads(
+        request=Payload(CREATE_PROCESS_REQUEST, Shape.HEAD),
+        reply=Payload(CREATE_PROCESS_REPLY),
+    ),
+    ("kernel", KernelOp.START_PROCESS): OpPayloads(
+        request=Payload(START_PROCESS_REQUEST),
+        reply=None,
+    ),
+    ("kernel", KernelOp.KILL_PROCESS): OpPayloads(
+        request=Payload(KILL_REQUEST),
+        reply=None,
+    ),
+    ("kernel", KernelOp.SET_TIMER): OpPayloads(
+        request=Payload(TIMER_REQUEST),
+        reply=None,
+    ),
+    ("kernel", KernelOp.MINT_ENDPOINT): OpPayloads(
+        request=Payload(MINT_REQUEST),
+        reply=None,
+    ),
+    ("kernel", KernelOp.READ_MONOTONIC_CLOCK): OpPayloads(
+        request=None,
+        reply=Payload(CLOCK_REPLY),
+    ),
+    ("kernel-event", KernelEvent.CHILD_DIED): OpPayloads(
+        request=Payload(CHILD_DEATH),
+        reply=None,
+    ),
+    ("kernel-event", KernelEvent.TIMER): OpPayloads(
+        request=Payload(TIMER_EVENT),
+        reply=None,
+    ),
+}
+"""(service, op) -> what its request and OK reply carry; every op of every service is here."""

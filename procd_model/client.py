@@ -1,6 +1,6 @@
 """Talk to a booted native procd as a client: send requests, collect replies.
 
-This is what fuzzing and benchmarks build on: `serve(requests)` boots procd under rootd, then a
+This is what fuzzing and benchmarks build on: `ask_all(requests)` boots procd under rootd, then a
 client actor CALLs procd with each request (through capabilities the harness installs with
 the badge each request names) and records every reply. `Conversation` does the same one request
 at a time, with the machine quiet in between, so a stateful test can decide the next step from
@@ -47,7 +47,7 @@ class Session:
     """Per request: the CALL's syscall status and the reply message (None if the CALL failed)."""
 
 
-def serve(
+def ask_all(
     requests: Sequence[Request],
     trace: Trace | None = None,
     max_instructions: int = DEFAULT_MAX_INSTRUCTIONS,

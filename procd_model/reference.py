@@ -5,10 +5,12 @@ and, for each request procd receives, what it must do — which kernel-control c
 which notifications and reports it sends, and what it replies. It knows nothing about how the
 native code is written.
 
-`check_against_spec(events, procd_pid)` walks a trace of a real run request by request. For each
-message delivered to the native procd it feeds the spec the same request and the kernel's answers
-to procd's own calls (the spec's view of the environment), then compares what the spec says procd
-must do with what procd did. The first difference is reported with the request that caused it.
+`native_steps(events, procd_pid)` cuts a trace of a real run into procd's steps: each message
+delivered to the native procd, the kernel's answers to procd's own calls, and what procd did.
+`check_against_spec(steps, spec)` feeds the spec each step's request and kernel answers (the
+spec's view of the environment) and compares what the spec says procd must do with what procd
+did; the first difference comes back as a `Divergence` naming the request that caused it (None if
+they agree). `SpecFollower` does the same for a trace that grows step by step.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""Types behind the generated ABI module: fixed little-endian layouts and intake entries.
+"""Types behind the generated ABI module: fixed little-endian layouts, the payload each op
+carries, and intake entries.
 
 Plain data and codecs only; nothing here knows about the emulator.
 """
 
 from __future__ import annotations
 
+import enum
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,3 +88,39 @@ class IntakeEntry:
     cap_type: int
     rights: int
     required: bool
+
+
+class Shape(enum.Enum):
+    """How a payload is made of its layout's records (the spec's `request_shape`/`reply_shape`)."""
+
+    ONE = "one"
+    """Exactly one record."""
+    RECORDS = "records"
+    """Zero or more records, back to back."""
+    HEAD = "head"
+    """One record, then bytes it describes (CREATE_PROCESS's envelope)."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    """The payload a message carries: records of `layout`, arranged as `shape` says."""
+
+    layout: Layout
+    shape: Shape = Shape.ONE
+
+    def admits(self, length: int) -> bool:
+        """Whether a payload of `length` bytes has this shape."""
+        size = self.layout.size
+        if self.shape is Shape.ONE:
+            return length == size
+        if self.shape is Shape.RECORDS:
+            return length % size == 0
+        return length >= size
+
+
+@dataclass(frozen=True)
+class OpPayloads:
+    """What an op's request and its OK reply carry; None is an empty payload."""
+
+    request: Payload | None
+    reply: Payload | None

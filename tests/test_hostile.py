@@ -33,6 +33,7 @@ from procd_model.abi import (
     AUDIT_READ_REQUEST,
     BADGE_ROOTD,
     MSG_MAX_PAYLOAD,
+    PAYLOADS,
     PROCD_CHILD_BADGE_BASE,
     PROCESS_REQUEST,
     SPAWN_SERVICE_REPLY,
@@ -46,10 +47,11 @@ from procd_model.abi import (
     Role,
     Status,
 )
-from procd_model.client import Conversation, Request, Session, serve
+from procd_model.client import Conversation, Request, Session, ask_all
 from procd_model.messages import Message
 from procd_model.reference import ProcdSpec, check_against_spec, native_steps
 from procd_model.rootd import Services
+from procd_model.wire import Shape
 
 LONG = os.environ.get("PROCD_HOSTILE") == "long"
 U32_MAX = 0xFFFF_FFFF
@@ -68,16 +70,11 @@ ROOTD_OPS = (
 )
 CHILD_OPS = (ProcdOp.PROBE_COMPLETE, ProcdOp.SPAWN)
 PAYLOAD_SIZE = {
-    ProcdOp.SPAWN_SERVICE: SPAWN_SERVICE_REQUEST.size,
-    ProcdOp.SPAWN: SPAWN_SERVICE_REQUEST.size,
-    ProcdOp.STOP: PROCESS_REQUEST.size,
-    ProcdOp.KILL: PROCESS_REQUEST.size,
-    ProcdOp.REAP: PROCESS_REQUEST.size,
-    ProcdOp.STATUS: PROCESS_REQUEST.size,
-    ProcdOp.AUDIT_READ: AUDIT_READ_REQUEST.size,
-    ProcdOp.LIST: 0,
-    ProcdOp.PROBE_COMPLETE: 0,
+    op: 0 if (request := PAYLOADS[("procd", op)].request) is None else request.layout.size for op in ProcdOp
 }
+"""The one request payload length each op accepts, from the ABI's op table (each procd request is
+one record or nothing)."""
+assert all(p.request is None or p.request.shape is Shape.ONE for (s, _), p in PAYLOADS.items() if s == "procd")
 
 # The table the session starts with, so that every kind of entry can be named by a child badge.
 LIVE_SPAWNER, FAILED, HELD, RESTARTING, FREE = 0, 1, 2, 3, 4
@@ -99,7 +96,7 @@ def spec() -> ProcdSpec:
 
 def session_of(requests: list[Request]) -> Session:
     """SETUP then `requests` in one session; every request answered as the spec says, procd alive."""
-    session = serve([*SETUP, *requests], services=Services())
+    session = ask_all([*SETUP, *requests], services=Services())
     assert session.procd is not None and not session.procd.state.is_dead, "procd died"
     assert session.procd.state.value == "blocked", "procd is back in RECV"
     assert len(session.replies) == len(SETUP) + len(requests), "every request got exactly one reply"
@@ -155,7 +152,7 @@ def test_header_fields_the_kernel_refuses_never_reach_procd() -> None:
         Message(ProcdOp.LIST).encode()[:7] + bytes([1]) + bytes(24),
         Message(ProcdOp.LIST).encode()[:24] + (1).to_bytes(8, "little"),
     ]
-    session = serve([Request(r) for r in raw] + [Request(Message(ProcdOp.LIST))], services=Services())
+    session = ask_all([Request(r) for r in raw] + [Request(Message(ProcdOp.LIST))], services=Services())
     assert [status for status, _ in session.replies[:-1]] == [Status.INVALID_ARGUMENT] * len(raw)
     assert reply_status(session.replies[-1]) is Status.OK
     received = [e for e in session.trace.events if e.kind == "ipc.recv" and e.pid == session.procd.pid]  # type: ignore[union-attr]
@@ -264,7 +261,7 @@ def test_a_generation_wraps_from_0xffff_to_1_and_old_ids_stay_stale() -> None:
     for generation in range(1, 0x10000):
         requests += [held, process_request(ProcdOp.STOP, process_id(0, generation))]
     requests += [held, process_request(ProcdOp.STATUS, process_id(0, 0xFFFF)), process_request(ProcdOp.STATUS, 1 << 16)]
-    session = serve(requests, services=Services(), max_instructions=2_000_000_000)
+    session = ask_all(requests, services=Services(), max_instructions=2_000_000_000)
     assert session.procd is not None and not session.procd.state.is_dead
     assert len(session.replies) == len(requests), session.outcome.detail
     assert all(reply_status(answer) is Status.OK for answer in session.replies[:-2])

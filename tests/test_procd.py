@@ -32,15 +32,17 @@ from procd_model.abi import (
     KernelEvent,
     ProcdOp,
     ProcState,
+    RestartPolicy,
     Rights,
     Role,
     StartupStatus,
     Status,
 )
 from procd_model.abi import FaultKind as AbiFaultKind
-from procd_model.client import Request, serve
-from procd_model.images import boot_image_named
+from procd_model.client import Request, ask_all
+from procd_model.images import BOOT_IMAGES, boot_image, boot_image_named
 from procd_model.messages import EnvelopeSlot, Grant, Message, build_envelope
+from procd_model.reference import UNSPAWNABLE, ProcdSpec, check_against_spec, native_steps
 from procd_model.rootd import SLOT_BOOT_NOTIFY_SEND, SLOT_KERNEL_CONTROL, ProcdBoot, Services, default_procd_boot
 from procd_model.world import run_bootstrap
 
@@ -177,7 +179,7 @@ MALFORMED = [
 
 def test_malformed_requests_get_error_replies_and_procd_keeps_serving() -> None:
     requests = [r for _, r, _ in MALFORMED] + [Request(spawn())]
-    session = serve(requests)
+    session = ask_all(requests)
     assert session.procd is not None and session.kernel is not None
     got = [(s, Status(m.op) if m else None) for s, m in session.replies]
     expected = [(Status.OK, status) for _, _, status in MALFORMED] + [(Status.OK, Status.OK)]
@@ -200,7 +202,7 @@ def test_table_full_answers_busy() -> None:
     """Children that stay alive (irq clients waiting for an interrupt that never comes) fill the table."""
     waiter = boot_image_named("phase2-irq-client").image_id
     requests = [Request(spawn(image_id=waiter)) for _ in range(PROCD_MAX_PROCESSES + 2)]
-    session = serve(requests, services=Services())
+    session = ask_all(requests, services=Services())
     statuses = [Status(m.op) for _, m in session.replies if m is not None]
     assert statuses == [Status.OK] * PROCD_MAX_PROCESSES + [Status.BUSY] * 2
 
@@ -208,7 +210,7 @@ def test_table_full_answers_busy() -> None:
 def test_children_that_die_free_their_entries() -> None:
     """procd learns of each death from the kernel, so short-lived children never fill its table."""
     requests = [Request(spawn()) for _ in range(PROCD_MAX_PROCESSES + 8)]
-    session = serve(requests)
+    session = ask_all(requests)
     statuses = [Status(m.op) for _, m in session.replies if m is not None]
     assert statuses == [Status.OK] * (PROCD_MAX_PROCESSES + 8)
     logs = [e.fields["text"] for e in session.trace.of_kind("log") if e.pid == session.procd.pid]  # type: ignore[union-attr]
@@ -217,15 +219,48 @@ def test_children_that_die_free_their_entries() -> None:
 
 def test_forged_child_death_is_denied() -> None:
     forged = Message(KernelEvent.CHILD_DIED, CHILD_DEATH.pack(pid=3, kind=DeathKind.EXITED, code=0))
-    session = serve([Request(forged), Request(spawn())])
+    session = ask_all([Request(forged), Request(spawn())])
     assert [Status(m.op) for _, m in session.replies if m is not None] == [Status.DENIED, Status.OK]
+
+
+SPAWNABLE_ROLES = [role for role in Role if role.name not in UNSPAWNABLE]
+
+valid_spawns = st.fixed_dictionaries(
+    {
+        "image_id": st.sampled_from([image.image_id for image in BOOT_IMAGES]),
+        "role": st.sampled_from(SPAWNABLE_ROLES),
+        "flags": st.integers(0, EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL | EnvelopeFlag.SPAWNER),
+        "restart": st.sampled_from(list(RestartPolicy)),
+        "max_restarts": st.integers(0, 3),
+        "window_ms": st.sampled_from([0, 1, 1000, 0xFFFF_FFFF]),
+        "backoff_ms": st.sampled_from([0, 1, 1000, 0xFFFF_FFFF]),
+        "depends_on": st.one_of(
+            st.just(0), st.sampled_from([role for role in Role if role < 64]).map(lambda r: 1 << r)
+        ),
+    }
+).map(lambda fields: SPAWN_SERVICE_REQUEST.pack(**fields))
+"""SPAWN_SERVICE payloads procd must accept as well formed (some still refused: an unmet
+dependency is held, an image that does not serve the role fails to start)."""
+
+
+@st.composite
+def near_valid_spawns(draw: st.DrawFn) -> bytes:
+    """A valid spawn payload with one byte changed, cut short or made longer."""
+    payload = draw(valid_spawns)
+    edit = draw(st.sampled_from(["change", "cut", "grow"]))
+    if edit == "change":
+        at = draw(st.integers(0, len(payload) - 1))
+        return payload[:at] + bytes([draw(st.integers(0, 255))]) + payload[at + 1 :]
+    if edit == "cut":
+        return payload[: draw(st.integers(0, len(payload) - 1))]
+    return payload + draw(st.binary(min_size=1, max_size=8))
 
 
 requests_strategy = st.lists(
     st.tuples(
-        st.sampled_from([ProcdOp.SPAWN_SERVICE, 0, 0x401, 0x403, 0xFFFFFFFF]),
-        st.binary(max_size=24),
-        st.sampled_from([BADGE_ROOTD, 0, 2]),
+        st.one_of(st.just(ProcdOp.SPAWN_SERVICE), st.sampled_from([0, 0x401, 0x403, 0xFFFFFFFF])),
+        st.one_of(valid_spawns, near_valid_spawns(), st.binary(max_size=40)),
+        st.one_of(st.just(BADGE_ROOTD), st.sampled_from([0, 2])),
     ),
     min_size=1,
     max_size=6,
@@ -235,15 +270,33 @@ requests_strategy = st.lists(
 @settings(max_examples=25, deadline=None)
 @given(requests_strategy)
 def test_any_request_gets_a_reply_and_procd_survives(fuzz: list[tuple[int, bytes, int]]) -> None:
-    """Whatever arrives, procd answers every request with a defined status and then spawns normally."""
+    """Whatever arrives (valid spawns, near-valid and arbitrary payloads, under any op and
+    badge), procd answers every request with a defined status, as its specification says, and
+    then spawns normally."""
     requests = [Request(Message(op, payload), badge=badge) for op, payload, badge in fuzz] + [Request(spawn())]
-    session = serve(requests)
+    session = ask_all(requests)
+    assert session.procd is not None
     assert len(session.replies) == len(requests)
     for status, message in session.replies:
         assert status is Status.OK and message is not None
         assert message.op in set(Status)
     assert session.replies[-1][1] is not None and session.replies[-1][1].op == Status.OK
     assert not session.trace.of_kind("fault")
+    divergence = check_against_spec(native_steps(session.trace.events, session.procd.pid), ProcdSpec())
+    assert divergence is None, divergence.describe()
+
+
+@settings(max_examples=50, deadline=None)
+@given(valid_spawns)
+def test_the_fuzzed_valid_spawns_are_whole_well_formed_requests(payload: bytes) -> None:
+    """The fuzz above can reach procd's spawn path: its valid payloads are whole spawn requests
+    (28 bytes) whose every field passes procd's checks of form."""
+    assert len(payload) == SPAWN_SERVICE_REQUEST.size
+    fields = SPAWN_SERVICE_REQUEST.unpack(payload)
+    assert boot_image(fields["image_id"]) is not None
+    assert Role(fields["role"]).name not in UNSPAWNABLE
+    assert fields["flags"] & ~int(EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL | EnvelopeFlag.SPAWNER) == 0
+    assert fields["restart"] in set(RestartPolicy) and fields["reserved"] == 0
 
 
 def manage(op: int, proc_id: int, reserved: int = 0) -> Message:
@@ -269,7 +322,7 @@ def test_stop_kill_status_and_list_with_generations() -> None:
         Request(Message(ProcdOp.LIST)),
     ]
     services = Services()
-    session = serve(requests, services=services)
+    session = ask_all(requests, services=services)
     replies = [(Status(m.op), m.payload) for _, m in session.replies if m is not None]
     assert [status for status, _ in replies] == [
         Status.OK,
@@ -319,7 +372,7 @@ def test_the_audit_log_says_who_asked_and_under_which_authority() -> None:
         Request(Message(ProcdOp.AUDIT_READ, AUDIT_READ_REQUEST.pack(from_seq=0, reserved=1))),
         Request(Message(ProcdOp.AUDIT_READ, AUDIT_READ_REQUEST.pack(from_seq=3))),
     ]
-    session = serve(requests, services=Services())
+    session = ask_all(requests, services=Services())
     replies = [(Status(m.op), m.payload) for _, m in session.replies if m is not None]
     assert [status for status, _ in replies] == [Status.OK] * 4 + [Status.DENIED, Status.INVALID_ARGUMENT, Status.OK]
     child = SPAWN_SERVICE_REPLY.unpack(replies[0][1])["pid"]
@@ -350,7 +403,7 @@ def test_a_fault_at_a_non_canonical_rip_reaches_crashd_whole(monkeypatch: pytest
     real_loader = world.load_boot_image
     monkeypatch.setattr(world, "load_boot_image", lambda i: jumper if i == jumper_id else real_loader(i))
     services = Services()
-    session = serve([Request(spawn(image_id=jumper_id))], services=services)
+    session = ask_all([Request(spawn(image_id=jumper_id))], services=services)
     (fault,) = session.trace.of_kind("fault")
     assert (fault.fields["fault"], fault.fields["rip"]) == ("general-protection", f"{NON_CANONICAL_RIP:#x}")
     assert fault.fields["address"] == f"{NON_CANONICAL_RIP:#x}"

@@ -20,7 +20,7 @@ from procd_model.abi import (
     Role,
     Status,
 )
-from procd_model.client import Request, serve
+from procd_model.client import Request, ask_all
 from procd_model.images import boot_image_named
 from procd_model.messages import Message
 from procd_model.reference import ProcdSpec, Step, check_against_spec, native_steps
@@ -74,7 +74,7 @@ MIXED = [
 
 
 def mixed_session() -> list[Step]:
-    session = serve(MIXED, services=Services())
+    session = ask_all(MIXED, services=Services())
     return steps_of(session.trace)
 
 
@@ -104,7 +104,7 @@ def test_dependencies_on_roles_procd_never_runs_match_the_spec() -> None:
         Request(depends(Role.MEMD)),
         Request(depends(Role.PAGERD)),
     ]
-    session = serve(requests, before_procd=(Role.MEMD,))
+    session = ask_all(requests, before_procd=(Role.MEMD,))
     statuses = [Status(reply.op) for _, reply in session.replies if reply is not None]
     assert (
         statuses
@@ -124,7 +124,9 @@ def test_dependencies_on_roles_procd_never_runs_match_the_spec() -> None:
 def full_table_session() -> list[Step]:
     waiter = boot_image_named("phase2-irq-client").image_id
     payload = SPAWN_SERVICE_REQUEST.pack(image_id=waiter, role=Role.TEST, flags=0)
-    session = serve([Request(Message(ProcdOp.SPAWN_SERVICE, payload))] * (PROCD_MAX_PROCESSES + 1), services=Services())
+    session = ask_all(
+        [Request(Message(ProcdOp.SPAWN_SERVICE, payload))] * (PROCD_MAX_PROCESSES + 1), services=Services()
+    )
     return steps_of(session.trace)
 
 
@@ -196,7 +198,7 @@ fuzz = st.lists(
 @settings(max_examples=30, deadline=None)
 @given(fuzz)
 def test_fuzzed_requests_match_the_spec(requests: list[tuple[int, bytes, int]]) -> None:
-    session = serve(
+    session = ask_all(
         [Request(Message(op, payload), badge=badge) for op, payload, badge in requests], services=Services()
     )
     divergence = check_against_spec(steps_of(session.trace), spec_for(Services()))

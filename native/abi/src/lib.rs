@@ -1,8 +1,10 @@
 //! The EriX ABI for the native images.
 //!
 //! Every number comes from `abi/erix-abi.toml` through the generated module (re-exported at
-//! the crate root); this file adds only little-endian codecs over byte slices and the
-//! message-buffer type. No behaviour lives here.
+//! the crate root), with an enum per service's ops (`ProcdOp`, `KernelOp`, ...: `TryFrom<u32>`,
+//! and the payload each op carries); this crate adds only little-endian codecs over byte
+//! slices, the message-buffer type and the header check of a request against its op's
+//! payload (`MessageHeader::expect`). No behaviour lives here.
 #![cfg_attr(not(test), no_std)]
 
 mod generated;
@@ -10,9 +12,11 @@ mod generated;
 pub use generated::*;
 
 mod msg;
+mod payload;
 mod wire;
 
 pub use msg::{Message, MessageHeader};
+pub use payload::{Malformed, Payload, UnknownOp};
 pub use wire::{read_u8, read_u16, read_u32, read_u64, write_u16, write_u32, write_u64};
 
 /// The bytes of an `image_note` record for `role`, as stored in an image's `.erix_image`
