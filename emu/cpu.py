@@ -25,6 +25,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 from emu.accounting import STOP_CYCLES, STOP_INSNS, STOP_NONE, STOP_UNKNOWN, UNLIMITED, Accountant, CostFunction
 from emu.cpuid import cpuid_leaf
 from emu.elf import PAGE_SIZE, ElfImage, Perm
+from emu.events import MILLICYCLES_PER_CYCLE
 from emu.insnlog import Feed, InsnLog
 from emu.interrupt import engine_running
 
@@ -59,7 +60,10 @@ class TrapKind(Enum):
     BUDGET = "budget"
 
 
-class FaultKind(Enum):
+class FaultCause(Enum):
+    """What went wrong in a guest, as the CPU (or a host that kills it) saw it; the ABI numbers
+    these for CHILD_DIED records as `procd_model.abi.FaultKind`, by the same member names."""
+
     UNMAPPED_READ = "unmapped-read"
     UNMAPPED_WRITE = "unmapped-write"
     UNMAPPED_FETCH = "unmapped-fetch"
@@ -78,7 +82,7 @@ class FaultKind(Enum):
 
 @dataclass(frozen=True)
 class Fault:
-    kind: FaultKind
+    kind: FaultCause
     rip: int
     address: int | None = None
     detail: str = ""
@@ -107,14 +111,14 @@ class GuestMemoryError(Exception):
 
 
 _MEM_FAULTS = {
-    uc_const.UC_MEM_READ_UNMAPPED: FaultKind.UNMAPPED_READ,
-    uc_const.UC_MEM_WRITE_UNMAPPED: FaultKind.UNMAPPED_WRITE,
-    uc_const.UC_MEM_FETCH_UNMAPPED: FaultKind.UNMAPPED_FETCH,
-    uc_const.UC_MEM_READ_PROT: FaultKind.PROTECTED_READ,
-    uc_const.UC_MEM_WRITE_PROT: FaultKind.PROTECTED_WRITE,
-    uc_const.UC_MEM_FETCH_PROT: FaultKind.PROTECTED_FETCH,
+    uc_const.UC_MEM_READ_UNMAPPED: FaultCause.UNMAPPED_READ,
+    uc_const.UC_MEM_WRITE_UNMAPPED: FaultCause.UNMAPPED_WRITE,
+    uc_const.UC_MEM_FETCH_UNMAPPED: FaultCause.UNMAPPED_FETCH,
+    uc_const.UC_MEM_READ_PROT: FaultCause.PROTECTED_READ,
+    uc_const.UC_MEM_WRITE_PROT: FaultCause.PROTECTED_WRITE,
+    uc_const.UC_MEM_FETCH_PROT: FaultCause.PROTECTED_FETCH,
 }
-_FETCH_FAULTS = (FaultKind.UNMAPPED_FETCH, FaultKind.PROTECTED_FETCH)
+_FETCH_FAULTS = (FaultCause.UNMAPPED_FETCH, FaultCause.PROTECTED_FETCH)
 _FETCH_ACCESSES = frozenset({uc_const.UC_MEM_FETCH_UNMAPPED, uc_const.UC_MEM_FETCH_PROT})
 _ACCESS_NAMES = {
     uc_const.UC_MEM_READ_UNMAPPED: "read",
@@ -123,7 +127,7 @@ _ACCESS_NAMES = {
     uc_const.UC_MEM_WRITE_PROT: "write",
 }
 # x86 exception vectors that are traps (the instruction retired) rather than faults.
-_TRAP_VECTORS = {3: FaultKind.BREAKPOINT, 4: FaultKind.INTERRUPT}
+_TRAP_VECTORS = {3: FaultCause.BREAKPOINT, 4: FaultCause.INTERRUPT}
 
 
 def _identity_tlb_fill(uc: unicorn.Uc, page: int, _access: int, entry: object, _user: object) -> bool:
@@ -218,10 +222,6 @@ class GuestCpu:
     def cost(self) -> int:
         """Millicycles this guest's retired instructions cost."""
         return int(self._state.cost)
-
-    @property
-    def native_accounting(self) -> bool:
-        return self._acct.native
 
     def add_block_probe(self, probe: BlockProbe, begin: int = 1, end: int = 0) -> None:
         """Call `probe` before each block in [begin, end] runs (all blocks by default).
@@ -420,7 +420,7 @@ class GuestCpu:
         if self._fault is None and not self._syscall and state.stop == STOP_NONE:
             # emu_start returned with no hook asking: the guest executed `hlt`, a privileged
             # instruction at user level.
-            self._fault = Fault(FaultKind.GENERAL_PROTECTION, max(rip - 1, 0), None, "privileged instruction hlt")
+            self._fault = Fault(FaultCause.GENERAL_PROTECTION, max(rip - 1, 0), None, "privileged instruction hlt")
         if self._fault is not None:
             self._settle_fault(self._fault)
             return Trap(TrapKind.FAULT, self._fault.rip, self._fault)
@@ -469,13 +469,13 @@ class GuestCpu:
 
     def _fault_from_error(self, error: unicorn.UcError, rip: int) -> Fault:
         if error.errno == uc_const.UC_ERR_INSN_INVALID:
-            return Fault(FaultKind.INVALID_OPCODE, rip)
+            return Fault(FaultCause.INVALID_OPCODE, rip)
         if error.errno == uc_const.UC_ERR_FETCH_UNMAPPED:
             self._fault_on_fetch = True
             if not is_canonical(rip):
-                return Fault(FaultKind.GENERAL_PROTECTION, rip, rip, "non-canonical fetch")
-            return Fault(FaultKind.UNMAPPED_FETCH, rip, rip)
-        return Fault(FaultKind.CPU_EXCEPTION, rip, None, str(error))
+                return Fault(FaultCause.GENERAL_PROTECTION, rip, rip, "non-canonical fetch")
+            return Fault(FaultCause.UNMAPPED_FETCH, rip, rip)
+        return Fault(FaultCause.CPU_EXCEPTION, rip, None, str(error))
 
     def virtual_clock(self) -> int:
         """The machine's virtual time in millicycles at the current instruction (inside a hook)."""
@@ -514,7 +514,7 @@ class GuestCpu:
         return 1  # skip the real instruction
 
     def _tsc(self) -> int:
-        return self.virtual_clock() // 1000
+        return self.virtual_clock() // MILLICYCLES_PER_CYCLE
 
     def _on_rdtsc(self, _uch: object, _user: object) -> int:
         tsc = self._tsc()
@@ -529,15 +529,15 @@ class GuestCpu:
     def _on_interrupt(self, uc: unicorn.Uc, vector: int, _user: object) -> None:
         rip = self.reg("rip")
         if vector == 0:
-            self._fault = Fault(FaultKind.DIVIDE_ERROR, rip)
+            self._fault = Fault(FaultCause.DIVIDE_ERROR, rip)
         elif vector in _TRAP_VECTORS:
             self._fault = Fault(_TRAP_VECTORS[vector], rip, None, f"vector {vector}")
         else:
-            self._fault = Fault(FaultKind.INTERRUPT, rip, None, f"vector {vector}")
+            self._fault = Fault(FaultCause.INTERRUPT, rip, None, f"vector {vector}")
         uc.emu_stop()
 
     def _on_invalid(self, uc: unicorn.Uc, _user: object) -> bool:
-        self._fault = Fault(FaultKind.INVALID_OPCODE, self.reg("rip"))
+        self._fault = Fault(FaultCause.INVALID_OPCODE, self.reg("rip"))
         return False
 
     def _on_mem_fault(self, uc: unicorn.Uc, access: int, address: int, size: int, _value: int, _user: object) -> bool:
@@ -548,8 +548,8 @@ class GuestCpu:
             # x86-64 raises #GP (#SS for a stack reference, reported the same way) for an access
             # that touches a non-canonical address; `address` is its first non-canonical byte.
             what = "fetch" if self._fault_on_fetch else f"{size}-byte {_ACCESS_NAMES.get(access, 'access')}"
-            self._fault = Fault(FaultKind.GENERAL_PROTECTION, self.reg("rip"), address, f"non-canonical {what}")
+            self._fault = Fault(FaultCause.GENERAL_PROTECTION, self.reg("rip"), address, f"non-canonical {what}")
             return False
-        kind = _MEM_FAULTS.get(access, FaultKind.CPU_EXCEPTION)
+        kind = _MEM_FAULTS.get(access, FaultCause.CPU_EXCEPTION)
         self._fault = Fault(kind, self.reg("rip"), address, f"{size}-byte access")
         return False

@@ -19,6 +19,8 @@ from typing import IO, Any, Protocol
 
 import orjson
 
+from emu.events import BLOCK, INSN, SUMMARY, SYSCALL
+
 FORMATS = ("text", "jsonl")
 
 
@@ -38,9 +40,9 @@ class Level(enum.IntEnum):
 
 
 LEVELS = {level.name.lower(): level for level in Level}
-_KIND_LEVEL = {"syscall": Level.SYSCALL, "block": Level.BLOCK, "insn": Level.INSN, "summary": Level.NONE}
+_KIND_LEVEL = {SYSCALL: Level.SYSCALL, BLOCK: Level.BLOCK, INSN: Level.INSN, SUMMARY: Level.NONE}
 _RESERVED = frozenset({"seq", "icount", "cycle", "pid", "kind"})
-_OUTSIDE_THE_RUN = frozenset({"block", "insn", "summary"})
+_OUTSIDE_THE_RUN = frozenset({BLOCK, INSN, SUMMARY})
 """Kinds that are not part of the run's stream (the digest): views of it, and the summary itself."""
 
 
@@ -81,10 +83,6 @@ def _render(seq: int, icount: int, cycle: int, pid: int, kind: str, fields: dict
     if not fields:
         return head + b"}"
     return head + b"," + orjson.dumps(fields)[1:]
-
-
-def to_jsonl(event: Event) -> str:
-    return jsonl_line(event).decode("utf-8")
 
 
 def text_value(value: Any) -> str:
@@ -190,9 +188,9 @@ class Trace:
                 self._hash_pending()
             if self._keep:
                 self.events.append(Event(run_seq, icount, cycle, pid, kind, fields))
-        elif kind == "summary" and self._keep:
+        elif kind == SUMMARY and self._keep:
             self.events.append(Event(run_seq, icount, cycle, pid, kind, fields))
-        if not self._shows(kind) or (self.pid is not None and pid != self.pid and kind != "summary"):
+        if not self._shows(kind) or (self.pid is not None and pid != self.pid and kind != SUMMARY):
             return
         seq = self.next_seq
         self.next_seq = seq + 1

@@ -14,6 +14,7 @@ from typing import Any, Protocol, cast
 
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
+from emu.events import KERNEL_PID, SUMMARY
 from emu.trace import Trace
 
 DEFAULT_WORLD = "procd_model.world"
@@ -53,8 +54,8 @@ class RunOutcome:
 def emit_summary(trace: Trace, outcome: RunOutcome) -> None:
     """The last event of every trace: how the run ended, and the digest of everything before."""
     trace.emit(
-        "summary",
-        0,
+        SUMMARY,
+        KERNEL_PID,
         stop=outcome.stop,
         ok=outcome.ok,
         detail=outcome.detail,

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emu.accounting import CpuModel
-from emu.cpu import Fault, FaultKind, GuestCpu, GuestMemoryError, TrapKind
+from emu.cpu import Fault, FaultCause, GuestCpu, GuestMemoryError, TrapKind
 from emu.elf import PAGE_SIZE, ElfImage, Perm
+from emu.events import KERNEL_PID
+from emu.events import MILLICYCLES_PER_CYCLE as MILLI
 from emu.trace import Trace
 from emu.world import Instrument
 from procd_model import costs
@@ -67,12 +69,9 @@ from procd_model.cpu_model import default_cpu_model
 from procd_model.messages import Message, MessageError, envelope_role
 from procd_model.ops import KERNEL_EVENTS, decode_payload, op_name, status_name
 
-KERNEL_PID = 0
 _SYSCALL_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS)
 _RESULT_REGISTERS = (SYSCALL_STATUS_REGISTER, *SYSCALL_RESULT_REGISTERS, *SYSCALL_CLOBBERED_REGISTERS)
 """Status and results, then what the hardware `syscall` leaves: rcx = return address, r11 = rflags."""
-MILLI = 1000
-"""Millicycles per cycle: guest costs are fractional, the machine clock keeps millicycles."""
 
 
 class ProcState(enum.Enum):
@@ -468,7 +467,7 @@ class Kernel:
                 insn_budget = min(insn_budget, proc.fault_at - cpu.retired)
                 if insn_budget <= 0:
                     rip = cpu.reg("rip")
-                    self._kill(proc, Fault(FaultKind.INJECTED, rip, None, f"at instruction {proc.fault_at}"))
+                    self._kill(proc, Fault(FaultCause.INJECTED, rip, None, f"at instruction {proc.fault_at}"))
                     return
             budget = turn_end - cpu.cost
             next_event = self._next_timed()
@@ -563,7 +562,7 @@ class Kernel:
 
     def _syscall_fault(self, proc: Process, detail: str) -> Fault:
         rip = proc.cpu.reg("rip") - 2 if proc.cpu is not None else 0
-        return Fault(FaultKind.GENERAL_PROTECTION, rip, None, detail)
+        return Fault(FaultCause.GENERAL_PROTECTION, rip, None, detail)
 
     @staticmethod
     def _describe_args(number: Syscall, args: tuple[int, ...]) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
+from emu.events import MILLICYCLES_PER_CYCLE
 from emu.export import idle_intervals, write_text_atomic
 from emu.trace import Event
 
-MILLICYCLES_PER_CYCLE = 1000
 IDLE_FRAME = "[idle]"
 """The one-frame stack of the time nothing ran (the run's `sched.idle` intervals)."""
 

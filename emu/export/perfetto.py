@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu.export import IDLE_NAME, KERNEL_PID, idle_intervals, name_of, write_text_atomic
+from emu.events import IDLE_NAME, KERNEL_PID
+from emu.export import idle_intervals, name_of, write_text_atomic
 from emu.export import process_names as known_names
 from emu.trace import Event
 

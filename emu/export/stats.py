@@ -34,7 +34,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from emu.export import IDLE_PID, KERNEL_PID, name_of, process_names
+from emu.events import IDLE_PID, KERNEL_PID
+from emu.export import name_of, process_names
 from emu.trace import Event
 
 _CLOSES_OPERATION = frozenset({"ipc.reply", "ipc.recv", "process.exit", "fault"})
