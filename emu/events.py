@@ -6,6 +6,7 @@ read them. Each name is defined here once, so a kind cannot be spelled two ways.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 # ------------------------------------------------------------------ shared constants
@@ -51,3 +52,24 @@ INSN: Final = "insn"
 """An executed instruction (trace level insn; a view, not part of the run's stream)."""
 SUMMARY: Final = "summary"
 """The last event: how the run ended and the digest of everything before it."""
+
+
+# ------------------------------------------------------------------ what a model declares
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """Facts about a world's events that readers (the exporters) need and the events do not
+    carry: the world passes them with the run (`emu.world.RunOutcome.model`), so an exporter
+    reads what the model declares instead of knowing its quirks."""
+
+    kernel_served_endpoints: frozenset[str] = frozenset()
+    """`endpoint` values of `ipc.send` events whose call the kernel serves itself, answered by an
+    `ipc.reply` from KERNEL_PID (not delivered to any process)."""
+    receive_syscalls: frozenset[str] = frozenset()
+    """`syscall` event names that wait for the next message: one with status "blocked" means its
+    process is back waiting (so it is done with the message it had)."""
+
+
+NO_FACTS: Final = ModelFacts()
+"""A model that declares nothing (readers then treat every endpoint and syscall alike)."""

@@ -14,7 +14,7 @@ from typing import Any, Protocol, cast
 
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
-from emu.events import KERNEL_PID, SUMMARY
+from emu.events import KERNEL_PID, NO_FACTS, SUMMARY, ModelFacts
 from emu.trace import Trace
 
 DEFAULT_WORLD = "procd_model.world"
@@ -49,6 +49,8 @@ class RunOutcome:
     instructions: int = 0
     frequency_hz: int = 1_000_000_000
     """Virtual cycles per second of the run's clock (for exports on a time axis)."""
+    model: ModelFacts = NO_FACTS
+    """What the world's model declares about its events (for the exporters)."""
 
 
 def emit_summary(trace: Trace, outcome: RunOutcome) -> None:

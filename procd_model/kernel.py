@@ -67,7 +67,7 @@ from procd_model.actor import ActorProgram, SyscallResult
 from procd_model.caps import Capability, CapLookupError, CapTable
 from procd_model.cpu_model import default_cpu_model
 from procd_model.messages import Message, MessageError, envelope_role
-from procd_model.ops import KERNEL_EVENTS, decode_payload, op_name, status_name
+from procd_model.ops import KERNEL_CONTROL_ENDPOINT, KERNEL_EVENTS, decode_payload, op_name, status_name
 
 _SYSCALL_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS)
 _RESULT_REGISTERS = (SYSCALL_STATUS_REGISTER, *SYSCALL_RESULT_REGISTERS, *SYSCALL_CLOBBERED_REGISTERS)
@@ -864,7 +864,7 @@ class Kernel:
         self.trace.emit(
             "ipc.send",
             proc.pid,
-            endpoint="kernel-control",
+            endpoint=KERNEL_CONTROL_ENDPOINT,
             op=op_name("kernel", message.op),
             call=True,
             len=len(message.payload),

@@ -6,6 +6,7 @@ import contextlib
 import enum
 from typing import Any
 
+from emu.events import ModelFacts
 from procd_model.abi import (
     AUDIT_READ_REQUEST,
     CHILD_DEATH,
@@ -31,12 +32,21 @@ from procd_model.abi import (
     ProcState,
     Role,
     Status,
+    Syscall,
     TimedOp,
 )
 from procd_model.wire import Layout
 
 KERNEL_EVENTS = "kernel-event"
 """The pseudo-service of messages the kernel sends itself (CHILD_DIED)."""
+KERNEL_CONTROL_ENDPOINT = "kernel-control"
+"""The `endpoint` an `ipc.send` to kernel-control shows: the kernel serves the call itself."""
+
+MODEL_FACTS = ModelFacts(
+    kernel_served_endpoints=frozenset({KERNEL_CONTROL_ENDPOINT}),
+    receive_syscalls=frozenset({Syscall.RECV.name, Syscall.REPLY_RECV.name}),
+)
+"""What this model declares about its events, passed with every run (`RunOutcome.model`)."""
 
 SERVICE_OPS: dict[str, type[enum.IntEnum]] = {
     KERNEL_EVENTS: KernelEvent,
