@@ -54,6 +54,9 @@ class Event:
     pid: int
     kind: str
     fields: dict[str, Any] = field(default_factory=dict)
+    data: object = None
+    """Typed data its producer attached for readers that know the model (e.g. the message a
+    kernel moved); never rendered and not in the digest: `fields` are what the trace shows."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -165,15 +168,18 @@ class Trace:
     def _shows(self, kind: str) -> bool:
         return kind not in self._hidden and (kind in _KIND_LEVEL or self._shows_ipc)
 
-    def emit(self, kind: str, pid: int, /, **fields: Any) -> None:
-        """Record an event stamped with the machine's clock now."""
-        self._record(self._icount(), self._cycle(), kind, pid, fields)
+    def emit(self, kind: str, pid: int, data: object = None, /, **fields: Any) -> None:
+        """Record an event stamped with the machine's clock now; `data` is kept with it, unrendered
+        (see `Event.data`)."""
+        self._record(self._icount(), self._cycle(), kind, pid, fields, data)
 
     def emit_at(self, icount: int, cycle: int, kind: str, pid: int, /, **fields: Any) -> None:
         """Record an event with explicit stamps (for events observed inside a running guest)."""
         self._record(icount, cycle, kind, pid, fields)
 
-    def _record(self, icount: int, cycle: int, kind: str, pid: int, fields: dict[str, Any]) -> None:
+    def _record(
+        self, icount: int, cycle: int, kind: str, pid: int, fields: dict[str, Any], data: object = None
+    ) -> None:
         if not _RESERVED.isdisjoint(fields):
             clash = sorted(_RESERVED.intersection(fields))[0]
             raise ValueError(f"event field {clash!r} would overwrite the event's own")
@@ -187,7 +193,7 @@ class Trace:
             if len(pending) >= 512:
                 self._hash_pending()
             if self._keep:
-                self.events.append(Event(run_seq, icount, cycle, pid, kind, fields))
+                self.events.append(Event(run_seq, icount, cycle, pid, kind, fields, data))
         elif kind == SUMMARY and self._keep:
             self.events.append(Event(run_seq, icount, cycle, pid, kind, fields))
         if not self._shows(kind) or (self.pid is not None and pid != self.pid and kind != SUMMARY):

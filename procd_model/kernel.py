@@ -67,7 +67,7 @@ from procd_model.actor import ActorProgram, SyscallResult
 from procd_model.caps import Capability, CapLookupError, CapTable
 from procd_model.cpu_model import default_cpu_model
 from procd_model.messages import Message, MessageError, envelope_role
-from procd_model.ops import KERNEL_CONTROL_ENDPOINT, KERNEL_EVENTS, decode_payload, op_name, status_name
+from procd_model.ops import KERNEL_CONTROL_ENDPOINT, KERNEL_EVENTS, IpcRecord, decode_payload, op_name, status_name
 
 _SYSCALL_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS)
 _RESULT_REGISTERS = (SYSCALL_STATUS_REGISTER, *SYSCALL_RESULT_REGISTERS, *SYSCALL_CLOBBERED_REGISTERS)
@@ -632,6 +632,7 @@ class Kernel:
         self.trace.emit(
             "ipc.send",
             proc.pid,
+            IpcRecord(endpoint.service, message.op, message.payload, len(caps), cap.badge, is_call),
             endpoint=endpoint.obj,
             op=op_name(endpoint.service, message.op),
             call=is_call,
@@ -690,6 +691,9 @@ class Kernel:
         self.trace.emit(
             "ipc.recv",
             receiver.pid,
+            IpcRecord(
+                service, delivered.op, delivered.payload, len(landed), pending.badge, pending.is_call, peer=pending.pid
+            ),
             endpoint=endpoint.obj,
             op=op_name(service, delivered.op),
             badge=pending.badge,
@@ -724,7 +728,14 @@ class Kernel:
         proc.reply_to = None
         if caller.awaiting_reply_from == proc.pid and caller.state is ProcState.BLOCKED:
             caller.awaiting_reply_from = None
-            self.trace.emit("ipc.reply", proc.pid, to=caller.pid, status="INTERNAL", dropped=True)
+            self.trace.emit(
+                "ipc.reply",
+                proc.pid,
+                IpcRecord(*proc.reply_op, status=Status.INTERNAL, peer=caller.pid),
+                to=caller.pid,
+                status="INTERNAL",
+                dropped=True,
+            )
             self._complete(caller, Status.INTERNAL)
 
     def _sys_reply(self, proc: Process, args: tuple[int, ...]) -> Outcome:
@@ -749,6 +760,7 @@ class Kernel:
         self.trace.emit(
             "ipc.reply",
             proc.pid,
+            IpcRecord(service, op, message.payload, status=message.op, peer=caller.pid),
             to=caller.pid,
             op=op_name(service, op),
             status=status_name(message.op),
@@ -864,6 +876,7 @@ class Kernel:
         self.trace.emit(
             "ipc.send",
             proc.pid,
+            IpcRecord("kernel", message.op, message.payload, call=True),
             endpoint=KERNEL_CONTROL_ENDPOINT,
             op=op_name("kernel", message.op),
             call=True,
@@ -879,6 +892,7 @@ class Kernel:
         self.trace.emit(
             "ipc.reply",
             KERNEL_PID,
+            IpcRecord("kernel", message.op, reply.payload, status=status, peer=proc.pid),
             to=proc.pid,
             op=op_name("kernel", message.op),
             status=status.name,
@@ -1086,7 +1100,15 @@ class Kernel:
         """Queue a message from the kernel itself (badge BADGE_KERNEL, no reply right) on `endpoint`."""
         pending = PendingSend(KERNEL_PID, Message(op, payload), (), BADGE_KERNEL, is_call=False)
         self.trace.emit(
-            "ipc.send", KERNEL_PID, endpoint=endpoint.obj, op=op.name, call=False, len=len(payload), caps=0, **shown
+            "ipc.send",
+            KERNEL_PID,
+            IpcRecord(KERNEL_EVENTS, op, payload, badge=BADGE_KERNEL),
+            endpoint=endpoint.obj,
+            op=op.name,
+            call=False,
+            len=len(payload),
+            caps=0,
+            **shown,
         )
         if endpoint.receivers:
             receiver = self.procs[endpoint.receivers.popleft()]

@@ -1,9 +1,11 @@
-"""Names and decoded fields of operations, per service, for the trace."""
+"""Operations per service: their names and decoded fields for the trace, and the typed record of
+each message the kernel moves (`IpcRecord`, attached to its trace event for the reference spec)."""
 
 from __future__ import annotations
 
 import contextlib
 import enum
+from dataclasses import dataclass
 from typing import Any
 
 from emu.events import ModelFacts
@@ -118,13 +120,21 @@ def status_name(value: int) -> str:
         return f"{value:#x}"
 
 
-def decode_payload(service: str, op: int, payload: bytes, *, reply: bool) -> dict[str, Any]:
-    """The interesting fields of a request or OK reply payload, when it has the expected size."""
+def payload_values(service: str, op: int, payload: bytes, *, reply: bool) -> dict[str, Any]:
+    """A request or OK reply payload's fields by their ABI names (integers, or lists of them for
+    array fields), when it has its layout's size (else none)."""
     layouts = _PAYLOADS.get((service, op))
     layout = None if layouts is None else layouts[1 if reply else 0]
     if layout is None or len(payload) < layout.size:
         return {}
-    fields = {_SHOWN[k]: v for k, v in layout.unpack(payload).items() if k in _SHOWN}
+    return layout.unpack(payload)
+
+
+def decode_payload(service: str, op: int, payload: bytes, *, reply: bool) -> dict[str, Any]:
+    """The interesting fields of a request or OK reply payload, when it has the expected size,
+    as the trace shows them."""
+    values = payload_values(service, op, payload, reply=reply)
+    fields: dict[str, Any] = {_SHOWN[k]: v for k, v in values.items() if k in _SHOWN}
     for key, names in (("death", DeathKind), ("event", CrashEvent), ("proc_state", ProcState)):
         if key in fields:
             with contextlib.suppress(ValueError):
@@ -133,3 +143,32 @@ def decode_payload(service: str, op: int, payload: bytes, *, reply: bool) -> dic
         with contextlib.suppress(ValueError):
             fields["role"] = Role(fields["role"]).name
     return fields
+
+
+@dataclass(frozen=True, slots=True)
+class IpcRecord:
+    """A message the kernel moved, typed: the `data` of its `ipc.send`, `ipc.recv` or `ipc.reply`
+    event (whose fields show it rendered). Readers that know the model (the reference spec) read
+    this, not the display fields."""
+
+    service: str
+    """Whose op numbering `op` is in: an endpoint's service, "kernel" or KERNEL_EVENTS."""
+    op: int
+    """The operation (for a reply: the operation replied to)."""
+    payload: bytes = b""
+    caps: int = 0
+    """Capabilities sent (a send) or landed in the receiver (a delivery)."""
+    badge: int = 0
+    """The badge the receiver sees (sends and deliveries)."""
+    call: bool = False
+    """Sent by CALL: the receiver owes a reply."""
+    status: int | None = None
+    """A reply's status; None for a request."""
+    peer: int | None = None
+    """The other side: the sender of a delivery, the caller a reply goes to."""
+
+    def values(self) -> dict[str, Any]:
+        """The payload's fields by ABI name: a request's, or an OK reply's (else none)."""
+        if self.status is not None and self.status != Status.OK:
+            return {}
+        return payload_values(self.service, self.op, self.payload, reply=self.status is not None)

@@ -15,6 +15,7 @@ from procd_model.abi import (
     PROCESS_REQUEST,
     SPAWN_SERVICE_REQUEST,
     CapPurpose,
+    KernelEvent,
     ProcdOp,
     RestartPolicy,
     Role,
@@ -152,7 +153,7 @@ def test_changing_one_policy_detail_in_the_spec_is_caught() -> None:
     scenario = next(s for s in builtin_scenarios() if s.name == "phase0-fault-kill")
     run_scenario(trace, scenario, 50_000_000)
     divergence = check_against_spec(steps_of(trace), silent_crashd)
-    assert divergence is not None and divergence.step.request["op"] == "CHILD_DIED"
+    assert divergence is not None and divergence.step.request.op == KernelEvent.CHILD_DIED
 
 
 fuzz = st.lists(
@@ -232,3 +233,16 @@ def test_kill_of_a_process_restarted_after_a_kill_is_carried_out() -> None:
     assert talk.pass_time(), "the restart's timer was pending"
     assert reply_status(talk.ask(process_request(ProcdOp.KILL, process_id(0, 2)))) is Status.OK
     agree(talk, follower)
+
+
+def test_the_steps_come_from_typed_records_not_the_traces_display_fields() -> None:
+    trace = Trace()
+    scenario = next(s for s in builtin_scenarios() if s.name == "phase0-fault-kill")
+    run_scenario(trace, scenario, 50_000_000)
+    steps = steps_of(trace)
+    blanked = [
+        Event(e.seq, e.icount, e.cycle, e.pid, e.kind, {}, e.data) if e.kind.startswith("ipc.") else e
+        for e in trace.events
+    ]
+    assert native_steps(blanked, procd_pid(trace.events)) == steps
+    assert [step.request.op for step in steps][:2] == [ProcdOp.SPAWN_SERVICE, KernelEvent.CHILD_DIED]
