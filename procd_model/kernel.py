@@ -22,7 +22,23 @@ from typing import Any
 from emu.accounting import CpuModel
 from emu.cpu import Fault, FaultCause, GuestCpu, GuestMemoryError, TrapKind
 from emu.elf import PAGE_SIZE, ElfImage, Perm
-from emu.events import KERNEL_PID
+from emu.events import (
+    FAULT,
+    IPC_RECV,
+    IPC_REPLY,
+    IPC_SEND,
+    IRQ,
+    KERNEL_PID,
+    LOG,
+    NOTIFY,
+    PROCESS_CREATE,
+    PROCESS_EXIT,
+    PROCESS_KILL,
+    PROCESS_START,
+    SCHED_IDLE,
+    SCHED_SWITCH,
+    SYSCALL,
+)
 from emu.events import MILLICYCLES_PER_CYCLE as MILLI
 from emu.trace import Trace
 from emu.world import Instrument
@@ -286,7 +302,7 @@ class Kernel:
         """A modelled peer, ready to run."""
         proc = Process(self._take_pid(), name, caps, program=program)
         self.procs[proc.pid] = proc
-        self.trace.emit("process.create", proc.pid, name=name, actor=True)
+        self.trace.emit(PROCESS_CREATE, proc.pid, name=name, actor=True)
         self._make_ready(proc)
         return proc
 
@@ -312,7 +328,7 @@ class Kernel:
             self._instrument(cpu, image, proc.pid)
         role = envelope_role(envelope)
         self.trace.emit(
-            "process.create",
+            PROCESS_CREATE,
             proc.pid,
             name=name,
             role=role.name if role is not None else None,
@@ -322,7 +338,7 @@ class Kernel:
         return proc
 
     def start(self, proc: Process, *, run_next: bool = False) -> None:
-        self.trace.emit("process.start", proc.pid, name=proc.name)
+        self.trace.emit(PROCESS_START, proc.pid, name=proc.name)
         self._make_ready(proc, front=run_next)
 
     def _take_pid(self) -> int:
@@ -345,13 +361,13 @@ class Kernel:
         if proc.pid != self._running:
             if proc.pid != self._last_ran:
                 self.charge(costs.CONTEXT_SWITCH)
-            self.trace.emit("sched.switch", proc.pid, previous=self._running)
+            self.trace.emit(SCHED_SWITCH, proc.pid, previous=self._running)
             self._running = self._last_ran = proc.pid
 
     def _idle_until(self, at: int) -> None:
         """Nothing is ready until `at` (millicycles): virtual time jumps there. The trace shows the
         interval as idle, then the kernel as current (it delivers what came due) until a switch."""
-        self.trace.emit("sched.idle", KERNEL_PID, previous=self._running, until=at // MILLI)
+        self.trace.emit(SCHED_IDLE, KERNEL_PID, previous=self._running, until=at // MILLI)
         self._running = KERNEL_PID
         self.clock = at
 
@@ -374,7 +390,7 @@ class Kernel:
         """Deliver the earliest interrupt or timer (its time has come, or the next block would pass it)."""
         at, _, event = heapq.heappop(self._timed)
         if isinstance(event, Interrupt):
-            self.trace.emit("irq", KERNEL_PID, line=event.line, notification=event.notification, scheduled=at // MILLI)
+            self.trace.emit(IRQ, KERNEL_PID, line=event.line, notification=event.notification, scheduled=at // MILLI)
             self._signal(self.notifications[event.notification], NotifyBit.IRQ)
             return
         endpoint = self.endpoints.get(event.endpoint)
@@ -427,7 +443,7 @@ class Kernel:
 
     def signal(self, notification: Notification, bits: int) -> None:
         """NOTIFY `bits` on `notification` from outside the modelled processes (a test harness)."""
-        self.trace.emit("notify", KERNEL_PID, notification=notification.obj, bits=bits)
+        self.trace.emit(NOTIFY, KERNEL_PID, notification=notification.obj, bits=bits)
         self._signal(notification, bits)
 
     def terminate(self, pid: int) -> bool:
@@ -436,7 +452,7 @@ class Kernel:
         target = self.procs.get(pid)
         if target is None or target.state.is_dead or target.cpu is None:
             return False
-        self.trace.emit("process.kill", target.pid, name=target.name, by=KERNEL_PID)
+        self.trace.emit(PROCESS_KILL, target.pid, name=target.name, by=KERNEL_PID)
         self._bury(target, ProcState.KILLED)
         return True
 
@@ -543,21 +559,21 @@ class Kernel:
         except ValueError:
             self._kill(proc, self._syscall_fault(proc, f"unknown syscall number {call.number}"))
             return GONE
-        traced = self.trace.wants("syscall")
+        traced = self.trace.wants(SYSCALL)
         fields: dict[str, Any] = {}
         if traced:
             fields = {"name": number.name, **self._describe_args(number, call.args)}
             if number is Syscall.EXIT:
-                self.trace.emit("syscall", proc.pid, **fields)
+                self.trace.emit(SYSCALL, proc.pid, **fields)
         try:
             outcome = self._handlers[number](self, proc, call.args)
         except GuestMemoryError as exc:
             self._kill(proc, self._syscall_fault(proc, f"IPC buffer unusable: {exc}"))
             return GONE
         if traced and isinstance(outcome, Done):
-            self.trace.emit("syscall", proc.pid, **fields, status=outcome.status.name)
+            self.trace.emit(SYSCALL, proc.pid, **fields, status=outcome.status.name)
         elif traced and isinstance(outcome, Blocked):
-            self.trace.emit("syscall", proc.pid, **fields, status="blocked")
+            self.trace.emit(SYSCALL, proc.pid, **fields, status="blocked")
         return outcome
 
     def _syscall_fault(self, proc: Process, detail: str) -> Fault:
@@ -630,7 +646,7 @@ class Kernel:
         pending = PendingSend(proc.pid, message, caps, cap.badge, is_call)
         dropped = not blocking and not endpoint.receivers
         self.trace.emit(
-            "ipc.send",
+            IPC_SEND,
             proc.pid,
             IpcRecord(endpoint.service, message.op, message.payload, len(caps), cap.badge, is_call),
             endpoint=endpoint.obj,
@@ -689,7 +705,7 @@ class Kernel:
             if sender.state is ProcState.BLOCKED:
                 self._complete(sender, Status.OK)
         self.trace.emit(
-            "ipc.recv",
+            IPC_RECV,
             receiver.pid,
             IpcRecord(
                 service, delivered.op, delivered.payload, len(landed), pending.badge, pending.is_call, peer=pending.pid
@@ -729,7 +745,7 @@ class Kernel:
         if caller.awaiting_reply_from == proc.pid and caller.state is ProcState.BLOCKED:
             caller.awaiting_reply_from = None
             self.trace.emit(
-                "ipc.reply",
+                IPC_REPLY,
                 proc.pid,
                 IpcRecord(*proc.reply_op, status=Status.INTERNAL, peer=caller.pid),
                 to=caller.pid,
@@ -758,7 +774,7 @@ class Kernel:
         service, op = proc.reply_op
         fields = decode_payload(service, op, message.payload, reply=True) if message.op == Status.OK else {}
         self.trace.emit(
-            "ipc.reply",
+            IPC_REPLY,
             proc.pid,
             IpcRecord(service, op, message.payload, status=message.op, peer=caller.pid),
             to=caller.pid,
@@ -782,7 +798,7 @@ class Kernel:
         except CapLookupError as exc:
             return Done(exc.status)
         notification = self.notifications[cap.obj]
-        self.trace.emit("notify", proc.pid, notification=notification.obj, bits=args[1])
+        self.trace.emit(NOTIFY, proc.pid, notification=notification.obj, bits=args[1])
         self._signal(notification, args[1] | cap.badge)
         return Done(Status.OK)
 
@@ -836,7 +852,7 @@ class Kernel:
             return Done(Status.INVALID_ARGUMENT)
         text = data.decode("utf-8", errors="replace").rstrip("\n")
         self.logs.append(text)
-        self.trace.emit("log", proc.pid, text=text)
+        self.trace.emit(LOG, proc.pid, text=text)
         return Done(Status.OK)
 
     def _sys_cap_info(self, proc: Process, args: tuple[int, ...]) -> Outcome:
@@ -874,7 +890,7 @@ class Kernel:
     def _kernel_control(self, proc: Process, cap: Capability, message: Message) -> Outcome:
         """Serve a CALL on kernel-control at once; the reply lands in the caller's buffer."""
         self.trace.emit(
-            "ipc.send",
+            IPC_SEND,
             proc.pid,
             IpcRecord("kernel", message.op, message.payload, call=True),
             endpoint=KERNEL_CONTROL_ENDPOINT,
@@ -890,7 +906,7 @@ class Kernel:
         if status is Status.OK:
             extra = {**decode_payload("kernel", message.op, reply.payload, reply=True), **extra}
         self.trace.emit(
-            "ipc.reply",
+            IPC_REPLY,
             KERNEL_PID,
             IpcRecord("kernel", message.op, reply.payload, status=status, peer=proc.pid),
             to=proc.pid,
@@ -1040,7 +1056,7 @@ class Kernel:
         )
         if not target.supervisor or not supervises:
             return Status.DENIED, Message(Status.DENIED), {}
-        self.trace.emit("process.kill", target.pid, name=target.name, by=proc.pid)
+        self.trace.emit(PROCESS_KILL, target.pid, name=target.name, by=proc.pid)
         self._bury(target, ProcState.KILLED)
         return Status.OK, Message(Status.OK), {"killed": target.pid}
 
@@ -1062,7 +1078,7 @@ class Kernel:
 
     def _exit(self, proc: Process, code: int) -> None:
         proc.exit_code = code
-        self.trace.emit("process.exit", proc.pid, name=proc.name, code=code)
+        self.trace.emit(PROCESS_EXIT, proc.pid, name=proc.name, code=code)
         self._bury(proc, ProcState.EXITED)
 
     def _kill(self, proc: Process, fault: Fault) -> None:
@@ -1076,7 +1092,7 @@ class Kernel:
             fields["address"] = f"{fault.address:#x}"
         if fault.detail:
             fields["detail"] = fault.detail
-        self.trace.emit("fault", proc.pid, **fields)
+        self.trace.emit(FAULT, proc.pid, **fields)
         self._bury(proc, ProcState.FAULTED)
 
     def _tell_supervisor(self, proc: Process) -> None:
@@ -1100,7 +1116,7 @@ class Kernel:
         """Queue a message from the kernel itself (badge BADGE_KERNEL, no reply right) on `endpoint`."""
         pending = PendingSend(KERNEL_PID, Message(op, payload), (), BADGE_KERNEL, is_call=False)
         self.trace.emit(
-            "ipc.send",
+            IPC_SEND,
             KERNEL_PID,
             IpcRecord(KERNEL_EVENTS, op, payload, badge=BADGE_KERNEL),
             endpoint=endpoint.obj,
