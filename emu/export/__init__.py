@@ -1,9 +1,11 @@
 """Renderings of a finished run for other tools: Perfetto timelines, statistics tables, folded stacks.
 
 Everything here reads `emu.trace.Event`s (or a profiler's samples) after the run and never changes
-a count. Conventions shared by the exporters: pid 0 is the kernel, a process's name is the `name`
-of its `process.create` event, and files are written through `emu.output` (a regular file appears
-only when complete).
+a count. Each exporter is one module that registers itself (`emu.export.registry`); the CLI makes
+an option of each. Conventions shared by the exporters: the kernel's pid is `emu.events.KERNEL_PID`,
+a process's name is the `name` of its `process.create` event, what the model declares about its
+events comes as `emu.events.ModelFacts`, and files are written through `emu.output` (a regular file
+appears only when complete).
 """
 
 from __future__ import annotations
