@@ -83,7 +83,15 @@ from procd_model.actor import ActorProgram, SyscallResult
 from procd_model.caps import Capability, CapLookupError, CapTable
 from procd_model.cpu_model import default_cpu_model
 from procd_model.messages import Message, MessageError, envelope_role
-from procd_model.ops import KERNEL_CONTROL_ENDPOINT, KERNEL_EVENTS, IpcRecord, decode_payload, op_name, status_name
+from procd_model.ops import (
+    KERNEL_CONTROL_ENDPOINT,
+    KERNEL_EVENTS,
+    IpcRecord,
+    NotifyRecord,
+    decode_payload,
+    op_name,
+    status_name,
+)
 
 _SYSCALL_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS)
 _RESULT_REGISTERS = (SYSCALL_STATUS_REGISTER, *SYSCALL_RESULT_REGISTERS, *SYSCALL_CLOBBERED_REGISTERS)
@@ -443,7 +451,9 @@ class Kernel:
 
     def signal(self, notification: Notification, bits: int) -> None:
         """NOTIFY `bits` on `notification` from outside the modelled processes (a test harness)."""
-        self.trace.emit(NOTIFY, KERNEL_PID, notification=notification.obj, bits=bits)
+        self.trace.emit(
+            NOTIFY, KERNEL_PID, NotifyRecord(notification.obj, bits), notification=notification.obj, bits=bits
+        )
         self._signal(notification, bits)
 
     def terminate(self, pid: int) -> bool:
@@ -798,7 +808,9 @@ class Kernel:
         except CapLookupError as exc:
             return Done(exc.status)
         notification = self.notifications[cap.obj]
-        self.trace.emit(NOTIFY, proc.pid, notification=notification.obj, bits=args[1])
+        self.trace.emit(
+            NOTIFY, proc.pid, NotifyRecord(notification.obj, args[1]), notification=notification.obj, bits=args[1]
+        )
         self._signal(notification, args[1] | cap.badge)
         return Done(Status.OK)
 

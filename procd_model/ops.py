@@ -172,3 +172,13 @@ class IpcRecord:
         if self.status is not None and self.status != Status.OK:
             return {}
         return payload_values(self.service, self.op, self.payload, reply=self.status is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyRecord:
+    """A NOTIFY, typed: the `data` of its `notify` event."""
+
+    notification: int
+    """The notification object signalled."""
+    bits: int
+    """The bits the notifier OR-ed in (before the capability's badge)."""

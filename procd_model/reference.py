@@ -44,7 +44,7 @@ from procd_model.abi import (
     Role,
     Status,
 )
-from procd_model.ops import IpcRecord, op_name, status_name
+from procd_model.ops import IpcRecord, NotifyRecord, op_name, status_name
 
 UNSPAWNABLE = {"ROOTD", "MEMD", "VSPACED", "PAGERD", "PROCD", "GENERIC"}
 """Roles procd never runs: rootd's own (it starts MEMD, VSPACED and PAGERD itself before procd),
@@ -559,7 +559,8 @@ class _Cut:
 
 def native_steps(events: Iterable[Event], procd_pid: int) -> list[Step]:
     """Cut a trace into procd's request steps (from each delivery to procd until the next), reading
-    the typed records the kernel attached to its message events (`IpcRecord`)."""
+    the typed records the kernel attached to its message and notify events (`IpcRecord`,
+    `NotifyRecord`)."""
     steps: list[Step] = []
     current: _Cut | None = None
     for event in events:
@@ -573,8 +574,8 @@ def native_steps(events: Iterable[Event], procd_pid: int) -> list[Step]:
             continue
         elif isinstance(record, IpcRecord):
             current.follow(event, record, procd_pid)
-        elif event.pid == procd_pid and event.kind == NOTIFY:
-            current.notifies.append(event.fields["bits"])
+        elif event.pid == procd_pid and event.kind == NOTIFY and isinstance(record, NotifyRecord):
+            current.notifies.append(record.bits)
     if current is not None:
         steps.append(current.step())
     return steps
