@@ -25,6 +25,7 @@ from unicorn import unicorn_const as uc_const
 from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.elf import ElfImage, Perm
+from emu.events import MILLICYCLES_PER_CYCLE
 
 NO_BOUNDARY = 0xFFFF_FFFF_FFFF_FFFF
 MAX_RANGES = 16
@@ -48,7 +49,7 @@ class CpuModel:
 
 
 def _one_cycle(_insn: capstone.CsInsn) -> int:
-    return 1000
+    return MILLICYCLES_PER_CYCLE
 
 
 UNIT_CPU = CpuModel("unit", 1_000_000_000, _one_cycle)

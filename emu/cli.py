@@ -15,13 +15,10 @@ from pathlib import Path
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
 from emu.export import process_names
-from emu.export.folded import render_folded
-from emu.export.perfetto import render_perfetto
-from emu.export.stats import render_stats
+from emu.export.registry import Destination, Exporter, RunView, exporters
 from emu.instrument import TraceProbes
 from emu.interrupt import Interrupted, handling_signals
 from emu.output import STDOUT, OutputError, Outputs, Target, check_distinct, input_identities, resolve_target
-from emu.profile import StackProfiler
 from emu.trace import FORMATS, LEVELS, Trace, TraceWriter
 from emu.world import DEFAULT_WORLD, InputError, Instrument, RunRequest, World, emit_summary, load_world
 
@@ -77,22 +74,11 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
     )
     run.add_argument("--trace-pid", type=_positive, metavar="PID", help="show only this process's events")
     run.add_argument("--trace-symbol", metavar="NAME", help="block/insn events inside this function only")
-    run.add_argument(
-        "--perfetto",
-        metavar="FILE",
-        help="also write the run as a Perfetto timeline (Chrome trace JSON) to FILE",
-    )
-    run.add_argument(
-        "--stats",
-        action="store_true",
-        help="after the run, print instructions and cycles per operation and per process "
-        "(to stdout when the trace goes to --out, else to stderr)",
-    )
-    run.add_argument(
-        "--folded",
-        metavar="FILE",
-        help="profile cycles per guest call stack and write folded stacks to FILE (flame graphs)",
-    )
+    for exporter in exporters():
+        if exporter.destination is Destination.FILE:
+            run.add_argument(exporter.option, metavar="FILE", help=exporter.help)
+        else:
+            run.add_argument(exporter.option, action="store_true", help=exporter.help)
     run.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
     listing = commands.add_parser("scenarios", help="list the built-in scenarios, one line each")
     listing.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
@@ -123,11 +109,20 @@ def _output_targets(args: argparse.Namespace, world: World) -> dict[str, Target]
     else:
         trace = resolve_target("--out", args.out, inputs)
     targets = {"--out": trace}
-    for option, given in (("--perfetto", args.perfetto), ("--folded", args.folded)):
-        if given is not None:
-            targets[option] = resolve_target(option, given, inputs)
+    for exporter in _chosen(args, Destination.FILE):
+        targets[exporter.option] = resolve_target(exporter.option, getattr(args, exporter.dest), inputs)
     check_distinct(list(targets.values()))
     return targets
+
+
+def _chosen(args: argparse.Namespace, destination: Destination | None = None) -> list[Exporter]:
+    """The exporters the command line asks for (of one destination, if given), in `--help` order."""
+    return [
+        exporter
+        for exporter in exporters()
+        if getattr(args, exporter.dest) not in (None, False)
+        and (destination is None or exporter.destination is destination)
+    ]
 
 
 def _chain(*instruments: Instrument) -> Instrument:
@@ -141,30 +136,32 @@ def _chain(*instruments: Instrument) -> Instrument:
 def run_command(args: argparse.Namespace) -> int:
     world = load_world(args.world)
     targets = _output_targets(args, world)
+    chosen = _chosen(args)
     with Outputs() as outputs:
         trace_out = outputs.open(targets["--out"])
-        perfetto_out = outputs.open(targets["--perfetto"]) if "--perfetto" in targets else None
-        folded_out = outputs.open(targets["--folded"]) if "--folded" in targets else None
+        files = {e.option: outputs.open(targets[e.option]) for e in chosen if e.destination is Destination.FILE}
         writer = TraceWriter(args.format, trace_out.stream)
-        keep = bool(args.perfetto or args.stats or args.folded)
-        trace = Trace(writer, level=LEVELS[args.trace], keep=keep, pid=args.trace_pid)
+        trace = Trace(writer, level=LEVELS[args.trace], keep=bool(chosen), pid=args.trace_pid)
         probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
-        profiler = StackProfiler() if folded_out is not None else None
-        instrument = probes if profiler is None else _chain(probes, profiler)
+        own = {e.option: e.make_probe() for e in chosen if e.make_probe is not None}
+        instrument = _chain(probes, *own.values()) if own else probes
         outcome = world.run(RunRequest(args.image, args.max_instructions, instrument, args.scenario), trace)
         emit_summary(trace, outcome)
         writer.flush()
         trace_out.commit()
         names = process_names(trace.events)
-        if perfetto_out is not None:
-            perfetto_out.stream.write(render_perfetto(trace.events, outcome.frequency_hz, names).encode())
-            perfetto_out.commit()
-        if folded_out is not None and profiler is not None:
-            folded_out.stream.write(render_folded(profiler, names, trace.events).encode())
-            folded_out.commit()
-    if args.stats:
-        on_stdout = any(target.is_stdout for target in targets.values())
-        print(render_stats(trace.events, names), end="", file=sys.stderr if on_stdout else sys.stdout)
+
+        def view(exporter: Exporter) -> RunView:
+            return RunView(trace.events, outcome.frequency_hz, names, outcome.model, own.get(exporter.option))
+
+        for exporter in chosen:
+            if exporter.destination is Destination.FILE:
+                files[exporter.option].stream.write(exporter.render(view(exporter)).encode())
+                files[exporter.option].commit()
+    on_stdout = any(target.is_stdout for target in targets.values())
+    for exporter in chosen:
+        if exporter.destination is Destination.REPORT:
+            print(exporter.render(view(exporter)), end="", file=sys.stderr if on_stdout else sys.stdout)
     for warning in probes.filter_warnings(row["pid"] for row in outcome.processes):
         print(f"emu: warning: {warning}", file=sys.stderr)
     verdict = "ok" if outcome.ok else "guest failed"

@@ -24,8 +24,9 @@ from typing import Any
 import capstone
 from capstone import x86
 
+from emu.events import MILLICYCLES_PER_CYCLE
+
 DEFAULT_MODEL = "skylake"
-MILLICYCLES_PER_CYCLE = 1000
 
 CATEGORIES = ("syscall", "call", "ret", "branch", "string", "simd", "memory", "other")
 """Fallback categories for forms the table lacks, in the order `category` tests them."""

@@ -20,73 +20,28 @@ import unicorn
 from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
-from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.accounting import STOP_CYCLES, STOP_INSNS, STOP_NONE, STOP_UNKNOWN, UNLIMITED, Accountant, CostFunction
 from emu.cpuid import cpuid_leaf
-from emu.elf import PAGE_SIZE, ElfImage, Perm
+from emu.elf import ElfImage
+from emu.events import MILLICYCLES_PER_CYCLE
+from emu.faults import Fault as Fault
+from emu.faults import FaultCatcher
+from emu.faults import FaultCause as FaultCause
 from emu.insnlog import Feed, InsnLog
 from emu.interrupt import engine_running
+from emu.memory import GuestMemory
+from emu.memory import GuestMemoryError as GuestMemoryError
+from emu.registers import RegisterFile
 
 _STOP_NOWHERE = 0xFFFF_FFFF_FFFF_FFFF
 _TCG_BUFFER_BYTES = 8 << 20
-
-REGISTERS = {
-    "rax": x86_const.UC_X86_REG_RAX,
-    "rbx": x86_const.UC_X86_REG_RBX,
-    "rcx": x86_const.UC_X86_REG_RCX,
-    "rdx": x86_const.UC_X86_REG_RDX,
-    "rsi": x86_const.UC_X86_REG_RSI,
-    "rdi": x86_const.UC_X86_REG_RDI,
-    "rbp": x86_const.UC_X86_REG_RBP,
-    "rsp": x86_const.UC_X86_REG_RSP,
-    "r8": x86_const.UC_X86_REG_R8,
-    "r9": x86_const.UC_X86_REG_R9,
-    "r10": x86_const.UC_X86_REG_R10,
-    "r11": x86_const.UC_X86_REG_R11,
-    "r12": x86_const.UC_X86_REG_R12,
-    "r13": x86_const.UC_X86_REG_R13,
-    "r14": x86_const.UC_X86_REG_R14,
-    "r15": x86_const.UC_X86_REG_R15,
-    "rip": x86_const.UC_X86_REG_RIP,
-    "rflags": x86_const.UC_X86_REG_RFLAGS,
-}
 
 
 class TrapKind(Enum):
     SYSCALL = "syscall"
     FAULT = "fault"
     BUDGET = "budget"
-
-
-class FaultKind(Enum):
-    UNMAPPED_READ = "unmapped-read"
-    UNMAPPED_WRITE = "unmapped-write"
-    UNMAPPED_FETCH = "unmapped-fetch"
-    PROTECTED_READ = "protected-read"
-    PROTECTED_WRITE = "protected-write"
-    PROTECTED_FETCH = "protected-fetch"
-    INVALID_OPCODE = "invalid-opcode"
-    DIVIDE_ERROR = "divide-error"
-    BREAKPOINT = "breakpoint"
-    INTERRUPT = "interrupt"
-    GENERAL_PROTECTION = "general-protection"
-    CPU_EXCEPTION = "cpu-exception"
-    INJECTED = "injected"
-    """Not raised by the CPU: a host (a test, a scenario) kills the guest on purpose."""
-
-
-@dataclass(frozen=True)
-class Fault:
-    kind: FaultKind
-    rip: int
-    address: int | None = None
-    detail: str = ""
-
-    def describe(self) -> str:
-        where = f" at {self.address:#x}" if self.address is not None else ""
-        extra = f" ({self.detail})" if self.detail else ""
-        return f"{self.kind.value}{where}, rip {self.rip:#x}{extra}"
 
 
 @dataclass(frozen=True)
@@ -102,59 +57,12 @@ BlockProbe = Callable[[int, int, int, int, int, int], None]
 """probe(address, size, machine_icount, machine_clock_millicycles, block_insns, block_millicycles)"""
 
 
-class GuestMemoryError(Exception):
-    """The host tried to read or write guest memory that is not mapped."""
-
-
-_MEM_FAULTS = {
-    uc_const.UC_MEM_READ_UNMAPPED: FaultKind.UNMAPPED_READ,
-    uc_const.UC_MEM_WRITE_UNMAPPED: FaultKind.UNMAPPED_WRITE,
-    uc_const.UC_MEM_FETCH_UNMAPPED: FaultKind.UNMAPPED_FETCH,
-    uc_const.UC_MEM_READ_PROT: FaultKind.PROTECTED_READ,
-    uc_const.UC_MEM_WRITE_PROT: FaultKind.PROTECTED_WRITE,
-    uc_const.UC_MEM_FETCH_PROT: FaultKind.PROTECTED_FETCH,
-}
-_FETCH_FAULTS = (FaultKind.UNMAPPED_FETCH, FaultKind.PROTECTED_FETCH)
-_FETCH_ACCESSES = frozenset({uc_const.UC_MEM_FETCH_UNMAPPED, uc_const.UC_MEM_FETCH_PROT})
-_ACCESS_NAMES = {
-    uc_const.UC_MEM_READ_UNMAPPED: "read",
-    uc_const.UC_MEM_READ_PROT: "read",
-    uc_const.UC_MEM_WRITE_UNMAPPED: "write",
-    uc_const.UC_MEM_WRITE_PROT: "write",
-}
-# x86 exception vectors that are traps (the instruction retired) rather than faults.
-_TRAP_VECTORS = {3: FaultKind.BREAKPOINT, 4: FaultKind.INTERRUPT}
-
-
 def _identity_tlb_fill(uc: unicorn.Uc, page: int, _access: int, entry: object, _user: object) -> bool:
     """Map the virtual page `page` to the same physical address, with every permission: the
     memory map's own permissions decide what is allowed, and unmapped pages fault exactly."""
     entry.paddr = page  # type: ignore[attr-defined]
     entry.perms = uc_const.UC_PROT_ALL  # type: ignore[attr-defined]
     return True
-
-
-def is_canonical(address: int) -> bool:
-    """True if the 64-bit `address` is canonical: bits 63..47 all equal (4-level paging)."""
-    return (address & 0xFFFF_FFFF_FFFF_FFFF) >> 47 in (0, 0x1FFFF)
-
-
-def _page_floor(value: int) -> int:
-    return value & ~(PAGE_SIZE - 1)
-
-
-def _page_ceil(value: int) -> int:
-    return (value + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-
-
-class _RegisterBatch:
-    """Preallocated arguments for uc_reg_read_batch / uc_reg_write_batch."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        count = len(names)
-        self.ids = (ctypes.c_int * count)(*(REGISTERS[name] for name in names))
-        self.values = (ctypes.c_uint64 * count)()
-        self.pointers = (ctypes.c_void_p * count)(*(ctypes.addressof(self.values) + 8 * i for i in range(count)))
 
 
 class GuestCpu:
@@ -171,15 +79,20 @@ class GuestCpu:
         # fill hook, virtual mode ran compiled code 2.5x slower; the hook runs once per TLB miss.)
         self._uc.ctl_set_tlb_mode(uc_const.UC_TLB_VIRTUAL)
         self._uc.hook_add(uc_const.UC_HOOK_TLB_FILL, _identity_tlb_fill)
-        self._pages: dict[int, Perm] = {}
+        # Memory and registers are their own rooms; their methods are the CPU's.
+        memory, registers = GuestMemory(self._uc), RegisterFile(self._uc)
+        self.map, self.is_mapped, self.read, self.write = memory.map, memory.is_mapped, memory.read, memory.write
+        self.reg, self.set_reg, self.regs, self.set_regs = (
+            registers.reg,
+            registers.set_reg,
+            registers.regs,
+            registers.set_regs,
+        )
         self._closed = False
-        self._batches: dict[tuple[str, ...], _RegisterBatch] = {}
         self._acct = Accountant(self._uc, cost_of)
         self._state = self._acct.state
         self._exact_tail = False
         self._syscall = False
-        self._fault: Fault | None = None
-        self._fault_on_fetch = False
         self._clock_base = 0
         self._icount_base = 0
         self._image: ElfImage | None = None
@@ -188,9 +101,7 @@ class GuestCpu:
         uc = self._uc
         uc.hook_add(uc_const.UC_HOOK_INSN, self._on_syscall, None, 1, 0, x86_const.UC_X86_INS_SYSCALL)
         uc.hook_add(uc_const.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, x86_const.UC_X86_INS_CPUID)
-        uc.hook_add(uc_const.UC_HOOK_INTR, self._on_interrupt)
-        uc.hook_add(uc_const.UC_HOOK_INSN_INVALID, self._on_invalid)
-        uc.hook_add(uc_const.UC_HOOK_MEM_INVALID, self._on_mem_fault)
+        self._faults = FaultCatcher(uc)
         # The binding refuses RDTSC hooks; the C core supports them (see the unicorn notes).
         self._rdtsc_hooks = [HOOK_INSN_CPUID_CFUNC(self._on_rdtsc), HOOK_INSN_CPUID_CFUNC(self._on_rdtscp)]
         rdtsc_insns = (x86_const.UC_X86_INS_RDTSC, x86_const.UC_X86_INS_RDTSCP)
@@ -218,10 +129,6 @@ class GuestCpu:
     def cost(self) -> int:
         """Millicycles this guest's retired instructions cost."""
         return int(self._state.cost)
-
-    @property
-    def native_accounting(self) -> bool:
-        return self._acct.native
 
     def add_block_probe(self, probe: BlockProbe, begin: int = 1, end: int = 0) -> None:
         """Call `probe` before each block in [begin, end] runs (all blocks by default).
@@ -268,31 +175,6 @@ class GuestCpu:
                 return f"{where[0]}+{where[1]:#x}"
         return f"{address:#x}"
 
-    # ------------------------------------------------------------------ memory
-
-    def map(self, address: int, size: int, perms: Perm, data: bytes = b"") -> None:
-        """Map [address, address+size) page-aligned with `perms` and copy `data` to `address`.
-
-        Pages already mapped (a page shared by two segments) keep their mapping and get the
-        union of both permissions.
-        """
-        start, end = _page_floor(address), _page_ceil(address + max(size, len(data)))
-        run_start: int | None = None  # a run of new pages is mapped in one call (a stack is many)
-        for page in range(start, end + PAGE_SIZE, PAGE_SIZE):
-            old = self._pages.get(page) if page < end else perms
-            if old is None:
-                run_start = page if run_start is None else run_start
-                continue
-            if run_start is not None:
-                self._uc.mem_map(run_start, page - run_start, int(perms))
-                self._pages.update(dict.fromkeys(range(run_start, page, PAGE_SIZE), perms))
-                run_start = None
-            if page < end and old | perms != old:
-                self._uc.mem_protect(page, PAGE_SIZE, int(old | perms))
-                self._pages[page] = old | perms
-        if data:
-            self._uc.mem_write(address, bytes(data))
-
     def load(self, image: ElfImage) -> None:
         """Map every PT_LOAD segment of `image`, sweep its code, and point RIP at its entry."""
         for segment in image.segments:
@@ -300,52 +182,6 @@ class GuestCpu:
         self._acct.add_image(image)
         self._image = image
         self.set_reg("rip", image.entry)
-
-    def is_mapped(self, address: int, size: int) -> bool:
-        if size <= 0:
-            return True
-        return all(page in self._pages for page in range(_page_floor(address), address + size, PAGE_SIZE))
-
-    def read(self, address: int, size: int) -> bytes:
-        if not self.is_mapped(address, size):
-            raise GuestMemoryError(f"read of {size} bytes at {address:#x} touches unmapped memory")
-        return bytes(self._uc.mem_read(address, size))
-
-    def write(self, address: int, data: bytes) -> None:
-        if not self.is_mapped(address, len(data)):
-            raise GuestMemoryError(f"write of {len(data)} bytes at {address:#x} touches unmapped memory")
-        self._uc.mem_write(address, bytes(data))
-
-    # --------------------------------------------------------------- registers
-
-    def reg(self, name: str) -> int:
-        return int(self._uc.reg_read(REGISTERS[name]))
-
-    def set_reg(self, name: str, value: int) -> None:
-        self._uc.reg_write(REGISTERS[name], value & 0xFFFF_FFFF_FFFF_FFFF)
-
-    def regs(self, names: tuple[str, ...]) -> tuple[int, ...]:
-        """Several registers in one call into the engine (syscall entry reads seven)."""
-        batch = self._batch(names)
-        status = uclib.uc_reg_read_batch(self._uc._uch, batch.ids, batch.pointers, len(names))
-        if status != uc_const.UC_ERR_OK:
-            raise unicorn.UcError(status)
-        return tuple(batch.values)
-
-    def set_regs(self, names: tuple[str, ...], values: tuple[int, ...]) -> None:
-        batch = self._batch(names)
-        for i, value in enumerate(values):
-            batch.values[i] = value & 0xFFFF_FFFF_FFFF_FFFF
-        status = uclib.uc_reg_write_batch(self._uc._uch, batch.ids, batch.pointers, len(names))
-        if status != uc_const.UC_ERR_OK:
-            raise unicorn.UcError(status)
-
-    def _batch(self, names: tuple[str, ...]) -> _RegisterBatch:
-        batch = self._batches.get(names)
-        if batch is None:
-            batch = _RegisterBatch(names)
-            self._batches[names] = batch
-        return batch
 
     # --------------------------------------------------------------- execution
 
@@ -386,8 +222,8 @@ class GuestCpu:
         state = self._state
         state.stop = STOP_NONE
         self._syscall = False
-        self._fault = None
-        self._fault_on_fetch = False
+        faults = self._faults
+        faults.reset()
         self._exact_tail = exact_tail
         error: unicorn.UcError | None = None
         step_hook = None
@@ -408,22 +244,22 @@ class GuestCpu:
                 self._uc.hook_del(step_hook)
                 self._uc.ctl_flush_tb()
         rip = self.reg("rip")
-        if self._fault is None and error is not None:
-            self._fault = self._fault_from_error(error, rip)
+        if faults.fault is None and error is not None:
+            faults.fault = faults.from_error(error, rip)
         log = self._insn_log
-        if self._fault is None and not self._syscall and log is not None and log.stopped():
+        if faults.fault is None and not self._syscall and log is not None and log.stopped():
             # The instruction log stopped before `rip` ran: give back the block's tail, let the
             # log drain or learn the instruction, and go on from `rip`.
             self._settle_to(rip)
             log.service()
             return None
-        if self._fault is None and not self._syscall and state.stop == STOP_NONE:
+        if faults.fault is None and not self._syscall and state.stop == STOP_NONE:
             # emu_start returned with no hook asking: the guest executed `hlt`, a privileged
             # instruction at user level.
-            self._fault = Fault(FaultKind.GENERAL_PROTECTION, max(rip - 1, 0), None, "privileged instruction hlt")
-        if self._fault is not None:
-            self._settle_fault(self._fault)
-            return Trap(TrapKind.FAULT, self._fault.rip, self._fault)
+            faults.fault = Fault(FaultCause.GENERAL_PROTECTION, max(rip - 1, 0), None, "privileged instruction hlt")
+        if faults.fault is not None:
+            self._settle_fault(faults.fault)
+            return Trap(TrapKind.FAULT, faults.fault.rip, faults.fault)
         if self._syscall:
             return Trap(TrapKind.SYSCALL, rip)
         if state.stop == STOP_UNKNOWN:
@@ -447,7 +283,7 @@ class GuestCpu:
         Traps (int3, int n) retire their instruction; fetch faults happen before any instruction
         of the new block was counted.
         """
-        if self._fault_on_fetch or fault.kind in _FETCH_FAULTS or fault.kind in _TRAP_VECTORS.values():
+        if self._faults.retired_its_instruction(fault):
             return
         state = self._state
         if self._exact_tail:
@@ -466,16 +302,6 @@ class GuestCpu:
         if done is not None:
             state.insns = state.block_insns + done[0]
             state.cost = state.block_cost + done[1]
-
-    def _fault_from_error(self, error: unicorn.UcError, rip: int) -> Fault:
-        if error.errno == uc_const.UC_ERR_INSN_INVALID:
-            return Fault(FaultKind.INVALID_OPCODE, rip)
-        if error.errno == uc_const.UC_ERR_FETCH_UNMAPPED:
-            self._fault_on_fetch = True
-            if not is_canonical(rip):
-                return Fault(FaultKind.GENERAL_PROTECTION, rip, rip, "non-canonical fetch")
-            return Fault(FaultKind.UNMAPPED_FETCH, rip, rip)
-        return Fault(FaultKind.CPU_EXCEPTION, rip, None, str(error))
 
     def virtual_clock(self) -> int:
         """The machine's virtual time in millicycles at the current instruction (inside a hook)."""
@@ -514,7 +340,7 @@ class GuestCpu:
         return 1  # skip the real instruction
 
     def _tsc(self) -> int:
-        return self.virtual_clock() // 1000
+        return self.virtual_clock() // MILLICYCLES_PER_CYCLE
 
     def _on_rdtsc(self, _uch: object, _user: object) -> int:
         tsc = self._tsc()
@@ -525,31 +351,3 @@ class GuestCpu:
     def _on_rdtscp(self, _uch: object, _user: object) -> int:
         self.set_reg("rcx", 0)  # IA32_TSC_AUX: processor 0
         return self._on_rdtsc(_uch, _user)
-
-    def _on_interrupt(self, uc: unicorn.Uc, vector: int, _user: object) -> None:
-        rip = self.reg("rip")
-        if vector == 0:
-            self._fault = Fault(FaultKind.DIVIDE_ERROR, rip)
-        elif vector in _TRAP_VECTORS:
-            self._fault = Fault(_TRAP_VECTORS[vector], rip, None, f"vector {vector}")
-        else:
-            self._fault = Fault(FaultKind.INTERRUPT, rip, None, f"vector {vector}")
-        uc.emu_stop()
-
-    def _on_invalid(self, uc: unicorn.Uc, _user: object) -> bool:
-        self._fault = Fault(FaultKind.INVALID_OPCODE, self.reg("rip"))
-        return False
-
-    def _on_mem_fault(self, uc: unicorn.Uc, access: int, address: int, size: int, _value: int, _user: object) -> bool:
-        if self._fault is not None:
-            return False  # an access split into pieces reports each piece: the first is the fault
-        self._fault_on_fetch = access in _FETCH_ACCESSES
-        if not is_canonical(address):
-            # x86-64 raises #GP (#SS for a stack reference, reported the same way) for an access
-            # that touches a non-canonical address; `address` is its first non-canonical byte.
-            what = "fetch" if self._fault_on_fetch else f"{size}-byte {_ACCESS_NAMES.get(access, 'access')}"
-            self._fault = Fault(FaultKind.GENERAL_PROTECTION, self.reg("rip"), address, f"non-canonical {what}")
-            return False
-        kind = _MEM_FAULTS.get(access, FaultKind.CPU_EXCEPTION)
-        self._fault = Fault(kind, self.reg("rip"), address, f"{size}-byte access")
-        return False

@@ -48,9 +48,6 @@ class Perm(IntFlag):
     W = 2
     X = 4
 
-    def describe(self) -> str:
-        return "".join(ch if self & bit else "-" for ch, bit in (("r", Perm.R), ("w", Perm.W), ("x", Perm.X)))
-
 
 @dataclass(frozen=True)
 class Segment:

@@ -19,6 +19,7 @@ import orjson
 from unicorn import unicorn_const as uc_const
 
 from emu.accounting import MAX_RANGES, Accountant, AccountState, native_library
+from emu.events import MILLICYCLES_PER_CYCLE
 from emu.trace import text_value
 
 NO_FRAGMENT = 0xFFFF_FFFF
@@ -189,7 +190,8 @@ class InsnLog:
             uc.emu_stop()
             return
         insns, cost = retired
-        icount, cycle, seq, pid = state.icount_base + insns, (state.clock_base + cost) // 1000, state.seq, state.pid
+        icount, cycle = state.icount_base + insns, (state.clock_base + cost) // MILLICYCLES_PER_CYCLE
+        seq, pid = state.seq, state.pid
         line = b'{"seq":%d,"icount":%d,"cycle":%d,"pid":%d,"kind":"insn",%s}\n' % (
             seq,
             icount,

@@ -11,9 +11,8 @@ from collections.abc import Iterable
 
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
+from emu.events import BLOCK, MILLICYCLES_PER_CYCLE
 from emu.trace import Level, Trace
-
-MILLI = 1000
 
 
 class TraceProbes:
@@ -47,8 +46,8 @@ class TraceProbes:
         def on_block(address: int, size: int, icount: int, clock: int, insns: int, cost: int) -> None:
             trace.emit_at(
                 icount,
-                clock // MILLI,
-                "block",
+                clock // MILLICYCLES_PER_CYCLE,
+                BLOCK,
                 pid,
                 address=f"{address:#x}",
                 symbol=cpu.symbolize(address),

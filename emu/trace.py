@@ -19,6 +19,8 @@ from typing import IO, Any, Protocol
 
 import orjson
 
+from emu.events import BLOCK, INSN, SUMMARY, SYSCALL
+
 FORMATS = ("text", "jsonl")
 
 
@@ -38,9 +40,9 @@ class Level(enum.IntEnum):
 
 
 LEVELS = {level.name.lower(): level for level in Level}
-_KIND_LEVEL = {"syscall": Level.SYSCALL, "block": Level.BLOCK, "insn": Level.INSN, "summary": Level.NONE}
+_KIND_LEVEL = {SYSCALL: Level.SYSCALL, BLOCK: Level.BLOCK, INSN: Level.INSN, SUMMARY: Level.NONE}
 _RESERVED = frozenset({"seq", "icount", "cycle", "pid", "kind"})
-_OUTSIDE_THE_RUN = frozenset({"block", "insn", "summary"})
+_OUTSIDE_THE_RUN = frozenset({BLOCK, INSN, SUMMARY})
 """Kinds that are not part of the run's stream (the digest): views of it, and the summary itself."""
 
 
@@ -52,6 +54,9 @@ class Event:
     pid: int
     kind: str
     fields: dict[str, Any] = field(default_factory=dict)
+    data: object = None
+    """Typed data its producer attached for readers that know the model (e.g. the message a
+    kernel moved); never rendered and not in the digest: `fields` are what the trace shows."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,10 +86,6 @@ def _render(seq: int, icount: int, cycle: int, pid: int, kind: str, fields: dict
     if not fields:
         return head + b"}"
     return head + b"," + orjson.dumps(fields)[1:]
-
-
-def to_jsonl(event: Event) -> str:
-    return jsonl_line(event).decode("utf-8")
 
 
 def text_value(value: Any) -> str:
@@ -167,15 +168,18 @@ class Trace:
     def _shows(self, kind: str) -> bool:
         return kind not in self._hidden and (kind in _KIND_LEVEL or self._shows_ipc)
 
-    def emit(self, kind: str, pid: int, /, **fields: Any) -> None:
-        """Record an event stamped with the machine's clock now."""
-        self._record(self._icount(), self._cycle(), kind, pid, fields)
+    def emit(self, kind: str, pid: int, data: object = None, /, **fields: Any) -> None:
+        """Record an event stamped with the machine's clock now; `data` is kept with it, unrendered
+        (see `Event.data`)."""
+        self._record(self._icount(), self._cycle(), kind, pid, fields, data)
 
     def emit_at(self, icount: int, cycle: int, kind: str, pid: int, /, **fields: Any) -> None:
         """Record an event with explicit stamps (for events observed inside a running guest)."""
         self._record(icount, cycle, kind, pid, fields)
 
-    def _record(self, icount: int, cycle: int, kind: str, pid: int, fields: dict[str, Any]) -> None:
+    def _record(
+        self, icount: int, cycle: int, kind: str, pid: int, fields: dict[str, Any], data: object = None
+    ) -> None:
         if not _RESERVED.isdisjoint(fields):
             clash = sorted(_RESERVED.intersection(fields))[0]
             raise ValueError(f"event field {clash!r} would overwrite the event's own")
@@ -189,10 +193,10 @@ class Trace:
             if len(pending) >= 512:
                 self._hash_pending()
             if self._keep:
-                self.events.append(Event(run_seq, icount, cycle, pid, kind, fields))
-        elif kind == "summary" and self._keep:
+                self.events.append(Event(run_seq, icount, cycle, pid, kind, fields, data))
+        elif kind == SUMMARY and self._keep:
             self.events.append(Event(run_seq, icount, cycle, pid, kind, fields))
-        if not self._shows(kind) or (self.pid is not None and pid != self.pid and kind != "summary"):
+        if not self._shows(kind) or (self.pid is not None and pid != self.pid and kind != SUMMARY):
             return
         seq = self.next_seq
         self.next_seq = seq + 1

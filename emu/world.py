@@ -14,6 +14,7 @@ from typing import Any, Protocol, cast
 
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
+from emu.events import KERNEL_PID, NO_FACTS, SUMMARY, ModelFacts
 from emu.trace import Trace
 
 DEFAULT_WORLD = "procd_model.world"
@@ -48,13 +49,15 @@ class RunOutcome:
     instructions: int = 0
     frequency_hz: int = 1_000_000_000
     """Virtual cycles per second of the run's clock (for exports on a time axis)."""
+    model: ModelFacts = NO_FACTS
+    """What the world's model declares about its events (for the exporters)."""
 
 
 def emit_summary(trace: Trace, outcome: RunOutcome) -> None:
     """The last event of every trace: how the run ended, and the digest of everything before."""
     trace.emit(
-        "summary",
-        0,
+        SUMMARY,
+        KERNEL_PID,
         stop=outcome.stop,
         ok=outcome.ok,
         detail=outcome.detail,

@@ -21,6 +21,7 @@ from procd_model.actor import ActorProgram, SyscallRequest
 from procd_model.caps import Capability, CapTable
 from procd_model.kernel import Kernel, Notification, Process, StopReason
 from procd_model.messages import Message
+from procd_model.ops import MODEL_FACTS
 from procd_model.rootd import SLOT_IRQ, Rootd, Services, default_procd_boot
 from procd_model.world import make_kernel, run_bootstrap
 
@@ -56,7 +57,7 @@ def ask_all(
 ) -> Session:
     """Boot procd (with `services` if given, after the services of `before_procd` that rootd
     starts itself), then send `requests` in order from a client actor and collect every reply."""
-    session = Session(RunOutcome(False, "", ""), trace if trace is not None else Trace())
+    session = Session(RunOutcome(False, "", "", model=MODEL_FACTS), trace if trace is not None else Trace())
 
     def on_ready(rootd: Rootd) -> None:
         rootd.supervises = False  # the client speaks to procd in rootd's place

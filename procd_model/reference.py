@@ -5,20 +5,22 @@ and, for each request procd receives, what it must do — which kernel-control c
 which notifications and reports it sends, and what it replies. It knows nothing about how the
 native code is written.
 
-`native_steps(events, procd_pid)` cuts a trace of a real run into procd's steps: each message
-delivered to the native procd, the kernel's answers to procd's own calls, and what procd did.
-`check_against_spec(steps, spec)` feeds the spec each step's request and kernel answers (the
-spec's view of the environment) and compares what the spec says procd must do with what procd
-did; the first difference comes back as a `Divergence` naming the request that caused it (None if
-they agree). `SpecFollower` does the same for a trace that grows step by step.
+`native_steps(events, procd_pid)` cuts a trace of a real run into steps, one per message delivered
+to the native procd, from the typed records the kernel attaches to its message events
+(`procd_model.ops.IpcRecord`, never the trace's display fields). `check_against_spec(steps, spec)`
+feeds the spec each step's request and the kernel's answers to procd's own calls (the spec's view
+of the environment), then compares what the spec says procd must do with what procd did. The first
+difference comes back as a `Divergence` naming the request that caused it (None if they agree).
+`SpecFollower` does the same for a trace that grows step by step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from emu.events import IPC_RECV, IPC_REPLY, IPC_SEND, KERNEL_PID, NOTIFY
 from emu.trace import Event
 from procd_model.abi import (
     AUDIT_READ_REQUEST,
@@ -32,6 +34,8 @@ from procd_model.abi import (
     SPAWN_SERVICE_REQUEST,
     TIMER_EVENT,
     CapPurpose,
+    CrashdOp,
+    DeathKind,
     EnvelopeFlag,
     KernelEvent,
     NotifyBit,
@@ -39,7 +43,9 @@ from procd_model.abi import (
     ProcState,
     RestartPolicy,
     Role,
+    Status,
 )
+from procd_model.ops import IpcRecord, NotifyRecord, op_name, status_name
 
 UNSPAWNABLE = {"ROOTD", "MEMD", "VSPACED", "PAGERD", "PROCD", "GENERIC"}
 """Roles procd never runs: rootd's own (it starts MEMD, VSPACED and PAGERD itself before procd),
@@ -144,17 +150,17 @@ class ProcdSpec:
             for index, entry in sorted(self.live.items())
         ]
 
-    def on_request(self, badge: int, request: dict[str, Any], kernel_replies: list[dict[str, Any]]) -> Actions:
+    def on_request(self, badge: int, request: Request, kernel_replies: list[KernelReply]) -> Actions:
         """What procd must do for a message; `kernel_replies` answers its kernel-control calls in order.
 
         A reply is only seen when the request came by CALL (a SEND leaves no reply right)."""
         actions = self._decide(badge, request, kernel_replies)
-        if not request.get("call"):
+        if not request.call:
             actions = Actions(actions.kernel_calls, actions.notifies, actions.crash_reports, None)
         return actions
 
-    def _decide(self, badge: int, request: dict[str, Any], kernel_replies: list[dict[str, Any]]) -> Actions:
-        op = op_number(request.get("op"))
+    def _decide(self, badge: int, request: Request, kernel_replies: list[KernelReply]) -> Actions:
+        op = request.op
         if badge == BADGE_KERNEL:
             if op == KernelEvent.CHILD_DIED:
                 return self._child_died(request, kernel_replies)
@@ -170,14 +176,14 @@ class ProcdSpec:
         if op in (ProcdOp.STOP, ProcdOp.KILL, ProcdOp.STATUS, ProcdOp.LIST, ProcdOp.REAP):
             return self._manage(ProcdOp(op), badge, request, kernel_replies)
         if op == ProcdOp.AUDIT_READ:
-            return self._audit_read(badge, request)
+            return _audit_read(badge, request)
         if op in (KernelEvent.CHILD_DIED, KernelEvent.TIMER):
             return Actions(reply=("DENIED", None, None))  # a forged kernel message
         return Actions(reply=("INVALID_ARGUMENT", None, None))
 
     # --------------------------------------------------------------- requests
 
-    def _client_spawn(self, badge: int, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
+    def _client_spawn(self, badge: int, request: Request, replies: list[KernelReply]) -> Actions:
         """SPAWN from an authorised client: a running child spawned with the SPAWNER flag, asking
         for a TEST process without REQUIRED, BOOTSTRAP_CRITICAL or SPAWNER (no escalation)."""
         index = badge - PROCD_CHILD_BADGE_BASE
@@ -186,21 +192,20 @@ class ProcdSpec:
             return Actions(reply=("DENIED", None, None))
         return self._spawn(badge, request, replies, client=True)
 
-    def _spawn(
-        self, badge: int, request: dict[str, Any], replies: list[dict[str, Any]], *, client: bool = False
-    ) -> Actions:
+    def _spawn(self, badge: int, request: Request, replies: list[KernelReply], *, client: bool = False) -> Actions:
         if not client and badge not in self.spawn_badges:
             return Actions(reply=("DENIED", None, None))
-        if request.get("len") != SPAWN_SERVICE_REQUEST.size or request.get("caps"):
+        if request.length != SPAWN_SERVICE_REQUEST.size or request.caps:
             return Actions(reply=("INVALID_ARGUMENT", None, None))
-        role, flags, image_id = request.get("role"), request.get("flags", 0), request.get("image_id", 0)
-        if not isinstance(role, str) or role in UNSPAWNABLE or flags & ~int(_ALL_FLAGS):
+        role_value, flags, image_id = request.get("role"), request.get("flags"), request.get("image_id")
+        if role_value not in _ROLE_VALUES or Role(role_value).name in UNSPAWNABLE or flags & ~int(_ALL_FLAGS):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
-        if image_id == 0 or request.get("restart", 0) not in set(RestartPolicy) or request.get("reserved"):
+        role = Role(role_value).name
+        if image_id == 0 or request.get("restart") not in set(RestartPolicy) or request.get("reserved"):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
         if client and (role != "TEST" or flags & int(_PRIVILEGED_FLAGS)):
             return Actions(reply=("DENIED", None, None))
-        depends = int(request.get("depends_on", 0))
+        depends = request.get("depends_on")
         needs = [r for r in range(64) if depends >> r & 1]
         if any(r not in _ROLE_VALUES for r in needs) or Role[role] in needs:
             return Actions(reply=("INVALID_ARGUMENT", None, None))
@@ -208,7 +213,7 @@ class ProcdSpec:
             return Actions(reply=("NOT_FOUND", None, None))  # nobody will ever start it
         if any(self._failed_role(r) for r in needs):
             return Actions(reply=("NOT_FOUND", None, None))  # a dependency failed
-        if self._cycle(int(Role[role]), needs):
+        if _closes_cycle(self.live.values(), int(Role[role]), needs):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
         index = self._free_index()
         if index is None:
@@ -220,10 +225,10 @@ class ProcdSpec:
             int(flags),
             image_id=image_id,
             role=role,
-            policy=request.get("restart", 0),
-            max_restarts=request.get("max_restarts", 0),
-            window_ms=request.get("window_ms", 0),
-            backoff_ms=request.get("backoff_ms", 0),
+            policy=request.get("restart"),
+            max_restarts=request.get("max_restarts"),
+            window_ms=request.get("window_ms"),
+            backoff_ms=request.get("backoff_ms"),
             depends_on=depends,
         )
         if not all(self._running(r) for r in needs):
@@ -254,24 +259,7 @@ class ProcdSpec:
         name = Role(role).name
         return any(e.role == name and e.failed for e in self.live.values()) and not self._running(role)
 
-    def _cycle(self, own: int, needs: list[int]) -> bool:
-        """Would holding a spawn of role `own` on `needs` close a cycle through held entries?"""
-        seen: set[int] = set()
-        stack = list(needs)
-        while stack:
-            role = stack.pop()
-            if role == own:
-                return True
-            if role in seen:
-                continue
-            seen.add(role)
-            name = Role(role).name
-            for entry in self.live.values():
-                if entry.held and entry.role == name:
-                    stack.extend(entry.dependencies())
-        return False
-
-    def _release(self, answers: Iterator[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    def _release(self, answers: Iterator[KernelReply]) -> tuple[tuple[str, ...], tuple[int, ...]]:
         """Launch, in index order and until nothing changes, held entries whose dependencies run."""
         calls: list[str] = []
         notifies: list[int] = []
@@ -292,17 +280,17 @@ class ProcdSpec:
                     changed = True
         return tuple(calls), tuple(notifies)
 
-    def _manage(self, op: ProcdOp, badge: int, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
+    def _manage(self, op: ProcdOp, badge: int, request: Request, replies: list[KernelReply]) -> Actions:
         """STOP, KILL, STATUS and LIST: rootd's view of and hold over the processes procd runs."""
         if badge != BADGE_ROOTD:
             return Actions(reply=("DENIED", None, None))
         if op is ProcdOp.LIST:
-            if request.get("len") or request.get("caps"):
+            if request.length or request.caps:
                 return Actions(reply=("INVALID_ARGUMENT", None, None))
             return Actions(reply=("OK", None, None))
-        if request.get("len") != PROCESS_REQUEST.size or request.get("caps") or request.get("reserved"):
+        if request.length != PROCESS_REQUEST.size or request.caps or request.get("reserved"):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
-        proc_id = int(request["proc_id"])
+        proc_id = request.get("id")
         index, generation = proc_id & ((1 << PROCD_ID_GENERATION_SHIFT) - 1), proc_id >> PROCD_ID_GENERATION_SHIFT
         entry = self.live.get(index)
         if entry is None or entry.generation != generation:
@@ -322,30 +310,21 @@ class ProcdSpec:
         if entry.stopping is not None:
             return Actions(reply=("BUSY", None, None))
         killed = next(iter(replies), None)
-        if killed is None or killed["status"] != "OK":
+        if killed is None or killed.status != Status.OK:
             return Actions(("KILL_PROCESS",), reply=(_status(killed), None, None))
         entry.stopping = "kill" if op is ProcdOp.KILL else "stop"
         return Actions(("KILL_PROCESS",), reply=("OK", None, None))
 
-    @staticmethod
-    def _audit_read(badge: int, request: dict[str, Any]) -> Actions:
-        """Reading the audit log: rootd only, one well-formed audit_read_request."""
-        if badge != BADGE_ROOTD:
-            return Actions(reply=("DENIED", None, None))
-        if request.get("len") != AUDIT_READ_REQUEST.size or request.get("caps") or request.get("reserved"):
-            return Actions(reply=("INVALID_ARGUMENT", None, None))
-        return Actions(reply=("OK", None, None))
-
-    def _probe(self, badge: int, request: dict[str, Any]) -> Actions:
+    def _probe(self, badge: int, request: Request) -> Actions:
         index = badge - PROCD_CHILD_BADGE_BASE
         entry = self.live.get(index) if 0 <= index < self.table_size else None
         if entry is None or not entry.live:
             return Actions(reply=("DENIED", None, None))  # no live child: FAILED, HELD or RESTARTING
-        if request.get("len") or request.get("caps"):
+        if request.length or request.caps:
             return Actions(reply=("INVALID_ARGUMENT", None, None))
         return Actions(notifies=(int(NotifyBit.PROBE_COMPLETE),), reply=("OK", None, None))
 
-    def _child_died(self, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
+    def _child_died(self, request: Request, replies: list[KernelReply]) -> Actions:
         """Failure and restart policy for a child's death.
 
         A STOP frees the entry and is never restarted. Otherwise a restart policy (ALWAYS, or
@@ -353,17 +332,17 @@ class ProcdSpec:
         a failure that is not restarted holds the entry FAILED until REAP, and a REQUIRED one is
         reported to rootd (SERVICE_FAILED); a clean exit frees it. Faults and kills (not STOPs)
         are reported to crashd first."""
-        pid = request.get("child_pid")
+        pid = request.values.get("pid")
         index = next((i for i, live in self.live.items() if live.pid == pid and live.live), None)
-        death = request.get("death")
-        if index is None or death not in ("EXITED", "FAULTED", "KILLED"):
+        death = _ENDINGS.get(request.get("kind"))
+        if index is None or death is None:
             return Actions()
         entry = self.live[index]
         stopped = entry.stopping == "stop"
         entry.stopping = None  # the run STOP or KILL ended is over; a restart is a new run
-        killed = death == "KILLED" and not stopped
-        failure = bool(death == "FAULTED" or killed or (death == "EXITED" and request.get("code")))
-        reported = (death == "FAULTED" or killed) and CapPurpose.CRASHD_ENDPOINT in self.holds
+        killed = death is DeathKind.KILLED and not stopped
+        failure = bool(death is DeathKind.FAULTED or killed or (death is DeathKind.EXITED and request.get("code")))
+        reported = (death is DeathKind.FAULTED or killed) and CapPurpose.CRASHD_ENDPOINT in self.holds
         reports = (entry.pid,) if reported else ()
         restart = not stopped and (
             entry.policy == RestartPolicy.ALWAYS or (entry.policy == RestartPolicy.ON_FAILURE and failure)
@@ -375,28 +354,28 @@ class ProcdSpec:
             return Actions(notifies=self._hold_failed(entry), crash_reports=reports)
         answers = iter(replies)
         clock = next(answers, None)
-        if clock is None or clock["status"] != "OK":
+        if clock is None or clock.status != Status.OK:
             return Actions(("READ_MONOTONIC_CLOCK",), self._hold_failed(entry), reports)
-        counted = entry.counted(int(clock["ticks"]))
+        counted = entry.counted(clock.get("ticks"))
         if counted >= entry.max_restarts:
             return Actions(("READ_MONOTONIC_CLOCK",), self._hold_failed(entry), reports)
         timer = next(answers, None)
-        if timer is None or timer["status"] != "OK":
+        if timer is None or timer.status != Status.OK:
             return Actions(("READ_MONOTONIC_CLOCK", "SET_TIMER"), self._hold_failed(entry), reports)
         entry.restarting, entry.restarts = True, counted
         return Actions(("READ_MONOTONIC_CLOCK", "SET_TIMER"), crash_reports=reports)
 
-    def _timer(self, request: dict[str, Any], replies: list[dict[str, Any]]) -> Actions:
+    def _timer(self, request: Request, replies: list[KernelReply]) -> Actions:
         """A backoff timer: restart the entry it names, in place, with the next generation."""
         cookie = request.get("cookie")
-        if request.get("len") != TIMER_EVENT.size or request.get("caps") or not isinstance(cookie, int):
+        if request.length != TIMER_EVENT.size or request.caps:
             return Actions()
         index = cookie & ((1 << PROCD_ID_GENERATION_SHIFT) - 1)
         entry = self.live.get(index)
         if entry is None or not entry.restarting or entry.generation != cookie >> PROCD_ID_GENERATION_SHIFT:
             return Actions()
         entry.restarts = min(entry.restarts + 1, 0xFF)
-        entry.run_start = int(request.get("ticks", 0))
+        entry.run_start = request.get("ticks")
         answers = iter(replies)
         calls, pid, _ = _launch(entry.role, answers)
         if pid is None:
@@ -426,22 +405,41 @@ class ProcdSpec:
         return next((i for i in range(self.table_size) if i not in self.live), None)
 
 
+def _closes_cycle(live: Iterable[Entry], own: int, needs: list[int]) -> bool:
+    """Would holding a spawn of role `own` on `needs` close a cycle through the held entries of `live`?"""
+    held = [entry for entry in live if entry.held]
+    seen: set[int] = set()
+    stack = list(needs)
+    while stack:
+        role = stack.pop()
+        if role == own:
+            return True
+        if role in seen:
+            continue
+        seen.add(role)
+        name = Role(role).name
+        for entry in held:
+            if entry.role == name:
+                stack.extend(entry.dependencies())
+    return False
+
+
+def _audit_read(badge: int, request: Request) -> Actions:
+    """Reading the audit log: rootd only, one well-formed audit_read_request."""
+    if badge != BADGE_ROOTD:
+        return Actions(reply=("DENIED", None, None))
+    if request.length != AUDIT_READ_REQUEST.size or request.caps or request.get("reserved"):
+        return Actions(reply=("INVALID_ARGUMENT", None, None))
+    return Actions(reply=("OK", None, None))
+
+
 _ALL_FLAGS = EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL | EnvelopeFlag.SPAWNER
 _PRIVILEGED_FLAGS = EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL | EnvelopeFlag.SPAWNER
 _ROLE_VALUES = frozenset(int(role) for role in Role)
 
 
-def op_number(name: Any) -> int | None:
-    """The op id behind a trace's op field (a name, or hex for ops the receiver's service lacks)."""
-    if not isinstance(name, str):
-        return None
-    for names in (ProcdOp, KernelEvent):
-        if name in names.__members__:
-            return int(names[name])
-    try:
-        return int(name, 16)
-    except ValueError:
-        return None
+_ENDINGS = {int(kind): kind for kind in (DeathKind.EXITED, DeathKind.FAULTED, DeathKind.KILLED)}
+"""The CHILD_DIED kinds procd acts on."""
 
 
 def _intake_purposes(role: Role) -> set[CapPurpose]:
@@ -449,33 +447,72 @@ def _intake_purposes(role: Role) -> set[CapPurpose]:
     return {CapPurpose(entry.purpose) for entry in entries}
 
 
-def _launch(role: str, answers: Iterator[dict[str, Any]]) -> tuple[tuple[str, ...], int | None, str]:
+def _launch(role: str, answers: Iterator[KernelReply]) -> tuple[tuple[str, ...], int | None, str]:
     """The kernel calls that start a child of `role` (MINT for roles given PROCD_ENDPOINT, CREATE,
     START), answered in order: (calls, the new pid or None, the failing status)."""
     calls: list[str] = []
     steps = ["CREATE_PROCESS", "START_PROCESS"]
     if CapPurpose.PROCD_ENDPOINT in _intake_purposes(Role[role]):
         steps.insert(0, "MINT_ENDPOINT")
-    created: dict[str, Any] = {}
+    created = KernelReply(Status.OK)
     for step in steps:
         calls.append(step)
         answer = next(answers, None)
-        if answer is None or answer["status"] != "OK":
+        if answer is None or answer.status != Status.OK:
             return tuple(calls), None, _status(answer)
         if step == "CREATE_PROCESS":
             created = answer
-    return tuple(calls), int(created["child_pid"]), "OK"
+    return tuple(calls), created.get("pid"), "OK"
 
 
 def _process_id(index: int, generation: int) -> int:
     return index | generation << PROCD_ID_GENERATION_SHIFT
 
 
-def _status(reply: dict[str, Any] | None) -> str:
-    return "INTERNAL" if reply is None else str(reply["status"])
+def _status(reply: KernelReply | None) -> str:
+    return "INTERNAL" if reply is None else status_name(reply.status)
 
 
 # ------------------------------------------------------------------ the native side
+
+
+@dataclass(frozen=True)
+class Request:
+    """A message delivered to procd, typed (from the kernel's record of it, not the trace's text)."""
+
+    op: int
+    call: bool
+    """Sent by CALL: procd owes a reply."""
+    length: int
+    """The payload's length in bytes."""
+    caps: int
+    """Capabilities that landed in procd's table."""
+    values: Mapping[str, Any] = field(default_factory=dict)
+    """The payload's fields by ABI name, when it has its layout's size (else none)."""
+
+    def get(self, name: str) -> int:
+        """The payload field `name`, 0 when the payload does not have it."""
+        value = self.values.get(name, 0)
+        return value if isinstance(value, int) else 0
+
+    def describe(self) -> str:
+        for names in (ProcdOp, KernelEvent):
+            if self.op in names._value2member_map_:
+                return names(self.op).name
+        return f"{self.op:#x}"
+
+
+@dataclass(frozen=True)
+class KernelReply:
+    """The kernel's answer to one of procd's kernel-control calls."""
+
+    status: int
+    values: Mapping[str, Any] = field(default_factory=dict)
+    """The OK reply payload's fields by ABI name."""
+
+    def get(self, name: str) -> int:
+        value = self.values.get(name, 0)
+        return value if isinstance(value, int) else 0
 
 
 @dataclass(frozen=True)
@@ -484,61 +521,64 @@ class Step:
 
     seq: int
     badge: int
-    request: dict[str, Any]
-    kernel_replies: list[dict[str, Any]]
+    request: Request
+    kernel_replies: list[KernelReply]
     did: Actions
 
 
+@dataclass
+class _Cut:
+    """The step being cut from the trace: its delivery and what procd did since."""
+
+    seq: int
+    badge: int
+    request: Request
+    kernel_replies: list[KernelReply] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    notifies: list[int] = field(default_factory=list)
+    reports: list[int] = field(default_factory=list)
+    reply: tuple[str, int | None, int | None] | None = None
+
+    def step(self) -> Step:
+        did = Actions(tuple(self.calls), tuple(self.notifies), tuple(self.reports), self.reply)
+        return Step(self.seq, self.badge, self.request, self.kernel_replies, did)
+
+    def follow(self, event: Event, record: IpcRecord, procd_pid: int) -> None:
+        """Take one more message event into the step."""
+        if event.pid == procd_pid and event.kind == IPC_SEND:
+            if record.service == "kernel":
+                self.calls.append(op_name("kernel", record.op))
+            elif record.service == "crashd" and record.op == CrashdOp.REPORT:
+                pid = record.values().get("pid")
+                self.reports.append(pid if isinstance(pid, int) else -1)  # -1: no pid, never what the spec says
+        elif event.pid == KERNEL_PID and event.kind == IPC_REPLY and record.peer == procd_pid:
+            self.kernel_replies.append(KernelReply(record.status or 0, record.values()))
+        elif event.pid == procd_pid and event.kind == IPC_REPLY:
+            values = record.values()
+            self.reply = (status_name(record.status or 0), values.get("pid"), values.get("id"))
+
+
 def native_steps(events: Iterable[Event], procd_pid: int) -> list[Step]:
-    """Cut a trace into procd's request steps (from each delivery to procd until the next)."""
+    """Cut a trace into procd's request steps (from each delivery to procd until the next), reading
+    the typed records the kernel attached to its message and notify events (`IpcRecord`,
+    `NotifyRecord`)."""
     steps: list[Step] = []
-    current: dict[str, Any] | None = None
-
-    def close() -> None:
-        if current is not None:
-            steps.append(
-                Step(
-                    current["seq"],
-                    current["badge"],
-                    current["request"],
-                    current["kernel_replies"],
-                    Actions(
-                        tuple(current["calls"]),
-                        tuple(current["notifies"]),
-                        tuple(current["reports"]),
-                        current["reply"],
-                    ),
-                )
-            )
-
+    current: _Cut | None = None
     for event in events:
-        fields = event.fields
-        if event.kind == "ipc.recv" and event.pid == procd_pid:
-            close()
-            current = {
-                "seq": event.seq,
-                "badge": fields["badge"],
-                "request": {**fields, "caps": len(fields.get("caps", []))},
-                "kernel_replies": [],
-                "calls": [],
-                "notifies": [],
-                "reports": [],
-                "reply": None,
-            }
+        record = event.data
+        if event.kind == IPC_RECV and event.pid == procd_pid and isinstance(record, IpcRecord):
+            if current is not None:
+                steps.append(current.step())
+            request = Request(record.op, record.call, len(record.payload), record.caps, record.values())
+            current = _Cut(event.seq, record.badge, request)
         elif current is None:
             continue
-        elif event.pid == procd_pid and event.kind == "ipc.send":
-            if fields["endpoint"] == "kernel-control":
-                current["calls"].append(fields["op"])
-            elif fields["op"] == "REPORT":
-                current["reports"].append(fields.get("child_pid", fields.get("pid")))
-        elif event.pid == 0 and event.kind == "ipc.reply" and fields.get("to") == procd_pid:
-            current["kernel_replies"].append(fields)
-        elif event.pid == procd_pid and event.kind == "notify":
-            current["notifies"].append(fields["bits"])
-        elif event.pid == procd_pid and event.kind == "ipc.reply":
-            current["reply"] = (fields["status"], fields.get("child_pid"), fields.get("proc_id"))
-    close()
+        elif isinstance(record, IpcRecord):
+            current.follow(event, record, procd_pid)
+        elif event.pid == procd_pid and event.kind == NOTIFY and isinstance(record, NotifyRecord):
+            current.notifies.append(record.bits)
+    if current is not None:
+        steps.append(current.step())
     return steps
 
 
@@ -551,7 +591,7 @@ class Divergence:
     def describe(self) -> str:
         request = self.step.request
         return (
-            f"request at seq {self.step.seq} (op {request.get('op')}, badge {self.step.badge:#x}): "
+            f"request at seq {self.step.seq} (op {request.describe()}, badge {self.step.badge:#x}): "
             f"native procd did {self.native}, the spec says {self.spec}"
         )
 

@@ -57,7 +57,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from emu.cpu import FaultKind
+from emu.cpu import FaultCause
 from emu.files import FileReadError, read_bounded
 from procd_model.abi import CRASHD_RING, DEBUG_WRITE_MAX, EnvelopeFlag, RestartPolicy, Role, Status
 from procd_model.images import BOOT_IMAGES, boot_image_named
@@ -146,7 +146,7 @@ STARTABLE_ROLES = _names(role for role in Role if role < 32 and role not in (Rol
 envelope lists in started_roles, a u32 of role bits (so not TEST or GENERIC)."""
 FAILURE_STATUSES = _names(status for status in Status if status is not Status.OK)
 RESTART_POLICIES = {policy.name.lower().replace("_", "-"): policy for policy in RestartPolicy}
-FAULT_KINDS = tuple(kind.value for kind in FaultKind)
+FAULT_KINDS = tuple(kind.value for kind in FaultCause)
 
 SPAWN_SCHEMA = Table(
     (

@@ -28,6 +28,7 @@ from procd_model.images import (
 )
 from procd_model.kernel import ImageLayoutError, Kernel, Process, RunState, ScriptedFaults, StopReason
 from procd_model.messages import EnvelopeSlot, build_envelope
+from procd_model.ops import MODEL_FACTS
 from procd_model.rootd import (
     FOUNDATION_IMAGE,
     ManifestEntry,
@@ -93,7 +94,7 @@ def run_scenario(
     ok = not problems
     detail = f"{outcome.detail} (as expected)" if ok else f"{outcome.detail} ({'; '.join(problems)})"
     stop = "halted" if ok else "unexpected"
-    return RunOutcome(ok, stop, detail, outcome.processes, outcome.instructions, outcome.frequency_hz)
+    return RunOutcome(ok, stop, detail, outcome.processes, outcome.instructions, outcome.frequency_hz, MODEL_FACTS)
 
 
 def _inject(scenario: Scenario, kernel: Kernel) -> None:
@@ -305,7 +306,9 @@ def _ending(proc: Any) -> str:
 
 
 def _outcome(kernel: Kernel, ok: bool, stop: str, detail: str) -> RunOutcome:
-    return RunOutcome(ok, stop, detail, describe_processes(kernel), kernel.icount, kernel.cpu_model.frequency_hz)
+    return RunOutcome(
+        ok, stop, detail, describe_processes(kernel), kernel.icount, kernel.cpu_model.frequency_hz, MODEL_FACTS
+    )
 
 
 def describe_processes(kernel: Kernel) -> list[dict[str, Any]]:

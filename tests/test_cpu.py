@@ -9,7 +9,7 @@ from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
 
 from emu.accounting import UNIT_CPU
-from emu.cpu import FaultKind, GuestCpu, TrapKind
+from emu.cpu import FaultCause, GuestCpu, TrapKind
 from emu.elf import ElfImage, Perm, load_elf
 
 # mov ecx, 1000; L: dec ecx; jnz L; mov eax, 9; xor edi, edi; syscall; jmp $
@@ -80,20 +80,20 @@ def test_exact_budget_stops_on_the_instruction() -> None:
 
 FAULTS = [
     # (name, code, kind, retired, fault rip offset)
-    ("unmapped write", "b801000000bb020000008904250000000090", FaultKind.UNMAPPED_WRITE, 2, 10),
-    ("unmapped read", "908b042500000000", FaultKind.UNMAPPED_READ, 1, 1),
-    ("invalid opcode", "b8010000000f0b", FaultKind.INVALID_OPCODE, 1, 5),
-    ("divide error", "31c9b801000000f7f1", FaultKind.DIVIDE_ERROR, 2, 7),
-    ("breakpoint", "90cc90", FaultKind.BREAKPOINT, 2, 2),
-    ("hlt", "90f4", FaultKind.GENERAL_PROTECTION, 1, 1),
-    ("jump to null", "9031c0ffe0", FaultKind.UNMAPPED_FETCH, 3, None),
-    ("write to code", "90488d05f9ffffffc60000", FaultKind.PROTECTED_WRITE, 2, 8),
+    ("unmapped write", "b801000000bb020000008904250000000090", FaultCause.UNMAPPED_WRITE, 2, 10),
+    ("unmapped read", "908b042500000000", FaultCause.UNMAPPED_READ, 1, 1),
+    ("invalid opcode", "b8010000000f0b", FaultCause.INVALID_OPCODE, 1, 5),
+    ("divide error", "31c9b801000000f7f1", FaultCause.DIVIDE_ERROR, 2, 7),
+    ("breakpoint", "90cc90", FaultCause.BREAKPOINT, 2, 2),
+    ("hlt", "90f4", FaultCause.GENERAL_PROTECTION, 1, 1),
+    ("jump to null", "9031c0ffe0", FaultCause.UNMAPPED_FETCH, 3, None),
+    ("write to code", "90488d05f9ffffffc60000", FaultCause.PROTECTED_WRITE, 2, 8),
 ]
 
 
 @pytest.mark.parametrize(("name", "code", "kind", "retired", "rip_offset"), FAULTS, ids=[f[0] for f in FAULTS])
 def test_faults_are_reported_with_exact_counts(
-    name: str, code: str, kind: FaultKind, retired: int, rip_offset: int | None
+    name: str, code: str, kind: FaultCause, retired: int, rip_offset: int | None
 ) -> None:
     cpu = fresh(bytes.fromhex(code))
     trap = cpu.run(1000)
@@ -110,7 +110,7 @@ def test_fault_in_exact_tail_is_counted_exactly() -> None:
     cpu = fresh(code)
     trap = cpu.run(30, exact=True)
     assert trap.kind is TrapKind.FAULT
-    assert trap.fault is not None and trap.fault.kind is FaultKind.UNMAPPED_WRITE
+    assert trap.fault is not None and trap.fault.kind is FaultCause.UNMAPPED_WRITE
     assert cpu.retired == 20
 
 
@@ -125,7 +125,7 @@ EXACT_ADDRESSES = [
     (
         "non-canonical write",
         _movabs(RAX, 0x8000_0000_0000_0010) + bytes.fromhex("48c70001000000"),  # mov qword [rax], 1
-        FaultKind.GENERAL_PROTECTION,
+        FaultCause.GENERAL_PROTECTION,
         0x8000_0000_0000_0010,
         10,
         1,
@@ -133,7 +133,7 @@ EXACT_ADDRESSES = [
     (
         "non-canonical read whose low bits name a mapped page",
         _movabs(RAX, 0x8000_0000_0040_0000) + bytes.fromhex("488b18"),  # mov rbx, [rax]
-        FaultKind.GENERAL_PROTECTION,
+        FaultCause.GENERAL_PROTECTION,
         0x8000_0000_0040_0000,
         10,
         1,
@@ -141,7 +141,7 @@ EXACT_ADDRESSES = [
     (
         "read in the canonical upper half",
         _movabs(RAX, 0xFFFF_8000_0000_0010) + bytes.fromhex("488b18"),
-        FaultKind.UNMAPPED_READ,
+        FaultCause.UNMAPPED_READ,
         0xFFFF_8000_0000_0010,
         10,
         1,
@@ -149,7 +149,7 @@ EXACT_ADDRESSES = [
     (
         "read straddling the end of the canonical lower half",
         _movabs(RAX, 0x7FFF_FFFF_FFFC) + bytes.fromhex("488b18"),
-        FaultKind.GENERAL_PROTECTION,
+        FaultCause.GENERAL_PROTECTION,
         0x8000_0000_0000,
         10,
         1,
@@ -157,7 +157,7 @@ EXACT_ADDRESSES = [
     (
         "write straddling the end of the canonical lower half",
         _movabs(RAX, 0x7FFF_FFFF_FFFE) + bytes.fromhex("488918"),  # mov [rax], rbx
-        FaultKind.GENERAL_PROTECTION,
+        FaultCause.GENERAL_PROTECTION,
         0x8000_0000_0000,
         10,
         1,
@@ -165,7 +165,7 @@ EXACT_ADDRESSES = [
     (
         "jump to a non-canonical address",
         _movabs(RAX, 0x8000_0000_0040_0000) + bytes.fromhex("ffe0"),  # jmp rax
-        FaultKind.GENERAL_PROTECTION,
+        FaultCause.GENERAL_PROTECTION,
         0x8000_0000_0040_0000,
         None,
         2,
@@ -173,7 +173,7 @@ EXACT_ADDRESSES = [
     (
         "call to a non-canonical address",
         _movabs(RSP, 0x7FFF_FFFF_F800) + _movabs(RAX, 0xFFF0_0000_0040_0000) + bytes.fromhex("ffd0"),  # call rax
-        FaultKind.GENERAL_PROTECTION,
+        FaultCause.GENERAL_PROTECTION,
         0xFFF0_0000_0040_0000,
         None,
         3,
@@ -181,7 +181,7 @@ EXACT_ADDRESSES = [
     (
         "push with a non-canonical stack pointer",
         _movabs(RSP, 0x8000_0000_0080_1000) + bytes.fromhex("50"),  # push rax
-        FaultKind.GENERAL_PROTECTION,
+        FaultCause.GENERAL_PROTECTION,
         0x8000_0000_0080_0FF8,
         10,
         1,
@@ -189,7 +189,7 @@ EXACT_ADDRESSES = [
     (
         "return to a non-canonical address",
         _movabs(RSP, 0x7FFF_FFFF_F800) + _movabs(RAX, 0x8000_0000_0000_1000) + bytes.fromhex("50c3"),  # push; ret
-        FaultKind.GENERAL_PROTECTION,
+        FaultCause.GENERAL_PROTECTION,
         0x8000_0000_0000_1000,
         None,
         4,
@@ -201,7 +201,7 @@ EXACT_ADDRESSES = [
     ("name", "code", "kind", "address", "rip_offset", "retired"), EXACT_ADDRESSES, ids=[c[0] for c in EXACT_ADDRESSES]
 )
 def test_fault_addresses_are_exact_and_non_canonical_ones_are_general_protection(
-    name: str, code: bytes, kind: FaultKind, address: int, rip_offset: int | None, retired: int
+    name: str, code: bytes, kind: FaultCause, address: int, rip_offset: int | None, retired: int
 ) -> None:
     cpu = fresh(code)
     cpu.map(0x7FFF_FFFF_F000, 0x1000, Perm.R | Perm.W)  # the last page of the canonical lower half

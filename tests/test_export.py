@@ -20,6 +20,7 @@ import procd_model.kernel.core as procd_kernel
 from emu.accounting import UNIT_CPU, CpuModel
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
+from emu.events import ModelFacts
 from emu.export import process_names
 from emu.export.folded import folded_lines, render_folded, write_folded
 from emu.export.perfetto import Clock, perfetto_trace, render_perfetto, write_perfetto
@@ -85,7 +86,7 @@ def run() -> Run:
 
 @pytest.fixture(scope="module")
 def perfetto(run: Run) -> dict[str, Any]:
-    return perfetto_trace(run.events, run.frequency_hz)
+    return perfetto_trace(run.events, run.frequency_hz, model=run.outcome.model)
 
 
 def _pid_named(run: Run, name: str) -> int:
@@ -338,13 +339,17 @@ def test_perfetto_without_names_or_kernel_calls_still_draws() -> None:
         Event(5, 6, 50, 4, "ipc.send", {"endpoint": 9, "op": "LOST", "call": True}),  # never received
         Event(6, 6, 60, 4, "ipc.send", {"endpoint": "kernel-control", "op": "K", "call": True}),  # no reply
     ]
-    trace = perfetto_trace(events, 1_000_000, {5: "server"})
+    model = ModelFacts(kernel_served_endpoints=frozenset({"kernel-control"}))
+    trace = perfetto_trace(events, 1_000_000, {5: "server"}, model)
     assert validate_chrome_trace(trace) == []
     names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
     assert names == {0: "kernel", 4: "pid 4", 5: "server"}
     assert [e["ts"] for e in trace["traceEvents"] if e["ph"] in ("s", "f")] == [10.0, 20.0]  # cycles at 1 MHz
     slices = {(e["pid"], e["name"]) for e in trace["traceEvents"] if e["ph"] == "X"}
     assert {(4, "send LOST"), (4, "K"), (4, "running"), (5, "recv PING")} <= slices
+    # Which calls the kernel serves is the model's declaration, not the exporter's guess.
+    undeclared = {(e["pid"], e["name"]) for e in perfetto_trace(events, 1_000_000)["traceEvents"] if e["ph"] == "X"}
+    assert (4, "K") not in undeclared and (4, "send K") in undeclared
     with pytest.raises(ValueError):
         perfetto_trace(events, 0)
 
@@ -432,8 +437,12 @@ def test_operations_close_on_reply_next_receive_waiting_again_or_death() -> None
         ev(11, 130, 9, "ipc.recv", op="STILL_OPEN"),
         ev(12, 131, 9, "syscall", name="RECV", status="OK"),  # a receive that completed closes nothing
     ]
-    rows = {row.op: row for row in operation_stats(events)}
+    rows = {
+        row.op: row for row in operation_stats(events, ModelFacts(receive_syscalls=frozenset({"RECV", "REPLY_RECV"})))
+    }
     assert set(rows) == {"ONE_WAY", "CALL"}
+    # Which syscalls are receives is the model's declaration: undeclared, pid 8's op stays open.
+    assert operation_stats(events)[1].count == 1
     assert rows["ONE_WAY"].count == 2 and rows["ONE_WAY"].instructions.max == 20
     assert rows["CALL"].count == 2
     assert (rows["CALL"].instructions.p50, rows["CALL"].instructions.max) == (4, 5)
@@ -551,7 +560,7 @@ def test_exports_are_byte_identical_across_runs(run: Run, tmp_path: Path) -> Non
     assert again.profiler is not None and run.profiler is not None
     for index, one in enumerate((run, again)):
         assert one.profiler is not None
-        write_perfetto(one.events, tmp_path / f"{index}.json", one.frequency_hz)
+        write_perfetto(one.events, tmp_path / f"{index}.json", one.frequency_hz, model=one.outcome.model)
         write_folded(one.profiler, tmp_path / f"{index}.folded", one.names)
     assert (tmp_path / "0.json").read_bytes() == (tmp_path / "1.json").read_bytes()
     assert (tmp_path / "0.folded").read_bytes() == (tmp_path / "1.folded").read_bytes()

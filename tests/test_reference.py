@@ -15,6 +15,8 @@ from procd_model.abi import (
     PROCESS_REQUEST,
     SPAWN_SERVICE_REQUEST,
     CapPurpose,
+    KernelEvent,
+    NotifyBit,
     ProcdOp,
     RestartPolicy,
     Role,
@@ -154,7 +156,7 @@ def test_changing_one_policy_detail_in_the_spec_is_caught() -> None:
     scenario = next(s for s in builtin_scenarios() if s.name == "phase0-fault-kill")
     run_scenario(trace, scenario, 50_000_000)
     divergence = check_against_spec(steps_of(trace), silent_crashd)
-    assert divergence is not None and divergence.step.request["op"] == "CHILD_DIED"
+    assert divergence is not None and divergence.step.request.op == KernelEvent.CHILD_DIED
 
 
 fuzz = st.lists(
@@ -234,3 +236,26 @@ def test_kill_of_a_process_restarted_after_a_kill_is_carried_out() -> None:
     assert talk.pass_time(), "the restart's timer was pending"
     assert reply_status(talk.ask(process_request(ProcdOp.KILL, process_id(0, 2)))) is Status.OK
     agree(talk, follower)
+
+
+@pytest.mark.parametrize("name", ["phase0-fault-kill", "phase0-probe", "restart-storm"])
+def test_the_steps_come_from_typed_records_not_the_traces_display_fields(name: str) -> None:
+    trace = Trace()
+    scenario = next(s for s in builtin_scenarios() if s.name == name)
+    run_scenario(trace, scenario, 50_000_000)
+    steps = steps_of(trace)
+    assert steps
+    blanked = [Event(e.seq, e.icount, e.cycle, e.pid, e.kind, {}, e.data) for e in trace.events]
+    assert native_steps(blanked, procd_pid(trace.events)) == steps
+    assert steps[0].request.op == ProcdOp.SPAWN_SERVICE
+
+
+def test_a_step_holds_the_typed_request_kernel_answers_and_actions() -> None:
+    trace = Trace()
+    run_scenario(trace, next(s for s in builtin_scenarios() if s.name == "phase0-probe"), 50_000_000)
+    steps = steps_of(trace)
+    spawn = steps[0]
+    assert (spawn.request.op, spawn.request.call, spawn.request.get("role")) == (ProcdOp.SPAWN_SERVICE, True, Role.TEST)
+    assert [reply.status for reply in spawn.kernel_replies] == [Status.OK] * len(spawn.did.kernel_calls)
+    probe = next(step for step in steps if step.request.op == ProcdOp.PROBE_COMPLETE)
+    assert probe.did.notifies == (NotifyBit.PROBE_COMPLETE,) and not probe.request.call  # a SEND: no reply

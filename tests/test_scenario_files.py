@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emu.cli import main
-from emu.cpu import FaultKind
+from emu.cpu import FaultCause
 from procd_model.scenario import (
     INJECT_SCHEMA,
     LINE_LIMIT,
@@ -365,7 +365,7 @@ def test_every_named_value_is_accepted_and_its_near_misses_refused(tmp_path: Pat
     for table, key, names in (
         ("spawn", "restart", ("never", "on-failure", "always")),
         ("spawn", "status", ("OK", "DENIED", "NOT_FOUND", "INVALID_ARGUMENT", "BUSY", "INTERNAL", "RETRY")),
-        ("spawn", "ends", (*(f"fault {kind.value}" for kind in FaultKind), "alive", "never", "exit 7")),
+        ("spawn", "ends", (*(f"fault {kind.value}" for kind in FaultCause), "alive", "never", "exit 7")),
     ):
         for name in names:
             load_scenario(str(write(tmp_path, scenario_with(table, key, f'"{name}"'))))

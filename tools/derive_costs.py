@@ -40,8 +40,9 @@ if str(ROOT) not in sys.path:
 
 import capstone  # noqa: E402
 
-from emu.costmodel import CATEGORIES, MILLICYCLES_PER_CYCLE, category, form_key  # noqa: E402
+from emu.costmodel import CATEGORIES, category, form_key  # noqa: E402
 from emu.elf import ElfError, Perm, load_elf  # noqa: E402
+from emu.events import MILLICYCLES_PER_CYCLE  # noqa: E402
 
 DEFAULT_ELF_DIR = ROOT / "fixtures" / "elf"
 DATA_DIR = ROOT / "emu" / "data"

@@ -1,9 +1,11 @@
 """Renderings of a finished run for other tools: Perfetto timelines, statistics tables, folded stacks.
 
 Everything here reads `emu.trace.Event`s (or a profiler's samples) after the run and never changes
-a count. Conventions shared by the exporters: pid 0 is the kernel, a process's name is the `name`
-of its `process.create` event, and files are written through `emu.output` (a regular file appears
-only when complete).
+a count. Each exporter is one module that registers itself (`emu.export.registry`); the CLI makes
+an option of each. Conventions shared by the exporters: the kernel's pid is `emu.events.KERNEL_PID`,
+a process's name is the `name` of its `process.create` event, what the model declares about its
+events comes as `emu.events.ModelFacts`, and files are written through `emu.output` (a regular file
+appears only when complete).
 """
 
 from __future__ import annotations
@@ -11,23 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from emu.events import IDLE_NAME, IDLE_PID, KERNEL_NAME, KERNEL_PID, PROCESS_CREATE, SCHED_IDLE, SUMMARY
 from emu.output import write_output
 from emu.trace import Event
-
-KERNEL_PID = 0
-KERNEL_NAME = "kernel"
-"""What the exporters call pid 0 (the modelled kernel)."""
-IDLE_PID = -1
-IDLE_NAME = "idle"
-"""Time in which nothing ran: each `sched.idle` event, from its cycle to its `until` cycle. The
-kernel is current from then on until the next `sched.switch`."""
 
 
 def idle_intervals(events: Iterable[Event]) -> list[tuple[Event, int]]:
     """Each `sched.idle` event with the cycle its idle interval ends."""
     out = []
     for event in events:
-        if event.kind == "sched.idle":
+        if event.kind == SCHED_IDLE:
             until = event.fields.get("until")
             out.append((event, until if isinstance(until, int) and until >= event.cycle else event.cycle))
     return out
@@ -39,9 +34,9 @@ def process_names(events: Iterable[Event], overrides: Mapping[int, str] | None =
     names: dict[int, str] = {}
     listed: dict[int, str] = {}
     for event in events:
-        if event.kind == "process.create" and event.pid not in names and isinstance(event.fields.get("name"), str):
+        if event.kind == PROCESS_CREATE and event.pid not in names and isinstance(event.fields.get("name"), str):
             names[event.pid] = event.fields["name"]
-        elif event.kind == "summary":
+        elif event.kind == SUMMARY:
             for row in event.fields.get("processes") or ():
                 if isinstance(row, dict) and isinstance(row.get("pid"), int) and isinstance(row.get("name"), str):
                     listed.setdefault(row["pid"], row["name"])

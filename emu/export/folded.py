@@ -14,10 +14,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
+from emu.events import MILLICYCLES_PER_CYCLE
 from emu.export import idle_intervals, write_text_atomic
+from emu.export.registry import Destination, Exporter, RunView, register
+from emu.profile import StackProfiler
 from emu.trace import Event
 
-MILLICYCLES_PER_CYCLE = 1000
 IDLE_FRAME = "[idle]"
 """The one-frame stack of the time nothing ran (the run's `sched.idle` intervals)."""
 
@@ -61,3 +63,20 @@ def write_folded(
     """Write `profile` as folded stacks to `path` (atomically). `process_names` (pid -> name)
     replaces the profiler's own names for the first frame; `events` give the idle time."""
     write_text_atomic(path, render_folded(profile, process_names, events))
+
+
+def _export(run: RunView) -> str:
+    assert isinstance(run.probe, StackProfiler)  # make_probe made it
+    return render_folded(run.probe, run.names, run.events)
+
+
+register(
+    Exporter(
+        "--folded",
+        "profile cycles per guest call stack and write folded stacks to FILE (flame graphs)",
+        Destination.FILE,
+        _export,
+        rank=30,
+        make_probe=StackProfiler,
+    )
+)

@@ -8,8 +8,9 @@ slice ends are computed in nanoseconds first, so nested slices nest exactly).
 - "running" slices (`X`, cat "sched"): from each `sched.switch` to P until the next switch or
   `sched.idle` (or the last event), with the instructions and cycles the machine advanced
   meanwhile; "idle" slices on the kernel's track for each `sched.idle` interval (nothing ran).
-- calls the kernel serves itself (an `ipc.send` whose endpoint is not an integer, answered by an
-  `ipc.reply` from pid 0): one slice on the caller's track, from the send to the reply.
+- calls the kernel serves itself (an `ipc.send` to an endpoint the model declares kernel-served,
+  `ModelFacts.kernel_served_endpoints`, answered by an `ipc.reply` from the kernel's pid): one
+  slice on the caller's track, from the send to the reply.
 - IPC: a zero-length slice on each side ("send OP", "recv OP", "reply OP") with the event's fields
   as args, and a flow arrow between them (`s`/`f` with "bp": "e", ids unique per arrow, start and
   end sharing cat and name): ipc.send -> the ipc.recv that took the message (FIFO per endpoint and
@@ -34,12 +35,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu.export import IDLE_NAME, KERNEL_PID, idle_intervals, name_of, write_text_atomic
+from emu.events import (
+    BLOCK,
+    FAULT,
+    IDLE_NAME,
+    INSN,
+    IPC_RECV,
+    IPC_REPLY,
+    IPC_SEND,
+    KERNEL_PID,
+    LOG,
+    NO_FACTS,
+    PROCESS_CREATE,
+    PROCESS_EXIT,
+    PROCESS_START,
+    SCHED_IDLE,
+    SCHED_SWITCH,
+    SUMMARY,
+    SYSCALL,
+    ModelFacts,
+)
+from emu.export import idle_intervals, name_of, write_text_atomic
 from emu.export import process_names as known_names
+from emu.export.registry import Destination, Exporter, RunView, register
 from emu.trace import Event
 
-_SKIPPED = frozenset({"block", "insn", "summary", "sched.switch", "sched.idle"})
-_LIFECYCLE = {"process.create": "create", "process.start": "start", "process.exit": "exit"}
+_SKIPPED = frozenset({BLOCK, INSN, SUMMARY, SCHED_SWITCH, SCHED_IDLE})
+_LIFECYCLE = {PROCESS_CREATE: "create", PROCESS_START: "start", PROCESS_EXIT: "exit"}
 _SUMMARY_KEYS = ("stop", "ok", "detail", "instructions", "digest")
 
 TraceEvent = dict[str, Any]
@@ -65,6 +87,7 @@ class _Builder:
     """Turns events into trace events, each with a sort key (timestamp, event seq, order within)."""
 
     clock: Clock
+    model: ModelFacts
     out: list[tuple[tuple[int, int, int], TraceEvent]] = field(default_factory=list)
     tracks: set[int] = field(default_factory=set)
     next_flow: int = 1
@@ -127,12 +150,12 @@ class _Builder:
 def _running_slices(builder: _Builder, events: Sequence[Event]) -> None:
     """A process runs from a switch to it until the next switch or idle interval (or the end);
     an idle interval is an "idle" slice on the kernel's track."""
-    marks = [e for e in events if e.kind in ("sched.switch", "sched.idle")]
+    marks = [e for e in events if e.kind in (SCHED_SWITCH, SCHED_IDLE)]
     if not marks:
         return
     last = events[-1]
     for mark, following in zip(marks, [*marks[1:], last], strict=True):
-        if mark.kind == "sched.switch":
+        if mark.kind == SCHED_SWITCH:
             args = {"instructions": following.icount - mark.icount, "cycles": following.cycle - mark.cycle}
             builder.slice(mark, "running", "sched", mark.pid, following.cycle, args)
     for idle, until in idle_intervals(events):
@@ -142,7 +165,7 @@ def _running_slices(builder: _Builder, events: Sequence[Event]) -> None:
 def _ipc_send(builder: _Builder, event: Event) -> None:
     op = str(event.fields.get("op", "?"))
     endpoint = event.fields.get("endpoint")
-    if not isinstance(endpoint, int):
+    if isinstance(endpoint, str) and endpoint in builder.model.kernel_served_endpoints:
         builder.pending_kernel.setdefault(event.pid, deque()).append(event)
         return
     flow = builder.new_flow()
@@ -180,11 +203,11 @@ def _ipc_reply(builder: _Builder, event: Event) -> None:
 def _other(builder: _Builder, event: Event) -> None:
     if event.kind in _LIFECYCLE:
         builder.instant(event, _LIFECYCLE[event.kind], "process")
-    elif event.kind == "fault":
+    elif event.kind == FAULT:
         builder.instant(event, f"fault {event.fields.get('fault', '?')}", "process")
-    elif event.kind == "syscall":
+    elif event.kind == SYSCALL:
         builder.instant(event, str(event.fields.get("name", "syscall")), "syscall")
-    elif event.kind == "log":
+    elif event.kind == LOG:
         builder.instant(event, str(event.fields.get("text", "")) or "log", "log")
     else:
         builder.instant(event, event.kind, event.kind.split(".")[0])
@@ -209,18 +232,22 @@ def _in_microseconds(entry: TraceEvent) -> TraceEvent:
 
 
 def perfetto_trace(
-    events: Iterable[Event], frequency_hz: int, process_names: Mapping[int, str] | None = None
+    events: Iterable[Event],
+    frequency_hz: int,
+    process_names: Mapping[int, str] | None = None,
+    model: ModelFacts = NO_FACTS,
 ) -> dict[str, Any]:
     """The trace as a JSON-ready object: {"displayTimeUnit", "traceEvents", "otherData"}.
-    `process_names` (pid -> name) overrides the names the events give."""
+    `process_names` (pid -> name) overrides the names the events give; `model` is what the world
+    declared about its events (which calls the kernel serves)."""
     if frequency_hz <= 0:
         raise ValueError(f"frequency_hz must be positive, not {frequency_hz}")
     events = list(events)
     names = known_names(events, process_names)
-    builder = _Builder(Clock(frequency_hz))
+    builder = _Builder(Clock(frequency_hz), model)
     if events:
         _running_slices(builder, events)
-    handlers = {"ipc.send": _ipc_send, "ipc.recv": _ipc_recv, "ipc.reply": _ipc_reply}
+    handlers = {IPC_SEND: _ipc_send, IPC_RECV: _ipc_recv, IPC_REPLY: _ipc_reply}
     for event in events:
         if event.kind in _SKIPPED:
             continue
@@ -230,14 +257,19 @@ def perfetto_trace(
     trace_events.extend(timed)
     other: dict[str, Any] = {"clock": "virtual", "frequency_hz": frequency_hz}
     for event in events:
-        if event.kind == "summary":
+        if event.kind == SUMMARY:
             other.update({key: event.fields[key] for key in _SUMMARY_KEYS if key in event.fields})
     return {"displayTimeUnit": "ns", "traceEvents": trace_events, "otherData": other}
 
 
-def render_perfetto(events: Iterable[Event], frequency_hz: int, process_names: Mapping[int, str] | None = None) -> str:
+def render_perfetto(
+    events: Iterable[Event],
+    frequency_hz: int,
+    process_names: Mapping[int, str] | None = None,
+    model: ModelFacts = NO_FACTS,
+) -> str:
     """The trace as JSON text: deterministic, one trace event per line."""
-    trace = perfetto_trace(events, frequency_hz, process_names)
+    trace = perfetto_trace(events, frequency_hz, process_names, model)
     dump = _dumps
     lines = ",\n".join(dump(entry) for entry in trace["traceEvents"])
     return (
@@ -251,7 +283,26 @@ def _dumps(value: Any) -> str:
 
 
 def write_perfetto(
-    events: Iterable[Event], path: Path | str, frequency_hz: int, process_names: Mapping[int, str] | None = None
+    events: Iterable[Event],
+    path: Path | str,
+    frequency_hz: int,
+    process_names: Mapping[int, str] | None = None,
+    model: ModelFacts = NO_FACTS,
 ) -> None:
     """Write the timeline of `events` to `path` (atomically). `process_names` overrides trace names."""
-    write_text_atomic(path, render_perfetto(events, frequency_hz, process_names))
+    write_text_atomic(path, render_perfetto(events, frequency_hz, process_names, model))
+
+
+def _export(run: RunView) -> str:
+    return render_perfetto(run.events, run.frequency_hz, run.names, run.model)
+
+
+register(
+    Exporter(
+        "--perfetto",
+        "also write the run as a Perfetto timeline (Chrome trace JSON) to FILE",
+        Destination.FILE,
+        _export,
+        rank=10,
+    )
+)

@@ -20,10 +20,10 @@ consecutive events is charged to the process current in between (`Ledger`). So:
 
 Operations. An operation is opened by an `ipc.recv` of process P (named by the event's `op`) and
 closed by P's next `ipc.reply` (a call answered, or its reply right dropped), P blocking in a
-receive again or P's next `ipc.recv` (a one-way message needs no reply: P is done with it when it
-waits for, or takes, the next one), or P's exit or fault. Its cost is
-what the ledger charged to P in between, so time P spent blocked, or others spent running, is not
-in it. Operations still open when the events end are left out.
+receive again (a syscall the model declares a receive, `ModelFacts.receive_syscalls`) or P's
+next `ipc.recv` (a one-way message needs no reply: P is done with it when it waits for, or takes,
+the next one), or P's exit or fault. Its cost is what the ledger charged to P in between, so time
+P spent blocked, or others spent running, is not in it. Operations still open when the events end are left out.
 
 Pass the whole event list including the summary: without it, whatever ran after the last event
 (for example up to an instruction limit) is not charged to anyone.
@@ -34,16 +34,32 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from emu.export import IDLE_PID, KERNEL_PID, name_of, process_names
+from emu.events import (
+    FAULT,
+    IDLE_PID,
+    IPC_RECV,
+    IPC_REPLY,
+    IPC_SEND,
+    KERNEL_PID,
+    NO_FACTS,
+    PROCESS_EXIT,
+    SCHED_IDLE,
+    SCHED_SWITCH,
+    SUMMARY,
+    SYSCALL,
+    ModelFacts,
+)
+from emu.export import name_of, process_names
+from emu.export.registry import Destination, Exporter, RunView, register
 from emu.trace import Event
 
-_CLOSES_OPERATION = frozenset({"ipc.reply", "ipc.recv", "process.exit", "fault"})
-_RECEIVES = frozenset({"RECV", "REPLY_RECV"})
+_CLOSES_OPERATION = frozenset({IPC_REPLY, IPC_RECV, PROCESS_EXIT, FAULT})
 
 
-def _closes_operation(event: Event) -> bool:
-    if event.kind == "syscall":  # back in a receive, waiting for the next message
-        return event.fields.get("status") == "blocked" and event.fields.get("name") in _RECEIVES
+def _closes_operation(event: Event, model: ModelFacts) -> bool:
+    if event.kind == SYSCALL:  # back in a receive, waiting for the next message
+        name = event.fields.get("name")
+        return event.fields.get("status") == "blocked" and isinstance(name, str) and name in model.receive_syscalls
     return event.kind in _CLOSES_OPERATION
 
 
@@ -82,9 +98,9 @@ class Ledger:
             self.current = KERNEL_PID  # the kernel delivers what came due, until the next switch
         self._charge(self.current, stamp - self._stamp)
         self._stamp = stamp
-        if event.kind == "sched.switch":
+        if event.kind == SCHED_SWITCH:
             self.current = event.pid
-        elif event.kind == "sched.idle":
+        elif event.kind == SCHED_IDLE:
             until = event.fields.get("until")
             self._idle_until = until if isinstance(until, int) else event.cycle
 
@@ -144,25 +160,25 @@ class ProcessRow:
     """"exit N", "fault KIND", the state the summary gives, or "-"."""
 
 
-def operation_samples(events: Iterable[Event]) -> dict[str, list[Spend]]:
+def operation_samples(events: Iterable[Event], model: ModelFacts = NO_FACTS) -> dict[str, list[Spend]]:
     """op -> the receiver's own spend for each completed operation, in trace order."""
     ledger = Ledger()
     open_ops: dict[int, tuple[str, Spend]] = {}
     samples: dict[str, list[Spend]] = {}
     for event in events:
         ledger.observe(event)
-        if event.pid in open_ops and _closes_operation(event):
+        if event.pid in open_ops and _closes_operation(event, model):
             op, start = open_ops.pop(event.pid)
             samples.setdefault(op, []).append(ledger.spent(event.pid) - start)
-        if event.kind == "ipc.recv":
+        if event.kind == IPC_RECV:
             open_ops[event.pid] = (str(event.fields.get("op", "?")), ledger.spent(event.pid))
     return samples
 
 
-def operation_stats(events: Iterable[Event]) -> list[OperationRow]:
+def operation_stats(events: Iterable[Event], model: ModelFacts = NO_FACTS) -> list[OperationRow]:
     """One row per `op` received, sorted by op name."""
     rows = []
-    for op, spends in sorted(operation_samples(events).items()):
+    for op, spends in sorted(operation_samples(events, model).items()):
         rows.append(
             OperationRow(
                 op,
@@ -184,16 +200,16 @@ def process_stats(events: Sequence[Event], names: Mapping[int, str] | None = Non
     pids: set[int] = set()
     for event in events:
         ledger.observe(event)
-        if event.kind == "summary":
+        if event.kind == SUMMARY:
             states.update(_summary_states(event))
             continue
         pids.add(event.pid)
-        if event.kind == "ipc.reply" and event.fields.get("dropped"):
+        if event.kind == IPC_REPLY and event.fields.get("dropped"):
             continue
         counts[event.pid, event.kind] = counts.get((event.pid, event.kind), 0) + 1
-        if event.kind == "process.exit":
+        if event.kind == PROCESS_EXIT:
             ends[event.pid] = f"exit {event.fields.get('code')}"
-        elif event.kind == "fault":
+        elif event.kind == FAULT:
             ends[event.pid] = f"fault {event.fields.get('fault')}"
     pids.update(states)
     pids.discard(KERNEL_PID)
@@ -208,10 +224,10 @@ def process_stats(events: Sequence[Event], names: Mapping[int, str] | None = Non
             name_of(pid, known),
             ledger.spent(pid).instructions,
             ledger.spent(pid).cycles,
-            counts.get((pid, "syscall"), 0),
-            counts.get((pid, "ipc.send"), 0),
-            counts.get((pid, "ipc.recv"), 0),
-            counts.get((pid, "ipc.reply"), 0),
+            counts.get((pid, SYSCALL), 0),
+            counts.get((pid, IPC_SEND), 0),
+            counts.get((pid, IPC_RECV), 0),
+            counts.get((pid, IPC_REPLY), 0),
             ends.get(pid) or states.get(pid, "-"),
         )
         for pid in sorted(pids, key=lambda pid: (pid == IDLE_PID, pid))
@@ -243,11 +259,11 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str | int]]) ->
     return "\n".join(lines)
 
 
-def render_stats(events: Sequence[Event], names: Mapping[int, str] | None = None) -> str:
+def render_stats(events: Sequence[Event], names: Mapping[int, str] | None = None, model: ModelFacts = NO_FACTS) -> str:
     """Both tables, operations then processes, as text ending in a newline."""
-    if not any(event.kind == "sched.switch" for event in events):
+    if not any(event.kind == SCHED_SWITCH for event in events):
         return "no statistics: the events have no sched.switch to attribute work to (trace level ipc or more)\n"
-    operations = operation_stats(events)
+    operations = operation_stats(events, model)
     out = ["operations (receiver's own work, from its ipc.recv to its reply or its next receive)"]
     if operations:
         out.append(
@@ -284,3 +300,19 @@ def render_stats(events: Sequence[Event], names: Mapping[int, str] | None = None
 
 def _triple(p: Percentiles) -> tuple[int, int, int]:
     return p.p50, p.p99, p.max
+
+
+def _export(run: RunView) -> str:
+    return render_stats(run.events, run.names, run.model)
+
+
+register(
+    Exporter(
+        "--stats",
+        "after the run, print instructions and cycles per operation and per process "
+        "(to stdout when the trace goes to --out, else to stderr)",
+        Destination.REPORT,
+        _export,
+        rank=20,
+    )
+)

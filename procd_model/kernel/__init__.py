@@ -2,11 +2,11 @@
 kernel's work lives in `sched`, `run`, `syscalls`, `ipc`, `notify`, `control` and `lifecycle`,
 its state in `state` (plain data), what the world injects in `inject`."""
 
+from emu.events import KERNEL_PID
 from procd_model.kernel.core import Kernel
 from procd_model.kernel.inject import DeathObserver, Injector, NoInjection, ScriptedFaults
 from procd_model.kernel.outcome import ImageLayoutError, StopReason
 from procd_model.kernel.state import (
-    KERNEL_PID,
     ActorContext,
     Endpoint,
     GuestContext,

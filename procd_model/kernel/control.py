@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from emu.events import IPC_REPLY, IPC_SEND, KERNEL_PID
 from procd_model import costs
 from procd_model.abi import (
     BADGE_KERNEL,
@@ -33,9 +34,9 @@ from procd_model.abi import (
 from procd_model.caps import Capability, CapTable
 from procd_model.kernel import lifecycle, sched
 from procd_model.kernel.outcome import ControlReply, Done, ImageLayoutError, Outcome, refused
-from procd_model.kernel.state import KERNEL_PID, Process, RunState, Timer
+from procd_model.kernel.state import Process, RunState, Timer
 from procd_model.messages import Message
-from procd_model.ops import decode_payload, op_name
+from procd_model.ops import KERNEL_CONTROL_ENDPOINT, IpcRecord, decode_payload, op_name
 
 if TYPE_CHECKING:
     from procd_model.kernel.core import Kernel
@@ -56,9 +57,10 @@ def serve(k: Kernel, proc: Process, cap: Capability, message: Message) -> Outcom
     """Serve a CALL on kernel-control at once; the reply lands in the caller's buffer."""
     name = op_name("kernel", message.op)
     k.trace.emit(
-        "ipc.send",
+        IPC_SEND,
         proc.pid,
-        endpoint="kernel-control",
+        IpcRecord("kernel", message.op, message.payload, call=True),
+        endpoint=KERNEL_CONTROL_ENDPOINT,
         op=name,
         call=True,
         len=len(message.payload),
@@ -73,7 +75,14 @@ def serve(k: Kernel, proc: Process, cap: Capability, message: Message) -> Outcom
     if answer.status is Status.OK:
         shown = {**decode_payload("kernel", message.op, reply.payload, reply=True), **shown}
     k.trace.emit(
-        "ipc.reply", KERNEL_PID, to=proc.pid, op=name, status=answer.status.name, len=len(reply.payload), **shown
+        IPC_REPLY,
+        KERNEL_PID,
+        IpcRecord("kernel", message.op, reply.payload, status=answer.status, peer=proc.pid),
+        to=proc.pid,
+        op=name,
+        status=answer.status.name,
+        len=len(reply.payload),
+        **shown,
     )
     # START_PROCESS: the child runs first, its starter goes to the back of the queue.
     end_turn = answer.status is Status.OK and message.op == KernelOp.START_PROCESS

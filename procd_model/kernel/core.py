@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from emu.accounting import CpuModel
 from emu.elf import ElfImage
+from emu.events import KERNEL_PID, NOTIFY
+from emu.events import MILLICYCLES_PER_CYCLE as MILLI
 from emu.trace import Trace
 from emu.world import Instrument
 from procd_model import costs
@@ -23,8 +25,6 @@ from procd_model.kernel import run as run_loop
 from procd_model.kernel.inject import DeathObserver, Injector, NoInjection
 from procd_model.kernel.outcome import StopReason
 from procd_model.kernel.state import (
-    KERNEL_PID,
-    MILLI,
     Endpoint,
     Interrupt,
     KernelState,
@@ -32,6 +32,7 @@ from procd_model.kernel.state import (
     Process,
     snapshot_state,
 )
+from procd_model.ops import NotifyRecord
 
 
 class Kernel:
@@ -157,7 +158,8 @@ class Kernel:
 
     def signal(self, notification: Notification, bits: int) -> None:
         """NOTIFY `bits` on `notification` from outside the modelled processes (a test harness)."""
-        self.trace.emit("notify", KERNEL_PID, notification=notification.obj, bits=bits)
+        record = NotifyRecord(notification.obj, bits)
+        self.trace.emit(NOTIFY, KERNEL_PID, record, notification=notification.obj, bits=bits)
         notify.signal(self, notification, bits)
 
     def terminate(self, pid: int) -> bool:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from emu.events import IPC_RECV, IPC_REPLY, IPC_SEND, KERNEL_PID
 from procd_model import costs
 from procd_model.abi import BADGE_KERNEL, CapType, KernelEvent, Rights, Status
 from procd_model.caps import Capability, CapLookupError
 from procd_model.kernel import sched
 from procd_model.kernel.outcome import BLOCKED, Done, Outcome
-from procd_model.kernel.state import KERNEL_PID, Endpoint, InRecv, InReply, InSend, PendingSend, Process
+from procd_model.kernel.state import Endpoint, InRecv, InReply, InSend, PendingSend, Process
 from procd_model.messages import Message, MessageError
-from procd_model.ops import KERNEL_EVENTS, decode_payload, op_name, status_name
+from procd_model.ops import KERNEL_EVENTS, IpcRecord, decode_payload, op_name, status_name
 
 if TYPE_CHECKING:
     from procd_model.kernel.core import Kernel
@@ -57,8 +58,9 @@ def send(k: Kernel, proc: Process, pending: PendingSend, endpoint: Endpoint, *, 
     message = pending.message
     dropped = not blocking and not endpoint.receivers
     k.trace.emit(
-        "ipc.send",
+        IPC_SEND,
         proc.pid,
+        IpcRecord(endpoint.service, message.op, message.payload, len(pending.caps), pending.badge, pending.is_call),
         endpoint=endpoint.obj,
         op=op_name(endpoint.service, message.op),
         call=pending.is_call,
@@ -100,9 +102,13 @@ def deliver(k: Kernel, receiver: Process, endpoint: Endpoint, pending: PendingSe
         sender = k.state.procs[pending.pid]
         if sender.waiting == InSend(endpoint.obj):
             sched.complete(k, sender, Status.OK)
+    record = IpcRecord(
+        service, delivered.op, delivered.payload, len(landed), pending.badge, pending.is_call, peer=pending.pid
+    )
     k.trace.emit(
-        "ipc.recv",
+        IPC_RECV,
         receiver.pid,
+        record,
         endpoint=endpoint.obj,
         op=op_name(service, delivered.op),
         badge=pending.badge,
@@ -118,7 +124,15 @@ def kernel_message(k: Kernel, endpoint: Endpoint, op: KernelEvent, payload: byte
     """Queue a message from the kernel itself (badge BADGE_KERNEL, no reply right) on `endpoint`."""
     pending = PendingSend(KERNEL_PID, Message(op, payload), (), BADGE_KERNEL, is_call=False)
     k.trace.emit(
-        "ipc.send", KERNEL_PID, endpoint=endpoint.obj, op=op.name, call=False, len=len(payload), caps=0, **shown
+        IPC_SEND,
+        KERNEL_PID,
+        IpcRecord(KERNEL_EVENTS, op, payload, badge=BADGE_KERNEL),
+        endpoint=endpoint.obj,
+        op=op.name,
+        call=False,
+        len=len(payload),
+        caps=0,
+        **shown,
     )
     if endpoint.receivers:
         receiver = k.state.procs[endpoint.receivers.popleft()]
@@ -152,7 +166,14 @@ def drop_reply_right(k: Kernel, proc: Process) -> None:
     caller = k.state.procs[proc.reply_to]
     proc.reply_to = None
     if caller.waiting == InReply(proc.pid):
-        k.trace.emit("ipc.reply", proc.pid, to=caller.pid, status="INTERNAL", dropped=True)
+        k.trace.emit(
+            IPC_REPLY,
+            proc.pid,
+            IpcRecord(*proc.reply_op, status=Status.INTERNAL, peer=caller.pid),
+            to=caller.pid,
+            status="INTERNAL",
+            dropped=True,
+        )
         sched.complete(k, caller, Status.INTERNAL)
 
 
@@ -172,8 +193,9 @@ def reply(k: Kernel, proc: Process) -> Status:
     service, op = proc.reply_op
     fields = decode_payload(service, op, message.payload, reply=True) if message.op == Status.OK else {}
     k.trace.emit(
-        "ipc.reply",
+        IPC_REPLY,
         proc.pid,
+        IpcRecord(service, op, message.payload, status=message.op, peer=caller.pid),
         to=caller.pid,
         op=op_name(service, op),
         status=status_name(message.op),

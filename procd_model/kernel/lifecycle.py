@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from emu.cpu import Fault, GuestCpu
 from emu.elf import PAGE_SIZE, ElfImage, Perm
+from emu.events import FAULT, PROCESS_CREATE, PROCESS_EXIT, PROCESS_KILL, PROCESS_START
 from procd_model.abi import CHILD_DEATH, ENVELOPE_VADDR, IPC_BUFFER_VADDR, DeathKind, KernelEvent
 from procd_model.abi import FaultKind as AbiFaultKind
 from procd_model.actor import ActorProgram
@@ -41,7 +42,7 @@ def spawn_actor(k: Kernel, name: str, program: ActorProgram, caps: CapTable) -> 
     """A modelled peer, ready to run."""
     proc = Process(take_pid(k), name, caps, ActorContext(program))
     k.state.procs[proc.pid] = proc
-    k.trace.emit("process.create", proc.pid, name=name, actor=True)
+    k.trace.emit(PROCESS_CREATE, proc.pid, name=name, actor=True)
     sched.make_ready(k, proc)
     return proc
 
@@ -72,7 +73,7 @@ def create_guest(k: Kernel, name: str, image: ElfImage, envelope: bytes, caps: C
         k.instrument(cpu, image, proc.pid)
     role = envelope_role(envelope)
     k.trace.emit(
-        "process.create",
+        PROCESS_CREATE,
         proc.pid,
         name=name,
         role=role.name if role is not None else None,
@@ -83,13 +84,13 @@ def create_guest(k: Kernel, name: str, image: ElfImage, envelope: bytes, caps: C
 
 
 def start(k: Kernel, proc: Process, *, run_next: bool = False) -> None:
-    k.trace.emit("process.start", proc.pid, name=proc.name)
+    k.trace.emit(PROCESS_START, proc.pid, name=proc.name)
     sched.make_ready(k, proc, front=run_next)
 
 
 def exit_process(k: Kernel, proc: Process, code: int) -> None:
     proc.exit_code = code
-    k.trace.emit("process.exit", proc.pid, name=proc.name, code=code)
+    k.trace.emit(PROCESS_EXIT, proc.pid, name=proc.name, code=code)
     bury(k, proc, RunState.EXITED)
 
 
@@ -105,7 +106,7 @@ def fault(k: Kernel, proc: Process, what: Fault) -> None:
         fields["address"] = f"{what.address:#x}"
     if what.detail:
         fields["detail"] = what.detail
-    k.trace.emit("fault", proc.pid, **fields)
+    k.trace.emit(FAULT, proc.pid, **fields)
     bury(k, proc, RunState.FAULTED)
 
 
@@ -119,7 +120,7 @@ def live_guest(k: Kernel, pid: int) -> Process | None:
 
 def kill(k: Kernel, target: Process, by: int) -> None:
     """End `target` on `by`'s order: it dies KILLED."""
-    k.trace.emit("process.kill", target.pid, name=target.name, by=by)
+    k.trace.emit(PROCESS_KILL, target.pid, name=target.name, by=by)
     bury(k, target, RunState.KILLED)
 
 

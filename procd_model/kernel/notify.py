@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from emu.events import NOTIFY
 from procd_model.abi import CapType, Rights, Status
 from procd_model.caps import Capability, CapLookupError
 from procd_model.kernel import sched
 from procd_model.kernel.outcome import BLOCKED, Done, Outcome
 from procd_model.kernel.state import InWait, Notification, Process
+from procd_model.ops import NotifyRecord
 
 if TYPE_CHECKING:
     from procd_model.kernel.core import Kernel
@@ -35,7 +37,7 @@ def sys_notify(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
     if isinstance(cap, Done):
         return cap
     notification = k.state.notifications[cap.obj]
-    k.trace.emit("notify", proc.pid, notification=notification.obj, bits=args[1])
+    k.trace.emit(NOTIFY, proc.pid, NotifyRecord(notification.obj, args[1]), notification=notification.obj, bits=args[1])
     signal(k, notification, args[1] | cap.badge)
     return Done(Status.OK)
 

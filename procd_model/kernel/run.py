@@ -6,12 +6,14 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
-from emu.cpu import Fault, FaultKind, TrapKind
+from emu.cpu import Fault, FaultCause, TrapKind
+from emu.events import IRQ, KERNEL_PID
+from emu.events import MILLICYCLES_PER_CYCLE as MILLI
 from procd_model import costs
 from procd_model.abi import IPC_BUFFER_SIZE, TIMER_EVENT, KernelEvent, NotifyBit
 from procd_model.kernel import ipc, lifecycle, notify, sched, syscalls
 from procd_model.kernel.outcome import Done, Outcome, StopReason, SyscallArgs
-from procd_model.kernel.state import KERNEL_PID, MILLI, ActorContext, GuestContext, Interrupt, Process, RunState
+from procd_model.kernel.state import ActorContext, GuestContext, Interrupt, Process, RunState
 from procd_model.messages import Message
 
 if TYPE_CHECKING:
@@ -22,7 +24,7 @@ def fire_next(k: Kernel) -> None:
     """Deliver the earliest interrupt or timer (its time has come, or the next block would pass it)."""
     at, _, event = heapq.heappop(k.state.timed)
     if isinstance(event, Interrupt):
-        k.trace.emit("irq", KERNEL_PID, line=event.line, notification=event.notification, scheduled=at // MILLI)
+        k.trace.emit(IRQ, KERNEL_PID, line=event.line, notification=event.notification, scheduled=at // MILLI)
         notify.signal(k, k.state.notifications[event.notification], NotifyBit.IRQ)
         return
     endpoint = k.state.endpoints.get(event.endpoint)
@@ -77,7 +79,7 @@ def _run_guest(k: Kernel, proc: Process, context: GuestContext, max_instructions
         if proc.fault_at is not None:
             insn_budget = min(insn_budget, proc.fault_at - cpu.retired)
             if insn_budget <= 0:
-                injected = Fault(FaultKind.INJECTED, cpu.reg("rip"), None, f"at instruction {proc.fault_at}")
+                injected = Fault(FaultCause.INJECTED, cpu.reg("rip"), None, f"at instruction {proc.fault_at}")
                 lifecycle.fault(k, proc, injected)
                 return
         budget = turn_end - cpu.cost

@@ -11,10 +11,12 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
+from emu.events import KERNEL_PID, SCHED_IDLE, SCHED_SWITCH
+from emu.events import MILLICYCLES_PER_CYCLE as MILLI
 from procd_model import costs
 from procd_model.abi import MONOTONIC_CLOCK_HZ, Status
 from procd_model.kernel.outcome import Done, StopReason
-from procd_model.kernel.state import KERNEL_PID, MILLI, Process, RunState, TimedEvent, Waiting
+from procd_model.kernel.state import Process, RunState, TimedEvent, Waiting
 
 if TYPE_CHECKING:
     from procd_model.kernel.core import Kernel
@@ -64,14 +66,14 @@ def switch_to(k: Kernel, proc: Process) -> None:
     if proc.pid != state.running:
         if proc.pid != state.last_ran:
             charge(k, costs.CONTEXT_SWITCH)
-        k.trace.emit("sched.switch", proc.pid, previous=state.running)
+        k.trace.emit(SCHED_SWITCH, proc.pid, previous=state.running)
         state.running = state.last_ran = proc.pid
 
 
 def idle_until(k: Kernel, at: int) -> None:
     """Nothing is ready until `at` (millicycles): virtual time jumps there. The trace shows the
     interval as idle, then the kernel as current (it delivers what came due) until a switch."""
-    k.trace.emit("sched.idle", KERNEL_PID, previous=k.state.running, until=at // MILLI)
+    k.trace.emit(SCHED_IDLE, KERNEL_PID, previous=k.state.running, until=at // MILLI)
     k.state.running = KERNEL_PID
     k.state.clock = at
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from emu.cpu import Fault, GuestCpu
 from emu.elf import ElfImage
+from emu.events import KERNEL_PID
 from procd_model.abi import (
     IPC_BUFFER_SIZE,
     IPC_BUFFER_VADDR,
@@ -26,9 +27,6 @@ from procd_model.caps import Capability, CapTable
 from procd_model.kernel.outcome import Done, StopReason
 from procd_model.messages import Message
 
-KERNEL_PID = 0
-MILLI = 1000
-"""Millicycles per cycle: guest costs are fractional, the machine clock keeps millicycles."""
 _RESULT_REGISTERS = (SYSCALL_STATUS_REGISTER, *SYSCALL_RESULT_REGISTERS, *SYSCALL_CLOBBERED_REGISTERS)
 """Status and results, then what the hardware `syscall` leaves: rcx = return address, r11 = rflags."""
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from emu.cpu import Fault, FaultKind, GuestCpu, GuestMemoryError
+from emu.cpu import Fault, FaultCause, GuestCpu, GuestMemoryError
+from emu.events import LOG, SYSCALL
 from procd_model.abi import (
     CAP_TABLE_SLOTS,
     DEBUG_WRITE_MAX,
@@ -43,26 +44,26 @@ def syscall(k: Kernel, proc: Process, call: SyscallArgs) -> Outcome:
     except ValueError:
         lifecycle.fault(k, proc, _syscall_fault(proc, f"unknown syscall number {call.number}"))
         return GONE
-    traced = k.trace.wants("syscall")
+    traced = k.trace.wants(SYSCALL)
     fields: dict[str, Any] = {}
     if traced:
         fields = {"name": number.name, **_describe_args(number, call.args)}
         if number is Syscall.EXIT:
-            k.trace.emit("syscall", proc.pid, **fields)
+            k.trace.emit(SYSCALL, proc.pid, **fields)
     try:
         outcome = HANDLERS[number](k, proc, call.args)
     except GuestMemoryError as exc:
         lifecycle.fault(k, proc, _syscall_fault(proc, f"IPC buffer unusable: {exc}"))
         return GONE
     if traced and isinstance(outcome, Done):
-        k.trace.emit("syscall", proc.pid, **fields, status=outcome.status.name)
+        k.trace.emit(SYSCALL, proc.pid, **fields, status=outcome.status.name)
     elif traced and isinstance(outcome, Blocked):
-        k.trace.emit("syscall", proc.pid, **fields, status="blocked")
+        k.trace.emit(SYSCALL, proc.pid, **fields, status="blocked")
     return outcome
 
 
 def _syscall_fault(proc: Process, detail: str) -> Fault:
-    return Fault(FaultKind.GENERAL_PROTECTION, proc.context.syscall_rip(), None, detail)
+    return Fault(FaultCause.GENERAL_PROTECTION, proc.context.syscall_rip(), None, detail)
 
 
 _SLOT_ARG = frozenset(
@@ -138,7 +139,7 @@ def _sys_debug_write(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome
         return Done(Status.INVALID_ARGUMENT)
     text = data.decode("utf-8", errors="replace").rstrip("\n")
     k.state.logs.append(text)
-    k.trace.emit("log", proc.pid, text=text)
+    k.trace.emit(LOG, proc.pid, text=text)
     return Done(Status.OK)
 
 

@@ -1,0 +1,78 @@
+"""A guest's x86-64 registers by name, read and written singly or in batches."""
+
+from __future__ import annotations
+
+import ctypes
+
+import unicorn
+from unicorn import unicorn_const as uc_const
+from unicorn import x86_const
+from unicorn.unicorn_py3.unicorn import uclib
+
+REGISTERS = {
+    "rax": x86_const.UC_X86_REG_RAX,
+    "rbx": x86_const.UC_X86_REG_RBX,
+    "rcx": x86_const.UC_X86_REG_RCX,
+    "rdx": x86_const.UC_X86_REG_RDX,
+    "rsi": x86_const.UC_X86_REG_RSI,
+    "rdi": x86_const.UC_X86_REG_RDI,
+    "rbp": x86_const.UC_X86_REG_RBP,
+    "rsp": x86_const.UC_X86_REG_RSP,
+    "r8": x86_const.UC_X86_REG_R8,
+    "r9": x86_const.UC_X86_REG_R9,
+    "r10": x86_const.UC_X86_REG_R10,
+    "r11": x86_const.UC_X86_REG_R11,
+    "r12": x86_const.UC_X86_REG_R12,
+    "r13": x86_const.UC_X86_REG_R13,
+    "r14": x86_const.UC_X86_REG_R14,
+    "r15": x86_const.UC_X86_REG_R15,
+    "rip": x86_const.UC_X86_REG_RIP,
+    "rflags": x86_const.UC_X86_REG_RFLAGS,
+}
+
+
+class _RegisterBatch:
+    """Preallocated arguments for uc_reg_read_batch / uc_reg_write_batch."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        count = len(names)
+        self.ids = (ctypes.c_int * count)(*(REGISTERS[name] for name in names))
+        self.values = (ctypes.c_uint64 * count)()
+        self.pointers = (ctypes.c_void_p * count)(*(ctypes.addressof(self.values) + 8 * i for i in range(count)))
+
+
+class RegisterFile:
+    """The registers of one Unicorn engine."""
+
+    def __init__(self, uc: unicorn.Uc) -> None:
+        self._uc = uc
+        self._batches: dict[tuple[str, ...], _RegisterBatch] = {}
+
+    def reg(self, name: str) -> int:
+        return int(self._uc.reg_read(REGISTERS[name]))
+
+    def set_reg(self, name: str, value: int) -> None:
+        self._uc.reg_write(REGISTERS[name], value & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def regs(self, names: tuple[str, ...]) -> tuple[int, ...]:
+        """Several registers in one call into the engine (syscall entry reads seven)."""
+        batch = self._batch(names)
+        status = uclib.uc_reg_read_batch(self._uc._uch, batch.ids, batch.pointers, len(names))
+        if status != uc_const.UC_ERR_OK:
+            raise unicorn.UcError(status)
+        return tuple(batch.values)
+
+    def set_regs(self, names: tuple[str, ...], values: tuple[int, ...]) -> None:
+        batch = self._batch(names)
+        for i, value in enumerate(values):
+            batch.values[i] = value & 0xFFFF_FFFF_FFFF_FFFF
+        status = uclib.uc_reg_write_batch(self._uc._uch, batch.ids, batch.pointers, len(names))
+        if status != uc_const.UC_ERR_OK:
+            raise unicorn.UcError(status)
+
+    def _batch(self, names: tuple[str, ...]) -> _RegisterBatch:
+        batch = self._batches.get(names)
+        if batch is None:
+            batch = _RegisterBatch(names)
+            self._batches[names] = batch
+        return batch
