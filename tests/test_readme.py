@@ -1,9 +1,16 @@
-"""The README's quick start is two commands, and CI runs exactly those two."""
+"""The README's quick start is two commands, and CI runs exactly those two; its layout names every
+native crate."""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,3 +43,11 @@ def test_ci_runs_the_quick_start_commands_verbatim() -> None:
 def _words_in_order(wanted: list[str], line: list[str]) -> bool:
     it = iter(line)
     return all(any(w == x for x in it) for w in wanted)
+
+
+def test_layout_names_every_native_crate() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| `native/` |"))
+    named = re.findall(r"`([^`]+)`", row.split("|")[2])
+    workspace = tomllib.loads((ROOT / "native" / "Cargo.toml").read_text(encoding="utf-8"))
+    assert sorted(named) == sorted(workspace["workspace"]["members"])

@@ -3,11 +3,11 @@
     python3 tools/build_fixtures.py [--out DIR] [--target-dir DIR]
 
 Runs ``cargo build --release`` in ``native/`` (whose ``.cargo/config.toml`` sets the target and the
-freestanding code-generation flags; each image's ``build.rs`` adds its linker script), adding
-``--remap-path-prefix=<native>=.`` so the bytes do not depend on where the checkout lives. Then
-copies every image in IMAGES to ``DIR`` (default ``fixtures/elf/``) as ``<name>.elf``
-and writes ``DIR/rustc-version.txt`` with the output of ``rustc -V``: the images embed the
-compiler version, so a rebuild is byte-identical only with that same compiler.
+freestanding code-generation flags; each image's ``build.rs`` adds ``linker/image.ld`` and the
+image's layout), adding ``--remap-path-prefix=<native>=.`` so the bytes do not depend on where the
+checkout lives. Then copies every image in IMAGES to ``DIR`` (default ``fixtures/elf/``) as
+``<name>.elf`` and writes ``DIR/rustc-version.txt`` with the output of ``rustc -V``: the images
+embed the compiler version, so a rebuild is byte-identical only with that same compiler.
 
 Works from any current folder. Errors are reported as one line on stderr with a non-zero exit.
 """

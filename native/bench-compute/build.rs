@@ -1,5 +1,5 @@
-//! Link the bench-compute image with linker/bench-compute.ld (see the imagelink crate).
+//! Link the bench-compute image with linker/image.ld and its layout (see the imagelink crate).
 
 fn main() {
-    imagelink::link_image("bench-compute");
+    imagelink::link_image();
 }

@@ -1,5 +1,5 @@
-//! Link the phase0-exit image with linker/phase0-exit.ld (see the imagelink crate).
+//! Link the phase0-exit image with linker/image.ld and its layout (see the imagelink crate).
 
 fn main() {
-    imagelink::link_image("phase0-exit");
+    imagelink::link_image();
 }

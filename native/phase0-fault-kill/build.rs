@@ -1,5 +1,5 @@
-//! Link the phase0-fault-kill image with linker/phase0-fault-kill.ld (see the imagelink crate).
+//! Link the phase0-fault-kill image with linker/image.ld and its layout (see the imagelink crate).
 
 fn main() {
-    imagelink::link_image("phase0-fault-kill");
+    imagelink::link_image();
 }

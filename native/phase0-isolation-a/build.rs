@@ -1,5 +1,5 @@
-//! Link the phase0-isolation-a image with linker/phase0-isolation-a.ld (see the imagelink crate).
+//! Link the phase0-isolation-a image with linker/image.ld and its layout (see the imagelink crate).
 
 fn main() {
-    imagelink::link_image("phase0-isolation-a");
+    imagelink::link_image();
 }

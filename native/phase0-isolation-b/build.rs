@@ -1,5 +1,5 @@
-//! Link the phase0-isolation-b image with linker/phase0-isolation-b.ld (see the imagelink crate).
+//! Link the phase0-isolation-b image with linker/image.ld and its layout (see the imagelink crate).
 
 fn main() {
-    imagelink::link_image("phase0-isolation-b");
+    imagelink::link_image();
 }

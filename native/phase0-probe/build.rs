@@ -1,5 +1,5 @@
-//! Link the phase0-probe image with linker/phase0-probe.ld (see the imagelink crate).
+//! Link the phase0-probe image with linker/image.ld and its layout (see the imagelink crate).
 
 fn main() {
-    imagelink::link_image("phase0-probe");
+    imagelink::link_image();
 }

@@ -1,5 +1,5 @@
-//! Link the phase1-spawner image with linker/phase1-spawner.ld (see the imagelink crate).
+//! Link the phase1-spawner image with linker/image.ld and its layout (see the imagelink crate).
 
 fn main() {
-    imagelink::link_image("phase1-spawner");
+    imagelink::link_image();
 }

@@ -1,5 +1,5 @@
-//! Link the phase1-time-client image with linker/phase1-time-client.ld (see the imagelink crate).
+//! Link the phase1-time-client image with linker/image.ld and its layout (see the imagelink crate).
 
 fn main() {
-    imagelink::link_image("phase1-time-client");
+    imagelink::link_image();
 }

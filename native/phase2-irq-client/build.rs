@@ -1,5 +1,5 @@
-//! Link the phase2-irq-client image with linker/phase2-irq-client.ld (see the imagelink crate).
+//! Link the phase2-irq-client image with linker/image.ld and its layout (see the imagelink crate).
 
 fn main() {
-    imagelink::link_image("phase2-irq-client");
+    imagelink::link_image();
 }

@@ -1,5 +1,5 @@
-//! Link the procd image with linker/procd.ld (see the imagelink crate).
+//! Link the procd image with linker/image.ld and its layout (see the imagelink crate).
 
 fn main() {
-    imagelink::link_image("procd");
+    imagelink::link_image();
 }

@@ -1,5 +1,5 @@
-//! Link the svc-stub image with linker/svc-stub.ld (see the imagelink crate).
+//! Link the svc-stub image with linker/image.ld and its layout (see the imagelink crate).
 
 fn main() {
-    imagelink::link_image("svc-stub");
+    imagelink::link_image();
 }

@@ -6,14 +6,7 @@
 #![no_std]
 #![no_main]
 
-use abi::role;
-
-rt::entry!(main);
-
-/// The `.erix_image` note: this image serves role TEST.
-#[used]
-#[unsafe(link_section = ".erix_image")]
-static IMAGE_NOTE: [u8; abi::image_note::SIZE] = abi::image_note(role::TEST);
+testkit::image!(main);
 
 const BUFFER_BYTES: usize = 16 * 1024;
 const HASH_ROUNDS: u64 = 64;

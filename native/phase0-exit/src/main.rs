@@ -5,12 +5,7 @@
 
 use abi::{role, startup_status};
 
-rt::entry!(main);
-
-/// The `.erix_image` note: this image serves role TEST.
-#[used]
-#[unsafe(link_section = ".erix_image")]
-static IMAGE_NOTE: [u8; abi::image_note::SIZE] = abi::image_note(role::TEST);
+testkit::image!(main);
 
 fn main(envelope: *const u8) -> ! {
     let _ = rt::debug_write(b"phase0-exit: running");

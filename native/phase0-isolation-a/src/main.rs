@@ -4,21 +4,14 @@
 #![no_std]
 #![no_main]
 
-use abi::{ISOLATION_A_DATA_VADDR, role, test_status};
+use abi::{ISOLATION_A_DATA_VADDR, test_status};
 
-rt::entry!(main);
-
-/// The `.erix_image` note: this image serves role TEST.
-#[used]
-#[unsafe(link_section = ".erix_image")]
-static IMAGE_NOTE: [u8; abi::image_note::SIZE] = abi::image_note(role::TEST);
-
-const NAME: &[u8] = b"phase0-isolation-a";
 const WORDS: usize = 4096 / 8;
 const YIELDS: u32 = 32;
 
-/// The page isolation-b tries to reach: linker/phase0-isolation-a.ld places `.isolation` at
-/// `ISOLATION_A_DATA_VADDR` (and `main` checks that it did).
+/// The page isolation-b tries to reach: linker/image.ld places `.isolation` at ISOLATION_DATA,
+/// which this image's layout in native/imagelink sets to `ISOLATION_A_DATA_VADDR` (and the test
+/// checks that it did).
 #[unsafe(link_section = ".isolation")]
 static mut DATA: [u64; WORDS] = [0; WORDS];
 
@@ -27,9 +20,7 @@ fn pattern(i: usize) -> u64 {
     0x1501_a7ed_0000_0000 ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-fn main(envelope: *const u8) -> ! {
-    // SAFETY: `envelope` is the pointer the kernel passed to _start.
-    let test = unsafe { testkit::start(NAME, envelope) };
+testkit::image!(b"phase0-isolation-a", |test| {
     let data = (&raw mut DATA).cast::<u64>();
     if data.addr() as u64 != ISOLATION_A_DATA_VADDR {
         let mut line = test.line();
@@ -64,4 +55,4 @@ fn main(envelope: *const u8) -> ! {
             test.exit(&line, test_status::BREACH)
         }
     }
-}
+});

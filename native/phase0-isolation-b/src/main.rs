@@ -5,20 +5,9 @@
 #![no_std]
 #![no_main]
 
-use abi::{ISOLATION_A_DATA_VADDR, role, test_status};
+use abi::{ISOLATION_A_DATA_VADDR, test_status};
 
-rt::entry!(main);
-
-/// The `.erix_image` note: this image serves role TEST.
-#[used]
-#[unsafe(link_section = ".erix_image")]
-static IMAGE_NOTE: [u8; abi::image_note::SIZE] = abi::image_note(role::TEST);
-
-const NAME: &[u8] = b"phase0-isolation-b";
-
-fn main(envelope: *const u8) -> ! {
-    // SAFETY: `envelope` is the pointer the kernel passed to _start.
-    let test = unsafe { testkit::start(NAME, envelope) };
+testkit::image!(b"phase0-isolation-b", |test| {
     // The address fits in usize on x86_64.
     let target = core::ptr::with_exposed_provenance_mut::<u64>(ISOLATION_A_DATA_VADDR as usize);
     // SAFETY: none; these accesses are the test. The page is isolation-a's and unmapped here,
@@ -29,4 +18,4 @@ fn main(envelope: *const u8) -> ! {
     line.push(b"breach: read ").push_hex(seen);
     line.push(b" at ISOLATION_A_DATA_VADDR and wrote there");
     test.exit(&line, test_status::BREACH)
-}
+});

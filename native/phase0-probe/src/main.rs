@@ -3,24 +3,13 @@
 #![no_std]
 #![no_main]
 
-use abi::{cap_purpose, procd_op, role};
+use abi::{cap_purpose, procd_op};
 
-rt::entry!(main);
-
-/// The `.erix_image` note: this image serves role TEST.
-#[used]
-#[unsafe(link_section = ".erix_image")]
-static IMAGE_NOTE: [u8; abi::image_note::SIZE] = abi::image_note(role::TEST);
-
-const NAME: &[u8] = b"phase0-probe";
-
-fn main(envelope: *const u8) -> ! {
-    // SAFETY: `envelope` is the pointer the kernel passed to _start.
-    let test = unsafe { testkit::start(NAME, envelope) };
+testkit::image!(b"phase0-probe", |test| {
     let procd = test.slot(cap_purpose::PROCD_ENDPOINT);
     test.check(
         testkit::send(procd, procd_op::PROBE_COMPLETE, &[]),
         b"SEND PROBE_COMPLETE",
     );
     test.pass(b"complete")
-}
+});

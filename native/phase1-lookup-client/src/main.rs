@@ -4,22 +4,13 @@
 #![no_std]
 #![no_main]
 
-use abi::{cap_purpose, named_op, named_reply, role, status, test_status};
-
-rt::entry!(main);
-
-/// The `.erix_image` note: this image serves role TEST.
-#[used]
-#[unsafe(link_section = ".erix_image")]
-static IMAGE_NOTE: [u8; abi::image_note::SIZE] = abi::image_note(role::TEST);
+use abi::{cap_purpose, named_op, named_reply, status, test_status};
 
 const NAME: &[u8] = b"phase1-lookup-client";
 const VALUE: u64 = 0x1234_5678;
 const MISSING: &[u8] = b"no-such-name";
 
-fn main(envelope: *const u8) -> ! {
-    // SAFETY: `envelope` is the pointer the kernel passed to _start.
-    let test = unsafe { testkit::start(NAME, envelope) };
+testkit::image!(NAME, |test| {
     let named = test.slot(cap_purpose::NAMED_ENDPOINT);
     let (Some(register), Some(lookup), Some(missing)) = (
         testkit::named_request(NAME, VALUE),
@@ -53,4 +44,4 @@ fn main(envelope: *const u8) -> ! {
         b"LOOKUP no-such-name",
     );
     test.pass(b"lookup ok")
-}
+});

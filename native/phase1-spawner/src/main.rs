@@ -9,15 +9,6 @@ use abi::{
     cap_purpose, envelope_flag, procd_op, role, spawn_service_request, status, write_u16, write_u32,
 };
 
-rt::entry!(main);
-
-/// The `.erix_image` note: this image serves role TEST.
-#[used]
-#[unsafe(link_section = ".erix_image")]
-static IMAGE_NOTE: [u8; abi::image_note::SIZE] = abi::image_note(role::TEST);
-
-const NAME: &[u8] = b"phase1-spawner";
-
 /// The boot image id of phase0-exit (procd_model/images.py BOOT_IMAGES): the child to spawn.
 const PHASE0_EXIT_IMAGE_ID: u32 = 2;
 
@@ -35,9 +26,7 @@ fn request(flags: u16) -> [u8; spawn_service_request::SIZE] {
     payload
 }
 
-fn main(envelope: *const u8) -> ! {
-    // SAFETY: `envelope` is the pointer the kernel passed to _start.
-    let test = unsafe { testkit::start(NAME, envelope) };
+testkit::image!(b"phase1-spawner", |test| {
     let procd = test.slot(cap_purpose::PROCD_ENDPOINT);
 
     let reply = test.check(testkit::call(procd, procd_op::SPAWN, &request(0)), b"SPAWN");
@@ -52,4 +41,4 @@ fn main(envelope: *const u8) -> ! {
         b"SPAWN REQUIRED",
     );
     test.pass(b"spawn ok")
-}
+});

@@ -4,17 +4,9 @@
 #![no_std]
 #![no_main]
 
-use abi::{cap_purpose, clock_reply, role, test_status, timed_op};
+use abi::{cap_purpose, clock_reply, test_status, timed_op};
 use testkit::Test;
 
-rt::entry!(main);
-
-/// The `.erix_image` note: this image serves role TEST.
-#[used]
-#[unsafe(link_section = ".erix_image")]
-static IMAGE_NOTE: [u8; abi::image_note::SIZE] = abi::image_note(role::TEST);
-
-const NAME: &[u8] = b"phase1-time-client";
 const WORK: u64 = 2_000_000;
 
 /// timed's monotonic clock, in ticks.
@@ -29,9 +21,7 @@ fn now(test: &Test, timed: u32) -> u64 {
     )
 }
 
-fn main(envelope: *const u8) -> ! {
-    // SAFETY: `envelope` is the pointer the kernel passed to _start.
-    let test = unsafe { testkit::start(NAME, envelope) };
+testkit::image!(b"phase1-time-client", |test| {
     let timed = test.slot(cap_purpose::TIMED_ENDPOINT);
     let first = now(&test, timed);
     let mut sum = 0u64;
@@ -49,4 +39,4 @@ fn main(envelope: *const u8) -> ! {
         test.exit(&line, test_status::PROTOCOL)
     }
     test.exit(&line, test_status::OK)
-}
+});

@@ -16,13 +16,9 @@ use abi::{
 use bootstrap::Envelope;
 use rt::{LineBuf, sys};
 
-rt::entry!(main);
-
-/// The `.erix_image` note: role TEST. It only says what the image is; the start envelope
-/// decides which role it serves.
-#[used]
-#[unsafe(link_section = ".erix_image")]
-static IMAGE_NOTE: [u8; abi::image_note::SIZE] = abi::image_note(role::TEST);
+// The image note says role TEST: it only says what the image is; the start envelope decides
+// which role it serves.
+testkit::image!(main);
 
 /// A log line starting `<role name in lowercase>: `.
 fn line_for(role: u16) -> LineBuf {

@@ -8,6 +8,8 @@
 //! - [`Failure`]: what went wrong talking to a peer.
 //!
 //! Image parts (they make syscalls through `rt`; not in the host test build):
+//! - [`image!`]: an image's entry point and `.erix_image` note, so its `main.rs` holds only its
+//!   test;
 //! - [`start`]: log `<name>: running`, parse the start envelope for role TEST, or exit with its
 //!   `startup_status`;
 //! - [`Test`]: the slot for a purpose (or exit `INTAKE_MISSING`), log lines prefixed with the
@@ -18,6 +20,50 @@
 #![cfg_attr(not(test), no_std)]
 
 use abi::{MSG_MAX_PAYLOAD, Message, NAME_MAX, named_request, read_u64, status};
+
+/// What [`image!`] expands to names, so an image needs no dependencies of its own for it.
+///
+/// Declared before `mod image` on purpose: resolving `rt` here, before image.rs names
+/// `bootstrap`, fixes the order in which rustc loads these crates into an image, and so the
+/// order of their code in its text segment.
+#[cfg(not(test))]
+#[doc(hidden)]
+pub mod __image {
+    pub use abi::{image_note, role};
+    pub use rt::entry;
+}
+
+/// Define an image's entry point (`_start`, from `rt::entry!`) and its `.erix_image` note,
+/// which says role TEST.
+///
+/// - `testkit::image!(NAME, |test| { ... })`: a test. `_start` runs [`start`] with `NAME` (log
+///   `<NAME>: running`, parse the start envelope for role TEST, or exit with its
+///   `startup_status`) and then the block, with `test` bound to the [`Test`]. The block never
+///   returns: it ends in `test.pass`, `test.fail` or `test.exit`.
+/// - `testkit::image!(main)`: an image that reads its start envelope itself (or ignores it):
+///   `_start` runs `fn main(envelope: *const u8) -> !`.
+#[cfg(not(test))]
+#[macro_export]
+macro_rules! image {
+    ($name:expr, |$test:ident| $body:block) => {
+        $crate::image!(main);
+
+        fn main(envelope: *const u8) -> ! {
+            // SAFETY: `envelope` is the pointer the kernel passed to _start.
+            let $test = unsafe { $crate::start($name, envelope) };
+            $body
+        }
+    };
+    ($main:ident) => {
+        $crate::__image::entry!($main);
+
+        /// The `.erix_image` note: this image serves role TEST.
+        #[used]
+        #[unsafe(link_section = ".erix_image")]
+        static IMAGE_NOTE: [u8; $crate::__image::image_note::SIZE] =
+            $crate::__image::image_note($crate::__image::role::TEST);
+    };
+}
 
 #[cfg(not(test))]
 mod image;
