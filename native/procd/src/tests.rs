@@ -2,9 +2,15 @@
 
 use super::*;
 use abi::{
-    CHILD_FIRST_GRANT_SLOT, CHILD_SELF_ENDPOINT_SLOT, MSG_MAX_CAPS, cap_type, message_header,
-    read_u64, rights,
+    BADGE_KERNEL, BADGE_ROOTD, CAP_TABLE_SLOTS, CHILD_FIRST_GRANT_SLOT, CHILD_SELF_ENDPOINT_SLOT,
+    MSG_MAX_CAPS, audit_action, audit_read_request, cap_type, child_death, clock_reply,
+    crash_event, crash_record, crashd_op, create_process_reply, create_process_request, death_kind,
+    envelope_flag, fault_kind, grant, kernel_event, kernel_op, kill_request, message_header,
+    mint_request, proc_state, procd_op, process_request, read_u16, read_u32, read_u64,
+    restart_policy, rights, spawn_service_reply, spawn_service_request, start_process_request,
+    timer_event, timer_request, write_u16, write_u32, write_u64,
 };
+use bootstrap::EnvelopeBuilder;
 use std::collections::{BTreeMap, BTreeSet};
 
 const SELF_EP: u32 = 1;
