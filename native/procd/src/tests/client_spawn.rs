@@ -3,7 +3,7 @@
 use super::*;
 
 /// A SPAWN (0x403) request: spawn_service_request with `image_id`, `role` and `flags`.
-pub(super) fn client_spawn_request(image_id: u32, role: u16, flags: u16) -> Message {
+fn client_spawn_request(image_id: u32, role: u16, flags: u16) -> Message {
     let mut m = spawn_request(image_id, role, flags);
     let mut h = m.header();
     h.op = procd_op::SPAWN;
@@ -12,7 +12,7 @@ pub(super) fn client_spawn_request(image_id: u32, role: u16, flags: u16) -> Mess
 }
 
 /// procd with a RUNNING TEST child at index 0 (pid 100) spawned with `flags`; logs cleared.
-pub(super) fn with_child(flags: u16) -> (Model, Procd) {
+fn with_child(flags: u16) -> (Model, Procd) {
     let (mut k, mut p) = started();
     let (st, _) = spawn(
         &mut k,
@@ -199,7 +199,7 @@ fn malformed_client_spawns_are_invalid() {
 }
 
 /// A procd whose envelope says rootd started the services of `started` (bit r: role r) before it.
-pub(super) fn started_after(started: u32) -> (Model, Procd) {
+fn started_after(started: u32) -> (Model, Procd) {
     let mut b = EnvelopeBuilder::new(role::PROCD, envelope_flag::REQUIRED).expect("role");
     b.started_roles(started).expect("known roles");
     for (slot, purpose) in [

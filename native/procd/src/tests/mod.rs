@@ -409,29 +409,11 @@ mod spawn_service;
 mod startup;
 mod stop_kill;
 
-#[allow(unused_imports)]
+// Helpers a module defines for its own tests, shared with the others.
 use audit::*;
-#[allow(unused_imports)]
 use child_died::*;
-#[allow(unused_imports)]
-use client_spawn::*;
-#[allow(unused_imports)]
 use deps::*;
-#[allow(unused_imports)]
 use failures::*;
-#[allow(unused_imports)]
-use fuzz::*;
-#[allow(unused_imports)]
 use ids_status::*;
-#[allow(unused_imports)]
 use probe::*;
-#[allow(unused_imports)]
-use restart_edges::*;
-#[allow(unused_imports)]
 use restarts::*;
-#[allow(unused_imports)]
-use spawn_service::*;
-#[allow(unused_imports)]
-use startup::*;
-#[allow(unused_imports)]
-use stop_kill::*;

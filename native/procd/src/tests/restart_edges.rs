@@ -259,7 +259,7 @@ fn probe_complete_from_a_restarting_childs_badge_is_denied() {
 
 /// How a child in the restart-bound grid dies: a fault, a kill procd did not ask for, a
 /// non-zero exit, or a clean exit (restarted only under ALWAYS).
-pub(super) fn grid_death(pid: u32, how: usize) -> Message {
+fn grid_death(pid: u32, how: usize) -> Message {
     match how {
         0 => fault(pid),
         1 => child_died(pid, death_kind::KILLED, 0, 0),
