@@ -43,8 +43,9 @@ mod table;
 
 pub use audit::{AuditLog, AuditRecord};
 
+pub use restart::Restart;
 pub use table::{
-    Ending, ProcState, ProcessEntry, ProcessTable, Restart, next_generation, process_id, split_id,
+    Ending, ProcState, ProcessEntry, ProcessTable, next_generation, process_id, split_id,
 };
 
 // LIST's reply, one process_status per entry, always fits in one message.

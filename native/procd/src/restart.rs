@@ -1,14 +1,76 @@
-//! Restart policy: the backoff timer after a death and the relaunch when it fires.
+//! Restart policy: what a process's policy restarts and how often ([`Restart`]), the backoff
+//! timer after a death, and the relaunch when it fires.
 
 use crate::LogPart::{Dec, Text};
 use crate::{
-    Kernel, ProcState, Procd, ProcessEntry, Restart, next_generation, process_id, split_id,
-    status_part,
+    Kernel, ProcState, Procd, ProcessEntry, next_generation, process_id, split_id, status_part,
 };
 use abi::{
-    BADGE_KERNEL, Message, kernel_op, read_u32, read_u64, status, timer_event, timer_request,
-    write_u32, write_u64,
+    BADGE_KERNEL, Message, kernel_op, read_u32, read_u64, restart_policy, status, timer_event,
+    timer_request, write_u32, write_u64,
 };
+
+/// A process's restart policy (from its SPAWN_SERVICE request) and the restarts it has had.
+///
+/// `count` is the number of restarts since the count was last cleared. It is cleared only when
+/// one run lasted the window: the clock (ticks, 1 per virtual millisecond) at its death minus
+/// `run_start`, the clock when that run started, exceeds `window_ms` (the clock rounds down, so
+/// only then did the run surely last `window_ms` of virtual time; the backoff before a run
+/// never counts, as it comes before the run's start). `window_ms` 0 never clears it, so
+/// `max_restarts` bounds the entry's restarts over its life. A process that keeps dying within
+/// the window of starting is therefore restarted at most `max_restarts` times, whatever the
+/// other values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restart {
+    /// Its `restart_policy`.
+    pub policy: u8,
+    /// Restarts allowed while the count is not cleared; a death with that many counted holds
+    /// it FAILED (0: never restarted).
+    pub max_restarts: u8,
+    /// Ticks (milliseconds) a run must exceed to clear the count; 0: never cleared.
+    pub window_ms: u32,
+    /// Delay before a restart with none counted; doubled per restart counted (up to << 16).
+    pub backoff_ms: u32,
+    /// Restarts since the count was last cleared (saturating at 255).
+    pub count: u8,
+    /// Clock ticks when the current run started: the TIMER that relaunched it. 0 for the first
+    /// run, whose start never matters (nothing is counted before it).
+    pub run_start: u64,
+}
+
+impl Restart {
+    /// Whether the policy restarts a process after an ending that was (`failed`) or was not
+    /// a failure (a STOP is never passed here: it never restarts).
+    pub const fn wants(&self, failed: bool) -> bool {
+        match self.policy {
+            restart_policy::ALWAYS => true,
+            restart_policy::ON_FAILURE => failed,
+            _ => false,
+        }
+    }
+
+    /// The restarts that count when the current run dies at clock `now`: 0 if the run lasted
+    /// more than `window_ms` ticks (`window_ms` not 0), else `count`.
+    pub const fn counted(&self, now: u64) -> u8 {
+        if self.window_ms != 0 && now.saturating_sub(self.run_start) > self.window_ms as u64 {
+            0
+        } else {
+            self.count
+        }
+    }
+
+    /// The backoff before the next restart with `counted` restarts counted:
+    /// `backoff_ms << min(counted, 16)` ticks (at most 2^48: no overflow).
+    pub fn delay(&self, counted: u8) -> u64 {
+        u64::from(self.backoff_ms) << counted.min(16)
+    }
+
+    /// Record a restart whose run starts at clock `ticks`: one more counted (saturating).
+    pub fn record(&mut self, ticks: u64) {
+        self.count = self.count.saturating_add(1);
+        self.run_start = ticks;
+    }
+}
 
 impl Procd {
     /// The child in entry `index` (occupant `entry`, still live) ended with `death` and `code`
@@ -167,4 +229,76 @@ pub(crate) fn log_restart_failed(k: &mut impl Kernel, pid: u32, code: u32) {
         Text(b" failed: "),
         status_part(code),
     ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ProcState, ProcessEntry};
+    use abi::proc_state;
+
+    #[test]
+    fn restarts_are_counted_until_a_run_outlasts_the_window() {
+        let mut r = Restart {
+            policy: restart_policy::ON_FAILURE,
+            max_restarts: 3,
+            window_ms: 100,
+            backoff_ms: 5,
+            ..Restart::default()
+        };
+        assert!(r.wants(true) && !r.wants(false));
+        assert_eq!(r.counted(0), 0);
+        r.record(50);
+        assert_eq!((r.count, r.run_start), (1, 50));
+        assert_eq!(
+            r.counted(150),
+            1,
+            "a run of exactly the window may be shorter"
+        );
+        assert_eq!(
+            r.counted(151),
+            0,
+            "a run longer than the window clears the count"
+        );
+        assert_eq!(
+            r.counted(10),
+            1,
+            "a clock before the run's start counts as inside it"
+        );
+        r.record(149);
+        assert_eq!((r.count, r.run_start), (2, 149));
+        assert_eq!(r.delay(0), 5);
+        assert_eq!(r.delay(3), 40);
+        assert_eq!(r.delay(16), 5 << 16);
+        assert_eq!(r.delay(255), 5 << 16);
+        r.backoff_ms = u32::MAX;
+        assert_eq!(r.delay(255), u64::from(u32::MAX) << 16, "no overflow");
+        r.count = 255;
+        r.record(151);
+        assert_eq!(r.count, 255, "saturates");
+        r.window_ms = 0;
+        assert_eq!(
+            r.counted(u64::MAX),
+            255,
+            "a window of 0 never clears the count"
+        );
+        r.window_ms = u32::MAX;
+        assert_eq!(r.counted(u64::MAX), 0);
+        for (policy, failed, clean) in [
+            (restart_policy::NEVER, false, false),
+            (restart_policy::ON_FAILURE, true, false),
+            (restart_policy::ALWAYS, true, true),
+            (3, false, false),
+        ] {
+            r.policy = policy;
+            assert_eq!((r.wants(true), r.wants(false)), (failed, clean));
+        }
+        let restarting = ProcessEntry {
+            state: ProcState::Restarting { death: 2, code: 1 },
+            ..ProcessEntry::default()
+        };
+        assert_eq!(restarting.reported_state(), Some(proc_state::RESTARTING));
+        assert_eq!(restarting.death_and_code(), (0, 0));
+        assert!(!restarting.state.is_live());
+    }
 }
