@@ -1,5 +1,6 @@
 //! Shared by every image's `build.rs`: link the image freestanding (no C runtime, no libc) with
 //! its own script `linker/<name>.ld`. Binaries only, so host unit tests and clippy link normally.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

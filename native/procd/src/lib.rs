@@ -22,6 +22,7 @@
 //!
 //! No heap and no panics on any message contents: fixed arrays, checked access only.
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 
 use abi::{
     AUDIT_RING, MSG_MAX_PAYLOAD, Message, MessageHeader, PROCD_CHILD_BADGE_BASE,
