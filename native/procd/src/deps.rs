@@ -1,6 +1,7 @@
 //! Dependency order: which roles a spawn waits for, releasing HELD entries and failing them.
 
 use crate::LogPart::{Dec, Text};
+use crate::lifecycle::AlreadyLogged;
 use crate::{Kernel, ProcState, Procd, ROLE_NAME_MAX, procd_runs, role_lowercase, status_part};
 use abi::{Message, PROCD_MAX_PROCESSES, death_kind, role, status};
 
@@ -72,7 +73,7 @@ impl Procd {
     /// entry's, i.e. whoever asked for it) into the held entry with its own id; log
     /// `procd: releasing <role> (pid <pid>)`. A launch that fails logs
     /// `procd: release of <role> failed: <STATUS>` and holds the entry FAILED with death
-    /// DEPENDENCY and code 0 (`fail_entry`: its own dependents fail too).
+    /// DEPENDENCY and code 0 (`hold_failed` with no line of its own: its own dependents fail too).
     pub(crate) fn release_held(&mut self, k: &mut impl Kernel, msg: &mut Message) {
         let mut changed = true;
         while changed {
@@ -110,7 +111,7 @@ impl Procd {
                             Text(b" failed: "),
                             status_part(failure),
                         ]);
-                        self.fail_entry(k, index, entry, death_kind::DEPENDENCY, 0);
+                        self.hold_failed(k, index, entry, death_kind::DEPENDENCY, 0, AlreadyLogged);
                     }
                 }
             }
@@ -141,12 +142,13 @@ impl Procd {
                 Text(role_lowercase(failed_role, &mut dep)),
                 Text(b" failed"),
             ]);
-            self.fail_entry(
+            self.hold_failed(
                 k,
                 index,
                 entry,
                 death_kind::DEPENDENCY,
                 u32::from(failed_role),
+                AlreadyLogged,
             );
         }
     }

@@ -239,7 +239,7 @@ impl Procd {
         if !stopped && entry.restart.wants(failed) {
             self.restart_after(k, msg, index, entry, kind, recorded);
         } else if failed {
-            self.hold_failed(k, index, entry, kind, recorded);
+            self.hold_failed(k, index, entry, kind, recorded, ChildFailed);
         } else {
             self.table.free(index);
             k.cap_delete(entry.endpoint_slot);
@@ -248,17 +248,19 @@ impl Procd {
 
     /// Hold entry `index` (whose occupant was `entry`) FAILED with `death` and `code`, keeping
     /// its id until rootd REAPs it: delete procd's capability to the child's endpoint (if
-    /// `entry` still names one); log `procd: child <pid> failed`; and if the entry's flags have
+    /// `entry` still names one); log the line `L` writes ([`ChildFailed`]: `procd: child <pid>
+    /// failed`; [`AlreadyLogged`]: none, the caller logged why); and if the entry's flags have
     /// `envelope_flag::REQUIRED`, NOTIFY `notify_bit::SERVICE_FAILED` on the bootstrap
     /// notification (asynchronous; a failure is logged). Then HELD entries depending on its
     /// role fail too (`fail_dependents`).
-    pub(crate) fn hold_failed(
+    pub(crate) fn hold_failed<L: FailureLine>(
         &mut self,
         k: &mut impl Kernel,
         index: usize,
         entry: ProcessEntry,
         death: u16,
         code: u32,
+        _line: L,
     ) {
         self.table.set(
             index,
@@ -272,36 +274,7 @@ impl Procd {
         if entry.endpoint_slot != 0 {
             k.cap_delete(entry.endpoint_slot);
         }
-        k.debug_write(&[
-            Text(b"procd: child "),
-            Dec(u64::from(entry.pid)),
-            Text(b" failed"),
-        ]);
-        self.notify_if_required(k, entry.flags);
-        self.fail_dependents(k, entry.role);
-    }
-
-    /// Hold entry `index` (occupant `entry`) FAILED with `death` and `code` without the
-    /// `procd: child <pid> failed` line (the caller logged why): as `hold_failed` otherwise.
-    pub(crate) fn fail_entry(
-        &mut self,
-        k: &mut impl Kernel,
-        index: usize,
-        entry: ProcessEntry,
-        death: u16,
-        code: u32,
-    ) {
-        self.table.set(
-            index,
-            ProcessEntry {
-                state: ProcState::Failed { death, code },
-                endpoint_slot: 0,
-                ..entry
-            },
-        );
-        if entry.endpoint_slot != 0 {
-            k.cap_delete(entry.endpoint_slot);
-        }
+        L::write(k, entry.pid);
         self.notify_if_required(k, entry.flags);
         self.fail_dependents(k, entry.role);
     }
@@ -358,4 +331,31 @@ impl Procd {
             k.debug_write(&[Text(b"procd: crashd report failed "), code]);
         }
     }
+}
+
+/// The log line [`Procd::hold_failed`] writes for a failure. Each kind is its own type, so each
+/// caller gets its own copy of `hold_failed` with the line fixed (no run-time choice).
+pub(crate) trait FailureLine {
+    /// Log the line for the failed child `pid`, if any.
+    fn write(k: &mut impl Kernel, pid: u32);
+}
+
+/// `procd: child <pid> failed`: the child's death or its restart failed.
+pub(crate) struct ChildFailed;
+
+impl FailureLine for ChildFailed {
+    fn write(k: &mut impl Kernel, pid: u32) {
+        k.debug_write(&[
+            Text(b"procd: child "),
+            Dec(u64::from(pid)),
+            Text(b" failed"),
+        ]);
+    }
+}
+
+/// No line: the caller already logged why the entry failed (a dependency, a failed release).
+pub(crate) struct AlreadyLogged;
+
+impl FailureLine for AlreadyLogged {
+    fn write(_: &mut impl Kernel, _: u32) {}
 }

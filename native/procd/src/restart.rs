@@ -2,6 +2,7 @@
 //! timer after a death, and the relaunch when it fires.
 
 use crate::LogPart::{Dec, Text};
+use crate::lifecycle::ChildFailed;
 use crate::{
     Kernel, ProcState, Procd, ProcessEntry, next_generation, process_id, split_id, status_part,
 };
@@ -104,7 +105,7 @@ impl Procd {
             Ok(now) => now,
             Err(failure) => {
                 log_restart_failed(k, entry.pid, failure);
-                return self.hold_failed(k, index, entry, death, code);
+                return self.hold_failed(k, index, entry, death, code, ChildFailed);
             }
         };
         let counted = entry.restart.counted(now);
@@ -114,7 +115,7 @@ impl Procd {
                 Dec(u64::from(entry.pid)),
                 Text(b" over its restart bound"),
             ]);
-            return self.hold_failed(k, index, entry, death, code);
+            return self.hold_failed(k, index, entry, death, code, ChildFailed);
         }
         let delay = entry.restart.delay(counted);
         let restarting = ProcessEntry {
@@ -131,7 +132,7 @@ impl Procd {
         k.cap_delete(entry.endpoint_slot);
         let Some(cookie) = process_id(index, entry.generation) else {
             log_restart_failed(k, entry.pid, status::INTERNAL);
-            return self.hold_failed(k, index, restarting, death, code);
+            return self.hold_failed(k, index, restarting, death, code, ChildFailed);
         };
         let payload = msg.start(kernel_op::SET_TIMER, timer_request::SIZE);
         // Cannot fail: the payload is timer_request::SIZE bytes.
@@ -152,7 +153,7 @@ impl Procd {
             }
             Err(failure) => {
                 log_restart_failed(k, entry.pid, failure);
-                self.hold_failed(k, index, restarting, death, code);
+                self.hold_failed(k, index, restarting, death, code, ChildFailed);
             }
         }
     }
@@ -215,7 +216,7 @@ impl Procd {
             }
             Err(failure) => {
                 log_restart_failed(k, entry.pid, failure);
-                self.hold_failed(k, index, entry, death, code);
+                self.hold_failed(k, index, entry, death, code, ChildFailed);
             }
         }
     }
