@@ -17,7 +17,7 @@
 //!   REQUIRED), or TIMER (a restart's backoff is over: spawn the service again in the same
 //!   entry with the next generation).
 //!
-//! rootd names a child by procd's process id ([`process_id`]): table index | generation <<
+//! rootd names a child by procd's process id ([`ProcId`]): table index | generation <<
 //! `PROCD_ID_GENERATION_SHIFT`, so an id outlives its process only as NOT_FOUND.
 //!
 //! No heap and no panics on any message contents: fixed arrays, checked access only.
@@ -34,6 +34,7 @@ use bootstrap::Envelope;
 mod audit;
 mod deps;
 mod dispatch;
+mod id;
 mod kernel_calls;
 mod lifecycle;
 mod queries;
@@ -43,11 +44,10 @@ mod spawn;
 mod table;
 
 pub use audit::{AuditLog, AuditRecord};
+pub use id::ProcId;
 
 pub use restart::Restart;
-pub use table::{
-    Ending, ProcState, ProcessEntry, ProcessTable, next_generation, process_id, split_id,
-};
+pub use table::{Ending, ProcState, ProcessEntry, ProcessTable, next_generation};
 
 // LIST's reply, one process_status per entry, always fits in one message.
 const _: () = assert!(PROCD_MAX_PROCESSES * process_status::SIZE <= MSG_MAX_PAYLOAD);

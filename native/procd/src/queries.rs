@@ -1,6 +1,6 @@
 //! Queries from rootd: STATUS, LIST and AUDIT_READ.
 
-use crate::{AUDIT_READ_MAX, Procd, ProcessEntry, process_id};
+use crate::{AUDIT_READ_MAX, ProcId, Procd, ProcessEntry};
 use abi::{
     BADGE_ROOTD, Message, audit_read_request, audit_record, process_status, read_u32, status,
     write_u16, write_u32,
@@ -43,7 +43,7 @@ impl Procd {
                 .iter()
                 .enumerate()
                 .filter_map(|(index, e)| {
-                    let id = process_id(index, e.generation)?;
+                    let id = ProcId::new(index, e.generation)?;
                     Some((id, e, e.reported_state()?))
                 })
         };
@@ -101,10 +101,15 @@ impl Procd {
 
 /// Write a process_status record for the process `id` in `entry`, reported `state`, into the
 /// start of `record`; `false` if it does not fit.
-pub(crate) fn write_status(record: &mut [u8], id: u32, entry: &ProcessEntry, state: u16) -> bool {
+pub(crate) fn write_status(
+    record: &mut [u8],
+    id: ProcId,
+    entry: &ProcessEntry,
+    state: u16,
+) -> bool {
     let (death, code) = entry.death_and_code();
     record.len() >= process_status::SIZE
-        && write_u32(record, process_status::ID, id)
+        && write_u32(record, process_status::ID, id.get())
         && write_u32(record, process_status::PID, entry.pid)
         && write_u32(record, process_status::IMAGE_ID, entry.image_id)
         && write_u16(record, process_status::ROLE, entry.role)

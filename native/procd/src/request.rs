@@ -1,13 +1,13 @@
 //! Request checks shared by procd's ops: the header and payload shapes rootd's requests carry.
 
-use crate::Procd;
+use crate::{ProcId, Procd};
 use abi::{BADGE_ROOTD, Message, process_request, read_u32, status};
 
 impl Procd {
     /// The id a STOP, KILL, REAP or STATUS request from `badge` names: DENIED unless `badge` is
     /// `BADGE_ROOTD`; INVALID_ARGUMENT unless the payload is one process_request with reserved
     /// 0 and the header carries no capabilities and zero reserved fields.
-    pub(crate) fn requested_id(badge: u64, msg: &Message) -> Result<u32, u32> {
+    pub(crate) fn requested_id(badge: u64, msg: &Message) -> Result<ProcId, u32> {
         if badge != BADGE_ROOTD {
             return Err(status::DENIED);
         }
@@ -24,7 +24,7 @@ impl Procd {
             read_u32(payload, process_request::ID),
             read_u32(payload, process_request::RESERVED),
         ) {
-            (Some(id), Some(0)) => Ok(id),
+            (Some(id), Some(0)) => Ok(ProcId::from(id)),
             _ => Err(status::INVALID_ARGUMENT),
         }
     }

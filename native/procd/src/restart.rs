@@ -3,9 +3,7 @@
 
 use crate::LogPart::{Dec, Text};
 use crate::lifecycle::ChildFailed;
-use crate::{
-    Kernel, ProcState, Procd, ProcessEntry, next_generation, process_id, split_id, status_part,
-};
+use crate::{Kernel, ProcId, ProcState, Procd, ProcessEntry, next_generation, status_part};
 use abi::{
     BADGE_KERNEL, Message, kernel_op, read_u32, read_u64, restart_policy, status, timer_event,
     timer_request, write_u32, write_u64,
@@ -130,14 +128,14 @@ impl Procd {
         };
         self.table.set(index, restarting);
         k.cap_delete(entry.endpoint_slot);
-        let Some(cookie) = process_id(index, entry.generation) else {
+        let Some(cookie) = ProcId::new(index, entry.generation) else {
             log_restart_failed(k, entry.pid, status::INTERNAL);
             return self.hold_failed(k, index, restarting, death, code, ChildFailed);
         };
         let payload = msg.start(kernel_op::SET_TIMER, timer_request::SIZE);
         // Cannot fail: the payload is timer_request::SIZE bytes.
         let _ = write_u64(payload, timer_request::AT_TICKS, now.saturating_add(delay))
-            && write_u32(payload, timer_request::COOKIE, cookie)
+            && write_u32(payload, timer_request::COOKIE, cookie.get())
             && write_u32(payload, timer_request::ENDPOINT_SLOT, self.self_endpoint);
         match self.kernel_call(k, msg) {
             Ok(reply) => {
@@ -180,7 +178,7 @@ impl Procd {
         ) else {
             return;
         };
-        let Some((index, generation)) = split_id(cookie) else {
+        let Some((index, generation)) = ProcId::from(cookie).split() else {
             return;
         };
         let Some(entry) = self.table.entries().get(index).copied() else {

@@ -2,8 +2,8 @@
 
 use crate::LogPart::Text;
 use crate::{
-    Kernel, ProcState, Procd, ProcessEntry, ROLE_NAME_MAX, Restart, badge_index, procd_runs,
-    process_id, role_lowercase,
+    Kernel, ProcId, ProcState, Procd, ProcessEntry, ROLE_NAME_MAX, Restart, badge_index,
+    procd_runs, role_lowercase,
 };
 use abi::{
     BADGE_ROOTD, CAP_TABLE_SLOTS, Message, audit_action, cap_purpose, create_process_reply,
@@ -126,7 +126,7 @@ impl Procd {
             return Ok(spawned);
         }
         // Hold it: no kernel call and no audit record until its dependencies run.
-        let id = process_id(index, generation).ok_or(status::INTERNAL)?;
+        let id = ProcId::new(index, generation).ok_or(status::INTERNAL)?;
         self.table.set(
             index,
             ProcessEntry {
@@ -175,7 +175,7 @@ impl Procd {
         restart_of: Option<u32>,
     ) -> Result<Spawned, u32> {
         let (image_id, child_role, flags) = (service.image_id, service.role, service.flags);
-        let id = process_id(index, generation).ok_or(status::INTERNAL)?;
+        let id = ProcId::new(index, generation).ok_or(status::INTERNAL)?;
         let mut plan = capabi::plan_child_grants(child_role, &self.env)?;
 
         // The child's PROCD_ENDPOINT: minted here, badged with the child's table index.
@@ -291,7 +291,7 @@ pub(crate) struct Spawned {
     pub(crate) pid: u32,
     pub(crate) endpoint: u32,
     /// procd's process id for it.
-    pub(crate) id: u32,
+    pub(crate) id: ProcId,
 }
 
 impl Spawned {
@@ -301,6 +301,6 @@ impl Spawned {
         // Cannot fail: the payload is spawn_service_reply::SIZE bytes (reserved stays 0).
         let _ = write_u32(payload, spawn_service_reply::PID, self.pid)
             && write_u32(payload, spawn_service_reply::ENDPOINT, self.endpoint)
-            && write_u32(payload, spawn_service_reply::ID, self.id);
+            && write_u32(payload, spawn_service_reply::ID, self.id.get());
     }
 }

@@ -9,16 +9,16 @@
 //! capability either. A HELD entry is a spawn waiting for its dependencies: it has an id but no
 //! process (pid 0) until procd launches it in that same entry.
 //!
-//! Every entry has a generation, so that procd's process ids ([`process_id`]: index |
+//! Every entry has a generation, so that procd's process ids ([`ProcId`]: index |
 //! generation << `PROCD_ID_GENERATION_SHIFT`) name one occupant of an entry and never the next.
 //! A fresh table's entries have generation 1; a free entry holds the generation its next
 //! occupant gets. Freeing an entry after its occupant's life ([`ProcessTable::free`]) advances
 //! the generation (0xFFFF wraps to 1, never 0); releasing an entry whose spawn failed before
 //! procd handed out its id ([`ProcessTable::release`]) keeps it.
 
-use abi::{PROCD_ID_GENERATION_SHIFT, PROCD_MAX_PROCESSES, proc_state, restart_policy};
+use abi::{PROCD_MAX_PROCESSES, proc_state, restart_policy};
 
-use crate::Restart;
+use crate::{ProcId, Restart};
 
 /// Why procd asked the kernel to end a child (STOP or KILL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,32 +128,6 @@ pub const fn next_generation(generation: u16) -> u16 {
     }
 }
 
-// A u16 generation above the index bits fits in a u32 id, and every index fits below them.
-const _: () = assert!(
-    PROCD_ID_GENERATION_SHIFT + 16 <= 32 && PROCD_MAX_PROCESSES <= 1 << PROCD_ID_GENERATION_SHIFT
-);
-
-/// Mask of an id's index bits.
-const INDEX_MASK: u32 = (1 << PROCD_ID_GENERATION_SHIFT) - 1;
-
-/// procd's process id for table entry `index` at `generation`: index | generation <<
-/// `PROCD_ID_GENERATION_SHIFT` (`None` for an index beyond the table).
-pub fn process_id(index: usize, generation: u16) -> Option<u32> {
-    if index >= PROCD_MAX_PROCESSES {
-        return None;
-    }
-    let index = u32::try_from(index).ok()?;
-    Some(u32::from(generation) << PROCD_ID_GENERATION_SHIFT | index)
-}
-
-/// The (table index, generation) a process id names (`None` for an index beyond the table or
-/// generation 0, which no entry ever has).
-pub fn split_id(id: u32) -> Option<(usize, u16)> {
-    let index = usize::try_from(id & INDEX_MASK).ok()?;
-    let generation = u16::try_from(id >> PROCD_ID_GENERATION_SHIFT).ok()?;
-    (index < PROCD_MAX_PROCESSES && generation != 0).then_some((index, generation))
-}
-
 /// The process table.
 #[derive(Clone, Debug)]
 pub struct ProcessTable {
@@ -246,8 +220,8 @@ impl ProcessTable {
     /// the entry is not running, stopping, FAILED or RESTARTING (free, or created but not
     /// started), or its
     /// generation is not the id's (a stale id).
-    pub fn lookup(&self, id: u32) -> Option<(usize, &ProcessEntry)> {
-        let (index, generation) = split_id(id)?;
+    pub fn lookup(&self, id: ProcId) -> Option<(usize, &ProcessEntry)> {
+        let (index, generation) = id.split()?;
         self.entries
             .get(index)
             .filter(|e| e.reported_state().is_some() && e.generation == generation)
@@ -255,9 +229,9 @@ impl ProcessTable {
     }
 
     /// The id of the occupant of entry `index` (`None` if out of range).
-    pub fn id_of(&self, index: usize) -> Option<u32> {
+    pub fn id_of(&self, index: usize) -> Option<ProcId> {
         self.generation(index)
-            .and_then(|generation| process_id(index, generation))
+            .and_then(|generation| ProcId::new(index, generation))
     }
 
     /// The generation the next occupant of entry `index` gets (`None` if out of range).
@@ -299,6 +273,7 @@ impl ProcessTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::PROCD_ID_GENERATION_SHIFT;
 
     #[test]
     fn fills_lowest_free_index() {
@@ -372,8 +347,14 @@ mod tests {
     fn a_fresh_table_starts_every_entry_at_generation_1() {
         let t = ProcessTable::new();
         assert!(t.entries().iter().all(|e| e.generation == 1));
-        assert_eq!(t.id_of(0), Some(1 << PROCD_ID_GENERATION_SHIFT));
-        assert_eq!(t.id_of(5), Some(1 << PROCD_ID_GENERATION_SHIFT | 5));
+        assert_eq!(
+            t.id_of(0).map(ProcId::get),
+            Some(1 << PROCD_ID_GENERATION_SHIFT)
+        );
+        assert_eq!(
+            t.id_of(5).map(ProcId::get),
+            Some(1 << PROCD_ID_GENERATION_SHIFT | 5)
+        );
         assert_eq!(t.id_of(PROCD_MAX_PROCESSES), None);
     }
 
@@ -402,7 +383,7 @@ mod tests {
         );
         assert_eq!(t.lookup(id), None, "stale");
         let new_id = t.id_of(2).unwrap();
-        assert_eq!(new_id, 2 << PROCD_ID_GENERATION_SHIFT | 2);
+        assert_eq!(new_id.get(), 2 << PROCD_ID_GENERATION_SHIFT | 2);
         assert_eq!(t.lookup(new_id).map(|(_, e)| e.pid), Some(8));
         t.release(2);
         assert_eq!(t.generation(2), Some(2));
@@ -425,25 +406,10 @@ mod tests {
                 ..running(1)
             },
         );
-        assert_eq!(t.id_of(0), Some(0xFFFF_0000));
-        assert_eq!(t.lookup(0xFFFF_0000).map(|(i, _)| i), Some(0));
+        assert_eq!(t.id_of(0).map(ProcId::get), Some(0xFFFF_0000));
+        assert_eq!(t.lookup(ProcId::from(0xFFFF_0000)).map(|(i, _)| i), Some(0));
         t.free(0);
         assert_eq!(t.generation(0), Some(1));
-    }
-
-    #[test]
-    fn ids_split_into_index_and_generation() {
-        assert_eq!(process_id(3, 9), Some(0x0009_0003));
-        assert_eq!(split_id(0x0009_0003), Some((3, 9)));
-        assert_eq!(split_id(0x0000_0003), None, "generation 0");
-        assert_eq!(split_id(PROCD_MAX_PROCESSES as u32 | 1 << 16), None);
-        assert_eq!(split_id(0xFFFF | 1 << 16), None);
-        assert_eq!(split_id(u32::MAX), None);
-        for i in 0..PROCD_MAX_PROCESSES {
-            for g in [1, 2, 0x8000, 0xFFFF] {
-                assert_eq!(split_id(process_id(i, g).unwrap()), Some((i, g)));
-            }
-        }
     }
 
     #[test]

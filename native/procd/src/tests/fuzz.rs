@@ -90,7 +90,7 @@ fn never_panics_on_arbitrary_messages() {
             // rootd stops or kills a RESTARTING service.
             let restarting: Vec<u32> = (0..abi::PROCD_MAX_PROCESSES)
                 .filter(|&i| matches!(p.table().entries()[i].state, ProcState::Restarting { .. }))
-                .filter_map(|i| p.table().id_of(i))
+                .filter_map(|i| p.table().id_of(i).map(ProcId::get))
                 .collect();
             if let Some(&id) = restarting.get((next() as usize) % restarting.len().max(1)) {
                 let op = if next() % 2 == 0 {
@@ -175,7 +175,8 @@ fn never_panics_on_arbitrary_messages() {
         let request = m.header();
         let op = request.op;
         let asked_id = read_u32(m.payload(), process_request::ID);
-        let asked = asked_id.and_then(|id| p.table().lookup(id).map(|(i, e)| (i, *e)));
+        let asked =
+            asked_id.and_then(|id| p.table().lookup(ProcId::from(id)).map(|(i, e)| (i, *e)));
         let probe = op == procd_op::PROBE_COMPLETE;
         let live_badge = badge_index(badge).is_some_and(|i| p.table().entries()[i].state.is_live());
         let listed = p
@@ -194,7 +195,7 @@ fn never_panics_on_arbitrary_messages() {
             .filter(|_| {
                 op == kernel_event::TIMER && request.payload_len as usize == timer_event::SIZE
             })
-            .and_then(|cookie| p.table().lookup(cookie))
+            .and_then(|cookie| p.table().lookup(ProcId::from(cookie)))
             .filter(|(_, e)| matches!(e.state, ProcState::Restarting { .. }))
             .map(|(i, e)| (i, *e));
         let timers = k.timers.len();
@@ -255,7 +256,10 @@ fn never_panics_on_arbitrary_messages() {
                         ends_ok += 1;
                         assert_eq!(k.requests.len(), requests + 1);
                         assert_eq!(k.requests[requests].0, kernel_op::KILL_PROCESS);
-                        let (_, e) = p.table().lookup(asked_id.unwrap()).expect("live");
+                        let (_, e) = p
+                            .table()
+                            .lookup(ProcId::from(asked_id.unwrap()))
+                            .expect("live");
                         assert!(matches!(e.state, ProcState::Stopping(_)));
                     }
                     (procd_op::STOP | procd_op::KILL, status::NOT_FOUND) => {
@@ -369,7 +373,7 @@ fn never_panics_on_arbitrary_messages() {
                             assert_eq!(k.timers.len(), timers + 1);
                             let (at, cookie, _) = k.timers[timers];
                             assert!(at >= k.clock);
-                            assert_eq!(Some(cookie), p.table().id_of(index));
+                            assert_eq!(Some(cookie), p.table().id_of(index).map(ProcId::get));
                         } else {
                             over_bound_seen += 1;
                             assert!(matches!(after.state, ProcState::Failed { .. }));

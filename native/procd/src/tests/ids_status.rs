@@ -11,7 +11,7 @@ pub(super) fn pid_of(index: u32, generation: u32) -> u32 {
 pub(super) fn live_ids(p: &Procd) -> Vec<u32> {
     (0..abi::PROCD_MAX_PROCESSES)
         .filter(|&i| p.table().entries()[i].reported_state().is_some())
-        .filter_map(|i| p.table().id_of(i))
+        .filter_map(|i| p.table().id_of(i).map(ProcId::get))
         .collect()
 }
 
