@@ -32,7 +32,9 @@ impl Procd {
             }
             return Answer::Silent;
         }
-        // Each op leaves its OK reply in `msg`; an error is written here.
+        // Each op leaves its OK reply in `msg`; an error is written here. This match is the one
+        // place that maps op numbers to handlers (kernel events above): with abi's generated op
+        // enums it becomes a match on `ProcdOp::try_from(request.op)`.
         let result = match request.op {
             procd_op::SPAWN_SERVICE => self
                 .spawn_service(k, badge, msg)

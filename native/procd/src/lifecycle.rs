@@ -3,6 +3,7 @@
 
 use crate::LogPart::{Dec, Hex, Text};
 use crate::queries::write_status;
+use crate::request::expect_len;
 use crate::{Ending, Kernel, ProcState, Procd, ProcessEntry, badge_index, status_part};
 use abi::{
     Message, MessageHeader, audit_action, cap_purpose, child_death, crash_event, crash_record,
@@ -131,13 +132,7 @@ impl Procd {
             .and_then(|index| self.table.entries().get(index))
             .filter(|e| e.state.is_live())
             .ok_or(status::DENIED)?;
-        if request.payload_len != 0
-            || request.cap_count != 0
-            || request.reserved0 != 0
-            || request.reserved1 != 0
-        {
-            return Err(status::INVALID_ARGUMENT);
-        }
+        expect_len(request, 0)?;
         let notified = k.notify(self.bootstrap_notify, notify_bit::PROBE_COMPLETE);
         k.debug_write(&[
             Text(b"procd: probe complete (pid "),

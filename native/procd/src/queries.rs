@@ -1,5 +1,6 @@
 //! Queries from rootd: STATUS, LIST and AUDIT_READ.
 
+use crate::request::expect_len;
 use crate::{AUDIT_READ_MAX, ProcId, Procd, ProcessEntry};
 use abi::{
     BADGE_ROOTD, Message, audit_read_request, audit_record, process_status, read_u32, status,
@@ -30,13 +31,7 @@ impl Procd {
             return Err(status::DENIED);
         }
         let request = msg.header();
-        if request.payload_len != 0
-            || request.cap_count != 0
-            || request.reserved0 != 0
-            || request.reserved1 != 0
-        {
-            return Err(status::INVALID_ARGUMENT);
-        }
+        expect_len(&request, 0)?;
         let listed = || {
             self.table
                 .entries()
@@ -68,13 +63,7 @@ impl Procd {
             return Err(status::DENIED);
         }
         let request = msg.header();
-        if usize::from(request.payload_len) != audit_read_request::SIZE
-            || request.cap_count != 0
-            || request.reserved0 != 0
-            || request.reserved1 != 0
-        {
-            return Err(status::INVALID_ARGUMENT);
-        }
+        expect_len(&request, audit_read_request::SIZE)?;
         let payload = msg.payload();
         let from_seq = match (
             read_u32(payload, audit_read_request::FROM_SEQ),

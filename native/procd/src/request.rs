@@ -1,7 +1,11 @@
-//! Request checks shared by procd's ops: the header and payload shapes rootd's requests carry.
+//! Request checks shared by procd's ops: the one header check every request gets
+//! ([`expect_len`]) and the id STOP, KILL, REAP and STATUS carry ([`Procd::requested_id`]).
+//!
+//! With the generated op enums and header check of `abi`, `expect_len` becomes that check and
+//! `Procd::handle` (dispatch.rs) matches on the op enum; the handlers stay as they are.
 
 use crate::{ProcId, Procd};
-use abi::{BADGE_ROOTD, Message, process_request, read_u32, status};
+use abi::{BADGE_ROOTD, Message, MessageHeader, process_request, read_u32, status};
 
 impl Procd {
     /// The id a STOP, KILL, REAP or STATUS request from `badge` names: DENIED unless `badge` is
@@ -12,13 +16,7 @@ impl Procd {
             return Err(status::DENIED);
         }
         let request = msg.header();
-        if usize::from(request.payload_len) != process_request::SIZE
-            || request.cap_count != 0
-            || request.reserved0 != 0
-            || request.reserved1 != 0
-        {
-            return Err(status::INVALID_ARGUMENT);
-        }
+        expect_len(&request, process_request::SIZE)?;
         let payload = msg.payload();
         match (
             read_u32(payload, process_request::ID),
@@ -28,4 +26,18 @@ impl Procd {
             _ => Err(status::INVALID_ARGUMENT),
         }
     }
+}
+
+/// The header check of every request: INVALID_ARGUMENT unless its payload is `len` bytes and it
+/// carries no capabilities and zero reserved fields.
+#[inline(always)]
+pub(crate) fn expect_len(request: &MessageHeader, len: usize) -> Result<(), u32> {
+    if usize::from(request.payload_len) != len
+        || request.cap_count != 0
+        || request.reserved0 != 0
+        || request.reserved1 != 0
+    {
+        return Err(status::INVALID_ARGUMENT);
+    }
+    Ok(())
 }

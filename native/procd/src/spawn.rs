@@ -1,6 +1,7 @@
 //! Spawning: SPAWN_SERVICE and SPAWN, and the launch of a service into a table entry.
 
 use crate::LogPart::Text;
+use crate::request::expect_len;
 use crate::{
     Kernel, ProcId, ProcState, Procd, ProcessEntry, ROLE_NAME_MAX, Restart, badge_index,
     procd_runs, role_lowercase,
@@ -69,13 +70,7 @@ impl Procd {
         client: bool,
     ) -> Result<Spawned, u32> {
         let request = msg.header();
-        if usize::from(request.payload_len) != spawn_service_request::SIZE
-            || request.cap_count != 0
-            || request.reserved0 != 0
-            || request.reserved1 != 0
-        {
-            return Err(status::INVALID_ARGUMENT);
-        }
+        expect_len(&request, spawn_service_request::SIZE)?;
         let payload = msg.payload();
         let field_u32 = |offset| read_u32(payload, offset).ok_or(status::INVALID_ARGUMENT);
         let field_u16 = |offset| read_u16(payload, offset).ok_or(status::INVALID_ARGUMENT);
