@@ -1,7 +1,7 @@
 //! Calls to kernel-control: MINT_ENDPOINT, CREATE_PROCESS, READ_MONOTONIC_CLOCK, and the
 //! common reply check.
 
-use crate::{Kernel, Procd, child_badge};
+use crate::{DoesNotFit, Kernel, Procd, child_badge, fits};
 use abi::{
     CAP_TABLE_SLOTS, ENVELOPE_MAX_SLOTS, Message, MessageHeader, clock_reply,
     create_process_request, grant, kernel_op, mint_request, read_u64, rights, status, write_u16,
@@ -98,18 +98,35 @@ impl Procd {
                 .map_err(|_| status::INTERNAL)?;
         }
 
-        if !write_create_request(msg, image_id, plan.grants(), self.self_endpoint, &builder) {
-            return Err(status::INTERNAL);
-        }
+        write_create_request(msg, image_id, plan.grants(), self.self_endpoint, &builder)?;
         self.kernel_call(k, msg)
     }
 }
 
 /// Write a CREATE_PROCESS request into `msg`: `image_id`, the `grants`, badge 0,
 /// `supervisor_slot` (procd's own endpoint, where the kernel reports the child's death) and the
-/// envelope `builder` holds. `false` if anything does not fit (it always does: at most
+/// envelope `builder` holds. `Err` if anything does not fit (it always does: at most
 /// `CREATE_MAX_GRANTS` grants and an envelope of at most `1 + CREATE_MAX_GRANTS` slots).
+#[inline(always)]
 pub(crate) fn write_create_request(
+    msg: &mut Message,
+    image_id: u32,
+    grants: &[Grant],
+    supervisor_slot: u32,
+    builder: &EnvelopeBuilder,
+) -> Result<(), DoesNotFit> {
+    fits(write_create_fields(
+        msg,
+        image_id,
+        grants,
+        supervisor_slot,
+        builder,
+    ))
+}
+
+// The writes of `write_create_request`, `false` if one does not fit. Kept apart (not inlined)
+// so that `write_create_request` compiles to the instructions the held traces count.
+fn write_create_fields(
     msg: &mut Message,
     image_id: u32,
     grants: &[Grant],

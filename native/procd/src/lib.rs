@@ -58,6 +58,22 @@ pub const AUDIT_READ_MAX: usize = 30;
 const _: () =
     assert!(AUDIT_READ_MAX * audit_record::SIZE <= MSG_MAX_PAYLOAD && AUDIT_READ_MAX <= AUDIT_RING);
 
+/// A record did not fit the buffer procd wrote it into. Every buffer is sized for its record,
+/// so this is procd's own fault: a reply reports it as INTERNAL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DoesNotFit;
+
+impl From<DoesNotFit> for u32 {
+    fn from(_: DoesNotFit) -> Self {
+        status::INTERNAL
+    }
+}
+
+/// `Ok` if every write of a record succeeded (`all_written`), else [`DoesNotFit`].
+pub(crate) fn fits(all_written: bool) -> Result<(), DoesNotFit> {
+    if all_written { Ok(()) } else { Err(DoesNotFit) }
+}
+
 /// What procd needs from the kernel.
 pub trait Kernel {
     /// CAP_INFO: type and rights of the capability in `slot`, `None` if the slot is empty (or

@@ -100,9 +100,7 @@ impl Procd {
             return Err(status::BUSY);
         };
         let record = msg.start(status::OK, process_status::SIZE);
-        if !write_status(record, id, &entry, proc_state::FAILED) {
-            return Err(status::INTERNAL);
-        }
+        write_status(record, id, &entry, proc_state::FAILED)?;
         self.table.free(index);
         self.record(
             audit_action::REAP,

@@ -1,7 +1,7 @@
 //! Queries from rootd: STATUS, LIST and AUDIT_READ.
 
 use crate::request::expect_len;
-use crate::{AUDIT_READ_MAX, ProcId, Procd, ProcessEntry};
+use crate::{AUDIT_READ_MAX, DoesNotFit, ProcId, Procd, ProcessEntry, fits};
 use abi::{
     BADGE_ROOTD, Message, audit_read_request, audit_record, process_status, read_u32, status,
     write_u16, write_u32,
@@ -15,11 +15,8 @@ impl Procd {
         let (_, entry) = self.table.lookup(id).ok_or(status::NOT_FOUND)?;
         let state = entry.reported_state().ok_or(status::NOT_FOUND)?;
         let record = msg.start(status::OK, process_status::SIZE);
-        if write_status(record, id, entry, state) {
-            Ok(())
-        } else {
-            Err(status::INTERNAL)
-        }
+        write_status(record, id, entry, state)?;
+        Ok(())
     }
 
     /// LIST from rootd: reply OK with one process_status per running, stopping, FAILED,
@@ -46,9 +43,7 @@ impl Procd {
         for (record, (id, entry, state)) in
             payload.chunks_exact_mut(process_status::SIZE).zip(listed())
         {
-            if !write_status(record, id, entry, state) {
-                return Err(status::INTERNAL);
-            }
+            write_status(record, id, entry, state)?;
         }
         Ok(())
     }
@@ -80,22 +75,27 @@ impl Procd {
         };
         let payload = msg.start(status::OK, selected().count() * audit_record::SIZE);
         for (out, record) in payload.chunks_exact_mut(audit_record::SIZE).zip(selected()) {
-            if !record.write(out) {
-                return Err(status::INTERNAL);
-            }
+            record.write(out)?;
         }
         Ok(())
     }
 }
 
 /// Write a process_status record for the process `id` in `entry`, reported `state`, into the
-/// start of `record`; `false` if it does not fit.
+/// start of `record`.
+#[inline(always)]
 pub(crate) fn write_status(
     record: &mut [u8],
     id: ProcId,
     entry: &ProcessEntry,
     state: u16,
-) -> bool {
+) -> Result<(), DoesNotFit> {
+    fits(write_status_fields(record, id, entry, state))
+}
+
+// The writes of `write_status`, `false` if one does not fit. Kept apart (not inlined) so that
+// `write_status` compiles to the instructions the held traces count.
+fn write_status_fields(record: &mut [u8], id: ProcId, entry: &ProcessEntry, state: u16) -> bool {
     let (death, code) = entry.death_and_code();
     record.len() >= process_status::SIZE
         && write_u32(record, process_status::ID, id.get())
