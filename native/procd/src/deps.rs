@@ -2,8 +2,10 @@
 
 use crate::LogPart::{Dec, Text};
 use crate::lifecycle::AlreadyLogged;
-use crate::{Kernel, ProcState, Procd, ROLE_NAME_MAX, procd_runs, role_lowercase, status_part};
-use abi::{Message, PROCD_MAX_PROCESSES, death_kind, role, status};
+use crate::{
+    DeathKind, Kernel, ProcState, Procd, ROLE_NAME_MAX, procd_runs, role_lowercase, status_part,
+};
+use abi::{Message, PROCD_MAX_PROCESSES, role, status};
 
 impl Procd {
     /// SPAWN_SERVICE's dependency checks for a child of `child_role` depending on the roles of
@@ -111,7 +113,7 @@ impl Procd {
                             Text(b" failed: "),
                             status_part(failure),
                         ]);
-                        self.hold_failed(k, index, entry, death_kind::DEPENDENCY, 0, AlreadyLogged);
+                        self.hold_failed(k, index, entry, DeathKind::Dependency, 0, AlreadyLogged);
                     }
                 }
             }
@@ -146,7 +148,7 @@ impl Procd {
                 k,
                 index,
                 entry,
-                death_kind::DEPENDENCY,
+                DeathKind::Dependency,
                 u32::from(failed_role),
                 AlreadyLogged,
             );

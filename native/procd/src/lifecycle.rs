@@ -4,7 +4,7 @@
 use crate::LogPart::{Dec, Hex, Text};
 use crate::queries::write_status;
 use crate::request::expect_len;
-use crate::{Ending, Kernel, ProcState, Procd, ProcessEntry, badge_index, status_part};
+use crate::{DeathKind, Ending, Kernel, ProcState, Procd, ProcessEntry, badge_index, status_part};
 use abi::{
     Message, MessageHeader, audit_action, cap_purpose, child_death, crash_event, crash_record,
     crashd_op, death_kind, envelope_flag, fault_kind, kernel_op, kill_request, notify_bit,
@@ -108,7 +108,7 @@ impl Procd {
             entry.pid,
             entry.role,
             badge,
-            u64::from(death),
+            u64::from(death.wire()),
         );
         Ok(())
     }
@@ -187,8 +187,8 @@ impl Procd {
         else {
             return;
         };
-        // Whether the death is a failure, and the code a FAILED entry records.
-        let (failed, recorded) = match kind {
+        // How it died, whether that is a failure, and the code a FAILED entry records.
+        let (death, failed, recorded) = match kind {
             death_kind::EXITED => {
                 k.debug_write(&[
                     Text(b"procd: child "),
@@ -196,7 +196,11 @@ impl Procd {
                     Text(b" exited "),
                     Dec(code),
                 ]);
-                (code != 0, u32::try_from(code).unwrap_or(u32::MAX))
+                (
+                    DeathKind::Exited,
+                    code != 0,
+                    u32::try_from(code).unwrap_or(u32::MAX),
+                )
             }
             death_kind::FAULTED => {
                 let fault = match fault_kind::name(code) {
@@ -212,7 +216,11 @@ impl Procd {
                     Hex(address),
                 ]);
                 self.report_killed(k, msg, pid, code, address);
-                (true, u32::try_from(code).unwrap_or(u32::MAX))
+                (
+                    DeathKind::Faulted,
+                    true,
+                    u32::try_from(code).unwrap_or(u32::MAX),
+                )
             }
             death_kind::KILLED => {
                 let stopped = entry.state == ProcState::Stopping(Ending::Stop);
@@ -224,15 +232,15 @@ impl Procd {
                 if !stopped {
                     self.report_killed(k, msg, pid, 0, 0);
                 }
-                (!stopped, 0)
+                (DeathKind::Killed, !stopped, 0)
             }
             _ => return,
         };
         let stopped = entry.state == ProcState::Stopping(Ending::Stop);
         if !stopped && entry.restart.wants(failed) {
-            self.restart_after(k, msg, index, entry, kind, recorded);
+            self.restart_after(k, msg, index, entry, death, recorded);
         } else if failed {
-            self.hold_failed(k, index, entry, kind, recorded, ChildFailed);
+            self.hold_failed(k, index, entry, death, recorded, ChildFailed);
         } else {
             self.table.free(index);
             k.cap_delete(entry.endpoint_slot);
@@ -251,7 +259,7 @@ impl Procd {
         k: &mut impl Kernel,
         index: usize,
         entry: ProcessEntry,
-        death: u16,
+        death: DeathKind,
         code: u32,
         _line: L,
     ) {

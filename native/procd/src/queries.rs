@@ -96,7 +96,10 @@ pub(crate) fn write_status(
 // The writes of `write_status`, `false` if one does not fit. Kept apart (not inlined) so that
 // `write_status` compiles to the instructions the held traces count.
 fn write_status_fields(record: &mut [u8], id: ProcId, entry: &ProcessEntry, state: u16) -> bool {
-    let (death, code) = entry.death_and_code();
+    let (death, code) = match entry.death_and_code() {
+        Some((death, code)) => (death.wire(), code),
+        None => (0, 0),
+    };
     record.len() >= process_status::SIZE
         && write_u32(record, process_status::ID, id.get())
         && write_u32(record, process_status::PID, entry.pid)

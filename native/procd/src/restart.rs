@@ -3,7 +3,9 @@
 
 use crate::LogPart::{Dec, Text};
 use crate::lifecycle::ChildFailed;
-use crate::{Kernel, ProcId, ProcState, Procd, ProcessEntry, next_generation, status_part};
+use crate::{
+    DeathKind, Kernel, ProcId, ProcState, Procd, ProcessEntry, next_generation, status_part,
+};
 use abi::{
     BADGE_KERNEL, Message, kernel_op, read_u32, read_u64, restart_policy, status, timer_event,
     timer_request, write_u32, write_u64,
@@ -96,7 +98,7 @@ impl Procd {
         msg: &mut Message,
         index: usize,
         entry: ProcessEntry,
-        death: u16,
+        death: DeathKind,
         code: u32,
     ) {
         let now = match self.read_clock(k, msg) {
@@ -233,7 +235,7 @@ pub(crate) fn log_restart_failed(k: &mut impl Kernel, pid: u32, code: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ProcState, ProcessEntry};
+    use crate::{DeathKind, ProcState, ProcessEntry};
     use abi::proc_state;
 
     #[test]
@@ -293,11 +295,14 @@ mod tests {
             assert_eq!((r.wants(true), r.wants(false)), (failed, clean));
         }
         let restarting = ProcessEntry {
-            state: ProcState::Restarting { death: 2, code: 1 },
+            state: ProcState::Restarting {
+                death: DeathKind::Faulted,
+                code: 1,
+            },
             ..ProcessEntry::default()
         };
         assert_eq!(restarting.reported_state(), Some(proc_state::RESTARTING));
-        assert_eq!(restarting.death_and_code(), (0, 0));
+        assert_eq!(restarting.death_and_code(), None);
         assert!(!restarting.state.is_live());
     }
 }

@@ -16,7 +16,7 @@
 //! the generation (0xFFFF wraps to 1, never 0); releasing an entry whose spawn failed before
 //! procd handed out its id ([`ProcessTable::release`]) keeps it.
 
-use abi::{PROCD_MAX_PROCESSES, proc_state, restart_policy};
+use abi::{PROCD_MAX_PROCESSES, death_kind, proc_state, restart_policy};
 
 use crate::{ProcId, Restart};
 
@@ -27,6 +27,27 @@ pub enum Ending {
     Stop,
     /// KILL: the death is reported to crashd as KILLED.
     Kill,
+}
+
+/// How a child ended (its `death_kind` on the wire), as a FAILED or RESTARTING entry keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum DeathKind {
+    /// It EXITed; the code is its exit code.
+    Exited = death_kind::EXITED,
+    /// The kernel killed it for a fault; the code is its fault_kind.
+    Faulted = death_kind::FAULTED,
+    /// KILL_PROCESS ended it; the code is 0.
+    Killed = death_kind::KILLED,
+    /// procd never started it: a dependency failed; the code is that dependency's role.
+    Dependency = death_kind::DEPENDENCY,
+}
+
+impl DeathKind {
+    /// Its `death_kind` number.
+    pub const fn wire(self) -> u16 {
+        self as u16
+    }
 }
 
 /// Lifecycle state of a table entry.
@@ -44,16 +65,16 @@ pub enum ProcState {
     Stopping(Ending),
     /// It died a failure (faulted, killed without STOP, or exited non-zero); held until REAP.
     Failed {
-        /// Its `death_kind`.
-        death: u16,
+        /// How it ended.
+        death: DeathKind,
         /// EXITED: the exit code (saturated to u32); FAULTED: the fault_kind; KILLED: 0.
         code: u32,
     },
     /// It ended and its restart policy restarts it: procd's SET_TIMER for the restart is
     /// pending. The death is kept for the FAILED state it falls to if the restart fails.
     Restarting {
-        /// Its `death_kind`.
-        death: u16,
+        /// How it ended.
+        death: DeathKind,
         /// As for [`ProcState::Failed`].
         code: u32,
     },
@@ -110,12 +131,12 @@ impl ProcessEntry {
         }
     }
 
-    /// The (death, code) STATUS and LIST report: the FAILED entry's `death_kind` and code,
-    /// (0, 0) for any other (RESTARTING included).
-    pub fn death_and_code(&self) -> (u16, u32) {
+    /// The death and code STATUS and LIST report: the FAILED entry's, `None` for any other
+    /// (RESTARTING included; the wire says (0, 0)).
+    pub fn death_and_code(&self) -> Option<(DeathKind, u32)> {
         match self.state {
-            ProcState::Failed { death, code } => (death, code),
-            _ => (0, 0),
+            ProcState::Failed { death, code } => Some((death, code)),
+            _ => None,
         }
     }
 }
@@ -442,7 +463,7 @@ mod tests {
         let mut t = ProcessTable::new();
         let failed = ProcessEntry {
             state: ProcState::Failed {
-                death: abi::death_kind::EXITED,
+                death: DeathKind::Exited,
                 code: 3,
             },
             pid: 7,
@@ -454,8 +475,8 @@ mod tests {
         let id = t.id_of(0).unwrap();
         assert_eq!(t.lookup(id).map(|(i, _)| i), Some(0));
         assert_eq!(failed.reported_state(), Some(proc_state::FAILED));
-        assert_eq!(failed.death_and_code(), (abi::death_kind::EXITED, 3));
-        assert_eq!(running(1).death_and_code(), (0, 0));
+        assert_eq!(failed.death_and_code(), Some((DeathKind::Exited, 3)));
+        assert_eq!(running(1).death_and_code(), None);
         assert!(!failed.state.is_live());
         assert_eq!(t.live().count(), 0);
         assert_eq!(t.failed().count(), 1);

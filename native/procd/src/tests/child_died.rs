@@ -188,7 +188,7 @@ fn every_fault_kind_is_named_and_an_unknown_one_is_hex() {
         assert_eq!(
             p.table().entries()[0].state,
             ProcState::Failed {
-                death: death_kind::FAULTED,
+                death: DeathKind::Faulted,
                 code: kind as u32
             }
         );

@@ -114,7 +114,10 @@ fn every_kind_of_failure_is_held_failed_with_its_death_and_code() {
         die(&mut k, &mut p);
         assert_eq!(k.log, [line, "procd: child 100 failed"], "{line}");
         let held = p.table().entries()[0];
-        assert_eq!(held.state, ProcState::Failed { death, code }, "{line}");
+        let failed = held
+            .death_and_code()
+            .map(|(death, code)| (death.wire(), code));
+        assert_eq!(failed, Some((death, code)), "{line}");
         // It keeps its id, pid and place; procd no longer holds its endpoint.
         assert_eq!(
             (

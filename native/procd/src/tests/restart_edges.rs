@@ -180,7 +180,7 @@ fn a_failed_clock_or_timer_holds_the_child_failed() {
         assert_eq!(
             e.state,
             ProcState::Failed {
-                death: death_kind::FAULTED,
+                death: DeathKind::Faulted,
                 code: fault_kind::UNMAPPED_READ as u32
             }
         );

@@ -108,7 +108,7 @@ fn on_failure_restarts_a_faulted_child_after_its_backoff_in_the_same_entry() {
     assert_eq!(
         e.state,
         ProcState::Restarting {
-            death: death_kind::FAULTED,
+            death: DeathKind::Faulted,
             code: fault_kind::UNMAPPED_READ as u32
         }
     );
