@@ -44,10 +44,10 @@ mod spawn;
 mod table;
 
 pub use audit::{AuditLog, AuditRecord};
-pub use id::ProcId;
+pub use id::{Generation, ProcId};
 
 pub use restart::Restart;
-pub use table::{DeathKind, Ending, ProcState, ProcessEntry, ProcessTable, next_generation};
+pub use table::{DeathKind, Ending, ProcState, ProcessEntry, ProcessTable};
 
 // LIST's reply, one process_status per entry, always fits in one message.
 const _: () = assert!(PROCD_MAX_PROCESSES * process_status::SIZE <= MSG_MAX_PAYLOAD);

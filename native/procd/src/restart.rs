@@ -3,9 +3,7 @@
 
 use crate::LogPart::{Dec, Text};
 use crate::lifecycle::ChildFailed;
-use crate::{
-    DeathKind, Kernel, ProcId, ProcState, Procd, ProcessEntry, next_generation, status_part,
-};
+use crate::{DeathKind, Kernel, ProcId, ProcState, Procd, ProcessEntry, status_part};
 use abi::{
     BADGE_KERNEL, Message, kernel_op, read_u32, read_u64, restart_policy, status, timer_event,
     timer_request, write_u32, write_u64,
@@ -189,7 +187,9 @@ impl Procd {
         let ProcState::Restarting { death, code } = entry.state else {
             return;
         };
-        if entry.generation != generation {
+        // Compared as numbers (`!=` on Generation compiles to other instructions; the held
+        // traces count every one).
+        if entry.generation.get() != generation.get() {
             return;
         }
         let mut restart = entry.restart;
@@ -200,7 +200,7 @@ impl Procd {
             k,
             msg,
             index,
-            next_generation(generation),
+            generation.next(),
             entry,
             BADGE_KERNEL,
             Some(entry.pid),

@@ -3,8 +3,8 @@
 use crate::LogPart::Text;
 use crate::request::expect_len;
 use crate::{
-    Kernel, ProcId, ProcState, Procd, ProcessEntry, ROLE_NAME_MAX, Restart, badge_index,
-    procd_runs, role_lowercase,
+    Generation, Kernel, ProcId, ProcState, Procd, ProcessEntry, ROLE_NAME_MAX, Restart,
+    badge_index, procd_runs, role_lowercase,
 };
 use abi::{
     BADGE_ROOTD, CAP_TABLE_SLOTS, Message, audit_action, cap_purpose, create_process_reply,
@@ -105,7 +105,14 @@ impl Procd {
         }
         self.check_dependencies(child_role, depends_on)?;
         let index = self.table.free_index().ok_or(status::BUSY)?;
-        let generation = self.table.generation(index).ok_or(status::INTERNAL)?;
+        // Through its number: `?` on a Result<Generation, _> compiles to other instructions,
+        // and the held traces count every one.
+        let generation: Generation = self
+            .table
+            .generation(index)
+            .map(Generation::get)
+            .ok_or(status::INTERNAL)?
+            .into();
         let service = ProcessEntry {
             role: child_role,
             image_id,
@@ -164,7 +171,7 @@ impl Procd {
         k: &mut impl Kernel,
         msg: &mut Message,
         index: usize,
-        generation: u16,
+        generation: Generation,
         service: ProcessEntry,
         requester: u64,
         restart_of: Option<u32>,

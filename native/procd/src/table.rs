@@ -18,7 +18,7 @@
 
 use abi::{PROCD_MAX_PROCESSES, death_kind, proc_state, restart_policy};
 
-use crate::{ProcId, Restart};
+use crate::{Generation, ProcId, Restart};
 
 /// Why procd asked the kernel to end a child (STOP or KILL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +107,7 @@ pub struct ProcessEntry {
     pub flags: u16,
     /// The occupant's generation (of a free entry: the next occupant's). Never 0 in a table
     /// procd keeps.
-    pub generation: u16,
+    pub generation: Generation,
     /// Its restart policy and recent restarts.
     pub restart: Restart,
     /// The roles it waits for (bit r: role r), from its SPAWN_SERVICE request.
@@ -141,14 +141,6 @@ impl ProcessEntry {
     }
 }
 
-/// The generation after `generation`: + 1, with 0xFFFF (and 0) followed by 1.
-pub const fn next_generation(generation: u16) -> u16 {
-    match generation {
-        0 | u16::MAX => 1,
-        g => g + 1,
-    }
-}
-
 /// The process table.
 #[derive(Clone, Debug)]
 pub struct ProcessTable {
@@ -173,7 +165,7 @@ impl ProcessTable {
                 role: 0,
                 image_id: 0,
                 flags: 0,
-                generation: 1,
+                generation: Generation::FIRST,
                 restart: Restart {
                     policy: restart_policy::NEVER,
                     max_restarts: 0,
@@ -242,10 +234,12 @@ impl ProcessTable {
     /// started), or its
     /// generation is not the id's (a stale id).
     pub fn lookup(&self, id: ProcId) -> Option<(usize, &ProcessEntry)> {
+        // Generations compared as numbers: `==` on Generation compiles to other instructions
+        // in procd's callers, and the held traces count every one.
         let (index, generation) = id.split()?;
         self.entries
             .get(index)
-            .filter(|e| e.reported_state().is_some() && e.generation == generation)
+            .filter(|e| e.reported_state().is_some() && e.generation.get() == generation.get())
             .map(|e| (index, e))
     }
 
@@ -256,7 +250,7 @@ impl ProcessTable {
     }
 
     /// The generation the next occupant of entry `index` gets (`None` if out of range).
-    pub fn generation(&self, index: usize) -> Option<u16> {
+    pub fn generation(&self, index: usize) -> Option<Generation> {
         self.entries.get(index).map(|e| e.generation)
     }
 
@@ -264,7 +258,7 @@ impl ProcessTable {
     /// entry; ignored if out of range): a later spawn may reuse it, with the next generation.
     pub fn free(&mut self, index: usize) {
         if let Some(e) = self.entries.get_mut(index) {
-            let generation = next_generation(e.generation);
+            let generation = e.generation.next();
             *e = ProcessEntry {
                 generation,
                 ..ProcessEntry::default()
@@ -294,6 +288,10 @@ impl ProcessTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn g(raw: u16) -> Generation {
+        Generation::new(raw)
+    }
     use abi::PROCD_ID_GENERATION_SHIFT;
 
     #[test]
@@ -367,7 +365,11 @@ mod tests {
     #[test]
     fn a_fresh_table_starts_every_entry_at_generation_1() {
         let t = ProcessTable::new();
-        assert!(t.entries().iter().all(|e| e.generation == 1));
+        assert!(
+            t.entries()
+                .iter()
+                .all(|e| e.generation == Generation::FIRST)
+        );
         assert_eq!(
             t.id_of(0).map(ProcId::get),
             Some(1 << PROCD_ID_GENERATION_SHIFT)
@@ -385,7 +387,7 @@ mod tests {
         t.set(
             2,
             ProcessEntry {
-                generation: 1,
+                generation: g(1),
                 ..running(7)
             },
         );
@@ -393,12 +395,12 @@ mod tests {
         assert_eq!(t.lookup(id).map(|(i, e)| (i, e.pid)), Some((2, 7)));
         t.free(2);
         assert_eq!(t.entries()[2].state, ProcState::Free);
-        assert_eq!(t.generation(2), Some(2));
+        assert_eq!(t.generation(2), Some(g(2)));
         assert_eq!(t.lookup(id), None, "free");
         t.set(
             2,
             ProcessEntry {
-                generation: 2,
+                generation: g(2),
                 ..running(8)
             },
         );
@@ -407,30 +409,26 @@ mod tests {
         assert_eq!(new_id.get(), 2 << PROCD_ID_GENERATION_SHIFT | 2);
         assert_eq!(t.lookup(new_id).map(|(_, e)| e.pid), Some(8));
         t.release(2);
-        assert_eq!(t.generation(2), Some(2));
+        assert_eq!(t.generation(2), Some(g(2)));
         assert_eq!(t.lookup(new_id), None);
         t.free(PROCD_MAX_PROCESSES);
         t.release(PROCD_MAX_PROCESSES);
     }
 
     #[test]
-    fn generations_wrap_to_1_never_0() {
-        assert_eq!(next_generation(1), 2);
-        assert_eq!(next_generation(0xFFFE), 0xFFFF);
-        assert_eq!(next_generation(0xFFFF), 1);
-        assert_eq!(next_generation(0), 1);
+    fn a_freed_entry_at_generation_0xffff_goes_back_to_1() {
         let mut t = ProcessTable::new();
         t.set(
             0,
             ProcessEntry {
-                generation: 0xFFFF,
+                generation: g(0xFFFF),
                 ..running(1)
             },
         );
         assert_eq!(t.id_of(0).map(ProcId::get), Some(0xFFFF_0000));
         assert_eq!(t.lookup(ProcId::from(0xFFFF_0000)).map(|(i, _)| i), Some(0));
         t.free(0);
-        assert_eq!(t.generation(0), Some(1));
+        assert_eq!(t.generation(0), Some(g(1)));
     }
 
     #[test]
@@ -448,7 +446,7 @@ mod tests {
                 0,
                 ProcessEntry {
                     state,
-                    generation: 1,
+                    generation: g(1),
                     ..ProcessEntry::default()
                 },
             );
@@ -468,7 +466,7 @@ mod tests {
             },
             pid: 7,
             endpoint_slot: 12,
-            generation: 1,
+            generation: g(1),
             ..ProcessEntry::default()
         };
         t.set(0, failed);
@@ -485,7 +483,7 @@ mod tests {
         assert_eq!(t.free_index(), Some(1));
         t.free(0);
         assert_eq!(t.failed().count(), 0);
-        assert_eq!((t.free_index(), t.generation(0)), (Some(0), Some(2)));
+        assert_eq!((t.free_index(), t.generation(0)), (Some(0), Some(g(2))));
         assert_eq!(t.lookup(id), None);
     }
 }

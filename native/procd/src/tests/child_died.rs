@@ -54,7 +54,7 @@ fn an_exited_child_is_freed_and_its_endpoint_dropped() {
     kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
     assert_eq!(k.log, ["procd: child 101 exited 0"]);
     assert_eq!(p.table().entries()[1].state, ProcState::Free);
-    assert_eq!(p.table().entries()[1].generation, 2);
+    assert_eq!(p.table().entries()[1].generation.get(), 2);
     assert_eq!(live_pids(&p), [100, 102]);
     assert_eq!(k.deleted, [entry.endpoint_slot]);
     assert!(!k.caps.contains_key(&entry.endpoint_slot));

@@ -103,7 +103,7 @@ fn a_spawn_is_held_until_its_dependency_runs() {
     assert_eq!(state_of(&mut k, &mut p, held.2), (RUNNING_STATE, 101, 0, 0));
     let entry = p.table().entries()[0];
     assert_eq!(
-        (entry.image_id, entry.role, entry.generation),
+        (entry.image_id, entry.role, entry.generation.get()),
         (4, role::TEST, 1)
     );
     // The released launch is audited as rootd's, with its own pid.
@@ -414,7 +414,7 @@ fn stop_or_kill_of_a_held_entry_frees_it() {
             (status::NOT_FOUND, vec![])
         );
     }
-    assert_eq!(p.table().generation(0), Some(3));
+    assert_eq!(p.table().generation(0).map(Generation::get), Some(3));
     assert!(k.requests.is_empty(), "no kernel calls");
     assert_eq!(p.audit().records().count(), 0);
     // Nothing is left to release.

@@ -182,7 +182,7 @@ fn a_clean_exit_and_a_stop_still_free_the_entry() {
     );
     for i in 0..2 {
         let e = p.table().entries()[i];
-        assert_eq!((e.state, e.generation), (ProcState::Free, 2));
+        assert_eq!((e.state, e.generation.get()), (ProcState::Free, 2));
     }
     assert_eq!(k.deleted, [e0.endpoint_slot, e1.endpoint_slot]);
     assert_eq!(p.table().failed().count(), 0);
@@ -387,7 +387,7 @@ fn reap_frees_a_failed_entry_and_the_next_spawn_gets_the_next_generation() {
         )
     );
     let freed = p.table().entries()[1];
-    assert_eq!((freed.state, freed.generation), (ProcState::Free, 2));
+    assert_eq!((freed.state, freed.generation.get()), (ProcState::Free, 2));
     assert!(k.requests.is_empty(), "REAP asks the kernel nothing");
     assert!(k.deleted.is_empty(), "nothing left to delete");
     assert_eq!(k.caps, caps_before);

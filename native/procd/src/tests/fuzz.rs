@@ -250,7 +250,7 @@ fn never_panics_on_arbitrary_messages() {
                         assert_eq!(k.requests.len(), requests);
                         let after = p.table().entries()[index];
                         assert_eq!(after.state, ProcState::Free);
-                        assert_eq!(after.generation, next_generation(before.generation));
+                        assert_eq!(after.generation, before.generation.next());
                     }
                     (procd_op::STOP | procd_op::KILL, status::OK) => {
                         ends_ok += 1;
@@ -293,7 +293,7 @@ fn never_panics_on_arbitrary_messages() {
                         );
                         let after = p.table().entries()[index];
                         assert_eq!(after.state, ProcState::Free);
-                        assert_eq!(after.generation, next_generation(before.generation));
+                        assert_eq!(after.generation, before.generation.next());
                         assert_eq!(p.table().failed().count(), failed_before - 1);
                     }
                     (procd_op::REAP, status::BUSY) => {
@@ -339,7 +339,7 @@ fn never_panics_on_arbitrary_messages() {
                             let after = p.table().entries()[index];
                             if after.state == ProcState::Running {
                                 restarts_seen += 1;
-                                assert_eq!(after.generation, next_generation(before.generation));
+                                assert_eq!(after.generation, before.generation.next());
                                 assert_eq!(
                                     (after.image_id, after.role, after.flags),
                                     (before.image_id, before.role, before.flags)
@@ -418,11 +418,11 @@ fn never_panics_on_arbitrary_messages() {
         }
         for e in p.table().live() {
             assert!(k.caps.contains_key(&e.endpoint_slot));
-            assert_ne!(e.generation, 0);
+            assert_ne!(e.generation.get(), 0);
         }
         for e in p.table().failed() {
             assert_eq!(e.endpoint_slot, 0);
-            assert_ne!(e.generation, 0);
+            assert_ne!(e.generation.get(), 0);
         }
         for e in p.table().entries() {
             if matches!(e.state, ProcState::Restarting { .. }) {

@@ -68,7 +68,7 @@ fn a_reused_entry_gets_the_next_generation_and_the_old_id_is_not_found() {
     assert_eq!(live_ids(&p), [pid_of(0, 1), pid_of(1, 1), pid_of(2, 1)]);
     kernel_event(&mut k, &mut p, child_died(101, death_kind::EXITED, 0, 0));
     assert_eq!(
-        p.table().entries()[1].generation,
+        p.table().entries()[1].generation.get(),
         2,
         "kept for the next occupant"
     );
@@ -118,7 +118,7 @@ fn a_failed_start_does_not_use_up_a_generation() {
     k.start_status = status::INTERNAL;
     let (st, _) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(5, role::TEST, 0));
     assert_eq!(st, status::INTERNAL);
-    assert_eq!(p.table().entries()[0].generation, 1);
+    assert_eq!(p.table().entries()[0].generation.get(), 1);
     k.start_status = status::OK;
     let (st, payload) = spawn(&mut k, &mut p, BADGE_ROOTD, spawn_request(5, role::TEST, 0));
     assert_eq!(st, status::OK);
@@ -159,7 +159,7 @@ fn generations_wrap_from_0xffff_to_1() {
         last = id;
     }
     assert_eq!(last, pid_of(0, 2));
-    assert_eq!(p.table().entries()[0].generation, 3);
+    assert_eq!(p.table().entries()[0].generation.get(), 3);
 }
 
 #[test]

@@ -18,7 +18,7 @@ fn stop_or_kill_of_a_restarting_entry_frees_it_and_its_timer_is_ignored() {
         assert!(k.requests.is_empty(), "the kernel is not asked");
         assert!(k.log.is_empty());
         assert_eq!(p.table().entries()[0].state, ProcState::Free);
-        assert_eq!(p.table().generation(0), Some(2));
+        assert_eq!(p.table().generation(0).map(Generation::get), Some(2));
         assert_eq!(status_of(&mut k, &mut p, id).0, status::NOT_FOUND);
         // The timer fires later: no entry matches it.
         fire(&mut k, &mut p);
@@ -184,7 +184,7 @@ fn a_failed_clock_or_timer_holds_the_child_failed() {
                 code: fault_kind::UNMAPPED_READ as u32
             }
         );
-        assert_eq!((e.pid, e.generation, e.endpoint_slot), (100, 1, 0));
+        assert_eq!((e.pid, e.generation.get(), e.endpoint_slot), (100, 1, 0));
     }
     // The CALL syscall itself failing is a failed clock too.
     let (mut k, mut p) = spawned_restarting(0, restart_policy::ON_FAILURE, 3, 1000, 10);
@@ -374,7 +374,7 @@ fn a_run_that_lasted_longer_than_the_window_clears_the_count() {
     assert_eq!(k.timers, [(1021, pid_of(0, 2), SELF_EP)]);
     fire(&mut k, &mut p);
     let e = p.table().entries()[0];
-    assert_eq!((e.pid, e.generation, e.restart.count), (102, 3, 1));
+    assert_eq!((e.pid, e.generation.get(), e.restart.count), (102, 3, 1));
     k.clock = 1500;
     k.log.clear();
     kernel_event(&mut k, &mut p, child_died(102, death_kind::EXITED, 0, 0));

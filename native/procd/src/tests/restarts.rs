@@ -153,7 +153,7 @@ fn on_failure_restarts_a_faulted_child_after_its_backoff_in_the_same_entry() {
     let e = p.table().entries()[0];
     assert_eq!(e.state, ProcState::Running);
     assert_eq!(
-        (e.pid, e.generation, e.image_id, e.role, e.flags),
+        (e.pid, e.generation.get(), e.image_id, e.role, e.flags),
         (101, 2, 4, role::TEST, flags)
     );
     assert!(k.caps.contains_key(&e.endpoint_slot));
@@ -202,7 +202,7 @@ fn on_failure_restarts_failures_but_not_a_clean_exit() {
     assert!(k.requests.is_empty());
     assert_eq!(k.log, ["procd: child 100 exited 0"]);
     assert_eq!(p.table().entries()[0].state, ProcState::Free);
-    assert_eq!(p.table().generation(0), Some(2));
+    assert_eq!(p.table().generation(0).map(Generation::get), Some(2));
     assert!(k.timers.is_empty());
 
     // A non-zero exit, a kill by KILL and a kill procd never asked for are failures.
@@ -326,7 +326,7 @@ fn the_restart_bound_holds_a_required_service_failed_and_backoff_doubles() {
         fire(&mut k, &mut p);
         pid += 1;
         assert_eq!(p.table().entries()[0].pid, pid);
-        assert_eq!(p.table().entries()[0].generation, 2 + n);
+        assert_eq!(p.table().entries()[0].generation.get(), 2 + n);
         assert_eq!(p.table().entries()[0].restart.count, (n + 1) as u8);
     }
     assert_eq!(delays, [100, 200, 400]);

@@ -34,7 +34,7 @@ fn stop_ends_the_child_and_its_death_is_not_reported() {
     assert_eq!(k.log, ["procd: child 100 stopped"]);
     assert!(k.sends.is_empty(), "a stop is not a crash");
     assert_eq!(p.table().entries()[0].state, ProcState::Free);
-    assert_eq!(p.table().entries()[0].generation, 2);
+    assert_eq!(p.table().entries()[0].generation.get(), 2);
     assert_eq!(k.deleted, [entry.endpoint_slot]);
     assert_eq!(live_pids(&p), [101]);
     assert_eq!(kernel_ops(&k), [kernel_op::KILL_PROCESS], "no more calls");
