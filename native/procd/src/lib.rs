@@ -21,6 +21,14 @@
 //! `PROCD_ID_GENERATION_SHIFT`, so an id outlives its process only as NOT_FOUND.
 //!
 //! No heap and no panics on any message contents: fixed arrays, checked access only.
+//!
+//! Where things are: `dispatch` (an op to its handler), `request` (the header check and the id
+//! rootd's requests carry), `spawn` (SPAWN_SERVICE, SPAWN and `launch`), `deps` (dependency
+//! order: HELD entries), `lifecycle` (STOP, KILL, REAP, PROBE_COMPLETE, CHILD_DIED, holding an
+//! entry FAILED), `restart` (restart policy and its TIMER), `queries` (STATUS, LIST,
+//! AUDIT_READ), `kernel_calls` (kernel-control calls), and the state they share: `table`,
+//! `id` and `audit`. A new op is one handler in the module of its concern plus its arm in
+//! `dispatch`.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
