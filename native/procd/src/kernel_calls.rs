@@ -55,10 +55,11 @@ impl Procd {
     ) -> Result<u32, u32> {
         let badge = child_badge(index).ok_or(status::INTERNAL)?;
         let payload = msg.start(kernel_op::MINT_ENDPOINT, mint_request::SIZE);
-        // Cannot fail: the payload is mint_request::SIZE bytes.
-        let _ = write_u32(payload, mint_request::SRC_SLOT, self.self_endpoint)
+        // Always fits: the payload is mint_request::SIZE bytes.
+        let written = write_u32(payload, mint_request::SRC_SLOT, self.self_endpoint)
             && write_u32(payload, mint_request::RIGHTS, rights::SEND)
             && write_u64(payload, mint_request::BADGE, badge);
+        debug_assert!(written, "a fixed-size payload always fits its record");
         let minted = self.kernel_call(k, msg)?;
         match minted.cap_slots().first().copied() {
             Some(slot) if slot != 0 && slot < CAP_TABLE_SLOTS && !self.owns_slot(slot) => {

@@ -60,8 +60,9 @@ impl Procd {
             _ => {}
         }
         let payload = msg.start(kernel_op::KILL_PROCESS, kill_request::SIZE);
-        // Cannot fail: the payload is kill_request::SIZE bytes (reserved stays 0).
-        let _ = write_u32(payload, kill_request::PID, entry.pid);
+        // Always fits: the payload is kill_request::SIZE bytes (reserved stays 0).
+        let written = write_u32(payload, kill_request::PID, entry.pid);
+        debug_assert!(written, "a fixed-size payload always fits its record");
         let killed = self.kernel_call(k, msg)?;
         // An OK KILL_PROCESS reply carries no capabilities; a broken kernel's are not kept.
         self.discard_caps(k, &killed);
@@ -312,11 +313,12 @@ impl Procd {
             return;
         };
         let record = msg.start(crashd_op::REPORT, crash_record::SIZE);
-        // Cannot fail: the payload is crash_record::SIZE bytes (reserved stays 0).
-        let _ = write_u32(record, crash_record::PID, pid)
+        // Always fits: the payload is crash_record::SIZE bytes (reserved stays 0).
+        let written = write_u32(record, crash_record::PID, pid)
             && write_u16(record, crash_record::EVENT, crash_event::KILLED)
             && write_u64(record, crash_record::CODE, fault)
             && write_u64(record, crash_record::ADDRESS, address);
+        debug_assert!(written, "a fixed-size payload always fits its record");
         let sent = k.nb_send(crashd, msg);
         if sent == status::BUSY {
             k.debug_write(&[

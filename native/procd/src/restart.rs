@@ -133,10 +133,11 @@ impl Procd {
             return self.hold_failed(k, index, restarting, death, code, ChildFailed);
         };
         let payload = msg.start(kernel_op::SET_TIMER, timer_request::SIZE);
-        // Cannot fail: the payload is timer_request::SIZE bytes.
-        let _ = write_u64(payload, timer_request::AT_TICKS, now.saturating_add(delay))
+        // Always fits: the payload is timer_request::SIZE bytes.
+        let written = write_u64(payload, timer_request::AT_TICKS, now.saturating_add(delay))
             && write_u32(payload, timer_request::COOKIE, cookie.get())
             && write_u32(payload, timer_request::ENDPOINT_SLOT, self.self_endpoint);
+        debug_assert!(written, "a fixed-size payload always fits its record");
         match self.kernel_call(k, msg) {
             Ok(reply) => {
                 // An OK SET_TIMER reply carries no capabilities; a broken kernel's are not kept.

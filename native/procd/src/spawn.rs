@@ -264,8 +264,9 @@ impl Procd {
 
         // START_PROCESS.
         let payload = msg.start(kernel_op::START_PROCESS, start_process_request::SIZE);
-        // Cannot fail: the payload is start_process_request::SIZE bytes (reserved stays 0).
-        let _ = write_u32(payload, start_process_request::PID, pid);
+        // Always fits: the payload is start_process_request::SIZE bytes (reserved stays 0).
+        let written = write_u32(payload, start_process_request::PID, pid);
+        debug_assert!(written, "a fixed-size payload always fits its record");
         if let Err(code) = self.kernel_call(k, msg) {
             // A created process that never started: keeping the entry would only use up table
             // capacity (procd does not reap it), so the entry is released and procd drops its
@@ -300,9 +301,10 @@ impl Spawned {
     /// Leave the OK SPAWN_SERVICE reply in `msg`.
     pub(crate) fn write_reply(self, msg: &mut Message) {
         let payload = msg.start(status::OK, spawn_service_reply::SIZE);
-        // Cannot fail: the payload is spawn_service_reply::SIZE bytes (reserved stays 0).
-        let _ = write_u32(payload, spawn_service_reply::PID, self.pid)
+        // Always fits: the payload is spawn_service_reply::SIZE bytes (reserved stays 0).
+        let written = write_u32(payload, spawn_service_reply::PID, self.pid)
             && write_u32(payload, spawn_service_reply::ENDPOINT, self.endpoint)
             && write_u32(payload, spawn_service_reply::ID, self.id.get());
+        debug_assert!(written, "a fixed-size payload always fits its record");
     }
 }
