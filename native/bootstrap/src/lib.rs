@@ -4,6 +4,7 @@
 //! rule as a `startup_status` code; [`EnvelopeBuilder`] writes one (procd uses it for the
 //! children it spawns). Both enforce the same rules, so everything the builder writes parses.
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 
 use abi::{
     CAP_TABLE_SLOTS, ENVELOPE_MAGIC, ENVELOPE_MAJOR, ENVELOPE_MAX, ENVELOPE_MAX_SLOTS,

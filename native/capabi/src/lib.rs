@@ -9,6 +9,7 @@
 //!   child, and appends it with [`GrantPlan::push`]; [`intake_entry`] tells whether a child's
 //!   spec asks for it).
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 
 use abi::{
     CHILD_FIRST_GRANT_SLOT, CHILD_SELF_ENDPOINT_SLOT, CREATE_MAX_GRANTS, ENVELOPE_MAX_SLOTS,

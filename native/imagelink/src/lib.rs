@@ -1,6 +1,7 @@
 //! Shared by every image's `build.rs`: link the image freestanding (no C runtime, no libc) with
 //! the one script `linker/image.ld`, giving it this image's numbers from [`IMAGES`] as `--defsym`
 //! symbols. Binaries only, so host unit tests and clippy link normally.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

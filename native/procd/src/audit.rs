@@ -3,6 +3,7 @@
 //! Every record gets the next number of one global sequence (starting at 0, wrapping at
 //! `u32::MAX`); once the ring is full a new record overwrites the oldest. No heap.
 
+use crate::{DoesNotFit, fits};
 use abi::{AUDIT_RING, audit_record, write_u16, write_u32, write_u64};
 
 /// One lifecycle action procd took.
@@ -25,8 +26,15 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// Write the `audit_record` at the start of `out` (reserved 0); `false` if it does not fit.
-    pub fn write(&self, out: &mut [u8]) -> bool {
+    /// Write the `audit_record` at the start of `out` (reserved 0).
+    #[inline(always)]
+    pub fn write(&self, out: &mut [u8]) -> Result<(), DoesNotFit> {
+        fits(self.write_fields(out))
+    }
+
+    // The writes of `write`, `false` if one does not fit. Kept apart (not inlined) so that
+    // `write` compiles to the instructions the held traces count.
+    fn write_fields(&self, out: &mut [u8]) -> bool {
         out.len() >= audit_record::SIZE
             && write_u32(out, audit_record::SEQ, self.seq)
             && write_u16(out, audit_record::ACTION, self.action)

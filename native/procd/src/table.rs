@@ -9,14 +9,16 @@
 //! capability either. A HELD entry is a spawn waiting for its dependencies: it has an id but no
 //! process (pid 0) until procd launches it in that same entry.
 //!
-//! Every entry has a generation, so that procd's process ids ([`process_id`]: index |
+//! Every entry has a generation, so that procd's process ids ([`ProcId`]: index |
 //! generation << `PROCD_ID_GENERATION_SHIFT`) name one occupant of an entry and never the next.
 //! A fresh table's entries have generation 1; a free entry holds the generation its next
 //! occupant gets. Freeing an entry after its occupant's life ([`ProcessTable::free`]) advances
 //! the generation (0xFFFF wraps to 1, never 0); releasing an entry whose spawn failed before
 //! procd handed out its id ([`ProcessTable::release`]) keeps it.
 
-use abi::{PROCD_ID_GENERATION_SHIFT, PROCD_MAX_PROCESSES, proc_state, restart_policy};
+use abi::{PROCD_MAX_PROCESSES, death_kind, proc_state, restart_policy};
+
+use crate::{Generation, ProcId, Restart};
 
 /// Why procd asked the kernel to end a child (STOP or KILL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +27,27 @@ pub enum Ending {
     Stop,
     /// KILL: the death is reported to crashd as KILLED.
     Kill,
+}
+
+/// How a child ended (its `death_kind` on the wire), as a FAILED or RESTARTING entry keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum DeathKind {
+    /// It EXITed; the code is its exit code.
+    Exited = death_kind::EXITED,
+    /// The kernel killed it for a fault; the code is its fault_kind.
+    Faulted = death_kind::FAULTED,
+    /// KILL_PROCESS ended it; the code is 0.
+    Killed = death_kind::KILLED,
+    /// procd never started it: a dependency failed; the code is that dependency's role.
+    Dependency = death_kind::DEPENDENCY,
+}
+
+impl DeathKind {
+    /// Its `death_kind` number.
+    pub const fn wire(self) -> u16 {
+        self as u16
+    }
 }
 
 /// Lifecycle state of a table entry.
@@ -42,16 +65,16 @@ pub enum ProcState {
     Stopping(Ending),
     /// It died a failure (faulted, killed without STOP, or exited non-zero); held until REAP.
     Failed {
-        /// Its `death_kind`.
-        death: u16,
+        /// How it ended.
+        death: DeathKind,
         /// EXITED: the exit code (saturated to u32); FAULTED: the fault_kind; KILLED: 0.
         code: u32,
     },
     /// It ended and its restart policy restarts it: procd's SET_TIMER for the restart is
     /// pending. The death is kept for the FAILED state it falls to if the restart fails.
     Restarting {
-        /// Its `death_kind`.
-        death: u16,
+        /// How it ended.
+        death: DeathKind,
         /// As for [`ProcState::Failed`].
         code: u32,
     },
@@ -66,68 +89,6 @@ impl ProcState {
     /// procd keeps: created, running or stopping (not free, not FAILED).
     pub const fn is_live(self) -> bool {
         matches!(self, Self::Created | Self::Running | Self::Stopping(_))
-    }
-}
-
-/// A process's restart policy (from its SPAWN_SERVICE request) and the restarts it has had.
-///
-/// `count` is the number of restarts since the count was last cleared. It is cleared only when
-/// one run lasted the window: the clock (ticks, 1 per virtual millisecond) at its death minus
-/// `run_start`, the clock when that run started, exceeds `window_ms` (the clock rounds down, so
-/// only then did the run surely last `window_ms` of virtual time; the backoff before a run
-/// never counts, as it comes before the run's start). `window_ms` 0 never clears it, so
-/// `max_restarts` bounds the entry's restarts over its life. A process that keeps dying within
-/// the window of starting is therefore restarted at most `max_restarts` times, whatever the
-/// other values.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Restart {
-    /// Its `restart_policy`.
-    pub policy: u8,
-    /// Restarts allowed while the count is not cleared; a death with that many counted holds
-    /// it FAILED (0: never restarted).
-    pub max_restarts: u8,
-    /// Ticks (milliseconds) a run must exceed to clear the count; 0: never cleared.
-    pub window_ms: u32,
-    /// Delay before a restart with none counted; doubled per restart counted (up to << 16).
-    pub backoff_ms: u32,
-    /// Restarts since the count was last cleared (saturating at 255).
-    pub count: u8,
-    /// Clock ticks when the current run started: the TIMER that relaunched it. 0 for the first
-    /// run, whose start never matters (nothing is counted before it).
-    pub run_start: u64,
-}
-
-impl Restart {
-    /// Whether the policy restarts a process after an ending that was (`failed`) or was not
-    /// a failure (a STOP is never passed here: it never restarts).
-    pub const fn wants(&self, failed: bool) -> bool {
-        match self.policy {
-            restart_policy::ALWAYS => true,
-            restart_policy::ON_FAILURE => failed,
-            _ => false,
-        }
-    }
-
-    /// The restarts that count when the current run dies at clock `now`: 0 if the run lasted
-    /// more than `window_ms` ticks (`window_ms` not 0), else `count`.
-    pub const fn counted(&self, now: u64) -> u8 {
-        if self.window_ms != 0 && now.saturating_sub(self.run_start) > self.window_ms as u64 {
-            0
-        } else {
-            self.count
-        }
-    }
-
-    /// The backoff before the next restart with `counted` restarts counted:
-    /// `backoff_ms << min(counted, 16)` ticks (at most 2^48: no overflow).
-    pub fn delay(&self, counted: u8) -> u64 {
-        u64::from(self.backoff_ms) << counted.min(16)
-    }
-
-    /// Record a restart whose run starts at clock `ticks`: one more counted (saturating).
-    pub fn record(&mut self, ticks: u64) {
-        self.count = self.count.saturating_add(1);
-        self.run_start = ticks;
     }
 }
 
@@ -146,7 +107,7 @@ pub struct ProcessEntry {
     pub flags: u16,
     /// The occupant's generation (of a free entry: the next occupant's). Never 0 in a table
     /// procd keeps.
-    pub generation: u16,
+    pub generation: Generation,
     /// Its restart policy and recent restarts.
     pub restart: Restart,
     /// The roles it waits for (bit r: role r), from its SPAWN_SERVICE request.
@@ -170,48 +131,14 @@ impl ProcessEntry {
         }
     }
 
-    /// The (death, code) STATUS and LIST report: the FAILED entry's `death_kind` and code,
-    /// (0, 0) for any other (RESTARTING included).
-    pub fn death_and_code(&self) -> (u16, u32) {
+    /// The death and code STATUS and LIST report: the FAILED entry's, `None` for any other
+    /// (RESTARTING included; the wire says (0, 0)).
+    pub fn death_and_code(&self) -> Option<(DeathKind, u32)> {
         match self.state {
-            ProcState::Failed { death, code } => (death, code),
-            _ => (0, 0),
+            ProcState::Failed { death, code } => Some((death, code)),
+            _ => None,
         }
     }
-}
-
-/// The generation after `generation`: + 1, with 0xFFFF (and 0) followed by 1.
-pub const fn next_generation(generation: u16) -> u16 {
-    match generation {
-        0 | u16::MAX => 1,
-        g => g + 1,
-    }
-}
-
-// A u16 generation above the index bits fits in a u32 id, and every index fits below them.
-const _: () = assert!(
-    PROCD_ID_GENERATION_SHIFT + 16 <= 32 && PROCD_MAX_PROCESSES <= 1 << PROCD_ID_GENERATION_SHIFT
-);
-
-/// Mask of an id's index bits.
-const INDEX_MASK: u32 = (1 << PROCD_ID_GENERATION_SHIFT) - 1;
-
-/// procd's process id for table entry `index` at `generation`: index | generation <<
-/// `PROCD_ID_GENERATION_SHIFT` (`None` for an index beyond the table).
-pub fn process_id(index: usize, generation: u16) -> Option<u32> {
-    if index >= PROCD_MAX_PROCESSES {
-        return None;
-    }
-    let index = u32::try_from(index).ok()?;
-    Some(u32::from(generation) << PROCD_ID_GENERATION_SHIFT | index)
-}
-
-/// The (table index, generation) a process id names (`None` for an index beyond the table or
-/// generation 0, which no entry ever has).
-pub fn split_id(id: u32) -> Option<(usize, u16)> {
-    let index = usize::try_from(id & INDEX_MASK).ok()?;
-    let generation = u16::try_from(id >> PROCD_ID_GENERATION_SHIFT).ok()?;
-    (index < PROCD_MAX_PROCESSES && generation != 0).then_some((index, generation))
 }
 
 /// The process table.
@@ -238,7 +165,7 @@ impl ProcessTable {
                 role: 0,
                 image_id: 0,
                 flags: 0,
-                generation: 1,
+                generation: Generation::FIRST,
                 restart: Restart {
                     policy: restart_policy::NEVER,
                     max_restarts: 0,
@@ -306,22 +233,24 @@ impl ProcessTable {
     /// the entry is not running, stopping, FAILED or RESTARTING (free, or created but not
     /// started), or its
     /// generation is not the id's (a stale id).
-    pub fn lookup(&self, id: u32) -> Option<(usize, &ProcessEntry)> {
-        let (index, generation) = split_id(id)?;
+    pub fn lookup(&self, id: ProcId) -> Option<(usize, &ProcessEntry)> {
+        // Generations compared as numbers: `==` on Generation compiles to other instructions
+        // in procd's callers, and the held traces count every one.
+        let (index, generation) = id.split()?;
         self.entries
             .get(index)
-            .filter(|e| e.reported_state().is_some() && e.generation == generation)
+            .filter(|e| e.reported_state().is_some() && e.generation.get() == generation.get())
             .map(|e| (index, e))
     }
 
     /// The id of the occupant of entry `index` (`None` if out of range).
-    pub fn id_of(&self, index: usize) -> Option<u32> {
+    pub fn id_of(&self, index: usize) -> Option<ProcId> {
         self.generation(index)
-            .and_then(|generation| process_id(index, generation))
+            .and_then(|generation| ProcId::new(index, generation))
     }
 
     /// The generation the next occupant of entry `index` gets (`None` if out of range).
-    pub fn generation(&self, index: usize) -> Option<u16> {
+    pub fn generation(&self, index: usize) -> Option<Generation> {
         self.entries.get(index).map(|e| e.generation)
     }
 
@@ -329,7 +258,7 @@ impl ProcessTable {
     /// entry; ignored if out of range): a later spawn may reuse it, with the next generation.
     pub fn free(&mut self, index: usize) {
         if let Some(e) = self.entries.get_mut(index) {
-            let generation = next_generation(e.generation);
+            let generation = e.generation.next();
             *e = ProcessEntry {
                 generation,
                 ..ProcessEntry::default()
@@ -359,6 +288,11 @@ impl ProcessTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn g(raw: u16) -> Generation {
+        Generation::new(raw)
+    }
+    use abi::PROCD_ID_GENERATION_SHIFT;
 
     #[test]
     fn fills_lowest_free_index() {
@@ -431,9 +365,19 @@ mod tests {
     #[test]
     fn a_fresh_table_starts_every_entry_at_generation_1() {
         let t = ProcessTable::new();
-        assert!(t.entries().iter().all(|e| e.generation == 1));
-        assert_eq!(t.id_of(0), Some(1 << PROCD_ID_GENERATION_SHIFT));
-        assert_eq!(t.id_of(5), Some(1 << PROCD_ID_GENERATION_SHIFT | 5));
+        assert!(
+            t.entries()
+                .iter()
+                .all(|e| e.generation == Generation::FIRST)
+        );
+        assert_eq!(
+            t.id_of(0).map(ProcId::get),
+            Some(1 << PROCD_ID_GENERATION_SHIFT)
+        );
+        assert_eq!(
+            t.id_of(5).map(ProcId::get),
+            Some(1 << PROCD_ID_GENERATION_SHIFT | 5)
+        );
         assert_eq!(t.id_of(PROCD_MAX_PROCESSES), None);
     }
 
@@ -443,7 +387,7 @@ mod tests {
         t.set(
             2,
             ProcessEntry {
-                generation: 1,
+                generation: g(1),
                 ..running(7)
             },
         );
@@ -451,59 +395,40 @@ mod tests {
         assert_eq!(t.lookup(id).map(|(i, e)| (i, e.pid)), Some((2, 7)));
         t.free(2);
         assert_eq!(t.entries()[2].state, ProcState::Free);
-        assert_eq!(t.generation(2), Some(2));
+        assert_eq!(t.generation(2), Some(g(2)));
         assert_eq!(t.lookup(id), None, "free");
         t.set(
             2,
             ProcessEntry {
-                generation: 2,
+                generation: g(2),
                 ..running(8)
             },
         );
         assert_eq!(t.lookup(id), None, "stale");
         let new_id = t.id_of(2).unwrap();
-        assert_eq!(new_id, 2 << PROCD_ID_GENERATION_SHIFT | 2);
+        assert_eq!(new_id.get(), 2 << PROCD_ID_GENERATION_SHIFT | 2);
         assert_eq!(t.lookup(new_id).map(|(_, e)| e.pid), Some(8));
         t.release(2);
-        assert_eq!(t.generation(2), Some(2));
+        assert_eq!(t.generation(2), Some(g(2)));
         assert_eq!(t.lookup(new_id), None);
         t.free(PROCD_MAX_PROCESSES);
         t.release(PROCD_MAX_PROCESSES);
     }
 
     #[test]
-    fn generations_wrap_to_1_never_0() {
-        assert_eq!(next_generation(1), 2);
-        assert_eq!(next_generation(0xFFFE), 0xFFFF);
-        assert_eq!(next_generation(0xFFFF), 1);
-        assert_eq!(next_generation(0), 1);
+    fn a_freed_entry_at_generation_0xffff_goes_back_to_1() {
         let mut t = ProcessTable::new();
         t.set(
             0,
             ProcessEntry {
-                generation: 0xFFFF,
+                generation: g(0xFFFF),
                 ..running(1)
             },
         );
-        assert_eq!(t.id_of(0), Some(0xFFFF_0000));
-        assert_eq!(t.lookup(0xFFFF_0000).map(|(i, _)| i), Some(0));
+        assert_eq!(t.id_of(0).map(ProcId::get), Some(0xFFFF_0000));
+        assert_eq!(t.lookup(ProcId::from(0xFFFF_0000)).map(|(i, _)| i), Some(0));
         t.free(0);
-        assert_eq!(t.generation(0), Some(1));
-    }
-
-    #[test]
-    fn ids_split_into_index_and_generation() {
-        assert_eq!(process_id(3, 9), Some(0x0009_0003));
-        assert_eq!(split_id(0x0009_0003), Some((3, 9)));
-        assert_eq!(split_id(0x0000_0003), None, "generation 0");
-        assert_eq!(split_id(PROCD_MAX_PROCESSES as u32 | 1 << 16), None);
-        assert_eq!(split_id(0xFFFF | 1 << 16), None);
-        assert_eq!(split_id(u32::MAX), None);
-        for i in 0..PROCD_MAX_PROCESSES {
-            for g in [1, 2, 0x8000, 0xFFFF] {
-                assert_eq!(split_id(process_id(i, g).unwrap()), Some((i, g)));
-            }
-        }
+        assert_eq!(t.generation(0), Some(g(1)));
     }
 
     #[test]
@@ -521,7 +446,7 @@ mod tests {
                 0,
                 ProcessEntry {
                     state,
-                    generation: 1,
+                    generation: g(1),
                     ..ProcessEntry::default()
                 },
             );
@@ -536,20 +461,20 @@ mod tests {
         let mut t = ProcessTable::new();
         let failed = ProcessEntry {
             state: ProcState::Failed {
-                death: abi::death_kind::EXITED,
+                death: DeathKind::Exited,
                 code: 3,
             },
             pid: 7,
             endpoint_slot: 12,
-            generation: 1,
+            generation: g(1),
             ..ProcessEntry::default()
         };
         t.set(0, failed);
         let id = t.id_of(0).unwrap();
         assert_eq!(t.lookup(id).map(|(i, _)| i), Some(0));
         assert_eq!(failed.reported_state(), Some(proc_state::FAILED));
-        assert_eq!(failed.death_and_code(), (abi::death_kind::EXITED, 3));
-        assert_eq!(running(1).death_and_code(), (0, 0));
+        assert_eq!(failed.death_and_code(), Some((DeathKind::Exited, 3)));
+        assert_eq!(running(1).death_and_code(), None);
         assert!(!failed.state.is_live());
         assert_eq!(t.live().count(), 0);
         assert_eq!(t.failed().count(), 1);
@@ -558,72 +483,7 @@ mod tests {
         assert_eq!(t.free_index(), Some(1));
         t.free(0);
         assert_eq!(t.failed().count(), 0);
-        assert_eq!((t.free_index(), t.generation(0)), (Some(0), Some(2)));
+        assert_eq!((t.free_index(), t.generation(0)), (Some(0), Some(g(2))));
         assert_eq!(t.lookup(id), None);
-    }
-
-    #[test]
-    fn restarts_are_counted_until_a_run_outlasts_the_window() {
-        let mut r = Restart {
-            policy: restart_policy::ON_FAILURE,
-            max_restarts: 3,
-            window_ms: 100,
-            backoff_ms: 5,
-            ..Restart::default()
-        };
-        assert!(r.wants(true) && !r.wants(false));
-        assert_eq!(r.counted(0), 0);
-        r.record(50);
-        assert_eq!((r.count, r.run_start), (1, 50));
-        assert_eq!(
-            r.counted(150),
-            1,
-            "a run of exactly the window may be shorter"
-        );
-        assert_eq!(
-            r.counted(151),
-            0,
-            "a run longer than the window clears the count"
-        );
-        assert_eq!(
-            r.counted(10),
-            1,
-            "a clock before the run's start counts as inside it"
-        );
-        r.record(149);
-        assert_eq!((r.count, r.run_start), (2, 149));
-        assert_eq!(r.delay(0), 5);
-        assert_eq!(r.delay(3), 40);
-        assert_eq!(r.delay(16), 5 << 16);
-        assert_eq!(r.delay(255), 5 << 16);
-        r.backoff_ms = u32::MAX;
-        assert_eq!(r.delay(255), u64::from(u32::MAX) << 16, "no overflow");
-        r.count = 255;
-        r.record(151);
-        assert_eq!(r.count, 255, "saturates");
-        r.window_ms = 0;
-        assert_eq!(
-            r.counted(u64::MAX),
-            255,
-            "a window of 0 never clears the count"
-        );
-        r.window_ms = u32::MAX;
-        assert_eq!(r.counted(u64::MAX), 0);
-        for (policy, failed, clean) in [
-            (restart_policy::NEVER, false, false),
-            (restart_policy::ON_FAILURE, true, false),
-            (restart_policy::ALWAYS, true, true),
-            (3, false, false),
-        ] {
-            r.policy = policy;
-            assert_eq!((r.wants(true), r.wants(false)), (failed, clean));
-        }
-        let restarting = ProcessEntry {
-            state: ProcState::Restarting { death: 2, code: 1 },
-            ..ProcessEntry::default()
-        };
-        assert_eq!(restarting.reported_state(), Some(proc_state::RESTARTING));
-        assert_eq!(restarting.death_and_code(), (0, 0));
-        assert!(!restarting.state.is_live());
     }
 }
