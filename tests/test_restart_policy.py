@@ -56,6 +56,7 @@ def procd_lines(trace: Trace) -> list[str]:
 )
 @example(child=(EXITS_CLEANLY, RestartPolicy.ALWAYS), max_restarts=2, window_ms=0, backoff_ms=0)
 @example(child=(FAULTS, RestartPolicy.ON_FAILURE), max_restarts=2, window_ms=1, backoff_ms=U32_MAX)
+@example(child=(EXITS_CLEANLY, RestartPolicy.ALWAYS), max_restarts=255, window_ms=0, backoff_ms=U32_MAX)
 def test_a_child_that_keeps_dying_ends_failed_after_at_most_max_restarts(
     child: tuple[Child, RestartPolicy], max_restarts: int, window_ms: int, backoff_ms: int
 ) -> None:

@@ -59,9 +59,11 @@ impl Restart {
     }
 
     /// The backoff before the next restart with `counted` restarts counted:
-    /// `backoff_ms << min(counted, 16)` ticks (at most 2^48: no overflow).
+    /// `backoff_ms << min(counted, 16)` ticks, at most `u32::MAX` (about 49.7 days): so even 255
+    /// restarts at the longest backoff end long before virtual time does (2^64 cycles), where
+    /// the kernel refuses a timer.
     pub fn delay(&self, counted: u8) -> u64 {
-        u64::from(self.backoff_ms) << counted.min(16)
+        (u64::from(self.backoff_ms) << counted.min(16)).min(u64::from(u32::MAX))
     }
 
     /// Record a restart whose run starts at clock `ticks`: one more counted (saturating).
@@ -274,7 +276,12 @@ mod tests {
         assert_eq!(r.delay(16), 5 << 16);
         assert_eq!(r.delay(255), 5 << 16);
         r.backoff_ms = u32::MAX;
-        assert_eq!(r.delay(255), u64::from(u32::MAX) << 16, "no overflow");
+        assert_eq!(r.delay(0), u64::from(u32::MAX));
+        assert_eq!(
+            r.delay(255),
+            u64::from(u32::MAX),
+            "capped: 255 restarts stay within virtual time"
+        );
         r.count = 255;
         r.record(151);
         assert_eq!(r.count, 255, "saturates");
