@@ -6,6 +6,7 @@
 //! slices, the message-buffer type and the header check of a request against its op's
 //! payload (`MessageHeader::expect`). No behaviour lives here.
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 
 mod generated;
 

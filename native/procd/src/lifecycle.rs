@@ -3,13 +3,12 @@
 
 use crate::LogPart::{Dec, Hex, Text};
 use crate::queries::write_status;
-use crate::request::expect_len;
 use crate::{DeathKind, Ending, Kernel, ProcState, Procd, ProcessEntry, badge_index, status_part};
 use abi::{
-    Message, MessageHeader, audit_action, cap_purpose, child_death, crash_event, crash_record,
-    crashd_op, death_kind, envelope_flag, fault_kind, kernel_op, kill_request, notify_bit,
-    proc_state, process_status, read_u16, read_u32, read_u64, status, write_u16, write_u32,
-    write_u64,
+    Message, MessageHeader, ProcdOp, audit_action, cap_purpose, child_death, crash_event,
+    crash_record, crashd_op, death_kind, envelope_flag, fault_kind, kernel_op, kill_request,
+    notify_bit, proc_state, process_status, read_u16, read_u32, read_u64, status, write_u16,
+    write_u32, write_u64,
 };
 
 impl Procd {
@@ -131,7 +130,7 @@ impl Procd {
             .and_then(|index| self.table.entries().get(index))
             .filter(|e| e.state.is_live())
             .ok_or(status::DENIED)?;
-        expect_len(request, 0)?;
+        request.expect(ProcdOp::ProbeComplete.request())?;
         let notified = k.notify(self.bootstrap_notify, notify_bit::PROBE_COMPLETE);
         k.debug_write(&[
             Text(b"procd: probe complete (pid "),

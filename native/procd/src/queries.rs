@@ -1,10 +1,9 @@
 //! Queries from rootd: STATUS, LIST and AUDIT_READ.
 
-use crate::request::expect_len;
 use crate::{AUDIT_READ_MAX, DoesNotFit, ProcId, Procd, ProcessEntry, fits};
 use abi::{
-    BADGE_ROOTD, Message, audit_read_request, audit_record, process_status, read_u32, status,
-    write_u16, write_u32,
+    BADGE_ROOTD, Message, ProcdOp, audit_read_request, audit_record, process_status, read_u32,
+    status, write_u16, write_u32,
 };
 
 impl Procd {
@@ -28,7 +27,7 @@ impl Procd {
             return Err(status::DENIED);
         }
         let request = msg.header();
-        expect_len(&request, 0)?;
+        request.expect(ProcdOp::List.request())?;
         let listed = || {
             self.table
                 .entries()
@@ -58,7 +57,7 @@ impl Procd {
             return Err(status::DENIED);
         }
         let request = msg.header();
-        expect_len(&request, audit_read_request::SIZE)?;
+        request.expect(ProcdOp::AuditRead.request())?;
         let payload = msg.payload();
         let from_seq = match (
             read_u32(payload, audit_read_request::FROM_SEQ),

@@ -1,11 +1,9 @@
-//! Request checks shared by procd's ops: the one header check every request gets
-//! ([`expect_len`]) and the id STOP, KILL, REAP and STATUS carry ([`Procd::requested_id`]).
-//!
-//! With the generated op enums and header check of `abi`, `expect_len` becomes that check and
-//! `Procd::handle` (dispatch.rs) matches on the op enum; the handlers stay as they are.
+//! The id STOP, KILL, REAP and STATUS carry ([`Procd::requested_id`]). Every request's header is
+//! checked against the payload its op carries with `abi`'s one check, `MessageHeader::expect`
+//! (e.g. `request.expect(ProcdOp::Status.request())?`), generated from the ABI's op table.
 
 use crate::{ProcId, Procd};
-use abi::{BADGE_ROOTD, Message, MessageHeader, process_request, read_u32, status};
+use abi::{BADGE_ROOTD, Message, ProcdOp, process_request, read_u32, status};
 
 impl Procd {
     /// The id a STOP, KILL, REAP or STATUS request from `badge` names: DENIED unless `badge` is
@@ -16,7 +14,7 @@ impl Procd {
             return Err(status::DENIED);
         }
         let request = msg.header();
-        expect_len(&request, process_request::SIZE)?;
+        request.expect(ProcdOp::Status.request())?;
         let payload = msg.payload();
         match (
             read_u32(payload, process_request::ID),
@@ -26,18 +24,4 @@ impl Procd {
             _ => Err(status::INVALID_ARGUMENT),
         }
     }
-}
-
-/// The header check of every request: INVALID_ARGUMENT unless its payload is `len` bytes and it
-/// carries no capabilities and zero reserved fields.
-#[inline(always)]
-pub(crate) fn expect_len(request: &MessageHeader, len: usize) -> Result<(), u32> {
-    if usize::from(request.payload_len) != len
-        || request.cap_count != 0
-        || request.reserved0 != 0
-        || request.reserved1 != 0
-    {
-        return Err(status::INVALID_ARGUMENT);
-    }
-    Ok(())
 }

@@ -1,15 +1,15 @@
 //! Spawning: SPAWN_SERVICE and SPAWN, and the launch of a service into a table entry.
 
 use crate::LogPart::Text;
-use crate::request::expect_len;
 use crate::{
     Generation, Kernel, ProcId, ProcState, Procd, ProcessEntry, ROLE_NAME_MAX, Restart,
     badge_index, procd_runs, role_lowercase,
 };
 use abi::{
-    BADGE_ROOTD, CAP_TABLE_SLOTS, Message, audit_action, cap_purpose, create_process_reply,
-    envelope_flag, kernel_op, read_u8, read_u16, read_u32, read_u64, restart_policy, rights, role,
-    spawn_service_reply, spawn_service_request, start_process_request, status, write_u32,
+    BADGE_ROOTD, CAP_TABLE_SLOTS, Message, ProcdOp, audit_action, cap_purpose,
+    create_process_reply, envelope_flag, kernel_op, read_u8, read_u16, read_u32, read_u64,
+    restart_policy, rights, role, spawn_service_reply, spawn_service_request,
+    start_process_request, status, write_u32,
 };
 
 impl Procd {
@@ -70,7 +70,7 @@ impl Procd {
         client: bool,
     ) -> Result<Spawned, u32> {
         let request = msg.header();
-        expect_len(&request, spawn_service_request::SIZE)?;
+        request.expect(ProcdOp::SpawnService.request())?;
         let payload = msg.payload();
         let field_u32 = |offset| read_u32(payload, offset).ok_or(status::INVALID_ARGUMENT);
         let field_u16 = |offset| read_u16(payload, offset).ok_or(status::INVALID_ARGUMENT);
