@@ -252,6 +252,7 @@ class NotifyBit(enum.IntFlag):
     PROBE_COMPLETE = 0x2
     IRQ = 0x4
     SERVICE_FAILED = 0x8
+    CRITICAL_DIED = 0x10
 
 
 # origin: procd-emu
@@ -271,6 +272,14 @@ class StartupStatus(enum.IntEnum):
     INTAKE_WRONG_TYPE = 0x19
     INTAKE_RIGHTS = 0x1A
     PANIC = 0x7F
+
+
+# origin: procd-emu
+class RootdStatus(enum.IntEnum):
+    """Exit codes of rootd: it exits only to halt bootstrap, after logging why; the run stops when it exits."""
+
+    OK = 0x0
+    BOOTSTRAP_HALTED = 0x60
 
 
 # origin: procd-emu

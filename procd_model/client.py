@@ -164,7 +164,9 @@ class Conversation:
     def _settle(self) -> None:
         self.stop: StopReason = self.kernel.run(self.max_instructions, jump_to_events=False)
         if self.stop.kind != "idle":
-            raise ConversationError(f"the machine stopped: {self.stop.kind}: {self.stop.detail}")
+            why = self._rootd_process.last_log if self.stop.kind == "root-exited" else None
+            detail = f"{self.stop.detail}: {why}" if why else self.stop.detail
+            raise ConversationError(f"the machine stopped: {self.stop.kind}: {detail}")
 
     def _join(self, rootd: Rootd, badges: list[int]) -> None:
         rootd.supervises = False  # the client speaks to procd in rootd's place

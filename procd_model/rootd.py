@@ -4,6 +4,12 @@ It boots procd the way a root task does (CREATE_PROCESS with procd's envelope an
 capabilities, START_PROCESS), waits for procd's READY notification, then sends one SPAWN_SERVICE
 per boot-manifest entry and checks every reply. It also supervises procd: if procd dies, bootstrap
 halts with the reason.
+
+rootd halts bootstrap the way any process ends: it writes why as a DEBUG_WRITE line
+(`bootstrap halted: ...`) and EXITs with RootdStatus.BOOTSTRAP_HALTED; the kernel stops the run
+when rootd, the root process, exits. Deaths it cannot see in a reply (procd's, or a service's it
+started itself) reach it through the kernel's death watch, which rings its bootstrap notification
+with CRITICAL_DIED, so a rootd blocked in a WAIT wakes; it checks the watch after every syscall.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from procd_model.abi import (
     CHILD_FIRST_GRANT_SLOT,
     CHILD_SELF_ENDPOINT_SLOT,
     CREATE_PROCESS_REPLY,
+    DEBUG_WRITE_MAX,
+    IPC_BUFFER_VADDR,
     PROCD_ID_GENERATION_SHIFT,
     PROCESS_REQUEST,
     PROCESS_STATUS,
@@ -34,6 +42,7 @@ from procd_model.abi import (
     RestartPolicy,
     Rights,
     Role,
+    RootdStatus,
     StartupStatus,
     Status,
     Syscall,
@@ -41,7 +50,7 @@ from procd_model.abi import (
 from procd_model.actor import ActorProgram, SyscallRequest, call
 from procd_model.caps import Capability, CapTable
 from procd_model.images import boot_image_named
-from procd_model.kernel import Kernel, Process
+from procd_model.kernel import Kernel, Notification, Process
 from procd_model.messages import EnvelopeSlot, Grant, build_envelope, create_process_payload
 from procd_model.peers import Crashd, Named, Timed
 
@@ -169,28 +178,33 @@ class Rootd:
     probes_completed: int = 0
     bits: int = 0
     """Bootstrap-notification bits taken but not yet acted on."""
-    halted: bool = False
+    halt_reason: str | None = None
+    """Why bootstrap halts (`bootstrap halted: ...`), once rootd knows; it then logs it and exits."""
     before_procd: tuple[Role, ...] = ()
     """Services rootd starts itself, in order, before procd (EriX: memd, vspaced, pagerd)."""
     foundation: dict[int, str] = field(default_factory=dict)
     """pid -> role of those services (their death halts bootstrap)."""
+    notification: Notification | None = None
+    """rootd's bootstrap notification (its death watch rings it)."""
     on_ready: list[Callable[[Rootd], None]] = field(default_factory=list)
     """Called once procd has signalled READY, before the manifest is sent (tests hook in here)."""
     supervises: bool = True
     """After its manifest rootd keeps WAITing for procd's SERVICE_FAILED, so that a REQUIRED
     service failing at any later time halts bootstrap. The client harness, which speaks to
-    procd in rootd's place from READY on, turns this off."""
+    procd in rootd's place from READY on, turns this off: rootd then only stays alive (WAITing,
+    acting on nothing but its death watch)."""
 
     def start(self) -> Process:
         """Create rootd's process with its boot capabilities and watch for procd's death."""
         kernel = self.kernel
-        notification = kernel.new_notification()
+        notification = self.notification = kernel.new_notification()
         caps = CapTable()
         caps.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND | Rights.SPAWN), SLOT_KERNEL_CONTROL)
         caps.install(Capability(CapType.NOTIFICATION, notification.obj, Rights.RECV), SLOT_BOOT_NOTIFY_RECV)
         caps.install(Capability(CapType.NOTIFICATION, notification.obj, Rights.SEND), SLOT_BOOT_NOTIFY_SEND)
         kernel.observe_deaths(self)
         rootd = kernel.spawn_actor("rootd", self.program(), caps)
+        kernel.make_root(rootd)
         if self.services is not None:
             self._start_services(caps, self.services)
         return rootd
@@ -216,14 +230,23 @@ class Rootd:
             kernel.schedule_irq(irq, services.irq_at_cycle)
 
     def process_died(self, proc: Process) -> None:
-        """The death of procd or of a service rootd started itself halts bootstrap."""
+        """The death watch: the death of procd or of a service rootd started itself halts
+        bootstrap. rootd learns it on its next turn; CRITICAL_DIED wakes it if it is WAITing."""
+        why = self._critical_death(proc)
+        if why is None or self.halt_reason is not None:
+            return
+        self.halt_reason = f"bootstrap halted: {why}"
+        assert self.notification is not None
+        self.kernel.signal(self.notification, NotifyBit.CRITICAL_DIED)
+
+    def _critical_death(self, proc: Process) -> str | None:
+        """How procd or a service rootd started itself ended (None: any other process)."""
         if proc.pid in self.foundation:
             role = self.foundation[proc.pid]
             how = f"faulted: {proc.fault.describe()}" if proc.fault is not None else f"exited {proc.exit_code}"
-            self.kernel.halt("halted", f"bootstrap halted: {role.lower()} {how}")
-            return
+            return f"{role.lower()} {how}"
         if proc.pid != self.procd_pid:
-            return
+            return None
         if proc.fault is not None:
             why = f"procd faulted: {proc.fault.describe()}"
         else:
@@ -234,7 +257,7 @@ class Rootd:
                 name = f"{code:#x}"
             when = "refused to start" if not self.ready else "exited"
             why = f"procd {when}: {name} (exit {code:#x})"
-        self.kernel.halt("halted", f"bootstrap halted: {why}")
+        return why
 
     def _boot_foundation(self, role: Role) -> ActorProgram:
         """Create and start a service rootd launches itself before procd (memd, vspaced, pagerd),
@@ -257,6 +280,26 @@ class Rootd:
         self.bits &= ~NotifyBit.READY
 
     def program(self) -> ActorProgram:
+        """rootd's life: `_bootstrap`, checking the death watch after every syscall; once
+        bootstrap halts, the reason as a log line and EXIT with BOOTSTRAP_HALTED. If its own boot
+        steps fail (`problems`), it exits 0."""
+        steps = self._bootstrap()
+        try:
+            request = next(steps)
+            while self.halt_reason is None:
+                result = yield request
+                if self.halt_reason is None:
+                    request = steps.send(result)
+        except StopIteration:
+            if self.halt_reason is None:
+                return
+        steps.close()
+        assert self.halt_reason is not None
+        line = self.halt_reason.encode()[:DEBUG_WRITE_MAX]
+        yield SyscallRequest(Syscall.DEBUG_WRITE, (IPC_BUFFER_VADDR, len(line)), line)
+        yield SyscallRequest(Syscall.EXIT, (RootdStatus.BOOTSTRAP_HALTED,))
+
+    def _bootstrap(self) -> ActorProgram:
         for role in self.before_procd:
             yield from self._boot_foundation(role)
             if self.problems:
@@ -284,7 +327,7 @@ class Rootd:
         for entry in self.manifest:
             yield from self._spawn(procd_slot, entry)
             yield from self._check_required(procd_slot)
-            if self.halted:
+            if self.halt_reason is not None:
                 return
         yield from self._resolve_held(procd_slot)
         self.finished = True
@@ -292,11 +335,13 @@ class Rootd:
 
     def _watch(self, procd_slot: int) -> ActorProgram:
         """After the manifest: WAIT for procd's notifications for as long as the system runs
-        (the run ends idle with rootd waiting); a REQUIRED service that fails halts bootstrap."""
-        while self.supervises and not self.halted:
+        (the run ends idle with rootd waiting); a REQUIRED service that fails halts bootstrap.
+        Handed over to a client (`supervises` off), rootd WAITs and acts on nothing."""
+        while self.halt_reason is None:
             result = yield SyscallRequest(Syscall.WAIT, (SLOT_BOOT_NOTIFY_RECV,))
-            self.bits |= result.values[0]
-            yield from self._check_required(procd_slot)
+            if self.supervises:
+                self.bits |= result.values[0]
+                yield from self._check_required(procd_slot)
 
     def _resolve_held(self, procd_slot: int) -> ActorProgram:
         """Learn the pids of spawns procd held for their dependencies and started later."""
@@ -324,8 +369,7 @@ class Rootd:
                 continue
             name = self._service_name(status)
             why = _failure(status["death"], status["code"])
-            self.halted = True
-            self.kernel.halt("halted", f"bootstrap halted: required service {name} (pid {status['pid']}) {why}")
+            self.halt_reason = f"bootstrap halted: required service {name} (pid {status['pid']}) {why}"
             return
 
     def _service_name(self, status: dict[str, int]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from emu.elf import ElfError, ElfImage, Perm, load_elf
 from emu.trace import Trace
 from emu.world import InputError, Instrument, RunOutcome, RunRequest
-from procd_model.abi import CapPurpose, CapType, Rights, Role, Status
+from procd_model.abi import CapPurpose, CapType, Rights, Role, RootdStatus, Status
 from procd_model.caps import Capability, CapTable
 from procd_model.images import (
     BOOT_IMAGES,
@@ -26,7 +26,7 @@ from procd_model.images import (
     image_role,
     load_boot_image,
 )
-from procd_model.kernel import ImageLayoutError, Kernel, Process, RunState, ScriptedFaults, StopReason
+from procd_model.kernel import ROOT_PID, ImageLayoutError, Kernel, Process, RunState, ScriptedFaults, StopReason
 from procd_model.messages import EnvelopeSlot, build_envelope
 from procd_model.ops import MODEL_FACTS
 from procd_model.rootd import (
@@ -180,7 +180,11 @@ def run_bootstrap(
 def _bootstrap_outcome(
     kernel: Kernel, rootd: Rootd, stop: StopReason, extra_checks: Callable[[Kernel], list[str]] | None = None
 ) -> RunOutcome:
-    if stop.kind != "idle":
+    if stop.kind == "root-exited":
+        halt = _bootstrap_halt(kernel)
+        if halt is not None:
+            return _outcome(kernel, False, "halted", halt)
+    elif stop.kind != "idle":
         return _outcome(kernel, False, stop.kind, stop.detail)
     problems = list(rootd.problems)
     if extra_checks is not None:
@@ -206,6 +210,14 @@ def _bootstrap_outcome(
         return _outcome(kernel, False, "unexpected", "; ".join(problems))
     spawned = ", ".join(_spawn_summary(r) for r in rootd.spawned)
     return _outcome(kernel, True, "completed", f"bootstrap complete: procd spawned {spawned}")
+
+
+def _bootstrap_halt(kernel: Kernel) -> str | None:
+    """rootd's reason if it exited with BOOTSTRAP_HALTED: the last line it wrote (None: it did not)."""
+    rootd = kernel.procs[ROOT_PID]
+    if rootd.exit_code != RootdStatus.BOOTSTRAP_HALTED:
+        return None
+    return rootd.last_log or "bootstrap halted (rootd gave no reason)"
 
 
 def run_alone(trace: Trace, image: ElfImage, max_instructions: int, instrument: Instrument | None = None) -> RunOutcome:
@@ -235,6 +247,7 @@ def prepare_alone(trace: Trace, image: ElfImage, instrument: Instrument | None =
         raise InputError(str(exc)) from None
     if not brings_own_stack(image):
         _give_stack(proc, image)
+    kernel.make_root(proc)
     kernel.start(proc)
     return kernel, proc
 
@@ -262,7 +275,7 @@ def _give_stack(proc: Process, image: ElfImage) -> None:
 
 
 def alone_outcome(kernel: Kernel, proc: Process, stop: StopReason) -> RunOutcome:
-    if stop.kind != "idle":
+    if stop.kind not in ("idle", "root-exited"):
         return _outcome(kernel, False, stop.kind, stop.detail)
     ending = _ending(proc)
     ok = proc.state is RunState.EXITED and proc.exit_code == 0

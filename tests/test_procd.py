@@ -142,7 +142,8 @@ def test_bad_envelope_or_intake_refuses_to_start(case: str) -> None:
     procd = next(p for p in outcome.processes if p["name"] == "procd")
     assert procd["state"] == "exited" and procd["exit_code"] == status
     logs = [e.fields["text"] for e in trace.of_kind("log")]
-    assert logs == [f"procd: startup refused: {status.name}"]
+    reason = f"bootstrap halted: procd refused to start: {status.name} (exit {int(status):#x})"
+    assert logs == [f"procd: startup refused: {status.name}", reason], "procd's line, then rootd's as it halts"
     assert not trace.of_kind("fault")
 
 

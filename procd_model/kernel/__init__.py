@@ -5,6 +5,7 @@ its state in `state` (plain data), what the world injects in `inject`."""
 from emu.events import KERNEL_PID
 from procd_model.kernel.core import Kernel
 from procd_model.kernel.inject import DeathObserver, Injector, NoInjection, ScriptedFaults
+from procd_model.kernel.lifecycle import ROOT_PID
 from procd_model.kernel.outcome import ImageLayoutError, StopReason
 from procd_model.kernel.state import (
     ActorContext,
@@ -23,6 +24,7 @@ from procd_model.kernel.state import (
 
 __all__ = [
     "KERNEL_PID",
+    "ROOT_PID",
     "ActorContext",
     "DeathObserver",
     "Endpoint",

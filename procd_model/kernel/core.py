@@ -117,11 +117,14 @@ class Kernel:
         """A process running `image`, created but not started. Raises ImageLayoutError."""
         return lifecycle.create_guest(self, name, image, envelope, caps, endpoint)
 
+    def make_root(self, proc: Process) -> None:
+        """`proc` (pid 1, the first process created) is the root process: the run stops when it
+        exits. A world names its root (rootd, or an image run alone); a kernel without one
+        (a unit test's) runs until idle."""
+        lifecycle.make_root(self, proc)
+
     def start(self, proc: Process, *, run_next: bool = False) -> None:
         lifecycle.start(self, proc, run_next=run_next)
-
-    def halt(self, kind: str, detail: str) -> None:
-        sched.halt(self, kind, detail)
 
     def monotonic_ticks(self) -> int:
         return sched.monotonic_ticks(self)
@@ -135,7 +138,8 @@ class Kernel:
         sched.schedule(self, at_cycle * MILLI, Interrupt(notification.obj, line))
 
     def run(self, max_instructions: int, *, jump_to_events: bool = True) -> StopReason:
-        """Run until every process is blocked or dead, the limit is reached, or a halt.
+        """Run until every process is blocked or dead, the limit is reached, or the root process
+        (pid 1) exits ("root-exited"; see `lifecycle.exit_process`).
 
         When nothing is runnable, virtual time jumps to the next pending interrupt or timer and
         the run goes on; with `jump_to_events` False the run stops there instead ("idle", with

@@ -88,10 +88,25 @@ def start(k: Kernel, proc: Process, *, run_next: bool = False) -> None:
     sched.make_ready(k, proc, front=run_next)
 
 
+ROOT_PID = 1
+"""The root process is the first process the world creates: rootd, or an image run alone."""
+
+
+def make_root(k: Kernel, proc: Process) -> None:
+    """`proc` is the root process: the run stops when it exits (see `exit_process`)."""
+    if proc.pid != ROOT_PID:
+        raise ValueError(f"the root process is the first one created (pid {ROOT_PID}), not pid {proc.pid}")
+    k.state.root = proc.pid
+
+
 def exit_process(k: Kernel, proc: Process, code: int) -> None:
+    """`proc` exits with `code`. When the root process exits, the run stops there ("root-exited"):
+    the system it started has nobody left to answer to (rootd exits only to halt bootstrap)."""
     proc.exit_code = code
     k.trace.emit(PROCESS_EXIT, proc.pid, name=proc.name, code=code)
     bury(k, proc, RunState.EXITED)
+    if proc.pid == k.state.root:
+        sched.halt(k, "root-exited", f"{proc.name} (pid {proc.pid}) exited with code {code}")
 
 
 def fault(k: Kernel, proc: Process, what: Fault) -> None:

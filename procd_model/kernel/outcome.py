@@ -54,7 +54,7 @@ def refused(status: Status, **shown: Any) -> ControlReply:
 @dataclass(frozen=True)
 class StopReason:
     kind: str
-    """"idle", "instruction-limit" or "halted"."""
+    """"idle", "instruction-limit" or "root-exited" (the root process exited; the world reads why)."""
     detail: str = ""
 
 

@@ -39,7 +39,7 @@ def _fire_due(k: Kernel) -> None:
 
 
 def run(k: Kernel, max_instructions: int, *, jump_to_events: bool = True) -> StopReason:
-    """Run until every process is blocked or dead, the limit is reached, or a halt (see Kernel.run)."""
+    """Run until every process is blocked or dead, the limit is reached, or the root exits (see Kernel.run)."""
     state = k.state
     while state.halt is None:
         _fire_due(k)

@@ -89,5 +89,6 @@ def next_timed(k: Kernel) -> int | None:
 
 
 def halt(k: Kernel, kind: str, detail: str) -> None:
+    """Stop the run (the instruction limit, or the root process's exit); the first reason stays."""
     if k.state.halt is None:
         k.state.halt = StopReason(kind, detail)

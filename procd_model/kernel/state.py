@@ -12,7 +12,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from emu.cpu import Fault, GuestCpu
+from emu.cpu import Fault, GuestCpu, GuestMemoryError
 from emu.elf import ElfImage
 from emu.events import KERNEL_PID
 from procd_model.abi import (
@@ -117,6 +117,10 @@ class GuestContext:
     def write_ipc(self, data: bytes) -> None:
         self.cpu.write(IPC_BUFFER_VADDR, data)
 
+    def read(self, address: int, size: int) -> bytes:
+        """Guest memory (DEBUG_WRITE's text). Raises GuestMemoryError."""
+        return self.cpu.read(address, size)
+
     def commit(self, outcome: Done) -> None:
         """Write a syscall's result to the registers, as `sysret` leaves them."""
         rip, rflags = self.cpu.regs(("rip", "rflags"))
@@ -141,6 +145,14 @@ class ActorContext:
 
     def write_ipc(self, data: bytes) -> None:
         self.buffer[: len(data)] = data
+
+    def read(self, address: int, size: int) -> bytes:
+        """An actor's only memory is its IPC buffer, at IPC_BUFFER_VADDR as a guest's. Raises
+        GuestMemoryError for anything outside it."""
+        offset = address - IPC_BUFFER_VADDR
+        if offset < 0 or offset + size > IPC_BUFFER_SIZE:
+            raise GuestMemoryError(f"{size} bytes at {address:#x} are outside the IPC buffer")
+        return bytes(self.buffer[offset : offset + size])
 
     def commit(self, outcome: Done) -> None:
         self.result = SyscallResult(outcome.status, outcome.values, bytes(self.buffer))
@@ -173,6 +185,8 @@ class Process:
     """(service, op) of the call being served, to decode the reply in the trace."""
     exit_code: int | None = None
     fault: Fault | None = None
+    last_log: str | None = None
+    """Its latest DEBUG_WRITE line (rootd's says why it halted bootstrap)."""
 
     @property
     def is_guest(self) -> bool:
@@ -230,6 +244,8 @@ class KernelState:
     """The process whose context the CPU holds: switching back to it after idle costs nothing."""
     next_pid: int = 1
     next_obj: int = 1
+    root: int | None = None
+    """The root process's pid (`Kernel.make_root`): the run stops when it exits."""
     halt: StopReason | None = None
     logs: list[str] = field(default_factory=list)
     """Every DEBUG_WRITE line, whatever the trace level (scenarios check them)."""

@@ -24,7 +24,7 @@ from procd_model.abi import (
 from procd_model.caps import CapLookupError
 from procd_model.kernel import control, ipc, lifecycle, notify
 from procd_model.kernel.outcome import GONE, Blocked, Done, Outcome, SyscallArgs
-from procd_model.kernel.state import GuestContext, PendingSend, Process
+from procd_model.kernel.state import PendingSend, Process
 
 if TYPE_CHECKING:
     from procd_model.kernel.core import Kernel
@@ -131,14 +131,15 @@ def _sys_exit(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
 
 def _sys_debug_write(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
     pointer, length = args[0], args[1]
-    if length > DEBUG_WRITE_MAX or not isinstance(proc.context, GuestContext):
+    if length > DEBUG_WRITE_MAX:
         return Done(Status.INVALID_ARGUMENT)
     try:
-        data = proc.context.cpu.read(pointer, length)
+        data = proc.context.read(pointer, length)
     except GuestMemoryError:
         return Done(Status.INVALID_ARGUMENT)
     text = data.decode("utf-8", errors="replace").rstrip("\n")
     k.state.logs.append(text)
+    proc.last_log = text
     k.trace.emit(LOG, proc.pid, text=text)
     return Done(Status.OK)
 

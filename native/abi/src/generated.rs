@@ -524,6 +524,8 @@ pub mod notify_bit {
     pub const IRQ: u64 = 0x4;
     /// procd: a REQUIRED service failed (LIST shows which and how)
     pub const SERVICE_FAILED: u64 = 0x8;
+    /// rootd's death watch: procd or a service rootd started itself died
+    pub const CRITICAL_DIED: u64 = 0x10;
 
     /// The spec's name for `value`, if it has one.
     pub const fn name(value: u64) -> Option<&'static str> {
@@ -532,12 +534,13 @@ pub mod notify_bit {
             PROBE_COMPLETE => Some("PROBE_COMPLETE"),
             IRQ => Some("IRQ"),
             SERVICE_FAILED => Some("SERVICE_FAILED"),
+            CRITICAL_DIED => Some("CRITICAL_DIED"),
             _ => None,
         }
     }
 
     /// Every defined bit.
-    pub const ALL: u64 = 0xf;
+    pub const ALL: u64 = 0x1f;
 }
 
 /// Exit codes of a service that refuses to start (lib-bootstrap failure statuses) and of a panic. (origin: procd-emu)
@@ -583,6 +586,22 @@ pub mod startup_status {
             INTAKE_WRONG_TYPE => Some("INTAKE_WRONG_TYPE"),
             INTAKE_RIGHTS => Some("INTAKE_RIGHTS"),
             PANIC => Some("PANIC"),
+            _ => None,
+        }
+    }
+}
+
+/// Exit codes of rootd: it exits only to halt bootstrap, after logging why; the run stops when it exits. (origin: procd-emu)
+pub mod rootd_status {
+    pub const OK: u64 = 0x0;
+    /// bootstrap halted; rootd's last DEBUG_WRITE line says why
+    pub const BOOTSTRAP_HALTED: u64 = 0x60;
+
+    /// The spec's name for `value`, if it has one.
+    pub const fn name(value: u64) -> Option<&'static str> {
+        match value {
+            OK => Some("OK"),
+            BOOTSTRAP_HALTED => Some("BOOTSTRAP_HALTED"),
             _ => None,
         }
     }
