@@ -50,7 +50,7 @@ from procd_model.abi import (
 from procd_model.actor import ActorProgram, SyscallRequest, call
 from procd_model.caps import Capability, CapTable
 from procd_model.images import boot_image_named
-from procd_model.kernel import Kernel, Notification, Process
+from procd_model.kernel import Kernel, Notification, Process, RunState
 from procd_model.messages import EnvelopeSlot, Grant, build_envelope, create_process_payload
 from procd_model.peers import Crashd, Named, Timed
 
@@ -243,11 +243,15 @@ class Rootd:
         """How procd or a service rootd started itself ended (None: any other process)."""
         if proc.pid in self.foundation:
             role = self.foundation[proc.pid]
+            if proc.state is RunState.KILLED:
+                return f"{role.lower()} was killed"
             how = f"faulted: {proc.fault.describe()}" if proc.fault is not None else f"exited {proc.exit_code}"
             return f"{role.lower()} {how}"
         if proc.pid != self.procd_pid:
             return None
-        if proc.fault is not None:
+        if proc.state is RunState.KILLED:
+            why = "procd was killed"
+        elif proc.fault is not None:
             why = f"procd faulted: {proc.fault.describe()}"
         else:
             code = proc.exit_code or 0

@@ -10,6 +10,7 @@ from emu.events import LOG, PROCESS_EXIT, SYSCALL
 from emu.trace import Event, Trace
 from emu.world import RunOutcome
 from procd_model.abi import (
+    BADGE_ROOTD,
     IPC_BUFFER_SIZE,
     IPC_BUFFER_VADDR,
     Role,
@@ -21,8 +22,9 @@ from procd_model.abi import (
 from procd_model.abi import TestStatus as ImageStatus
 from procd_model.actor import ActorProgram, SyscallRequest
 from procd_model.caps import CapTable
-from procd_model.kernel import Kernel, ScriptedFaults
-from procd_model.rootd import ProcdBoot, default_procd_boot
+from procd_model.client import Conversation, ConversationError
+from procd_model.kernel import Kernel, RunState, ScriptedFaults
+from procd_model.rootd import ProcdBoot, Rootd, default_procd_boot
 from procd_model.scenario import load_scenario
 from procd_model.world import run_bootstrap, run_scenario
 
@@ -147,3 +149,25 @@ def test_an_actor_writes_log_lines_from_its_ipc_buffer() -> None:
     kernel.run(1000)
     assert statuses == [Status.OK, Status.INVALID_ARGUMENT, Status.INVALID_ARGUMENT]
     assert kernel.logs == ["hello"] and kernel.procs[1].last_log == "hello"
+
+
+def test_rootd_handed_over_to_a_client_still_halts_when_procd_dies() -> None:
+    """In the client harness rootd WAITs and acts on nothing, except its death watch."""
+    conversation = Conversation([BADGE_ROOTD])
+    assert conversation.kernel.procs[ROOTD_PID].state is RunState.BLOCKED
+    with pytest.raises(ConversationError, match=r"root-exited: .*: bootstrap halted: procd was killed$"):
+        conversation.terminate(conversation.rootd.procd_pid)
+    rootd = conversation.kernel.procs[ROOTD_PID]
+    assert rootd.exit_code == RootdStatus.BOOTSTRAP_HALTED
+
+
+def test_a_killed_foundation_service_is_named_as_killed() -> None:
+    """Killed while rootd is running (its READY hook): rootd learns it after its next syscall."""
+    trace = Trace()
+
+    def kill_memd(rootd: Rootd) -> None:
+        memd = next(pid for pid, role in rootd.foundation.items() if role == "MEMD")
+        assert rootd.kernel.terminate(memd)
+
+    outcome = run_bootstrap(trace, 20_000_000, on_ready=kill_memd, before_procd=(Role.MEMD,))
+    assert_rootd_halted(trace, outcome, "memd was killed")
