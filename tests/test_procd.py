@@ -282,7 +282,8 @@ def test_any_request_gets_a_reply_and_procd_survives(fuzz: list[tuple[int, bytes
         assert status is Status.OK and message is not None
         assert message.op in set(Status)
     assert session.replies[-1][1] is not None and session.replies[-1][1].op == Status.OK
-    assert not session.trace.of_kind("fault")
+    # A valid spawn may start an image that faults by design (phase0-fault-kill): procd never does.
+    assert not [e for e in session.trace.of_kind("fault") if e.pid == session.procd.pid]
     divergence = check_against_spec(native_steps(session.trace.events, session.procd.pid), ProcdSpec())
     assert divergence is None, divergence.describe()
 
