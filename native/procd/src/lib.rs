@@ -54,7 +54,7 @@ mod table;
 pub use audit::{AuditLog, AuditRecord};
 pub use id::{Generation, ProcId};
 
-pub use restart::Restart;
+pub use restart::{Restart, RestartPolicy, UnknownPolicy};
 pub use table::{DeathKind, Ending, ProcState, ProcessEntry, ProcessTable};
 
 // LIST's reply, one process_status per entry, always fits in one message.

@@ -7,9 +7,8 @@ use crate::{
 };
 use abi::{
     BADGE_ROOTD, CAP_TABLE_SLOTS, Message, ProcdOp, audit_action, cap_purpose,
-    create_process_reply, envelope_flag, kernel_op, read_u8, read_u16, read_u32, read_u64,
-    restart_policy, rights, role, spawn_service_reply, spawn_service_request,
-    start_process_request, status, write_u32,
+    create_process_reply, envelope_flag, kernel_op, read_u8, read_u16, read_u32, read_u64, rights,
+    role, spawn_service_reply, spawn_service_request, start_process_request, status, write_u32,
 };
 
 impl Procd {
@@ -78,14 +77,12 @@ impl Procd {
         let image_id = field_u32(spawn_service_request::IMAGE_ID)?;
         let child_role = field_u16(spawn_service_request::ROLE)?;
         let flags = field_u16(spawn_service_request::FLAGS)?;
-        let restart = Restart {
-            policy: field_u8(spawn_service_request::RESTART)?,
-            max_restarts: field_u8(spawn_service_request::MAX_RESTARTS)?,
-            window_ms: field_u32(spawn_service_request::WINDOW_MS)?,
-            backoff_ms: field_u32(spawn_service_request::BACKOFF_MS)?,
-            count: 0,
-            run_start: 0,
-        };
+        let restart = Restart::requested(
+            field_u8(spawn_service_request::RESTART)?,
+            field_u8(spawn_service_request::MAX_RESTARTS)?,
+            field_u32(spawn_service_request::WINDOW_MS)?,
+            field_u32(spawn_service_request::BACKOFF_MS)?,
+        );
         let reserved = field_u16(spawn_service_request::RESERVED)?;
         let depends_on =
             read_u64(payload, spawn_service_request::DEPENDS_ON).ok_or(status::INVALID_ARGUMENT)?;
@@ -93,7 +90,7 @@ impl Procd {
             || !procd_runs(child_role)
             || flags & !envelope_flag::ALL != 0
             || image_id == 0
-            || restart_policy::name(restart.policy).is_none()
+            || restart.policy().is_err()
             || reserved != 0
         {
             return Err(status::INVALID_ARGUMENT);

@@ -16,9 +16,9 @@
 //! the generation (0xFFFF wraps to 1, never 0); releasing an entry whose spawn failed before
 //! procd handed out its id ([`ProcessTable::release`]) keeps it.
 
-use abi::{PROCD_MAX_PROCESSES, death_kind, proc_state, restart_policy};
+use abi::{PROCD_MAX_PROCESSES, death_kind, proc_state};
 
-use crate::{Generation, ProcId, Restart};
+use crate::{Generation, ProcId, Restart, RestartPolicy};
 
 /// Why procd asked the kernel to end a child (STOP or KILL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,14 +166,7 @@ impl ProcessTable {
                 image_id: 0,
                 flags: 0,
                 generation: Generation::FIRST,
-                restart: Restart {
-                    policy: restart_policy::NEVER,
-                    max_restarts: 0,
-                    window_ms: 0,
-                    backoff_ms: 0,
-                    count: 0,
-                    run_start: 0,
-                },
+                restart: Restart::new(RestartPolicy::Never, 0, 0, 0),
                 depends_on: 0,
                 requester: 0,
             }; PROCD_MAX_PROCESSES],
