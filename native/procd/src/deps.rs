@@ -2,6 +2,7 @@
 
 use crate::LogPart::{Dec, Text};
 use crate::lifecycle::AlreadyLogged;
+use crate::spawn::Place;
 use crate::{
     DeathKind, Kernel, ProcState, Procd, ROLE_NAME_MAX, Role, procd_runs, role_lowercase,
     status_part,
@@ -96,15 +97,11 @@ impl Procd {
                 }
                 changed = true;
                 let mut name = [0u8; ROLE_NAME_MAX];
-                match self.launch(
-                    k,
-                    msg,
+                let place = Place {
                     index,
-                    entry.generation,
-                    entry,
-                    entry.requester,
-                    None,
-                ) {
+                    generation: entry.generation,
+                };
+                match self.launch(k, msg, place, entry, entry.requester, None) {
                     Ok(spawned) => k.debug_write(&[
                         Text(b"procd: releasing "),
                         Text(role_lowercase(entry.role, &mut name)),

@@ -3,6 +3,7 @@
 
 use crate::LogPart::{Dec, Text};
 use crate::lifecycle::ChildFailed;
+use crate::spawn::Place;
 use crate::{DeathKind, Kernel, ProcId, ProcState, Procd, ProcessEntry, status_part};
 use abi::{
     BADGE_KERNEL, Message, kernel_op, read_u32, read_u64, restart_policy, status, timer_event,
@@ -286,15 +287,11 @@ impl Procd {
         restart.record(ticks);
         let entry = ProcessEntry { restart, ..entry };
         self.table.set(index, entry);
-        match self.launch(
-            k,
-            msg,
+        let place = Place {
             index,
-            generation.next(),
-            entry,
-            BADGE_KERNEL,
-            Some(entry.pid),
-        ) {
+            generation: generation.next(),
+        };
+        match self.launch(k, msg, place, entry, BADGE_KERNEL, Some(entry.pid)) {
             Ok(spawned) => {
                 k.debug_write(&[
                     Text(b"procd: restarted "),

@@ -122,7 +122,8 @@ impl Procd {
             ..ProcessEntry::default()
         };
         if self.dependencies_available(depends_on) {
-            let spawned = self.launch(k, msg, index, generation, service, requester, None)?;
+            let place = Place { index, generation };
+            let spawned = self.launch(k, msg, place, service, requester, None)?;
             self.release_held(k, msg);
             return Ok(spawned);
         }
@@ -149,8 +150,8 @@ impl Procd {
         })
     }
 
-    /// Start the service `service` describes (its image_id, role, flags and restart record) in
-    /// table entry `index` with `generation`: MINT (see below), CREATE_PROCESS then
+    /// Start the service `service` describes (its image_id, role, flags and restart record) at
+    /// `place` (table entry and generation): MINT (see below), CREATE_PROCESS then
     /// START_PROCESS. On success the entry is RUNNING with the new pid, endpoint and endpoint
     /// slot. On failure the failing status (the kernel's, or INTERNAL); the entry is untouched
     /// unless START_PROCESS failed, which releases it (see below).
@@ -164,17 +165,16 @@ impl Procd {
     /// (detail: the old pid) if `restart_of` names one, CREATE (detail: image id) and one GRANT
     /// per grant of the plan (detail: purpose | rights << 16), all with the new pid; START
     /// once START_PROCESS succeeds.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch(
         &mut self,
         k: &mut impl Kernel,
         msg: &mut Message,
-        index: usize,
-        generation: Generation,
+        place: Place,
         service: ProcessEntry,
         requester: u64,
         restart_of: Option<u32>,
     ) -> Result<Spawned, u32> {
+        let Place { index, generation } = place;
         let (image_id, child_role, flags) = (service.image_id, service.role, service.flags);
         let id = ProcId::new(index, generation).ok_or(status::INTERNAL)?;
         let mut plan = capabi::plan_child_grants(child_role.get(), &self.env)?;
@@ -285,6 +285,21 @@ impl Procd {
         self.record(audit_action::START, control, pid, child_role, requester, 0);
         Ok(Spawned { pid, endpoint, id })
     }
+}
+
+/// Where [`Procd::launch`] starts a service: table entry `index`, for an occupant of
+/// `generation`.
+///
+/// Only these two travel together: a 16-byte pair of scalars is passed in two registers, as
+/// the two arguments it replaces were, so procd's machine code (which the held traces count
+/// instruction by instruction) is unchanged. A `Launch` of all five of `launch`'s inputs
+/// goes through memory, by value or by reference (even through an `#[inline(always)]`
+/// wrapper), and compiles `launch`, `spawn_checked`, `release_held` and the serving loop to
+/// other instructions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Place {
+    pub(crate) index: usize,
+    pub(crate) generation: Generation,
 }
 
 /// A started child, as SPAWN_SERVICE reports it.
