@@ -1261,6 +1261,7 @@ mod ops {
     impl TryFrom<u32> for ProcdOp {
         type Error = UnknownOp;
 
+        #[inline(always)]
         fn try_from(number: u32) -> Result<Self, UnknownOp> {
             match number {
                 procd_op::SPAWN_SERVICE => Ok(Self::SpawnService),
@@ -1328,6 +1329,7 @@ mod ops {
     impl TryFrom<u32> for CrashdOp {
         type Error = UnknownOp;
 
+        #[inline(always)]
         fn try_from(number: u32) -> Result<Self, UnknownOp> {
             match number {
                 crashd_op::REPORT => Ok(Self::Report),
@@ -1390,6 +1392,7 @@ mod ops {
     impl TryFrom<u32> for NamedOp {
         type Error = UnknownOp;
 
+        #[inline(always)]
         fn try_from(number: u32) -> Result<Self, UnknownOp> {
             match number {
                 named_op::REGISTER => Ok(Self::Register),
@@ -1454,6 +1457,7 @@ mod ops {
     impl TryFrom<u32> for TimedOp {
         type Error = UnknownOp;
 
+        #[inline(always)]
         fn try_from(number: u32) -> Result<Self, UnknownOp> {
             match number {
                 timed_op::NOW_MONOTONIC => Ok(Self::NowMonotonic),
@@ -1544,6 +1548,7 @@ mod ops {
     impl TryFrom<u32> for KernelOp {
         type Error = UnknownOp;
 
+        #[inline(always)]
         fn try_from(number: u32) -> Result<Self, UnknownOp> {
             match number {
                 kernel_op::CREATE_PROCESS => Ok(Self::CreateProcess),
@@ -1610,6 +1615,7 @@ mod ops {
     impl TryFrom<u32> for KernelEvent {
         type Error = UnknownOp;
 
+        #[inline(always)]
         fn try_from(number: u32) -> Result<Self, UnknownOp> {
             match number {
                 kernel_event::CHILD_DIED => Ok(Self::ChildDied),
