@@ -289,6 +289,8 @@ def _rust_op_conversions(enum: dict[str, Any], rows: OpRows) -> list[str]:
     """`TryFrom<u32>` (an unknown number is `Err(UnknownOp)`) and `From<op> for u32`."""
     type_name, number_type = _camel(enum["name"]), enum["type"]
     lines = [f"    impl TryFrom<{number_type}> for {type_name} {{", "        type Error = UnknownOp;", ""]
+    # Always inlined: procd's dispatch on it then compiles as its match on the number did.
+    lines.append("        #[inline(always)]")
     lines.append(f"        fn try_from(number: {number_type}) -> Result<Self, UnknownOp> {{")
     lines.append("            match number {")
     lines.extend(f"                {enum['name']}::{op} => Ok(Self::{_variant(op)})," for op, _, _ in rows)

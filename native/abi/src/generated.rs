@@ -1280,6 +1280,7 @@ mod ops {
     impl TryFrom<u32> for ProcdOp {
         type Error = UnknownOp;
 
+        #[inline(always)]
         fn try_from(number: u32) -> Result<Self, UnknownOp> {
             match number {
                 procd_op::SPAWN_SERVICE => Ok(Self::SpawnService),
@@ -1347,6 +1348,7 @@ mod ops {
     impl TryFrom<u32> for CrashdOp {
         type Error = UnknownOp;
 
+        #[inline(always)]
         fn try_from(number: u32) -> Result<Self, UnknownOp> {
             match number {
                 crashd_op::REPORT => Ok(Self::Report),
@@ -1409,6 +1411,7 @@ mod ops {
     impl TryFrom<u32> for NamedOp {
         type Error = UnknownOp;
 
+        #[inline(always)]
         fn try_from(number: u32) -> Result<Self, UnknownOp> {
             match number {
                 named_op::REGISTER => Ok(Self::Register),
@@ -1473,6 +1476,7 @@ mod ops {
     impl TryFrom<u32> for TimedOp {
         type Error = UnknownOp;
 
+        #[inline(always)]
         fn try_from(number: u32) -> Result<Self, UnknownOp> {
             match number {
                 timed_op::NOW_MONOTONIC => Ok(Self::NowMonotonic),
@@ -1563,6 +1567,7 @@ mod ops {
     impl TryFrom<u32> for KernelOp {
         type Error = UnknownOp;
 
+        #[inline(always)]
         fn try_from(number: u32) -> Result<Self, UnknownOp> {
             match number {
                 kernel_op::CREATE_PROCESS => Ok(Self::CreateProcess),
@@ -1629,6 +1634,7 @@ mod ops {
     impl TryFrom<u32> for KernelEvent {
         type Error = UnknownOp;
 
+        #[inline(always)]
         fn try_from(number: u32) -> Result<Self, UnknownOp> {
             match number {
                 kernel_event::CHILD_DIED => Ok(Self::ChildDied),

@@ -3,7 +3,7 @@
 //! Every record gets the next number of one global sequence (starting at 0, wrapping at
 //! `u32::MAX`); once the ring is full a new record overwrites the oldest. No heap.
 
-use crate::{DoesNotFit, fits};
+use crate::{DoesNotFit, Role, fits};
 use abi::{AUDIT_RING, audit_record, write_u16, write_u32, write_u64};
 
 /// One lifecycle action procd took.
@@ -18,7 +18,7 @@ pub struct AuditRecord {
     /// The process acted on.
     pub pid: u32,
     /// That process's role.
-    pub role: u16,
+    pub role: Role,
     /// The badge of whoever asked (BADGE_KERNEL: the restart policy's TIMER).
     pub requester: u64,
     /// Per action: see `audit_action`.
@@ -40,7 +40,7 @@ impl AuditRecord {
             && write_u16(out, audit_record::ACTION, self.action)
             && write_u16(out, audit_record::AUTHORITY, self.authority)
             && write_u32(out, audit_record::PID, self.pid)
-            && write_u16(out, audit_record::ROLE, self.role)
+            && write_u16(out, audit_record::ROLE, self.role.get())
             && write_u16(out, audit_record::RESERVED, 0)
             && write_u64(out, audit_record::REQUESTER, self.requester)
             && write_u64(out, audit_record::DETAIL, self.detail)
@@ -72,7 +72,7 @@ impl AuditLog {
                 action: 0,
                 authority: 0,
                 pid: 0,
-                role: 0,
+                role: Role::new(0),
                 requester: 0,
                 detail: 0,
             }; AUDIT_RING],

@@ -2,8 +2,10 @@
 
 use crate::LogPart::{Dec, Text};
 use crate::lifecycle::AlreadyLogged;
+use crate::spawn::Place;
 use crate::{
-    DeathKind, Kernel, ProcState, Procd, ROLE_NAME_MAX, procd_runs, role_lowercase, status_part,
+    DeathKind, Kernel, ProcState, Procd, ROLE_NAME_MAX, Role, procd_runs, role_lowercase,
+    status_part,
 };
 use abi::{Message, PROCD_MAX_PROCESSES, role, status};
 
@@ -18,7 +20,7 @@ impl Procd {
     ///   (`role_available`): a dependency failed, so the child could never start.
     /// - INVALID_ARGUMENT for a cycle: starting from `depends_on`, the dependencies of HELD
     ///   entries of the roles reached are followed transitively; reaching `child_role` is one.
-    pub(crate) fn check_dependencies(&self, child_role: u16, depends_on: u64) -> Result<(), u32> {
+    pub(crate) fn check_dependencies(&self, child_role: Role, depends_on: u64) -> Result<(), u32> {
         let known = (0..64u16)
             .filter(|&r| role::name(r).is_some())
             .fold(0u64, |mask, r| mask | 1 << r);
@@ -27,11 +29,16 @@ impl Procd {
             return Err(status::INVALID_ARGUMENT);
         }
         // A role nobody will ever start: NOT_FOUND.
-        if roles_of(depends_on).any(|r| !procd_runs(r) && !self.started_by_rootd(r)) {
+        if roles_of(depends_on)
+            .any(|r| !procd_runs(Role::new(r)) && !self.started_by_rootd(Role::new(r)))
+        {
             return Err(status::NOT_FOUND);
         }
         // A dependency failed (and nothing of its role is available): NOT_FOUND.
-        if roles_of(depends_on).any(|r| self.table.role_failed(r) && !self.role_available(r)) {
+        if roles_of(depends_on).any(|r| {
+            let r = Role::new(r);
+            self.table.role_failed(r) && !self.role_available(r)
+        }) {
             return Err(status::NOT_FOUND);
         }
         let mut reached = depends_on;
@@ -55,17 +62,17 @@ impl Procd {
 
     /// Whether every role of `depends_on` is available ([`Procd::role_available`]; true for 0).
     pub(crate) fn dependencies_available(&self, depends_on: u64) -> bool {
-        roles_of(depends_on).all(|r| self.role_available(r))
+        roles_of(depends_on).all(|r| self.role_available(Role::new(r)))
     }
 
     /// Whether rootd started a service of role `r` before procd (the envelope says so).
-    pub(crate) fn started_by_rootd(&self, r: u16) -> bool {
+    pub(crate) fn started_by_rootd(&self, r: Role) -> bool {
         self.started_roles & role_bit(r) != 0
     }
 
     /// Whether a dependency on role `r` is satisfied: rootd started it before procd, or one of
     /// procd's entries of that role is RUNNING.
-    pub(crate) fn role_available(&self, r: u16) -> bool {
+    pub(crate) fn role_available(&self, r: Role) -> bool {
         self.started_by_rootd(r) || self.table.role_running(r)
     }
 
@@ -90,15 +97,11 @@ impl Procd {
                 }
                 changed = true;
                 let mut name = [0u8; ROLE_NAME_MAX];
-                match self.launch(
-                    k,
-                    msg,
+                let place = Place {
                     index,
-                    entry.generation,
-                    entry,
-                    entry.requester,
-                    None,
-                ) {
+                    generation: entry.generation,
+                };
+                match self.launch(k, msg, place, entry, entry.requester, None) {
                     Ok(spawned) => k.debug_write(&[
                         Text(b"procd: releasing "),
                         Text(role_lowercase(entry.role, &mut name)),
@@ -125,7 +128,7 @@ impl Procd {
     /// start. Each (in index order) is held FAILED with death DEPENDENCY and code
     /// `failed_role`, after logging `procd: <role> cannot start: <failed role> failed`; that
     /// fails its own dependents in turn (each step turns a HELD entry FAILED, so this ends).
-    pub(crate) fn fail_dependents(&mut self, k: &mut impl Kernel, failed_role: u16) {
+    pub(crate) fn fail_dependents(&mut self, k: &mut impl Kernel, failed_role: Role) {
         if self.role_available(failed_role) {
             return;
         }
@@ -149,7 +152,7 @@ impl Procd {
                 index,
                 entry,
                 DeathKind::Dependency,
-                u32::from(failed_role),
+                u32::from(failed_role.get()),
                 AlreadyLogged,
             );
         }
@@ -157,11 +160,15 @@ impl Procd {
 }
 
 /// Role `r`'s bit in a `depends_on` mask (0 for a role beyond bit 63).
-pub(crate) fn role_bit(r: u16) -> u64 {
-    1u64.checked_shl(u32::from(r)).unwrap_or(0)
+pub(crate) fn role_bit(r: Role) -> u64 {
+    r.bit()
 }
 
-/// The roles whose bits `mask` has.
+/// The numbers of the roles whose bits `mask` has.
+///
+/// Numbers, not [`Role`]s: with a `map(Role::new)` here the iterator's fold is no longer
+/// inlined into `check_dependencies` and `dependencies_available`, and the held traces count
+/// every instruction. Callers make each a [`Role`].
 pub(crate) fn roles_of(mask: u64) -> impl Iterator<Item = u16> {
-    (0..64u16).filter(move |&r| mask & role_bit(r) != 0)
+    (0..64u16).filter(move |&r| mask & role_bit(Role::new(r)) != 0)
 }

@@ -1,7 +1,7 @@
 //! Calls to kernel-control: MINT_ENDPOINT, CREATE_PROCESS, READ_MONOTONIC_CLOCK, and the
 //! common reply check.
 
-use crate::{DoesNotFit, Kernel, Procd, child_badge, fits};
+use crate::{DoesNotFit, Kernel, Procd, Role, child_badge, fits};
 use abi::{
     CAP_TABLE_SLOTS, ENVELOPE_MAX_SLOTS, Message, MessageHeader, clock_reply,
     create_process_request, grant, kernel_op, mint_request, read_u64, rights, status, write_u16,
@@ -86,12 +86,13 @@ impl Procd {
         k: &mut impl Kernel,
         msg: &mut Message,
         image_id: u32,
-        child_role: u16,
+        child_role: Role,
         flags: u16,
         plan: &GrantPlan,
     ) -> Result<MessageHeader, u32> {
         // The child's start envelope: its own endpoint plus one record per grant.
-        let mut builder = EnvelopeBuilder::new(child_role, flags).map_err(|_| status::INTERNAL)?;
+        let mut builder =
+            EnvelopeBuilder::new(child_role.get(), flags).map_err(|_| status::INTERNAL)?;
         let mut records = [SlotEntry::default(); ENVELOPE_MAX_SLOTS];
         for record in plan.envelope_slots(&mut records) {
             builder

@@ -27,7 +27,7 @@
 //! order: HELD entries), `lifecycle` (STOP, KILL, REAP, PROBE_COMPLETE, CHILD_DIED, holding an
 //! entry FAILED), `restart` (restart policy and its TIMER), `queries` (STATUS, LIST,
 //! AUDIT_READ), `kernel_calls` (kernel-control calls), and the state they share: `table`,
-//! `id` and `audit`. A new op is one handler in the module of its concern plus its arm in
+//! `id`, `roles` and `audit`. A new op is one handler in the module of its concern plus its arm in
 //! `dispatch`.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -48,13 +48,15 @@ mod lifecycle;
 mod queries;
 mod request;
 mod restart;
+mod roles;
 mod spawn;
 mod table;
 
 pub use audit::{AuditLog, AuditRecord};
 pub use id::{Generation, ProcId};
 
-pub use restart::Restart;
+pub use restart::{Restart, RestartPolicy, UnknownPolicy};
+pub use roles::Role;
 pub use table::{DeathKind, Ending, ProcState, ProcessEntry, ProcessTable};
 
 // LIST's reply, one process_status per entry, always fits in one message.
@@ -213,7 +215,7 @@ impl Procd {
         action: u16,
         authority: u16,
         pid: u32,
-        child_role: u16,
+        child_role: Role,
         requester: u64,
         detail: u64,
     ) {
@@ -249,11 +251,11 @@ impl Procd {
 /// (ROOTD, and MEMD, VSPACED and PAGERD, which rootd starts itself before procd), PROCD and
 /// GENERIC. SPAWN_SERVICE and SPAWN refuse the others (INVALID_ARGUMENT), and a dependency on
 /// one is satisfied only if rootd started it.
-pub fn procd_runs(r: u16) -> bool {
-    role::name(r).is_some()
+pub fn procd_runs(r: Role) -> bool {
+    r.name().is_some()
         && !matches!(
             r,
-            role::ROOTD | role::MEMD | role::VSPACED | role::PAGERD | role::PROCD | role::GENERIC
+            Role::ROOTD | Role::MEMD | Role::VSPACED | Role::PAGERD | Role::PROCD | Role::GENERIC
         )
 }
 
@@ -261,8 +263,8 @@ pub fn procd_runs(r: u16) -> bool {
 pub(crate) const ROLE_NAME_MAX: usize = 16;
 
 /// Role `r`'s name in lowercase, written into `buf` (truncated to it; `?` for an unknown role).
-pub(crate) fn role_lowercase(r: u16, buf: &mut [u8; ROLE_NAME_MAX]) -> &[u8] {
-    let name = role::name(r).unwrap_or("?").as_bytes();
+pub(crate) fn role_lowercase(r: Role, buf: &mut [u8; ROLE_NAME_MAX]) -> &[u8] {
+    let name = r.name().unwrap_or("?").as_bytes();
     let len = name.len().min(ROLE_NAME_MAX);
     for (out, b) in buf.iter_mut().zip(name) {
         *out = b.to_ascii_lowercase();

@@ -103,7 +103,7 @@ fn write_status_fields(record: &mut [u8], id: ProcId, entry: &ProcessEntry, stat
         && write_u32(record, process_status::ID, id.get())
         && write_u32(record, process_status::PID, entry.pid)
         && write_u32(record, process_status::IMAGE_ID, entry.image_id)
-        && write_u16(record, process_status::ROLE, entry.role)
+        && write_u16(record, process_status::ROLE, entry.role.get())
         && write_u16(record, process_status::STATE, state)
         && write_u16(record, process_status::FLAGS, entry.flags)
         && write_u16(record, process_status::DEATH, death)

@@ -3,6 +3,7 @@
 
 use crate::LogPart::{Dec, Text};
 use crate::lifecycle::ChildFailed;
+use crate::spawn::Place;
 use crate::{DeathKind, Kernel, ProcId, ProcState, Procd, ProcessEntry, status_part};
 use abi::{
     BADGE_KERNEL, Message, kernel_op, read_u32, read_u64, restart_policy, status, timer_event,
@@ -21,8 +22,11 @@ use abi::{
 /// other values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Restart {
-    /// Its `restart_policy`.
-    pub policy: u8,
+    /// Its [`RestartPolicy`] ([`Restart::policy`]), kept as its number: the enum's niche (253
+    /// values) is larger than [`ProcState`](crate::ProcState)'s (249), so as a field it would
+    /// move `ProcessEntry`'s layout and `Option<ProcessEntry>`'s `None`, and with them procd's
+    /// machine code, which the held traces count instruction by instruction.
+    policy: u8,
     /// Restarts allowed while the count is not cleared; a death with that many counted holds
     /// it FAILED (0: never restarted).
     pub max_restarts: u8,
@@ -37,10 +41,94 @@ pub struct Restart {
     pub run_start: u64,
 }
 
+/// When procd restarts a process that ended (`restart_policy` on the wire), parsed once from
+/// its SPAWN_SERVICE request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RestartPolicy {
+    /// Never restarted.
+    #[default]
+    Never = restart_policy::NEVER,
+    /// Restarted after a fault, a kill that was not a STOP, or a non-zero exit.
+    OnFailure = restart_policy::ON_FAILURE,
+    /// Restarted after any ending except a STOP.
+    Always = restart_policy::ALWAYS,
+}
+
+impl TryFrom<u8> for RestartPolicy {
+    type Error = UnknownPolicy;
+
+    #[inline(always)]
+    fn try_from(raw: u8) -> Result<Self, UnknownPolicy> {
+        match raw {
+            restart_policy::NEVER => Ok(Self::Never),
+            restart_policy::ON_FAILURE => Ok(Self::OnFailure),
+            restart_policy::ALWAYS => Ok(Self::Always),
+            _ => Err(UnknownPolicy),
+        }
+    }
+}
+
+/// No `restart_policy` has that number: a request carrying it is INVALID_ARGUMENT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownPolicy;
+
+impl From<UnknownPolicy> for u32 {
+    fn from(_: UnknownPolicy) -> Self {
+        status::INVALID_ARGUMENT
+    }
+}
+
 impl Restart {
+    /// A restart record for `policy` and its bounds, with no restarts counted.
+    #[inline(always)]
+    pub const fn new(
+        policy: RestartPolicy,
+        max_restarts: u8,
+        window_ms: u32,
+        backoff_ms: u32,
+    ) -> Self {
+        Self {
+            policy: policy as u8,
+            max_restarts,
+            window_ms,
+            backoff_ms,
+            count: 0,
+            run_start: 0,
+        }
+    }
+
+    /// The restart record a SPAWN_SERVICE request asks for: `policy` as the request carries it
+    /// (its [`Restart::policy`] is `Err` for an unknown number, and the request is refused).
+    #[inline(always)]
+    pub(crate) const fn requested(
+        policy: u8,
+        max_restarts: u8,
+        window_ms: u32,
+        backoff_ms: u32,
+    ) -> Self {
+        Self {
+            policy,
+            max_restarts,
+            window_ms,
+            backoff_ms,
+            count: 0,
+            run_start: 0,
+        }
+    }
+
+    /// Its restart policy (`Err` only for a record [`Restart::requested`] made from an unknown
+    /// number, which procd refuses and never keeps).
+    #[inline(always)]
+    pub fn policy(&self) -> Result<RestartPolicy, UnknownPolicy> {
+        RestartPolicy::try_from(self.policy)
+    }
+
     /// Whether the policy restarts a process after an ending that was (`failed`) or was not
     /// a failure (a STOP is never passed here: it never restarts).
     pub const fn wants(&self, failed: bool) -> bool {
+        // On the number: through `policy()` this is not inlined into procd's serving loop, and
+        // the held traces count every instruction.
         match self.policy {
             restart_policy::ALWAYS => true,
             restart_policy::ON_FAILURE => failed,
@@ -199,15 +287,11 @@ impl Procd {
         restart.record(ticks);
         let entry = ProcessEntry { restart, ..entry };
         self.table.set(index, entry);
-        match self.launch(
-            k,
-            msg,
+        let place = Place {
             index,
-            generation.next(),
-            entry,
-            BADGE_KERNEL,
-            Some(entry.pid),
-        ) {
+            generation: generation.next(),
+        };
+        match self.launch(k, msg, place, entry, BADGE_KERNEL, Some(entry.pid)) {
             Ok(spawned) => {
                 k.debug_write(&[
                     Text(b"procd: restarted "),
@@ -242,14 +326,25 @@ mod tests {
     use abi::proc_state;
 
     #[test]
+    fn every_policy_number_parses_to_its_variant_and_no_other_does() {
+        for raw in 0..=u8::MAX {
+            let parsed = RestartPolicy::try_from(raw);
+            assert_eq!(
+                parsed.map(|p| p as u8),
+                restart_policy::name(raw).map(|_| raw).ok_or(UnknownPolicy)
+            );
+            assert_eq!(Restart::requested(raw, 0, 0, 0).policy(), parsed);
+        }
+        assert_eq!(u32::from(UnknownPolicy), status::INVALID_ARGUMENT);
+        assert_eq!(
+            Restart::new(RestartPolicy::Always, 1, 2, 3).policy(),
+            Ok(RestartPolicy::Always)
+        );
+    }
+
+    #[test]
     fn restarts_are_counted_until_a_run_outlasts_the_window() {
-        let mut r = Restart {
-            policy: restart_policy::ON_FAILURE,
-            max_restarts: 3,
-            window_ms: 100,
-            backoff_ms: 5,
-            ..Restart::default()
-        };
+        let mut r = Restart::new(RestartPolicy::OnFailure, 3, 100, 5);
         assert!(r.wants(true) && !r.wants(false));
         assert_eq!(r.counted(0), 0);
         r.record(50);
@@ -302,6 +397,7 @@ mod tests {
             r.policy = policy;
             assert_eq!((r.wants(true), r.wants(false)), (failed, clean));
         }
+        assert_eq!(r.policy(), Err(UnknownPolicy));
         let restarting = ProcessEntry {
             state: ProcState::Restarting {
                 death: DeathKind::Faulted,

@@ -16,9 +16,9 @@
 //! the generation (0xFFFF wraps to 1, never 0); releasing an entry whose spawn failed before
 //! procd handed out its id ([`ProcessTable::release`]) keeps it.
 
-use abi::{PROCD_MAX_PROCESSES, death_kind, proc_state, restart_policy};
+use abi::{PROCD_MAX_PROCESSES, death_kind, proc_state};
 
-use crate::{Generation, ProcId, Restart};
+use crate::{Generation, ProcId, Restart, RestartPolicy, Role};
 
 /// Why procd asked the kernel to end a child (STOP or KILL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub struct ProcessEntry {
     pub endpoint: u32,
     /// procd's slot holding the SEND|GRANT capability to the child's endpoint.
     pub endpoint_slot: u32,
-    pub role: u16,
+    pub role: Role,
     pub image_id: u32,
     pub flags: u16,
     /// The occupant's generation (of a free entry: the next occupant's). Never 0 in a table
@@ -162,18 +162,11 @@ impl ProcessTable {
                 pid: 0,
                 endpoint: 0,
                 endpoint_slot: 0,
-                role: 0,
+                role: Role::new(0),
                 image_id: 0,
                 flags: 0,
                 generation: Generation::FIRST,
-                restart: Restart {
-                    policy: restart_policy::NEVER,
-                    max_restarts: 0,
-                    window_ms: 0,
-                    backoff_ms: 0,
-                    count: 0,
-                    run_start: 0,
-                },
+                restart: Restart::new(RestartPolicy::Never, 0, 0, 0),
                 depends_on: 0,
                 requester: 0,
             }; PROCD_MAX_PROCESSES],
@@ -191,14 +184,14 @@ impl ProcessTable {
     }
 
     /// Whether some entry of role `role` is RUNNING.
-    pub fn role_running(&self, role: u16) -> bool {
+    pub fn role_running(&self, role: Role) -> bool {
         self.entries
             .iter()
             .any(|e| e.role == role && e.state == ProcState::Running)
     }
 
     /// Whether some entry of role `role` is FAILED.
-    pub fn role_failed(&self, role: u16) -> bool {
+    pub fn role_failed(&self, role: Role) -> bool {
         self.entries
             .iter()
             .any(|e| e.role == role && matches!(e.state, ProcState::Failed { .. }))

@@ -47,7 +47,7 @@ fn a_spawner_child_spawns_a_test_service_audited_with_its_badge() {
     );
     let entry = p.table().entries()[1];
     assert_eq!(entry.state, ProcState::Running);
-    assert_eq!((entry.role, entry.flags), (role::TEST, 0));
+    assert_eq!((entry.role, entry.flags), (Role::TEST, 0));
     assert_eq!(
         read_audit(&mut k, &mut p, base),
         launch_records(base, 101, 4, badge)

@@ -104,7 +104,7 @@ fn a_spawn_is_held_until_its_dependency_runs() {
     let entry = p.table().entries()[0];
     assert_eq!(
         (entry.image_id, entry.role, entry.generation.get()),
-        (4, role::TEST, 1)
+        (4, Role::TEST, 1)
     );
     // The released launch is audited as rootd's, with its own pid.
     let test_records: Vec<_> = p

@@ -132,17 +132,23 @@ fn spawn_rejects_unknown_restart_policies_and_reserved_bits() {
         assert_eq!(st, status::OK);
     }
     for (i, policy) in [
-        restart_policy::NEVER,
-        restart_policy::ON_FAILURE,
-        restart_policy::ALWAYS,
+        RestartPolicy::Never,
+        RestartPolicy::OnFailure,
+        RestartPolicy::Always,
     ]
     .into_iter()
     .enumerate()
     {
         let r = p.table().entries()[i].restart;
         assert_eq!(
-            (r.policy, r.max_restarts, r.window_ms, r.backoff_ms, r.count),
-            (policy, 7, 8, 9, 0)
+            (
+                r.policy(),
+                r.max_restarts,
+                r.window_ms,
+                r.backoff_ms,
+                r.count
+            ),
+            (Ok(policy), 7, 8, 9, 0)
         );
     }
 }

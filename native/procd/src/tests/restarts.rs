@@ -154,7 +154,7 @@ fn on_failure_restarts_a_faulted_child_after_its_backoff_in_the_same_entry() {
     assert_eq!(e.state, ProcState::Running);
     assert_eq!(
         (e.pid, e.generation.get(), e.image_id, e.role, e.flags),
-        (101, 2, 4, role::TEST, flags)
+        (101, 2, 4, Role::TEST, flags)
     );
     assert!(k.caps.contains_key(&e.endpoint_slot));
     assert_eq!(e.restart.count, 1);

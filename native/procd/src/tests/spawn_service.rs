@@ -89,7 +89,7 @@ fn spawn_service_creates_and_starts() {
     assert_eq!(e.state, ProcState::Running);
     assert_eq!(
         (e.pid, e.endpoint, e.role, e.image_id, e.flags),
-        (100, 7000, role::TIMED, 42, flags)
+        (100, 7000, Role::TIMED, 42, flags)
     );
     assert!(
         k.caps.contains_key(&e.endpoint_slot),
