@@ -227,12 +227,10 @@ impl ProcessTable {
     /// started), or its
     /// generation is not the id's (a stale id).
     pub fn lookup(&self, id: ProcId) -> Option<(usize, &ProcessEntry)> {
-        // Generations compared as numbers: `==` on Generation compiles to other instructions
-        // in procd's callers, and the held traces count every one.
         let (index, generation) = id.split()?;
         self.entries
             .get(index)
-            .filter(|e| e.reported_state().is_some() && e.generation.get() == generation.get())
+            .filter(|e| e.reported_state().is_some() && e.generation == generation)
             .map(|e| (index, e))
     }
 
