@@ -18,16 +18,6 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from procd_talk import (
-    FOREIGN_BADGES,
-    agree,
-    listed,
-    process_id,
-    process_request,
-    reply_status,
-    spawn_request,
-    talk_to_procd,
-)
 
 from procd_model.abi import (
     AUDIT_READ_REQUEST,
@@ -48,6 +38,16 @@ from procd_model.abi import (
     Status,
 )
 from procd_model.client import Conversation, Request, Session, ask_all
+from procd_model.harness import (
+    FOREIGN_BADGES,
+    agree,
+    listed,
+    process_id,
+    process_request,
+    reply_status,
+    spawn_request,
+    talk_to_procd,
+)
 from procd_model.messages import Message
 from procd_model.reference import ProcdSpec, check_against_spec, native_steps
 from procd_model.rootd import Services

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from procd_talk import agree, process_id, process_request, reply_status, spawn_request, talk_to_procd
 
 from emu.trace import Event, Trace
 from procd_model.abi import (
@@ -23,6 +22,7 @@ from procd_model.abi import (
     Status,
 )
 from procd_model.client import Request, ask_all
+from procd_model.harness import agree, process_id, process_request, reply_status, spawn_request, talk_to_procd
 from procd_model.images import boot_image_named
 from procd_model.messages import Message
 from procd_model.reference import ProcdSpec, Step, check_against_spec, native_steps

@@ -38,17 +38,6 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from procd_talk import (
-    FOREIGN_BADGES,
-    Answer,
-    agree,
-    listed,
-    process_id,
-    process_request,
-    reply_status,
-    spawn_request,
-    talk_to_procd,
-)
 
 from procd_model.abi import (
     AUDIT_READ_REQUEST,
@@ -66,6 +55,17 @@ from procd_model.abi import (
     Status,
 )
 from procd_model.client import Request
+from procd_model.harness import (
+    FOREIGN_BADGES,
+    Answer,
+    agree,
+    listed,
+    process_id,
+    process_request,
+    reply_status,
+    spawn_request,
+    talk_to_procd,
+)
 from procd_model.kernel import ScriptedFaults
 from procd_model.messages import Message
 
