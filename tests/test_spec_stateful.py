@@ -50,7 +50,6 @@ from procd_model.abi import (
     EnvelopeFlag,
     KernelEvent,
     ProcdOp,
-    RestartPolicy,
     Role,
     Status,
 )
@@ -68,28 +67,10 @@ from procd_model.harness import (
 )
 from procd_model.kernel import ScriptedFaults
 from procd_model.messages import Message
+from procd_model.strategies import SERVICE_ROLES, TEST_IMAGES, dependencies
+from procd_model.strategies import restart_policies as policies
 
 LONG = os.environ.get("PROCD_STATEFUL") == "long"
-
-TEST_IMAGES = ("phase0-exit", "phase0-fault-kill", "phase2-irq-client", "phase0-probe", "svc-stub", "phase1-spawner")
-"""exits 0; faults; waits for the interrupt; reports a probe and exits; never ends; SPAWNs a child."""
-SERVICE_ROLES = (Role.NAMED, Role.TIMED, Role.LOGD, Role.DEVICED)
-"""Roles svc-stub stands in for, that others may depend on."""
-
-policies = st.one_of(
-    st.just({}),
-    st.fixed_dictionaries(
-        {
-            "restart": st.sampled_from([RestartPolicy.NEVER, RestartPolicy.ON_FAILURE, RestartPolicy.ALWAYS]),
-            "max_restarts": st.integers(0, 3),
-            "window_ms": st.just(60_000),
-            "backoff_ms": st.sampled_from([0, 1, 5, 40]),
-        }
-    ),
-)
-dependencies = st.one_of(
-    st.just(0), st.sets(st.sampled_from(SERVICE_ROLES), max_size=2).map(lambda rs: sum(1 << r for r in rs))
-)
 
 
 class ProcdLifecycle(RuleBasedStateMachine):
