@@ -6,7 +6,8 @@ Runs ``cargo build --release`` in ``native/`` (whose ``.cargo/config.toml`` sets
 freestanding code-generation flags; each image's ``build.rs`` adds ``linker/image.ld`` and the
 image's layout), adding ``--remap-path-prefix=<native>=.`` so the bytes do not depend on where the
 checkout lives. Then copies every image in IMAGES to ``DIR`` (default ``fixtures/elf/``) as
-``<name>.elf`` and writes ``DIR/rustc-version.txt`` with the output of ``rustc -V``: the images
+``<name>.elf`` (and each of VARIANTS, one image built with one cargo feature) and writes
+``DIR/rustc-version.txt`` with the output of ``rustc -V``: the images
 embed the compiler version, so a rebuild is byte-identical only with that same compiler.
 
 Works from any current folder. Errors are reported as one line on stderr with a non-zero exit.
@@ -41,6 +42,18 @@ IMAGES = {
     "phase2-irq-client": "phase2-irq-client.elf",
     "svc-stub": "svc-stub.elf",
     "phase1-spawner": "phase1-spawner.elf",
+}
+# Variants of an image built with one cargo feature: fixture file name -> (binary, feature).
+# procd's planted bugs, which `emu fuzz` must find (docs/fuzzing.md).
+VARIANTS = {
+    f"procd-{bug}.elf": ("procd", f"planted-{bug}")
+    for bug in (
+        "length-off-by-one",
+        "missing-badge-check",
+        "restart-count-never-resets",
+        "wider-rights",
+        "generation-stuck",
+    )
 }
 VERSION_FILE = "rustc-version.txt"
 
@@ -89,19 +102,24 @@ def rustc_version(env: dict[str, str]) -> str:
     return result.stdout.strip()
 
 
-def cargo_build(target_dir: Path, env: dict[str, str]) -> None:
-    """Release-build every image of the workspace into ``target_dir``."""
+def cargo_build(target_dir: Path, env: dict[str, str], variant: tuple[str, str] | None = None) -> None:
+    """Release-build every image of the workspace into ``target_dir`` (or, for a `variant`
+    (binary, feature), that one binary with that feature)."""
     cargo = find_tool(env, "CARGO", "cargo")
     remap = f"--remap-path-prefix={NATIVE}=."
     # Appended to the rustflags of native/.cargo/config.toml (RUSTFLAGS would replace them).
     config = f"target.{TARGET}.rustflags=[{json.dumps(remap)}]"
+    which = (
+        ["--workspace", "--bins"]
+        if variant is None
+        else ["-p", variant[0], "--bin", variant[0], "--features", variant[1]]
+    )
     cmd = [
         cargo,
         "build",
         "--release",
         "--offline",
-        "--workspace",
-        "--bins",
+        *which,
         "--config",
         config,
         "--target-dir",
@@ -127,6 +145,11 @@ def build(out: Path, target_dir: Path) -> list[Path]:
             raise BuildError(f"cargo did not produce {src}")
         dst = out / fixture
         shutil.copyfile(src, dst)
+        written.append(dst)
+    for fixture, (binary, feature) in VARIANTS.items():
+        cargo_build(target_dir, env, (binary, feature))
+        dst = out / fixture
+        shutil.copyfile(target_dir / TARGET / "release" / binary, dst)
         written.append(dst)
     version_file = out / VERSION_FILE
     version_file.write_text(version + "\n", encoding="utf-8")

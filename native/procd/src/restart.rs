@@ -108,7 +108,10 @@ impl Restart {
     /// The restarts that count when the current run dies at clock `now`: 0 if the run lasted
     /// more than `window_ms` ticks (`window_ms` not 0), else `count`.
     pub const fn counted(&self, now: u64) -> u8 {
-        if self.window_ms != 0 && now.saturating_sub(self.run_start) > self.window_ms as u64 {
+        let outlasted =
+            self.window_ms != 0 && now.saturating_sub(self.run_start) > self.window_ms as u64;
+        // Planted bug: the count is never cleared, however long a run lasted.
+        if outlasted && !cfg!(feature = "planted-restart-count-never-resets") {
             0
         } else {
             self.count

@@ -6,9 +6,9 @@ use crate::{
     RestartPolicy, Role, badge_index, procd_runs, role_lowercase,
 };
 use abi::{
-    BADGE_ROOTD, CAP_TABLE_SLOTS, Message, ProcdOp, audit_action, cap_purpose,
-    create_process_reply, envelope_flag, kernel_op, read_u8, read_u16, read_u32, read_u64, rights,
-    spawn_service_reply, spawn_service_request, start_process_request, status, write_u32,
+    BADGE_ROOTD, CAP_TABLE_SLOTS, Message, audit_action, cap_purpose, create_process_reply,
+    envelope_flag, kernel_op, read_u8, read_u16, read_u32, read_u64, rights, spawn_service_reply,
+    spawn_service_request, start_process_request, status, write_u32,
 };
 
 impl Procd {
@@ -69,7 +69,10 @@ impl Procd {
         client: bool,
     ) -> Result<Spawned, u32> {
         let request = msg.header();
-        request.expect(ProcdOp::SpawnService.request())?;
+        #[cfg(not(feature = "planted-length-off-by-one"))]
+        request.expect(abi::ProcdOp::SpawnService.request())?;
+        #[cfg(feature = "planted-length-off-by-one")]
+        crate::planted::expect_spawn_admitting_one_more_byte(request)?;
         let payload = msg.payload();
         let field_u32 = |offset| read_u32(payload, offset).ok_or(status::INVALID_ARGUMENT);
         let field_u16 = |offset| read_u16(payload, offset).ok_or(status::INVALID_ARGUMENT);
@@ -189,7 +192,7 @@ impl Procd {
         };
         let created = match minted {
             Some(slot) => plan
-                .push(slot, rights::SEND, cap_purpose::PROCD_ENDPOINT)
+                .push(slot, CHILD_PROCD_RIGHTS, cap_purpose::PROCD_ENDPOINT)
                 .map(|_| ()),
             None => Ok(()),
         }
@@ -289,6 +292,13 @@ impl Procd {
         Ok(Spawned { pid, endpoint, id })
     }
 }
+
+/// The rights of the PROCD_ENDPOINT capability a child gets: SEND, as its intake spec says.
+#[cfg(not(feature = "planted-wider-rights"))]
+const CHILD_PROCD_RIGHTS: u32 = rights::SEND;
+/// Planted bug: the child's PROCD_ENDPOINT also carries GRANT, wider than its intake spec.
+#[cfg(feature = "planted-wider-rights")]
+const CHILD_PROCD_RIGHTS: u32 = rights::SEND | rights::GRANT;
 
 /// What [`Procd::launch`] starts, where, and on whose behalf.
 #[derive(Clone, Copy, Debug)]

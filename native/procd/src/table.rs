@@ -249,7 +249,12 @@ impl ProcessTable {
     /// entry; ignored if out of range): a later spawn may reuse it, with the next generation.
     pub fn free(&mut self, index: usize) {
         if let Some(e) = self.entries.get_mut(index) {
-            let generation = e.generation.next();
+            // Planted bug: the next occupant gets the same generation, so old ids name it.
+            let generation = if cfg!(feature = "planted-generation-stuck") {
+                e.generation
+            } else {
+                e.generation.next()
+            };
             *e = ProcessEntry {
                 generation,
                 ..ProcessEntry::default()
