@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
 from emu.export import process_names
 from emu.export.registry import Destination, Exporter, RunView, exporters
+from emu.fuzzcli import add_fuzz_command, fuzz_command
 from emu.instrument import TraceProbes
 from emu.interrupt import Interrupted, handling_signals
 from emu.output import STDOUT, OutputError, Outputs, Target, check_distinct, input_identities, resolve_target
@@ -82,6 +84,7 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
     run.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
     listing = commands.add_parser("scenarios", help="list the built-in scenarios, one line each")
     listing.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
+    add_fuzz_command(commands)
     return parser
 
 
@@ -169,11 +172,19 @@ def run_command(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.ok else EXIT_GUEST_FAILED
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": run_command,
+    "scenarios": scenarios_command,
+    "fuzz": fuzz_command,
+}
+"""What each subcommand runs."""
+
+
 def main(argv: list[str] | None = None, prog: str = PROGRAM) -> int:
     args = build_parser(prog).parse_args(argv)
     try:
         with handling_signals():
-            return scenarios_command(args) if args.command == "scenarios" else run_command(args)
+            return COMMANDS[args.command](args)
     except (InputError, OutputError) as exc:
         print(f"emu: error: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR

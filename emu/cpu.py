@@ -22,6 +22,7 @@ from unicorn import x86_const
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from emu.accounting import STOP_CYCLES, STOP_INSNS, STOP_NONE, STOP_UNKNOWN, UNLIMITED, Accountant, CostFunction
+from emu.coverage import BlockCoverage, CoverageMap
 from emu.cpuid import cpuid_leaf
 from emu.elf import ElfImage
 from emu.events import MILLICYCLES_PER_CYCLE
@@ -70,6 +71,8 @@ class GuestCpu:
 
     def __init__(self, cost_of: CostFunction) -> None:
         self._uc = unicorn.Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
+        self._kept: list[object] = []
+        """What native hooks point into, kept as long as the engine."""
         self._uc.ctl_set_tcg_buffer_size(_TCG_BUFFER_BYTES)
         # Virtual TLB mode, with a fill hook that maps every page to the physical address equal to
         # its full 64-bit virtual address. The default mode truncates addresses to 52 bits, so a
@@ -153,6 +156,13 @@ class GuestCpu:
 
         self._uc.hook_add(uc_const.UC_HOOK_BLOCK, on_block, None, begin, end)
         self._uc.ctl_flush_tb()
+
+    def attach_coverage(self, into: CoverageMap) -> BlockCoverage:
+        """Mark in `into` every block that starts in its range from now on (see emu/coverage.py);
+        counts and cycles are unchanged. The engine keeps the hook (and its state) for life."""
+        coverage = BlockCoverage(self._uc, into)
+        self._kept.append(coverage)
+        return coverage
 
     def attach_insn_log(
         self, pid: int, feed: Feed, next_seq: Callable[[], int], *, text: bool, begin: int = 1, end: int = 0

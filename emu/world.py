@@ -89,3 +89,21 @@ def load_world(name: str) -> World:
         if not callable(getattr(module, function, None)):
             raise InputError(f"world {name!r} has no {function}() function (see emu/world.py)")
     return cast(World, module)
+
+
+@dataclass(frozen=True)
+class FuzzRequest:
+    """A fuzzing campaign (`python -m emu fuzz`), for a world that has a `fuzz` function."""
+
+    seconds: float | None
+    """Stop after this much host time (None: only the example budget stops it)."""
+    examples: int | None
+    """Stop each job after this many examples (None: only the time stops it)."""
+    jobs: int
+    seed: int
+    procd: Path | None
+    """The image under test (None: the world's own)."""
+    database: str | None
+    """Where the corpus and failures are shared: a folder or redis://HOST:PORT (None: nowhere)."""
+    failures: Path
+    """Where each distinct failure's replay file goes."""

@@ -14,12 +14,13 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from emu.elf import ElfImage
 from emu.trace import Trace
-from emu.world import RunOutcome
+from emu.world import Instrument, RunOutcome
 from procd_model.abi import BADGE_ROOTD, CapType, NotifyBit, Rights, Role, Status, Syscall
 from procd_model.actor import ActorProgram, SyscallRequest
 from procd_model.caps import Capability, CapTable
-from procd_model.kernel import Kernel, Notification, Process, StopReason
+from procd_model.kernel import Kernel, Notification, Process, StopReason, sched
 from procd_model.messages import Message
 from procd_model.ops import MODEL_FACTS
 from procd_model.rootd import SLOT_IRQ, Rootd, Services, default_procd_boot
@@ -109,9 +110,11 @@ class Conversation:
         badges: Iterable[int],
         services: Services | None = None,
         max_instructions: int = DEFAULT_MAX_INSTRUCTIONS,
+        procd_image: ElfImage | None = None,
+        instrument: Instrument | None = None,
     ) -> None:
         self.trace = Trace()
-        self.kernel = make_kernel(self.trace)
+        self.kernel = make_kernel(self.trace, procd_image, instrument)
         self.max_instructions = max_instructions
         self.replies: list[tuple[Status, Message | None]] = []
         self._outbox: deque[Request] = deque()
@@ -146,6 +149,13 @@ class Conversation:
             return False
         self._settle()
         return True
+
+    def sleep(self, ms: int) -> None:
+        """Let `ms` virtual milliseconds pass while nothing but timers and interrupts runs (each
+        due in between fires at its time), running until quiet after each."""
+        until = sched.monotonic_ticks(self.kernel) + ms
+        while self.kernel.idle_until(until):
+            self._settle()
 
     def interrupt(self) -> None:
         """Raise the services' interrupt (IRQ on the IRQ_NOTIFY notification) and run until quiet."""

@@ -25,7 +25,8 @@ What each one draws:
   from any caller, with or without an attached capability.
 - `callers()`: badges with (`authority=True`) or without (`False`) rootd's authority, or both.
 - `lifecycle_sequences()`: lists of `LifecycleStep`s (spawn, stop, kill, reap, status, list,
-  time passing, the interrupt) whose ids refer to earlier spawns by position.
+  time passing, sleeping, the interrupt, a child killed from outside) whose ids refer to earlier spawns
+  by position.
 - `boot_manifests()`: whole scenarios (rootd's boot manifest), checked by the scenario loader.
 """
 
@@ -65,12 +66,13 @@ restart_policies: st.SearchStrategy[dict[str, int]] = st.one_of(
         {
             "restart": st.sampled_from(list(RestartPolicy)),
             "max_restarts": st.integers(0, 3),
-            "window_ms": st.just(60_000),
+            "window_ms": st.sampled_from([60_000, 0, 1, 5]),
             "backoff_ms": st.sampled_from([0, 1, 5, 40]),
         }
     ),
 )
-"""spawn_service_request's restart fields: none (never restarted) or a bounded policy."""
+"""spawn_service_request's restart fields: none (never restarted) or a policy with a small bound
+and a window that is long, 0 (never cleared) or short (cleared by a run that lasts)."""
 
 dependencies = st.one_of(
     st.just(0), st.sets(st.sampled_from(SERVICE_ROLES), max_size=2).map(lambda rs: sum(1 << r for r in rs))
@@ -131,7 +133,9 @@ def near_valid_spawns(draw: st.DrawFn) -> NearValid:
     if wrong == "length":
         message = _request(fields).message
         assert isinstance(message, Message)
-        size = draw(st.integers(0, MSG_MAX_PAYLOAD).filter(lambda n: n != SPAWN_SERVICE_REQUEST.size))
+        exact = SPAWN_SERVICE_REQUEST.size
+        boundary = st.sampled_from([exact - 1, exact + 1, 0, MSG_MAX_PAYLOAD])
+        size = draw(st.one_of(boundary, st.integers(0, MSG_MAX_PAYLOAD)).filter(lambda n: n != exact))
         payload = (message.payload + bytes(size))[:size]
         return NearValid(Request(Message(message.op, payload)), wrong)
     valid = _request(fields).message
@@ -182,23 +186,34 @@ def arbitrary_requests(draw: st.DrawFn) -> Request:
 
 @dataclass(frozen=True)
 class LifecycleStep:
-    """One step of a lifecycle: `kind` is spawn, stop, kill, reap, status, list, time or
-    interrupt. A spawn carries its `request`; stop, kill, reap and status name an earlier
-    spawn by position in `target` (modulo the spawns made so far)."""
+    """One step of a lifecycle. `kind`:
+
+    - spawn (a valid SPAWN_SERVICE) or request (anything): `request` is sent; an OK reply to a
+      spawn gives an id later steps can name;
+    - stop, kill, reap, status: that op for the id of an earlier spawn, by position in
+      `target` (modulo the spawns made so far), through `badge`;
+    - list; time (virtual time passes to the next timer); interrupt (the services' interrupt);
+    - sleep: `target` virtual milliseconds pass (timers due in between fire);
+    - terminate: procd's live child number `target` (modulo their number) is killed from outside.
+    """
 
     kind: str
     request: Request | None = None
     target: int = 0
+    badge: int = BADGE_ROOTD
 
 
-LIFECYCLE_KINDS = ("stop", "kill", "reap", "status", "list", "time", "interrupt")
-"""The steps of `lifecycle_steps` other than spawn."""
+LIFECYCLE_KINDS = ("stop", "kill", "reap", "status", "list", "time", "sleep", "interrupt", "terminate")
+"""The steps of `lifecycle_steps` that carry no request."""
 
 
-def lifecycle_steps() -> st.SearchStrategy[LifecycleStep]:
-    """One lifecycle step (a spawn half of the time)."""
-    spawn = valid_spawns().map(lambda request: LifecycleStep("spawn", request))
-    other = st.builds(LifecycleStep, st.sampled_from(LIFECYCLE_KINDS), st.none(), st.integers(0, 31))
+def lifecycle_steps(requests: st.SearchStrategy[Request] | None = None) -> st.SearchStrategy[LifecycleStep]:
+    """One lifecycle step: a valid spawn (or one of `requests`, if given) half of the time; ops
+    on earlier spawns come from rootd mostly, sometimes from a caller without authority."""
+    sent = valid_spawns() if requests is None else requests
+    spawn = sent.map(lambda request: LifecycleStep("spawn" if requests is None else "request", request))
+    badge = st.one_of(st.just(BADGE_ROOTD), st.just(BADGE_ROOTD), callers(authority=False))
+    other = st.builds(LifecycleStep, st.sampled_from(LIFECYCLE_KINDS), st.none(), st.integers(0, 31), badge)
     return st.one_of(spawn, other)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from emu.elf import ElfError, ElfImage, Perm, load_elf
 from emu.trace import Trace
-from emu.world import InputError, Instrument, RunOutcome, RunRequest
+from emu.world import FuzzRequest, InputError, Instrument, RunOutcome, RunRequest
 from procd_model.abi import CapPurpose, CapType, Rights, Role, RootdStatus, Status
 from procd_model.caps import Capability, CapTable
 from procd_model.images import (
@@ -337,3 +337,10 @@ def describe_processes(kernel: Kernel) -> list[dict[str, Any]]:
             row["instructions"] = proc.cpu.retired
         out.append(row)
     return out
+
+
+def fuzz(request: FuzzRequest) -> int:
+    """`python -m emu fuzz`: a campaign against procd (see procd_model/fuzz/run.py)."""
+    from procd_model.fuzz.run import fuzz as run_campaign
+
+    return run_campaign(request)

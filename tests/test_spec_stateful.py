@@ -51,7 +51,6 @@ from procd_model.abi import (
     AUDIT_READ_REQUEST,
     BADGE_ROOTD,
     CHILD_DEATH,
-    INTAKE,
     PROCD_CHILD_BADGE_BASE,
     PROCD_ID_GENERATION_SHIFT,
     SPAWN_SERVICE_REPLY,
@@ -68,7 +67,9 @@ from procd_model.harness import (
     FOREIGN_BADGES,
     Answer,
     agree,
+    check_children,
     listed,
+    live_children,
     process_id,
     process_request,
     reply_status,
@@ -268,12 +269,7 @@ class ProcdLifecycle(RuleBasedStateMachine):
 
     def children(self) -> list[int]:
         """Live guest processes procd created (supervises)."""
-        procd = self.talk.procd
-        return [
-            p.pid
-            for p in self.talk.kernel.procs.values()
-            if p.cpu is not None and p.supervisor == procd.endpoint and not p.state.is_dead
-        ]
+        return live_children(self.talk)
 
     @invariant()
     def ids_are_unique_and_generations_only_grow(self) -> None:
@@ -290,14 +286,7 @@ class ProcdLifecycle(RuleBasedStateMachine):
     def children_hold_only_what_their_intake_allows(self) -> None:
         """No child holds a capability its role's intake spec does not list, or one with
         wider rights than the spec lists for that type."""
-        roles = {r["pid"]: Role(r["role"]) for r in self.follower.spec.listing() if r["pid"]}
-        for pid in self.children():
-            assert pid in roles, f"pid {pid} is procd's child but not in its table"
-            allowed = INTAKE.get(roles[pid], INTAKE[None])
-            for slot, cap in self.talk.kernel.procs[pid].caps.occupied():
-                assert any(cap.cap_type == entry.cap_type and cap.rights & ~entry.rights == 0 for entry in allowed), (
-                    f"pid {pid} ({roles[pid].name}) holds {cap} in slot {slot}, outside its intake spec"
-                )
+        check_children(self.talk, self.follower)
 
     @invariant()
     def restarts_stay_within_their_bound(self) -> None:

@@ -160,6 +160,19 @@ class Kernel:
         self.state.clock = max(self.state.clock, next_event)
         return True
 
+    def idle_until(self, ticks: int) -> bool:
+        """Let virtual time pass, while nothing runs, up to monotonic tick `ticks` or the next
+        pending interrupt or timer, whichever comes first (an event fires on the next `run`);
+        False if the clock is already there."""
+        target = ticks * sched.millicycles_per_tick(self)
+        next_event = sched.next_timed(self)
+        if next_event is not None:
+            target = min(target, next_event)
+        if target <= self.state.clock:
+            return False
+        self.state.clock = target
+        return True
+
     def signal(self, notification: Notification, bits: int) -> None:
         """NOTIFY `bits` on `notification` from outside the modelled processes (a test harness)."""
         record = NotifyRecord(notification.obj, bits)

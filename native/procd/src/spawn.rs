@@ -1,13 +1,14 @@
 //! Spawning: SPAWN_SERVICE and SPAWN, and the launch of a service into a table entry.
 
 use crate::LogPart::Text;
+use crate::kernel_calls::CHILD_PROCD_RIGHTS;
 use crate::{
     Generation, Kernel, ProcId, ProcState, Procd, ProcessEntry, ROLE_NAME_MAX, Restart,
     RestartPolicy, Role, badge_index, procd_runs, role_lowercase,
 };
 use abi::{
     BADGE_ROOTD, CAP_TABLE_SLOTS, Message, audit_action, cap_purpose, create_process_reply,
-    envelope_flag, kernel_op, read_u8, read_u16, read_u32, read_u64, rights, spawn_service_reply,
+    envelope_flag, kernel_op, read_u8, read_u16, read_u32, read_u64, spawn_service_reply,
     spawn_service_request, start_process_request, status, write_u32,
 };
 
@@ -292,13 +293,6 @@ impl Procd {
         Ok(Spawned { pid, endpoint, id })
     }
 }
-
-/// The rights of the PROCD_ENDPOINT capability a child gets: SEND, as its intake spec says.
-#[cfg(not(feature = "planted-wider-rights"))]
-const CHILD_PROCD_RIGHTS: u32 = rights::SEND;
-/// Planted bug: the child's PROCD_ENDPOINT also carries GRANT, wider than its intake spec.
-#[cfg(feature = "planted-wider-rights")]
-const CHILD_PROCD_RIGHTS: u32 = rights::SEND | rights::GRANT;
 
 /// What [`Procd::launch`] starts, where, and on whose behalf.
 #[derive(Clone, Copy, Debug)]

@@ -1,0 +1,124 @@
+"""What one fuzz example does: procd in a fresh world, a few lifecycle steps, each held to the spec.
+
+`ProcdTarget.check(steps)` raises `ProcdMisbehaved` (with a failure key) when procd breaks its
+contract (`harness.perform`: the spec, exactly one defined status per request, children within
+their intake spec), and leaves the procd blocks the example ran in `coverage` until the campaign
+merges them. `example_steps()` is what a campaign draws: requests (valid, near-valid or
+arbitrary), ops on earlier spawns from callers with and without authority, time passing, the
+interrupt and children killed from outside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import strategies as st
+
+from emu.coverage import CoverageMap
+from emu.cpu import GuestCpu
+from emu.elf import ElfImage, Perm
+from procd_model.abi import BADGE_ROOTD
+from procd_model.client import ConversationError, Request
+from procd_model.harness import ProcdMisbehaved, agree, perform, procd_died, talk_to_procd
+from procd_model.images import boot_image_named, load_boot_image
+from procd_model.strategies import (
+    LifecycleStep,
+    arbitrary_requests,
+    callers,
+    near_valid_spawns,
+    valid_spawns,
+)
+
+MAX_INSTRUCTIONS = 5_000_000
+"""Guest instructions one example may run before it counts as a stall."""
+
+
+def one_request() -> st.SearchStrategy[Request]:
+    """A valid spawn (half of the time), a near-valid one, or anything at all."""
+    near = near_valid_spawns().map(lambda near: near.request)
+    return st.one_of(valid_spawns(), valid_spawns(), near, arbitrary_requests())
+
+
+LIFECYCLE_WEIGHTS = {"terminate": 3, "time": 3, "sleep": 3, "stop": 1, "kill": 1, "reap": 1, "status": 1, "list": 1}
+"""How often each step without a request comes, relative to each other (deaths and time most)."""
+SLEEPS = (1, 2, 6, 20, 100, 1_000)
+"""Milliseconds a sleep step lets pass: around the restart windows and backoffs drawn."""
+
+
+def other_step() -> st.SearchStrategy[LifecycleStep]:
+    """A lifecycle step without a request, weighted toward deaths and time passing."""
+    kinds = [kind for kind, weight in LIFECYCLE_WEIGHTS.items() for _ in range(weight)] + ["interrupt"]
+    badge = st.one_of(st.just(BADGE_ROOTD), st.just(BADGE_ROOTD), st.just(BADGE_ROOTD), callers(authority=False))
+
+    def build(kind: str, target: int, sleep: int, badge: int) -> LifecycleStep:
+        return LifecycleStep(kind, None, sleep if kind == "sleep" else target, badge)
+
+    return st.builds(build, st.sampled_from(kinds), st.integers(0, 31), st.sampled_from(SLEEPS), badge)
+
+
+def example_steps(max_steps: int = 8) -> st.SearchStrategy[list[LifecycleStep]]:
+    """A short lifecycle that starts with a request: later steps are requests a third of the
+    time, otherwise deaths, time passing and ops on earlier spawns."""
+    request = one_request().map(lambda r: LifecycleStep("request", r))
+    step = st.one_of(request, other_step(), other_step())
+    return st.builds(lambda head, tail: [head, *tail], request, st.lists(step, max_size=max_steps - 1))
+
+
+def single_requests() -> st.SearchStrategy[list[LifecycleStep]]:
+    """One request and nothing else (what `benches.fuzz` counts)."""
+    return one_request().map(lambda request: [LifecycleStep("request", request)])
+
+
+def text_range(image: ElfImage) -> tuple[int, int]:
+    """[begin, end) of the image's executable segments."""
+    code = [s for s in image.segments if s.perms & Perm.X]
+    if not code:
+        raise ValueError(f"{image.name}: no executable segment")
+    return min(s.vaddr for s in code), max(s.end for s in code)
+
+
+class ProcdTarget:
+    """Runs examples against procd (the committed one, or `procd_image`)."""
+
+    def __init__(self, procd_image: ElfImage | None = None) -> None:
+        self.procd_image = procd_image
+        self.image = procd_image if procd_image is not None else load_boot_image(boot_image_named("procd").image_id)
+        begin, end = text_range(self.image)
+        self.coverage = CoverageMap(begin, end)
+        """Blocks run by examples since the campaign's last merge (see `merge_coverage`)."""
+        self.total = CoverageMap(begin, end)
+        """Blocks run by any example so far."""
+        self.last_steps: Sequence[LifecycleStep] = ()
+
+    def _instrument(self, cpu: GuestCpu, image: ElfImage, _pid: int) -> None:
+        if image.name == "procd":
+            cpu.attach_coverage(self.coverage)
+
+    def check(self, steps: Sequence[LifecycleStep]) -> None:
+        """Boot procd, carry out `steps` in order, each held to the spec (ProcdMisbehaved)."""
+        self.last_steps = steps
+        try:
+            talk, follower = talk_to_procd(MAX_INSTRUCTIONS, self.procd_image, self._instrument)
+        except ConversationError as exc:
+            raise TargetError(f"procd does not boot: {exc}") from None
+        try:
+            agree(talk, follower)
+            ids: list[int] = []
+            for step in steps:
+                perform(talk, follower, step, ids)
+        except ConversationError as exc:
+            if talk.procd.state.is_dead:
+                raise procd_died(talk) from None
+            raise ProcdMisbehaved(f"the machine did not go quiet: {exc}", f"stall:{talk.stop.kind}") from None
+        except (ProcdMisbehaved, TargetError):
+            raise
+        except Exception as exc:  # an emulator or model bug: a finding too, never a crash of the campaign
+            raise ProcdMisbehaved(f"the emulator raised {exc!r}", f"error:{type(exc).__name__}") from exc
+
+    def merge_coverage(self) -> int:
+        """Fold the blocks examples ran since the last call into `total`; how many were new."""
+        return self.coverage.fold_into(self.total)
+
+
+class TargetError(Exception):
+    """The target cannot run examples at all (e.g. the procd given does not boot)."""

@@ -1,0 +1,105 @@
+"""`python -m emu fuzz`: campaigns find procd's planted bugs within their budgets, pass the real
+procd, save each distinct failure once as a replay file, and are reproducible from their seed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from emu.cli import main
+from emu.elf import load_elf
+from procd_model.fuzz.campaign import Campaign, Failure
+from procd_model.fuzz.replayfile import ReplayFileError, read_replay, replay
+from procd_model.fuzz.target import ProcdTarget
+from procd_model.images import fixtures_dir
+
+FIXTURES = fixtures_dir()
+
+PLANTED_BUDGETS = {
+    "missing-badge-check": 400,
+    "generation-stuck": 400,
+    "length-off-by-one": 400,
+    "wider-rights": 400,
+}
+"""Examples within which a seed-0 campaign must find each planted bug."""
+
+
+def first_failure(procd: Path | None, examples: int, seed: int = 0) -> Failure | None:
+    image = load_elf(procd, "procd") if procd is not None else None
+    found: list[Failure] = []
+    Campaign(ProcdTarget(image), seed).run(examples=examples, until_failures=1, on_failure=found.append)
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize("bug", sorted(PLANTED_BUDGETS))
+def test_a_campaign_finds_each_planted_bug_within_its_budget(bug: str) -> None:
+    failure = first_failure(FIXTURES / f"procd-{bug}.elf", PLANTED_BUDGETS[bug])
+    assert failure is not None, f"procd-{bug}: not found in {PLANTED_BUDGETS[bug]} examples"
+    assert failure.steps, "a failure comes with the steps that reproduce it"
+
+
+def test_the_real_procd_passes_a_campaign() -> None:
+    assert first_failure(None, 300, seed=1) is None
+
+
+def test_a_campaign_is_reproducible_from_its_seed() -> None:
+    runs = []
+    for _ in range(2):
+        campaign = Campaign(ProcdTarget(), seed=7)
+        progress = campaign.run(examples=40)
+        runs.append((progress.examples, progress.invalid, progress.corpus, progress.blocks))
+    assert runs[0] == runs[1]
+
+
+def test_emu_fuzz_saves_each_failure_once_and_replay_reproduces_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    procd = FIXTURES / "procd-missing-badge-check.elf"
+    failures = tmp_path / "failures"
+    args = [
+        "fuzz",
+        "--procd",
+        str(procd),
+        "--examples",
+        "300",
+        "--db",
+        str(tmp_path / "db"),
+        "--failures",
+        str(failures),
+    ]
+    assert main(args) == 1
+    saved = sorted(failures.glob("*.replay.json"))
+    assert saved, "a failure was saved"
+    assert all(json.loads(p.read_text())["format"] == "procd-emu-replay" for p in saved)
+    keys = [read_replay(p).key for p in saved]
+    assert len(keys) == len(set(keys)), "each distinct failure is saved once"
+    again = replay(read_replay(saved[0]))
+    assert again is not None and again.key == keys[0], "the replay file reproduces its failure"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "not a replay file"),
+        ("{}", "not a replay file"),
+        ('{"format": "procd-emu-replay", "version": 9}', "version 9"),
+        (
+            '{"format": "procd-emu-replay", "version": 1, "failure": {}, "procd": {}, "campaign": {}, "steps": []}',
+            '"steps"',
+        ),
+        ("\x00\xff", "not a replay file"),
+    ],
+)
+def test_a_bad_replay_file_is_one_clear_line(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "bad.replay.json"
+    path.write_text(text, encoding="latin-1")
+    with pytest.raises(ReplayFileError, match=problem) as caught:
+        read_replay(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_fuzz_refuses_a_procd_that_is_not_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fuzz", "--procd", str(FIXTURES / "phase0-exit.elf"), "--examples", "1", "--db", "none"]) == 2
+    assert "not a procd image" in capsys.readouterr().err
