@@ -57,6 +57,12 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
         metavar="NAME|FILE",
         help="run a built-in scenario (see `python -m emu scenarios`) or a scenario file (.toml)",
     )
+    run.add_argument(
+        "--procd",
+        type=Path,
+        metavar="ELF",
+        help="run the scenario (default or --scenario) with this procd build instead of the committed one",
+    )
     run.add_argument("--format", choices=FORMATS, default="text", help="trace format (default: text)")
     run.add_argument("--out", metavar="FILE", help="write the trace to FILE instead of stdout")
     run.add_argument(
@@ -95,7 +101,7 @@ def scenarios_command(args: argparse.Namespace) -> int:
 
 def _input_files(args: argparse.Namespace, world: World) -> list[Path]:
     """The files the run may read, which an output must never overwrite."""
-    files = [args.image] if args.image is not None else []
+    files = [path for path in (args.image, args.procd) if path is not None]
     if args.scenario is not None and os.path.exists(args.scenario):
         files.append(Path(args.scenario))
     return files + world.input_files()
@@ -145,7 +151,7 @@ def run_command(args: argparse.Namespace) -> int:
         probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
         own = {e.option: e.make_probe() for e in chosen if e.make_probe is not None}
         instrument = _chain(probes, *own.values()) if own else probes
-        outcome = world.run(RunRequest(args.image, args.max_instructions, instrument, args.scenario), trace)
+        outcome = world.run(RunRequest(args.image, args.max_instructions, instrument, args.scenario, args.procd), trace)
         emit_summary(trace, outcome)
         writer.flush()
         trace_out.commit()

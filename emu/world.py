@@ -36,6 +36,8 @@ class RunRequest:
     instrument: Instrument | None = None
     scenario: str | None = None
     """A scenario the world knows by name, or a scenario file."""
+    procd: Path | None = None
+    """A procd build to run in the scenario instead of the world's own (`--procd`)."""
 
 
 @dataclass(frozen=True)

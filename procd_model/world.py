@@ -3,7 +3,9 @@
 Default scenario: rootd boots the committed procd, which spawns `phase0-exit` on rootd's request.
 An IMAGE whose .erix_image note says it is procd replaces the committed procd in that scenario;
 any other IMAGE runs alone as the root process with a generic envelope (role GENERIC, or the role
-its .erix_image note declares).
+its .erix_image note declares). `--procd ELF` (RunRequest.procd) replaces the committed procd in
+the default scenario or any `--scenario`; a scenario may name its own ELF files as images
+(procd_model/scenario_images.py).
 """
 
 from __future__ import annotations
@@ -39,22 +41,26 @@ from procd_model.rootd import (
     default_procd_boot,
 )
 from procd_model.scenario import Scenario, ScenarioError, builtin_scenarios, load_scenario, unmet_expectations
+from procd_model.scenario_images import UserImage
 
 DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
 
 
 def run(request: RunRequest, trace: Trace) -> RunOutcome:
     instrument = request.instrument
+    procd = None if request.procd is None else load_procd(request.procd)
     if request.scenario is not None:
         if request.image is not None:
-            raise InputError("give an IMAGE or --scenario, not both")
+            raise InputError("give an IMAGE or --scenario, not both (a procd build goes in --procd)")
         try:
             scenario = load_scenario(request.scenario)
         except ScenarioError as exc:
             raise InputError(str(exc)) from None
-        return run_scenario(trace, scenario, request.max_instructions, instrument)
+        return run_scenario(trace, scenario, request.max_instructions, instrument, procd_image=procd)
     if request.image is None:
-        return run_bootstrap(trace, request.max_instructions, instrument=instrument)
+        return run_bootstrap(trace, request.max_instructions, procd_image=procd, instrument=instrument)
+    if procd is not None:
+        raise InputError("give an IMAGE or --procd, not both (--procd runs a scenario with that procd)")
     image = _load_user_image(request.image)
     if image_role(image) is Role.PROCD:
         return run_bootstrap(trace, request.max_instructions, procd_image=image, instrument=instrument)
@@ -62,7 +68,12 @@ def run(request: RunRequest, trace: Trace) -> RunOutcome:
 
 
 def run_scenario(
-    trace: Trace, scenario: Scenario, max_instructions: int, instrument: Instrument | None = None
+    trace: Trace,
+    scenario: Scenario,
+    max_instructions: int,
+    instrument: Instrument | None = None,
+    *,
+    procd_image: ElfImage | None = None,
 ) -> RunOutcome:
     """rootd spawns the scenario's manifest through procd; its expectations decide the outcome.
 
@@ -79,6 +90,8 @@ def run_scenario(
         trace,
         max_instructions,
         manifest=scenario.manifest,
+        procd_image=procd_image,
+        images=scenario.images,
         instrument=instrument,
         services=scenario.services,
         extra_checks=lambda kernel: unmet_expectations(scenario, kernel.logs),
@@ -127,8 +140,26 @@ def _load_user_image(path: Path) -> ElfImage:
         raise InputError(str(exc)) from None
 
 
-def make_kernel(trace: Trace, procd_image: ElfImage | None = None, instrument: Instrument | None = None) -> Kernel:
+def load_procd(path: Path) -> ElfImage:
+    """A user's procd build (`--procd`): an ELF whose .erix_image note declares role PROCD."""
+    image = _load_user_image(path)
+    role = image_role(image)
+    if role is not Role.PROCD:
+        declared = "has no valid .erix_image note" if role is None else f"declares role {role.name}"
+        raise InputError(f"{path}: not a procd image (it {declared}; procd's declares PROCD)")
+    return image
+
+
+def make_kernel(
+    trace: Trace,
+    procd_image: ElfImage | None = None,
+    instrument: Instrument | None = None,
+    images: tuple[UserImage, ...] = (),
+) -> Kernel:
+    """A kernel whose CREATE_PROCESS loads the boot images, `procd_image` for procd if given, and
+    a scenario's own ELF files (`images`) by their ids."""
     procd_id = boot_image_named("procd").image_id
+    own = {image.image_id: image.image for image in images}
     if procd_image is not None:
         # A user's procd stands in for the boot image "procd": it is named so (in the trace, and
         # for scenario injections), wherever its file lies.
@@ -137,6 +168,8 @@ def make_kernel(trace: Trace, procd_image: ElfImage | None = None, instrument: I
     def loader(image_id: int) -> ElfImage | None:
         if procd_image is not None and image_id == procd_id:
             return procd_image
+        if image_id in own:
+            return own[image_id]
         try:
             return load_boot_image(image_id)
         except KeyError:
@@ -158,13 +191,14 @@ def run_bootstrap(
     extra_checks: Callable[[Kernel], list[str]] | None = None,
     prepare: Callable[[Kernel], None] | None = None,
     before_procd: tuple[Role, ...] = (),
+    images: tuple[UserImage, ...] = (),
 ) -> RunOutcome:
     """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected.
 
     With `services`, rootd first starts named, timed and the interrupt notification, and hands
     procd capabilities to them for the test images.
     """
-    kernel = make_kernel(trace, procd_image, instrument)
+    kernel = make_kernel(trace, procd_image, instrument, images)
     if boot is None:
         boot = default_procd_boot(with_services=services is not None, started=before_procd)
     rootd = Rootd(kernel, list(manifest), boot, services, before_procd=before_procd)
