@@ -23,6 +23,7 @@ from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
 from emu.accounting import STOP_CYCLES, STOP_INSNS, STOP_NONE, STOP_UNKNOWN, UNLIMITED, Accountant, CostFunction
 from emu.cpuid import cpuid_leaf
+from emu.debugstop import DebugStops
 from emu.elf import ElfImage
 from emu.events import MILLICYCLES_PER_CYCLE
 from emu.faults import Fault as Fault
@@ -42,6 +43,8 @@ class TrapKind(Enum):
     SYSCALL = "syscall"
     FAULT = "fault"
     BUDGET = "budget"
+    DEBUG = "debug"
+    """A breakpoint or a finished step stopped the guest before the instruction at rip."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class GuestCpu:
             registers.regs,
             registers.set_regs,
         )
+        self.registers, self.debug = registers, DebugStops(self._uc)
         self._closed = False
         self._acct = Accountant(self._uc, cost_of)
         self._state = self._acct.state
@@ -224,6 +228,7 @@ class GuestCpu:
         self._syscall = False
         faults = self._faults
         faults.reset()
+        self.debug.hit = None
         self._exact_tail = exact_tail
         error: unicorn.UcError | None = None
         step_hook = None
@@ -246,6 +251,9 @@ class GuestCpu:
         rip = self.reg("rip")
         if faults.fault is None and error is not None:
             faults.fault = faults.from_error(error, rip)
+        if faults.fault is None and not self._syscall and self.debug.hit is not None:
+            self._settle_to(rip)  # stopped before `rip`, as a fault inside a block is settled
+            return Trap(TrapKind.DEBUG, rip)
         log = self._insn_log
         if faults.fault is None and not self._syscall and log is not None and log.stopped():
             # The instruction log stopped before `rip` ran: give back the block's tail, let the

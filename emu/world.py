@@ -15,6 +15,7 @@ from typing import Any, Protocol, cast
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
 from emu.events import KERNEL_PID, NO_FACTS, SUMMARY, ModelFacts
+from emu.gdbstub.target import Debugger
 from emu.trace import Trace
 
 DEFAULT_WORLD = "procd_model.world"
@@ -38,6 +39,8 @@ class RunRequest:
     """A scenario the world knows by name, or a scenario file."""
     procd: Path | None = None
     """A procd build to run in the scenario instead of the world's own (`--procd`)."""
+    debugger: Debugger | None = None
+    """A gdb server (`--gdb`) the world's run loop stops for (emu/gdbstub/target.py)."""
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from emu.elf import ElfError, ElfImage, Perm, load_elf
+from emu.gdbstub.target import Debugger
 from emu.trace import Trace
 from emu.world import InputError, Instrument, RunOutcome, RunRequest
 from procd_model.abi import CapPurpose, CapType, Rights, Role, RootdStatus, Status
 from procd_model.caps import Capability, CapTable
+from procd_model.debug import attach_debugger
 from procd_model.images import (
     BOOT_IMAGES,
     boot_image_named,
@@ -56,15 +58,21 @@ def run(request: RunRequest, trace: Trace) -> RunOutcome:
             scenario = load_scenario(request.scenario)
         except ScenarioError as exc:
             raise InputError(str(exc)) from None
-        return run_scenario(trace, scenario, request.max_instructions, instrument, procd_image=procd)
+        return run_scenario(
+            trace, scenario, request.max_instructions, instrument, procd_image=procd, debugger=request.debugger
+        )
     if request.image is None:
-        return run_bootstrap(trace, request.max_instructions, procd_image=procd, instrument=instrument)
+        return run_bootstrap(
+            trace, request.max_instructions, procd_image=procd, instrument=instrument, debugger=request.debugger
+        )
     if procd is not None:
         raise InputError("give an IMAGE or --procd, not both (--procd runs a scenario with that procd)")
     image = _load_user_image(request.image)
     if image_role(image) is Role.PROCD:
-        return run_bootstrap(trace, request.max_instructions, procd_image=image, instrument=instrument)
-    return run_alone(trace, image, request.max_instructions, instrument=instrument)
+        return run_bootstrap(
+            trace, request.max_instructions, procd_image=image, instrument=instrument, debugger=request.debugger
+        )
+    return run_alone(trace, image, request.max_instructions, instrument=instrument, debugger=request.debugger)
 
 
 def run_scenario(
@@ -74,6 +82,7 @@ def run_scenario(
     instrument: Instrument | None = None,
     *,
     procd_image: ElfImage | None = None,
+    debugger: Debugger | None = None,
 ) -> RunOutcome:
     """rootd spawns the scenario's manifest through procd; its expectations decide the outcome.
 
@@ -97,6 +106,7 @@ def run_scenario(
         extra_checks=lambda kernel: unmet_expectations(scenario, kernel.logs),
         prepare=prepare,
         before_procd=scenario.before_procd,
+        debugger=debugger,
     )
     halts = scenario.expect.halts
     if outcome.stop != "halted" or halts is None:
@@ -155,6 +165,7 @@ def make_kernel(
     procd_image: ElfImage | None = None,
     instrument: Instrument | None = None,
     images: tuple[UserImage, ...] = (),
+    debugger: Debugger | None = None,
 ) -> Kernel:
     """A kernel whose CREATE_PROCESS loads the boot images, `procd_image` for procd if given, and
     a scenario's own ELF files (`images`) by their ids."""
@@ -175,7 +186,10 @@ def make_kernel(
         except KeyError:
             return None
 
-    return Kernel(trace, image_loader=loader, instrument=instrument)
+    kernel = Kernel(trace, image_loader=loader, instrument=instrument)
+    if debugger is not None:
+        attach_debugger(kernel, debugger)
+    return kernel
 
 
 def run_bootstrap(
@@ -192,13 +206,14 @@ def run_bootstrap(
     prepare: Callable[[Kernel], None] | None = None,
     before_procd: tuple[Role, ...] = (),
     images: tuple[UserImage, ...] = (),
+    debugger: Debugger | None = None,
 ) -> RunOutcome:
     """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected.
 
     With `services`, rootd first starts named, timed and the interrupt notification, and hands
     procd capabilities to them for the test images.
     """
-    kernel = make_kernel(trace, procd_image, instrument, images)
+    kernel = make_kernel(trace, procd_image, instrument, images, debugger)
     if boot is None:
         boot = default_procd_boot(with_services=services is not None, started=before_procd)
     rootd = Rootd(kernel, list(manifest), boot, services, before_procd=before_procd)
@@ -254,19 +269,27 @@ def _bootstrap_halt(kernel: Kernel) -> str | None:
     return rootd.last_log or "bootstrap halted (rootd gave no reason)"
 
 
-def run_alone(trace: Trace, image: ElfImage, max_instructions: int, instrument: Instrument | None = None) -> RunOutcome:
+def run_alone(
+    trace: Trace,
+    image: ElfImage,
+    max_instructions: int,
+    instrument: Instrument | None = None,
+    debugger: Debugger | None = None,
+) -> RunOutcome:
     """Run `image` as the only process, with its own endpoint and a SEND-only kernel-control cap.
 
     The envelope names the role the image's .erix_image note declares, or GENERIC if it has none.
     """
-    kernel, proc = prepare_alone(trace, image, instrument)
+    kernel, proc = prepare_alone(trace, image, instrument, debugger)
     stop = kernel.run(max_instructions)
     return alone_outcome(kernel, proc, stop)
 
 
-def prepare_alone(trace: Trace, image: ElfImage, instrument: Instrument | None = None) -> tuple[Kernel, Process]:
+def prepare_alone(
+    trace: Trace, image: ElfImage, instrument: Instrument | None = None, debugger: Debugger | None = None
+) -> tuple[Kernel, Process]:
     """A kernel with `image` created and started as the root process, not yet run."""
-    kernel = make_kernel(trace, instrument=instrument)
+    kernel = make_kernel(trace, instrument=instrument, debugger=debugger)
     endpoint = kernel.new_endpoint(image.name)
     caps = CapTable()
     caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)
