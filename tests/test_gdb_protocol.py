@@ -3,14 +3,18 @@ command table over a fake target."""
 
 from __future__ import annotations
 
+import socket
 import xml.etree.ElementTree as ET
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from emu.cli import main
 from emu.gdbstub.commands import Action, ActionKind, Session
 from emu.gdbstub.packets import MAX_PACKET, EventKind, PacketReader, checksum, frame, unescape
 from emu.gdbstub.registers import BY_NAME, REGISTERS, target_xml
+from emu.gdbstub.server import parse_address
 from emu.gdbstub.target import Stop, StopKind, TargetError, ThreadInfo
 
 
@@ -148,3 +152,25 @@ def test_resume_packets_become_actions() -> None:
     assert s.handle(b"D;1") == Action(ActionKind.DETACH, reply=b"OK")
     assert s.handle(b"k") == Action(ActionKind.KILL)
     assert s.handle(b"vCont;t:2") == b""
+
+
+@pytest.mark.parametrize("address", ["notaport", "70000", "127.0.0.1:", ":-1", "host:12x"])
+def test_a_bad_gdb_address_is_one_line(address: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--gdb", address, "--trace", "none"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("emu: error: --gdb") and "PORT" in err[0], err
+
+
+def test_a_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["run", "--gdb", str(port), "--trace", "none"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"--gdb 127.0.0.1:{port}: cannot listen" in err[0], err
+
+
+def test_parse_address_defaults_to_loopback() -> None:
+    assert parse_address("0") == ("127.0.0.1", 0)
+    assert parse_address("1234") == ("127.0.0.1", 1234)
+    assert parse_address("0.0.0.0:99") == ("0.0.0.0", 99)
+    assert parse_address("[::1]:5") == ("::1", 5)
