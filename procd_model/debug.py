@@ -32,6 +32,8 @@ _FAULT_SIGNALS = {
 }
 """What gdb is told for a fault (any other: SIGSEGV)."""
 _NAMES = {"eflags": "rflags"}
+_READ_ONLY = frozenset(("cs", "ss", "ds", "es", "fs", "gs"))
+"""Writing a segment selector would reload the segment (and could leave 64-bit mode)."""
 """gdb's register names that differ from the emulator's."""
 
 
@@ -96,6 +98,8 @@ class KernelDebugTarget:
 
     def write_register(self, tid: int, name: str, value: int) -> None:
         cpu, name = self._cpu(tid), _NAMES.get(name, name)
+        if name in _READ_ONLY:
+            raise TargetError(f"{name} is read-only (a 64-bit flat segment)")
         if name in REGISTERS:
             cpu.set_reg(name, value)
         elif name in OTHER_REGISTERS:

@@ -27,11 +27,13 @@ _LISTENING = re.compile(rb"listening on ([0-9.]+):([0-9]+)")
 class Emulator:
     """`python -m emu run --gdb 0 ARGS` writing its JSONL trace to `trace`."""
 
-    def __init__(self, trace: Path, *args: str) -> None:
+    def __init__(self, trace: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.trace = trace
         command = [sys.executable, "-m", "emu", "run", "--gdb", "0", "--format", "jsonl", "--out", str(trace), *args]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment
+        )
         self._stderr = b""
         self.port = self._read_port()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
 from elfcraft import code_image
 from gdb_harness import ROOT, Emulator, RspClient, plain_digest
 
@@ -25,9 +26,11 @@ def rip_of(client: RspClient) -> int:
     return int.from_bytes(bytes.fromhex(client.ask(f"p{RIP:x}".encode()).decode()), "little")
 
 
-def test_breaks_steps_and_faults_leave_the_digest_unchanged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("accounting", ["native", "python"])
+def test_breaks_steps_and_faults_leave_the_digest_unchanged(tmp_path: Path, accounting: str) -> None:
+    """In both block accountings (emu/accounting.py): a stop inside a block gives back its tail."""
     args = ("--scenario", "phase0-fault-kill", "--trace", "none")
-    with Emulator(tmp_path / "t.jsonl", *args) as emu:
+    with Emulator(tmp_path / "t.jsonl", *args, env={"EMU_ACCOUNTING": accounting}) as emu:
         client = RspClient(emu.port)
         entry = client.ask(b"?")
         assert entry.startswith(b"T05thread:")  # procd, the first guest, at its first instruction
@@ -49,6 +52,16 @@ def test_breaks_steps_and_faults_leave_the_digest_unchanged(tmp_path: Path) -> N
             seen.add(rip_of(client))  # a `rep movs` stops once per iteration, as hardware steps it
         assert len(seen) > 100
         assert client.ask(f"z0,{LAUNCH.address:x},1".encode()) == b"OK"
+        stop = stop if client.ask(b"qC") != f"QC{procd:x}".encode() else client.ask(b"vCont;c")
+        while rip_of(client) != FAULT_KILL_ENTRY:  # a step of procd's may still be due first
+            stop = client.ask(b"vCont;c")
+        child = int(stop.split(b"thread:")[1].split(b";")[0], 16)
+        assert stop == f"T05thread:{child:x};swbreak:;".encode() and child != procd
+        child_rips = [rip_of(client)]
+        for _ in range(20):  # steps in the child's own address space
+            assert client.ask(f"vCont;s:{child:x};c".encode()) == f"T05thread:{child:x};".encode()
+            child_rips.append(rip_of(client))
+        assert len(set(child_rips)) > 10
         stop = client.ask(b"vCont;c")
         while not stop.startswith(b"T0b"):  # the fault: SIGSEGV, in phase0-fault-kill's thread
             assert stop.startswith(b"T05"), stop
@@ -89,6 +102,7 @@ def test_a_hostile_client_never_takes_the_emulator_down(tmp_path: Path) -> None:
         for bad in (b"mzz,4", b"p999", b"Hgzz", b"Z0", b"M400000,4:zz", b"X1,2:", b"qXfer:features:read:target.xml:zz"):
             assert client.ask(bad).startswith(b"E"), bad
         assert client.ask(b"m0,10") == b"E0E"  # unmapped
+        assert client.ask(f"P{BY_NAME['cs']:x}=00000000".encode()) == b"E0E"  # segments are read-only
         assert client.ask(b"Hg63") == b"E0E"  # no such thread
         assert client.ask(b"T63") == b"E0E"
         assert client.ask(b"qNoSuchThing") == b""

@@ -107,8 +107,11 @@ def _big_g(session: Session, args: bytes) -> bytes:
     for register in REGISTERS:
         text = args[offset : offset + 2 * register.size]
         offset += 2 * register.size
-        if register.name not in UNMODELLED and b"x" not in text:
-            session.target.write_register(tid, register.name, decode_value(register, text))
+        if register.name in UNMODELLED or b"x" in text:
+            continue
+        value = decode_value(register, text)
+        if value != _read(session, tid, register.name):  # gdb sends every register; write the changed
+            session.target.write_register(tid, register.name, value)
     return OK
 
 
