@@ -144,8 +144,8 @@ class GuestCpu:
         state = self._state
 
         def on_block(uc: unicorn.Uc, address: int, size: int, _user: object) -> None:
-            if state.stop != STOP_NONE or state.paused:
-                return  # the accounting hook stopped before this block: it will not run now
+            if state.stop != STOP_NONE or state.paused or (address, int(state.block_insns)) == self._resumed_at:
+                return  # not run now (a budget stop), or the rest of a block shown already (a debug stop)
             probe(
                 address,
                 size,
@@ -253,6 +253,9 @@ class GuestCpu:
             faults.fault = faults.from_error(error, rip)
         if faults.fault is None and not self._syscall and self.debug.hit is not None:
             self._settle_to(rip)  # stopped before `rip`, as a fault inside a block is settled
+            self._resumed_at = (rip, int(state.insns))
+            if self._insn_log is not None:
+                self._insn_log.retract(rip)
             return Trap(TrapKind.DEBUG, rip)
         log = self._insn_log
         if faults.fault is None and not self._syscall and log is not None and log.stopped():
@@ -323,6 +326,8 @@ class GuestCpu:
     # -------------------------------------------------------------------- hooks
 
     _step_cost = 0
+    _resumed_at: tuple[int, int] | None = None
+    """(rip, instructions) where a debug stop left the guest: block probes skip the resumed rest."""
 
     def _on_step(self, uc: unicorn.Uc, address: int, size: int, _user: object) -> None:
         state = self._state

@@ -8,10 +8,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import capstone
 import pytest
 from elfcraft import code_image
 from gdb_harness import ROOT, Emulator, RspClient, plain_digest
 
+from emu.cli import main
 from emu.elf import load_elf
 from emu.gdbstub.packets import MAX_PACKET, frame
 from emu.gdbstub.registers import BY_NAME
@@ -20,6 +22,14 @@ PROCD = load_elf(ROOT / "fixtures" / "elf" / "procd.elf")
 LAUNCH = next(s for s in PROCD.symbols if s.name.endswith("::launch"))
 FAULT_KILL_ENTRY = load_elf(ROOT / "fixtures" / "elf" / "phase0-fault-kill.elf").entry
 RIP = BY_NAME["rip"]
+
+
+def instruction(address: int, index: int) -> int:
+    """The address of the `index`th instruction from `address` in procd."""
+    segment = next(s for s in PROCD.segments if s.vaddr <= address < s.end)
+    code = segment.data[address - segment.vaddr :]
+    decoded = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm_lite(code, address, index + 1)
+    return [insn[0] for insn in decoded][index]
 
 
 def rip_of(client: RspClient) -> int:
@@ -136,3 +146,23 @@ def test_detach_lets_the_run_finish(tmp_path: Path) -> None:
         code, _err = emu.finish()
         assert code == 0
         assert emu.events()[-1]["digest"] == plain_digest(tmp_path)
+
+
+@pytest.mark.parametrize(("level", "form"), [("insn", "text"), ("insn", "jsonl"), ("block", "jsonl")])
+def test_block_and_instruction_traces_are_unchanged_by_stops(tmp_path: Path, level: str, form: str) -> None:
+    """A stop inside a block shows neither that block again nor the instruction it stopped before."""
+    stop_at = instruction(LAUNCH.address, 10)  # inside launch's first block, after its prologue
+    with Emulator(tmp_path / "t.out", "--trace", level, "--format", form) as emu:
+        client = RspClient(emu.port)
+        client.ask(b"?")
+        client.ask(f"Z0,{stop_at:x},1".encode())
+        stop = client.ask(b"vCont;c")
+        tid = stop.split(b"thread:")[1].split(b";")[0]
+        for _ in range(30):
+            client.ask(b"vCont;s:" + tid + b";c")
+        client.ask(b"D")
+        client.close()
+        assert emu.finish()[0] == 0
+    plain = tmp_path / "plain.out"
+    main(["run", "--trace", level, "--format", form, "--out", str(plain)])
+    assert (tmp_path / "t.out").read_bytes() == plain.read_bytes()
