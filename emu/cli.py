@@ -111,7 +111,7 @@ def _input_files(args: argparse.Namespace, world: World) -> list[Path]:
     files = [path for path in (args.image, args.procd) if path is not None]
     if args.scenario is not None and os.path.exists(args.scenario):
         files.append(Path(args.scenario))
-    return files + world.input_files()
+    return files + world.input_files(args.scenario)
 
 
 def _output_targets(args: argparse.Namespace, world: World) -> dict[str, Target]:

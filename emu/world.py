@@ -79,9 +79,9 @@ class World(Protocol):
         """(name, one-line description) of the scenarios the world ships."""
         ...
 
-    def input_files(self) -> list[Path]:
-        """Files any run may read besides IMAGE and a scenario file (its committed images, its
-        scenarios): outputs must never overwrite them."""
+    def input_files(self, scenario: str | None = None) -> list[Path]:
+        """Files a run may read besides IMAGE and a scenario file (its committed images, its
+        scenarios, files `scenario` names): outputs must never overwrite them."""
         ...
 
 

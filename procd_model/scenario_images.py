@@ -36,6 +36,8 @@ class UserImage:
     image_id: int
     name: str
     image: ElfImage
+    path: Path
+    """The file it was read from (resolved)."""
 
 
 class ImageFiles:
@@ -70,5 +72,5 @@ class ImageFiles:
         except (ElfError, ImageLayoutError) as exc:
             problem = str(exc).removeprefix(f"{name}: ")
             raise SchemaError(key, f"{echo(written)}: {problem}") from None
-        self._by_file[real] = UserImage(USER_IMAGE_BASE + len(self._by_file), name, image)
+        self._by_file[real] = UserImage(USER_IMAGE_BASE + len(self._by_file), name, image, real)
         return name

@@ -10,6 +10,7 @@ the default scenario or any `--scenario`; a scenario may name its own ELF files 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -132,9 +133,18 @@ def scenarios() -> list[tuple[str, str]]:
     return [(s.name, s.description) for s in builtin_scenarios()]
 
 
-def input_files() -> list[Path]:
-    """The files any run may read besides the user's: the committed boot images and the built-in
-    scenarios. The command line refuses an output that would overwrite one of them."""
+def input_files(scenario: str | None = None) -> list[Path]:
+    """The files a run may read besides IMAGE and a scenario file: the committed boot images, the
+    built-in scenarios, and the ELF files `scenario` names. The command line refuses an output that
+    would overwrite one of them."""
+    own: list[Path] = []
+    if scenario is not None:
+        with contextlib.suppress(ScenarioError):  # the run itself reports a bad scenario
+            own = [image.path for image in load_scenario(scenario).images]
+    return own + _shipped_files()
+
+
+def _shipped_files() -> list[Path]:
     scenario_files = sorted((Path(__file__).resolve().parent / "scenarios").glob("*.toml"))
     try:
         images = fixtures_dir()

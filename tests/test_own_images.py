@@ -161,3 +161,19 @@ def test_an_image_overlapping_kernel_pages_is_refused_at_load(
     path = scenario(tmp_path, "low.elf")
     assert main(["run", "--scenario", str(path), "--trace", "none"]) == 2
     assert "spawn[0].image: 'low.elf': segment" in one_error_line(capsys)
+
+
+def test_an_output_never_overwrites_an_image_the_scenario_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = tmp_path / "client.elf"
+    shutil.copy(ELF / "phase0-exit.elf", client)
+    path = scenario(tmp_path, "client.elf")
+    before = client.read_bytes()
+    assert main(["run", "--scenario", str(path), "--out", str(client)]) == 2
+    assert "is the input file" in one_error_line(capsys)
+    assert client.read_bytes() == before
+    procd = tmp_path / "procd.elf"
+    shutil.copy(ELF / "procd.elf", procd)
+    assert main(["run", "--procd", str(procd), "--out", str(procd)]) == 2
+    assert "is the input file" in one_error_line(capsys)
