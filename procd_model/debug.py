@@ -194,9 +194,12 @@ class DebugPort:
             self._stop(Stop(StopKind.ENTRY, proc.pid))
 
     def poll(self, last_pid: int) -> None:
-        """Between turns: a Ctrl-C from the client stops the machine here."""
+        """Between turns: a Ctrl-C from the client stops the machine here, reported in the guest
+        that ran last (or the first live guest, when a modelled peer or the kernel ran last)."""
         if self._entered and self.debugger.interrupted():
-            self._stop(Stop(StopKind.INTERRUPT, last_pid, signal.SIGINT))
+            guests = [thread.tid for thread in self.target.threads()]
+            tid = last_pid if last_pid in guests or not guests else guests[0]
+            self._stop(Stop(StopKind.INTERRUPT, tid, signal.SIGINT))
 
     def trapped(self, proc: Process, hit: DebugHit | None) -> None:
         kind = StopKind.BREAKPOINT if hit is DebugHit.BREAKPOINT else StopKind.STEP
