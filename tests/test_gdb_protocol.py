@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emu.cli import main
-from emu.gdbstub.commands import Action, ActionKind, Session
+from emu.gdbstub.commands import COMMANDS, Action, ActionKind, Session
 from emu.gdbstub.packets import MAX_PACKET, EventKind, PacketReader, checksum, frame, unescape
 from emu.gdbstub.registers import BY_NAME, REGISTERS, target_xml
 from emu.gdbstub.server import parse_address
@@ -174,3 +174,20 @@ def test_parse_address_defaults_to_loopback() -> None:
     assert parse_address("1234") == ("127.0.0.1", 1234)
     assert parse_address("0.0.0.0:99") == ("0.0.0.0", 99)
     assert parse_address("[::1]:5") == ("::1", 5)
+
+
+PREFIXES = [prefix for prefix, _ in COMMANDS]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PREFIXES), st.binary(max_size=60) | st.text("0123456789abcdefx,:;=-p.", max_size=40))
+def test_any_packet_gets_an_answer_never_an_exception(prefix: bytes, tail: bytes | str) -> None:
+    s, _ = session()
+    answer = s.handle(prefix + (tail.encode() if isinstance(tail, str) else tail))
+    assert isinstance(answer, (bytes, Action))
+
+
+def test_addresses_beyond_64_bits_are_refused() -> None:
+    s, target = session()
+    assert s.handle(b"Z0,10000000000000000,1") == b"E01" and not target.breakpoints
+    assert s.handle(b"m10000000000000000,1") == b"E01"

@@ -5,6 +5,7 @@ client (garbage, bad checksums, oversized packets, an abrupt close) takes the em
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 
@@ -166,3 +167,16 @@ def test_block_and_instruction_traces_are_unchanged_by_stops(tmp_path: Path, lev
     plain = tmp_path / "plain.out"
     main(["run", "--trace", level, "--format", form, "--out", str(plain)])
     assert (tmp_path / "t.out").read_bytes() == plain.read_bytes()
+
+
+def test_a_flood_of_packets_ends_the_session_not_the_run(tmp_path: Path) -> None:
+    with Emulator(tmp_path / "t.jsonl") as emu:
+        client = RspClient(emu.port)
+        client.sock.sendall(frame(b"?") * 5000)
+        with contextlib.suppress(ConnectionError):  # a reset, when it hangs up on unread packets
+            while client.sock.recv(1 << 16):  # the stub answers some, then hangs up
+                pass
+        client.close()
+        code, err = emu.finish()
+        assert code == 0, err
+        assert "packets without waiting" in err

@@ -42,7 +42,11 @@ Handler = Callable[["Session", bytes], "bytes | Action"]
 
 
 def _hex(value: bytes) -> int:
-    return int(value.decode("ascii"), 16)
+    """A hex number of at most 64 bits (ValueError otherwise: addresses, lengths, thread ids)."""
+    number = int(value.decode("ascii"), 16)
+    if not 0 <= number < 1 << 64:
+        raise ValueError(f"{number:#x} is not a 64-bit value")
+    return number
 
 
 def _tid(text: bytes) -> int:

@@ -21,6 +21,8 @@ from emu.gdbstub.packets import Event, EventKind, PacketReader, frame
 from emu.gdbstub.target import DebugTarget, Resume, Stop, StopKind
 
 READ_BYTES = 1 << 16
+MAX_QUEUED = 1024
+"""Packets a client may send ahead of our replies (gdb sends one at a time) before we hang up."""
 
 
 class Disconnected(Exception):
@@ -75,6 +77,8 @@ class Connection:
         if not data:
             raise Disconnected("the client closed the connection")
         self._queued.extend(self._reader.feed(data))
+        if len(self._queued) > MAX_QUEUED:
+            raise Disconnected(f"the client sent more than {MAX_QUEUED} packets without waiting for replies")
 
     def send(self, data: bytes) -> None:
         try:
@@ -163,11 +167,21 @@ class GdbServer:
             if event.kind is EventKind.INTERRUPT:
                 continue  # already stopped
             self._conn.send(b"+")
-            answer = self._session.handle(event.payload)
+            answer = self._answer(event.payload)
             if isinstance(answer, bytes):
                 self._send_packet(answer)
                 continue
             return self._act(answer)
+
+    def _answer(self, payload: bytes) -> bytes | Action:
+        """The session's answer; a fault of ours in a handler is logged and answered E7F, so no
+        packet can end the run."""
+        assert self._session is not None
+        try:
+            return self._session.handle(payload)
+        except Exception as exc:  # the run must outlive any one packet
+            self._log(f"gdb: error answering {payload[:40]!r}: {type(exc).__name__}: {exc}")
+            return b"E7F"
 
     def _act(self, action: Action) -> Resume:
         assert self._conn is not None and self._session is not None and self._target is not None
