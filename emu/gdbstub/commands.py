@@ -1,9 +1,10 @@
 """The gdb remote commands: a table from packet prefix to handler, over a `DebugTarget`.
 
 `Session.handle(payload)` answers one packet with a reply payload, or with an `Action` when the
-client resumes (continue, step), detaches or kills. Malformed arguments get `E01`, a request the
-target refuses `E0E` (or `E03` for a thread that is gone); an unknown packet gets the empty reply
-that means "not supported". Threads are processes (`tid` = pid), each its own address space.
+client resumes (continue, step), detaches or kills. Malformed arguments (and numbers beyond 64
+bits) get `E01`, a request the target refuses (unmapped memory, a thread that is gone, a read-only
+register) `E0E`; an unknown packet gets the empty reply that means "not supported". Threads are
+processes (`tid` = pid), each its own address space.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from emu.gdbstub.packets import PACKET_SIZE
 from emu.gdbstub.registers import REGISTERS, UNMODELLED, decode_value, encode_value
 from emu.gdbstub.target import DebugTarget, Stop, StopKind, TargetError
 
-OK, ERR_ARGS, ERR_THREAD, ERR_TARGET = b"OK", b"E01", b"E03", b"E0E"
+OK, ERR_ARGS, ERR_TARGET = b"OK", b"E01", b"E0E"
 MAX_MEMORY = PACKET_SIZE // 2 - 16
 """Bytes one `m` reply may carry (two hex digits each)."""
 FEATURES = f"PacketSize={PACKET_SIZE:x};qXfer:features:read+;qXfer:threads:read+;swbreak+;vContSupported+"
