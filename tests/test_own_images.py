@@ -9,6 +9,7 @@ scenario file and the key, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -146,6 +147,23 @@ def test_a_bad_image_file_is_one_line_naming_file_and_key(
     line = one_error_line(capsys)
     assert line.startswith(f"emu: error: {path}: spawn[0].image: "), line
     assert problem in line, line
+
+
+def test_a_fifo_or_a_control_character_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    os.mkfifo(tmp_path / "pipe.elf")
+    for image, problem in (("pipe.elf", "FIFO"), ("a\\u0007.elf", "not a usable file name")):
+        path = scenario(tmp_path, image)
+        assert main(["run", "--scenario", str(path), "--trace", "none"]) == 2
+        line = one_error_line(capsys)
+        assert line.startswith(f"emu: error: {path}: spawn[0].image: ") and problem in line, line
+
+
+def test_an_absolute_path_works_too(tmp_path: Path) -> None:
+    shutil.copy(ELF / "phase0-exit.elf", tmp_path / "abs.elf")
+    (tmp_path / "scenarios").mkdir()
+    path = scenario(tmp_path / "scenarios", str(tmp_path / "abs.elf"))
+    code, events = run_jsonl(tmp_path, "--scenario", str(path))
+    assert code == 0, events[-1]
 
 
 def test_a_bad_inject_image_file_names_its_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
