@@ -155,7 +155,8 @@ class KernelDebugTarget:
         for pid, proc in sorted(self._kernel.procs.items()):
             guest = isinstance(proc.context, GuestContext)
             retired = str(proc.context.cpu.retired) if isinstance(proc.context, GuestContext) else "-"
-            rows.append(f"{pid:>4}  {proc.name:<24} {'guest' if guest else 'actor':<6} {retired:>12}  {describe(proc)}")
+            doing = "running" if pid == self._kernel.state.running else describe(proc)
+            rows.append(f"{pid:>4}  {proc.name:<24} {'guest' if guest else 'actor':<6} {retired:>12}  {doing}")
         return rows
 
 
