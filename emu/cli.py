@@ -18,6 +18,7 @@ from emu.elf import ElfImage
 from emu.export import process_names
 from emu.export.registry import Destination, Exporter, RunView, exporters
 from emu.fuzzcli import add_fuzz_command, fuzz_command
+from emu.gdbstub.server import GdbServer, GdbServerError, parse_address
 from emu.instrument import TraceProbes
 from emu.interrupt import Interrupted, handling_signals
 from emu.output import STDOUT, OutputError, Outputs, Target, check_distinct, input_identities, resolve_target
@@ -59,6 +60,18 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
         metavar="NAME|FILE",
         help="run a built-in scenario (see `python -m emu scenarios`) or a scenario file (.toml)",
     )
+    run.add_argument(
+        "--procd",
+        type=Path,
+        metavar="ELF",
+        help="run the scenario (default or --scenario) with this procd build instead of the committed one",
+    )
+    run.add_argument(
+        "--gdb",
+        metavar="[HOST:]PORT",
+        help="serve the GDB remote protocol on PORT (127.0.0.1 unless HOST is given; 0 picks a free port) "
+        "and wait for a client at the first guest instruction",
+    )
     run.add_argument("--format", choices=FORMATS, default="text", help="trace format (default: text)")
     run.add_argument("--out", metavar="FILE", help="write the trace to FILE instead of stdout")
     run.add_argument(
@@ -98,10 +111,10 @@ def scenarios_command(args: argparse.Namespace) -> int:
 
 def _input_files(args: argparse.Namespace, world: World) -> list[Path]:
     """The files the run may read, which an output must never overwrite."""
-    files = [args.image] if args.image is not None else []
+    files = [path for path in (args.image, args.procd) if path is not None]
     if args.scenario is not None and os.path.exists(args.scenario):
         files.append(Path(args.scenario))
-    return files + world.input_files()
+    return files + world.input_files(args.scenario)
 
 
 def _output_targets(args: argparse.Namespace, world: World) -> dict[str, Target]:
@@ -136,9 +149,35 @@ def _chain(*instruments: Instrument) -> Instrument:
     return instrument
 
 
+def _gdb_server(address: str | None) -> GdbServer | None:
+    """The gdb server `--gdb` asks for, listening (its address printed on stderr), or None."""
+    if address is None:
+        return None
+    try:
+        host, port = parse_address(address)
+        server = GdbServer(host, port, log=lambda line: print(f"emu: {line}", file=sys.stderr, flush=True))
+    except ValueError as exc:
+        raise InputError(f"--gdb: {exc}") from None
+    except GdbServerError as exc:
+        raise InputError(str(exc)) from None
+    print(f"emu: gdb: listening on {server.address[0]}:{server.address[1]}", file=sys.stderr, flush=True)
+    return server
+
+
 def run_command(args: argparse.Namespace) -> int:
     world = load_world(args.world)
     targets = _output_targets(args, world)
+    server = _gdb_server(args.gdb)
+    exit_code = EXIT_GUEST_FAILED
+    try:
+        exit_code = _run(args, world, targets, server)
+        return exit_code
+    finally:
+        if server is not None:
+            server.finished(exit_code)
+
+
+def _run(args: argparse.Namespace, world: World, targets: dict[str, Target], server: GdbServer | None) -> int:
     chosen = _chosen(args)
     with Outputs() as outputs:
         trace_out = outputs.open(targets["--out"])
@@ -148,7 +187,9 @@ def run_command(args: argparse.Namespace) -> int:
         probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
         own = {e.option: e.make_probe() for e in chosen if e.make_probe is not None}
         instrument = _chain(probes, *own.values()) if own else probes
-        outcome = world.run(RunRequest(args.image, args.max_instructions, instrument, args.scenario), trace)
+        outcome = world.run(
+            RunRequest(args.image, args.max_instructions, instrument, args.scenario, args.procd, server), trace
+        )
         emit_summary(trace, outcome)
         writer.flush()
         trace_out.commit()

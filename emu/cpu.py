@@ -24,6 +24,7 @@ from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 from emu.accounting import STOP_CYCLES, STOP_INSNS, STOP_NONE, STOP_UNKNOWN, UNLIMITED, Accountant, CostFunction
 from emu.coverage import BlockCoverage, CoverageMap
 from emu.cpuid import cpuid_leaf
+from emu.debugstop import DebugStops
 from emu.elf import ElfImage
 from emu.events import MILLICYCLES_PER_CYCLE
 from emu.faults import Fault as Fault
@@ -43,6 +44,8 @@ class TrapKind(Enum):
     SYSCALL = "syscall"
     FAULT = "fault"
     BUDGET = "budget"
+    DEBUG = "debug"
+    """A breakpoint or a finished step stopped the guest before the instruction at rip."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class GuestCpu:
             registers.regs,
             registers.set_regs,
         )
+        self.registers, self.debug = registers, DebugStops(self._uc)
         self._closed = False
         self._acct = Accountant(self._uc, cost_of)
         self._state = self._acct.state
@@ -143,8 +147,8 @@ class GuestCpu:
         state = self._state
 
         def on_block(uc: unicorn.Uc, address: int, size: int, _user: object) -> None:
-            if state.stop != STOP_NONE or state.paused:
-                return  # the accounting hook stopped before this block: it will not run now
+            if state.stop != STOP_NONE or state.paused or (address, int(state.block_insns)) == self._resumed_at:
+                return  # not run now (a budget stop), or the rest of a block shown already (a debug stop)
             probe(
                 address,
                 size,
@@ -234,6 +238,7 @@ class GuestCpu:
         self._syscall = False
         faults = self._faults
         faults.reset()
+        self.debug.hit = None
         self._exact_tail = exact_tail
         error: unicorn.UcError | None = None
         step_hook = None
@@ -256,6 +261,12 @@ class GuestCpu:
         rip = self.reg("rip")
         if faults.fault is None and error is not None:
             faults.fault = faults.from_error(error, rip)
+        if faults.fault is None and not self._syscall and self.debug.hit is not None:
+            self._settle_to(rip)  # stopped before `rip`, as a fault inside a block is settled
+            self._resumed_at = (rip, int(state.insns))
+            if self._insn_log is not None:
+                self._insn_log.retract(rip)
+            return Trap(TrapKind.DEBUG, rip)
         log = self._insn_log
         if faults.fault is None and not self._syscall and log is not None and log.stopped():
             # The instruction log stopped before `rip` ran: give back the block's tail, let the
@@ -325,6 +336,8 @@ class GuestCpu:
     # -------------------------------------------------------------------- hooks
 
     _step_cost = 0
+    _resumed_at: tuple[int, int] | None = None
+    """(rip, instructions) where a debug stop left the guest: block probes skip the resumed rest."""
 
     def _on_step(self, uc: unicorn.Uc, address: int, size: int, _user: object) -> None:
         state = self._state

@@ -25,6 +25,8 @@ from emu.trace import text_value
 NO_FRAGMENT = 0xFFFF_FFFF
 LOG_OK, LOG_FULL, LOG_MISSING = 0, 1, 2
 BUFFER_BYTES = 8 << 20
+TAIL_BYTES = 1 << 16
+"""Longer than any one line (symbols are bounded), so the last line starts within the tail."""
 Feed = Callable[[int, bytes, bytes], None]
 """feed(count, jsonl_lines, text_lines)"""
 
@@ -231,6 +233,31 @@ class InsnLog:
     def stopped(self) -> bool:
         return bool(self.state.stop)
 
+    def retract(self, address: int) -> None:
+        """Take back the last line if it is for `address` at the current count: a debugger stopped
+        the guest before that instruction ran, after this log's hook had written it."""
+        state = self.state
+        if not state.count:
+            return
+        icount = state.icount_base + int(self._acct.state.insns)
+        mark = b',"icount":%d,' % icount, b'"kind":"insn","address":"%s"' % f"{address:#x}".encode()
+        if self._py_json:
+            if all(part in self._py_json[-1] for part in mark):
+                self._py_json.pop()
+                if self._py_text:
+                    self._py_text.pop()
+                state.count, state.seq = state.count - 1, state.seq - 1
+            return
+        start = _last_line_start(self._json_buffer, state.json_len)
+        if all(
+            part in ctypes.string_at(ctypes.addressof(self._json_buffer) + start, state.json_len - start)
+            for part in mark
+        ):
+            state.json_len = start
+            if state.text:
+                state.text_len = _last_line_start(self._text_buffer, state.text_len)
+            state.count, state.seq = state.count - 1, state.seq - 1
+
     def service(self) -> None:
         """Deal with the stop the hook asked for: drain the buffers or learn the instruction."""
         state = self.state
@@ -257,6 +284,13 @@ class InsnLog:
         state.json_len = state.text_len = 0
         state.count = 0
         self._feed(count, jsonl, text)
+
+
+def _last_line_start(buffer: ctypes.Array[ctypes.c_char], length: int) -> int:
+    """Where the last newline-terminated line of `buffer[:length]` starts."""
+    tail_start = max(0, length - TAIL_BYTES)
+    tail = ctypes.string_at(ctypes.addressof(buffer) + tail_start, length - tail_start)
+    return tail_start + tail.rfind(b"\n", 0, len(tail) - 1) + 1
 
 
 def _ranges(addresses: list[int]) -> list[tuple[int, int]]:

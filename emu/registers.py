@@ -30,6 +30,15 @@ REGISTERS = {
     "rflags": x86_const.UC_X86_REG_RFLAGS,
 }
 
+OTHER_REGISTERS: dict[str, tuple[int, int]] = {
+    **{name: (getattr(x86_const, f"UC_X86_REG_{name.upper()}"), 16) for name in ("cs", "ss", "ds", "es", "fs", "gs")},
+    "fs_base": (x86_const.UC_X86_REG_FS_BASE, 64),
+    "gs_base": (x86_const.UC_X86_REG_GS_BASE, 64),
+    "mxcsr": (x86_const.UC_X86_REG_MXCSR, 32),
+    **{f"xmm{i}": (getattr(x86_const, f"UC_X86_REG_XMM{i}"), 128) for i in range(16)},
+}
+"""Registers only a debugger reads or writes: name -> (Unicorn id, width in bits)."""
+
 
 class _RegisterBatch:
     """Preallocated arguments for uc_reg_read_batch / uc_reg_write_batch."""
@@ -53,6 +62,14 @@ class RegisterFile:
 
     def set_reg(self, name: str, value: int) -> None:
         self._uc.reg_write(REGISTERS[name], value & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def other(self, name: str) -> int:
+        """A segment, SSE or base register (OTHER_REGISTERS)."""
+        return int(self._uc.reg_read(OTHER_REGISTERS[name][0]))
+
+    def set_other(self, name: str, value: int) -> None:
+        ident, bits = OTHER_REGISTERS[name]
+        self._uc.reg_write(ident, value & ((1 << bits) - 1))
 
     def regs(self, names: tuple[str, ...]) -> tuple[int, ...]:
         """Several registers in one call into the engine (syscall entry reads seven)."""

@@ -15,6 +15,7 @@ from typing import Any, Protocol, cast
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
 from emu.events import KERNEL_PID, NO_FACTS, SUMMARY, ModelFacts
+from emu.gdbstub.target import Debugger
 from emu.trace import Trace
 
 DEFAULT_WORLD = "procd_model.world"
@@ -36,6 +37,10 @@ class RunRequest:
     instrument: Instrument | None = None
     scenario: str | None = None
     """A scenario the world knows by name, or a scenario file."""
+    procd: Path | None = None
+    """A procd build to run in the scenario instead of the world's own (`--procd`)."""
+    debugger: Debugger | None = None
+    """A gdb server (`--gdb`) the world's run loop stops for (emu/gdbstub/target.py)."""
 
 
 @dataclass(frozen=True)
@@ -74,9 +79,9 @@ class World(Protocol):
         """(name, one-line description) of the scenarios the world ships."""
         ...
 
-    def input_files(self) -> list[Path]:
-        """Files any run may read besides IMAGE and a scenario file (its committed images, its
-        scenarios): outputs must never overwrite them."""
+    def input_files(self, scenario: str | None = None) -> list[Path]:
+        """Files a run may read besides IMAGE and a scenario file (its committed images, its
+        scenarios, files `scenario` names): outputs must never overwrite them."""
         ...
 
 

@@ -88,6 +88,13 @@ class ManifestEntry:
     """Roles that must be running before procd starts it (procd holds it until then)."""
     never_starts: bool = False
     """procd must never start it (it stays held, or a dependency failed)."""
+    image_id: int = 0
+    """The image id rootd asks for; 0: the boot image named `image`."""
+
+    @property
+    def boot_id(self) -> int:
+        """The image id SPAWN_SERVICE names for this entry."""
+        return self.image_id or boot_image_named(self.image).image_id
 
 
 @dataclass
@@ -382,18 +389,13 @@ class Rootd:
         index = status["id"] & ((1 << PROCD_ID_GENERATION_SHIFT) - 1)
         for record in reversed(self.spawned):
             same_entry = record.proc_id & ((1 << PROCD_ID_GENERATION_SHIFT) - 1) == index
-            if (
-                record.status is Status.OK
-                and same_entry
-                and boot_image_named(record.entry.image).image_id == status["image_id"]
-            ):
+            if record.status is Status.OK and same_entry and record.entry.boot_id == status["image_id"]:
                 return record.entry.image
         return f"pid {status['pid']}"
 
     def _spawn(self, procd_slot: int, entry: ManifestEntry) -> ActorProgram:
-        image = boot_image_named(entry.image)
         request = SPAWN_SERVICE_REQUEST.pack(
-            image_id=image.image_id,
+            image_id=entry.boot_id,
             role=entry.role,
             flags=entry.flags,
             restart=entry.restart,

@@ -3,21 +3,26 @@
 Default scenario: rootd boots the committed procd, which spawns `phase0-exit` on rootd's request.
 An IMAGE whose .erix_image note says it is procd replaces the committed procd in that scenario;
 any other IMAGE runs alone as the root process with a generic envelope (role GENERIC, or the role
-its .erix_image note declares).
+its .erix_image note declares). `--procd ELF` (RunRequest.procd) replaces the committed procd in
+the default scenario or any `--scenario`; a scenario may name its own ELF files as images
+(procd_model/scenario_images.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from emu.elf import ElfError, ElfImage, Perm, load_elf
+from emu.gdbstub.target import Debugger
 from emu.trace import Trace
 from emu.world import FuzzRequest, InputError, Instrument, RunOutcome, RunRequest
 from procd_model.abi import CapPurpose, CapType, Rights, Role, RootdStatus, Status
 from procd_model.caps import Capability, CapTable
+from procd_model.debug import attach_debugger
 from procd_model.images import (
     BOOT_IMAGES,
     boot_image_named,
@@ -39,30 +44,46 @@ from procd_model.rootd import (
     default_procd_boot,
 )
 from procd_model.scenario import Scenario, ScenarioError, builtin_scenarios, load_scenario, unmet_expectations
+from procd_model.scenario_images import UserImage
 
 DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
 
 
 def run(request: RunRequest, trace: Trace) -> RunOutcome:
     instrument = request.instrument
+    procd = None if request.procd is None else load_procd(request.procd)
     if request.scenario is not None:
         if request.image is not None:
-            raise InputError("give an IMAGE or --scenario, not both")
+            raise InputError("give an IMAGE or --scenario, not both (a procd build goes in --procd)")
         try:
             scenario = load_scenario(request.scenario)
         except ScenarioError as exc:
             raise InputError(str(exc)) from None
-        return run_scenario(trace, scenario, request.max_instructions, instrument)
+        return run_scenario(
+            trace, scenario, request.max_instructions, instrument, procd_image=procd, debugger=request.debugger
+        )
     if request.image is None:
-        return run_bootstrap(trace, request.max_instructions, instrument=instrument)
+        return run_bootstrap(
+            trace, request.max_instructions, procd_image=procd, instrument=instrument, debugger=request.debugger
+        )
+    if procd is not None:
+        raise InputError("give an IMAGE or --procd, not both (--procd runs a scenario with that procd)")
     image = _load_user_image(request.image)
     if image_role(image) is Role.PROCD:
-        return run_bootstrap(trace, request.max_instructions, procd_image=image, instrument=instrument)
-    return run_alone(trace, image, request.max_instructions, instrument=instrument)
+        return run_bootstrap(
+            trace, request.max_instructions, procd_image=image, instrument=instrument, debugger=request.debugger
+        )
+    return run_alone(trace, image, request.max_instructions, instrument=instrument, debugger=request.debugger)
 
 
 def run_scenario(
-    trace: Trace, scenario: Scenario, max_instructions: int, instrument: Instrument | None = None
+    trace: Trace,
+    scenario: Scenario,
+    max_instructions: int,
+    instrument: Instrument | None = None,
+    *,
+    procd_image: ElfImage | None = None,
+    debugger: Debugger | None = None,
 ) -> RunOutcome:
     """rootd spawns the scenario's manifest through procd; its expectations decide the outcome.
 
@@ -79,11 +100,14 @@ def run_scenario(
         trace,
         max_instructions,
         manifest=scenario.manifest,
+        procd_image=procd_image,
+        images=scenario.images,
         instrument=instrument,
         services=scenario.services,
         extra_checks=lambda kernel: unmet_expectations(scenario, kernel.logs),
         prepare=prepare,
         before_procd=scenario.before_procd,
+        debugger=debugger,
     )
     halts = scenario.expect.halts
     if outcome.stop != "halted" or halts is None:
@@ -109,9 +133,18 @@ def scenarios() -> list[tuple[str, str]]:
     return [(s.name, s.description) for s in builtin_scenarios()]
 
 
-def input_files() -> list[Path]:
-    """The files any run may read besides the user's: the committed boot images and the built-in
-    scenarios. The command line refuses an output that would overwrite one of them."""
+def input_files(scenario: str | None = None) -> list[Path]:
+    """The files a run may read besides IMAGE and a scenario file: the committed boot images, the
+    built-in scenarios, and the ELF files `scenario` names. The command line refuses an output that
+    would overwrite one of them."""
+    own: list[Path] = []
+    if scenario is not None:
+        with contextlib.suppress(ScenarioError):  # the run itself reports a bad scenario
+            own = [image.path for image in load_scenario(scenario).images]
+    return own + _shipped_files()
+
+
+def _shipped_files() -> list[Path]:
     scenario_files = sorted((Path(__file__).resolve().parent / "scenarios").glob("*.toml"))
     try:
         images = fixtures_dir()
@@ -127,8 +160,27 @@ def _load_user_image(path: Path) -> ElfImage:
         raise InputError(str(exc)) from None
 
 
-def make_kernel(trace: Trace, procd_image: ElfImage | None = None, instrument: Instrument | None = None) -> Kernel:
+def load_procd(path: Path) -> ElfImage:
+    """A user's procd build (`--procd`): an ELF whose .erix_image note declares role PROCD."""
+    image = _load_user_image(path)
+    role = image_role(image)
+    if role is not Role.PROCD:
+        declared = "has no valid .erix_image note" if role is None else f"declares role {role.name}"
+        raise InputError(f"{path}: not a procd image (it {declared}; procd's declares PROCD)")
+    return image
+
+
+def make_kernel(
+    trace: Trace,
+    procd_image: ElfImage | None = None,
+    instrument: Instrument | None = None,
+    images: tuple[UserImage, ...] = (),
+    debugger: Debugger | None = None,
+) -> Kernel:
+    """A kernel whose CREATE_PROCESS loads the boot images, `procd_image` for procd if given, and
+    a scenario's own ELF files (`images`) by their ids."""
     procd_id = boot_image_named("procd").image_id
+    own = {image.image_id: image.image for image in images}
     if procd_image is not None:
         # A user's procd stands in for the boot image "procd": it is named so (in the trace, and
         # for scenario injections), wherever its file lies.
@@ -137,12 +189,17 @@ def make_kernel(trace: Trace, procd_image: ElfImage | None = None, instrument: I
     def loader(image_id: int) -> ElfImage | None:
         if procd_image is not None and image_id == procd_id:
             return procd_image
+        if image_id in own:
+            return own[image_id]
         try:
             return load_boot_image(image_id)
         except KeyError:
             return None
 
-    return Kernel(trace, image_loader=loader, instrument=instrument)
+    kernel = Kernel(trace, image_loader=loader, instrument=instrument)
+    if debugger is not None:
+        attach_debugger(kernel, debugger)
+    return kernel
 
 
 def run_bootstrap(
@@ -158,13 +215,15 @@ def run_bootstrap(
     extra_checks: Callable[[Kernel], list[str]] | None = None,
     prepare: Callable[[Kernel], None] | None = None,
     before_procd: tuple[Role, ...] = (),
+    images: tuple[UserImage, ...] = (),
+    debugger: Debugger | None = None,
 ) -> RunOutcome:
     """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected.
 
     With `services`, rootd first starts named, timed and the interrupt notification, and hands
     procd capabilities to them for the test images.
     """
-    kernel = make_kernel(trace, procd_image, instrument)
+    kernel = make_kernel(trace, procd_image, instrument, images, debugger)
     if boot is None:
         boot = default_procd_boot(with_services=services is not None, started=before_procd)
     rootd = Rootd(kernel, list(manifest), boot, services, before_procd=before_procd)
@@ -220,19 +279,27 @@ def _bootstrap_halt(kernel: Kernel) -> str | None:
     return rootd.last_log or "bootstrap halted (rootd gave no reason)"
 
 
-def run_alone(trace: Trace, image: ElfImage, max_instructions: int, instrument: Instrument | None = None) -> RunOutcome:
+def run_alone(
+    trace: Trace,
+    image: ElfImage,
+    max_instructions: int,
+    instrument: Instrument | None = None,
+    debugger: Debugger | None = None,
+) -> RunOutcome:
     """Run `image` as the only process, with its own endpoint and a SEND-only kernel-control cap.
 
     The envelope names the role the image's .erix_image note declares, or GENERIC if it has none.
     """
-    kernel, proc = prepare_alone(trace, image, instrument)
+    kernel, proc = prepare_alone(trace, image, instrument, debugger)
     stop = kernel.run(max_instructions)
     return alone_outcome(kernel, proc, stop)
 
 
-def prepare_alone(trace: Trace, image: ElfImage, instrument: Instrument | None = None) -> tuple[Kernel, Process]:
+def prepare_alone(
+    trace: Trace, image: ElfImage, instrument: Instrument | None = None, debugger: Debugger | None = None
+) -> tuple[Kernel, Process]:
     """A kernel with `image` created and started as the root process, not yet run."""
-    kernel = make_kernel(trace, instrument=instrument)
+    kernel = make_kernel(trace, instrument=instrument, debugger=debugger)
     endpoint = kernel.new_endpoint(image.name)
     caps = CapTable()
     caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)

@@ -9,6 +9,7 @@ and dispatch), `ipc` (endpoints), `notify` (notifications), `control` (kernel-co
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from emu.accounting import CpuModel
 from emu.elf import ElfImage
@@ -34,6 +35,9 @@ from procd_model.kernel.state import (
 )
 from procd_model.ops import NotifyRecord
 
+if TYPE_CHECKING:
+    from procd_model.debug import DebugPort
+
 
 class Kernel:
     def __init__(
@@ -55,6 +59,8 @@ class Kernel:
         self.image_loader = image_loader
         self.injector: Injector = injector if injector is not None else NoInjection()
         self.observers: list[DeathObserver] = []
+        self.debug: DebugPort | None = None
+        """Set by `procd_model.debug.attach_debugger`: the run loop then stops for a gdb client."""
 
     # ------------------------------------------------------------- the state
 

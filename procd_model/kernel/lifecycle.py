@@ -47,7 +47,8 @@ def spawn_actor(k: Kernel, name: str, program: ActorProgram, caps: CapTable) -> 
     return proc
 
 
-def _check_layout(image: ElfImage) -> None:
+def check_layout(image: ElfImage) -> None:
+    """Raise ImageLayoutError if a segment of `image` overlaps a page the kernel owns."""
     for segment in image.segments:
         for base in (IPC_BUFFER_VADDR, ENVELOPE_VADDR):
             if segment.vaddr < base + PAGE_SIZE and base < segment.end:
@@ -59,7 +60,7 @@ def _check_layout(image: ElfImage) -> None:
 
 def create_guest(k: Kernel, name: str, image: ElfImage, envelope: bytes, caps: CapTable, endpoint: int = 0) -> Process:
     """A process running `image`, created but not started. Raises ImageLayoutError."""
-    _check_layout(image)
+    check_layout(image)
     cpu = GuestCpu(k.cpu_model.cost_of)
     cpu.load(image)
     cpu.map(IPC_BUFFER_VADDR, PAGE_SIZE, Perm.R | Perm.W)

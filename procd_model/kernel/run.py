@@ -43,6 +43,10 @@ def run(k: Kernel, max_instructions: int, *, jump_to_events: bool = True) -> Sto
     state = k.state
     while state.halt is None:
         _fire_due(k)
+        if k.debug is not None:
+            k.debug.poll(state.last_ran)
+            if _killed(k):
+                continue  # the loop ends on the halt
         if not state.run_queue:
             next_event = sched.next_timed(k)
             if next_event is None:
@@ -65,6 +69,8 @@ def _run_guest(k: Kernel, proc: Process, context: GuestContext, max_instructions
     """One turn: run until the process blocks, dies, yields or has used a whole quantum."""
     cpu, state = context.cpu, k.state
     sched.switch_to(k, proc)
+    if k.debug is not None:
+        k.debug.turn(proc)
     turn_end = cpu.cost + k.quantum
     while state.halt is None:
         remaining = max_instructions - state.icount
@@ -91,8 +97,15 @@ def _run_guest(k: Kernel, proc: Process, context: GuestContext, max_instructions
         trap = cpu.run(insn_budget, budget, exact=True, clock=state.clock, icount=state.icount)
         state.icount += cpu.retired - before
         state.clock += cpu.cost - cost_before
+        if trap.kind is TrapKind.DEBUG:
+            assert k.debug is not None  # only a debugger sets breakpoints and steps
+            k.debug.trapped(proc, cpu.debug.take_hit())
+            _killed(k)
+            continue  # the turn goes on exactly where it stopped
         if trap.kind is TrapKind.FAULT:
             assert trap.fault is not None
+            if k.debug is not None:
+                k.debug.faulted(proc, trap.fault)
             lifecycle.fault(k, proc, trap.fault)
             return
         if trap.kind is TrapKind.BUDGET:
@@ -107,6 +120,13 @@ def _run_guest(k: Kernel, proc: Process, context: GuestContext, max_instructions
         sched.charge(k, costs.KERNEL_ENTRY_EXIT)
         if not _carry_on(k, proc, syscalls.guest_syscall(k, proc, cpu)):
             return
+
+
+def _killed(k: Kernel) -> bool:
+    """Whether the run halted; the debugger's client killing it halts it."""
+    if k.debug is not None and k.debug.killed:
+        sched.halt(k, "killed", "the debugger's client killed the run")
+    return k.state.halt is not None
 
 
 def _run_actor(k: Kernel, proc: Process, context: ActorContext) -> None:
