@@ -15,15 +15,26 @@ import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, NoReturn
 
 import unicorn
 from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
-from emu.accounting import STOP_CYCLES, STOP_INSNS, STOP_NONE, STOP_UNKNOWN, UNLIMITED, Accountant, CostFunction
+from emu.accounting import (
+    STOP_CYCLES,
+    STOP_INSNS,
+    STOP_NONE,
+    STOP_UNKNOWN,
+    UNLIMITED,
+    Accountant,
+    AccountState,
+    CostFunction,
+)
 from emu.cpuid import cpuid_leaf
 from emu.elf import ElfImage
+from emu.engine_state import EngineState
 from emu.events import MILLICYCLES_PER_CYCLE
 from emu.faults import Fault as Fault
 from emu.faults import FaultCatcher
@@ -65,6 +76,18 @@ def _identity_tlb_fill(uc: unicorn.Uc, page: int, _access: int, entry: object, _
     return True
 
 
+def _engine_gone(*_args: Any) -> NoReturn:
+    raise RuntimeError("this guest is dead: its engine is closed or serves another guest")
+
+
+def _closed_view(image: ElfImage | None, counts: AccountState) -> GuestCpu:
+    view = GuestCpu.__new__(GuestCpu)
+    view._state, view._image, view._closed, view._instrumented = counts, image, True, True
+    for name in ("map", "is_mapped", "read", "write", "reg", "set_reg", "regs", "set_regs"):
+        setattr(view, name, _engine_gone)
+    return view
+
+
 class GuestCpu:
     """A single-threaded guest: its own Unicorn engine, memory map, instruction and cycle counts."""
 
@@ -81,14 +104,12 @@ class GuestCpu:
         self._uc.hook_add(uc_const.UC_HOOK_TLB_FILL, _identity_tlb_fill)
         # Memory and registers are their own rooms; their methods are the CPU's.
         memory, registers = GuestMemory(self._uc), RegisterFile(self._uc)
+        self._memory = memory
         self.map, self.is_mapped, self.read, self.write = memory.map, memory.is_mapped, memory.read, memory.write
-        self.reg, self.set_reg, self.regs, self.set_regs = (
-            registers.reg,
-            registers.set_reg,
-            registers.regs,
-            registers.set_regs,
-        )
+        self.reg, self.set_reg = registers.reg, registers.set_reg
+        self.regs, self.set_regs = registers.regs, registers.set_regs
         self._closed = False
+        self._instrumented = False
         self._acct = Accountant(self._uc, cost_of)
         self._state = self._acct.state
         self._exact_tail = False
@@ -109,8 +130,7 @@ class GuestCpu:
             uc._Uc__do_hook_add(uc_const.UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(insn))
 
     def close(self) -> None:
-        """Release the Unicorn engine now (a dead process's engine is never run again). Counts
-        stay readable; anything that would touch the engine afterwards is an error."""
+        """Release the Unicorn engine now. Counts stay readable; touching the engine is an error."""
         finalizer = getattr(self._uc, "_Uc__finalizer", None)
         if finalizer is not None:
             finalizer()
@@ -119,6 +139,24 @@ class GuestCpu:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def reusable(self) -> bool:
+        """No probe or instruction log was attached: the engine can serve another guest."""
+        return not self._closed and not self._instrumented
+
+    def save_state(self) -> EngineState:
+        """Registers, volatile pages and counters now (see emu/engine_state.py)."""
+        return EngineState.take(self._uc, self._memory.volatile_runs(), self._state)
+
+    def restore_state(self, state: EngineState) -> int:
+        """Put back a state `save_state` took from this engine; the number of pages rewritten."""
+        return state.put_back(self._uc, self._memory.volatile_runs(), self._state)
+
+    def retire(self) -> GuestCpu:
+        """A closed view of this guest with its final counts and image, for the dead process that
+        ran on it; the engine itself stays usable (a pool gives it to another guest)."""
+        return _closed_view(self._image, AccountState.from_buffer_copy(self._state))
 
     @property
     def retired(self) -> int:
@@ -152,6 +190,7 @@ class GuestCpu:
             )
 
         self._uc.hook_add(uc_const.UC_HOOK_BLOCK, on_block, None, begin, end)
+        self._instrumented = True
         self._uc.ctl_flush_tb()
 
     def attach_insn_log(
@@ -165,15 +204,13 @@ class GuestCpu:
         symbolize = self.symbolize
         self._insn_log = InsnLog(self._uc, self._acct, self.read, symbolize, pid, feed, text=text, begin=begin, end=end)
         self._next_seq = next_seq
+        self._instrumented = True
         self._uc.ctl_flush_tb()
 
     def symbolize(self, address: int) -> str:
         """`function+0xoffset` for an address in the loaded image, else the bare address."""
-        if self._image is not None:
-            where = self._image.symbolize(address)
-            if where is not None:
-                return f"{where[0]}+{where[1]:#x}"
-        return f"{address:#x}"
+        where = self._image.symbolize(address) if self._image is not None else None
+        return f"{where[0]}+{where[1]:#x}" if where is not None else f"{address:#x}"
 
     def load(self, image: ElfImage) -> None:
         """Map every PT_LOAD segment of `image`, sweep its code, and point RIP at its entry."""
@@ -181,6 +218,7 @@ class GuestCpu:
             self.map(segment.vaddr, segment.memsz, segment.perms, segment.data)
         self._acct.add_image(image)
         self._image = image
+        self._memory.seal()
         self.set_reg("rip", image.entry)
 
     # --------------------------------------------------------------- execution
@@ -270,10 +308,8 @@ class GuestCpu:
         return Trap(TrapKind.BUDGET, rip)
 
     def _stop_soon(self) -> None:
-        """Make `emu_start` return before the next block (a signal arrived; see emu/interrupt.py).
-
-        `emu_stop` does nothing if the engine has not started yet; the zero budget stops it at its
-        first block then. The run is abandoned, so its counts no longer matter."""
+        """Make `emu_start` return before the next block (a signal arrived; see emu/interrupt.py):
+        `emu_stop` if it runs, else the zero budget stops it at its first block (the run is abandoned)."""
         self._state.insn_limit = 0
         self._uc.emu_stop()
 

@@ -26,6 +26,27 @@ class GuestMemory:
     def __init__(self, uc: unicorn.Uc) -> None:
         self._uc = uc
         self._pages: dict[int, Perm] = {}
+        self._volatile: set[int] = set()
+        """Pages that can change after load: writable ones, and every page the host mapped
+        after `seal()` or wrote into (a snapshot of the engine copies exactly these)."""
+        self._sealed = False
+
+    def seal(self) -> None:
+        """The image is loaded: pages mapped from now on belong to the host (IPC buffer, envelope, stack)."""
+        self._sealed = True
+
+    def volatile_runs(self) -> list[tuple[int, int]]:
+        """(address, size) of each run of contiguous volatile pages, in address order."""
+        runs: list[tuple[int, int]] = []
+        for page in sorted(self._volatile):
+            if runs and runs[-1][0] + runs[-1][1] == page:
+                runs[-1] = (runs[-1][0], runs[-1][1] + PAGE_SIZE)
+            else:
+                runs.append((page, PAGE_SIZE))
+        return runs
+
+    def _touch(self, address: int, size: int) -> None:
+        self._volatile.update(range(_page_floor(address), address + size, PAGE_SIZE))
 
     def map(self, address: int, size: int, perms: Perm, data: bytes = b"") -> None:
         """Map [address, address+size) page-aligned with `perms` and copy `data` to `address`.
@@ -43,12 +64,18 @@ class GuestMemory:
             if run_start is not None:
                 self._uc.mem_map(run_start, page - run_start, int(perms))
                 self._pages.update(dict.fromkeys(range(run_start, page, PAGE_SIZE), perms))
+                if self._sealed or perms & Perm.W:
+                    self._touch(run_start, page - run_start)
                 run_start = None
             if page < end and old | perms != old:
                 self._uc.mem_protect(page, PAGE_SIZE, int(old | perms))
                 self._pages[page] = old | perms
+                if perms & Perm.W:
+                    self._touch(page, PAGE_SIZE)
         if data:
             self._uc.mem_write(address, bytes(data))
+            if self._sealed:
+                self._touch(address, len(data))
 
     def is_mapped(self, address: int, size: int) -> bool:
         if size <= 0:
@@ -64,3 +91,4 @@ class GuestMemory:
         if not self.is_mapped(address, len(data)):
             raise GuestMemoryError(f"write of {len(data)} bytes at {address:#x} touches unmapped memory")
         self._uc.mem_write(address, bytes(data))
+        self._touch(address, len(data))

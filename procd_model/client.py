@@ -47,6 +47,11 @@ class Session:
     replies: list[tuple[Status, Message | None]] = field(default_factory=list)
     """Per request: the CALL's syscall status and the reply message (None if the CALL failed)."""
 
+    def close(self) -> None:
+        """Done with the machine: its engines go back to the pool (processes keep their counts)."""
+        if self.kernel is not None:
+            self.kernel.release_engines()
+
 
 def ask_all(
     requests: Sequence[Request],
@@ -138,6 +143,10 @@ class Conversation:
         self.kernel.signal(self._doorbell, 1)
         self._settle()
         return self.replies[before] if len(self.replies) > before else None
+
+    def close(self) -> None:
+        """Done with the machine: its engines go back to the pool (processes keep their counts)."""
+        self.kernel.release_engines()
 
     def pass_time(self) -> bool:
         """Let virtual time pass to the next pending timer or interrupt and run until quiet;

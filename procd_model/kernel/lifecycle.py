@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from emu.cpu import Fault, GuestCpu
-from emu.elf import PAGE_SIZE, ElfImage, Perm
+from emu.cpu import Fault
+from emu.elf import PAGE_SIZE, ElfImage
 from emu.events import FAULT, PROCESS_CREATE, PROCESS_EXIT, PROCESS_KILL, PROCESS_START
 from procd_model.abi import CHILD_DEATH, ENVELOPE_VADDR, IPC_BUFFER_VADDR, DeathKind, KernelEvent
 from procd_model.abi import FaultKind as AbiFaultKind
@@ -60,12 +60,9 @@ def _check_layout(image: ElfImage) -> None:
 def create_guest(k: Kernel, name: str, image: ElfImage, envelope: bytes, caps: CapTable, endpoint: int = 0) -> Process:
     """A process running `image`, created but not started. Raises ImageLayoutError."""
     _check_layout(image)
-    cpu = GuestCpu(k.cpu_model.cost_of)
-    cpu.load(image)
-    cpu.map(IPC_BUFFER_VADDR, PAGE_SIZE, Perm.R | Perm.W)
-    cpu.map(ENVELOPE_VADDR, PAGE_SIZE, Perm.R, envelope)
-    cpu.set_reg("rdi", ENVELOPE_VADDR)
-    cpu.set_reg("rsp", 0)
+    cpu = k.engines.acquire(image, k.cpu_model.cost_of, private=k.instrument is not None)
+    if envelope:
+        cpu.write(ENVELOPE_VADDR, envelope)
     proc = Process(take_pid(k), name, caps, GuestContext(cpu, image), endpoint=endpoint)
     proc.fault_at = k.injector.fault_at(image.name)
     k.state.procs[proc.pid] = proc
@@ -186,5 +183,18 @@ def bury(k: Kernel, proc: Process, state: RunState) -> None:
         _tell_supervisor(k, proc)
     for observer in k.observers:
         observer.process_died(proc)
-    if isinstance(proc.context, GuestContext):
-        proc.context.cpu.close()  # its counts stay; the engine's memory goes
+    _give_back_engine(k, proc)
+
+
+def _give_back_engine(k: Kernel, proc: Process) -> None:
+    """`proc` keeps a closed view of its CPU with its counts; the engine goes back to the pool."""
+    context = proc.context
+    if isinstance(context, GuestContext) and not context.cpu.closed:
+        proc.context = GuestContext(context.cpu.retire(), context.image)
+        k.engines.release(context.cpu)
+
+
+def release_engines(k: Kernel) -> None:
+    """Every guest's engine back to the pool (see `Kernel.release_engines`)."""
+    for proc in k.state.procs.values():
+        _give_back_engine(k, proc)
