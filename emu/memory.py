@@ -3,7 +3,11 @@ touch an unmapped page."""
 
 from __future__ import annotations
 
+import ctypes
+
 import unicorn
+from unicorn import unicorn_const as uc_const
+from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.elf import PAGE_SIZE, Perm
 
@@ -30,6 +34,7 @@ class GuestMemory:
         """Pages that can change after load: writable ones, and every page the host mapped
         after `seal()` or wrote into (a snapshot of the engine copies exactly these)."""
         self._sealed = False
+        self._buffer = ctypes.create_string_buffer(PAGE_SIZE)
 
     def seal(self) -> None:
         """The image is loaded: pages mapped from now on belong to the host (IPC buffer, envelope, stack)."""
@@ -80,15 +85,31 @@ class GuestMemory:
     def is_mapped(self, address: int, size: int) -> bool:
         if size <= 0:
             return True
+        first = address & ~(PAGE_SIZE - 1)
+        if first == (address + size - 1) & ~(PAGE_SIZE - 1):
+            return first in self._pages  # within one page: the usual case (IPC buffer, log text)
         return all(page in self._pages for page in range(_page_floor(address), address + size, PAGE_SIZE))
 
     def read(self, address: int, size: int) -> bytes:
+        """`size` bytes at `address`, through one buffer kept for the purpose (grown as needed)."""
         if not self.is_mapped(address, size):
             raise GuestMemoryError(f"read of {size} bytes at {address:#x} touches unmapped memory")
-        return bytes(self._uc.mem_read(address, size))
+        if size > len(self._buffer):
+            self._buffer = ctypes.create_string_buffer(size)
+        status = uclib.uc_mem_read(self._uc._uch, address, self._buffer, size)
+        if status != uc_const.UC_ERR_OK:
+            raise unicorn.UcError(status)
+        return ctypes.string_at(self._buffer, size)
 
     def write(self, address: int, data: bytes) -> None:
-        if not self.is_mapped(address, len(data)):
-            raise GuestMemoryError(f"write of {len(data)} bytes at {address:#x} touches unmapped memory")
-        self._uc.mem_write(address, bytes(data))
-        self._touch(address, len(data))
+        size = len(data)
+        if not self.is_mapped(address, size):
+            raise GuestMemoryError(f"write of {size} bytes at {address:#x} touches unmapped memory")
+        status = uclib.uc_mem_write(self._uc._uch, address, bytes(data), size)
+        if status != uc_const.UC_ERR_OK:
+            raise unicorn.UcError(status)
+        if (
+            address & ~(PAGE_SIZE - 1) not in self._volatile
+            or (address + size - 1) & ~(PAGE_SIZE - 1) not in self._volatile
+        ):
+            self._touch(address, size)

@@ -61,8 +61,10 @@ def ask_all(
     before_procd: tuple[Role, ...] = (),
 ) -> Session:
     """Boot procd (with `services` if given, after the services of `before_procd` that rootd
-    starts itself), then send `requests` in order from a client actor and collect every reply."""
-    session = Session(RunOutcome(False, "", "", model=MODEL_FACTS), trace if trace is not None else Trace())
+    starts itself), then send `requests` in order from a client actor and collect every reply.
+    Without a `trace`, events are hashed but not kept (pass `Trace()` to read them afterwards;
+    `Trace.off()` records nothing at all)."""
+    session = Session(RunOutcome(False, "", "", model=MODEL_FACTS), trace if trace is not None else Trace(keep=False))
 
     def on_ready(rootd: Rootd) -> None:
         rootd.supervises = False  # the client speaks to procd in rootd's place
@@ -114,8 +116,9 @@ class Conversation:
         badges: Iterable[int],
         services: Services | None = None,
         max_instructions: int = DEFAULT_MAX_INSTRUCTIONS,
+        trace: Trace | None = None,
     ) -> None:
-        self.trace = Trace()
+        self.trace = trace if trace is not None else Trace(keep=False)
         self.kernel = make_kernel(self.trace)
         self.max_instructions = max_instructions
         self.replies: list[tuple[Status, Message | None]] = []

@@ -3,6 +3,7 @@ against the executable spec (procd_model/reference.py): building requests, and t
 
 from __future__ import annotations
 
+from emu.trace import Trace
 from procd_model.abi import (
     BADGE_ROOTD,
     PROCD_CHILD_BADGE_BASE,
@@ -33,7 +34,7 @@ Answer = tuple[Status, Message | None] | None
 def talk_to_procd(max_instructions: int = 20_000_000) -> tuple[Conversation, SpecFollower]:
     """procd booted with services (crashd among them), a client holding every badge of
     ALL_BADGES, and a spec following it."""
-    talk = Conversation(ALL_BADGES, Services(), max_instructions=max_instructions)
+    talk = Conversation(ALL_BADGES, Services(), max_instructions=max_instructions, trace=Trace())
     spec = ProcdSpec(holds=frozenset({CapPurpose.CRASHD_ENDPOINT}))
     return talk, SpecFollower(spec, talk.procd.pid)
 

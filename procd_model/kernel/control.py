@@ -55,35 +55,38 @@ class ControlOp:
 
 def serve(k: Kernel, proc: Process, cap: Capability, message: Message) -> Outcome:
     """Serve a CALL on kernel-control at once; the reply lands in the caller's buffer."""
-    name = op_name("kernel", message.op)
-    k.trace.emit(
-        IPC_SEND,
-        proc.pid,
-        IpcRecord("kernel", message.op, message.payload, call=True),
-        endpoint=KERNEL_CONTROL_ENDPOINT,
-        op=name,
-        call=True,
-        len=len(message.payload),
-        caps=0,
-        **decode_payload("kernel", message.op, message.payload, reply=False),
-    )
+    traced = k.trace.recording
+    name = op_name("kernel", message.op) if traced else ""
+    if traced:
+        k.trace.emit(
+            IPC_SEND,
+            proc.pid,
+            IpcRecord("kernel", message.op, message.payload, call=True),
+            endpoint=KERNEL_CONTROL_ENDPOINT,
+            op=name,
+            call=True,
+            len=len(message.payload),
+            caps=0,
+            **decode_payload("kernel", message.op, message.payload, reply=False),
+        )
     answer = _dispatch(k, proc, cap, message)
     reply = answer.message
     proc.write_ipc(reply.encode())
     sched.charge(k, costs.ipc_transfer(len(message.payload), 0) + costs.ipc_transfer(len(reply.payload), 0))
-    shown = answer.shown
-    if answer.status is Status.OK:
-        shown = {**decode_payload("kernel", message.op, reply.payload, reply=True), **shown}
-    k.trace.emit(
-        IPC_REPLY,
-        KERNEL_PID,
-        IpcRecord("kernel", message.op, reply.payload, status=answer.status, peer=proc.pid),
-        to=proc.pid,
-        op=name,
-        status=answer.status.name,
-        len=len(reply.payload),
-        **shown,
-    )
+    if traced:
+        shown = answer.shown
+        if answer.status is Status.OK:
+            shown = {**decode_payload("kernel", message.op, reply.payload, reply=True), **shown}
+        k.trace.emit(
+            IPC_REPLY,
+            KERNEL_PID,
+            IpcRecord("kernel", message.op, reply.payload, status=answer.status, peer=proc.pid),
+            to=proc.pid,
+            op=name,
+            status=answer.status.name,
+            len=len(reply.payload),
+            **shown,
+        )
     # START_PROCESS: the child runs first, its starter goes to the back of the queue.
     end_turn = answer.status is Status.OK and message.op == KernelOp.START_PROCESS
     return Done(Status.OK, end_turn=end_turn)

@@ -168,7 +168,8 @@ class Kernel:
     def signal(self, notification: Notification, bits: int) -> None:
         """NOTIFY `bits` on `notification` from outside the modelled processes (a test harness)."""
         record = NotifyRecord(notification.obj, bits)
-        self.trace.emit(NOTIFY, KERNEL_PID, record, notification=notification.obj, bits=bits)
+        if self.trace.recording:
+            self.trace.emit(NOTIFY, KERNEL_PID, record, notification=notification.obj, bits=bits)
         notify.signal(self, notification, bits)
 
     def release_engines(self) -> None:

@@ -42,7 +42,8 @@ def spawn_actor(k: Kernel, name: str, program: ActorProgram, caps: CapTable) -> 
     """A modelled peer, ready to run."""
     proc = Process(take_pid(k), name, caps, ActorContext(program))
     k.state.procs[proc.pid] = proc
-    k.trace.emit(PROCESS_CREATE, proc.pid, name=name, actor=True)
+    if k.trace.recording:
+        k.trace.emit(PROCESS_CREATE, proc.pid, name=name, actor=True)
     sched.make_ready(k, proc)
     return proc
 
@@ -68,20 +69,22 @@ def create_guest(k: Kernel, name: str, image: ElfImage, envelope: bytes, caps: C
     k.state.procs[proc.pid] = proc
     if k.instrument is not None:
         k.instrument(cpu, image, proc.pid)
-    role = envelope_role(envelope)
-    k.trace.emit(
-        PROCESS_CREATE,
-        proc.pid,
-        name=name,
-        role=role.name if role is not None else None,
-        entry=f"{image.entry:#x}",
-        endpoint=endpoint,
-    )
+    if k.trace.recording:
+        role = envelope_role(envelope)
+        k.trace.emit(
+            PROCESS_CREATE,
+            proc.pid,
+            name=name,
+            role=role.name if role is not None else None,
+            entry=f"{image.entry:#x}",
+            endpoint=endpoint,
+        )
     return proc
 
 
 def start(k: Kernel, proc: Process, *, run_next: bool = False) -> None:
-    k.trace.emit(PROCESS_START, proc.pid, name=proc.name)
+    if k.trace.recording:
+        k.trace.emit(PROCESS_START, proc.pid, name=proc.name)
     sched.make_ready(k, proc, front=run_next)
 
 
@@ -100,7 +103,8 @@ def exit_process(k: Kernel, proc: Process, code: int) -> None:
     """`proc` exits with `code`. When the root process exits, the run stops there ("root-exited"):
     the system it started has nobody left to answer to (rootd exits only to halt bootstrap)."""
     proc.exit_code = code
-    k.trace.emit(PROCESS_EXIT, proc.pid, name=proc.name, code=code)
+    if k.trace.recording:
+        k.trace.emit(PROCESS_EXIT, proc.pid, name=proc.name, code=code)
     bury(k, proc, RunState.EXITED)
     if proc.pid == k.state.root:
         sched.halt(k, "root-exited", f"{proc.name} (pid {proc.pid}) exited with code {code}")
@@ -109,6 +113,12 @@ def exit_process(k: Kernel, proc: Process, code: int) -> None:
 def fault(k: Kernel, proc: Process, what: Fault) -> None:
     """`proc` dies of `what` (a CPU fault, a bad syscall, or an injected fault)."""
     proc.fault = what
+    if k.trace.recording:
+        k.trace.emit(FAULT, proc.pid, **_fault_fields(proc, what))
+    bury(k, proc, RunState.FAULTED)
+
+
+def _fault_fields(proc: Process, what: Fault) -> dict[str, Any]:
     fields: dict[str, Any] = {"name": proc.name, "fault": what.kind.value, "rip": f"{what.rip:#x}"}
     if proc.image is not None:
         where = proc.image.symbolize(what.rip)
@@ -118,8 +128,7 @@ def fault(k: Kernel, proc: Process, what: Fault) -> None:
         fields["address"] = f"{what.address:#x}"
     if what.detail:
         fields["detail"] = what.detail
-    k.trace.emit(FAULT, proc.pid, **fields)
-    bury(k, proc, RunState.FAULTED)
+    return fields
 
 
 def live_guest(k: Kernel, pid: int) -> Process | None:
@@ -132,7 +141,8 @@ def live_guest(k: Kernel, pid: int) -> Process | None:
 
 def kill(k: Kernel, target: Process, by: int) -> None:
     """End `target` on `by`'s order: it dies KILLED."""
-    k.trace.emit(PROCESS_KILL, target.pid, name=target.name, by=by)
+    if k.trace.recording:
+        k.trace.emit(PROCESS_KILL, target.pid, name=target.name, by=by)
     bury(k, target, RunState.KILLED)
 
 

@@ -37,7 +37,10 @@ def sys_notify(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
     if isinstance(cap, Done):
         return cap
     notification = k.state.notifications[cap.obj]
-    k.trace.emit(NOTIFY, proc.pid, NotifyRecord(notification.obj, args[1]), notification=notification.obj, bits=args[1])
+    if k.trace.recording:
+        k.trace.emit(
+            NOTIFY, proc.pid, NotifyRecord(notification.obj, args[1]), notification=notification.obj, bits=args[1]
+        )
     signal(k, notification, args[1] | cap.badge)
     return Done(Status.OK)
 

@@ -140,7 +140,8 @@ def _sys_debug_write(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome
     text = data.decode("utf-8", errors="replace").rstrip("\n")
     k.state.logs.append(text)
     proc.last_log = text
-    k.trace.emit(LOG, proc.pid, text=text)
+    if k.trace.recording:
+        k.trace.emit(LOG, proc.pid, text=text)
     return Done(Status.OK)
 
 
