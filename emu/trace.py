@@ -120,6 +120,16 @@ class TraceSink(Protocol):
         """Whole lines already rendered in both formats."""
 
 
+@dataclass(frozen=True)
+class TraceMark:
+    """A point in a trace (`Trace.mark`): seqs, the digest so far and the events kept so far."""
+
+    next_seq: int
+    run_seq: int
+    digest: Any
+    events: tuple[Event, ...]
+
+
 class Trace:
     """Collects events in order, stamps them, and feeds the digest and the sink.
 
@@ -165,6 +175,18 @@ class Trace:
         trace = cls(level=Level.NONE, keep=False)
         trace.recording = False
         return trace
+
+    def mark(self) -> TraceMark:
+        """Where the trace is now: `rewind` brings it back here (a world snapshot's restore).
+        Lines already written to the sink stay written."""
+        self._hash_pending()
+        return TraceMark(self.next_seq, self.run_seq, self._digest.copy(), tuple(self.events))
+
+    def rewind(self, mark: TraceMark) -> None:
+        """Back to `mark`: the same seqs, digest and kept events as then."""
+        self.next_seq, self.run_seq = mark.next_seq, mark.run_seq
+        self._digest, self._pending = mark.digest.copy(), []
+        self.events[:] = mark.events
 
     def bind_clock(self, icount: Callable[[], int], cycle: Callable[[], int]) -> None:
         """Stamp later events with `icount()` and `cycle()` (the machine that owns the clock binds it)."""

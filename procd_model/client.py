@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from emu.trace import Trace
 from emu.world import RunOutcome
+from procd_model import world_snapshot
 from procd_model.abi import BADGE_ROOTD, CapType, NotifyBit, Rights, Role, Status, Syscall
 from procd_model.actor import ActorProgram, SyscallRequest
 from procd_model.caps import Capability, CapTable
@@ -24,6 +25,7 @@ from procd_model.messages import Message
 from procd_model.ops import MODEL_FACTS
 from procd_model.rootd import SLOT_IRQ, Rootd, Services, default_procd_boot
 from procd_model.world import make_kernel, run_bootstrap
+from procd_model.world_snapshot import WorldSnapshot
 
 DEFAULT_MAX_INSTRUCTIONS = 100_000_000
 
@@ -150,6 +152,20 @@ class Conversation:
     def close(self) -> None:
         """Done with the machine: its engines go back to the pool (processes keep their counts)."""
         self.kernel.release_engines()
+
+    def snapshot(self) -> WorldSnapshot:
+        """The whole world as it is now (procd back in RECV between steps): kernel, engines,
+        trace, rootd, peers and replies. `restore` brings it back, any number of times."""
+        return world_snapshot.take(self)
+
+    def restore(self, snapshot: WorldSnapshot) -> None:
+        """Back to `snapshot`: the next steps give exactly the trace they gave from there.
+        Raises SnapshotError if an actor is no longer suspended where it was."""
+        world_snapshot.restore(self, snapshot)
+
+    def discard(self, snapshot: WorldSnapshot) -> None:
+        """`snapshot` will not be restored again: the engines it held may serve other guests."""
+        self.kernel.discard(snapshot.kernel)
 
     def pass_time(self) -> bool:
         """Let virtual time pass to the next pending timer or interrupt and run until quiet;

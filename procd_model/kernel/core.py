@@ -20,9 +20,10 @@ from procd_model import costs
 from procd_model.actor import ActorProgram
 from procd_model.caps import CapTable
 from procd_model.cpu_model import default_cpu_model
+from procd_model.kernel import checkpoint, lifecycle, notify, sched
 from procd_model.kernel import engines as engine_pool
-from procd_model.kernel import lifecycle, notify, sched
 from procd_model.kernel import run as run_loop
+from procd_model.kernel.checkpoint import KernelCheckpoint
 from procd_model.kernel.engines import EnginePool
 from procd_model.kernel.inject import DeathObserver, Injector, NoInjection
 from procd_model.kernel.outcome import StopReason
@@ -93,6 +94,18 @@ class Kernel:
     def snapshot(self) -> KernelState:
         """A copy of the kernel's state that later runs leave as it is (see `snapshot_state`)."""
         return snapshot_state(self.state)
+
+    def checkpoint(self) -> KernelCheckpoint:
+        """Everything needed to put this kernel back as it is now, guests' engines included
+        (see kernel/checkpoint.py); `restore` puts it back, any number of times."""
+        return checkpoint.take(self)
+
+    def restore(self, saved: KernelCheckpoint) -> None:
+        checkpoint.restore(self, saved)
+
+    def discard(self, saved: KernelCheckpoint) -> None:
+        """`saved` will not be restored again: the engines it held may serve other guests."""
+        checkpoint.discard(self, saved)
 
     # ------------------------------------------------------------- world setup
 

@@ -46,7 +46,8 @@ class EnginePool:
         """Idle engines kept per image; 0 makes every guest's engine fresh and closes it at death."""
         self._idle: dict[_Key, list[GuestCpu]] = {}
         self._laid_out: dict[GuestCpu, tuple[_Key, EngineState]] = {}
-        self._pinned: set[GuestCpu] = set()
+        self._pinned: dict[GuestCpu, int] = {}
+        """Engines checkpoints refer to, with how many checkpoints do."""
         self.reused = 0
         """Engines handed out warm (tests check the pool is exercised)."""
         self._held: dict[_Key, tuple[ElfImage, CostFunction]] = {}
@@ -85,12 +86,16 @@ class EnginePool:
         idle.append(cpu)
 
     def pin(self, cpu: GuestCpu) -> None:
-        """A snapshot refers to `cpu`: its death must not hand it to another guest."""
-        self._pinned.add(cpu)
+        """A checkpoint refers to `cpu`: its death must not hand it to another guest."""
+        self._pinned[cpu] = self._pinned.get(cpu, 0) + 1
 
     def unpin(self, cpu: GuestCpu, *, dead: bool) -> None:
-        """No snapshot needs `cpu` any longer; a dead guest's engine is released now."""
-        self._pinned.discard(cpu)
+        """One checkpoint less needs `cpu`; when none does, a dead guest's engine is released."""
+        left = self._pinned.get(cpu, 0) - 1
+        if left > 0:
+            self._pinned[cpu] = left
+            return
+        self._pinned.pop(cpu, None)
         if dead:
             self.release(cpu)
 

@@ -7,7 +7,6 @@ copied: a snapshot shares it with the state it was taken from.
 
 from __future__ import annotations
 
-import copy
 import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -77,9 +76,10 @@ class InWait:
 Waiting = InSend | InRecv | InReply | InWait
 
 
-@dataclass
+@dataclass(frozen=True)
 class PendingSend:
-    """A sender waiting on an endpoint's queue, its message already copied out."""
+    """A sender waiting on an endpoint's queue, its message already copied out (immutable: a
+    snapshot's queues share them)."""
 
     pid: int
     message: Message
@@ -252,13 +252,21 @@ class KernelState:
 
 
 def snapshot_state(state: KernelState) -> KernelState:
-    """A copy of `state` that later runs do not change (contexts are shared, see the module doc)."""
+    """A copy of `state` that later runs do not change (contexts are shared, see the module doc).
+
+    Written out by hand: every container is copied, and what it holds is either immutable
+    (waits, faults, capabilities, messages, timed events) or copied here (processes' capability
+    tables, endpoints' and notifications' queues)."""
     procs = {pid: replace(proc, caps=proc.caps.copy()) for pid, proc in state.procs.items()}
+    endpoints = {
+        obj: Endpoint(e.obj, e.service, deque(e.senders), deque(e.receivers)) for obj, e in state.endpoints.items()
+    }
+    notifications = {obj: Notification(n.obj, n.word, deque(n.waiters)) for obj, n in state.notifications.items()}
     return replace(
         state,
         procs=procs,
-        endpoints=copy.deepcopy(state.endpoints),
-        notifications=copy.deepcopy(state.notifications),
+        endpoints=endpoints,
+        notifications=notifications,
         run_queue=deque(state.run_queue),
         timed=list(state.timed),
         logs=list(state.logs),
