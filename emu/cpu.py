@@ -31,6 +31,7 @@ from emu.accounting import (
     Accountant,
     AccountState,
     CostFunction,
+    add_native_entry_hooks,
 )
 from emu.cpuid import cpuid_leaf
 from emu.elf import ElfImage
@@ -101,7 +102,6 @@ class GuestCpu:
         # sees the exact address, and nothing is ever mapped at a non-canonical one. (Without a
         # fill hook, virtual mode ran compiled code 2.5x slower; the hook runs once per TLB miss.)
         self._uc.ctl_set_tlb_mode(uc_const.UC_TLB_VIRTUAL)
-        self._uc.hook_add(uc_const.UC_HOOK_TLB_FILL, _identity_tlb_fill)
         # Memory and registers are their own rooms; their methods are the CPU's.
         memory, registers = GuestMemory(self._uc), RegisterFile(self._uc)
         self._memory = memory
@@ -113,14 +113,15 @@ class GuestCpu:
         self._acct = Accountant(self._uc, cost_of)
         self._state = self._acct.state
         self._exact_tail = False
-        self._syscall = False
         self._clock_base = 0
         self._icount_base = 0
         self._image: ElfImage | None = None
         self._insn_log: InsnLog | None = None
         self._next_seq: Callable[[], int] = lambda: 0
         uc = self._uc
-        uc.hook_add(uc_const.UC_HOOK_INSN, self._on_syscall, None, 1, 0, x86_const.UC_X86_INS_SYSCALL)
+        if not add_native_entry_hooks(uc, self._state):  # native: no Python call per syscall or TLB miss
+            uc.hook_add(uc_const.UC_HOOK_TLB_FILL, _identity_tlb_fill)
+            uc.hook_add(uc_const.UC_HOOK_INSN, self._on_syscall, None, 1, 0, x86_const.UC_X86_INS_SYSCALL)
         uc.hook_add(uc_const.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, x86_const.UC_X86_INS_CPUID)
         self._faults = FaultCatcher(uc)
         # The binding refuses RDTSC hooks; the C core supports them (see the unicorn notes).
@@ -147,11 +148,11 @@ class GuestCpu:
 
     def save_state(self) -> EngineState:
         """Registers, volatile pages and counters now (see emu/engine_state.py)."""
-        return EngineState.take(self._uc, self._memory.volatile_runs(), self._state)
+        return EngineState.take(self._uc, self._memory, self._state)
 
     def restore_state(self, state: EngineState) -> int:
         """Put back a state `save_state` took from this engine; the number of pages rewritten."""
-        return state.put_back(self._uc, self._memory.volatile_runs(), self._state)
+        return state.put_back(self._uc, self._memory, self._state)
 
     def retire(self) -> GuestCpu:
         """A closed view of this guest with its final counts and image, for the dead process that
@@ -258,8 +259,7 @@ class GuestCpu:
 
     def _emulate(self, exact_tail: bool) -> Trap | None:
         state = self._state
-        state.stop = STOP_NONE
-        self._syscall = False
+        state.stop = state.syscalled = STOP_NONE
         faults = self._faults
         faults.reset()
         self._exact_tail = exact_tail
@@ -285,20 +285,21 @@ class GuestCpu:
         if faults.fault is None and error is not None:
             faults.fault = faults.from_error(error, rip)
         log = self._insn_log
-        if faults.fault is None and not self._syscall and log is not None and log.stopped():
+        syscalled = state.syscalled
+        if faults.fault is None and not syscalled and log is not None and log.stopped():
             # The instruction log stopped before `rip` ran: give back the block's tail, let the
             # log drain or learn the instruction, and go on from `rip`.
             self._settle_to(rip)
             log.service()
             return None
-        if faults.fault is None and not self._syscall and state.stop == STOP_NONE:
+        if faults.fault is None and not syscalled and state.stop == STOP_NONE:
             # emu_start returned with no hook asking: the guest executed `hlt`, a privileged
             # instruction at user level.
             faults.fault = Fault(FaultCause.GENERAL_PROTECTION, max(rip - 1, 0), None, "privileged instruction hlt")
         if faults.fault is not None:
             self._settle_fault(faults.fault)
             return Trap(TrapKind.FAULT, faults.fault.rip, faults.fault)
-        if self._syscall:
+        if syscalled:
             return Trap(TrapKind.SYSCALL, rip)
         if state.stop == STOP_UNKNOWN:
             # The block hook met a block off the swept instruction stream: learn it and go on.
@@ -366,7 +367,7 @@ class GuestCpu:
         state.cost += cost
 
     def _on_syscall(self, uc: unicorn.Uc, _user: object) -> None:
-        self._syscall = True
+        self._state.syscalled = 1
         uc.emu_stop()  # RIP is left after the syscall instruction: resuming continues there
 
     def _on_cpuid(self, uc: unicorn.Uc, _user: object) -> int:

@@ -4,7 +4,8 @@
 mapped or written by the host after load: see `GuestMemory.volatile_runs`) and the accounting
 counters. `put_back` restores them in the same engine: the context with `context_restore`, and
 only the pages whose bytes differ from the copy (each run of pages is read in one call and
-compared page by page; a page nobody wrote since is left alone). Translated code stays warm.
+compared page by page; a page nobody wrote since is left alone: writable pages live in host
+buffers, so reading and comparing them is a memcmp). Translated code stays warm.
 
 Unicorn's copy-on-write memory snapshots are not used: they are superlinear in the pages
 written, crash when restored out of order, and do not combine with `mem_protect` (see the
@@ -20,6 +21,7 @@ import unicorn
 
 from emu.accounting import AccountState
 from emu.elf import PAGE_SIZE
+from emu.memory import GuestMemory
 
 _COUNTERS = ("insns", "cost", "insn_limit", "cost_limit", "block_start", "block_insns", "block_cost", "stop", "paused")
 """The accounting fields a run changes (not its code ranges: those only ever cache the image's)."""
@@ -39,24 +41,24 @@ class EngineState:
     """The accounting counters, in `_COUNTERS` order."""
 
     @classmethod
-    def take(cls, uc: unicorn.Uc, runs: list[tuple[int, int]], account: AccountState) -> EngineState:
-        pages = tuple((address, bytes(uc.mem_read(address, size))) for address, size in runs)
+    def take(cls, uc: unicorn.Uc, memory: GuestMemory, account: AccountState) -> EngineState:
+        pages = tuple((address, memory.read(address, size)) for address, size in memory.volatile_runs())
         counters = tuple(int(getattr(account, name)) for name in _COUNTERS)
         return cls(uc.context_save(), pages, counters)
 
-    def put_back(self, uc: unicorn.Uc, runs: list[tuple[int, int]], account: AccountState) -> int:
+    def put_back(self, uc: unicorn.Uc, memory: GuestMemory, account: AccountState) -> int:
         """Restore this state into `uc`; the number of pages rewritten."""
-        if runs != [(address, len(saved)) for address, saved in self.runs]:
+        if memory.volatile_runs() != [(address, len(saved)) for address, saved in self.runs]:
             raise EngineStateError("the engine's volatile pages changed since its state was taken")
         written = 0
         for address, saved in self.runs:
-            now = uc.mem_read(address, len(saved))
+            now = memory.read(address, len(saved))
             if now == saved:
                 continue
             for offset in range(0, len(saved), PAGE_SIZE):
                 page = saved[offset : offset + PAGE_SIZE]
                 if now[offset : offset + PAGE_SIZE] != page:
-                    uc.mem_write(address + offset, page)
+                    memory.write(address + offset, page)
                     written += 1
         uc.context_restore(self.context)
         for name, value in zip(_COUNTERS, self.counters, strict=True):

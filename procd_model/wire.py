@@ -73,6 +73,18 @@ class Layout:
                 flat.extend(int(v) for v in items)
         return self._struct.pack(*flat)
 
+    def pack_flat(self, *values: int) -> bytes:
+        """Pack every field's values in layout order, arrays flattened (no names: the hot paths)."""
+        return self._struct.pack(*values)
+
+    def unpack_flat(self, data: bytes) -> tuple[int, ...]:
+        """The values `pack_flat` takes, from the start of `data` (at least `size` bytes)."""
+        return self._struct.unpack_from(data)
+
+    def field_order(self) -> tuple[tuple[str, int], ...]:
+        """(name, count) of each field in order: what `pack_flat` expects."""
+        return tuple((f.name, f.count) for f in self.fields)
+
     def unpack(self, data: bytes, offset: int = 0) -> dict[str, Any]:
         if len(data) - offset < self.size:
             raise WireError(f"{self.name} needs {self.size} bytes, got {max(0, len(data) - offset)}")

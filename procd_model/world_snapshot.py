@@ -34,23 +34,35 @@ class SnapshotError(RuntimeError):
     """A snapshot cannot be restored exactly (an actor is not suspended where it was)."""
 
 
-Position = tuple[Any, ...]
+Position = tuple[tuple[Any, int], ...]
+"""Each generator of an actor's chain with the instruction offset it is suspended at."""
+
+
+def _chain(generator: Any, out: list[Any]) -> None:
+    """`generator`, the generators it delegates to (`yield from`) and those it drives (held in
+    its locals, as rootd's program drives its bootstrap steps)."""
+    out.append(generator)
+    frame: FrameType | None = generator.gi_frame
+    if frame is None:
+        return
+    inner = generator.gi_yieldfrom
+    if isinstance(inner, GeneratorType):
+        _chain(inner, out)
+    for value in frame.f_locals.values():
+        if isinstance(value, GeneratorType) and value is not inner and value not in out:
+            _chain(value, out)
 
 
 def position(generator: Any) -> Position:
-    """Where a generator is suspended: its code and instruction offset, and those of the
-    generators it delegates to (`yield from`) or drives (held in its locals)."""
-    frame: FrameType | None = generator.gi_frame
-    if frame is None:
-        return ("finished",)
-    inner = generator.gi_yieldfrom
-    driven = tuple(
-        position(value)
-        for value in frame.f_locals.values()
-        if isinstance(value, GeneratorType) and value is not inner and value is not generator
-    )
-    nested = position(inner) if isinstance(inner, GeneratorType) else None
-    return (generator.gi_code, frame.f_lasti, nested, driven)
+    """Where an actor's generators are suspended (-1 for a finished one)."""
+    chain: list[Any] = []
+    _chain(generator, chain)
+    return tuple((g, g.gi_frame.f_lasti if g.gi_frame is not None else -1) for g in chain)
+
+
+def still_at(where: Position) -> bool:
+    """Each generator of the chain is suspended where it was (cheap: no locals are read)."""
+    return all((g.gi_frame.f_lasti if g.gi_frame is not None else -1) == lasti for g, lasti in where)
 
 
 def _actor_positions(procs: dict[int, Process]) -> dict[int, Position]:
@@ -151,9 +163,8 @@ def take(talk: Conversation) -> WorldSnapshot:
 def restore(talk: Conversation, snapshot: WorldSnapshot) -> None:
     kernel = talk.kernel
     for pid, where in snapshot.positions.items():
-        proc = snapshot.kernel.procs[pid]
-        assert isinstance(proc.context, ActorContext)
-        if position(proc.context.program) != where:
+        if not still_at(where):
+            proc = snapshot.kernel.procs[pid]
             raise SnapshotError(f"actor {proc.name} (pid {pid}) is not suspended where it was at the snapshot")
     kernel.restore(snapshot.kernel)
     talk.trace.rewind(snapshot.trace)
