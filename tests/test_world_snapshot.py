@@ -76,7 +76,7 @@ def test_a_world_restored_to_procd_in_recv_traces_as_a_fresh_boot() -> None:
 
 def _machine(talk: Conversation) -> dict[str, Any]:
     """Everything the machine holds, as values: kernel state, and each live guest's registers,
-    volatile pages and counters."""
+    volatile pages, counters and the registers its pending syscall entered with."""
     kernel = talk.kernel
     guests: dict[int, Any] = {}
     for pid, proc in kernel.procs.items():
@@ -85,7 +85,7 @@ def _machine(talk: Conversation) -> dict[str, Any]:
             cpu = context.cpu
             runs = cpu._memory.volatile_runs()
             pages = [cpu.read(address, size) for address, size in runs]
-            guests[pid] = (cpu.regs(tuple(REGISTERS)), pages, counters_of(cpu._state))
+            guests[pid] = (cpu.regs(tuple(REGISTERS)), pages, counters_of(cpu._state), context.entry)
     return {
         "state": snapshot_state(kernel.state),
         "guests": guests,

@@ -52,7 +52,8 @@ class KernelCheckpoint:
     endpoints: dict[int, Endpoint]
     notifications: dict[int, Notification]
     actors: dict[int, ActorSaved]
-    engines: dict[int, EngineState]
+    engines: dict[int, tuple[EngineState, tuple[int, int] | None]]
+    """Each live guest's engine state, and where its pending syscall was entered."""
     injected: ScriptedFaults | None
 
 
@@ -63,13 +64,13 @@ def _copy_faults(faults: ScriptedFaults) -> ScriptedFaults:
 def take(k: Kernel) -> KernelCheckpoint:
     state = k.state
     actors: dict[int, ActorSaved] = {}
-    engines: dict[int, EngineState] = {}
+    engines: dict[int, tuple[EngineState, tuple[int, int] | None]] = {}
     for pid, proc in state.procs.items():
         context = proc.context
         if isinstance(context, ActorContext):
             actors[pid] = ActorSaved(bytes(context.buffer), context.result, context.started)
         elif not context.cpu.closed:
-            engines[pid] = context.cpu.save_state()
+            engines[pid] = (context.cpu.save_state(), context.entry)
             k.engines.pin(context.cpu)
     injected = _copy_faults(k.injector) if isinstance(k.injector, ScriptedFaults) else None
     return KernelCheckpoint(
@@ -112,7 +113,8 @@ def restore(k: Kernel, checkpoint: KernelCheckpoint) -> None:
             context.result, context.started = actor.result, actor.started  # type: ignore[assignment]
         elif pid in checkpoint.engines:
             assert isinstance(live.context, GuestContext)
-            live.context.cpu.restore_state(checkpoint.engines[pid])
+            engine, live.context.entry = checkpoint.engines[pid]
+            live.context.cpu.restore_state(engine)
     for obj, endpoint in checkpoint.endpoints.items():
         endpoint.senders = deque(saved.endpoints[obj].senders)
         endpoint.receivers = deque(saved.endpoints[obj].receivers)

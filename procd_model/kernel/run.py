@@ -106,7 +106,7 @@ def _run_guest(k: Kernel, proc: Process, context: GuestContext, max_instructions
                 return
             continue  # the limit check above reports it
         sched.charge(k, costs.KERNEL_ENTRY_EXIT)
-        if not _carry_on(k, proc, syscalls.guest_syscall(k, proc, cpu)):
+        if not _carry_on(k, proc, syscalls.guest_syscall(k, proc, context)):
             return
 
 

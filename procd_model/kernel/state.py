@@ -110,6 +110,9 @@ class GuestContext:
 
     cpu: GuestCpu
     image: ElfImage
+    entry: tuple[int, int] | None = None
+    """rip and rflags when the syscall being served was entered (read with its arguments, in
+    one call): the result's commit writes them to rcx and r11 without reading them again."""
 
     def read_ipc(self, size: int = IPC_BUFFER_SIZE) -> bytes:
         return self.cpu.read(IPC_BUFFER_VADDR, size)
@@ -123,7 +126,7 @@ class GuestContext:
 
     def commit(self, outcome: Done) -> None:
         """Write a syscall's result to the registers, as `sysret` leaves them."""
-        rip, rflags = self.cpu.regs(("rip", "rflags"))
+        rip, rflags = self.entry if self.entry is not None else self.cpu.regs(("rip", "rflags"))
         self.cpu.set_regs(_RESULT_REGISTERS, (int(outcome.status), *outcome.values, rip, rflags))
 
     def syscall_rip(self) -> int:
