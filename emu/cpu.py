@@ -29,7 +29,6 @@ from emu.accounting import (
     STOP_UNKNOWN,
     UNLIMITED,
     Accountant,
-    AccountState,
     CostFunction,
     add_native_entry_hooks,
 )
@@ -79,14 +78,6 @@ def _identity_tlb_fill(uc: unicorn.Uc, page: int, _access: int, entry: object, _
 
 def _engine_gone(*_args: Any) -> NoReturn:
     raise RuntimeError("this guest is dead: its engine is closed or serves another guest")
-
-
-def _closed_view(image: ElfImage | None, counts: AccountState) -> GuestCpu:
-    view = GuestCpu.__new__(GuestCpu)
-    view._state, view._image, view._closed, view._instrumented = counts, image, True, True
-    for name in ("map", "is_mapped", "read", "write", "reg", "set_reg", "regs", "set_regs"):
-        setattr(view, name, _engine_gone)
-    return view
 
 
 class GuestCpu:
@@ -157,7 +148,7 @@ class GuestCpu:
     def retire(self) -> GuestCpu:
         """A closed view of this guest with its final counts and image, for the dead process that
         ran on it; the engine itself stays usable (a pool gives it to another guest)."""
-        return _closed_view(self._image, AccountState.from_buffer_copy(self._state))
+        return _RetiredCpu(self._image, self.retired, self.cost)
 
     @property
     def retired(self) -> int:
@@ -388,3 +379,22 @@ class GuestCpu:
     def _on_rdtscp(self, _uch: object, _user: object) -> int:
         self.set_reg("rcx", 0)  # IA32_TSC_AUX: processor 0
         return self._on_rdtsc(_uch, _user)
+
+
+class _RetiredCpu(GuestCpu):
+    """What a dead guest keeps of its CPU: its image and final counts (a few words: a long run
+    keeps one per dead process). Anything that would touch an engine is an error."""
+
+    map = is_mapped = read = write = reg = set_reg = regs = set_regs = staticmethod(_engine_gone)  # type: ignore[assignment]
+
+    def __init__(self, image: ElfImage | None, retired: int, cost: int) -> None:
+        self._image, self._closed, self._instrumented = image, True, True
+        self._final = (retired, cost)
+
+    @property
+    def retired(self) -> int:
+        return self._final[0]
+
+    @property
+    def cost(self) -> int:
+        return self._final[1]
