@@ -206,17 +206,10 @@ class Replay:
         return int(engine.acct.state.insns) - before
 
     def rate(self, seconds: float) -> float:
-        """Trips per second, replaying for about `seconds` (best of three equal slices)."""
-        self.run()  # warm: translate every block once
-        count = 1
+        """Trips per CPU second, replaying for about `seconds`."""
+        count = 0
         started = time.process_time()
-        while time.process_time() - started < seconds / 10:
+        while (spent := time.process_time() - started) < seconds:
             self.run()
             count += 1
-        best = float("inf")
-        for _ in range(3):
-            started = time.process_time()
-            for _ in range(count):
-                self.run()
-            best = min(best, time.process_time() - started)
-        return count / best
+        return count / spent
