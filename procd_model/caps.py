@@ -6,7 +6,7 @@ presence, type and rights in that order and answers with the ABI status for the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from procd_model.abi import CAP_TABLE_SLOTS, CapType, Rights, Status
 
@@ -21,9 +21,9 @@ class Capability:
 
     def derive(self, rights: Rights) -> Capability | None:
         """A copy with `rights`, or None if that would widen this capability's rights."""
-        if rights & ~self.rights:
+        if int(rights) & ~int(self.rights):
             return None
-        return replace(self, rights=Rights(rights))
+        return Capability(self.cap_type, self.obj, Rights(rights), self.badge)
 
 
 class CapLookupError(Exception):
@@ -63,7 +63,7 @@ class CapTable:
             raise CapLookupError(Status.NOT_FOUND, f"slot {slot} is empty")
         if cap.cap_type not in cap_types:
             raise CapLookupError(Status.INVALID_ARGUMENT, f"slot {slot} holds {cap.cap_type.name}")
-        if right and not cap.rights & right:
+        if right and not int(cap.rights) & int(right):
             raise CapLookupError(Status.DENIED, f"slot {slot} lacks {right.name}")
         return cap
 

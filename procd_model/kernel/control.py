@@ -93,12 +93,12 @@ def serve(k: Kernel, proc: Process, cap: Capability, message: Message) -> Outcom
 
 
 def _dispatch(k: Kernel, proc: Process, cap: Capability, message: Message) -> ControlReply:
-    try:
-        entry = KERNEL_CONTROL_OPS[KernelOp(message.op)]
-    except ValueError:
+    op = _OPS_BY_NUMBER.get(message.op)
+    if op is None:
         return refused(Status.INVALID_ARGUMENT)
+    entry = KERNEL_CONTROL_OPS[op]
     sched.charge(k, entry.cost)
-    if entry.needs_spawn and not cap.rights & Rights.SPAWN:
+    if entry.needs_spawn and not int(cap.rights) & _SPAWN:
         return refused(Status.DENIED)
     return entry.handler(k, proc, message.payload)
 
@@ -189,6 +189,11 @@ class _CreateRequest:
     grants: tuple[Capability, ...]
 
 
+_KNOWN_RIGHTS = int(Rights.SEND | Rights.RECV | Rights.GRANT | Rights.SPAWN)
+_SPAWN = int(Rights.SPAWN)
+_OPS_BY_NUMBER = {int(op): op for op in KernelOp}
+
+
 def _read_create(proc: Process, payload: bytes) -> _CreateRequest | ControlReply:
     """CREATE_PROCESS's request checked against the caller's capabilities, or the refusal."""
     if len(payload) < CREATE_PROCESS_REQUEST.size:
@@ -216,7 +221,7 @@ def _read_create(proc: Process, payload: bytes) -> _CreateRequest | ControlReply
         source = proc.caps.get(src_slot)
         if source is None:
             return refused(Status.NOT_FOUND, reason=f"grant source slot {src_slot} is empty")
-        if rights & ~int(Rights.SEND | Rights.RECV | Rights.GRANT | Rights.SPAWN):
+        if rights & ~_KNOWN_RIGHTS:
             return refused(Status.INVALID_ARGUMENT, reason=f"unknown rights {rights:#x}")
         derived = source.derive(Rights(rights))
         if derived is None:
