@@ -33,10 +33,11 @@ class CapLookupError(Exception):
 
 
 class CapTable:
-    """CAP_TABLE_SLOTS slots; slot 0 is always empty."""
+    """CAP_TABLE_SLOTS slots; slot 0 is always empty. Held as a dict of the occupied slots (a
+    process holds a handful of its 64: a long run keeps every dead process's table)."""
 
     def __init__(self) -> None:
-        self._slots: list[Capability | None] = [None] * CAP_TABLE_SLOTS
+        self._slots: dict[int, Capability] = {}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CapTable) and self._slots == other._slots
@@ -46,19 +47,17 @@ class CapTable:
     def copy(self) -> CapTable:
         """A table holding the same capabilities (they are immutable), changed independently."""
         table = CapTable()
-        table._slots = list(self._slots)
+        table._slots = dict(self._slots)
         return table
 
     def get(self, slot: int) -> Capability | None:
-        if 0 <= slot < CAP_TABLE_SLOTS:
-            return self._slots[slot]
-        return None
+        return self._slots.get(slot)
 
     def lookup(self, slot: int, cap_types: tuple[CapType, ...], right: Rights) -> Capability:
         """The capability in `slot` if it has one of `cap_types` and `right`; else CapLookupError."""
         if not 0 <= slot < CAP_TABLE_SLOTS:
             raise CapLookupError(Status.INVALID_ARGUMENT, f"slot {slot} out of range")
-        cap = self._slots[slot]
+        cap = self._slots.get(slot)
         if cap is None:
             raise CapLookupError(Status.NOT_FOUND, f"slot {slot} is empty")
         if cap.cap_type not in cap_types:
@@ -71,19 +70,18 @@ class CapTable:
         """Put `cap` in `slot` (or the first free slot); the slot used, or None if full."""
         if slot is None:
             for candidate in range(1, CAP_TABLE_SLOTS):
-                if self._slots[candidate] is None:
+                if candidate not in self._slots:
                     slot = candidate
                     break
             else:
                 return None
-        if not 1 <= slot < CAP_TABLE_SLOTS or self._slots[slot] is not None:
+        if not 1 <= slot < CAP_TABLE_SLOTS or slot in self._slots:
             return None
         self._slots[slot] = cap
         return slot
 
     def delete(self, slot: int) -> None:
-        if 1 <= slot < CAP_TABLE_SLOTS:
-            self._slots[slot] = None
+        self._slots.pop(slot, None)
 
     def occupied(self) -> list[tuple[int, Capability]]:
-        return [(slot, cap) for slot, cap in enumerate(self._slots) if cap is not None]
+        return sorted(self._slots.items())

@@ -116,11 +116,11 @@ def restore(k: Kernel, checkpoint: KernelCheckpoint) -> None:
             engine, live.context.entry = checkpoint.engines[pid]
             live.context.cpu.restore_state(engine)
     for obj, endpoint in checkpoint.endpoints.items():
-        endpoint.senders = deque(saved.endpoints[obj].senders)
-        endpoint.receivers = deque(saved.endpoints[obj].receivers)
+        endpoint.senders = list(saved.endpoints[obj].senders)
+        endpoint.receivers = list(saved.endpoints[obj].receivers)
     for obj, notification in checkpoint.notifications.items():
         notification.word = saved.notifications[obj].word
-        notification.waiters = deque(saved.notifications[obj].waiters)
+        notification.waiters = list(saved.notifications[obj].waiters)
     state.procs, state.endpoints = dict(checkpoint.procs), dict(checkpoint.endpoints)
     state.notifications = dict(checkpoint.notifications)
     state.run_queue, state.timed, state.logs = deque(saved.run_queue), list(saved.timed), list(saved.logs)

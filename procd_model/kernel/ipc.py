@@ -73,7 +73,7 @@ def send(k: Kernel, proc: Process, pending: PendingSend, endpoint: Endpoint, *, 
     if dropped:
         return Done(Status.BUSY)
     if endpoint.receivers:
-        receiver = k.state.procs[endpoint.receivers.popleft()]
+        receiver = k.state.procs[endpoint.receivers.pop(0)]
         deliver(k, receiver, endpoint, pending)
         sched.complete(k, receiver, Status.OK, (pending.badge, 0, 0))
         return BLOCKED if pending.is_call else Done(Status.OK)
@@ -138,7 +138,7 @@ def kernel_message(k: Kernel, endpoint: Endpoint, op: KernelEvent, payload: byte
             **shown,
         )
     if endpoint.receivers:
-        receiver = k.state.procs[endpoint.receivers.popleft()]
+        receiver = k.state.procs[endpoint.receivers.pop(0)]
         deliver(k, receiver, endpoint, pending)
         sched.complete(k, receiver, Status.OK, (BADGE_KERNEL, 0, 0))
     else:
@@ -153,7 +153,7 @@ def sys_recv(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
     drop_reply_right(k, proc)
     endpoint = k.state.endpoints[cap.obj]
     if endpoint.senders:
-        pending = endpoint.senders.popleft()
+        pending = endpoint.senders.pop(0)
         deliver(k, proc, endpoint, pending)
         return Done(Status.OK, (pending.badge, 0, 0))
     endpoint.receivers.append(proc.pid)

@@ -4,7 +4,6 @@ supervisor gets CHILD_DIED."""
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from emu.cpu import Fault
@@ -172,7 +171,7 @@ def _leave_queue(k: Kernel, proc: Process) -> None:
     match proc.waiting:
         case InSend(endpoint=obj):
             endpoint = state.endpoints[obj]
-            endpoint.senders = deque(p for p in endpoint.senders if p.pid != proc.pid)
+            endpoint.senders = [p for p in endpoint.senders if p.pid != proc.pid]
         case InRecv(endpoint=obj):
             state.endpoints[obj].receivers.remove(proc.pid)
         case InWait(notification=obj):
@@ -185,7 +184,8 @@ def _leave_queue(k: Kernel, proc: Process) -> None:
 
 
 def bury(k: Kernel, proc: Process, state: RunState) -> None:
-    """A dead process leaves its queue; the caller it owed a reply is answered INTERNAL."""
+    """A dead process leaves its queue; the caller it owed a reply is answered INTERNAL; its
+    engine goes back to the pool (its record stays, with how it ended)."""
     ipc.drop_reply_right(k, proc)
     proc.state = state
     _leave_queue(k, proc)

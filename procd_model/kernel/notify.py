@@ -20,7 +20,7 @@ def signal(k: Kernel, notification: Notification, bits: int) -> None:
     """OR `bits` into the word; a waiter takes the whole word and wakes."""
     notification.word |= bits
     if notification.waiters and notification.word:
-        waiter = k.state.procs[notification.waiters.popleft()]
+        waiter = k.state.procs[notification.waiters.pop(0)]
         taken, notification.word = notification.word, 0
         sched.complete(k, waiter, Status.OK, (taken, 0, 0))
 

@@ -93,15 +93,17 @@ class Endpoint:
     obj: int
     service: str
     """Whose operations arrive here, for naming ops in the trace (e.g. "procd")."""
-    senders: deque[PendingSend] = field(default_factory=deque)
-    receivers: deque[int] = field(default_factory=deque)
+    senders: list[PendingSend] = field(default_factory=list)
+    """Queued senders, first in line first (lists: an endpoint's queue is short, and an empty
+    deque costs 600 bytes, kept by every endpoint a long run ever made)."""
+    receivers: list[int] = field(default_factory=list)
 
 
 @dataclass
 class Notification:
     obj: int
     word: int = 0
-    waiters: deque[int] = field(default_factory=deque)
+    waiters: list[int] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -262,9 +264,9 @@ def snapshot_state(state: KernelState) -> KernelState:
     tables, endpoints' and notifications' queues)."""
     procs = {pid: replace(proc, caps=proc.caps.copy()) for pid, proc in state.procs.items()}
     endpoints = {
-        obj: Endpoint(e.obj, e.service, deque(e.senders), deque(e.receivers)) for obj, e in state.endpoints.items()
+        obj: Endpoint(e.obj, e.service, list(e.senders), list(e.receivers)) for obj, e in state.endpoints.items()
     }
-    notifications = {obj: Notification(n.obj, n.word, deque(n.waiters)) for obj, n in state.notifications.items()}
+    notifications = {obj: Notification(n.obj, n.word, list(n.waiters)) for obj, n in state.notifications.items()}
     return replace(
         state,
         procs=procs,
