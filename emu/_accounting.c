@@ -41,7 +41,7 @@ struct emu_account {
     uint32_t stop;
     uint32_t nranges;
     uint32_t paused;         /* non-zero: count nothing (a per-instruction step hook counts instead) */
-    uint32_t reserved;
+    uint32_t syscalled;      /* set by emu_syscall_stop: the run stopped after a `syscall` */
     emu_stop_fn emu_stop;
     struct emu_range ranges[EMU_MAX_RANGES];
 };
@@ -82,6 +82,33 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
 }
 
 uint64_t emu_account_layout_size(void) { return sizeof(struct emu_account); }
+
+/* UC_HOOK_INSN for `syscall`: note it and stop; RIP is left after the instruction, so resuming
+ * continues there. Native, so that a syscall costs no Python callback. */
+void emu_syscall_stop(void *uc, struct emu_account *a)
+{
+    a->syscalled = 1;
+    a->emu_stop(uc);
+}
+
+/* Mirrors Unicorn's struct uc_tlb_entry. */
+struct emu_tlb_entry {
+    uint64_t paddr;
+    uint32_t perms;
+};
+
+/* UC_HOOK_TLB_FILL: every virtual page maps to the physical address equal to it, with every
+ * permission (the memory map's own permissions decide). Native, so that a TLB miss, a host read
+ * or a host write costs no Python callback. */
+_Bool emu_identity_tlb_fill(void *uc, uint64_t page, int access, struct emu_tlb_entry *entry, void *user)
+{
+    (void)uc;
+    (void)access;
+    (void)user;
+    entry->paddr = page;
+    entry->perms = 7; /* UC_PROT_ALL */
+    return 1;
+}
 
 /* An independent per-instruction count (a code hook), for tests that check the block accounting. */
 void emu_count_insn(void *uc, uint64_t address, uint32_t size, uint64_t *counter)

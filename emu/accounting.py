@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import capstone
 from unicorn import unicorn_const as uc_const
+from unicorn import x86_const
 from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.elf import ElfImage, Perm
@@ -81,7 +82,7 @@ class AccountState(ctypes.Structure):
         ("stop", ctypes.c_uint32),
         ("nranges", ctypes.c_uint32),
         ("paused", ctypes.c_uint32),
-        ("reserved", ctypes.c_uint32),
+        ("syscalled", ctypes.c_uint32),
         ("emu_stop", ctypes.c_void_p),
         ("ranges", Range * MAX_RANGES),
     ]
@@ -155,6 +156,7 @@ def _load_native() -> ctypes.CDLL | None:
 
 
 _NATIVE = _load_native()
+_X86_INS_SYSCALL = x86_const.UC_X86_INS_SYSCALL
 _EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
 
 
@@ -165,6 +167,34 @@ def native_available() -> bool:
 def native_library() -> ctypes.CDLL | None:
     """The built extension as a C library (None where it is not built or EMU_ACCOUNTING=python)."""
     return _NATIVE
+
+
+def _native_hook(uc: object, kind: int, function: str, user: object, *extra: object) -> None:
+    assert _NATIVE is not None
+    handle = ctypes.c_size_t()
+    status = uclib.uc_hook_add(
+        uc._uch,  # type: ignore[attr-defined]
+        ctypes.byref(handle),
+        kind,
+        ctypes.cast(getattr(_NATIVE, function), ctypes.c_void_p),
+        user,
+        ctypes.c_uint64(1),
+        ctypes.c_uint64(0),
+        *extra,
+    )
+    if status != uc_const.UC_ERR_OK:
+        raise RuntimeError(f"uc_hook_add for the native {function} failed: {status}")
+
+
+def add_native_entry_hooks(uc: object, state: AccountState) -> bool:
+    """Register the native identity TLB fill and the native `syscall` stop (which sets
+    `state.syscalled`); False where the extension is not built (the caller then hooks Python)."""
+    if _NATIVE is None:
+        return False
+    _native_hook(uc, uc_const.UC_HOOK_TLB_FILL, "emu_identity_tlb_fill", None)
+    state_pointer = ctypes.cast(ctypes.pointer(state), ctypes.c_void_p)
+    _native_hook(uc, uc_const.UC_HOOK_INSN, "emu_syscall_stop", state_pointer, ctypes.c_int(_X86_INS_SYSCALL))
+    return True
 
 
 class Accountant:

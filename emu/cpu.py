@@ -12,20 +12,33 @@ one instruction at a time (used once, for the machine's final instruction limit)
 from __future__ import annotations
 
 import ctypes
+import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, NoReturn
 
 import unicorn
 from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
-from emu.accounting import STOP_CYCLES, STOP_INSNS, STOP_NONE, STOP_UNKNOWN, UNLIMITED, Accountant, CostFunction
+from emu.accounting import (
+    STOP_CYCLES,
+    STOP_INSNS,
+    STOP_NONE,
+    STOP_UNKNOWN,
+    UNLIMITED,
+    Accountant,
+    CostFunction,
+    add_native_entry_hooks,
+)
 from emu.coverage import BlockCoverage, CoverageMap
 from emu.cpuid import cpuid_leaf
 from emu.debugstop import DebugStops
 from emu.elf import ElfImage
+from emu.engine_state import EngineState
 from emu.events import MILLICYCLES_PER_CYCLE
 from emu.faults import Fault as Fault
 from emu.faults import FaultCatcher
@@ -38,6 +51,16 @@ from emu.registers import RegisterFile
 
 _STOP_NOWHERE = 0xFFFF_FFFF_FFFF_FFFF
 _TCG_BUFFER_BYTES = 8 << 20
+_PR_SET_THP_DISABLE = 41
+
+
+@functools.cache
+def _no_huge_pages() -> None:
+    """Unicorn asks for transparent huge pages on each engine's translation buffer, so every
+    engine touched 2 MiB of it for a few kilobytes of code (2.9 MiB resident per engine, 1 MiB
+    without). Turn huge pages off for this process (Linux; elsewhere nothing happens)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0)
 
 
 class TrapKind(Enum):
@@ -69,10 +92,15 @@ def _identity_tlb_fill(uc: unicorn.Uc, page: int, _access: int, entry: object, _
     return True
 
 
+def _engine_gone(*_args: Any) -> NoReturn:
+    raise RuntimeError("this guest is dead: its engine is closed or serves another guest")
+
+
 class GuestCpu:
     """A single-threaded guest: its own Unicorn engine, memory map, instruction and cycle counts."""
 
     def __init__(self, cost_of: CostFunction) -> None:
+        _no_huge_pages()
         self._uc = unicorn.Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
         self._kept: list[object] = []
         """What native hooks point into, kept as long as the engine."""
@@ -84,29 +112,27 @@ class GuestCpu:
         # sees the exact address, and nothing is ever mapped at a non-canonical one. (Without a
         # fill hook, virtual mode ran compiled code 2.5x slower; the hook runs once per TLB miss.)
         self._uc.ctl_set_tlb_mode(uc_const.UC_TLB_VIRTUAL)
-        self._uc.hook_add(uc_const.UC_HOOK_TLB_FILL, _identity_tlb_fill)
         # Memory and registers are their own rooms; their methods are the CPU's.
         memory, registers = GuestMemory(self._uc), RegisterFile(self._uc)
+        self._memory = memory
         self.map, self.is_mapped, self.read, self.write = memory.map, memory.is_mapped, memory.read, memory.write
-        self.reg, self.set_reg, self.regs, self.set_regs = (
-            registers.reg,
-            registers.set_reg,
-            registers.regs,
-            registers.set_regs,
-        )
+        self.reg, self.set_reg = registers.reg, registers.set_reg
+        self.regs, self.set_regs = registers.regs, registers.set_regs
         self.registers, self.debug = registers, DebugStops(self._uc)
         self._closed = False
+        self._instrumented = False
         self._acct = Accountant(self._uc, cost_of)
         self._state = self._acct.state
         self._exact_tail = False
-        self._syscall = False
         self._clock_base = 0
         self._icount_base = 0
         self._image: ElfImage | None = None
         self._insn_log: InsnLog | None = None
         self._next_seq: Callable[[], int] = lambda: 0
         uc = self._uc
-        uc.hook_add(uc_const.UC_HOOK_INSN, self._on_syscall, None, 1, 0, x86_const.UC_X86_INS_SYSCALL)
+        if not add_native_entry_hooks(uc, self._state):  # native: no Python call per syscall or TLB miss
+            uc.hook_add(uc_const.UC_HOOK_TLB_FILL, _identity_tlb_fill)
+            uc.hook_add(uc_const.UC_HOOK_INSN, self._on_syscall, None, 1, 0, x86_const.UC_X86_INS_SYSCALL)
         uc.hook_add(uc_const.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, x86_const.UC_X86_INS_CPUID)
         self._faults = FaultCatcher(uc)
         # The binding refuses RDTSC hooks; the C core supports them (see the unicorn notes).
@@ -116,8 +142,7 @@ class GuestCpu:
             uc._Uc__do_hook_add(uc_const.UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(insn))
 
     def close(self) -> None:
-        """Release the Unicorn engine now (a dead process's engine is never run again). Counts
-        stay readable; anything that would touch the engine afterwards is an error."""
+        """Release the Unicorn engine now. Counts stay readable; touching the engine is an error."""
         finalizer = getattr(self._uc, "_Uc__finalizer", None)
         if finalizer is not None:
             finalizer()
@@ -126,6 +151,24 @@ class GuestCpu:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def reusable(self) -> bool:
+        """No probe or instruction log was attached: the engine can serve another guest."""
+        return not self._closed and not self._instrumented
+
+    def save_state(self) -> EngineState:
+        """Registers, volatile pages and counters now (see emu/engine_state.py)."""
+        return EngineState.take(self._uc, self._memory, self._state)
+
+    def restore_state(self, state: EngineState) -> int:
+        """Put back a state `save_state` took from this engine; the number of pages rewritten."""
+        return state.put_back(self._uc, self._memory, self._state)
+
+    def retire(self) -> GuestCpu:
+        """A closed view of this guest with its final counts and image, for the dead process that
+        ran on it; the engine itself stays usable (a pool gives it to another guest)."""
+        return _RetiredCpu(self._image, self.retired, self.cost)
 
     @property
     def retired(self) -> int:
@@ -159,6 +202,7 @@ class GuestCpu:
             )
 
         self._uc.hook_add(uc_const.UC_HOOK_BLOCK, on_block, None, begin, end)
+        self._instrumented = True
         self._uc.ctl_flush_tb()
 
     def attach_coverage(self, into: CoverageMap) -> BlockCoverage:
@@ -179,15 +223,13 @@ class GuestCpu:
         symbolize = self.symbolize
         self._insn_log = InsnLog(self._uc, self._acct, self.read, symbolize, pid, feed, text=text, begin=begin, end=end)
         self._next_seq = next_seq
+        self._instrumented = True
         self._uc.ctl_flush_tb()
 
     def symbolize(self, address: int) -> str:
         """`function+0xoffset` for an address in the loaded image, else the bare address."""
-        if self._image is not None:
-            where = self._image.symbolize(address)
-            if where is not None:
-                return f"{where[0]}+{where[1]:#x}"
-        return f"{address:#x}"
+        where = self._image.symbolize(address) if self._image is not None else None
+        return f"{where[0]}+{where[1]:#x}" if where is not None else f"{address:#x}"
 
     def load(self, image: ElfImage) -> None:
         """Map every PT_LOAD segment of `image`, sweep its code, and point RIP at its entry."""
@@ -195,6 +237,7 @@ class GuestCpu:
             self.map(segment.vaddr, segment.memsz, segment.perms, segment.data)
         self._acct.add_image(image)
         self._image = image
+        self._memory.seal()
         self.set_reg("rip", image.entry)
 
     # --------------------------------------------------------------- execution
@@ -234,8 +277,7 @@ class GuestCpu:
 
     def _emulate(self, exact_tail: bool) -> Trap | None:
         state = self._state
-        state.stop = STOP_NONE
-        self._syscall = False
+        state.stop = state.syscalled = STOP_NONE
         faults = self._faults
         faults.reset()
         self.debug.hit = None
@@ -261,27 +303,28 @@ class GuestCpu:
         rip = self.reg("rip")
         if faults.fault is None and error is not None:
             faults.fault = faults.from_error(error, rip)
-        if faults.fault is None and not self._syscall and self.debug.hit is not None:
+        if faults.fault is None and not state.syscalled and self.debug.hit is not None:
             self._settle_to(rip)  # stopped before `rip`, as a fault inside a block is settled
             self._resumed_at = (rip, int(state.insns))
             if self._insn_log is not None:
                 self._insn_log.retract(rip)
             return Trap(TrapKind.DEBUG, rip)
         log = self._insn_log
-        if faults.fault is None and not self._syscall and log is not None and log.stopped():
+        syscalled = state.syscalled
+        if faults.fault is None and not syscalled and log is not None and log.stopped():
             # The instruction log stopped before `rip` ran: give back the block's tail, let the
             # log drain or learn the instruction, and go on from `rip`.
             self._settle_to(rip)
             log.service()
             return None
-        if faults.fault is None and not self._syscall and state.stop == STOP_NONE:
+        if faults.fault is None and not syscalled and state.stop == STOP_NONE:
             # emu_start returned with no hook asking: the guest executed `hlt`, a privileged
             # instruction at user level.
             faults.fault = Fault(FaultCause.GENERAL_PROTECTION, max(rip - 1, 0), None, "privileged instruction hlt")
         if faults.fault is not None:
             self._settle_fault(faults.fault)
             return Trap(TrapKind.FAULT, faults.fault.rip, faults.fault)
-        if self._syscall:
+        if syscalled:
             return Trap(TrapKind.SYSCALL, rip)
         if state.stop == STOP_UNKNOWN:
             # The block hook met a block off the swept instruction stream: learn it and go on.
@@ -291,10 +334,8 @@ class GuestCpu:
         return Trap(TrapKind.BUDGET, rip)
 
     def _stop_soon(self) -> None:
-        """Make `emu_start` return before the next block (a signal arrived; see emu/interrupt.py).
-
-        `emu_stop` does nothing if the engine has not started yet; the zero budget stops it at its
-        first block then. The run is abandoned, so its counts no longer matter."""
+        """Make `emu_start` return before the next block (a signal arrived; see emu/interrupt.py):
+        `emu_stop` if it runs, else the zero budget stops it at its first block (the run is abandoned)."""
         self._state.insn_limit = 0
         self._uc.emu_stop()
 
@@ -353,7 +394,7 @@ class GuestCpu:
         state.cost += cost
 
     def _on_syscall(self, uc: unicorn.Uc, _user: object) -> None:
-        self._syscall = True
+        self._state.syscalled = 1
         uc.emu_stop()  # RIP is left after the syscall instruction: resuming continues there
 
     def _on_cpuid(self, uc: unicorn.Uc, _user: object) -> int:
@@ -374,3 +415,22 @@ class GuestCpu:
     def _on_rdtscp(self, _uch: object, _user: object) -> int:
         self.set_reg("rcx", 0)  # IA32_TSC_AUX: processor 0
         return self._on_rdtsc(_uch, _user)
+
+
+class _RetiredCpu(GuestCpu):
+    """What a dead guest keeps of its CPU: its image and final counts (a few words: a long run
+    keeps one per dead process). Anything that would touch an engine is an error."""
+
+    map = is_mapped = read = write = reg = set_reg = regs = set_regs = staticmethod(_engine_gone)  # type: ignore[assignment]
+
+    def __init__(self, image: ElfImage | None, retired: int, cost: int) -> None:
+        self._image, self._closed, self._instrumented = image, True, True
+        self._final = (retired, cost)
+
+    @property
+    def retired(self) -> int:
+        return self._final[0]
+
+    @property
+    def cost(self) -> int:
+        return self._final[1]

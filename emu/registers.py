@@ -51,17 +51,26 @@ class _RegisterBatch:
 
 
 class RegisterFile:
-    """The registers of one Unicorn engine."""
+    """The registers of one Unicorn engine, read and written straight through the C API into one
+    preallocated value (the binding's `reg_read` builds its arguments on every call)."""
 
     def __init__(self, uc: unicorn.Uc) -> None:
         self._uc = uc
         self._batches: dict[tuple[str, ...], _RegisterBatch] = {}
+        self._value = ctypes.c_uint64()
+        self._value_ref = ctypes.byref(self._value)
 
     def reg(self, name: str) -> int:
-        return int(self._uc.reg_read(REGISTERS[name]))
+        status = uclib.uc_reg_read(self._uc._uch, REGISTERS[name], self._value_ref)
+        if status != uc_const.UC_ERR_OK:
+            raise unicorn.UcError(status)
+        return self._value.value
 
     def set_reg(self, name: str, value: int) -> None:
-        self._uc.reg_write(REGISTERS[name], value & 0xFFFF_FFFF_FFFF_FFFF)
+        self._value.value = value & 0xFFFF_FFFF_FFFF_FFFF
+        status = uclib.uc_reg_write(self._uc._uch, REGISTERS[name], self._value_ref)
+        if status != uc_const.UC_ERR_OK:
+            raise unicorn.UcError(status)
 
     def other(self, name: str) -> int:
         """A segment, SSE or base register (OTHER_REGISTERS)."""

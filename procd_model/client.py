@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from emu.elf import ElfImage
 from emu.trace import Trace
 from emu.world import Instrument, RunOutcome
+from procd_model import world_snapshot
 from procd_model.abi import BADGE_ROOTD, CapType, NotifyBit, Rights, Role, Status, Syscall
 from procd_model.actor import ActorProgram, SyscallRequest
 from procd_model.caps import Capability, CapTable
@@ -25,6 +26,7 @@ from procd_model.messages import Message
 from procd_model.ops import MODEL_FACTS
 from procd_model.rootd import SLOT_IRQ, Rootd, Services, default_procd_boot
 from procd_model.world import make_kernel, run_bootstrap
+from procd_model.world_snapshot import WorldSnapshot
 
 DEFAULT_MAX_INSTRUCTIONS = 100_000_000
 
@@ -48,6 +50,11 @@ class Session:
     replies: list[tuple[Status, Message | None]] = field(default_factory=list)
     """Per request: the CALL's syscall status and the reply message (None if the CALL failed)."""
 
+    def close(self) -> None:
+        """Done with the machine: its engines go back to the pool (processes keep their counts)."""
+        if self.kernel is not None:
+            self.kernel.release_engines()
+
 
 def ask_all(
     requests: Sequence[Request],
@@ -57,8 +64,10 @@ def ask_all(
     before_procd: tuple[Role, ...] = (),
 ) -> Session:
     """Boot procd (with `services` if given, after the services of `before_procd` that rootd
-    starts itself), then send `requests` in order from a client actor and collect every reply."""
-    session = Session(RunOutcome(False, "", "", model=MODEL_FACTS), trace if trace is not None else Trace())
+    starts itself), then send `requests` in order from a client actor and collect every reply.
+    Without a `trace`, events are hashed but not kept (pass `Trace()` to read them afterwards;
+    `Trace.off()` records nothing at all)."""
+    session = Session(RunOutcome(False, "", "", model=MODEL_FACTS), trace if trace is not None else Trace(keep=False))
 
     def on_ready(rootd: Rootd) -> None:
         rootd.supervises = False  # the client speaks to procd in rootd's place
@@ -110,10 +119,11 @@ class Conversation:
         badges: Iterable[int],
         services: Services | None = None,
         max_instructions: int = DEFAULT_MAX_INSTRUCTIONS,
+        trace: Trace | None = None,
         procd_image: ElfImage | None = None,
         instrument: Instrument | None = None,
     ) -> None:
-        self.trace = Trace()
+        self.trace = trace if trace is not None else Trace(keep=False)
         self.kernel = make_kernel(self.trace, procd_image, instrument)
         self.max_instructions = max_instructions
         self.replies: list[tuple[Status, Message | None]] = []
@@ -141,6 +151,24 @@ class Conversation:
         self.kernel.signal(self._doorbell, 1)
         self._settle()
         return self.replies[before] if len(self.replies) > before else None
+
+    def close(self) -> None:
+        """Done with the machine: its engines go back to the pool (processes keep their counts)."""
+        self.kernel.release_engines()
+
+    def snapshot(self) -> WorldSnapshot:
+        """The whole world as it is now (procd back in RECV between steps): kernel, engines,
+        trace, rootd, peers and replies. `restore` brings it back, any number of times."""
+        return world_snapshot.take(self)
+
+    def restore(self, snapshot: WorldSnapshot) -> None:
+        """Back to `snapshot`: the next steps give exactly the trace they gave from there.
+        Raises SnapshotError if an actor is no longer suspended where it was."""
+        world_snapshot.restore(self, snapshot)
+
+    def discard(self, snapshot: WorldSnapshot) -> None:
+        """`snapshot` will not be restored again: the engines it held may serve other guests."""
+        self.kernel.discard(snapshot.kernel)
 
     def pass_time(self) -> bool:
         """Let virtual time pass to the next pending timer or interrupt and run until quiet;

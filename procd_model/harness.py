@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from emu.elf import ElfImage
+from emu.trace import Trace
 from emu.world import Instrument
 from procd_model.abi import (
     BADGE_ROOTD,
@@ -81,7 +82,12 @@ def talk_to_procd(
     client holding every badge of ALL_BADGES, and a spec following it; `instrument` sees every
     guest CPU before it runs."""
     talk = Conversation(
-        ALL_BADGES, Services(), max_instructions=max_instructions, procd_image=procd_image, instrument=instrument
+        ALL_BADGES,
+        Services(),
+        max_instructions=max_instructions,
+        trace=Trace(),
+        procd_image=procd_image,
+        instrument=instrument,
     )
     spec = ProcdSpec(holds=frozenset({CapPurpose.CRASHD_ENDPOINT}))
     return talk, SpecFollower(spec, talk.procd.pid)

@@ -41,15 +41,18 @@ def serve(slot: int, handle: Callable[[Message], Reply]) -> ActorProgram:
     `handle` is itself an actor program (it may make syscalls, e.g. timed calls kernel-control)
     whose return value is the reply.
     """
-    result = yield SyscallRequest(Syscall.RECV, (slot,))
+    reply: Message | None = None
     while True:
+        # One waiting point for both the first RECV and every REPLY_RECV: between requests the
+        # actor is always suspended here, so a world snapshot can be restored (world_snapshot.py).
+        number = Syscall.RECV if reply is None else Syscall.REPLY_RECV
+        result = yield SyscallRequest(number, (slot,), reply)
         try:
             request = result.message()
         except MessageError:
             reply = Message(Status.INVALID_ARGUMENT)
         else:
             reply = yield from handle(request)
-        result = yield SyscallRequest(Syscall.REPLY_RECV, (slot,), reply)
 
 
 class Named:

@@ -195,6 +195,8 @@ class Rootd:
     """rootd's bootstrap notification (its death watch rings it)."""
     on_ready: list[Callable[[Rootd], None]] = field(default_factory=list)
     """Called once procd has signalled READY, before the manifest is sent (tests hook in here)."""
+    named: Named | None = None
+    """The name service's state, when rootd started the services."""
     supervises: bool = True
     """After its manifest rootd keeps WAITing for procd's SERVICE_FAILED, so that a REQUIRED
     service failing at any later time halts bootstrap. The client harness, which speaks to
@@ -219,8 +221,9 @@ class Rootd:
     def _start_services(self, caps: CapTable, services: Services) -> None:
         """named, timed and crashd as actors, and the interrupt notification; rootd keeps what procd gets."""
         kernel = self.kernel
+        self.named = Named()
         services_started = (
-            (SLOT_NAMED, "named", Named().program),
+            (SLOT_NAMED, "named", self.named.program),
             (SLOT_TIMED, "timed", Timed(2).program),
             (SLOT_CRASHD, "crashd", services.crashd.program),
         )

@@ -21,8 +21,11 @@ from procd_model import costs
 from procd_model.actor import ActorProgram
 from procd_model.caps import CapTable
 from procd_model.cpu_model import default_cpu_model
-from procd_model.kernel import lifecycle, notify, sched
+from procd_model.kernel import checkpoint, lifecycle, notify, sched
+from procd_model.kernel import engines as engine_pool
 from procd_model.kernel import run as run_loop
+from procd_model.kernel.checkpoint import KernelCheckpoint
+from procd_model.kernel.engines import EnginePool
 from procd_model.kernel.inject import DeathObserver, Injector, NoInjection
 from procd_model.kernel.outcome import StopReason
 from procd_model.kernel.state import (
@@ -49,8 +52,11 @@ class Kernel:
         quantum_cycles: int = costs.DEFAULT_QUANTUM_CYCLES,
         instrument: Instrument | None = None,
         injector: Injector | None = None,
+        engines: EnginePool | None = None,
     ) -> None:
         self.state = KernelState()
+        self.engines = engines if engines is not None else engine_pool.SHARED
+        """Where guests' engines come from and go back to (warm engines, see kernel/engines.py)."""
         self.instrument = instrument
         self.trace = trace if trace is not None else Trace()
         self.trace.bind_clock(lambda: self.state.icount, lambda: self.state.clock // MILLI)
@@ -94,6 +100,18 @@ class Kernel:
     def snapshot(self) -> KernelState:
         """A copy of the kernel's state that later runs leave as it is (see `snapshot_state`)."""
         return snapshot_state(self.state)
+
+    def checkpoint(self) -> KernelCheckpoint:
+        """Everything needed to put this kernel back as it is now, guests' engines included
+        (see kernel/checkpoint.py); `restore` puts it back, any number of times."""
+        return checkpoint.take(self)
+
+    def restore(self, saved: KernelCheckpoint) -> None:
+        checkpoint.restore(self, saved)
+
+    def discard(self, saved: KernelCheckpoint) -> None:
+        """`saved` will not be restored again: the engines it held may serve other guests."""
+        checkpoint.discard(self, saved)
 
     # ------------------------------------------------------------- world setup
 
@@ -182,8 +200,14 @@ class Kernel:
     def signal(self, notification: Notification, bits: int) -> None:
         """NOTIFY `bits` on `notification` from outside the modelled processes (a test harness)."""
         record = NotifyRecord(notification.obj, bits)
-        self.trace.emit(NOTIFY, KERNEL_PID, record, notification=notification.obj, bits=bits)
+        if self.trace.recording:
+            self.trace.emit(NOTIFY, KERNEL_PID, record, notification=notification.obj, bits=bits)
         notify.signal(self, notification, bits)
+
+    def release_engines(self) -> None:
+        """The machine will not run again: every live guest's engine goes back to the pool (its
+        process keeps a closed view with its counts, as a dead one does)."""
+        lifecycle.release_engines(self)
 
     def terminate(self, pid: int) -> bool:
         """End the live guest `pid` from outside (as an operator's kill would): it dies KILLED

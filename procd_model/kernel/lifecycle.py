@@ -4,11 +4,10 @@ supervisor gets CHILD_DIED."""
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from emu.cpu import Fault, GuestCpu
-from emu.elf import PAGE_SIZE, ElfImage, Perm
+from emu.cpu import Fault
+from emu.elf import PAGE_SIZE, ElfImage
 from emu.events import FAULT, PROCESS_CREATE, PROCESS_EXIT, PROCESS_KILL, PROCESS_START
 from procd_model.abi import CHILD_DEATH, ENVELOPE_VADDR, IPC_BUFFER_VADDR, DeathKind, KernelEvent
 from procd_model.abi import FaultKind as AbiFaultKind
@@ -42,7 +41,8 @@ def spawn_actor(k: Kernel, name: str, program: ActorProgram, caps: CapTable) -> 
     """A modelled peer, ready to run."""
     proc = Process(take_pid(k), name, caps, ActorContext(program))
     k.state.procs[proc.pid] = proc
-    k.trace.emit(PROCESS_CREATE, proc.pid, name=name, actor=True)
+    if k.trace.recording:
+        k.trace.emit(PROCESS_CREATE, proc.pid, name=name, actor=True)
     sched.make_ready(k, proc)
     return proc
 
@@ -61,31 +61,30 @@ def check_layout(image: ElfImage) -> None:
 def create_guest(k: Kernel, name: str, image: ElfImage, envelope: bytes, caps: CapTable, endpoint: int = 0) -> Process:
     """A process running `image`, created but not started. Raises ImageLayoutError."""
     check_layout(image)
-    cpu = GuestCpu(k.cpu_model.cost_of)
-    cpu.load(image)
-    cpu.map(IPC_BUFFER_VADDR, PAGE_SIZE, Perm.R | Perm.W)
-    cpu.map(ENVELOPE_VADDR, PAGE_SIZE, Perm.R, envelope)
-    cpu.set_reg("rdi", ENVELOPE_VADDR)
-    cpu.set_reg("rsp", 0)
+    cpu = k.engines.acquire(image, k.cpu_model.cost_of, private=k.instrument is not None)
+    if envelope:
+        cpu.write(ENVELOPE_VADDR, envelope)
     proc = Process(take_pid(k), name, caps, GuestContext(cpu, image), endpoint=endpoint)
     proc.fault_at = k.injector.fault_at(image.name)
     k.state.procs[proc.pid] = proc
     if k.instrument is not None:
         k.instrument(cpu, image, proc.pid)
-    role = envelope_role(envelope)
-    k.trace.emit(
-        PROCESS_CREATE,
-        proc.pid,
-        name=name,
-        role=role.name if role is not None else None,
-        entry=f"{image.entry:#x}",
-        endpoint=endpoint,
-    )
+    if k.trace.recording:
+        role = envelope_role(envelope)
+        k.trace.emit(
+            PROCESS_CREATE,
+            proc.pid,
+            name=name,
+            role=role.name if role is not None else None,
+            entry=f"{image.entry:#x}",
+            endpoint=endpoint,
+        )
     return proc
 
 
 def start(k: Kernel, proc: Process, *, run_next: bool = False) -> None:
-    k.trace.emit(PROCESS_START, proc.pid, name=proc.name)
+    if k.trace.recording:
+        k.trace.emit(PROCESS_START, proc.pid, name=proc.name)
     sched.make_ready(k, proc, front=run_next)
 
 
@@ -104,7 +103,8 @@ def exit_process(k: Kernel, proc: Process, code: int) -> None:
     """`proc` exits with `code`. When the root process exits, the run stops there ("root-exited"):
     the system it started has nobody left to answer to (rootd exits only to halt bootstrap)."""
     proc.exit_code = code
-    k.trace.emit(PROCESS_EXIT, proc.pid, name=proc.name, code=code)
+    if k.trace.recording:
+        k.trace.emit(PROCESS_EXIT, proc.pid, name=proc.name, code=code)
     bury(k, proc, RunState.EXITED)
     if proc.pid == k.state.root:
         sched.halt(k, "root-exited", f"{proc.name} (pid {proc.pid}) exited with code {code}")
@@ -113,6 +113,12 @@ def exit_process(k: Kernel, proc: Process, code: int) -> None:
 def fault(k: Kernel, proc: Process, what: Fault) -> None:
     """`proc` dies of `what` (a CPU fault, a bad syscall, or an injected fault)."""
     proc.fault = what
+    if k.trace.recording:
+        k.trace.emit(FAULT, proc.pid, **_fault_fields(proc, what))
+    bury(k, proc, RunState.FAULTED)
+
+
+def _fault_fields(proc: Process, what: Fault) -> dict[str, Any]:
     fields: dict[str, Any] = {"name": proc.name, "fault": what.kind.value, "rip": f"{what.rip:#x}"}
     if proc.image is not None:
         where = proc.image.symbolize(what.rip)
@@ -122,8 +128,7 @@ def fault(k: Kernel, proc: Process, what: Fault) -> None:
         fields["address"] = f"{what.address:#x}"
     if what.detail:
         fields["detail"] = what.detail
-    k.trace.emit(FAULT, proc.pid, **fields)
-    bury(k, proc, RunState.FAULTED)
+    return fields
 
 
 def live_guest(k: Kernel, pid: int) -> Process | None:
@@ -136,7 +141,8 @@ def live_guest(k: Kernel, pid: int) -> Process | None:
 
 def kill(k: Kernel, target: Process, by: int) -> None:
     """End `target` on `by`'s order: it dies KILLED."""
-    k.trace.emit(PROCESS_KILL, target.pid, name=target.name, by=by)
+    if k.trace.recording:
+        k.trace.emit(PROCESS_KILL, target.pid, name=target.name, by=by)
     bury(k, target, RunState.KILLED)
 
 
@@ -166,7 +172,7 @@ def _leave_queue(k: Kernel, proc: Process) -> None:
     match proc.waiting:
         case InSend(endpoint=obj):
             endpoint = state.endpoints[obj]
-            endpoint.senders = deque(p for p in endpoint.senders if p.pid != proc.pid)
+            endpoint.senders = [p for p in endpoint.senders if p.pid != proc.pid]
         case InRecv(endpoint=obj):
             state.endpoints[obj].receivers.remove(proc.pid)
         case InWait(notification=obj):
@@ -179,7 +185,8 @@ def _leave_queue(k: Kernel, proc: Process) -> None:
 
 
 def bury(k: Kernel, proc: Process, state: RunState) -> None:
-    """A dead process leaves its queue; the caller it owed a reply is answered INTERNAL."""
+    """A dead process leaves its queue; the caller it owed a reply is answered INTERNAL; its
+    engine goes back to the pool (its record stays, with how it ended)."""
     ipc.drop_reply_right(k, proc)
     proc.state = state
     _leave_queue(k, proc)
@@ -187,5 +194,18 @@ def bury(k: Kernel, proc: Process, state: RunState) -> None:
         _tell_supervisor(k, proc)
     for observer in k.observers:
         observer.process_died(proc)
-    if isinstance(proc.context, GuestContext):
-        proc.context.cpu.close()  # its counts stay; the engine's memory goes
+    _give_back_engine(k, proc)
+
+
+def _give_back_engine(k: Kernel, proc: Process) -> None:
+    """`proc` keeps a closed view of its CPU with its counts; the engine goes back to the pool."""
+    context = proc.context
+    if isinstance(context, GuestContext) and not context.cpu.closed:
+        proc.context = GuestContext(context.cpu.retire(), context.image)
+        k.engines.release(context.cpu)
+
+
+def release_engines(k: Kernel) -> None:
+    """Every guest's engine back to the pool (see `Kernel.release_engines`)."""
+    for proc in k.state.procs.values():
+        _give_back_engine(k, proc)

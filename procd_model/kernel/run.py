@@ -24,7 +24,8 @@ def fire_next(k: Kernel) -> None:
     """Deliver the earliest interrupt or timer (its time has come, or the next block would pass it)."""
     at, _, event = heapq.heappop(k.state.timed)
     if isinstance(event, Interrupt):
-        k.trace.emit(IRQ, KERNEL_PID, line=event.line, notification=event.notification, scheduled=at // MILLI)
+        if k.trace.recording:
+            k.trace.emit(IRQ, KERNEL_PID, line=event.line, notification=event.notification, scheduled=at // MILLI)
         notify.signal(k, k.state.notifications[event.notification], NotifyBit.IRQ)
         return
     endpoint = k.state.endpoints.get(event.endpoint)
@@ -118,7 +119,7 @@ def _run_guest(k: Kernel, proc: Process, context: GuestContext, max_instructions
                 return
             continue  # the limit check above reports it
         sched.charge(k, costs.KERNEL_ENTRY_EXIT)
-        if not _carry_on(k, proc, syscalls.guest_syscall(k, proc, cpu)):
+        if not _carry_on(k, proc, syscalls.guest_syscall(k, proc, context)):
             return
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from emu.cpu import Fault, FaultCause, GuestCpu, GuestMemoryError
+from emu.cpu import Fault, FaultCause, GuestMemoryError
 from emu.events import LOG, SYSCALL
 from procd_model.abi import (
     CAP_TABLE_SLOTS,
@@ -24,24 +24,26 @@ from procd_model.abi import (
 from procd_model.caps import CapLookupError
 from procd_model.kernel import control, ipc, lifecycle, notify
 from procd_model.kernel.outcome import GONE, Blocked, Done, Outcome, SyscallArgs
-from procd_model.kernel.state import PendingSend, Process
+from procd_model.kernel.state import GuestContext, PendingSend, Process
 
 if TYPE_CHECKING:
     from procd_model.kernel.core import Kernel
 
-_SYSCALL_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS)
+_SYSCALL_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS, "rip", "rflags")
 Handler = Callable[["Kernel", Process, tuple[int, ...]], Outcome]
+_SYSCALLS = {int(number): number for number in Syscall}
+"""Syscall by number, looked up without building an enum member per call."""
 
 
-def guest_syscall(k: Kernel, proc: Process, cpu: GuestCpu) -> Outcome:
-    number, *args = cpu.regs(_SYSCALL_REGISTERS)
-    return syscall(k, proc, SyscallArgs(number, (args[0], args[1], args[2], args[3], args[4], args[5])))
+def guest_syscall(k: Kernel, proc: Process, context: GuestContext) -> Outcome:
+    number, a0, a1, a2, a3, a4, a5, rip, rflags = context.cpu.regs(_SYSCALL_REGISTERS)
+    context.entry = (rip, rflags)  # the registers stay so until the result is committed
+    return syscall(k, proc, SyscallArgs(number, (a0, a1, a2, a3, a4, a5)))
 
 
 def syscall(k: Kernel, proc: Process, call: SyscallArgs) -> Outcome:
-    try:
-        number = Syscall(call.number)
-    except ValueError:
+    number = _SYSCALLS.get(call.number)
+    if number is None:
         lifecycle.fault(k, proc, _syscall_fault(proc, f"unknown syscall number {call.number}"))
         return GONE
     traced = k.trace.wants(SYSCALL)
@@ -140,7 +142,8 @@ def _sys_debug_write(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome
     text = data.decode("utf-8", errors="replace").rstrip("\n")
     k.state.logs.append(text)
     proc.last_log = text
-    k.trace.emit(LOG, proc.pid, text=text)
+    if k.trace.recording:
+        k.trace.emit(LOG, proc.pid, text=text)
     return Done(Status.OK)
 
 

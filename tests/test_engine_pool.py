@@ -1,0 +1,71 @@
+"""Warm engines (procd_model/kernel/engines.py) give byte-identical traces to fresh ones."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+import procd_model.world as world
+from emu.trace import Trace, TraceWriter
+from procd_model.abi import BADGE_ROOTD, SPAWN_SERVICE_REQUEST, ProcdOp, Role, Status
+from procd_model.client import Conversation, Request
+from procd_model.kernel import Kernel, engines
+from procd_model.kernel.engines import EnginePool
+from procd_model.messages import Message
+from procd_model.scenario import builtin_scenarios
+
+SCENARIOS = {scenario.name: scenario for scenario in builtin_scenarios()}
+
+
+def _trace_of(scenario_name: str, monkeypatch: pytest.MonkeyPatch, pool: EnginePool) -> bytes:
+    """The whole JSONL trace of a scenario run with guests' engines from `pool`; every engine
+    still live at the end goes back to the pool too."""
+    kernels: list[Kernel] = []
+    make_kernel = world.make_kernel
+
+    def recording_make_kernel(*args: object, **kwargs: object) -> Kernel:
+        kernel = make_kernel(*args, **kwargs)  # type: ignore[arg-type]
+        kernels.append(kernel)
+        return kernel
+
+    monkeypatch.setattr(engines, "SHARED", pool)
+    monkeypatch.setattr(world, "make_kernel", recording_make_kernel)
+    out = io.BytesIO()
+    trace = Trace(TraceWriter("jsonl", out))
+    world.run_scenario(trace, SCENARIOS[scenario_name], 100_000_000)
+    for kernel in kernels:
+        kernel.release_engines()
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_scenario_traces_the_same_on_warm_and_fresh_engines(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh = _trace_of(name, monkeypatch, EnginePool(capacity=0))
+    pool = EnginePool()
+    first = _trace_of(name, monkeypatch, pool)
+    warm = _trace_of(name, monkeypatch, pool)  # every engine of this run was used before
+    assert pool.reused > 0
+    assert first == fresh
+    assert warm == fresh
+
+
+def _spawn() -> Request:
+    return Request(Message(ProcdOp.SPAWN_SERVICE, SPAWN_SERVICE_REQUEST.pack(image_id=2, role=Role.TEST, flags=0)))
+
+
+def test_the_pool_stays_bounded_and_dead_processes_keep_their_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = EnginePool(capacity=2)
+    monkeypatch.setattr(engines, "SHARED", pool)
+    talk = Conversation([BADGE_ROOTD])
+    for _ in range(50):
+        reply = talk.ask(_spawn())
+        assert reply is not None and reply[1] is not None and reply[1].op == Status.OK
+    assert pool.reused >= 49  # each child's engine served the next child
+    assert pool.idle_count() <= 2
+    children = [p for p in talk.kernel.procs.values() if p.name == "phase0-exit"]
+    assert len(children) == 50
+    for child in children:
+        assert child.cpu is not None and child.cpu.closed and child.cpu.retired == children[0].cpu.retired  # type: ignore[union-attr]
+        with pytest.raises(RuntimeError, match="this guest is dead"):
+            child.cpu.reg("rip")
