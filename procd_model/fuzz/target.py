@@ -10,7 +10,9 @@ interrupt and children killed from outside.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
@@ -18,9 +20,10 @@ from emu.coverage import CoverageMap
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage, Perm
 from procd_model.abi import BADGE_ROOTD
-from procd_model.client import ConversationError, Request
+from procd_model.client import Conversation, ConversationError, Request
 from procd_model.harness import ProcdMisbehaved, agree, perform, procd_died, talk_to_procd
 from procd_model.images import boot_image_named, load_boot_image
+from procd_model.reference import ProcdSpec, SpecFollower
 from procd_model.strategies import (
     LifecycleStep,
     arbitrary_requests,
@@ -28,6 +31,7 @@ from procd_model.strategies import (
     near_valid_spawns,
     valid_spawns,
 )
+from procd_model.world_snapshot import SnapshotError, WorldSnapshot
 
 MAX_INSTRUCTIONS = 5_000_000
 """Guest instructions one example may run before it counts as a stall."""
@@ -77,6 +81,17 @@ def text_range(image: ElfImage) -> tuple[int, int]:
     return min(s.vaddr for s in code), max(s.end for s in code)
 
 
+@dataclass
+class Booted:
+    """A booted world to restore for each example, and the spec as it was then."""
+
+    talk: Conversation
+    follower: SpecFollower
+    snapshot: WorldSnapshot
+    spec: ProcdSpec
+    seen: int
+
+
 class ProcdTarget:
     """Runs examples against procd (the committed one, or `procd_image`)."""
 
@@ -89,30 +104,56 @@ class ProcdTarget:
         self.total = CoverageMap(begin, end)
         """Blocks run by any example so far."""
         self.last_steps: Sequence[LifecycleStep] = ()
+        self._booted: Booted | None = None
 
     def _instrument(self, cpu: GuestCpu, image: ElfImage, _pid: int) -> None:
         if image.name == "procd":
             cpu.attach_coverage(self.coverage)
 
-    def check(self, steps: Sequence[LifecycleStep]) -> None:
-        """Boot procd, carry out `steps` in order, each held to the spec (ProcdMisbehaved)."""
-        self.last_steps = steps
+    def _boot(self) -> Booted:
+        """procd booted and back in RECV, with the coverage hook on its engine, and a snapshot."""
         try:
             talk, follower = talk_to_procd(MAX_INSTRUCTIONS, self.procd_image, self._instrument)
-        except ConversationError as exc:
-            raise TargetError(f"procd does not boot: {exc}") from None
-        try:
             agree(talk, follower)
+        except (ConversationError, ProcdMisbehaved) as exc:
+            raise TargetError(f"procd does not boot: {exc}") from None
+        # Only procd's engine carries the hook: children's engines come from the warm pool.
+        talk.kernel.instrument = None
+        return Booted(talk, follower, talk.snapshot(), copy.deepcopy(follower.spec), follower.seen)
+
+    def _fresh(self) -> tuple[Conversation, SpecFollower]:
+        """The booted world, as it was right after boot (restored, or booted again)."""
+        booted = self._booted
+        if booted is not None:
+            try:
+                booted.talk.restore(booted.snapshot)
+            except SnapshotError:
+                booted = None
+        if booted is None:
+            booted = self._booted = self._boot()
+        booted.follower.spec = copy.deepcopy(booted.spec)
+        booted.follower.seen = booted.seen
+        return booted.talk, booted.follower
+
+    def check(self, steps: Sequence[LifecycleStep]) -> None:
+        """Carry out `steps` in order on procd just booted, each held to the spec (ProcdMisbehaved)."""
+        self.last_steps = steps
+        talk, follower = self._fresh()
+        try:
             ids: list[int] = []
             for step in steps:
                 perform(talk, follower, step, ids)
         except ConversationError as exc:
+            self._booted = None  # a machine that did not go quiet is not restored from
             if talk.procd.state.is_dead:
                 raise procd_died(talk) from None
             raise ProcdMisbehaved(f"the machine did not go quiet: {exc}", f"stall:{talk.stop.kind}") from None
-        except (ProcdMisbehaved, TargetError):
+        except ProcdMisbehaved:
+            if talk.procd.state.is_dead:
+                self._booted = None
             raise
         except Exception as exc:  # an emulator or model bug: a finding too, never a crash of the campaign
+            self._booted = None
             raise ProcdMisbehaved(f"the emulator raised {exc!r}", f"error:{type(exc).__name__}") from exc
 
     def merge_coverage(self) -> int:
