@@ -1,0 +1,112 @@
+"""Fuzzing rates, as ratios measured in one run.
+
+    python3 -m benches.fuzz [--json] [--examples N] [--seconds S]
+
+- single: `Campaign` examples per second (CPU time) when every example is one request (valid,
+  near-valid or arbitrary) on procd restored from its post-boot snapshot;
+- lifecycle: the same with the campaign's own lifecycle examples (up to 8 steps);
+- jobs: `python -m emu fuzz --jobs 2` against `--jobs 1`, examples per wall second over the same
+  time (the parent's own work included), and their ratio;
+- given: a `@given` property test that sends one request per example, against Hypothesis's own
+  rate for an empty test body, and their ratio.
+The machine is noisy: compare the ratios, which come from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+
+from procd_model.fuzz.campaign import Campaign
+from procd_model.fuzz.jobs import JobReport, JobSpec, run_jobs
+from procd_model.fuzz.target import ProcdTarget, example_steps, one_request, single_requests
+from procd_model.strategies import LifecycleStep
+
+
+def campaign_rate(examples_strategy: Any, examples: int) -> float:
+    """Examples per CPU second of one campaign (after 20 warm-up examples)."""
+    campaign = Campaign(ProcdTarget(), seed=1, examples=examples_strategy)
+    campaign.run(examples=20)
+    start = time.process_time()
+    campaign.run(examples=20 + examples)
+    return examples / (time.process_time() - start)
+
+
+def jobs_rate(jobs: int, seconds: float) -> float:
+    """Examples per wall second of `jobs` processes fuzzing for `seconds`."""
+    done: dict[int, int] = {}
+
+    def on_report(report: JobReport) -> None:
+        done[report.number] = report.progress.examples
+
+    with TemporaryDirectory() as folder:
+        specs = [JobSpec(n, n, None, str(Path(folder) / "db"), None, seconds) for n in range(jobs)]
+        run_jobs(specs, on_report)
+    return sum(done.values()) / seconds
+
+
+def given_rates(examples: int) -> tuple[float, float]:
+    """(examples/s of a @given test sending one request, of an empty @given test)."""
+    target = ProcdTarget()
+    quick = settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+
+    @quick
+    @given(one_request())
+    def one(request: Any) -> None:
+        target.check([LifecycleStep("request", request)])
+
+    @quick
+    @given(one_request())
+    def empty(request: Any) -> None:
+        pass
+
+    return _rate(one, examples), _rate(empty, examples)
+
+
+def _rate(test: Callable[[], None], examples: int) -> float:
+    start = time.process_time()
+    test()
+    return examples / (time.process_time() - start)
+
+
+def measure(examples: int, seconds: float) -> dict[str, Any]:
+    single = campaign_rate(single_requests(), examples)
+    lifecycle = campaign_rate(example_steps(), examples)
+    one_job, two_jobs = jobs_rate(1, seconds), jobs_rate(2, seconds)
+    with_procd, empty = given_rates(examples)
+    return {
+        "single_request_examples_per_s": round(single, 1),
+        "lifecycle_examples_per_s": round(lifecycle, 1),
+        "jobs_1_examples_per_s": round(one_job, 1),
+        "jobs_2_examples_per_s": round(two_jobs, 1),
+        "jobs_2_over_1": round(two_jobs / one_job, 2),
+        "given_one_request_per_s": round(with_procd, 1),
+        "given_empty_body_per_s": round(empty, 1),
+        "given_ratio": round(with_procd / empty, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--examples", type=int, default=400, help="examples per rate (default: 400)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per --jobs run (default: 10)")
+    args = parser.parse_args(argv)
+    figures = measure(args.examples, args.seconds)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for name, value in figures.items():
+            print(f"{name:34} {value:>10}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
