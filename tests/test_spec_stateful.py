@@ -5,7 +5,7 @@ Conversation) and drives it with what a lifecycle can hold: spawns of children t
 fault, never end, report a probe or spawn a child of their own, with restart policies,
 dependencies and flags; STOP, KILL, REAP, STATUS, LIST, AUDIT_READ, PROBE_COMPLETE and SPAWN
 (from the right and wrong badges, with live and stale ids); forged CHILD_DIED and TIMER;
-virtual time passing to the next timer (restart backoffs); the services' interrupt (which ends
+virtual time passing to the next timer (restart backoffs) or by some milliseconds; the services' interrupt (which ends
 the children waiting for it); kills from outside procd; and CREATE_PROCESS failures the kernel
 answers. After every step:
 
@@ -244,6 +244,13 @@ class ProcdLifecycle(RuleBasedStateMachine):
     @recorded
     def time_passes(self) -> None:
         assert self.talk.pass_time()
+        agree(self.talk, self.follower)
+
+    @rule(ms=st.sampled_from([1, 2, 6, 20, 100, 1_000]))
+    @recorded
+    def sleep(self, ms: int) -> None:
+        """Idle virtual time passes (timers due in between fire): a run can outlast its window."""
+        self.talk.sleep(ms)
         agree(self.talk, self.follower)
 
     @rule()
