@@ -2,9 +2,9 @@
 
     python3 -m benches.fuzz [--json] [--examples N] [--seconds S]
 
-- single: `Campaign` examples per second (CPU time) when every example is one request (valid,
-  near-valid or arbitrary) on procd restored from its post-boot snapshot;
-- lifecycle: the same with the campaign's own lifecycle examples (up to 8 steps);
+- single: `Campaign` examples per second (CPU time) when every example is one step (the first
+  its input decodes to: mostly a spawn or a request) on procd restored from its post-boot snapshot;
+- lifecycle: the same with the campaign's own lifecycle examples (up to 16 steps);
 - jobs: `python -m emu fuzz --jobs 2` against `--jobs 1`, examples per wall second over the same
   time (the parent's own work included), and their ratio;
 - given: a `@given` property test that sends one request per example, against Hypothesis's own
@@ -24,15 +24,16 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 
-from procd_model.fuzz.campaign import Campaign
+from procd_model.fuzz.campaign import Campaign, Decoder, first_step_only
+from procd_model.fuzz.decode import decode_steps
 from procd_model.fuzz.jobs import JobReport, JobSpec, run_jobs
-from procd_model.fuzz.target import ProcdTarget, example_steps, one_request, single_requests
+from procd_model.fuzz.target import ProcdTarget, one_request
 from procd_model.strategies import LifecycleStep
 
 
-def campaign_rate(examples_strategy: Any, examples: int) -> float:
+def campaign_rate(decode: Decoder, examples: int) -> float:
     """Examples per CPU second of one campaign (after 20 warm-up examples)."""
-    campaign = Campaign(ProcdTarget(), seed=1, examples=examples_strategy)
+    campaign = Campaign(ProcdTarget(), seed=1, decode=decode)
     campaign.run(examples=20)
     start = time.process_time()
     campaign.run(examples=20 + examples)
@@ -77,8 +78,8 @@ def _rate(test: Callable[[], None], examples: int) -> float:
 
 
 def measure(examples: int, seconds: float) -> dict[str, Any]:
-    single = campaign_rate(single_requests(), examples)
-    lifecycle = campaign_rate(example_steps(), examples)
+    single = campaign_rate(first_step_only, examples)
+    lifecycle = campaign_rate(decode_steps, examples)
     one_job, two_jobs = jobs_rate(1, seconds), jobs_rate(2, seconds)
     with_procd, empty = given_rates(examples)
     return {

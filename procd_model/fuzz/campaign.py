@@ -1,10 +1,12 @@
-"""One fuzzing process: Hypothesis's `fuzz_one_input` driven by a corpus that new procd blocks grow.
+"""One fuzzing process: byte strings decoded into lifecycles, a corpus that new procd blocks grow.
 
-Each round picks an input (fresh random bytes, or a mutation or splice of corpus entries) and runs
-it through a `@given` test whose body is `ProcdTarget.check`. An input that reaches procd blocks
-no earlier one reached joins the corpus (and the shared example database, so other jobs and
-machines start from it). A failure whose key is new is shrunk by Hypothesis, under a key check so
-the shrink keeps the same failure, and reported once through `on_failure`.
+Each round picks an input (fresh random bytes, or a mutation or splice of corpus entries; the
+corpus starts from `decode.seed_inputs` and what the example database holds), decodes it into
+lifecycle steps (`decode.py`) and runs them with `ProcdTarget.check`. An input that reaches procd
+blocks no earlier one reached joins the corpus (and the shared example database, so other jobs
+and machines start from it). A failure whose key is new is shrunk by Hypothesis (the input as a
+`@given(binary())` test run with `fuzz_one_input`, then shrunk under a key check so the shrink
+keeps the same failure) and reported once through `on_failure`.
 
 The inputs come from `random.Random(seed)`, so with an example budget (`examples=`) a campaign
 is reproducible; with a time budget it stops when the host clock says so.
@@ -19,17 +21,34 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase, InMemoryExampleDatabase
-from hypothesis.strategies import SearchStrategy
 
-from procd_model.fuzz.target import ProcdTarget, example_steps
+from procd_model.fuzz.decode import decode_steps, seed_inputs
+from procd_model.fuzz.target import ProcdTarget
 from procd_model.harness import ProcdMisbehaved
 from procd_model.strategies import LifecycleStep
 
 CORPUS_KEY = b"procd-emu.fuzz.corpus"
 """Where the example database keeps the corpus (inputs that reached new procd blocks)."""
-FRESH_INPUT_BYTES = (16, 512)
+FRESH_INPUT_BYTES = (4, 96)
 """Length range of a fresh random input."""
+MAX_INPUT_BYTES = 1024
+"""Longest input (mutations cut longer ones)."""
+Decoder = Callable[[bytes], list[LifecycleStep]]
+
+
+def as_hypothesis_binary(data: bytes) -> bytes:
+    """The byte string with which `fuzz_one_input` draws exactly `data` from `st.binary()`:
+    each byte preceded by a "one more" choice (0xFF) and the end by a "stop" choice (0x00)."""
+    return b"".join(bytes((0xFF, byte)) for byte in data) + b"\x00"
+
+
+def first_step_only(data: bytes) -> list[LifecycleStep]:
+    """Decode only the input's first step (single-request examples, for `benches.fuzz`)."""
+    return decode_steps(data)[:1]
+
+
 SHRINK_EXAMPLES = 2_000
 """Most examples one shrink may run."""
 
@@ -56,18 +75,9 @@ class Progress:
     failures: list[str] = field(default_factory=list)
 
 
-def _fuzz_test(target: ProcdTarget, examples: SearchStrategy[list[LifecycleStep]]) -> Callable[..., None]:
-    @settings(database=None, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(examples)
-    def fuzz_example(steps: list[LifecycleStep]) -> None:
-        target.check(steps)
-
-    return fuzz_example
-
-
 def _shrink_test(
     target: ProcdTarget,
-    examples: SearchStrategy[list[LifecycleStep]],
+    decode: Decoder,
     key: str,
     database: ExampleDatabase,
     found: list[Sequence[LifecycleStep]],
@@ -80,7 +90,7 @@ def _shrink_test(
         max_examples=SHRINK_EXAMPLES,
         report_multiple_bugs=False,
     )
-    @given(examples)
+    @given(st.binary(max_size=MAX_INPUT_BYTES).map(decode))
     def shrink_example(steps: list[LifecycleStep]) -> None:
         try:
             target.check(steps)
@@ -100,16 +110,16 @@ class Campaign:
         target: ProcdTarget,
         seed: int,
         database: ExampleDatabase | None = None,
-        examples: SearchStrategy[list[LifecycleStep]] | None = None,
+        decode: Decoder = decode_steps,
     ) -> None:
         self.target = target
-        self.examples = examples if examples is not None else example_steps()
+        self.decode = decode
         self.random = random.Random(seed)
         self.database = database
-        self.corpus: list[bytes] = sorted(database.fetch(CORPUS_KEY)) if database is not None else []
+        shared = sorted(database.fetch(CORPUS_KEY)) if database is not None else []
+        self.corpus: list[bytes] = [*seed_inputs(), *shared]
         self.progress = Progress(corpus=len(self.corpus))
         self.known: set[str] = set()
-        self._test = _fuzz_test(target, self.examples)
 
     def run(
         self,
@@ -138,8 +148,12 @@ class Campaign:
         """Run one input; the failure it found, shrunk, if its key is new."""
         data = self._next_input()
         self.progress.examples += 1
+        steps = self.decode(data)
+        if not steps:
+            self.progress.invalid += 1
+            return None
         try:
-            kept = self._test.hypothesis.fuzz_one_input(data)  # type: ignore[attr-defined]
+            self.target.check(steps)
         except ProcdMisbehaved as exc:
             self.target.merge_coverage()
             if exc.key in self.known:
@@ -147,11 +161,8 @@ class Campaign:
             self.known.add(exc.key)
             self.progress.failures.append(exc.key)
             return self._shrink(data, exc)
-        new_blocks = self.target.merge_coverage()
-        if kept is None:
-            self.progress.invalid += 1
-        elif new_blocks:
-            self._keep(bytes(kept))
+        if self.target.merge_coverage():
+            self._keep(data)
         self.progress.blocks = self.target.total.count()
         return None
 
@@ -168,15 +179,15 @@ class Campaign:
         data = bytearray(rng.choice(self.corpus))
         for _ in range(rng.randint(1, 4)):
             data = _mutate(rng, data, self.corpus)
-        return bytes(data)
+        return bytes(data[:MAX_INPUT_BYTES])
 
     def _shrink(self, data: bytes, first: ProcdMisbehaved) -> Failure:
         found: list[Sequence[LifecycleStep]] = []
         database = InMemoryExampleDatabase()
-        test = _shrink_test(self.target, self.examples, first.key, database, found)
+        test = _shrink_test(self.target, self.decode, first.key, database, found)
         message = str(first)
         with contextlib.suppress(ProcdMisbehaved):  # it fails: that puts it in `database`
-            test.hypothesis.fuzz_one_input(data)  # type: ignore[attr-defined]
+            test.hypothesis.fuzz_one_input(as_hypothesis_binary(data))  # type: ignore[attr-defined]
         try:
             test()
         except ProcdMisbehaved as exc:
@@ -186,10 +197,11 @@ class Campaign:
 
 
 def _mutate(rng: random.Random, data: bytearray, corpus: list[bytes]) -> bytearray:
-    """One AFL-style mutation: flip a bit, set a byte, overwrite or insert a run, cut, splice."""
+    """One AFL-style mutation: flip a bit, set a byte, overwrite or insert a run, cut, splice, or
+    clone a run (steps repeated)."""
     if not data:
         return bytearray(rng.randbytes(8))
-    choice = rng.randrange(6)
+    choice = rng.randrange(7)
     at = rng.randrange(len(data))
     if choice == 0:
         data[at] ^= 1 << rng.randrange(8)
@@ -203,6 +215,8 @@ def _mutate(rng: random.Random, data: bytearray, corpus: list[bytes]) -> bytearr
     elif choice == 4 and len(data) > 8:
         end = min(len(data), at + rng.randint(1, 32))
         del data[at:end]
+    elif choice == 5:
+        data[at:at] = bytes(data[at : at + rng.randint(1, 16)])
     else:
         other = rng.choice(corpus)
         cut = rng.randrange(len(other) + 1)

@@ -1,11 +1,9 @@
-"""What one fuzz example does: procd in a fresh world, a few lifecycle steps, each held to the spec.
+"""What one fuzz example does: procd as it was just booted, a few lifecycle steps, each held to the spec.
 
 `ProcdTarget.check(steps)` raises `ProcdMisbehaved` (with a failure key) when procd breaks its
 contract (`harness.perform`: the spec, exactly one defined status per request, children within
 their intake spec), and leaves the procd blocks the example ran in `coverage` until the campaign
-merges them. `example_steps()` is what a campaign draws: requests (valid, near-valid or
-arbitrary), ops on earlier spawns from callers with and without authority, time passing, the
-interrupt and children killed from outside.
+merges them. Each example starts from a world snapshot taken right after boot.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from hypothesis import strategies as st
 from emu.coverage import CoverageMap
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage, Perm
-from procd_model.abi import BADGE_ROOTD
 from procd_model.client import Conversation, ConversationError, Request
 from procd_model.harness import ProcdMisbehaved, agree, perform, procd_died, talk_to_procd
 from procd_model.images import boot_image_named, load_boot_image
@@ -27,50 +24,20 @@ from procd_model.reference import ProcdSpec, SpecFollower
 from procd_model.strategies import (
     LifecycleStep,
     arbitrary_requests,
-    callers,
     near_valid_spawns,
     valid_spawns,
 )
 from procd_model.world_snapshot import SnapshotError, WorldSnapshot
 
-MAX_INSTRUCTIONS = 5_000_000
-"""Guest instructions one example may run before it counts as a stall."""
+MAX_INSTRUCTIONS = 50_000_000
+"""Guest instructions one step may run before it counts as a stall (a restart storm of 255
+restarts with no backoff runs about 5 million)."""
 
 
 def one_request() -> st.SearchStrategy[Request]:
     """A valid spawn (half of the time), a near-valid one, or anything at all."""
     near = near_valid_spawns().map(lambda near: near.request)
     return st.one_of(valid_spawns(), valid_spawns(), near, arbitrary_requests())
-
-
-LIFECYCLE_WEIGHTS = {"terminate": 3, "time": 3, "sleep": 3, "stop": 1, "kill": 1, "reap": 1, "status": 1, "list": 1}
-"""How often each step without a request comes, relative to each other (deaths and time most)."""
-SLEEPS = (1, 2, 6, 20, 100, 1_000)
-"""Milliseconds a sleep step lets pass: around the restart windows and backoffs drawn."""
-
-
-def other_step() -> st.SearchStrategy[LifecycleStep]:
-    """A lifecycle step without a request, weighted toward deaths and time passing."""
-    kinds = [kind for kind, weight in LIFECYCLE_WEIGHTS.items() for _ in range(weight)] + ["interrupt"]
-    badge = st.one_of(st.just(BADGE_ROOTD), st.just(BADGE_ROOTD), st.just(BADGE_ROOTD), callers(authority=False))
-
-    def build(kind: str, target: int, sleep: int, badge: int) -> LifecycleStep:
-        return LifecycleStep(kind, None, sleep if kind == "sleep" else target, badge)
-
-    return st.builds(build, st.sampled_from(kinds), st.integers(0, 31), st.sampled_from(SLEEPS), badge)
-
-
-def example_steps(max_steps: int = 8) -> st.SearchStrategy[list[LifecycleStep]]:
-    """A short lifecycle that starts with a request: later steps are requests a third of the
-    time, otherwise deaths, time passing and ops on earlier spawns."""
-    request = one_request().map(lambda r: LifecycleStep("request", r))
-    step = st.one_of(request, other_step(), other_step())
-    return st.builds(lambda head, tail: [head, *tail], request, st.lists(step, max_size=max_steps - 1))
-
-
-def single_requests() -> st.SearchStrategy[list[LifecycleStep]]:
-    """One request and nothing else (what `benches.fuzz` counts)."""
-    return one_request().map(lambda request: [LifecycleStep("request", request)])
 
 
 def text_range(image: ElfImage) -> tuple[int, int]:
