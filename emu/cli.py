@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 from emu.cpu import GuestCpu
+from emu.dumpcli import DUMP_COMMANDS, add_dump_commands
+from emu.dumpfile import DumpError
 from emu.elf import ElfImage
 from emu.export import process_names
 from emu.export.registry import Destination, Exporter, RunView, exporters
@@ -20,12 +22,22 @@ from emu.instrument import TraceProbes
 from emu.interrupt import Interrupted, handling_signals
 from emu.output import STDOUT, OutputError, Outputs, Target, check_distinct, input_identities, resolve_target
 from emu.trace import FORMATS, LEVELS, Trace, TraceWriter
-from emu.world import DEFAULT_WORLD, InputError, Instrument, RunRequest, World, emit_summary, load_world
+from emu.world import (
+    DEFAULT_WORLD,
+    DumpRequest,
+    InputError,
+    Instrument,
+    RunRequest,
+    World,
+    emit_summary,
+    load_world,
+)
 
 EXIT_OK = 0
 EXIT_GUEST_FAILED = 1
 EXIT_INPUT_ERROR = 2
 DEFAULT_MAX_INSTRUCTIONS = 100_000_000
+DEFAULT_DUMP_DIR = Path("dumps")
 PROGRAM = "procd-emu"
 """The program name in usage lines; `python -m emu` passes its own."""
 
@@ -79,7 +91,16 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
             run.add_argument(exporter.option, metavar="FILE", help=exporter.help)
         else:
             run.add_argument(exporter.option, action="store_true", help=exporter.help)
+    dumps = run.add_mutually_exclusive_group()
+    dumps.add_argument(
+        "--dump-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"write a dump of each guest crash to DIR (default: {DEFAULT_DUMP_DIR}/; see `dump`, `replay`)",
+    )
+    dumps.add_argument("--no-dumps", action="store_true", help="write no crash dumps")
     run.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
+    add_dump_commands(commands)
     listing = commands.add_parser("scenarios", help="list the built-in scenarios, one line each")
     listing.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
     return parser
@@ -133,6 +154,15 @@ def _chain(*instruments: Instrument) -> Instrument:
     return instrument
 
 
+def _dump_request(args: argparse.Namespace) -> DumpRequest:
+    if args.no_dumps:
+        return DumpRequest()
+    folder = args.dump_dir if args.dump_dir is not None else DEFAULT_DUMP_DIR
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--dump-dir {folder}: not a folder")
+    return DumpRequest(folder)
+
+
 def run_command(args: argparse.Namespace) -> int:
     world = load_world(args.world)
     targets = _output_targets(args, world)
@@ -145,7 +175,8 @@ def run_command(args: argparse.Namespace) -> int:
         probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
         own = {e.option: e.make_probe() for e in chosen if e.make_probe is not None}
         instrument = _chain(probes, *own.values()) if own else probes
-        outcome = world.run(RunRequest(args.image, args.max_instructions, instrument, args.scenario), trace)
+        request = RunRequest(args.image, args.max_instructions, instrument, args.scenario, _dump_request(args))
+        outcome = world.run(request, trace)
         emit_summary(trace, outcome)
         writer.flush()
         trace_out.commit()
@@ -162,6 +193,8 @@ def run_command(args: argparse.Namespace) -> int:
     for exporter in chosen:
         if exporter.destination is Destination.REPORT:
             print(exporter.render(view(exporter)), end="", file=sys.stderr if on_stdout else sys.stdout)
+    for path in outcome.dumps:
+        print(f"emu: crash dump written: {path}", file=sys.stderr)
     for warning in probes.filter_warnings(row["pid"] for row in outcome.processes):
         print(f"emu: warning: {warning}", file=sys.stderr)
     verdict = "ok" if outcome.ok else "guest failed"
@@ -173,8 +206,10 @@ def main(argv: list[str] | None = None, prog: str = PROGRAM) -> int:
     args = build_parser(prog).parse_args(argv)
     try:
         with handling_signals():
+            if args.command in DUMP_COMMANDS:
+                return DUMP_COMMANDS[args.command](args)
             return scenarios_command(args) if args.command == "scenarios" else run_command(args)
-    except (InputError, OutputError) as exc:
+    except (InputError, OutputError, DumpError) as exc:
         print(f"emu: error: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     except Interrupted as exc:

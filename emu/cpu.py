@@ -82,6 +82,7 @@ class GuestCpu:
         # Memory and registers are their own rooms; their methods are the CPU's.
         memory, registers = GuestMemory(self._uc), RegisterFile(self._uc)
         self.map, self.is_mapped, self.read, self.write = memory.map, memory.is_mapped, memory.read, memory.write
+        self.regions = memory.regions
         self.reg, self.set_reg, self.regs, self.set_regs = (
             registers.reg,
             registers.set_reg,

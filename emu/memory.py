@@ -64,3 +64,16 @@ class GuestMemory:
         if not self.is_mapped(address, len(data)):
             raise GuestMemoryError(f"write of {len(data)} bytes at {address:#x} touches unmapped memory")
         self._uc.mem_write(address, bytes(data))
+
+    def regions(self) -> list[tuple[int, int, Perm]]:
+        """(start, size, permissions) of each run of adjacent mapped pages with equal permissions,
+        in address order."""
+        runs: list[tuple[int, int, Perm]] = []
+        for page in sorted(self._pages):
+            perms = self._pages[page]
+            if runs and runs[-1][0] + runs[-1][1] == page and runs[-1][2] == perms:
+                start, size, _ = runs[-1]
+                runs[-1] = (start, size + PAGE_SIZE, perms)
+            else:
+                runs.append((page, PAGE_SIZE, perms))
+        return runs

@@ -13,6 +13,7 @@ import enum
 import hashlib
 import json
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
@@ -22,6 +23,8 @@ import orjson
 from emu.events import BLOCK, INSN, SUMMARY, SYSCALL
 
 FORMATS = ("text", "jsonl")
+RECENT_EVENTS = 64
+"""How many of the run's latest events `Trace.recent` keeps (a crash dump shows them)."""
 
 
 class Level(enum.IntEnum):
@@ -155,6 +158,8 @@ class Trace:
         """The seq of the next event of the run's stream."""
         self.events: list[Event] = []
         """The run's stream (level syscall, unfiltered) and the summary, if `keep`."""
+        self.recent: deque[bytes] = deque(maxlen=RECENT_EVENTS)
+        """The JSONL lines of the run's latest RECENT_EVENTS events, whatever `keep` says."""
 
     def bind_clock(self, icount: Callable[[], int], cycle: Callable[[], int]) -> None:
         """Stamp later events with `icount()` and `cycle()` (the machine that owns the clock binds it)."""
@@ -190,6 +195,7 @@ class Trace:
             line = _render(run_seq, icount, cycle, pid, kind, fields)
             pending = self._pending
             pending.append(line)
+            self.recent.append(line)
             if len(pending) >= 512:
                 self._hash_pending()
             if self._keep:

@@ -18,6 +18,7 @@ from emu.trace import Trace
 from emu.world import InputError, Instrument, RunOutcome, RunRequest
 from procd_model.abi import CapPurpose, CapType, Rights, Role, RootdStatus, Status
 from procd_model.caps import Capability, CapTable
+from procd_model.dump import DumpRecorder, PausedKernel, image_input, replay_inputs, scenario_input
 from procd_model.images import (
     BOOT_IMAGES,
     boot_image_named,
@@ -38,31 +39,63 @@ from procd_model.rootd import (
     SpawnRecord,
     default_procd_boot,
 )
-from procd_model.scenario import Scenario, ScenarioError, builtin_scenarios, load_scenario, unmet_expectations
+from procd_model.scenario import (
+    Scenario,
+    ScenarioError,
+    builtin_scenarios,
+    load_scenario,
+    read_scenario_file,
+    unmet_expectations,
+)
 
 DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
 
 
 def run(request: RunRequest, trace: Trace) -> RunOutcome:
+    """Run what `request` asks for; every guest crash is named, dumped as `request.dumps` says."""
+    inputs = replay_inputs(__name__, request.max_instructions)
+    recorder = DumpRecorder(None, request.dumps.folder, inputs, request.dumps.stop_at)
+    outcome = _run(request, trace, recorder)
+    paused = PausedKernel(recorder.kernel) if recorder.kernel is not None else None
+    return replace(outcome, dumps=tuple(recorder.written), paused=paused, captured=recorder.captured)
+
+
+def _run(request: RunRequest, trace: Trace, recorder: DumpRecorder) -> RunOutcome:
     instrument = request.instrument
     if request.scenario is not None:
         if request.image is not None:
             raise InputError("give an IMAGE or --scenario, not both")
         try:
             scenario = load_scenario(request.scenario)
+            text = read_scenario_file(Path(request.scenario)) if _names_a_file(request.scenario) else None
         except ScenarioError as exc:
             raise InputError(str(exc)) from None
-        return run_scenario(trace, scenario, request.max_instructions, instrument)
+        recorder.replay["scenario"] = scenario_input(request.scenario, text)
+        return run_scenario(trace, scenario, request.max_instructions, instrument, recorder=recorder)
     if request.image is None:
-        return run_bootstrap(trace, request.max_instructions, instrument=instrument)
+        return run_bootstrap(trace, request.max_instructions, instrument=instrument, recorder=recorder)
     image = _load_user_image(request.image)
+    recorder.replay["image"] = image_input(request.image, image)
     if image_role(image) is Role.PROCD:
-        return run_bootstrap(trace, request.max_instructions, procd_image=image, instrument=instrument)
-    return run_alone(trace, image, request.max_instructions, instrument=instrument)
+        return run_bootstrap(
+            trace, request.max_instructions, procd_image=image, instrument=instrument, recorder=recorder
+        )
+    return run_alone(trace, image, request.max_instructions, instrument=instrument, recorder=recorder)
+
+
+def _names_a_file(scenario: str) -> bool:
+    """Whether `load_scenario` reads `scenario` as a file (not a built-in name)."""
+    path = Path(scenario)
+    return path.suffix == ".toml" or path.is_file()
 
 
 def run_scenario(
-    trace: Trace, scenario: Scenario, max_instructions: int, instrument: Instrument | None = None
+    trace: Trace,
+    scenario: Scenario,
+    max_instructions: int,
+    instrument: Instrument | None = None,
+    *,
+    recorder: DumpRecorder | None = None,
 ) -> RunOutcome:
     """rootd spawns the scenario's manifest through procd; its expectations decide the outcome.
 
@@ -84,6 +117,7 @@ def run_scenario(
         extra_checks=lambda kernel: unmet_expectations(scenario, kernel.logs),
         prepare=prepare,
         before_procd=scenario.before_procd,
+        recorder=recorder,
     )
     halts = scenario.expect.halts
     if outcome.stop != "halted" or halts is None:
@@ -127,7 +161,12 @@ def _load_user_image(path: Path) -> ElfImage:
         raise InputError(str(exc)) from None
 
 
-def make_kernel(trace: Trace, procd_image: ElfImage | None = None, instrument: Instrument | None = None) -> Kernel:
+def make_kernel(
+    trace: Trace,
+    procd_image: ElfImage | None = None,
+    instrument: Instrument | None = None,
+    recorder: DumpRecorder | None = None,
+) -> Kernel:
     procd_id = boot_image_named("procd").image_id
     if procd_image is not None:
         # A user's procd stands in for the boot image "procd": it is named so (in the trace, and
@@ -142,7 +181,10 @@ def make_kernel(trace: Trace, procd_image: ElfImage | None = None, instrument: I
         except KeyError:
             return None
 
-    return Kernel(trace, image_loader=loader, instrument=instrument)
+    kernel = Kernel(trace, image_loader=loader, instrument=instrument)
+    if recorder is not None:
+        recorder.attach(kernel)
+    return kernel
 
 
 def run_bootstrap(
@@ -158,13 +200,14 @@ def run_bootstrap(
     extra_checks: Callable[[Kernel], list[str]] | None = None,
     prepare: Callable[[Kernel], None] | None = None,
     before_procd: tuple[Role, ...] = (),
+    recorder: DumpRecorder | None = None,
 ) -> RunOutcome:
     """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected.
 
     With `services`, rootd first starts named, timed and the interrupt notification, and hands
     procd capabilities to them for the test images.
     """
-    kernel = make_kernel(trace, procd_image, instrument)
+    kernel = make_kernel(trace, procd_image, instrument, recorder)
     if boot is None:
         boot = default_procd_boot(with_services=services is not None, started=before_procd)
     rootd = Rootd(kernel, list(manifest), boot, services, before_procd=before_procd)
@@ -220,19 +263,27 @@ def _bootstrap_halt(kernel: Kernel) -> str | None:
     return rootd.last_log or "bootstrap halted (rootd gave no reason)"
 
 
-def run_alone(trace: Trace, image: ElfImage, max_instructions: int, instrument: Instrument | None = None) -> RunOutcome:
+def run_alone(
+    trace: Trace,
+    image: ElfImage,
+    max_instructions: int,
+    instrument: Instrument | None = None,
+    recorder: DumpRecorder | None = None,
+) -> RunOutcome:
     """Run `image` as the only process, with its own endpoint and a SEND-only kernel-control cap.
 
     The envelope names the role the image's .erix_image note declares, or GENERIC if it has none.
     """
-    kernel, proc = prepare_alone(trace, image, instrument)
+    kernel, proc = prepare_alone(trace, image, instrument, recorder)
     stop = kernel.run(max_instructions)
     return alone_outcome(kernel, proc, stop)
 
 
-def prepare_alone(trace: Trace, image: ElfImage, instrument: Instrument | None = None) -> tuple[Kernel, Process]:
+def prepare_alone(
+    trace: Trace, image: ElfImage, instrument: Instrument | None = None, recorder: DumpRecorder | None = None
+) -> tuple[Kernel, Process]:
     """A kernel with `image` created and started as the root process, not yet run."""
-    kernel = make_kernel(trace, instrument=instrument)
+    kernel = make_kernel(trace, instrument=instrument, recorder=recorder)
     endpoint = kernel.new_endpoint(image.name)
     caps = CapTable()
     caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)

@@ -22,7 +22,7 @@ from procd_model.caps import CapTable
 from procd_model.cpu_model import default_cpu_model
 from procd_model.kernel import lifecycle, notify, sched
 from procd_model.kernel import run as run_loop
-from procd_model.kernel.inject import DeathObserver, Injector, NoInjection
+from procd_model.kernel.inject import CrashWatch, DeathObserver, Injector, NoInjection, NoWatch
 from procd_model.kernel.outcome import StopReason
 from procd_model.kernel.state import (
     Endpoint,
@@ -45,6 +45,7 @@ class Kernel:
         quantum_cycles: int = costs.DEFAULT_QUANTUM_CYCLES,
         instrument: Instrument | None = None,
         injector: Injector | None = None,
+        crash_watch: CrashWatch | None = None,
     ) -> None:
         self.state = KernelState()
         self.instrument = instrument
@@ -55,6 +56,7 @@ class Kernel:
         self.image_loader = image_loader
         self.injector: Injector = injector if injector is not None else NoInjection()
         self.observers: list[DeathObserver] = []
+        self.crash_watch: CrashWatch = crash_watch if crash_watch is not None else NoWatch()
 
     # ------------------------------------------------------------- the state
 

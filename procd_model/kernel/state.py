@@ -249,6 +249,8 @@ class KernelState:
     halt: StopReason | None = None
     logs: list[str] = field(default_factory=list)
     """Every DEBUG_WRITE line, whatever the trace level (scenarios check them)."""
+    dumps: dict[int, str] = field(default_factory=dict)
+    """pid -> the id of the dump of its crash (named whether or not a file is written)."""
 
 
 def snapshot_state(state: KernelState) -> KernelState:
@@ -262,4 +264,5 @@ def snapshot_state(state: KernelState) -> KernelState:
         run_queue=deque(state.run_queue),
         timed=list(state.timed),
         logs=list(state.logs),
+        dumps=dict(state.dumps),
     )

@@ -1,0 +1,91 @@
+"""`python -m emu dump FILE` and `python -m emu replay FILE`: reading and replaying crash dumps.
+
+Exit codes: 0 done (a replay reproduced the crash exactly); 1 a replay that did not; 2 a dump
+that cannot be used (truncated, corrupt, another version, not a dump, its images missing or
+changed), as one line naming the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from emu.coredump import read_core, write_core
+from emu.dumpfile import check_images, load_dump
+from emu.dumpview import DumpImages, analyse, render
+from emu.files import read_bounded
+from emu.output import write_output
+from emu.replay import ReplaySession, start_replay
+
+EXIT_OK, EXIT_MISMATCH = 0, 1
+
+
+def add_dump_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    dump = commands.add_parser(
+        "dump",
+        help="read a crash dump: the fault, backtrace, code, registers, processes",
+        epilog="exit codes: 0 read, 2 the dump cannot be used (one line says why)",
+    )
+    dump.add_argument("file", type=Path, metavar="FILE", help="a dump written by `run` (dumps/*.core)")
+    dump.add_argument("--json", action="store_true", help="print the same as JSON")
+    dump.add_argument("--core", metavar="OUT", help="also write an ELF core file for gdb to OUT")
+    replay = commands.add_parser(
+        "replay",
+        help="re-run a dump's run, stop at its crash and check it is the same",
+        epilog="exit codes: 0 reproduced exactly, 1 a difference (listed), 2 the dump cannot be used",
+    )
+    replay.add_argument("file", type=Path, metavar="FILE", help="a dump written by `run`")
+    replay.add_argument(
+        "--stop-before", type=int, default=0, metavar="N", help="stop N instructions before the crash (exact)"
+    )
+
+
+def dump_command(args: argparse.Namespace) -> int:
+    label = str(args.file)
+    dump = load_dump(args.file)
+    check_images(label, dump)
+    report = analyse(label, dump)
+    if args.core is not None:
+        core = read_core(read_bounded(args.file, 256 << 20))
+        write_output("--core", args.core, write_core(list(core.notes), list(core.segments)))
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(render(report), end="")
+    return EXIT_OK
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    session = start_replay(args.file, args.stop_before)
+    print(describe_replay(str(args.file), session), file=sys.stderr)
+    return EXIT_OK if session.reproduced else EXIT_MISMATCH
+
+
+def describe_replay(label: str, session: ReplaySession) -> str:
+    """What the replay found, for people: one line, then the differences or the stop point."""
+    dump = session.dump
+    if session.mismatches:
+        lines = [f"emu: replay: {dump.id} was NOT reproduced:"] + [f"  {m}" for m in session.mismatches]
+        return "\n".join(lines)
+    if not session.stop_before:
+        icount = dump.payload["clock"]["icount"]
+        return f"emu: replay: reproduced {dump.id} exactly: instruction {icount}, registers and memory digest equal"
+    pid = int(dump.payload["process"]["pid"])
+    paused = session.paused
+    assert paused is not None
+    registers = paused.registers(pid)
+    head = f"emu: replay: stopped {session.stop_before} instructions before {dump.id}, at instruction {paused.icount}"
+    if registers is None:
+        return f"{head}; pid {pid} does not run yet"
+    images = DumpImages(label, dump)
+    symbol = images.image.symbolize(registers["rip"])
+    line = images.debug.source_line(registers["rip"])
+    where = f"{symbol[0]}+{symbol[1]:#x}" if symbol else f"{registers['rip']:#x}"
+    regs = " ".join(f"{name}={value:#x}" for name, value in registers.items())
+    return f"{head}: pid {pid} at {where}{f' ({line})' if line else ''}\n  {regs}"
+
+
+DUMP_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"dump": dump_command, "replay": replay_command}
