@@ -148,11 +148,11 @@ def write_core(notes: list[Note], segments: list[CoreSegment]) -> bytes:
 
 def read_core(raw: bytes) -> Core:
     """Parse `raw` as an x86-64 ELF core; CoreError names the first problem."""
+    if raw[:4] != b"\x7fELF":
+        raise CoreError("not an ELF file")
     if len(raw) < _EHDR.size:
         raise CoreError(f"truncated: {len(raw)} bytes, shorter than an ELF header")
     ident, e_type, machine, _version, _entry, phoff, _shoff, _, _ehsize, phentsize, phnum = _EHDR.unpack_from(raw)[:11]
-    if ident[:4] != b"\x7fELF":
-        raise CoreError("not an ELF file")
     if ident[4] != 2 or ident[5] != 1:
         raise CoreError("not a 64-bit little-endian ELF file")
     if e_type != ET_CORE:

@@ -101,12 +101,29 @@ def disassembly(dump: Dump, images: DumpImages) -> list[dict[str, Any]]:
     return [{"address": a, "bytes": b, "text": t, "faulting": a == rip} for a, b, t in chosen]
 
 
-def fault_line(dump: Dump, top: dict[str, Any]) -> str:
+_PANIC_MACHINERY = ("rt::panic::", "rust_begin_unwind", "panicking")
+"""Frames of the panic path itself (the runtime's handler, core's panic entry points)."""
+
+
+def _panicking(frame: dict[str, Any]) -> bool:
+    return any(part in (frame.get("function") or "") for part in _PANIC_MACHINERY)
+
+
+def fault_line(dump: Dump, stack: list[dict[str, Any]]) -> str:
+    """The fault in one line: what, where (function and file:line), which process. A panic is
+    placed at the first frame outside the panic machinery; a frame with no line (assembly) by
+    the nearest caller that has one."""
     payload = dump.payload
+    if payload["cause"]["kind"] == "panic":
+        stack = [f for f in stack if not _panicking(f)] or stack
+    top = stack[0]
     cause, process = payload["cause"], payload["process"]
     who = f"pid {process['pid']} ({process['name']})"
     where = f"{top['function']}+{top['offset']:#x}" if top.get("function") else f"{cause['rip']:#x}"
     source = f" at {top['source']}" if top.get("source") else ""
+    caller = next((f for f in stack[1:] if f.get("source")), None)
+    if not source and caller is not None:
+        source = f", called from {caller['function']} at {caller['source']}"
     if cause["kind"] == "panic":
         return f"{who} panicked in {where}{source}: {cause.get('message', '')}"
     address = f" at {cause['address']:#x}" if cause.get("address") is not None else ""
@@ -121,7 +138,7 @@ def analyse(label: str, dump: Dump) -> dict[str, Any]:
     payload = dump.payload
     return {
         "dump": payload["id"],
-        "fault": fault_line(dump, stack[0]),
+        "fault": fault_line(dump, stack),
         "cause": payload["cause"],
         "process": payload["process"],
         "backtrace": stack,

@@ -117,7 +117,7 @@ class DumpRecorder:
             },
             "images": sorted(images.values(), key=lambda i: str(i["name"])),
             "clock": {"icount": k.icount, "cycle": k.clock // MILLI, "frequency_hz": k.cpu_model.frequency_hz},
-            "processes": process_rows(k, proc.pid, guest_registers),
+            "processes": process_rows(k, proc.pid, guest_registers, "panicked" if crash.fault is None else "faulted"),
             "capabilities": capabilities(proc.caps),
             "all_capabilities": {str(p.pid): capabilities(p.caps) for p in k.procs.values()},
             "endpoints": endpoints(k),

@@ -25,10 +25,11 @@ def _service(k: Kernel, obj: int) -> str:
     return f" ({endpoint.service})" if endpoint is not None and endpoint.service else ""
 
 
-def doing(k: Kernel, proc: Process, crashed: int) -> str:
-    """What `proc` was doing, in words ("waiting for a reply from pid 2 (procd)")."""
+def doing(k: Kernel, proc: Process, crashed: int, how: str = "faulted") -> str:
+    """What `proc` was doing, in words ("waiting for a reply from pid 2 (procd)"); the crashed
+    process `how` it crashed ("faulted", "panicked")."""
     if proc.pid == crashed:
-        return "faulted (this dump)" if proc.fault is None else "faulted"
+        return f"{how} (this dump)"
     if proc.state is RunState.EXITED:
         return f"exited with code {proc.exit_code}"
     if proc.state is RunState.FAULTED:
@@ -47,7 +48,9 @@ def doing(k: Kernel, proc: Process, crashed: int) -> str:
     return str(proc.state.value)
 
 
-def process_rows(k: Kernel, crashed: int, registers: Callable[[GuestContext], dict[str, int]]) -> list[dict[str, Any]]:
+def process_rows(
+    k: Kernel, crashed: int, registers: Callable[[GuestContext], dict[str, int]], how: str = "faulted"
+) -> list[dict[str, Any]]:
     """Every process: pid, name, kernel state, what it was doing, and a live guest's registers."""
     rows = []
     for pid in sorted(k.procs):
@@ -57,7 +60,7 @@ def process_rows(k: Kernel, crashed: int, registers: Callable[[GuestContext], di
             "name": proc.name,
             "kind": "guest" if proc.is_guest else "actor",
             "state": proc.state.value,
-            "doing": doing(k, proc, crashed),
+            "doing": doing(k, proc, crashed, how),
         }
         if proc.reply_to is not None:
             row["owes_reply_to"] = proc.reply_to

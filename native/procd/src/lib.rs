@@ -45,6 +45,8 @@ mod dispatch;
 mod id;
 mod kernel_calls;
 mod lifecycle;
+#[cfg(feature = "planted-panic")]
+mod planted;
 mod queries;
 mod request;
 mod restart;
