@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,7 +164,7 @@ def replay_inputs(world: str, max_instructions: int) -> dict[str, Any]:
 
 
 def image_input(path: Path, image: ElfImage) -> dict[str, Any]:
-    return {"path": str(path), "sha256": hashlib.sha256(image.raw).hexdigest()}
+    return {"path": os.path.abspath(path), "sha256": hashlib.sha256(image.raw).hexdigest()}
 
 
 def scenario_input(name_or_path: str, text: str | None) -> dict[str, Any]:
@@ -171,4 +172,4 @@ def scenario_input(name_or_path: str, text: str | None) -> dict[str, Any]:
     if text is None:
         return {"name": name_or_path}
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return {"path": name_or_path, "sha256": digest, "text": text}
+    return {"path": os.path.abspath(name_or_path), "sha256": digest, "text": text}

@@ -45,7 +45,9 @@ def doing(k: Kernel, proc: Process, crashed: int, how: str = "faulted") -> str:
             return f"waiting for a reply from {_who(k, pid)}"
         case InWait(notification=obj):
             return f"waiting on notification {obj}"
-    return str(proc.state.value)
+    if proc.state is RunState.READY:
+        return "ready to run"
+    return "created, not started" if proc.state is RunState.CREATED else str(proc.state.value)
 
 
 def process_rows(

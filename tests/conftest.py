@@ -1,5 +1,6 @@
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,10 @@ def _dumps_outside_the_repository(tmp_path_factory: pytest.TempPathFactory, monk
     import emu.cli
 
     monkeypatch.setattr(emu.cli, "DEFAULT_DUMP_DIR", tmp_path_factory.mktemp("dumps"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_dumps_left_in_the_repository() -> Iterator[None]:
+    """A test that runs `python -m emu` in a subprocess must pass --no-dumps or a --dump-dir."""
+    yield
+    assert not (ROOT / "dumps").exists(), "a test wrote crash dumps into the repository's dumps/"
