@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from emu.coredump import read_core, write_core
-from emu.dumpfile import check_images, load_dump
+from emu.dumpfile import MAX_DUMP_FILE_BYTES, PAYLOAD_ERRORS, check_images, load_dump, malformed
 from emu.dumpview import DumpImages, analyse, render
 from emu.files import read_bounded
-from emu.output import write_output
+from emu.output import Outputs, input_identities, resolve_target
 from emu.replay import ReplaySession, start_replay
 
 EXIT_OK, EXIT_MISMATCH = 0, 1
@@ -46,21 +46,30 @@ def add_dump_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
 def dump_command(args: argparse.Namespace) -> int:
     label = str(args.file)
     dump = load_dump(args.file)
-    check_images(label, dump)
-    report = analyse(label, dump)
+    try:
+        check_images(label, dump)
+        report = analyse(label, dump)
+        text = json.dumps(report, indent=1) + "\n" if args.json else render(report)
+    except PAYLOAD_ERRORS as exc:
+        raise malformed(label, exc) from None
     if args.core is not None:
-        core = read_core(read_bounded(args.file, 256 << 20))
-        write_output("--core", args.core, write_core(list(core.notes), list(core.segments)))
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        print(render(report), end="")
+        core = read_core(read_bounded(args.file, MAX_DUMP_FILE_BYTES))
+        target = resolve_target("--core", args.core, input_identities([args.file]))
+        with Outputs() as outputs:
+            output = outputs.open(target)
+            output.stream.write(write_core(list(core.notes), list(core.segments)))
+            output.commit()
+    print(text, end="")
     return EXIT_OK
 
 
 def replay_command(args: argparse.Namespace) -> int:
     session = start_replay(args.file, args.stop_before)
-    print(describe_replay(str(args.file), session), file=sys.stderr)
+    try:
+        text = describe_replay(str(args.file), session)
+    except PAYLOAD_ERRORS as exc:
+        raise malformed(str(args.file), exc) from None
+    print(text, file=sys.stderr)
     return EXIT_OK if session.reproduced else EXIT_MISMATCH
 
 

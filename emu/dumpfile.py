@@ -31,6 +31,15 @@ class DumpError(Exception):
     """A dump that cannot be used: one line naming the file and the problem (exit 2)."""
 
 
+PAYLOAD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
+"""What reading a well-formed but wrong payload (a field missing or of another type) raises."""
+
+
+def malformed(label: str, exc: Exception) -> DumpError:
+    """The one-line error for a payload whose fields are not what version 1 says."""
+    return DumpError(f"{label}: corrupt dump: a payload field is missing or malformed ({type(exc).__name__}: {exc})")
+
+
 @dataclass(frozen=True)
 class Dump:
     payload: dict[str, Any]
@@ -141,10 +150,28 @@ _REQUIRED = {
 }
 
 
+_REQUIRED_FIELDS = {
+    ("cause", "kind"): str,
+    ("cause", "rip"): int,
+    ("process", "pid"): int,
+    ("process", "name"): str,
+    ("process", "image"): str,
+    ("clock", "icount"): int,
+    ("clock", "cycle"): int,
+    ("replay", "world"): str,
+    ("replay", "max_instructions"): int,
+}
+
+
 def _missing_keys(payload: dict[str, Any]) -> str | None:
     for key, kind in _REQUIRED.items():
         if not isinstance(payload.get(key), kind):
             return f"its payload has no {key!r} ({kind.__name__})"
+    for (outer, inner), field_type in _REQUIRED_FIELDS.items():
+        if not isinstance(payload[outer].get(inner), field_type):
+            return f"a payload field is missing or malformed: {outer}.{inner} is not {field_type.__name__}"
+    if payload["cause"]["kind"] not in ("fault", "panic"):
+        return f"a payload field is missing or malformed: cause.kind {payload['cause']['kind']!r}"
     if not isinstance(payload["memory"].get("digest"), str):
         return "its payload has no memory digest"
     if not all(isinstance(v, int) for v in payload["registers"].values()):

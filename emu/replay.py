@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu.dumpfile import Dump, DumpError, check_images, load_dump
+from emu.dumpfile import PAYLOAD_ERRORS, Dump, DumpError, check_images, load_dump, malformed
 from emu.trace import Trace
 from emu.world import DumpRequest, PausedMachine, RunOutcome, RunRequest, load_world
 
@@ -49,7 +49,7 @@ def _scenario_argument(label: str, scenario: dict[str, Any] | None, folder: Path
             return str(path)
     except OSError:
         pass
-    copy = folder / path.name
+    copy = folder / (path.name or "scenario.toml")
     copy.write_text(scenario["text"], encoding="utf-8")
     return str(copy)
 
@@ -67,26 +67,48 @@ def _image_argument(label: str, image: dict[str, Any] | None) -> Path | None:
     return path
 
 
-def start_replay(path: Path | str, stop_before: int = 0) -> ReplaySession:
-    """Replay the dump at `path`; raises DumpError (exit 2) for a dump that cannot be replayed."""
-    label = str(path)
-    dump = load_dump(path)
+@dataclass(frozen=True)
+class _Plan:
+    """What the dump says to run, read (and checked) before anything runs."""
+
+    world: str
+    image: Path | None
+    scenario: dict[str, Any] | None
+    limit: int
+    stop_at: str | None
+    crash_at: int
+
+
+def _plan(label: str, dump: Dump, stop_before: int) -> _Plan:
     check_images(label, dump)
     inputs = dump.payload["replay"]
     crash_at = int(dump.payload["clock"]["icount"])
     if stop_before < 0 or stop_before >= crash_at:
         raise DumpError(f"{label}: --stop-before {stop_before}: the crash came at instruction {crash_at}")
-    world = load_world(str(inputs["world"]))
     limit = crash_at - stop_before if stop_before else int(inputs["max_instructions"])
+    image = _image_argument(label, inputs.get("image"))
     stop_at = None if stop_before else dump.id
+    return _Plan(str(inputs["world"]), image, inputs.get("scenario"), limit, stop_at, crash_at)
+
+
+def start_replay(path: Path | str, stop_before: int = 0) -> ReplaySession:
+    """Replay the dump at `path`; raises DumpError (exit 2) for a dump that cannot be replayed."""
+    label = str(path)
+    dump = load_dump(path)
+    try:
+        plan = _plan(label, dump, stop_before)
+    except PAYLOAD_ERRORS as exc:
+        raise malformed(label, exc) from None
+    world = load_world(plan.world)
     with tempfile.TemporaryDirectory(prefix="emu-replay-") as folder:
-        scenario = _scenario_argument(label, inputs.get("scenario"), Path(folder))
-        request = RunRequest(
-            _image_argument(label, inputs.get("image")), limit, None, scenario, DumpRequest(None, stop_at)
-        )
+        try:
+            scenario = _scenario_argument(label, plan.scenario, Path(folder))
+        except PAYLOAD_ERRORS as exc:
+            raise malformed(label, exc) from None
+        request = RunRequest(plan.image, plan.limit, None, scenario, DumpRequest(None, plan.stop_at))
         outcome = world.run(request, Trace(keep=False))
     session = ReplaySession(dump, outcome, stop_before)
-    session.mismatches = _check_crash(session) if not stop_before else _check_stop(session, crash_at - stop_before)
+    session.mismatches = _check_crash(session) if not stop_before else _check_stop(session, plan.crash_at - stop_before)
     return session
 
 

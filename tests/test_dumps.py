@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from emu.cli import main
 from emu.dumpfile import DUMP_SUFFIX, encode_dump, load_dump
@@ -243,6 +245,8 @@ def _bad_inputs(source: Path, folder: Path) -> list[tuple[str, Path, str]]:
         ("image missing", missing, "is missing"),
         ("image changed", changed, "changed since the dump"),
         ("memory changed", tampered, "does not match the digest"),
+        ("field missing", rewrite(source, folder / "nocause.core", lambda p: p["cause"].pop("kind")), "is missing or"),
+        ("field mistyped", rewrite(source, folder / "badclock.core", lambda p: p.update(clock=[])), "no 'clock'"),
         ("no file", folder / "absent.core", "cannot read"),
     ]
 
@@ -257,3 +261,28 @@ def test_bad_dumps_are_one_line_exit_2(
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(f"emu: error: {path}: "), (what, err)
         assert expected in err, (what, err)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(1, 255)), min_size=1, max_size=4))
+def test_a_damaged_dump_is_read_or_refused_in_one_line(
+    flips: list[tuple[int, int]], deep_fault_dump: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever bytes change, `dump` either reads the file (0) or refuses it in one line (2)."""
+    data = bytearray(deep_fault_dump.read_bytes())
+    for at, xor in flips:
+        data[at % len(data)] ^= xor
+    damaged = tmp_path / "damaged.core"
+    damaged.write_bytes(bytes(data))
+    capsys.readouterr()
+    code = main(["dump", str(damaged)])
+    err = capsys.readouterr().err
+    assert code in (0, 2)
+    assert code == 0 or (err.count("\n") == 1 and err.startswith(f"emu: error: {damaged}: ")), err
+
+
+def test_core_output_never_overwrites_the_dump(deep_fault_dump: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = deep_fault_dump.read_bytes()
+    assert main(["dump", str(deep_fault_dump), "--core", str(deep_fault_dump)]) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert deep_fault_dump.read_bytes() == before
