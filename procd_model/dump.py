@@ -150,6 +150,14 @@ class PausedKernel:
         context = self._guest(pid)
         return None if context is None else guest_registers(context)
 
+    def run_on(self, max_instructions: int) -> str:
+        """Clear the stop and run on, until the machine retired `max_instructions` in all (or
+        stops for another reason, e.g. at the crash its crash watch stops at); the stop's kind.
+        A run stopped inside a guest's turn finishes that turn first, so the counts, cycles and
+        schedule are those of a run never stopped."""
+        self.kernel.state.halt = None
+        return self.kernel.run(max_instructions).kind
+
     def memory_digest(self, pid: int) -> str | None:
         context = self._guest(pid)
         if context is None:

@@ -18,7 +18,7 @@ from emu.elf import load_elf
 from emu.replay import start_replay
 from procd_model.abi import PROCESS_REQUEST, ProcdOp
 from procd_model.client import Request, ask_all
-from procd_model.dump import DumpRecorder, replay_inputs
+from procd_model.dump import DumpRecorder, PausedKernel, replay_inputs
 from procd_model.images import fixtures_dir
 from procd_model.messages import Message
 from procd_model.scenario import builtin_scenarios
@@ -186,6 +186,25 @@ def test_stop_before_stops_exactly_n_instructions_early(before: int, deep_fault_
     assert session.paused.icount == crash_at - before
     registers = session.paused.registers(1)
     assert registers is not None and registers["rip"] != load_dump(deep_fault_dump).registers["rip"]
+
+
+@pytest.mark.parametrize("before", [1, 4, 999])
+def test_a_stopped_replay_runs_on_to_the_same_crash(before: int, fault_kill_dump: Path) -> None:
+    """Stopping mid-block (and mid-turn) disturbs nothing: running on reaches the crash at the
+    same instruction with the same registers and memory."""
+    dump = load_dump(fault_kill_dump)
+    session = start_replay(fault_kill_dump, before)
+    paused = session.paused
+    assert isinstance(paused, PausedKernel)
+    recorder = paused.kernel.crash_watch
+    assert isinstance(recorder, DumpRecorder)
+    recorder.stop_at = dump.id
+    assert paused.run_on(dump.payload["replay"]["max_instructions"]) == "stopped-at-crash"
+    captured = recorder.captured
+    assert captured is not None
+    assert captured["clock"] == dump.payload["clock"]
+    assert captured["registers"] == dump.payload["registers"]
+    assert captured["memory"] == dump.payload["memory"]
 
 
 def test_replay_command_reports_and_exits(deep_fault_dump: Path, capsys: pytest.CaptureFixture[str]) -> None:
