@@ -203,7 +203,11 @@ def render(report: dict[str, Any]) -> str:
 
 def _message_text(message: dict[str, Any] | None) -> str:
     if message is None:
-        return "none (the process was not serving a call)"
+        return "none (the process was not serving a call, and received no message lately)"
+    if message.get("received"):
+        shown = {k: v for k, v in message.items() if k not in ("received", "from", "op_name", "op")}
+        details = " ".join(f"{k}={v}" for k, v in shown.items())
+        return f"last received (not a call): {message.get('op_name')} from pid {message.get('from')}: {details}"
     text = f"{message.get('op_name')} ({message.get('op', 0):#x}) from pid {message['from']} ({message['from_name']})"
     if "payload" in message:
         text += f", {message['len']} bytes: {message['payload'] or '-'}"

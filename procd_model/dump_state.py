@@ -3,9 +3,11 @@ with rights and badges; endpoint queues; the IPC message in flight."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from emu.events import IPC_RECV
 from procd_model.caps import CapTable
 from procd_model.kernel.state import GuestContext, InRecv, InReply, InSend, InWait, Process, RunState
 from procd_model.messages import Message, MessageError
@@ -111,11 +113,24 @@ def endpoints(k: Kernel) -> list[dict[str, Any]]:
     return rows
 
 
+def _last_received(k: Kernel, pid: int) -> dict[str, Any] | None:
+    """The last message `pid` received (a SEND, such as the kernel's CHILD_DIED), from the trace's
+    latest events, as the trace decoded it; None if none is among them."""
+    for line in reversed(k.trace.recent):
+        event = json.loads(line)
+        if event["kind"] == IPC_RECV and event["pid"] == pid:
+            fields = {
+                key: value for key, value in event.items() if key not in ("seq", "icount", "cycle", "pid", "kind")
+            }
+            return {"received": True, "from": event.get("sender"), "op_name": event.get("op"), **fields}
+    return None
+
+
 def in_flight(k: Kernel, proc: Process) -> dict[str, Any] | None:
     """The message the crashed process was handling: the call it owes a reply to (decoded from
-    its IPC buffer, where the kernel put it), else None."""
+    its IPC buffer, where the kernel put it), else the last message it received."""
     if proc.reply_to is None:
-        return None
+        return _last_received(k, proc.pid)
     service, op = proc.reply_op
     row: dict[str, Any] = {"from": proc.reply_to, "from_name": k.procs[proc.reply_to].name, "service": service}
     try:

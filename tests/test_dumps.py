@@ -305,3 +305,19 @@ def test_core_output_never_overwrites_the_dump(deep_fault_dump: Path, capsys: py
     assert main(["dump", str(deep_fault_dump), "--core", str(deep_fault_dump)]) == 2
     assert "is the input file" in capsys.readouterr().err
     assert deep_fault_dump.read_bytes() == before
+
+
+def test_a_message_received_without_a_call_is_the_one_in_flight() -> None:
+    """procd crashing on the kernel's CHILD_DIED (a SEND) shows that message, as the trace decoded it."""
+    from procd_model.caps import CapTable
+    from procd_model.dump_state import in_flight
+    from procd_model.kernel import Kernel
+    from procd_model.kernel.state import ActorContext, Process
+
+    kernel = Kernel()
+    proc = Process(5, "procd", CapTable(), ActorContext(iter(())))  # type: ignore[arg-type]
+    kernel.trace.emit("ipc.recv", 5, endpoint=6, op="CHILD_DIED", badge=1, sender=0, call=False, child_pid=6)
+    kernel.trace.emit("ipc.recv", 4, endpoint=4, op="REPORT", badge=0, sender=5, call=False)
+    message = in_flight(kernel, proc)
+    assert message is not None and message["received"] and message["op_name"] == "CHILD_DIED"
+    assert message["from"] == 0 and message["child_pid"] == 6
