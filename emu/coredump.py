@@ -100,6 +100,22 @@ def prstatus(registers: dict[str, int], *, signal: int, pid: int) -> Note:
     return Note(CORE_OWNER, NT_PRSTATUS, _PRSTATUS.pack(head, *values, 0))
 
 
+_FXSAVE = struct.Struct("<HHBxHQQII128s256s96x")
+
+
+def fpregset(vector: dict[str, int]) -> Note:
+    """NT_FPREGSET: the FXSAVE image (`user_fpregs_struct`) of the SSE registers and the x87
+    control words; the x87 stack is left zero. The tag word becomes FXSAVE's abridged form (one
+    bit per register: not empty)."""
+    tags = vector.get("fptag", 0xFFFF)
+    abridged = sum(1 << i for i in range(8) if (tags >> (2 * i)) & 3 != 3)
+    xmm = b"".join(vector.get(f"xmm{i}", 0).to_bytes(16, "little") for i in range(16))
+    desc = _FXSAVE.pack(
+        vector.get("fpcw", 0), vector.get("fpsw", 0), abridged, 0, 0, 0, vector.get("mxcsr", 0), 0xFFFF, bytes(128), xmm
+    )
+    return Note(CORE_OWNER, NT_FPREGSET, desc)
+
+
 def prpsinfo(name: str, *, pid: int, state: str = "R") -> Note:
     """NT_PRPSINFO: the process's name (gdb prints it as the program that made the core)."""
     short = name.encode()[:15]

@@ -89,6 +89,7 @@ class GuestCpu:
             registers.regs,
             registers.set_regs,
         )
+        self.vector_registers = registers.vector_registers
         self._closed = False
         self._acct = Accountant(self._uc, cost_of)
         self._state = self._acct.state

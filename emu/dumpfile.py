@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emu.coredump import Core, CoreError, CoreSegment, Note, prpsinfo, prstatus, read_core, registers_of, write_core
+from emu.coredump import (
+    Core,
+    CoreError,
+    CoreSegment,
+    Note,
+    fpregset,
+    prpsinfo,
+    prstatus,
+    read_core,
+    registers_of,
+    write_core,
+)
 from emu.files import FileReadError, read_bounded
 
 DUMP_OWNER = b"PROCDEMU"
@@ -86,6 +97,7 @@ def encode_dump(payload: dict[str, Any], *, signal: int, segments: list[CoreSegm
     notes = [
         prstatus(registers, signal=signal, pid=int(process["pid"])),
         prpsinfo(str(process["name"]), pid=int(process["pid"])),
+        fpregset({name: int(value) for name, value in payload.get("vector_registers", {}).items()}),
         Note(DUMP_OWNER, NT_DUMP_JSON, json.dumps(body, indent=1, sort_keys=False).encode()),
     ]
     return write_core(notes, segments)

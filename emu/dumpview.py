@@ -144,6 +144,7 @@ def analyse(label: str, dump: Dump) -> dict[str, Any]:
         "backtrace": stack,
         "disassembly": disassembly(dump, images),
         "registers": {name: dump.registers[name] for name in REGISTERS if name in dump.registers},
+        "vector_registers": payload.get("vector_registers", {}),
         "processes": payload["processes"],
         "capabilities": payload.get("capabilities", []),
         "message": payload.get("message"),
@@ -186,6 +187,11 @@ def render(report: dict[str, Any]) -> str:
     names = list(report["registers"])
     for i in range(0, len(names), 3):
         out.append("  " + "   ".join(f"{n:>6} {report['registers'][n]:#018x}" for n in names[i : i + 3]))
+    vectors = {n: v for n, v in report["vector_registers"].items() if n.startswith("xmm") and v}
+    for name, value in vectors.items():
+        out.append(f"  {name:>6} {value:#034x}")
+    if report["vector_registers"]:
+        out.append(f"  (xmm registers not shown are 0; mxcsr {report['vector_registers'].get('mxcsr', 0):#x})")
     clock = report["clock"]
     out += ["", f"processes (at instruction {clock['icount']}, cycle {clock['cycle']}):"]
     rows = [[str(p["pid"]), p["name"], p["kind"], p["state"], p["doing"]] for p in report["processes"]]

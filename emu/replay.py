@@ -134,6 +134,9 @@ def _check_crash(session: ReplaySession) -> list[str]:
         if now != value:
             shown = "missing" if now is None else f"{now:#x}"
             problems.append(f"{name} is {shown}, the dump has {value:#x}")
+    for name, value in dump.payload.get("vector_registers", {}).items():
+        if captured["vector_registers"].get(name) != value:
+            problems.append(f"{name} is {captured['vector_registers'].get(name)!r}, the dump has {value:#x}")
     if captured["memory"]["digest"] != dump.payload["memory"]["digest"]:
         problems.append("the process's memory differs from the dump's (memory digest)")
     return problems

@@ -112,6 +112,7 @@ class DumpRecorder:
             "cause": cause,
             "process": {"pid": proc.pid, "name": proc.name, "image": context.image.name},
             "registers": registers,
+            "vector_registers": context.cpu.vector_registers(),
             "memory": {
                 "digest": memory_digest((s.vaddr, s.data) for s in segments),
                 "ranges": [[s.vaddr, len(s.data), int(s.perms)] for s in segments],

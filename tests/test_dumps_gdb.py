@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from emu.cli import main
-from emu.dumpfile import DUMP_SUFFIX
+from emu.dumpfile import DUMP_SUFFIX, encode_dump, load_dump
 from emu.registers import REGISTERS
 from procd_model.images import fixtures_dir
 
@@ -30,7 +30,11 @@ while frame is not None:
     frame = frame.older()
 names = %s
 registers = {n: int(gdb.parse_and_eval("$" + ("eflags" if n == "rflags" else n))) & (2**64 - 1) for n in names}
-print("GDB-JSON " + json.dumps({"frames": frames, "registers": registers}))
+def half(i, n):
+    return int(gdb.parse_and_eval(f"$xmm{i}.v2_int64[{n}]")) & (2**64 - 1)
+vectors = {f"xmm{i}": half(i, 1) << 64 | half(i, 0) for i in range(16)}
+vectors["mxcsr"] = int(gdb.parse_and_eval("$mxcsr"))
+print("GDB-JSON " + json.dumps({"frames": frames, "registers": registers, "vectors": vectors}))
 """
 
 
@@ -79,6 +83,8 @@ def test_gdb_sees_the_same_backtrace_and_registers(
     for opened in (dump, core):
         view = gdb_view(FIXTURES / image, opened, tmp_path)
         assert view["registers"] == report["registers"], opened.name
+        vectors = report["vector_registers"]
+        assert view["vectors"] == {n: vectors[n] for n in view["vectors"]}, opened.name
         frames = [f for f in view["frames"] if not f["inline"]]
         assert [f["pc"] for f in frames] == [f["pc"] for f in ours], opened.name
         for theirs, mine in zip(frames, ours, strict=True):
@@ -87,3 +93,17 @@ def test_gdb_sees_the_same_backtrace_and_registers(
             assert mine["function"].endswith(name.split("::")[-1]), (theirs, mine)
         inlined = [f["name"] for f in view["frames"] if f["inline"]]
         assert inlined == [i["function"] for f in ours for i in f["inlined"]], opened.name
+
+
+def test_gdb_reads_the_vector_registers_where_the_dump_puts_them(tmp_path: Path) -> None:
+    """NT_FPREGSET's layout (FXSAVE): values written into a dump's payload come back from gdb."""
+    main(["run", str(FIXTURES / "phase0-deep-fault.elf"), "--trace", "none", "--out", str(tmp_path / "t")])
+    main(["run", str(FIXTURES / "phase0-deep-fault.elf"), "--trace", "none", "--dump-dir", str(tmp_path / "d")])
+    (source,) = (tmp_path / "d").glob(f"*{DUMP_SUFFIX}")
+    dump = load_dump(source)
+    payload = json.loads(json.dumps(dump.payload))
+    wanted = {f"xmm{i}": (0x0123_4567_89AB_CDEF << 64 | i << 8 | 0x5A) for i in range(16)} | {"mxcsr": 0x1F80}
+    payload["vector_registers"].update(wanted)
+    target = tmp_path / "vectors.core"
+    target.write_bytes(encode_dump(payload, signal=11, segments=list(dump.segments)))
+    assert gdb_view(FIXTURES / "phase0-deep-fault.elf", target, tmp_path)["vectors"] == wanted
