@@ -2,7 +2,9 @@
 
 Exit codes: 0 the scenario completed as expected (or halted as its `[expect] halts` asks); 1 the
 guest failed (a fault, a refusal to start, an unexpected halt, the instruction limit); 2 usage or
-input error; 130 interrupted by SIGINT, 143 by SIGTERM (128 + the signal number).
+input error; 130 interrupted by SIGINT, 143 by SIGTERM (128 + the signal number). `dump` and
+`replay` (emu/dumpcli.py): 0 done, 1 a replay that differs from its dump, 2 a dump that cannot be
+used.
 """
 
 from __future__ import annotations

@@ -23,6 +23,16 @@ from emu.replay import ReplaySession, start_replay
 EXIT_OK, EXIT_MISMATCH = 0, 1
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
 def add_dump_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dump = commands.add_parser(
         "dump",
@@ -39,7 +49,7 @@ def add_dump_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
     )
     replay.add_argument("file", type=Path, metavar="FILE", help="a dump written by `run`")
     replay.add_argument(
-        "--stop-before", type=int, default=0, metavar="N", help="stop N instructions before the crash (exact)"
+        "--stop-before", type=_count, default=0, metavar="N", help="stop N instructions before the crash (exact)"
     )
 
 
