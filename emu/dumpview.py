@@ -10,7 +10,7 @@ import capstone
 
 from emu.debuginfo import DebugInfo
 from emu.dumpfile import Dump, DumpError
-from emu.elf import ElfError, ElfImage, load_elf
+from emu.elf import ElfError, ElfImage, Perm, load_elf
 from emu.registers import REGISTERS
 from emu.trace import Event, to_text
 from emu.unwind import backtrace
@@ -70,8 +70,11 @@ def frames(dump: Dump, images: DumpImages) -> list[dict[str, Any]]:
         data = read(address, 8)
         return None if data is None else int.from_bytes(data, "little")
 
+    def is_code(pc: int) -> bool:
+        return any(s.vaddr <= pc < s.end and s.perms & Perm.X for s in images.image.segments)
+
     rows = []
-    for number, frame in enumerate(backtrace(dump.registers, word, images.debug)):
+    for number, frame in enumerate(backtrace(dump.registers, word, images.debug, is_code)):
         where = _where(images, frame.lookup_pc)
         if where["function"] is not None and frame.method != "registers":
             where["offset"] = frame.pc - (frame.lookup_pc - where["offset"])

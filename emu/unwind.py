@@ -31,15 +31,22 @@ class Frame:
         return self.pc if self.method == "registers" else self.pc - 1
 
 
-def backtrace(registers: dict[str, int], read_word: ReadWord, debug: DebugInfo) -> list[Frame]:
+def backtrace(
+    registers: dict[str, int], read_word: ReadWord, debug: DebugInfo, is_code: Callable[[int], bool] = lambda pc: True
+) -> list[Frame]:
     """The frames from the registers up to the outermost one (CFI says where it ends) or until
-    the stack cannot be followed further."""
+    the stack cannot be followed further. When the faulting pc is not code at all (`is_code`:
+    a call or jump through a bad pointer), the return address is taken from the top of the
+    stack, where a call just left it."""
     regs: dict[str, int | None] = {name: registers.get(name) for name in (*_DWARF_REGS, "rip")}
     frames = [Frame(registers["rip"], None, "registers")]
     while len(frames) < MAX_FRAMES:
         lookup = frames[-1].lookup_pc
         step = _step_cfi(regs, lookup, read_word, debug)
-        if step is None:
+        if step is None and len(frames) == 1 and not is_code(lookup):
+            step = _step_just_called(regs, read_word)
+            method = "return-address"
+        elif step is None:
             step = _step_frame_pointer(regs, read_word)
             method = "frame-pointer"
         else:
@@ -79,6 +86,16 @@ def _step_cfi(
     if caller["rip"] is None:
         return {**caller, "rip": 0}, None
     return caller, cfa
+
+
+def _step_just_called(
+    regs: dict[str, int | None], read_word: ReadWord
+) -> tuple[dict[str, int | None], int | None] | None:
+    rsp = regs.get("rsp")
+    ret = None if rsp is None else read_word(rsp)
+    if rsp is None or ret is None:
+        return None
+    return {**regs, "rsp": rsp + 8, "rip": ret}, rsp + 8
 
 
 def _step_frame_pointer(

@@ -321,3 +321,17 @@ def test_a_message_received_without_a_call_is_the_one_in_flight() -> None:
     message = in_flight(kernel, proc)
     assert message is not None and message["received"] and message["op_name"] == "CHILD_DIED"
     assert message["from"] == 0 and message["child_pid"] == 6
+
+
+def test_a_call_through_a_bad_pointer_still_names_the_caller(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pc is no code (a fetch fault): the caller is found from the return address the call
+    pushed, not skipped as the rbp chain would."""
+    from elfcraft import code_image
+
+    image = tmp_path / "bad-call.elf"
+    image.write_bytes(code_image(bytes.fromhex("48c7c034120000" + "ffd0" + "90")))  # mov rax, 0x1234; call rax
+    (dump,) = run_dumping(tmp_path, str(image))
+    frames = dump_json(dump, capsys)["backtrace"]
+    assert [(f["pc"], f["found_by"]) for f in frames[:2]] == [(0x1234, "registers"), (0x400009, "return-address")]
