@@ -38,7 +38,10 @@ class DebugInfo:
 
     def __init__(self, raw: bytes) -> None:
         self._elf = ELFFile(io.BytesIO(raw))
-        self._dwarf = self._elf.get_dwarf_info() if self._elf.has_dwarf_info() else None
+        try:
+            self._dwarf = self._elf.get_dwarf_info() if self._elf.has_dwarf_info() else None
+        except Exception:  # malformed DWARF: see frame_rule
+            self._dwarf = None
 
     @functools.cached_property
     def _fdes(self) -> list[tuple[int, int, Any]]:
@@ -58,8 +61,34 @@ class DebugInfo:
         ]
         return sorted(fdes, key=lambda f: f[0])
 
+    # Malformed DWARF (a user's image) is no debug information at that pc, never a crash of the
+    # reader: pyelftools and construct raise many kinds of exceptions for it, hence `Exception`.
+
     def frame_rule(self, pc: int) -> FrameRule | None:
         """The call-frame rule at `pc`, or None where no CFI covers it."""
+        try:
+            return self._frame_rule(pc)
+        except Exception:  # malformed DWARF: see above
+            return None
+
+    def source_line(self, pc: int) -> SourceLine | None:
+        """The file and line the instruction at `pc` comes from (the line table's row for it)."""
+        try:
+            return self._source_line(pc)
+        except Exception:  # malformed DWARF: see above
+            return None
+
+    def locations(self, pc: int) -> list[tuple[str | None, SourceLine | None]]:
+        """(function, source line) of `pc`, innermost first: the functions inlined at `pc`, each
+        at its line, then the function the code belongs to, at the line that called the first
+        inlined one (only the function itself when nothing is inlined there). The last entry's
+        function is None: the caller names it from the symbol table."""
+        try:
+            return self._locations(pc)
+        except Exception:  # malformed DWARF: see above
+            return [(None, None)]
+
+    def _frame_rule(self, pc: int) -> FrameRule | None:
         fdes = self._fdes
         i = bisect.bisect_right([f[0] for f in fdes], pc) - 1
         if i < 0 or not fdes[i][0] <= pc < fdes[i][1]:
@@ -81,12 +110,7 @@ class DebugInfo:
                 ra_undefined = True
         return FrameRule(cfa.reg, cfa.offset, saved, ra_undefined)
 
-    @functools.cached_property
-    def has_cfi(self) -> bool:
-        return bool(self._fdes)
-
-    def source_line(self, pc: int) -> SourceLine | None:
-        """The file and line the instruction at `pc` comes from (the line table's row for it)."""
+    def _source_line(self, pc: int) -> SourceLine | None:
         table = self._line_table_for(pc)
         if not table:
             return None
@@ -107,12 +131,8 @@ class DebugInfo:
         offset = self._cu_offset(pc)
         return [] if offset is None else self._cu_lines(offset)
 
-    def locations(self, pc: int) -> list[tuple[str | None, SourceLine | None]]:
-        """(function, source line) of `pc`, innermost first: the functions inlined at `pc`, each
-        at its line, then the function the code belongs to, at the line that called the first
-        inlined one (only the function itself when nothing is inlined there). The last entry's
-        function is None: the caller names it from the symbol table."""
-        here = self.source_line(pc)
+    def _locations(self, pc: int) -> list[tuple[str | None, SourceLine | None]]:
+        here = self._source_line(pc)
         offset = self._cu_offset(pc)
         if offset is None:
             return [(None, here)]

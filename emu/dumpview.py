@@ -19,22 +19,19 @@ _CONTEXT_BEFORE, _CONTEXT_AFTER = 8, 4
 
 
 class DumpImages:
-    """The dump's images, loaded from the paths it records (check_images has checked them)."""
+    """The crashed process's image, loaded from the path the dump records (check_images has
+    checked its hash), and its debug information."""
 
     def __init__(self, label: str, dump: Dump) -> None:
-        self.by_name: dict[str, ElfImage] = {}
-        for entry in dump.payload["images"]:
-            if not entry.get("path"):
-                continue
-            try:
-                self.by_name[entry["name"]] = load_elf(entry["path"], name=entry["name"])
-            except ElfError as exc:
-                raise DumpError(f"{label}: image {entry['name']}: {exc}") from None
-        name = dump.payload["process"].get("image")
-        if name not in self.by_name:
+        name = dump.payload["process"]["image"]
+        entry = next((i for i in dump.payload["images"] if i.get("name") == name and i.get("path")), None)
+        if entry is None:
             raise DumpError(f"{label}: the dump does not name the faulting process's image file")
-        self.image = self.by_name[name]
-        self.debug = DebugInfo(self.image.raw)
+        try:
+            self.image = load_elf(entry["path"], name=name)
+            self.debug = DebugInfo(self.image.raw)
+        except ElfError as exc:
+            raise DumpError(f"{label}: image {name}: {exc}") from None
 
 
 def _reader(dump: Dump, image: ElfImage) -> Any:

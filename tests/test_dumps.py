@@ -335,3 +335,23 @@ def test_a_call_through_a_bad_pointer_still_names_the_caller(
     (dump,) = run_dumping(tmp_path, str(image))
     frames = dump_json(dump, capsys)["backtrace"]
     assert [(f["pc"], f["found_by"]) for f in frames[:2]] == [(0x1234, "registers"), (0x400009, "return-address")]
+
+
+def test_an_image_with_broken_call_frame_information_still_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Malformed DWARF in a user's image is no debug information there: the frame pointers
+    still give a backtrace, and nothing raises."""
+    from elftools.elf.elffile import ELFFile
+
+    raw = bytearray((FIXTURES / "phase0-deep-fault.elf").read_bytes())
+    with (FIXTURES / "phase0-deep-fault.elf").open("rb") as stream:
+        section = ELFFile(stream).get_section_by_name(".eh_frame")
+        offset, size = section["sh_offset"], section["sh_size"]
+    raw[offset : offset + size] = b"\xff" * size
+    image = tmp_path / "broken-cfi.elf"
+    image.write_bytes(bytes(raw))
+    (dump,) = run_dumping(tmp_path, str(image))
+    frames = dump_json(dump, capsys)["backtrace"]
+    assert frames[0]["function"] == "deep_store"
+    assert {f["found_by"] for f in frames[1:]} == {"frame-pointer"}
