@@ -23,6 +23,7 @@ from procd_model.images import fixtures_dir
 from procd_model.messages import Message
 from procd_model.scenario import builtin_scenarios
 
+ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = fixtures_dir()
 PLANTED_PANIC_ID = 0x0BAD_F00D
 """native/procd/src/planted.rs: procd-panic.elf panics on STATUS of this id."""
@@ -106,7 +107,7 @@ def test_the_backtrace_is_right_through_a_leaf_without_a_frame(
         "_start",
     ]
     assert all(f["found_by"] == "cfi" for f in frames[1:])
-    source = (FIXTURES.parent.parent / "native" / "phase0-deep-fault" / "src" / "main.rs").read_text().splitlines()
+    source = (ROOT / "native" / "phase0-deep-fault" / "src" / "main.rs").read_text().splitlines()
     for frame, call in zip(frames[1:4], ("deep_store(", "middle(", "outer("), strict=True):
         file, line = frame["source"].rsplit(":", 1)
         assert file == "phase0-deep-fault/src/main.rs"
@@ -355,3 +356,17 @@ def test_an_image_with_broken_call_frame_information_still_reads(
     frames = dump_json(dump, capsys)["backtrace"]
     assert frames[0]["function"] == "deep_store"
     assert {f["found_by"] for f in frames[1:]} == {"frame-pointer"}
+
+
+def test_replay_runs_a_scenario_file_from_its_recorded_text(tmp_path: Path) -> None:
+    """The dump keeps the scenario file's text: a replay still reproduces the crash after the
+    file changed or went away."""
+    scenario = tmp_path / "mine.toml"
+    scenario.write_text((ROOT / "procd_model" / "scenarios" / "phase0-fault-kill.toml").read_text())
+    (dump,) = run_dumping(tmp_path, "--scenario", str(scenario))
+    assert load_dump(dump).payload["replay"]["scenario"]["text"] == scenario.read_text()
+    assert start_replay(dump).reproduced
+    scenario.write_text("# changed since\n" + scenario.read_text().replace("phase0-exit", "phase0-probe"))
+    assert start_replay(dump).reproduced
+    scenario.unlink()
+    assert start_replay(dump).reproduced
