@@ -2,7 +2,9 @@
 
 Exit codes: 0 the scenario completed as expected (or halted as its `[expect] halts` asks); 1 the
 guest failed (a fault, a refusal to start, an unexpected halt, the instruction limit); 2 usage or
-input error; 130 interrupted by SIGINT, 143 by SIGTERM (128 + the signal number).
+input error; 130 interrupted by SIGINT, 143 by SIGTERM (128 + the signal number). `dump` and
+`replay` (emu/dumpcli.py): 0 done, 1 a replay that differs from its dump, 2 a dump that cannot be
+used.
 """
 
 from __future__ import annotations
@@ -14,21 +16,34 @@ from collections.abc import Callable
 from pathlib import Path
 
 from emu.cpu import GuestCpu
+from emu.dumpcli import DUMP_COMMANDS, add_dump_commands
+from emu.dumpfile import DumpError
 from emu.elf import ElfImage
 from emu.export import process_names
 from emu.export.registry import Destination, Exporter, RunView, exporters
 from emu.fuzzcli import add_fuzz_command, fuzz_command
-from emu.gdbstub.server import GdbServer, GdbServerError, parse_address
+from emu.gdbcli import gdb_server
+from emu.gdbstub.server import GdbServer
 from emu.instrument import TraceProbes
 from emu.interrupt import Interrupted, handling_signals
 from emu.output import STDOUT, OutputError, Outputs, Target, check_distinct, input_identities, resolve_target
 from emu.trace import FORMATS, LEVELS, Trace, TraceWriter
-from emu.world import DEFAULT_WORLD, InputError, Instrument, RunRequest, World, emit_summary, load_world
+from emu.world import (
+    DEFAULT_WORLD,
+    DumpRequest,
+    InputError,
+    Instrument,
+    RunRequest,
+    World,
+    emit_summary,
+    load_world,
+)
 
 EXIT_OK = 0
 EXIT_GUEST_FAILED = 1
 EXIT_INPUT_ERROR = 2
 DEFAULT_MAX_INSTRUCTIONS = 100_000_000
+DEFAULT_DUMP_DIR = Path("dumps")
 PROGRAM = "procd-emu"
 """The program name in usage lines; `python -m emu` passes its own."""
 
@@ -94,7 +109,16 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
             run.add_argument(exporter.option, metavar="FILE", help=exporter.help)
         else:
             run.add_argument(exporter.option, action="store_true", help=exporter.help)
+    dumps = run.add_mutually_exclusive_group()
+    dumps.add_argument(
+        "--dump-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"write a dump of each guest crash to DIR (default: {DEFAULT_DUMP_DIR}/; see `dump`, `replay`)",
+    )
+    dumps.add_argument("--no-dumps", action="store_true", help="write no crash dumps")
     run.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
+    add_dump_commands(commands)
     listing = commands.add_parser("scenarios", help="list the built-in scenarios, one line each")
     listing.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
     add_fuzz_command(commands)
@@ -149,25 +173,19 @@ def _chain(*instruments: Instrument) -> Instrument:
     return instrument
 
 
-def _gdb_server(address: str | None) -> GdbServer | None:
-    """The gdb server `--gdb` asks for, listening (its address printed on stderr), or None."""
-    if address is None:
-        return None
-    try:
-        host, port = parse_address(address)
-        server = GdbServer(host, port, log=lambda line: print(f"emu: {line}", file=sys.stderr, flush=True))
-    except ValueError as exc:
-        raise InputError(f"--gdb: {exc}") from None
-    except GdbServerError as exc:
-        raise InputError(str(exc)) from None
-    print(f"emu: gdb: listening on {server.address[0]}:{server.address[1]}", file=sys.stderr, flush=True)
-    return server
+def _dump_request(args: argparse.Namespace) -> DumpRequest:
+    if args.no_dumps:
+        return DumpRequest()
+    folder = args.dump_dir if args.dump_dir is not None else DEFAULT_DUMP_DIR
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--dump-dir {folder}: not a folder")
+    return DumpRequest(folder)
 
 
 def run_command(args: argparse.Namespace) -> int:
     world = load_world(args.world)
     targets = _output_targets(args, world)
-    server = _gdb_server(args.gdb)
+    server = gdb_server(args.gdb)
     exit_code = EXIT_GUEST_FAILED
     try:
         exit_code = _run(args, world, targets, server)
@@ -187,9 +205,16 @@ def _run(args: argparse.Namespace, world: World, targets: dict[str, Target], ser
         probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
         own = {e.option: e.make_probe() for e in chosen if e.make_probe is not None}
         instrument = _chain(probes, *own.values()) if own else probes
-        outcome = world.run(
-            RunRequest(args.image, args.max_instructions, instrument, args.scenario, args.procd, server), trace
+        request = RunRequest(
+            args.image,
+            args.max_instructions,
+            instrument,
+            args.scenario,
+            procd=args.procd,
+            debugger=server,
+            dumps=_dump_request(args),
         )
+        outcome = world.run(request, trace)
         emit_summary(trace, outcome)
         writer.flush()
         trace_out.commit()
@@ -206,6 +231,8 @@ def _run(args: argparse.Namespace, world: World, targets: dict[str, Target], ser
     for exporter in chosen:
         if exporter.destination is Destination.REPORT:
             print(exporter.render(view(exporter)), end="", file=sys.stderr if on_stdout else sys.stdout)
+    for path in outcome.dumps:
+        print(f"emu: crash dump written: {path}", file=sys.stderr)
     for warning in probes.filter_warnings(row["pid"] for row in outcome.processes):
         print(f"emu: warning: {warning}", file=sys.stderr)
     verdict = "ok" if outcome.ok else "guest failed"
@@ -217,6 +244,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run_command,
     "scenarios": scenarios_command,
     "fuzz": fuzz_command,
+    **DUMP_COMMANDS,
 }
 """What each subcommand runs."""
 
@@ -226,7 +254,7 @@ def main(argv: list[str] | None = None, prog: str = PROGRAM) -> int:
     try:
         with handling_signals():
             return COMMANDS[args.command](args)
-    except (InputError, OutputError) as exc:
+    except (InputError, OutputError, DumpError) as exc:
         print(f"emu: error: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     except Interrupted as exc:

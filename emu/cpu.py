@@ -116,9 +116,11 @@ class GuestCpu:
         memory, registers = GuestMemory(self._uc), RegisterFile(self._uc)
         self._memory = memory
         self.map, self.is_mapped, self.read, self.write = memory.map, memory.is_mapped, memory.read, memory.write
+        self.regions = memory.regions
         self.reg, self.set_reg = registers.reg, registers.set_reg
         self.regs, self.set_regs = registers.regs, registers.set_regs
         self.registers, self.debug = registers, DebugStops(self._uc)
+        self.vector_registers = registers.vector_registers
         self._closed = False
         self._instrumented = False
         self._acct = Accountant(self._uc, cost_of)

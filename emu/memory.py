@@ -156,3 +156,16 @@ class GuestMemory:
             or (address + size - 1) & ~(PAGE_SIZE - 1) not in self._volatile
         ):
             self._touch(address, size)
+
+    def regions(self) -> list[tuple[int, int, Perm]]:
+        """(start, size, permissions) of each run of adjacent mapped pages with equal permissions,
+        in address order."""
+        runs: list[tuple[int, int, Perm]] = []
+        for page in sorted(self._pages):
+            perms = self._pages[page]
+            if runs and runs[-1][0] + runs[-1][1] == page and runs[-1][2] == perms:
+                start, size, _ = runs[-1]
+                runs[-1] = (start, size + PAGE_SIZE, perms)
+            else:
+                runs.append((page, PAGE_SIZE, perms))
+        return runs

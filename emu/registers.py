@@ -40,6 +40,17 @@ OTHER_REGISTERS: dict[str, tuple[int, int]] = {
 """Registers only a debugger reads or writes: name -> (Unicorn id, width in bits)."""
 
 
+VECTOR_REGISTERS = {
+    **{f"xmm{i}": getattr(x86_const, f"UC_X86_REG_XMM{i}") for i in range(16)},
+    "mxcsr": x86_const.UC_X86_REG_MXCSR,
+    "fpcw": x86_const.UC_X86_REG_FPCW,
+    "fpsw": x86_const.UC_X86_REG_FPSW,
+    "fptag": x86_const.UC_X86_REG_FPTAG,
+}
+"""The SSE registers and the x87 control, status and tag words (what a core's NT_FPREGSET holds
+besides the x87 stack, which the images never use)."""
+
+
 class _RegisterBatch:
     """Preallocated arguments for uc_reg_read_batch / uc_reg_write_batch."""
 
@@ -65,6 +76,10 @@ class RegisterFile:
         if status != uc_const.UC_ERR_OK:
             raise unicorn.UcError(status)
         return self._value.value
+
+    def vector_registers(self) -> dict[str, int]:
+        """VECTOR_REGISTERS by name (a crash dump records them)."""
+        return {name: int(self._uc.reg_read(number)) for name, number in VECTOR_REGISTERS.items()}
 
     def set_reg(self, name: str, value: int) -> None:
         self._value.value = value & 0xFFFF_FFFF_FFFF_FFFF

@@ -13,6 +13,7 @@ import enum
 import hashlib
 import json
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
@@ -22,6 +23,8 @@ import orjson
 from emu.events import BLOCK, INSN, SUMMARY, SYSCALL
 
 FORMATS = ("text", "jsonl")
+RECENT_EVENTS = 64
+"""How many of the run's latest events `Trace.recent` keeps (a crash dump shows them)."""
 
 
 class Level(enum.IntEnum):
@@ -122,12 +125,14 @@ class TraceSink(Protocol):
 
 @dataclass(frozen=True)
 class TraceMark:
-    """A point in a trace (`Trace.mark`): seqs, the digest so far and the events kept so far."""
+    """A point in a trace (`Trace.mark`): seqs, the digest so far, the events kept so far and the
+    latest events' lines (what a crash dump shows)."""
 
     next_seq: int
     run_seq: int
     digest: Any
     events: tuple[Event, ...]
+    recent: tuple[bytes, ...] = ()
 
 
 class Trace:
@@ -167,6 +172,8 @@ class Trace:
         """The run's stream (level syscall, unfiltered) and the summary, if `keep`."""
         self.recording = True
         """False for `Trace.off()`: producers then build no event and no field (the lean path)."""
+        self.recent: deque[bytes] = deque(maxlen=RECENT_EVENTS)
+        """The JSONL lines of the run's latest RECENT_EVENTS events, whatever `keep` says."""
 
     @classmethod
     def off(cls) -> Trace:
@@ -180,13 +187,15 @@ class Trace:
         """Where the trace is now: `rewind` brings it back here (a world snapshot's restore).
         Lines already written to the sink stay written."""
         self._hash_pending()
-        return TraceMark(self.next_seq, self.run_seq, self._digest.copy(), tuple(self.events))
+        return TraceMark(self.next_seq, self.run_seq, self._digest.copy(), tuple(self.events), tuple(self.recent))
 
     def rewind(self, mark: TraceMark) -> None:
         """Back to `mark`: the same seqs, digest and kept events as then."""
         self.next_seq, self.run_seq = mark.next_seq, mark.run_seq
         self._digest, self._pending = mark.digest.copy(), []
         self.events[:] = mark.events
+        self.recent.clear()
+        self.recent.extend(mark.recent)
 
     def bind_clock(self, icount: Callable[[], int], cycle: Callable[[], int]) -> None:
         """Stamp later events with `icount()` and `cycle()` (the machine that owns the clock binds it)."""
@@ -224,6 +233,7 @@ class Trace:
             line = _render(run_seq, icount, cycle, pid, kind, fields)
             pending = self._pending
             pending.append(line)
+            self.recent.append(line)
             if len(pending) >= 512:
                 self._hash_pending()
             if self._keep:

@@ -30,6 +30,34 @@ class InputError(Exception):
 
 
 @dataclass(frozen=True)
+class DumpRequest:
+    """What the world does on a guest crash (see docs/dump-format.md)."""
+
+    folder: Path | None = None
+    """Write a dump file of each crash here (None: write none; crashes are still named)."""
+    stop_at: str | None = None
+    """Stop the machine at the crash with this dump id, leaving it as it is (a replay)."""
+
+
+class PausedMachine(Protocol):
+    """A world's machine stopped where a replay asked (read by emu/replay.py; a debugger may
+    take it over)."""
+
+    @property
+    def icount(self) -> int:
+        """Instructions the whole machine retired."""
+        ...
+
+    def registers(self, pid: int) -> dict[str, int] | None:
+        """Process `pid`'s registers, if it is a guest whose machine still exists."""
+        ...
+
+    def memory_digest(self, pid: int) -> str | None:
+        """The digest (emu.dumpfile.memory_digest) of what a dump of `pid` would hold."""
+        ...
+
+
+@dataclass(frozen=True)
 class RunRequest:
     image: Path | None
     """An image to run; None for the world's default scenario."""
@@ -41,6 +69,7 @@ class RunRequest:
     """A procd build to run in the scenario instead of the world's own (`--procd`)."""
     debugger: Debugger | None = None
     """A gdb server (`--gdb`) the world's run loop stops for (emu/gdbstub/target.py)."""
+    dumps: DumpRequest = DumpRequest()
 
 
 @dataclass(frozen=True)
@@ -56,6 +85,12 @@ class RunOutcome:
     """Virtual cycles per second of the run's clock (for exports on a time axis)."""
     model: ModelFacts = NO_FACTS
     """What the world's model declares about its events (for the exporters)."""
+    dumps: tuple[Path, ...] = ()
+    """The dump files written, in order."""
+    paused: PausedMachine | None = None
+    """The machine, left as it stopped (for a replay)."""
+    captured: dict[str, Any] | None = None
+    """The payload of the crash the machine stopped at (`DumpRequest.stop_at`)."""
 
 
 def emit_summary(trace: Trace, outcome: RunOutcome) -> None:

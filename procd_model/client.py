@@ -21,6 +21,7 @@ from procd_model import world_snapshot
 from procd_model.abi import BADGE_ROOTD, CapType, NotifyBit, Rights, Role, Status, Syscall
 from procd_model.actor import ActorProgram, SyscallRequest
 from procd_model.caps import Capability, CapTable
+from procd_model.dump import DumpRecorder
 from procd_model.kernel import Kernel, Notification, Process, StopReason, sched
 from procd_model.messages import Message
 from procd_model.ops import MODEL_FACTS
@@ -62,11 +63,14 @@ def ask_all(
     max_instructions: int = DEFAULT_MAX_INSTRUCTIONS,
     services: Services | None = None,
     before_procd: tuple[Role, ...] = (),
+    procd_image: ElfImage | None = None,
+    recorder: DumpRecorder | None = None,
 ) -> Session:
-    """Boot procd (with `services` if given, after the services of `before_procd` that rootd
-    starts itself), then send `requests` in order from a client actor and collect every reply.
-    Without a `trace`, events are hashed but not kept (pass `Trace()` to read them afterwards;
-    `Trace.off()` records nothing at all)."""
+    """Boot procd (`procd_image`, default the committed one; with `services` if given, after the
+    services of `before_procd` that rootd starts itself), then send `requests` in order from a
+    client actor and collect every reply. `recorder` records crash dumps. Without a `trace`,
+    events are hashed but not kept (pass `Trace()` to read them afterwards; `Trace.off()` records
+    nothing at all)."""
     session = Session(RunOutcome(False, "", "", model=MODEL_FACTS), trace if trace is not None else Trace(keep=False))
 
     def on_ready(rootd: Rootd) -> None:
@@ -85,7 +89,14 @@ def ask_all(
         kernel.spawn_actor("client", _client(requests, slot_of, spare, session), caps)
 
     session.outcome = run_bootstrap(
-        session.trace, max_instructions, manifest=(), on_ready=on_ready, services=services, before_procd=before_procd
+        session.trace,
+        max_instructions,
+        manifest=(),
+        on_ready=on_ready,
+        services=services,
+        before_procd=before_procd,
+        procd_image=procd_image,
+        recorder=recorder,
     )
     return session
 

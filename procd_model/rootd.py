@@ -234,6 +234,7 @@ class Rootd:
             own.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND), 2)
             caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.SEND), slot)
             kernel.spawn_actor(name, program(1), own)
+        services.crashd.dump_of = kernel.state.dumps.get
         irq = kernel.new_notification()
         caps.install(Capability(CapType.NOTIFICATION, irq.obj, Rights.RECV), SLOT_IRQ)
         if services.irq_at_cycle is not None:

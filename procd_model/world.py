@@ -23,6 +23,7 @@ from emu.world import FuzzRequest, InputError, Instrument, RunOutcome, RunReques
 from procd_model.abi import CapPurpose, CapType, Rights, Role, RootdStatus, Status
 from procd_model.caps import Capability, CapTable
 from procd_model.debug import attach_debugger
+from procd_model.dump import DumpRecorder, PausedKernel, image_input, replay_inputs, scenario_input
 from procd_model.images import (
     BOOT_IMAGES,
     boot_image_named,
@@ -34,6 +35,7 @@ from procd_model.images import (
 from procd_model.kernel import ROOT_PID, ImageLayoutError, Kernel, Process, RunState, ScriptedFaults, StopReason
 from procd_model.messages import EnvelopeSlot, build_envelope
 from procd_model.ops import MODEL_FACTS
+from procd_model.peers import Crashd
 from procd_model.rootd import (
     FOUNDATION_IMAGE,
     ManifestEntry,
@@ -43,37 +45,82 @@ from procd_model.rootd import (
     SpawnRecord,
     default_procd_boot,
 )
-from procd_model.scenario import Scenario, ScenarioError, builtin_scenarios, load_scenario, unmet_expectations
+from procd_model.scenario import (
+    Scenario,
+    ScenarioError,
+    builtin_scenarios,
+    load_scenario,
+    read_scenario_file,
+    unmet_expectations,
+)
 from procd_model.scenario_images import UserImage
 
 DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
 
 
 def run(request: RunRequest, trace: Trace) -> RunOutcome:
+    """Run what `request` asks for; every guest crash is named, dumped as `request.dumps` says."""
+    inputs = replay_inputs(__name__, request.max_instructions)
+    recorder = DumpRecorder(None, request.dumps.folder, inputs, request.dumps.stop_at)
+    outcome = _run(request, trace, recorder)
+    paused = PausedKernel(recorder.kernel) if recorder.kernel is not None else None
+    return replace(outcome, dumps=tuple(recorder.written), paused=paused, captured=recorder.captured)
+
+
+def _run(request: RunRequest, trace: Trace, recorder: DumpRecorder) -> RunOutcome:
     instrument = request.instrument
     procd = None if request.procd is None else load_procd(request.procd)
+    if request.procd is not None and procd is not None:
+        recorder.replay["procd"] = image_input(request.procd, procd)
     if request.scenario is not None:
         if request.image is not None:
             raise InputError("give an IMAGE or --scenario, not both (a procd build goes in --procd)")
         try:
             scenario = load_scenario(request.scenario)
+            text = read_scenario_file(Path(request.scenario)) if _names_a_file(request.scenario) else None
         except ScenarioError as exc:
             raise InputError(str(exc)) from None
+        recorder.replay["scenario"] = scenario_input(request.scenario, text)
         return run_scenario(
-            trace, scenario, request.max_instructions, instrument, procd_image=procd, debugger=request.debugger
+            trace,
+            scenario,
+            request.max_instructions,
+            instrument,
+            procd_image=procd,
+            debugger=request.debugger,
+            recorder=recorder,
         )
     if request.image is None:
         return run_bootstrap(
-            trace, request.max_instructions, procd_image=procd, instrument=instrument, debugger=request.debugger
+            trace,
+            request.max_instructions,
+            procd_image=procd,
+            instrument=instrument,
+            debugger=request.debugger,
+            recorder=recorder,
         )
     if procd is not None:
         raise InputError("give an IMAGE or --procd, not both (--procd runs a scenario with that procd)")
     image = _load_user_image(request.image)
+    recorder.replay["image"] = image_input(request.image, image)
     if image_role(image) is Role.PROCD:
         return run_bootstrap(
-            trace, request.max_instructions, procd_image=image, instrument=instrument, debugger=request.debugger
+            trace,
+            request.max_instructions,
+            procd_image=image,
+            instrument=instrument,
+            debugger=request.debugger,
+            recorder=recorder,
         )
-    return run_alone(trace, image, request.max_instructions, instrument=instrument, debugger=request.debugger)
+    return run_alone(
+        trace, image, request.max_instructions, instrument=instrument, debugger=request.debugger, recorder=recorder
+    )
+
+
+def _names_a_file(scenario: str) -> bool:
+    """Whether `load_scenario` reads `scenario` as a file (not a built-in name)."""
+    path = Path(scenario)
+    return path.suffix == ".toml" or path.is_file()
 
 
 def run_scenario(
@@ -84,12 +131,16 @@ def run_scenario(
     *,
     procd_image: ElfImage | None = None,
     debugger: Debugger | None = None,
+    recorder: DumpRecorder | None = None,
 ) -> RunOutcome:
     """rootd spawns the scenario's manifest through procd; its expectations decide the outcome.
 
     A halt the scenario expects (`[expect] halts`, its text in the message, and the other
-    expectations met) is a success: ok, with stop "halted".
+    expectations met) is a success: ok, with stop "halted". Each run has a crashd of its own, so
+    running one scenario object again starts from nothing.
     """
+    if scenario.services is not None:
+        scenario = replace(scenario, services=replace(scenario.services, crashd=Crashd()))
     kernels: list[Kernel] = []
 
     def prepare(kernel: Kernel) -> None:
@@ -108,6 +159,7 @@ def run_scenario(
         prepare=prepare,
         before_procd=scenario.before_procd,
         debugger=debugger,
+        recorder=recorder,
     )
     halts = scenario.expect.halts
     if outcome.stop != "halted" or halts is None:
@@ -176,9 +228,10 @@ def make_kernel(
     instrument: Instrument | None = None,
     images: tuple[UserImage, ...] = (),
     debugger: Debugger | None = None,
+    recorder: DumpRecorder | None = None,
 ) -> Kernel:
     """A kernel whose CREATE_PROCESS loads the boot images, `procd_image` for procd if given, and
-    a scenario's own ELF files (`images`) by their ids."""
+    a scenario's own ELF files (`images`) by their ids; `recorder` writes its crash dumps."""
     procd_id = boot_image_named("procd").image_id
     own = {image.image_id: image.image for image in images}
     if procd_image is not None:
@@ -199,6 +252,8 @@ def make_kernel(
     kernel = Kernel(trace, image_loader=loader, instrument=instrument)
     if debugger is not None:
         attach_debugger(kernel, debugger)
+    if recorder is not None:
+        recorder.attach(kernel)
     return kernel
 
 
@@ -217,13 +272,14 @@ def run_bootstrap(
     before_procd: tuple[Role, ...] = (),
     images: tuple[UserImage, ...] = (),
     debugger: Debugger | None = None,
+    recorder: DumpRecorder | None = None,
 ) -> RunOutcome:
     """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected.
 
     With `services`, rootd first starts named, timed and the interrupt notification, and hands
     procd capabilities to them for the test images.
     """
-    kernel = make_kernel(trace, procd_image, instrument, images, debugger)
+    kernel = make_kernel(trace, procd_image, instrument, images, debugger, recorder)
     if boot is None:
         boot = default_procd_boot(with_services=services is not None, started=before_procd)
     rootd = Rootd(kernel, list(manifest), boot, services, before_procd=before_procd)
@@ -285,21 +341,26 @@ def run_alone(
     max_instructions: int,
     instrument: Instrument | None = None,
     debugger: Debugger | None = None,
+    recorder: DumpRecorder | None = None,
 ) -> RunOutcome:
     """Run `image` as the only process, with its own endpoint and a SEND-only kernel-control cap.
 
     The envelope names the role the image's .erix_image note declares, or GENERIC if it has none.
     """
-    kernel, proc = prepare_alone(trace, image, instrument, debugger)
+    kernel, proc = prepare_alone(trace, image, instrument, debugger, recorder)
     stop = kernel.run(max_instructions)
     return alone_outcome(kernel, proc, stop)
 
 
 def prepare_alone(
-    trace: Trace, image: ElfImage, instrument: Instrument | None = None, debugger: Debugger | None = None
+    trace: Trace,
+    image: ElfImage,
+    instrument: Instrument | None = None,
+    debugger: Debugger | None = None,
+    recorder: DumpRecorder | None = None,
 ) -> tuple[Kernel, Process]:
     """A kernel with `image` created and started as the root process, not yet run."""
-    kernel = make_kernel(trace, instrument=instrument, debugger=debugger)
+    kernel = make_kernel(trace, instrument=instrument, debugger=debugger, recorder=recorder)
     endpoint = kernel.new_endpoint(image.name)
     caps = CapTable()
     caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)
@@ -411,3 +472,20 @@ def fuzz(request: FuzzRequest) -> int:
     from procd_model.fuzz.run import fuzz as run_campaign
 
     return run_campaign(request)
+
+
+def replay_failure(path: Path) -> tuple[bool, str]:
+    """`python -m emu replay FILE` for a fuzz replay file: whether its failure reproduces (the
+    same key), and what happened, for people. Raises InputError for a bad file."""
+    from procd_model.fuzz.replayfile import ReplayFileError, read_replay, replay
+
+    try:
+        recorded = read_replay(path)
+        now = replay(recorded)
+    except ReplayFileError as exc:
+        raise InputError(str(exc)) from None
+    if now is None:
+        return False, f"emu: replay: {path}: NOT reproduced: the {len(recorded.steps)} steps pass now ({recorded.key})"
+    if now.key != recorded.key:
+        return False, f"emu: replay: {path}: NOT reproduced: another failure: {now.key}: {now}"
+    return True, f"emu: replay: {path}: reproduced {now.key}: {now}"

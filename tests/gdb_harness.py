@@ -29,7 +29,20 @@ class Emulator:
 
     def __init__(self, trace: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.trace = trace
-        command = [sys.executable, "-m", "emu", "run", "--gdb", "0", "--format", "jsonl", "--out", str(trace), *args]
+        command = [
+            sys.executable,
+            "-m",
+            "emu",
+            "run",
+            "--gdb",
+            "0",
+            "--no-dumps",
+            "--format",
+            "jsonl",
+            "--out",
+            str(trace),
+            *args,
+        ]
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment

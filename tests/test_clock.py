@@ -174,7 +174,7 @@ def _run_env(tmp_path: Path, name: str, args: list[str], env_extra: dict[str, st
     out = tmp_path / f"{name}.jsonl"
     env = {**os.environ, **env_extra}
     subprocess.run(
-        [sys.executable, "-m", "emu", "run", *args, "--format", "jsonl", "--out", str(out)],
+        [sys.executable, "-m", "emu", "run", *args, "--format", "jsonl", "--out", str(out), "--no-dumps"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -97,6 +97,17 @@ def test_emu_fuzz_saves_each_failure_once_and_replay_reproduces_it(
     assert len(keys) == len(set(keys)), "each distinct failure is saved once"
     again = replay(read_replay(saved[0]))
     assert again is not None and again.key == keys[0], "the replay file reproduces its failure"
+    capsys.readouterr()
+    assert main(["replay", str(saved[0])]) == 0
+    assert f"reproduced {keys[0]}" in capsys.readouterr().err
+
+
+def test_replaying_a_bad_replay_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.replay.json"
+    path.write_text('{"format": "procd-emu-replay", "version": 2}')
+    assert main(["replay", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "version 2" in err, err
 
 
 @pytest.mark.parametrize(

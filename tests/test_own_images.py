@@ -24,7 +24,7 @@ ELF = ROOT / "fixtures" / "elf"
 
 def run_jsonl(tmp_path: Path, *args: str, name: str = "trace.jsonl") -> tuple[int, list[dict[str, object]]]:
     out = tmp_path / name
-    code = main(["run", *args, "--format", "jsonl", "--out", str(out)])
+    code = main(["run", *args, "--no-dumps", "--format", "jsonl", "--out", str(out)])
     return code, [json.loads(line) for line in out.read_text().splitlines()]
 
 

@@ -6,8 +6,7 @@ Runs ``cargo build --release`` in ``native/`` (whose ``.cargo/config.toml`` sets
 freestanding code-generation flags; each image's ``build.rs`` adds ``linker/image.ld`` and the
 image's layout), adding ``--remap-path-prefix=<native>=.`` so the bytes do not depend on where the
 checkout lives. Then copies every image in IMAGES to ``DIR`` (default ``fixtures/elf/``) as
-``<name>.elf`` (and each of VARIANTS, one image built with one cargo feature) and writes
-``DIR/rustc-version.txt`` with the output of ``rustc -V``: the images
+``<name>.elf`` and writes ``DIR/rustc-version.txt`` with the output of ``rustc -V``: the images
 embed the compiler version, so a rebuild is byte-identical only with that same compiler.
 
 Works from any current folder. Errors are reported as one line on stderr with a non-zero exit.
@@ -42,12 +41,16 @@ IMAGES = {
     "phase2-irq-client": "phase2-irq-client.elf",
     "svc-stub": "svc-stub.elf",
     "phase1-spawner": "phase1-spawner.elf",
+    "phase0-deep-fault": "phase0-deep-fault.elf",
 }
-# Variants of an image built with one cargo feature: fixture file name -> (binary, feature).
-# procd's planted bugs, which `emu fuzz` must find (docs/fuzzing.md).
+# Feature variants, each its own fixture: file name -> (cargo package and binary, features).
+# The default images above are built without any of these features, so they stay unchanged.
+# procd's planted bugs: `emu fuzz` must find them (docs/fuzzing.md); procd-panic is also the
+# crash dumps' procd (docs/dump-format.md).
 VARIANTS = {
-    f"procd-{bug}.elf": ("procd", f"planted-{bug}")
+    f"procd-{bug}.elf": ("procd", (f"planted-{bug}",))
     for bug in (
+        "panic",
         "length-off-by-one",
         "missing-badge-check",
         "restart-count-never-resets",
@@ -102,24 +105,27 @@ def rustc_version(env: dict[str, str]) -> str:
     return result.stdout.strip()
 
 
-def cargo_build(target_dir: Path, env: dict[str, str], variant: tuple[str, str] | None = None) -> None:
-    """Release-build every image of the workspace into ``target_dir`` (or, for a `variant`
-    (binary, feature), that one binary with that feature)."""
+def fixture_files() -> list[str]:
+    """Every fixture file the build writes."""
+    return [*IMAGES.values(), *VARIANTS, VERSION_FILE]
+
+
+def cargo_build(
+    target_dir: Path, env: dict[str, str], package: str | None = None, features: tuple[str, ...] = ()
+) -> None:
+    """Release-build every image of the workspace into ``target_dir`` (or only ``package``'s
+    binaries, with ``features``)."""
     cargo = find_tool(env, "CARGO", "cargo")
     remap = f"--remap-path-prefix={NATIVE}=."
     # Appended to the rustflags of native/.cargo/config.toml (RUSTFLAGS would replace them).
     config = f"target.{TARGET}.rustflags=[{json.dumps(remap)}]"
-    which = (
-        ["--workspace", "--bins"]
-        if variant is None
-        else ["-p", variant[0], "--bin", variant[0], "--features", variant[1]]
-    )
     cmd = [
         cargo,
         "build",
         "--release",
         "--offline",
-        *which,
+        *(["--package", package, "--features", ",".join(features)] if package else ["--workspace"]),
+        "--bins",
         "--config",
         config,
         "--target-dir",
@@ -146,10 +152,11 @@ def build(out: Path, target_dir: Path) -> list[Path]:
         dst = out / fixture
         shutil.copyfile(src, dst)
         written.append(dst)
-    for fixture, (binary, feature) in VARIANTS.items():
-        cargo_build(target_dir, env, (binary, feature))
+    for fixture, (package, features) in VARIANTS.items():
+        # After the default images are copied: this rebuilds the package's binary in place.
+        cargo_build(target_dir, env, package, features)
         dst = out / fixture
-        shutil.copyfile(target_dir / TARGET / "release" / binary, dst)
+        shutil.copyfile(target_dir / TARGET / "release" / package, dst)
         written.append(dst)
     version_file = out / VERSION_FILE
     version_file.write_text(version + "\n", encoding="utf-8")

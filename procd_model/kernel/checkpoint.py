@@ -131,7 +131,9 @@ def restore(k: Kernel, checkpoint: KernelCheckpoint) -> None:
         saved.next_pid,
         saved.next_obj,
     )
-    state.root, state.halt = saved.root, saved.halt
+    state.root, state.halt, state.turn_left = saved.root, saved.halt, saved.turn_left
+    state.dumps.clear()  # in place: crashd holds the dict's `get`
+    state.dumps.update(saved.dumps)
     if checkpoint.injected is not None:
         k.injector = _copy_faults(checkpoint.injected)
 

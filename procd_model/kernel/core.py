@@ -26,7 +26,7 @@ from procd_model.kernel import engines as engine_pool
 from procd_model.kernel import run as run_loop
 from procd_model.kernel.checkpoint import KernelCheckpoint
 from procd_model.kernel.engines import EnginePool
-from procd_model.kernel.inject import DeathObserver, Injector, NoInjection
+from procd_model.kernel.inject import CrashWatch, DeathObserver, Injector, NoInjection, NoWatch
 from procd_model.kernel.outcome import StopReason
 from procd_model.kernel.state import (
     Endpoint,
@@ -53,6 +53,7 @@ class Kernel:
         instrument: Instrument | None = None,
         injector: Injector | None = None,
         engines: EnginePool | None = None,
+        crash_watch: CrashWatch | None = None,
     ) -> None:
         self.state = KernelState()
         self.engines = engines if engines is not None else engine_pool.SHARED
@@ -67,6 +68,7 @@ class Kernel:
         self.observers: list[DeathObserver] = []
         self.debug: DebugPort | None = None
         """Set by `procd_model.debug.attach_debugger`: the run loop then stops for a gdb client."""
+        self.crash_watch: CrashWatch = crash_watch if crash_watch is not None else NoWatch()
 
     # ------------------------------------------------------------- the state
 

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 from emu.cpu import Fault
 from emu.elf import PAGE_SIZE, ElfImage
 from emu.events import FAULT, PROCESS_CREATE, PROCESS_EXIT, PROCESS_KILL, PROCESS_START
-from procd_model.abi import CHILD_DEATH, ENVELOPE_VADDR, IPC_BUFFER_VADDR, DeathKind, KernelEvent
+from procd_model.abi import CHILD_DEATH, ENVELOPE_VADDR, IPC_BUFFER_VADDR, DeathKind, KernelEvent, StartupStatus
 from procd_model.abi import FaultKind as AbiFaultKind
 from procd_model.actor import ActorProgram
 from procd_model.caps import CapTable
 from procd_model.kernel import ipc, sched
+from procd_model.kernel.inject import Crash
 from procd_model.kernel.outcome import ImageLayoutError
 from procd_model.kernel.state import (
     ActorContext,
@@ -101,7 +102,10 @@ def make_root(k: Kernel, proc: Process) -> None:
 
 def exit_process(k: Kernel, proc: Process, code: int) -> None:
     """`proc` exits with `code`. When the root process exits, the run stops there ("root-exited"):
-    the system it started has nobody left to answer to (rootd exits only to halt bootstrap)."""
+    the system it started has nobody left to answer to (rootd exits only to halt bootstrap).
+    A guest's exit with the panic status is a crash: the crash watch sees it first."""
+    if code == StartupStatus.PANIC and proc.is_guest and _watch_stops(k, proc, Crash(panic=proc.last_log or "")):
+        return
     proc.exit_code = code
     if k.trace.recording:
         k.trace.emit(PROCESS_EXIT, proc.pid, name=proc.name, code=code)
@@ -111,7 +115,10 @@ def exit_process(k: Kernel, proc: Process, code: int) -> None:
 
 
 def fault(k: Kernel, proc: Process, what: Fault) -> None:
-    """`proc` dies of `what` (a CPU fault, a bad syscall, or an injected fault)."""
+    """`proc` dies of `what` (a CPU fault, a bad syscall, or an injected fault); the crash watch
+    sees it first."""
+    if _watch_stops(k, proc, Crash(fault=what)):
+        return
     proc.fault = what
     if k.trace.recording:
         k.trace.emit(FAULT, proc.pid, **_fault_fields(proc, what))
@@ -129,6 +136,23 @@ def _fault_fields(proc: Process, what: Fault) -> dict[str, Any]:
     if what.detail:
         fields["detail"] = what.detail
     return fields
+
+
+def crash_id(proc: Process, icount: int) -> str:
+    """The name of a crash and of its dump: the same for the same crash in every run."""
+    return f"{proc.name}-pid{proc.pid}-i{icount}"
+
+
+def _watch_stops(k: Kernel, proc: Process, crash: Crash) -> bool:
+    """Tell the crash watch; if it asks, stop the machine with `proc` as it is (back at the
+    front of the run queue, so that running on repeats the crash). The crash is named first
+    (`crash_id`), so crashd's record of it can name its dump."""
+    k.state.dumps[proc.pid] = crash_id(proc, k.state.icount)
+    if not k.crash_watch.crashed(proc, crash):
+        return False
+    k.state.run_queue.appendleft(proc.pid)
+    sched.halt(k, "stopped-at-crash", f"stopped at {proc.name}'s crash (pid {proc.pid})")
+    return True
 
 
 def live_guest(k: Kernel, pid: int) -> Process | None:

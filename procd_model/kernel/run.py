@@ -72,11 +72,13 @@ def _run_guest(k: Kernel, proc: Process, context: GuestContext, max_instructions
     sched.switch_to(k, proc)
     if k.debug is not None:
         k.debug.turn(proc)
-    turn_end = cpu.cost + k.quantum
+    turn_end = cpu.cost + (k.quantum if state.turn_left is None else state.turn_left)
+    state.turn_left = None
     while state.halt is None:
         remaining = max_instructions - state.icount
         if remaining <= 0:
             state.run_queue.appendleft(proc.pid)
+            state.turn_left = turn_end - cpu.cost
             sched.halt(k, "instruction-limit", f"reached {max_instructions} instructions")
             return
         if cpu.cost >= turn_end:

@@ -252,8 +252,14 @@ class KernelState:
     root: int | None = None
     """The root process's pid (`Kernel.make_root`): the run stops when it exits."""
     halt: StopReason | None = None
+    turn_left: int | None = None
+    """Millicycles left of the running guest's turn when the instruction limit stopped the run
+    inside it: a run resumed from there (a replay's paused machine) finishes that turn, as the
+    run that was not stopped would have."""
     logs: list[str] = field(default_factory=list)
     """Every DEBUG_WRITE line, whatever the trace level (scenarios check them)."""
+    dumps: dict[int, str] = field(default_factory=dict)
+    """pid -> the id of the dump of its crash (named whether or not a file is written)."""
 
 
 def snapshot_state(state: KernelState) -> KernelState:
@@ -275,4 +281,5 @@ def snapshot_state(state: KernelState) -> KernelState:
         run_queue=deque(state.run_queue),
         timed=list(state.timed),
         logs=list(state.logs),
+        dumps=dict(state.dumps),
     )

@@ -45,7 +45,7 @@ mod dispatch;
 mod id;
 mod kernel_calls;
 mod lifecycle;
-#[cfg(feature = "planted-length-off-by-one")]
+#[cfg(any(feature = "planted-length-off-by-one", feature = "planted-panic"))]
 mod planted;
 mod queries;
 mod request;

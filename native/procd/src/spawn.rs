@@ -99,6 +99,13 @@ impl Procd {
         {
             return Err(status::INVALID_ARGUMENT);
         }
+        #[cfg(feature = "planted-panic")]
+        crate::planted::spawn_fields(
+            child_role.get(),
+            policy as u8,
+            restart.max_restarts,
+            restart.backoff_ms,
+        );
         let privileged =
             envelope_flag::REQUIRED | envelope_flag::BOOTSTRAP_CRITICAL | envelope_flag::SPAWNER;
         if client && (child_role != Role::TEST || flags & privileged != 0) {
