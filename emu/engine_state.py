@@ -64,9 +64,13 @@ class EngineState:
         counters = tuple(int(getattr(account, name)) for name in _COUNTERS)
         return cls(uc.context_save(), tuple(runs), counters)
 
+    def fits(self, memory: GuestMemory) -> bool:
+        """The engine's volatile pages are the ones this state holds (its map did not grow)."""
+        return memory.volatile_runs() == [(run.address, len(run.data)) for run in self.runs]
+
     def put_back(self, uc: unicorn.Uc, memory: GuestMemory, account: AccountState) -> int:
         """Restore this state into `uc`; the number of pages rewritten."""
-        if memory.volatile_runs() != [(run.address, len(run.data)) for run in self.runs]:
+        if not self.fits(memory):
             raise EngineStateError("the engine's volatile pages changed since its state was taken")
         written = 0
         for run in self.runs:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
 import procd_model.world as world
+from emu.elf import load_elf
 from emu.trace import Trace, TraceWriter
 from procd_model.abi import BADGE_ROOTD, SPAWN_SERVICE_REQUEST, ProcdOp, Role, Status
 from procd_model.client import Conversation, Request
@@ -69,3 +71,14 @@ def test_the_pool_stays_bounded_and_dead_processes_keep_their_counts(monkeypatch
         assert child.cpu is not None and child.cpu.closed and child.cpu.retired == children[0].cpu.retired  # type: ignore[union-attr]
         with pytest.raises(RuntimeError, match="this guest is dead"):
             child.cpu.reg("rip")
+
+
+def test_an_engine_whose_memory_map_grew_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone image without an image note gets a stack mapped after its layout: its engine cannot
+    be put back to the laid-out state, so the pool closes it instead of handing it out again."""
+    pool = EnginePool()
+    monkeypatch.setattr(engines, "SHARED", pool)
+    image = load_elf(Path(__file__).parent / "data" / "lone-c.elf")
+    outcomes = [world.run_alone(Trace(), image, 100_000_000) for _ in range(3)]
+    assert all(outcome.ok for outcome in outcomes), [outcome.detail for outcome in outcomes]
+    assert pool.reused == 0 and pool.idle_count() == 0

@@ -76,8 +76,8 @@ class EnginePool:
         if cpu in self._pinned:
             return  # a snapshot may bring this guest back; `unpin` decides later
         laid_out = self._laid_out.get(cpu)
-        if laid_out is None or not cpu.reusable:
-            self._forget(cpu)
+        if laid_out is None or not cpu.can_restore(laid_out[1]):
+            self._forget(cpu)  # hooked by an instrument, or its memory map grew (a lone image's stack)
             return
         idle = self._idle.setdefault(laid_out[0], [])
         if len(idle) >= self.capacity:
