@@ -12,6 +12,7 @@ from emu.elf import load_elf
 from emu.trace import Trace, TraceWriter
 from procd_model.abi import BADGE_ROOTD, SPAWN_SERVICE_REQUEST, ProcdOp, Role, Status
 from procd_model.client import Conversation, Request
+from procd_model.images import fixtures_dir
 from procd_model.kernel import Kernel, engines
 from procd_model.kernel.engines import EnginePool
 from procd_model.messages import Message
@@ -82,3 +83,25 @@ def test_an_engine_whose_memory_map_grew_is_not_reused(monkeypatch: pytest.Monke
     outcomes = [world.run_alone(Trace(), image, 100_000_000) for _ in range(3)]
     assert all(outcome.ok for outcome in outcomes), [outcome.detail for outcome in outcomes]
     assert pool.reused == 0 and pool.idle_count() == 0
+
+
+def test_idle_engines_of_images_no_longer_used_are_evicted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each run with a user's procd image is a new image object: the pool keeps a bounded number
+    of idle engines in all, evicting those of the images used least recently."""
+    pool = EnginePool()
+    monkeypatch.setattr(engines, "SHARED", pool)
+    kernels: list[Kernel] = []
+    make_kernel = world.make_kernel
+
+    def recording_make_kernel(*args: object, **kwargs: object) -> Kernel:
+        kernel = make_kernel(*args, **kwargs)  # type: ignore[arg-type]
+        kernels.append(kernel)
+        return kernel
+
+    monkeypatch.setattr(world, "make_kernel", recording_make_kernel)
+    procd = load_elf(fixtures_dir() / "procd.elf")
+    for _ in range(engines.MAX_IDLE + 4):
+        assert world.run_bootstrap(Trace(), 100_000_000, procd_image=procd).ok
+        kernels.pop().release_engines()  # procd's engine goes idle under this run's image
+    assert pool.idle_count() <= engines.MAX_IDLE
+    assert len(pool._held) <= engines.MAX_IDLE

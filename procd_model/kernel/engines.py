@@ -24,6 +24,8 @@ _Key = tuple[int, int]
 
 DEFAULT_CAPACITY = 8
 """Idle engines kept per image (a dead engine beyond that is closed)."""
+MAX_IDLE = 32
+"""Idle engines kept in all (about 1 MiB resident each)."""
 
 
 def fresh_engine(image: ElfImage, cost_of: CostFunction) -> GuestCpu:
@@ -79,11 +81,24 @@ class EnginePool:
         if laid_out is None or not cpu.can_restore(laid_out[1]):
             self._forget(cpu)  # hooked by an instrument, or its memory map grew (a lone image's stack)
             return
-        idle = self._idle.setdefault(laid_out[0], [])
+        key = laid_out[0]
+        idle = self._idle.pop(key, [])
+        self._idle[key] = idle  # the images used last come last: the first ones are evicted first
         if len(idle) >= self.capacity:
             self._forget(cpu)
             return
         idle.append(cpu)
+        while self.idle_count() > MAX_IDLE:
+            self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        """Close an idle engine of the image used least recently (images come and go: a user's
+        procd is a new image object each run) and forget that image once none is left."""
+        key, idle = next((key, idle) for key, idle in self._idle.items() if idle)
+        self._forget(idle.pop(0))
+        if not idle:
+            del self._idle[key]
+            self._held.pop(key, None)
 
     def pin(self, cpu: GuestCpu) -> None:
         """A checkpoint refers to `cpu`: its death must not hand it to another guest."""
