@@ -57,8 +57,10 @@ class EnginePool:
 
     def acquire(self, image: ElfImage, cost_of: CostFunction, *, private: bool = False) -> GuestCpu:
         """An engine laid out for `image`: a warm one put back to its first state, or a new one.
-        A `private` engine (one an instrument will hook) is always new and never reused."""
-        if private:
+        A `private` engine (one an instrument will hook) is always new and never reused, and so
+        is one for an image with writable code: what the accounting learned about code a guest
+        rewrote must not carry over to the next guest."""
+        if private or any(segment.perms & Perm.W and segment.perms & Perm.X for segment in image.segments):
             return fresh_engine(image, cost_of)
         key = (id(image), id(cost_of))  # by identity: hashing an image's symbols costs more than a reset
         idle = self._idle.get(key)
