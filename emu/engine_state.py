@@ -26,6 +26,10 @@ from emu.memory import GuestMemory
 
 _COUNTERS = ("insns", "cost", "insn_limit", "cost_limit", "block_start", "block_insns", "block_cost", "stop", "paused")
 """The accounting fields a run changes (not its code ranges: those only ever cache the image's)."""
+_RAW_COUNTS = AccountState.block_cost.offset + AccountState.block_cost.size
+"""The 64-bit counters lead the structure (insns .. block_cost): restored with one copy."""
+if tuple(field[0] for field in AccountState._fields_[:7]) != _COUNTERS[:7] or _COUNTERS[7:] != ("stop", "paused"):
+    raise ImportError("emu/engine_state.py: AccountState's counters moved; update the raw copy")
 
 
 class EngineStateError(RuntimeError):
@@ -54,6 +58,10 @@ class EngineState:
     runs: tuple[SavedRun, ...]
     counters: tuple[int, ...]
     """The accounting counters, in `_COUNTERS` order."""
+    shape: list[tuple[int, int]]
+    """(address, size) of each run: what the engine's volatile runs must be to put this back."""
+    counts_raw: bytes
+    """The leading 64-bit counters as bytes (insns .. block_cost), put back in one copy."""
 
     @classmethod
     def take(cls, uc: unicorn.Uc, memory: GuestMemory, account: AccountState) -> EngineState:
@@ -62,11 +70,13 @@ class EngineState:
             data = memory.read(address, size)
             runs.append(SavedRun(address, data, tuple(data[i : i + PAGE_SIZE] for i in range(0, size, PAGE_SIZE))))
         counters = tuple(int(getattr(account, name)) for name in _COUNTERS)
-        return cls(uc.context_save(), tuple(runs), counters)
+        shape = [(run.address, len(run.data)) for run in runs]
+        raw = ctypes.string_at(ctypes.addressof(account), _RAW_COUNTS)
+        return cls(uc.context_save(), tuple(runs), counters, shape, raw)
 
     def fits(self, memory: GuestMemory) -> bool:
         """The engine's volatile pages are the ones this state holds (its map did not grow)."""
-        return memory.volatile_runs() == [(run.address, len(run.data)) for run in self.runs]
+        return memory.volatile_runs() == self.shape
 
     def put_back(self, uc: unicorn.Uc, memory: GuestMemory, account: AccountState) -> int:
         """Restore this state into `uc`; the number of pages rewritten."""
@@ -86,8 +96,8 @@ class EngineState:
                     ctypes.memmove(where, page, PAGE_SIZE)
                     written += 1
         uc.context_restore(self.context)
-        for name, value in zip(_COUNTERS, self.counters, strict=True):
-            setattr(account, name, value)
+        ctypes.memmove(ctypes.addressof(account), self.counts_raw, _RAW_COUNTS)
+        account.stop, account.paused = self.counters[-2], self.counters[-1]
         return written
 
 
