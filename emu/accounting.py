@@ -189,8 +189,8 @@ def _native_hook(uc: object, kind: int, function: str, user: object, *extra: obj
 def add_native_entry_hooks(uc: object, state: AccountState) -> bool:
     """Register the native identity TLB fill and the native `syscall` stop (which sets
     `state.syscalled`); False where the extension is not built (the caller then hooks Python)."""
-    if _NATIVE is None:
-        return False
+    if _NATIVE is None or not all(hasattr(_NATIVE, name) for name in ("emu_identity_tlb_fill", "emu_syscall_stop")):
+        return False  # not built, or built from an older _accounting.c (reinstall to rebuild it)
     _native_hook(uc, uc_const.UC_HOOK_TLB_FILL, "emu_identity_tlb_fill", None)
     state_pointer = ctypes.cast(ctypes.pointer(state), ctypes.c_void_p)
     _native_hook(uc, uc_const.UC_HOOK_INSN, "emu_syscall_stop", state_pointer, ctypes.c_int(_X86_INS_SYSCALL))

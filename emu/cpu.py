@@ -154,10 +154,10 @@ class GuestCpu:
     def closed(self) -> bool:
         return self._closed
 
-    @property
-    def reusable(self) -> bool:
-        """No probe or instruction log was attached: the engine can serve another guest."""
-        return not self._closed and not self._instrumented
+    def can_restore(self, state: EngineState) -> bool:
+        """No probe or instruction log was attached and the memory map is the one `state` was
+        taken with: the engine can be put back to `state` and serve another guest."""
+        return not self._closed and not self._instrumented and state.fits(self._memory)
 
     def save_state(self) -> EngineState:
         """Registers, volatile pages and counters now (see emu/engine_state.py)."""
@@ -168,8 +168,7 @@ class GuestCpu:
         return state.put_back(self._uc, self._memory, self._state)
 
     def retire(self) -> GuestCpu:
-        """A closed view of this guest with its final counts and image, for the dead process that
-        ran on it; the engine itself stays usable (a pool gives it to another guest)."""
+        """A closed view with the final counts, for the dead process; the engine stays usable."""
         return _RetiredCpu(self._image, self.retired, self.cost)
 
     @property

@@ -14,6 +14,7 @@ project's notes on Unicorn 2.1.4). The few writable pages of a small guest are c
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,45 +26,92 @@ from emu.memory import GuestMemory
 
 _COUNTERS = ("insns", "cost", "insn_limit", "cost_limit", "block_start", "block_insns", "block_cost", "stop", "paused")
 """The accounting fields a run changes (not its code ranges: those only ever cache the image's)."""
+_RAW_COUNTS = AccountState.block_cost.offset + AccountState.block_cost.size
+"""The 64-bit counters lead the structure (insns .. block_cost): restored with one copy."""
+if tuple(field[0] for field in AccountState._fields_[:7]) != _COUNTERS[:7] or _COUNTERS[7:] != ("stop", "paused"):
+    raise ImportError("emu/engine_state.py: AccountState's counters moved; update the raw copy")
 
 
 class EngineStateError(RuntimeError):
     """An engine cannot be put back to a copy (its memory map changed since the copy was taken)."""
 
 
+_libc = ctypes.CDLL(None)
+_memcmp = _libc.memcmp
+_memcmp.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t)
+_memcmp.restype = ctypes.c_int
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A run of volatile pages as it was: all its bytes, and each page's."""
+
+    address: int
+    data: bytes
+    pages: tuple[bytes, ...]
+
+
 @dataclass(frozen=True)
 class EngineState:
     context: Any
     """Unicorn's saved CPU context (registers, flags, FPU and SSE state)."""
-    runs: tuple[tuple[int, bytes], ...]
-    """(address, bytes) of each run of volatile pages."""
+    runs: tuple[SavedRun, ...]
     counters: tuple[int, ...]
     """The accounting counters, in `_COUNTERS` order."""
+    shape: list[tuple[int, int]]
+    """(address, size) of each run: what the engine's volatile runs must be to put this back."""
+    counts_raw: bytes
+    """The leading 64-bit counters as bytes (insns .. block_cost), put back in one copy."""
 
     @classmethod
     def take(cls, uc: unicorn.Uc, memory: GuestMemory, account: AccountState) -> EngineState:
-        pages = tuple((address, memory.read(address, size)) for address, size in memory.volatile_runs())
+        runs = []
+        for address, size in memory.volatile_runs():
+            data = memory.read(address, size)
+            runs.append(SavedRun(address, data, tuple(data[i : i + PAGE_SIZE] for i in range(0, size, PAGE_SIZE))))
         counters = tuple(int(getattr(account, name)) for name in _COUNTERS)
-        return cls(uc.context_save(), pages, counters)
+        shape = [(run.address, len(run.data)) for run in runs]
+        raw = ctypes.string_at(ctypes.addressof(account), _RAW_COUNTS)
+        return cls(uc.context_save(), tuple(runs), counters, shape, raw)
+
+    def fits(self, memory: GuestMemory) -> bool:
+        """The engine's volatile pages are the ones this state holds (its map did not grow)."""
+        return memory.volatile_runs() == self.shape
 
     def put_back(self, uc: unicorn.Uc, memory: GuestMemory, account: AccountState) -> int:
         """Restore this state into `uc`; the number of pages rewritten."""
-        if memory.volatile_runs() != [(address, len(saved)) for address, saved in self.runs]:
+        if not self.fits(memory):
             raise EngineStateError("the engine's volatile pages changed since its state was taken")
         written = 0
-        for address, saved in self.runs:
-            now = memory.read(address, len(saved))
-            if now == saved:
+        for run in self.runs:
+            host = memory.host_address(run.address, len(run.data))
+            if host is None:
+                written += _put_back_through_engine(memory, run)
                 continue
-            for offset in range(0, len(saved), PAGE_SIZE):
-                page = saved[offset : offset + PAGE_SIZE]
-                if now[offset : offset + PAGE_SIZE] != page:
-                    memory.write(address + offset, page)
+            if _memcmp(host, run.data, len(run.data)) == 0:
+                continue  # in host memory: compared and copied in place, without copies
+            for index, page in enumerate(run.pages):
+                where = host + index * PAGE_SIZE
+                if _memcmp(where, page, PAGE_SIZE):
+                    ctypes.memmove(where, page, PAGE_SIZE)
                     written += 1
         uc.context_restore(self.context)
-        for name, value in zip(_COUNTERS, self.counters, strict=True):
-            setattr(account, name, value)
+        ctypes.memmove(ctypes.addressof(account), self.counts_raw, _RAW_COUNTS)
+        account.stop, account.paused = self.counters[-2], self.counters[-1]
         return written
+
+
+def _put_back_through_engine(memory: GuestMemory, run: SavedRun) -> int:
+    now = memory.read(run.address, len(run.data))
+    if now == run.data:
+        return 0
+    written = 0
+    for index, page in enumerate(run.pages):
+        offset = index * PAGE_SIZE
+        if now[offset : offset + PAGE_SIZE] != page:
+            memory.write(run.address + offset, page)
+            written += 1
+    return written
 
 
 def counters_of(account: AccountState) -> dict[str, int]:

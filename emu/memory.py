@@ -107,7 +107,7 @@ class GuestMemory:
         for offset in range(0, size, PAGE_SIZE):
             self._backing[address + offset] = base + offset
 
-    def _host_address(self, address: int, size: int) -> int | None:
+    def host_address(self, address: int, size: int) -> int | None:
         """Where [address, address+size) lies in host memory, if it lies in one host buffer."""
         first = self._backing.get(address & ~(PAGE_SIZE - 1))
         if first is None:
@@ -130,7 +130,7 @@ class GuestMemory:
         """`size` bytes at `address`, through one buffer kept for the purpose (grown as needed)."""
         if not self.is_mapped(address, size):
             raise GuestMemoryError(f"read of {size} bytes at {address:#x} touches unmapped memory")
-        host = self._host_address(address, size)
+        host = self.host_address(address, size)
         if host is not None:
             return ctypes.string_at(host, size)
         if size > len(self._buffer):
@@ -144,7 +144,7 @@ class GuestMemory:
         size = len(data)
         if not self.is_mapped(address, size):
             raise GuestMemoryError(f"write of {size} bytes at {address:#x} touches unmapped memory")
-        host = self._host_address(address, size)
+        host = self.host_address(address, size)
         if host is not None:
             ctypes.memmove(host, bytes(data), size)
         else:

@@ -101,12 +101,11 @@ class RegisterFile:
         status = uclib.uc_reg_read_batch(self._uc._uch, batch.ids, batch.pointers, len(names))
         if status != uc_const.UC_ERR_OK:
             raise unicorn.UcError(status)
-        return tuple(batch.values)
+        return tuple(batch.values[:])  # one slice: the array's values in one C loop
 
     def set_regs(self, names: tuple[str, ...], values: tuple[int, ...]) -> None:
         batch = self._batch(names)
-        for i, value in enumerate(values):
-            batch.values[i] = value & 0xFFFF_FFFF_FFFF_FFFF
+        batch.values[:] = [value & 0xFFFF_FFFF_FFFF_FFFF for value in values]
         status = uclib.uc_reg_write_batch(self._uc._uch, batch.ids, batch.pointers, len(names))
         if status != uc_const.UC_ERR_OK:
             raise unicorn.UcError(status)

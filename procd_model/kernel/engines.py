@@ -24,6 +24,8 @@ _Key = tuple[int, int]
 
 DEFAULT_CAPACITY = 8
 """Idle engines kept per image (a dead engine beyond that is closed)."""
+MAX_IDLE = 32
+"""Idle engines kept in all (about 1 MiB resident each)."""
 
 
 def fresh_engine(image: ElfImage, cost_of: CostFunction) -> GuestCpu:
@@ -55,8 +57,10 @@ class EnginePool:
 
     def acquire(self, image: ElfImage, cost_of: CostFunction, *, private: bool = False) -> GuestCpu:
         """An engine laid out for `image`: a warm one put back to its first state, or a new one.
-        A `private` engine (one an instrument will hook) is always new and never reused."""
-        if private:
+        A `private` engine (one an instrument will hook) is always new and never reused, and so
+        is one for an image with writable code: what the accounting learned about code a guest
+        rewrote must not carry over to the next guest."""
+        if private or any(segment.perms & Perm.W and segment.perms & Perm.X for segment in image.segments):
             return fresh_engine(image, cost_of)
         key = (id(image), id(cost_of))  # by identity: hashing an image's symbols costs more than a reset
         idle = self._idle.get(key)
@@ -76,14 +80,27 @@ class EnginePool:
         if cpu in self._pinned:
             return  # a snapshot may bring this guest back; `unpin` decides later
         laid_out = self._laid_out.get(cpu)
-        if laid_out is None or not cpu.reusable:
-            self._forget(cpu)
+        if laid_out is None or not cpu.can_restore(laid_out[1]):
+            self._forget(cpu)  # hooked by an instrument, or its memory map grew (a lone image's stack)
             return
-        idle = self._idle.setdefault(laid_out[0], [])
+        key = laid_out[0]
+        idle = self._idle.pop(key, [])
+        self._idle[key] = idle  # the images used last come last: the first ones are evicted first
         if len(idle) >= self.capacity:
             self._forget(cpu)
             return
         idle.append(cpu)
+        while self.idle_count() > MAX_IDLE:
+            self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        """Close an idle engine of the image used least recently (images come and go: a user's
+        procd is a new image object each run) and forget that image once none is left."""
+        key, idle = next((key, idle) for key, idle in self._idle.items() if idle)
+        self._forget(idle.pop(0))
+        if not idle:
+            del self._idle[key]
+            self._held.pop(key, None)
 
     def pin(self, cpu: GuestCpu) -> None:
         """A checkpoint refers to `cpu`: its death must not hand it to another guest."""
