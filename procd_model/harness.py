@@ -126,6 +126,10 @@ def procd_died(talk: Conversation) -> ProcdMisbehaved:
     procd = talk.procd
     fault = procd.fault
     if fault is None:
+        last = procd.last_log or ""
+        if last.startswith("panic at "):  # rt's panic handler: `panic at FILE:LINE: MESSAGE`
+            site = last.removeprefix("panic at ").split(": ", 1)[0]
+            return ProcdMisbehaved(f"procd panicked: {last}", f"panic:{site}")
         return ProcdMisbehaved(f"procd exited with {procd.exit_code}", f"exit:{procd.exit_code}")
     found = procd.image.symbolize(fault.rip) if procd.image is not None else None
     where = f"{found[0]}+{found[1]:#x}" if found is not None else f"{fault.rip:#x}"

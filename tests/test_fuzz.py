@@ -27,6 +27,7 @@ PLANTED_BUDGETS = {
     "length-off-by-one": 1_000,
     "wider-rights": 300,
     "restart-count-never-resets": 6_000,
+    "panic": 4_000,
 }
 """Examples within which a seed-0 campaign must find each planted bug."""
 
