@@ -135,3 +135,17 @@ def test_a_bad_replay_file_is_one_clear_line(tmp_path: Path, text: str, problem:
 def test_fuzz_refuses_a_procd_that_is_not_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fuzz", "--procd", str(FIXTURES / "phase0-exit.elf"), "--examples", "1", "--db", "none"]) == 2
     assert "not a procd image" in capsys.readouterr().err
+
+
+def test_a_procd_crash_found_by_fuzzing_comes_with_its_dump(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    failures = tmp_path / "failures"
+    procd = FIXTURES / "procd-panic.elf"
+    args = ["fuzz", "--procd", str(procd), "--examples", "4000", "--db", "none", "--failures", str(failures)]
+    assert main(args) == 1
+    (saved,) = failures.glob("panic-*.replay.json")
+    (dump,) = failures.glob("*.core")
+    capsys.readouterr()
+    assert main(["dump", str(dump)]) == 0
+    report = capsys.readouterr().out
+    assert "panicked in procd::planted::spawn_fields" in report and "procd/src/planted.rs" in report
+    assert read_replay(saved).key.startswith("panic:procd/src/planted.rs:")

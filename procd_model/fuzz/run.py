@@ -145,7 +145,15 @@ def save_failure(request: FuzzRequest, procd_path: Path, failure: Failure) -> Pa
             out.write(replay_json(replay))
         os.link(temporary, path)  # never replaces a replay file already there
     except FileExistsError:
-        pass
+        return path  # saved by an earlier campaign, with its dump
     finally:
         os.unlink(temporary)
+    if failure.key.split(":", 1)[0] in PROCD_CRASHES:
+        image = load_elf(procd_path, "procd") if request.procd is not None else None
+        for dump in ProcdTarget(image).dump(failure.steps, folder, path):
+            print(f"emu: fuzz: {failure.key}: crash dump written: {dump}", file=sys.stderr)
     return path
+
+
+PROCD_CRASHES = ("fault", "panic", "exit")
+"""Failure kinds where procd itself crashed: their replay file comes with procd's crash dump."""

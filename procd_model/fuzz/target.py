@@ -8,9 +8,11 @@ merges them. Each example starts from a world snapshot taken right after boot.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from hypothesis import strategies as st
 
@@ -18,6 +20,7 @@ from emu.coverage import CoverageMap
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage, Perm
 from procd_model.client import Conversation, ConversationError, Request
+from procd_model.dump import DumpRecorder, replay_inputs
 from procd_model.harness import ProcdMisbehaved, agree, perform, procd_died, talk_to_procd
 from procd_model.images import boot_image_named, load_boot_image
 from procd_model.reference import ProcdSpec, SpecFollower
@@ -122,6 +125,22 @@ class ProcdTarget:
         except Exception as exc:  # an emulator or model bug: a finding too, never a crash of the campaign
             self._booted = None
             raise ProcdMisbehaved(f"the emulator raised {exc!r}", f"error:{type(exc).__name__}") from exc
+
+    def dump(self, steps: Sequence[LifecycleStep], folder: Path, replay_file: Path) -> list[Path]:
+        """Run `steps` on procd freshly booted with crash dumps on (written to `folder`): the dumps
+        written. A dump made this way names `replay_file`, which replays it (`python -m emu
+        replay`); the dump itself is for reading (`python -m emu dump`) and for gdb."""
+        inputs = replay_inputs("procd_model.world", MAX_INSTRUCTIONS)
+        inputs["fuzz_replay"] = str(replay_file)
+        recorder = DumpRecorder(None, folder, inputs)
+        talk, follower = talk_to_procd(MAX_INSTRUCTIONS, self.procd_image)
+        recorder.attach(talk.kernel)
+        ids: list[int] = []
+        with contextlib.suppress(ProcdMisbehaved, ConversationError):
+            for step in steps:
+                perform(talk, follower, step, ids)
+        talk.close()
+        return list(recorder.written)
 
     def merge_coverage(self) -> int:
         """Fold the blocks examples ran since the last call into `total`; how many were new."""
