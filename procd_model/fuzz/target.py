@@ -9,7 +9,6 @@ merges them. Each example starts from a world snapshot taken right after boot.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +88,7 @@ class ProcdTarget:
             raise TargetError(f"procd does not boot: {exc}") from None
         # Only procd's engine carries the hook: children's engines come from the warm pool.
         talk.kernel.instrument = None
-        return Booted(talk, follower, talk.snapshot(), copy.deepcopy(follower.spec), follower.seen)
+        return Booted(talk, follower, talk.snapshot(), follower.spec.copy(), follower.seen)
 
     def _fresh(self) -> tuple[Conversation, SpecFollower]:
         """The booted world, as it was right after boot (restored, or booted again)."""
@@ -101,7 +100,7 @@ class ProcdTarget:
                 booted = None
         if booted is None:
             booted = self._booted = self._boot()
-        booted.follower.spec = copy.deepcopy(booted.spec)
+        booted.follower.spec = booted.spec.copy()
         booted.follower.seen = booted.seen
         return booted.talk, booted.follower
 
