@@ -27,6 +27,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.elf import ElfImage, Perm
 from emu.events import MILLICYCLES_PER_CYCLE
+from emu.native_hook import add_native_hook
 
 NO_BOUNDARY = 0xFFFF_FFFF_FFFF_FFFF
 MAX_RANGES = 16
@@ -169,31 +170,14 @@ def native_library() -> ctypes.CDLL | None:
     return _NATIVE
 
 
-def _native_hook(uc: object, kind: int, function: str, user: object, *extra: object) -> None:
-    assert _NATIVE is not None
-    handle = ctypes.c_size_t()
-    status = uclib.uc_hook_add(
-        uc._uch,  # type: ignore[attr-defined]
-        ctypes.byref(handle),
-        kind,
-        ctypes.cast(getattr(_NATIVE, function), ctypes.c_void_p),
-        user,
-        ctypes.c_uint64(1),
-        ctypes.c_uint64(0),
-        *extra,
-    )
-    if status != uc_const.UC_ERR_OK:
-        raise RuntimeError(f"uc_hook_add for the native {function} failed: {status}")
-
-
 def add_native_entry_hooks(uc: object, state: AccountState) -> bool:
     """Register the native identity TLB fill and the native `syscall` stop (which sets
     `state.syscalled`); False where the extension is not built (the caller then hooks Python)."""
     if _NATIVE is None or not all(hasattr(_NATIVE, name) for name in ("emu_identity_tlb_fill", "emu_syscall_stop")):
         return False  # not built, or built from an older _accounting.c (reinstall to rebuild it)
-    _native_hook(uc, uc_const.UC_HOOK_TLB_FILL, "emu_identity_tlb_fill", None)
-    state_pointer = ctypes.cast(ctypes.pointer(state), ctypes.c_void_p)
-    _native_hook(uc, uc_const.UC_HOOK_INSN, "emu_syscall_stop", state_pointer, ctypes.c_int(_X86_INS_SYSCALL))
+    add_native_hook(uc, uc_const.UC_HOOK_TLB_FILL, _NATIVE.emu_identity_tlb_fill, None)
+    syscall = ctypes.c_int(_X86_INS_SYSCALL)
+    add_native_hook(uc, uc_const.UC_HOOK_INSN, _NATIVE.emu_syscall_stop, state, 1, 0, syscall)
     return True
 
 
@@ -218,18 +202,7 @@ class Accountant:
         if os.environ.get(FORCE_PYTHON_ENV) == "off":
             return
         if _NATIVE is not None:
-            handle = ctypes.c_size_t()
-            status = uclib.uc_hook_add(
-                uc._uch,  # type: ignore[attr-defined]
-                ctypes.byref(handle),
-                uc_const.UC_HOOK_BLOCK,
-                ctypes.cast(_NATIVE.emu_account_block, ctypes.c_void_p),
-                ctypes.cast(ctypes.pointer(self.state), ctypes.c_void_p),
-                ctypes.c_uint64(1),
-                ctypes.c_uint64(0),
-            )
-            if status != uc_const.UC_ERR_OK:
-                raise RuntimeError(f"uc_hook_add for the native block hook failed: {status}")
+            add_native_hook(uc, uc_const.UC_HOOK_BLOCK, _NATIVE.emu_account_block, self.state)
         else:
             uc.hook_add(uc_const.UC_HOOK_BLOCK, self._python_block)  # type: ignore[attr-defined]
 

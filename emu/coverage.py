@@ -13,7 +13,8 @@ import ctypes
 import os
 
 from unicorn import unicorn_const as uc_const
-from unicorn.unicorn_py3.unicorn import uclib
+
+from emu.native_hook import add_native_hook
 
 FORCE_PYTHON_ENV = "EMU_COVERAGE"
 """Set to "python" to use the Python hook even where the native one is built (tests)."""
@@ -97,18 +98,7 @@ class BlockCoverage:
     def _install(self, uc: object) -> None:
         begin, last = self.into.begin, self.into.end - 1
         if _NATIVE is not None:
-            handle = ctypes.c_size_t()
-            status = uclib.uc_hook_add(
-                uc._uch,  # type: ignore[attr-defined]
-                ctypes.byref(handle),
-                uc_const.UC_HOOK_BLOCK,
-                ctypes.cast(_NATIVE.emu_cover_block, ctypes.c_void_p),
-                ctypes.cast(ctypes.pointer(self._state), ctypes.c_void_p),
-                ctypes.c_uint64(begin),
-                ctypes.c_uint64(last),
-            )
-            if status != uc_const.UC_ERR_OK:
-                raise RuntimeError(f"uc_hook_add for the coverage hook failed: {status}")
+            add_native_hook(uc, uc_const.UC_HOOK_BLOCK, _NATIVE.emu_cover_block, self._state, begin, last)
         else:
             uc.hook_add(uc_const.UC_HOOK_BLOCK, self._python_block, begin=begin, end=last)  # type: ignore[attr-defined]
         uc.ctl_flush_tb()  # type: ignore[attr-defined]

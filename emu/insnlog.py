@@ -166,20 +166,9 @@ class InsnLog:
         if library is None or not self._acct.native:
             self._uc.hook_add(uc_const.UC_HOOK_CODE, self._python_hook, None, begin, end)
             return
-        from unicorn.unicorn_py3.unicorn import uclib
+        from emu.native_hook import add_native_hook
 
-        handle = ctypes.c_size_t()
-        status = uclib.uc_hook_add(
-            self._uc._uch,
-            ctypes.byref(handle),
-            uc_const.UC_HOOK_CODE,
-            ctypes.cast(library.emu_log_insn, ctypes.c_void_p),
-            ctypes.cast(ctypes.pointer(self.state), ctypes.c_void_p),
-            ctypes.c_uint64(begin),
-            ctypes.c_uint64(end),
-        )
-        if status != uc_const.UC_ERR_OK:
-            raise RuntimeError(f"uc_hook_add for the instruction log failed: {status}")
+        add_native_hook(self._uc, uc_const.UC_HOOK_CODE, library.emu_log_insn, self.state, begin, end)
 
     def _python_hook(self, uc: Any, address: int, size: int, _user: object) -> None:
         """emu_log_insn, in Python: identical lines."""
