@@ -5,8 +5,8 @@
 - single: `Campaign` examples per second (CPU time) when every example is one step (the first
   its input decodes to: mostly a spawn or a request) on procd restored from its post-boot snapshot;
 - lifecycle: the same with the campaign's own lifecycle examples (up to 16 steps);
-- jobs: `python -m emu fuzz --jobs 2` against `--jobs 1`, examples per wall second over the same
-  time (the parent's own work included), and their ratio;
+- jobs: the campaign on 2 processes against 1 (as `python -m emu fuzz --jobs N` runs them),
+  examples per wall second from each job's first progress report to its last, and their ratio;
 - given: a `@given` property test that sends one request per example, against Hypothesis's own
   rate for an empty test body, and their ratio.
 The machine is noisy: compare the ratios, which come from one run.
@@ -41,16 +41,21 @@ def campaign_rate(decode: Decoder, examples: int) -> float:
 
 
 def jobs_rate(jobs: int, seconds: float) -> float:
-    """Examples per wall second of `jobs` processes fuzzing for `seconds`."""
-    done: dict[int, int] = {}
+    """Examples per wall second of `jobs` processes fuzzing for `seconds`, counted from each job's
+    first progress report to its last (process start and boot left out)."""
+    seen: dict[int, list[tuple[float, int]]] = {}
 
     def on_report(report: JobReport) -> None:
-        done[report.number] = report.progress.examples
+        seen.setdefault(report.number, []).append((time.monotonic(), report.progress.examples))
 
     with TemporaryDirectory() as folder:
         specs = [JobSpec(n, n, None, str(Path(folder) / "db"), None, seconds) for n in range(jobs)]
         run_jobs(specs, on_report)
-    return sum(done.values()) / seconds
+    rate = 0.0
+    for reports in seen.values():
+        (start, first), (end, last) = reports[0], reports[-1]
+        rate += (last - first) / (end - start) if end > start else 0.0
+    return rate
 
 
 def given_rates(examples: int) -> tuple[float, float]:
