@@ -1,9 +1,9 @@
 """The native procd and its executable spec in lockstep, over lifecycle sequences.
 
-A Hypothesis state machine boots the native procd under the emulator (procd_model.client's
-Conversation) and drives it with what a lifecycle can hold: spawns of children that exit,
-fault, never end, report a probe or spawn a child of their own, with restart policies,
-dependencies and flags; STOP, KILL, REAP, STATUS, LIST, AUDIT_READ, PROBE_COMPLETE and SPAWN
+A Hypothesis state machine restores the native procd from a world snapshot taken right after
+its boot (procd_model.fuzz.target.ProcdTarget.fresh) and drives it with what a lifecycle can
+hold: spawns of children that exit, fault, never end, report a probe or spawn a child of their
+own, with restart policies, dependencies and flags; STOP, KILL, REAP, STATUS, LIST, AUDIT_READ, PROBE_COMPLETE and SPAWN
 (from the right and wrong badges, with live and stale ids); forged CHILD_DIED and TIMER;
 virtual time passing to the next timer (restart backoffs) or by some milliseconds; the services' interrupt (which ends
 the children waiting for it); kills from outside procd; and CREATE_PROCESS failures the kernel
@@ -63,6 +63,7 @@ from procd_model.abi import (
     Status,
 )
 from procd_model.client import Request
+from procd_model.fuzz.target import ProcdTarget
 from procd_model.harness import (
     FOREIGN_BADGES,
     Answer,
@@ -74,7 +75,6 @@ from procd_model.harness import (
     process_request,
     reply_status,
     spawn_request,
-    talk_to_procd,
 )
 from procd_model.kernel import ScriptedFaults
 from procd_model.messages import Message
@@ -98,6 +98,12 @@ def recorded(method: Rule) -> Rule:
     return wrapper
 
 
+@functools.cache
+def booted_procd() -> ProcdTarget:
+    """procd booted once; every example starts from its post-boot snapshot, restored."""
+    return ProcdTarget()
+
+
 ID_INDEX_MASK = (1 << PROCD_ID_GENERATION_SHIFT) - 1
 
 
@@ -108,7 +114,7 @@ class ProcdLifecycle(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.talk, self.follower = talk_to_procd()
+        self.talk, self.follower = booted_procd().fresh()
         self.faults = ScriptedFaults()
         self.talk.kernel.injector = self.faults
         self.asked = 0
@@ -304,11 +310,12 @@ class ProcdLifecycle(RuleBasedStateMachine):
         """The same example run again gives the same trace, byte for byte."""
         if getattr(self, "replaying", False) or not self.log:
             return
-        again = ProcdLifecycle()
+        first = self.talk.trace.digest()
+        again = ProcdLifecycle()  # the same world, restored to just after boot again
         again.replaying = True
         for name, kwargs in self.log:
             getattr(again, name)(**kwargs)
-        assert again.talk.trace.digest() == self.talk.trace.digest(), "the same steps gave another trace"
+        assert again.talk.trace.digest() == first, "the same steps gave another trace"
 
     @invariant()
     def procd_serves(self) -> None:

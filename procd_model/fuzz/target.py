@@ -90,8 +90,9 @@ class ProcdTarget:
         talk.kernel.instrument = None
         return Booted(talk, follower, talk.snapshot(), follower.spec.copy(), follower.seen)
 
-    def _fresh(self) -> tuple[Conversation, SpecFollower]:
-        """The booted world, as it was right after boot (restored, or booted again)."""
+    def fresh(self) -> tuple[Conversation, SpecFollower]:
+        """The booted world, as it was right after boot (restored, or booted again), and the spec
+        following it. The same objects each time: what a caller did to them is undone."""
         booted = self._booted
         if booted is not None:
             try:
@@ -107,7 +108,7 @@ class ProcdTarget:
     def check(self, steps: Sequence[LifecycleStep]) -> None:
         """Carry out `steps` in order on procd just booted, each held to the spec (ProcdMisbehaved)."""
         self.last_steps = steps
-        talk, follower = self._fresh()
+        talk, follower = self.fresh()
         try:
             ids: list[int] = []
             for step in steps:
