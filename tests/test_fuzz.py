@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from emu.cli import main
 from emu.elf import load_elf
-from procd_model.fuzz.campaign import Campaign, Failure
+from procd_model.fuzz.campaign import CORPUS_KEY, Campaign, Failure
+from procd_model.fuzz.database import open_database
 from procd_model.fuzz.decode import MAX_STEPS, decode_steps, seed_inputs
 from procd_model.fuzz.replayfile import ReplayFileError, read_replay, replay
 from procd_model.fuzz.target import ProcdTarget
@@ -149,3 +150,14 @@ def test_a_procd_crash_found_by_fuzzing_comes_with_its_dump(tmp_path: Path, caps
     report = capsys.readouterr().out
     assert "panicked in procd::planted::spawn_fields" in report and "procd/src/planted.rs" in report
     assert read_replay(saved).key.startswith("panic:procd/src/planted.rs:")
+
+
+def test_two_jobs_share_one_database_and_each_failure_is_saved_once(tmp_path: Path) -> None:
+    failures, database = tmp_path / "failures", tmp_path / "db"
+    procd = FIXTURES / "procd-missing-badge-check.elf"
+    args = ["fuzz", "--jobs", "2", "--procd", str(procd), "--examples", "200", "--db", str(database)]
+    assert main([*args, "--failures", str(failures)]) == 1
+    keys = [read_replay(path).key for path in failures.glob("*.replay.json")]
+    assert keys and len(keys) == len(set(keys)), "both jobs found failures; each key is saved once"
+    shared = open_database(str(database))
+    assert shared is not None and list(shared.fetch(CORPUS_KEY)), "the jobs kept their corpus in the database"
