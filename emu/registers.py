@@ -105,7 +105,8 @@ class RegisterFile:
 
     def set_regs(self, names: tuple[str, ...], values: tuple[int, ...]) -> None:
         batch = self._batch(names)
-        batch.values[:] = [value & 0xFFFF_FFFF_FFFF_FFFF for value in values]
+        # a c_uint64 array keeps each value's low 64 bits (no masking here); any sequence fits
+        batch.values[:] = values  # type: ignore[call-overload]
         status = uclib.uc_reg_write_batch(self._uc._uch, batch.ids, batch.pointers, len(names))
         if status != uc_const.UC_ERR_OK:
             raise unicorn.UcError(status)
