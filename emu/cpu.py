@@ -276,7 +276,9 @@ class GuestCpu:
         log = self._insn_log
         if log is not None:
             log.begin_run(self._next_seq(), self._icount_base, self._clock_base)
-        trap = self._run_once()
+        trap = self._emulate(False)  # `_run_once`, its first try inline: most runs end there
+        if trap is None:
+            trap = self._run_once()
         if trap.kind is TrapKind.BUDGET and exact and state.stop == STOP_INSNS and state.insns < insn_limit:
             trap = self._run_once(exact_tail=True)
         state.insn_limit = state.cost_limit = UNLIMITED
@@ -316,6 +318,8 @@ class GuestCpu:
                 self._uc.hook_del(step_hook)
                 self._uc.ctl_flush_tb()
         rip = self.reg("rip")
+        if state.syscalled and error is None and faults.fault is None:
+            return Trap(TrapKind.SYSCALL, rip)  # the usual stop, as the checks below would find it
         if faults.fault is None and error is not None:
             faults.fault = faults.from_error(error, rip)
         if faults.fault is None and not state.syscalled and self.debug.hit is not None:
