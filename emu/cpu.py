@@ -179,6 +179,7 @@ class GuestCpu:
 
     def restore_state(self, state: EngineState) -> int:
         """Put back a state `save_state` took from this engine; the number of pages rewritten."""
+        self.registers.rip_hint = None  # the context restore moves rip
         return state.put_back(self._uc, self._memory, self._state)
 
     def retire(self) -> GuestCpu:
@@ -308,8 +309,11 @@ class GuestCpu:
             step_hook = self._uc.hook_add(uc_const.UC_HOOK_CODE, self._on_step)
             self._uc.ctl_flush_tb()
         try:
+            registers = self.registers
+            begin = registers.rip_hint
+            registers.rip_hint = None  # the engine moves on: the hint holds again once rip is read
             with self._running:
-                _emu_start(self._uc, self.reg("rip"))
+                _emu_start(self._uc, self.reg("rip") if begin is None else begin)
         except unicorn.UcError as exc:
             error = exc
         finally:
@@ -317,7 +321,7 @@ class GuestCpu:
                 state.paused = 0
                 self._uc.hook_del(step_hook)
                 self._uc.ctl_flush_tb()
-        rip = self.reg("rip")
+        rip = self.registers.rip_hint = self.reg("rip")
         if state.syscalled and error is None and faults.fault is None:
             return Trap(TrapKind.SYSCALL, rip)  # the usual stop, as the checks below would find it
         if faults.fault is None and error is not None:
