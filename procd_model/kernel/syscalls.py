@@ -46,21 +46,23 @@ def syscall(k: Kernel, proc: Process, call: SyscallArgs) -> Outcome:
     if number is None:
         lifecycle.fault(k, proc, _syscall_fault(proc, f"unknown syscall number {call.number}"))
         return GONE
-    traced = k.trace.wants(SYSCALL)
-    fields: dict[str, Any] = {}
+    args = call.args
+    traced = k.trace.recording and k.trace.wants(SYSCALL)  # the lean path asks nothing more
+    fields: dict[str, Any] | None = None
     if traced:
-        fields = {"name": number.name, **_describe_args(number, call.args)}
+        fields = {"name": number.name, **_describe_args(number, args)}
         if number is Syscall.EXIT:
             k.trace.emit(SYSCALL, proc.pid, **fields)
     try:
-        outcome = HANDLERS[number](k, proc, call.args)
+        outcome = HANDLERS[number](k, proc, args)
     except GuestMemoryError as exc:
         lifecycle.fault(k, proc, _syscall_fault(proc, f"IPC buffer unusable: {exc}"))
         return GONE
-    if traced and isinstance(outcome, Done):
-        k.trace.emit(SYSCALL, proc.pid, **fields, status=outcome.status.name)
-    elif traced and isinstance(outcome, Blocked):
-        k.trace.emit(SYSCALL, proc.pid, **fields, status="blocked")
+    if fields is not None:
+        if isinstance(outcome, Done):
+            k.trace.emit(SYSCALL, proc.pid, **fields, status=outcome.status.name)
+        elif isinstance(outcome, Blocked):
+            k.trace.emit(SYSCALL, proc.pid, **fields, status="blocked")
     return outcome
 
 
