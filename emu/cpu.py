@@ -23,6 +23,7 @@ import unicorn
 from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
+from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.accounting import (
     STOP_CYCLES,
@@ -61,6 +62,17 @@ def _no_huge_pages() -> None:
     without). Turn huge pages off for this process (Linux; elsewhere nothing happens)."""
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0)
+
+
+def _emu_start(uc: unicorn.Uc, begin: int) -> None:
+    """`uc.emu_start(begin, _STOP_NOWHERE)` as the binding does it, one Python call less per run
+    (the spawn path starts an engine a dozen times per round trip)."""
+    uc._hook_exception = None
+    status = uclib.uc_emu_start(uc._uch, begin, _STOP_NOWHERE, 0, 0)
+    if status != uc_const.UC_ERR_OK:
+        raise unicorn.UcError(status)
+    if uc._hook_exception is not None:
+        raise uc._hook_exception
 
 
 class TrapKind(Enum):
@@ -137,6 +149,8 @@ class GuestCpu:
             uc.hook_add(uc_const.UC_HOOK_INSN, self._on_syscall, None, 1, 0, x86_const.UC_X86_INS_SYSCALL)
         uc.hook_add(uc_const.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, x86_const.UC_X86_INS_CPUID)
         self._faults = FaultCatcher(uc)
+        self._running = engine_running(self._stop_soon)
+        """The guard around each `emu_start` (made once: an engine never runs inside itself)."""
         # The binding refuses RDTSC hooks; the C core supports them (see the unicorn notes).
         self._rdtsc_hooks = [HOOK_INSN_CPUID_CFUNC(self._on_rdtsc), HOOK_INSN_CPUID_CFUNC(self._on_rdtscp)]
         rdtsc_insns = (x86_const.UC_X86_INS_RDTSC, x86_const.UC_X86_INS_RDTSCP)
@@ -165,6 +179,7 @@ class GuestCpu:
 
     def restore_state(self, state: EngineState) -> int:
         """Put back a state `save_state` took from this engine; the number of pages rewritten."""
+        self.registers.rip_hint = None  # the context restore moves rip
         return state.put_back(self._uc, self._memory, self._state)
 
     def retire(self) -> GuestCpu:
@@ -262,7 +277,9 @@ class GuestCpu:
         log = self._insn_log
         if log is not None:
             log.begin_run(self._next_seq(), self._icount_base, self._clock_base)
-        trap = self._run_once()
+        trap = self._emulate(False)  # `_run_once`, its first try inline: most runs end there
+        if trap is None:
+            trap = self._run_once()
         if trap.kind is TrapKind.BUDGET and exact and state.stop == STOP_INSNS and state.insns < insn_limit:
             trap = self._run_once(exact_tail=True)
         state.insn_limit = state.cost_limit = UNLIMITED
@@ -292,8 +309,11 @@ class GuestCpu:
             step_hook = self._uc.hook_add(uc_const.UC_HOOK_CODE, self._on_step)
             self._uc.ctl_flush_tb()
         try:
-            with engine_running(self._stop_soon):
-                self._uc.emu_start(self.reg("rip"), _STOP_NOWHERE)
+            registers = self.registers
+            begin = registers.rip_hint
+            registers.rip_hint = None  # the engine moves on: the hint holds again once rip is read
+            with self._running:
+                _emu_start(self._uc, self.reg("rip") if begin is None else begin)
         except unicorn.UcError as exc:
             error = exc
         finally:
@@ -301,7 +321,9 @@ class GuestCpu:
                 state.paused = 0
                 self._uc.hook_del(step_hook)
                 self._uc.ctl_flush_tb()
-        rip = self.reg("rip")
+        rip = self.registers.rip_hint = self.reg("rip")
+        if state.syscalled and error is None and faults.fault is None:
+            return Trap(TrapKind.SYSCALL, rip)  # the usual stop, as the checks below would find it
         if faults.fault is None and error is not None:
             faults.fault = faults.from_error(error, rip)
         if faults.fault is None and not state.syscalled and self.debug.hit is not None:

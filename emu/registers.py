@@ -58,6 +58,7 @@ class _RegisterBatch:
         count = len(names)
         self.ids = (ctypes.c_int * count)(*(REGISTERS[name] for name in names))
         self.values = (ctypes.c_uint64 * count)()
+        self.has_rip = "rip" in names
         self.pointers = (ctypes.c_void_p * count)(*(ctypes.addressof(self.values) + 8 * i for i in range(count)))
 
 
@@ -70,6 +71,10 @@ class RegisterFile:
         self._batches: dict[tuple[str, ...], _RegisterBatch] = {}
         self._value = ctypes.c_uint64()
         self._value_ref = ctypes.byref(self._value)
+        self.rip_hint: int | None = None
+        """rip where the engine last stopped, while nothing has written rip since (a write of
+        rip through this file, or a context restore (`GuestCpu.restore_state`), clears it): the
+        next run starts there without reading it again."""
 
     def reg(self, name: str) -> int:
         status = uclib.uc_reg_read(self._uc._uch, REGISTERS[name], self._value_ref)
@@ -82,6 +87,8 @@ class RegisterFile:
         return {name: int(self._uc.reg_read(number)) for name, number in VECTOR_REGISTERS.items()}
 
     def set_reg(self, name: str, value: int) -> None:
+        if name == "rip":
+            self.rip_hint = None
         self._value.value = value & 0xFFFF_FFFF_FFFF_FFFF
         status = uclib.uc_reg_write(self._uc._uch, REGISTERS[name], self._value_ref)
         if status != uc_const.UC_ERR_OK:
@@ -105,7 +112,10 @@ class RegisterFile:
 
     def set_regs(self, names: tuple[str, ...], values: tuple[int, ...]) -> None:
         batch = self._batch(names)
-        batch.values[:] = [value & 0xFFFF_FFFF_FFFF_FFFF for value in values]
+        if batch.has_rip:
+            self.rip_hint = None
+        # a c_uint64 array keeps each value's low 64 bits (no masking here); any sequence fits
+        batch.values[:] = values  # type: ignore[call-overload]
         status = uclib.uc_reg_write_batch(self._uc._uch, batch.ids, batch.pointers, len(names))
         if status != uc_const.UC_ERR_OK:
             raise unicorn.UcError(status)

@@ -11,7 +11,7 @@ Python side answers for procd.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from emu.elf import ElfImage
@@ -111,6 +111,48 @@ def _client(requests: Sequence[Request], slot_of: dict[int, int], spare: int, se
         session.replies.append((result.status, reply))
 
 
+Reply = tuple[Status, Message | None]
+
+
+class ReplyLog:
+    """A conversation's replies, numbered from 0 in the order they came: `len` counts every one,
+    but only the latest `keep` are kept (index them by number, or from the end with negative
+    indices), so a long conversation does not grow. Iterating gives the kept ones in order."""
+
+    def __init__(self, keep: int = 256) -> None:
+        self.keep = keep
+        self._kept: deque[Reply] = deque(maxlen=keep)
+        self._count = 0
+
+    def append(self, reply: Reply) -> None:
+        self._kept.append(reply)
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> Reply:
+        """Reply number `index` (negative: from the end). Raises IndexError for one not kept."""
+        if index < 0:
+            index += self._count
+        offset = index - (self._count - len(self._kept))
+        if not 0 <= index < self._count or offset < 0:
+            raise IndexError(f"reply {index} is not kept (the latest {len(self._kept)} of {self._count} are)")
+        return self._kept[offset]
+
+    def __iter__(self) -> Iterator[Reply]:
+        return iter(self._kept)
+
+    def save(self) -> tuple[int, tuple[Reply, ...]]:
+        return self._count, tuple(self._kept)
+
+    def put(self, saved: tuple[int, tuple[Reply, ...]]) -> None:
+        """Back to what `save` returned."""
+        self._count = saved[0]
+        self._kept.clear()
+        self._kept.extend(saved[1])
+
+
 class ConversationError(RuntimeError):
     """The machine did not get where a Conversation step needs it (procd did not boot, halted)."""
 
@@ -137,7 +179,8 @@ class Conversation:
         self.trace = trace if trace is not None else Trace(keep=False)
         self.kernel = make_kernel(self.trace, procd_image, instrument)
         self.max_instructions = max_instructions
-        self.replies: list[tuple[Status, Message | None]] = []
+        self.replies = ReplyLog()
+        """Every reply counted, the latest kept (a long conversation stays flat)."""
         self._outbox: deque[Request] = deque()
         self._slot_of: dict[int, int] = {}
         self._doorbell: Notification | None = None

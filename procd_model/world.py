@@ -464,6 +464,18 @@ def describe_processes(kernel: Kernel) -> list[dict[str, Any]]:
         if proc.cpu is not None:
             row["instructions"] = proc.cpu.retired
         out.append(row)
+    forgotten = kernel.state.forgotten
+    if forgotten.count:
+        # a long run's oldest dead processes, no longer kept one by one (kernel/lifecycle.py)
+        out.append(
+            {
+                "pid": 0,
+                "name": "forgotten",
+                "state": "forgotten",
+                "count": forgotten.count,
+                "instructions": forgotten.instructions,
+            }
+        )
     return out
 
 

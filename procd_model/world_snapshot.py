@@ -140,7 +140,7 @@ class WorldSnapshot:
     trace: TraceMark
     rootd: RootdSaved
     peers: PeersSaved
-    replies: tuple[Any, ...]
+    replies: tuple[int, tuple[Any, ...]]
     outbox: tuple[Any, ...]
     stop: Any
     positions: dict[int, Position]
@@ -153,7 +153,7 @@ def take(talk: Conversation) -> WorldSnapshot:
         talk.trace.mark(),
         _save_rootd(talk.rootd),
         _save_peers(talk.rootd),
-        tuple(talk.replies),
+        talk.replies.save(),
         tuple(talk._outbox),
         talk.stop,
         _actor_positions(kernel.procs),
@@ -170,7 +170,7 @@ def restore(talk: Conversation, snapshot: WorldSnapshot) -> None:
     talk.trace.rewind(snapshot.trace)
     _put_rootd(talk.rootd, snapshot.rootd)
     _put_peers(talk.rootd, snapshot.peers)
-    talk.replies[:] = snapshot.replies
+    talk.replies.put(snapshot.replies)
     talk._outbox.clear()
     talk._outbox.extend(snapshot.outbox)
     talk.stop = snapshot.stop

@@ -132,6 +132,8 @@ def restore(k: Kernel, checkpoint: KernelCheckpoint) -> None:
         saved.next_obj,
     )
     state.root, state.halt, state.turn_left = saved.root, saved.halt, saved.turn_left
+    state.dead, state.forgotten, state.orphans = deque(saved.dead), saved.forgotten, list(saved.orphans)
+    state.logs_dropped, state.orphans_named = saved.logs_dropped, saved.orphans_named
     state.dumps.clear()  # in place: crashd holds the dict's `get`
     state.dumps.update(saved.dumps)
     if checkpoint.injected is not None:

@@ -173,7 +173,8 @@ def start_process(k: Kernel, proc: Process, payload: bytes) -> ControlReply:
         return refused(Status.INVALID_ARGUMENT)
     child = k.state.procs.get(request["pid"])
     if child is None:
-        return refused(Status.NOT_FOUND)
+        # a pid below next_pid that is not kept belonged to a process long dead (forgotten)
+        return refused(Status.BUSY if 0 < request["pid"] < k.state.next_pid else Status.NOT_FOUND)
     if child.state is not RunState.CREATED:
         return refused(Status.BUSY)
     lifecycle.start(k, child, run_next=True)

@@ -21,7 +21,7 @@ from procd_model import costs
 from procd_model.actor import ActorProgram
 from procd_model.caps import CapTable
 from procd_model.cpu_model import default_cpu_model
-from procd_model.kernel import checkpoint, lifecycle, notify, sched
+from procd_model.kernel import checkpoint, lifecycle, notify, sched, syscalls
 from procd_model.kernel import engines as engine_pool
 from procd_model.kernel import run as run_loop
 from procd_model.kernel.checkpoint import KernelCheckpoint
@@ -69,6 +69,10 @@ class Kernel:
         self.debug: DebugPort | None = None
         """Set by `procd_model.debug.attach_debugger`: the run loop then stops for a gdb client."""
         self.crash_watch: CrashWatch = crash_watch if crash_watch is not None else NoWatch()
+        self.keep_dead = lifecycle.KEEP_DEAD
+        """Dead processes kept in full in `procs` (older ones are forgotten, see lifecycle)."""
+        self.keep_logs = syscalls.KEEP_LOGS
+        """DEBUG_WRITE lines kept from the start and from the end of a run (see `syscalls.keep_log`)."""
 
     # ------------------------------------------------------------- the state
 

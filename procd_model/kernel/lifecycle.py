@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any
 from emu.cpu import Fault
 from emu.elf import PAGE_SIZE, ElfImage
 from emu.events import FAULT, PROCESS_CREATE, PROCESS_EXIT, PROCESS_KILL, PROCESS_START
-from procd_model.abi import CHILD_DEATH, ENVELOPE_VADDR, IPC_BUFFER_VADDR, DeathKind, KernelEvent, StartupStatus
+from procd_model.abi import (
+    CHILD_DEATH,
+    ENVELOPE_VADDR,
+    IPC_BUFFER_VADDR,
+    CapType,
+    DeathKind,
+    KernelEvent,
+    StartupStatus,
+)
 from procd_model.abi import FaultKind as AbiFaultKind
 from procd_model.actor import ActorProgram
 from procd_model.caps import CapTable
@@ -18,6 +26,7 @@ from procd_model.kernel.inject import Crash
 from procd_model.kernel.outcome import ImageLayoutError
 from procd_model.kernel.state import (
     ActorContext,
+    Forgotten,
     GuestContext,
     InRecv,
     InReply,
@@ -25,6 +34,7 @@ from procd_model.kernel.state import (
     InWait,
     Process,
     RunState,
+    Timer,
 )
 from procd_model.messages import envelope_role
 
@@ -219,6 +229,58 @@ def bury(k: Kernel, proc: Process, state: RunState) -> None:
     for observer in k.observers:
         observer.process_died(proc)
     _give_back_engine(k, proc)
+    k.state.dead.append(proc.pid)
+    forget_oldest_dead(k)
+
+
+KEEP_DEAD = 1024
+"""Dead processes a kernel keeps in full (`Kernel.keep_dead`); older ones are forgotten."""
+
+
+def forget_oldest_dead(k: Kernel) -> None:
+    """Keep at most `k.keep_dead` dead processes: forget the oldest beyond that (their record,
+    capability table and retired CPU; their count and instructions go to `state.forgotten`).
+
+    A buried process is no longer named by anything the kernel acts on: it has left every queue
+    and reply right, its CHILD_DIED is queued, and the ops that take a pid answer for a forgotten
+    one as for a dead one (`live_guest`, `control.start_process`). Its endpoint may still be
+    named by others' capabilities: it becomes an orphan, dropped by `_sweep_orphans` once nothing
+    names it. Runs with fewer dead processes than the bound are untouched."""
+    state = k.state
+    while len(state.dead) > k.keep_dead:
+        proc = state.procs.pop(state.dead.popleft())
+        cpu = proc.cpu
+        retired = cpu.retired if cpu is not None else 0
+        state.forgotten = Forgotten(state.forgotten.count + 1, state.forgotten.instructions + retired)
+        if proc.endpoint:
+            state.orphans.append(proc.endpoint)
+    if len(state.orphans) > k.keep_dead + state.orphans_named:
+        _sweep_orphans(k)
+
+
+def _sweep_orphans(k: Kernel) -> None:
+    """Drop the orphaned endpoints nothing can reach any more: no capability of a kept process or
+    of a queued message names them, no supervisor field or timer, and nobody waits on them."""
+    state = k.state
+    named: set[int] = set()
+    for proc in state.procs.values():
+        named.add(proc.supervisor)
+        named.update(cap.obj for _, cap in proc.caps.occupied() if cap.cap_type is CapType.ENDPOINT)
+    for queue in state.endpoints.values():
+        for pending in queue.senders:
+            named.update(cap.obj for cap in pending.caps if cap.cap_type is CapType.ENDPOINT)
+    named.update(event.endpoint for _, _, event in state.timed if isinstance(event, Timer))
+    kept = []
+    for obj in state.orphans:
+        orphan = state.endpoints.get(obj)
+        if orphan is None:
+            continue
+        if obj in named or orphan.senders or orphan.receivers:
+            kept.append(obj)
+        else:
+            del state.endpoints[obj]
+    state.orphans = kept
+    state.orphans_named = len(kept)  # the next sweep waits for as many new orphans as a first one
 
 
 def _give_back_engine(k: Kernel, proc: Process) -> None:

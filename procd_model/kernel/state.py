@@ -260,6 +260,25 @@ class KernelState:
     """Every DEBUG_WRITE line, whatever the trace level (scenarios check them)."""
     dumps: dict[int, str] = field(default_factory=dict)
     """pid -> the id of the dump of its crash (named whether or not a file is written)."""
+    dead: deque[int] = field(default_factory=deque)
+    """Pids of the dead processes still kept in `procs`, oldest death first (see
+    `lifecycle.forget_oldest_dead`: a long run keeps a bounded history)."""
+    forgotten: Forgotten = field(default_factory=lambda: Forgotten(0, 0))
+    orphans: list[int] = field(default_factory=list)
+    """Endpoints of forgotten processes, dropped once no capability, supervisor or timer names them."""
+    orphans_named: int = 0
+    """Orphans the last sweep found still named (sweeps wait for `keep_dead` more than that)."""
+    logs_dropped: int = 0
+    """DEBUG_WRITE lines dropped from the middle of `logs` (see `syscalls.keep_log`)."""
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What is left of the dead processes a long run no longer keeps: how many, and the
+    instructions they retired (the run's summary still counts them)."""
+
+    count: int
+    instructions: int
 
 
 def snapshot_state(state: KernelState) -> KernelState:
@@ -282,4 +301,6 @@ def snapshot_state(state: KernelState) -> KernelState:
         timed=list(state.timed),
         logs=list(state.logs),
         dumps=dict(state.dumps),
+        dead=deque(state.dead),
+        orphans=list(state.orphans),
     )

@@ -46,21 +46,23 @@ def syscall(k: Kernel, proc: Process, call: SyscallArgs) -> Outcome:
     if number is None:
         lifecycle.fault(k, proc, _syscall_fault(proc, f"unknown syscall number {call.number}"))
         return GONE
-    traced = k.trace.wants(SYSCALL)
-    fields: dict[str, Any] = {}
+    args = call.args
+    traced = k.trace.recording and k.trace.wants(SYSCALL)  # the lean path asks nothing more
+    fields: dict[str, Any] | None = None
     if traced:
-        fields = {"name": number.name, **_describe_args(number, call.args)}
+        fields = {"name": number.name, **_describe_args(number, args)}
         if number is Syscall.EXIT:
             k.trace.emit(SYSCALL, proc.pid, **fields)
     try:
-        outcome = HANDLERS[number](k, proc, call.args)
+        outcome = HANDLERS[number](k, proc, args)
     except GuestMemoryError as exc:
         lifecycle.fault(k, proc, _syscall_fault(proc, f"IPC buffer unusable: {exc}"))
         return GONE
-    if traced and isinstance(outcome, Done):
-        k.trace.emit(SYSCALL, proc.pid, **fields, status=outcome.status.name)
-    elif traced and isinstance(outcome, Blocked):
-        k.trace.emit(SYSCALL, proc.pid, **fields, status="blocked")
+    if fields is not None:
+        if isinstance(outcome, Done):
+            k.trace.emit(SYSCALL, proc.pid, **fields, status=outcome.status.name)
+        elif isinstance(outcome, Blocked):
+            k.trace.emit(SYSCALL, proc.pid, **fields, status="blocked")
     return outcome
 
 
@@ -140,7 +142,7 @@ def _sys_debug_write(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome
     except GuestMemoryError:
         return Done(Status.INVALID_ARGUMENT)
     text = data.decode("utf-8", errors="replace").rstrip("\n")
-    k.state.logs.append(text)
+    keep_log(k, text)
     proc.last_log = text
     if k.trace.recording:
         k.trace.emit(LOG, proc.pid, text=text)
@@ -178,3 +180,21 @@ HANDLERS: dict[Syscall, Handler] = {
     Syscall.CAP_INFO: _sys_cap_info,
     Syscall.CAP_DELETE: _sys_cap_delete,
 }
+
+
+KEEP_LOGS = 2048
+"""DEBUG_WRITE lines a kernel keeps from the start of a run, and at least as many from its end."""
+
+
+def keep_log(k: Kernel, text: str) -> None:
+    """Append `text` to the kernel's log lines. A long run keeps its first `k.keep_logs` lines and
+    at least its last `k.keep_logs`: when the lines reach three times that, the middle ones go
+    (counted in `logs_dropped`). Scenarios check that some line starts with a prefix; their runs
+    write far fewer lines, so they see every one."""
+    logs = k.state.logs
+    logs.append(text)
+    keep = k.keep_logs
+    if len(logs) >= 3 * keep:
+        dropped = len(logs) - 2 * keep
+        del logs[keep : keep + dropped]
+        k.state.logs_dropped += dropped
