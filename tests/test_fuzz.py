@@ -16,7 +16,7 @@ from procd_model.fuzz.campaign import CORPUS_KEY, Campaign, Failure
 from procd_model.fuzz.database import open_database
 from procd_model.fuzz.decode import MAX_STEPS, decode_steps, seed_inputs
 from procd_model.fuzz.replayfile import ReplayFileError, read_replay, replay
-from procd_model.fuzz.target import ProcdTarget
+from procd_model.fuzz.target import ProcdTarget, TargetError
 from procd_model.images import fixtures_dir
 from procd_model.strategies import LIFECYCLE_KINDS
 
@@ -161,3 +161,25 @@ def test_two_jobs_share_one_database_and_each_failure_is_saved_once(tmp_path: Pa
     assert keys and len(keys) == len(set(keys)), "both jobs found failures; each key is saved once"
     shared = open_database(str(database))
     assert shared is not None and list(shared.fetch(CORPUS_KEY)), "the jobs kept their corpus in the database"
+
+
+def test_a_procd_that_does_not_boot_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_boot(_self: ProcdTarget) -> None:
+        raise TargetError("procd does not boot: the machine stopped: instruction-limit")
+
+    monkeypatch.setattr(ProcdTarget, "_boot", no_boot)
+    args = ["fuzz", "--procd", str(FIXTURES / "procd.elf"), "--examples", "5", "--db", "none"]
+    assert main([*args, "--failures", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not boot" in err and "procd.elf" in err, err
+
+
+def test_a_job_that_stops_on_an_error_is_reported_not_silent() -> None:
+    from procd_model.fuzz.jobs import JobSpec, run_jobs
+
+    reports = []
+    bad = JobSpec(0, 0, FIXTURES / "no-such-procd.elf", None, 5, None)
+    lost = run_jobs([bad], reports.append)
+    assert lost == [] and reports and reports[-1].error is not None and reports[-1].done

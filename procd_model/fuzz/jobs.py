@@ -43,9 +43,19 @@ class JobReport:
     coverage: bytes
     failure: Failure | None = None
     done: bool = False
+    error: str | None = None
+    """Why the job ended early (an exception of the emulator itself): one line."""
 
 
 def _job(spec: JobSpec, out: Queue[JobReport]) -> None:
+    """One job, reporting to `out`; whatever ends it early is reported as its error, one line."""
+    try:
+        _fuzz(spec, out)
+    except Exception as exc:  # a bug of the emulator or the model: reported, never a silent end
+        out.put(JobReport(spec.number, Progress(), b"", done=True, error=f"{type(exc).__name__}: {exc}"))
+
+
+def _fuzz(spec: JobSpec, out: Queue[JobReport]) -> None:
     from emu.elf import load_elf
 
     image = load_elf(spec.procd, "procd") if spec.procd is not None else None
@@ -75,14 +85,16 @@ def _job(spec: JobSpec, out: Queue[JobReport]) -> None:
 def run_jobs(
     specs: list[JobSpec],
     on_report: Callable[[JobReport], None],
-) -> None:
-    """Run every job in its own process until all are done; each report goes to `on_report`."""
+) -> list[int]:
+    """Run every job in its own process until all are done; each report goes to `on_report`.
+    The numbers of the jobs that ended without saying they were done (their process died)."""
     context = multiprocessing.get_context("spawn")
     out: Queue[JobReport] = context.Queue()
     workers = [context.Process(target=_job, args=(spec, out), daemon=True) for spec in specs]
     for worker in workers:
         worker.start()
     running = len(workers)
+    finished: set[int] = set()
     try:
         while running:
             try:
@@ -93,8 +105,11 @@ def run_jobs(
                 continue
             on_report(report)
             running -= report.done
+            if report.done:
+                finished.add(report.number)
     finally:
         for worker in workers:
             worker.join(timeout=5)
             if worker.is_alive():
                 worker.terminate()
+    return [spec.number for spec in specs if spec.number not in finished]

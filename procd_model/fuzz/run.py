@@ -1,9 +1,10 @@
 """`python -m emu fuzz`: a campaign against procd, on one or several processes, with live progress.
 
 Every distinct failure is saved once in the failures folder as a replay file
-(`<key>-<hash>.replay.json`, see `replayfile.py`); the exit code is 1 if the campaign found any,
-0 if not. The live display (rich) shows examples per second, procd's blocks covered (of the
-blocks `emu.blocks` finds in its code) and the failures.
+(`<key>-<hash>.replay.json`, see `replayfile.py`); the exit code is 1 if the campaign found any
+(or a job stopped on an error of the emulator itself, said in one line), 0 if not. The live
+display (rich) shows examples per second, procd's blocks covered (of the blocks `emu.blocks`
+finds in its code) and the failures.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from procd_model.fuzz.campaign import Failure, Progress
 from procd_model.fuzz.database import DatabaseError, open_database
 from procd_model.fuzz.jobs import JobReport, JobSpec, run_jobs
 from procd_model.fuzz.replayfile import Replay, replay_json, sha256_of
-from procd_model.fuzz.target import ProcdTarget
+from procd_model.fuzz.target import ProcdTarget, TargetError
 from procd_model.images import boot_image_named, fixtures_dir, image_role
 
 EXIT_CLEAN, EXIT_FOUND = 0, 1
@@ -86,25 +87,36 @@ def fuzz(request: FuzzRequest) -> int:
     procd_path = request.procd if request.procd is not None else fixtures_dir() / boot_image_named("procd").filename
     statics = block_starts(image)
     target = ProcdTarget(image)
+    try:
+        target.fresh()  # a procd that does not boot is bad input, found before any job starts
+    except TargetError as exc:
+        raise InputError(f"--procd {request.procd}: {exc}") from None
     tally = Tally(time.monotonic(), statics, target.total.begin)
     specs = [
         JobSpec(n, request.seed + n, request.procd, request.database, request.examples, request.seconds)
         for n in range(request.jobs)
     ]
     console = Console(stderr=True)
+    errors: list[str] = []
     with Live(tally.table(), console=console, refresh_per_second=4, transient=not console.is_terminal) as live:
 
         def on_report(report: JobReport) -> None:
+            if report.error is not None:
+                errors.append(f"emu: fuzz: job {report.number} stopped: {report.error}")
+                return
             tally.add(report)
             if report.failure is not None and report.failure.key not in tally.saved:
                 tally.saved[report.failure.key] = save_failure(request, procd_path, report.failure)
             live.update(tally.table())
 
-        run_jobs(specs, on_report)
+        lost = run_jobs(specs, on_report)
     console.print(tally.table())
+    errors += [f"emu: fuzz: job {number} ended without finishing (its process died)" for number in lost]
+    for line in errors:
+        print(line, file=sys.stderr)
     for key, path in sorted(tally.saved.items()):
         print(f"emu: fuzz: {key}: replay with python -m emu replay {path}", file=sys.stderr)
-    return EXIT_FOUND if tally.saved else EXIT_CLEAN
+    return EXIT_FOUND if tally.saved or errors else EXIT_CLEAN
 
 
 def _procd(path: Path | None) -> ElfImage:
