@@ -207,11 +207,10 @@ LIFECYCLE_KINDS = ("stop", "kill", "reap", "status", "list", "time", "sleep", "i
 """The steps of `lifecycle_steps` that carry no request."""
 
 
-def lifecycle_steps(requests: st.SearchStrategy[Request] | None = None) -> st.SearchStrategy[LifecycleStep]:
-    """One lifecycle step: a valid spawn (or one of `requests`, if given) half of the time; ops
-    on earlier spawns come from rootd mostly, sometimes from a caller without authority."""
-    sent = valid_spawns() if requests is None else requests
-    spawn = sent.map(lambda request: LifecycleStep("spawn" if requests is None else "request", request))
+def lifecycle_steps() -> st.SearchStrategy[LifecycleStep]:
+    """One lifecycle step: a valid spawn half of the time; ops on earlier spawns come from rootd
+    mostly, sometimes from a caller without authority."""
+    spawn = valid_spawns().map(lambda request: LifecycleStep("spawn", request))
     badge = st.one_of(st.just(BADGE_ROOTD), st.just(BADGE_ROOTD), callers(authority=False))
     other = st.builds(LifecycleStep, st.sampled_from(LIFECYCLE_KINDS), st.none(), st.integers(0, 31), badge)
     return st.one_of(spawn, other)

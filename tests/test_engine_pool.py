@@ -21,9 +21,8 @@ from procd_model.scenario import builtin_scenarios
 SCENARIOS = {scenario.name: scenario for scenario in builtin_scenarios()}
 
 
-def _trace_of(scenario_name: str, monkeypatch: pytest.MonkeyPatch, pool: EnginePool) -> bytes:
-    """The whole JSONL trace of a scenario run with guests' engines from `pool`; every engine
-    still live at the end goes back to the pool too."""
+def _recording_kernels(monkeypatch: pytest.MonkeyPatch) -> list[Kernel]:
+    """Every kernel `world.make_kernel` makes from now on, in order."""
     kernels: list[Kernel] = []
     make_kernel = world.make_kernel
 
@@ -32,8 +31,15 @@ def _trace_of(scenario_name: str, monkeypatch: pytest.MonkeyPatch, pool: EngineP
         kernels.append(kernel)
         return kernel
 
-    monkeypatch.setattr(engines, "SHARED", pool)
     monkeypatch.setattr(world, "make_kernel", recording_make_kernel)
+    return kernels
+
+
+def _trace_of(scenario_name: str, monkeypatch: pytest.MonkeyPatch, pool: EnginePool) -> bytes:
+    """The whole JSONL trace of a scenario run with guests' engines from `pool`; every engine
+    still live at the end goes back to the pool too."""
+    monkeypatch.setattr(engines, "SHARED", pool)
+    kernels = _recording_kernels(monkeypatch)
     out = io.BytesIO()
     trace = Trace(TraceWriter("jsonl", out))
     world.run_scenario(trace, SCENARIOS[scenario_name], 100_000_000)
@@ -90,15 +96,7 @@ def test_idle_engines_of_images_no_longer_used_are_evicted(monkeypatch: pytest.M
     of idle engines in all, evicting those of the images used least recently."""
     pool = EnginePool()
     monkeypatch.setattr(engines, "SHARED", pool)
-    kernels: list[Kernel] = []
-    make_kernel = world.make_kernel
-
-    def recording_make_kernel(*args: object, **kwargs: object) -> Kernel:
-        kernel = make_kernel(*args, **kwargs)  # type: ignore[arg-type]
-        kernels.append(kernel)
-        return kernel
-
-    monkeypatch.setattr(world, "make_kernel", recording_make_kernel)
+    kernels = _recording_kernels(monkeypatch)
     procd = load_elf(fixtures_dir() / "procd.elf")
     for _ in range(engines.MAX_IDLE + 4):
         assert world.run_bootstrap(Trace(), 100_000_000, procd_image=procd).ok

@@ -34,7 +34,7 @@ from procd_model.client import Request
 from procd_model.fuzz.target import ProcdTarget
 from procd_model.harness import ProcdMisbehaved
 from procd_model.messages import Message
-from procd_model.strategies import LifecycleStep
+from procd_model.strategies import LIFECYCLE_KINDS, LifecycleStep
 
 FORMAT = "procd-emu-replay"
 VERSION = 1
@@ -160,7 +160,8 @@ def _step_json(step: LifecycleStep) -> dict[str, Any]:
 
 SENT = ("spawn", "request")
 TARGETED = ("stop", "kill", "reap", "status", "terminate", "sleep")
-KINDS = (*SENT, *TARGETED, "list", "time", "interrupt")
+"""Kinds whose `target` the file carries (a sleep's is its milliseconds)."""
+KINDS = (*SENT, *LIFECYCLE_KINDS)
 
 
 def _has_badge(kind: str) -> bool:
