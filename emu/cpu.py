@@ -23,7 +23,6 @@ import unicorn
 from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
-from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.accounting import (
     STOP_CYCLES,
@@ -39,6 +38,7 @@ from emu.coverage import BlockCoverage, CoverageMap
 from emu.cpuid import cpuid_leaf
 from emu.debugstop import DebugStops
 from emu.elf import ElfImage
+from emu.engine_calls import EngineCalls
 from emu.engine_state import EngineState
 from emu.events import MILLICYCLES_PER_CYCLE
 from emu.faults import Fault as Fault
@@ -48,7 +48,7 @@ from emu.insnlog import Feed, InsnLog
 from emu.interrupt import engine_running
 from emu.memory import GuestMemory
 from emu.memory import GuestMemoryError as GuestMemoryError
-from emu.registers import RegisterFile
+from emu.registers import RegisterFile, register_ids
 
 _STOP_NOWHERE = 0xFFFF_FFFF_FFFF_FFFF
 _TCG_BUFFER_BYTES = 8 << 20
@@ -62,17 +62,6 @@ def _no_huge_pages() -> None:
     without). Turn huge pages off for this process (Linux; elsewhere nothing happens)."""
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0)
-
-
-def _emu_start(uc: unicorn.Uc, begin: int) -> None:
-    """`uc.emu_start(begin, _STOP_NOWHERE)` as the binding does it, one Python call less per run
-    (the spawn path starts an engine a dozen times per round trip)."""
-    uc._hook_exception = None
-    status = uclib.uc_emu_start(uc._uch, begin, _STOP_NOWHERE, 0, 0)
-    if status != uc_const.UC_ERR_OK:
-        raise unicorn.UcError(status)
-    if uc._hook_exception is not None:
-        raise uc._hook_exception
 
 
 class TrapKind(Enum):
@@ -90,6 +79,8 @@ class Trap:
     kind: TrapKind
     rip: int
     fault: Fault | None = None
+    registers: tuple[int, ...] | None = None
+    """For SYSCALL: the registers `GuestCpu.read_at_syscall` named, read at the stop."""
 
 
 BlockProbe = Callable[[int, int, int, int, int, int], None]
@@ -125,7 +116,13 @@ class GuestCpu:
         # fill hook, virtual mode ran compiled code 2.5x slower; the hook runs once per TLB miss.)
         self._uc.ctl_set_tlb_mode(uc_const.UC_TLB_VIRTUAL)
         # Memory and registers are their own rooms; their methods are the CPU's.
-        memory, registers = GuestMemory(self._uc), RegisterFile(self._uc)
+        self._acct = Accountant(self._uc, cost_of)
+        self._state = self._acct.state
+        syscall_flag = ctypes.addressof(self._state) + type(self._state).syscalled.offset
+        self._calls = EngineCalls(self._uc, syscall_flag)
+        self._at_syscall = register_ids(("rip",))
+        self._at_syscall_rip = 0
+        memory, registers = GuestMemory(self._uc), RegisterFile(self._uc, self._calls)
         self._memory = memory
         self.map, self.is_mapped, self.read, self.write = memory.map, memory.is_mapped, memory.read, memory.write
         self.regions = memory.regions
@@ -135,8 +132,6 @@ class GuestCpu:
         self.vector_registers = registers.vector_registers
         self._closed = False
         self._instrumented = False
-        self._acct = Accountant(self._uc, cost_of)
-        self._state = self._acct.state
         self._exact_tail = False
         self._clock_base = 0
         self._icount_base = 0
@@ -156,6 +151,11 @@ class GuestCpu:
         rdtsc_insns = (x86_const.UC_X86_INS_RDTSC, x86_const.UC_X86_INS_RDTSCP)
         for callback, insn in zip(self._rdtsc_hooks, rdtsc_insns, strict=True):
             uc._Uc__do_hook_add(uc_const.UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(insn))
+
+    def read_at_syscall(self, names: tuple[str, ...]) -> None:
+        """Read `names` (rip among them) with each stop at a `syscall`: its `Trap.registers`."""
+        self._at_syscall = register_ids(names)
+        self._at_syscall_rip = names.index("rip")
 
     def close(self) -> None:
         """Release the Unicorn engine now. Counts stay readable; touching the engine is an error."""
@@ -308,12 +308,13 @@ class GuestCpu:
             state.paused = 1
             step_hook = self._uc.hook_add(uc_const.UC_HOOK_CODE, self._on_step)
             self._uc.ctl_flush_tb()
+        at_syscall = None
+        registers = self.registers
         try:
-            registers = self.registers
             begin = registers.rip_hint
             registers.rip_hint = None  # the engine moves on: the hint holds again once rip is read
             with self._running:
-                _emu_start(self._uc, self.reg("rip") if begin is None else begin)
+                at_syscall = self._calls.start(self.reg("rip") if begin is None else begin, self._at_syscall)
         except unicorn.UcError as exc:
             error = exc
         finally:
@@ -321,9 +322,11 @@ class GuestCpu:
                 state.paused = 0
                 self._uc.hook_del(step_hook)
                 self._uc.ctl_flush_tb()
-        rip = self.registers.rip_hint = self.reg("rip")
-        if state.syscalled and error is None and faults.fault is None:
-            return Trap(TrapKind.SYSCALL, rip)  # the usual stop, as the checks below would find it
+        if at_syscall is not None and faults.fault is None:
+            # the usual stop, as the checks below would find it, with its registers read already
+            rip = registers.rip_hint = at_syscall[self._at_syscall_rip]
+            return Trap(TrapKind.SYSCALL, rip, None, at_syscall)
+        rip = registers.rip_hint = self.reg("rip")
         if faults.fault is None and error is not None:
             faults.fault = faults.from_error(error, rip)
         if faults.fault is None and not state.syscalled and self.debug.hit is not None:

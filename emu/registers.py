@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
-
 import unicorn
-from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
-from unicorn.unicorn_py3.unicorn import uclib
+
+from emu.engine_calls import EngineCalls, RegisterIds
 
 REGISTERS = {
     "rax": x86_const.UC_X86_REG_RAX,
@@ -51,36 +49,26 @@ VECTOR_REGISTERS = {
 besides the x87 stack, which the images never use)."""
 
 
-class _RegisterBatch:
-    """Preallocated arguments for uc_reg_read_batch / uc_reg_write_batch."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        count = len(names)
-        self.ids = (ctypes.c_int * count)(*(REGISTERS[name] for name in names))
-        self.values = (ctypes.c_uint64 * count)()
-        self.has_rip = "rip" in names
-        self.pointers = (ctypes.c_void_p * count)(*(ctypes.addressof(self.values) + 8 * i for i in range(count)))
+def register_ids(names: tuple[str, ...]) -> RegisterIds:
+    """The general registers `names` as a batch for EngineCalls."""
+    return RegisterIds([REGISTERS[name] for name in names], has_rip="rip" in names)
 
 
 class RegisterFile:
-    """The registers of one Unicorn engine, read and written straight through the C API into one
-    preallocated value (the binding's `reg_read` builds its arguments on every call)."""
+    """The registers of one Unicorn engine, read and written in batches made once per set of
+    names (emu/engine_calls.py; the binding's `reg_read` builds its arguments on every call)."""
 
-    def __init__(self, uc: unicorn.Uc) -> None:
+    def __init__(self, uc: unicorn.Uc, calls: EngineCalls) -> None:
         self._uc = uc
-        self._batches: dict[tuple[str, ...], _RegisterBatch] = {}
-        self._value = ctypes.c_uint64()
-        self._value_ref = ctypes.byref(self._value)
+        self._calls = calls
+        self._batches: dict[tuple[str, ...], RegisterIds] = {}
         self.rip_hint: int | None = None
         """rip where the engine last stopped, while nothing has written rip since (a write of
         rip through this file, or a context restore (`GuestCpu.restore_state`), clears it): the
         next run starts there without reading it again."""
 
     def reg(self, name: str) -> int:
-        status = uclib.uc_reg_read(self._uc._uch, REGISTERS[name], self._value_ref)
-        if status != uc_const.UC_ERR_OK:
-            raise unicorn.UcError(status)
-        return self._value.value
+        return self._calls.read(self._batch((name,)))[0]
 
     def vector_registers(self) -> dict[str, int]:
         """VECTOR_REGISTERS by name (a crash dump records them)."""
@@ -89,10 +77,7 @@ class RegisterFile:
     def set_reg(self, name: str, value: int) -> None:
         if name == "rip":
             self.rip_hint = None
-        self._value.value = value & 0xFFFF_FFFF_FFFF_FFFF
-        status = uclib.uc_reg_write(self._uc._uch, REGISTERS[name], self._value_ref)
-        if status != uc_const.UC_ERR_OK:
-            raise unicorn.UcError(status)
+        self._calls.write(self._batch((name,)), (value,))
 
     def other(self, name: str) -> int:
         """A segment, SSE or base register (OTHER_REGISTERS)."""
@@ -104,25 +89,17 @@ class RegisterFile:
 
     def regs(self, names: tuple[str, ...]) -> tuple[int, ...]:
         """Several registers in one call into the engine (syscall entry reads seven)."""
-        batch = self._batch(names)
-        status = uclib.uc_reg_read_batch(self._uc._uch, batch.ids, batch.pointers, len(names))
-        if status != uc_const.UC_ERR_OK:
-            raise unicorn.UcError(status)
-        return tuple(batch.values[:])  # one slice: the array's values in one C loop
+        return self._calls.read(self._batch(names))
 
     def set_regs(self, names: tuple[str, ...], values: tuple[int, ...]) -> None:
+        """Several registers in one call (each value's low 64 bits)."""
         batch = self._batch(names)
         if batch.has_rip:
             self.rip_hint = None
-        # a c_uint64 array keeps each value's low 64 bits (no masking here); any sequence fits
-        batch.values[:] = values  # type: ignore[call-overload]
-        status = uclib.uc_reg_write_batch(self._uc._uch, batch.ids, batch.pointers, len(names))
-        if status != uc_const.UC_ERR_OK:
-            raise unicorn.UcError(status)
+        self._calls.write(batch, values)
 
-    def _batch(self, names: tuple[str, ...]) -> _RegisterBatch:
+    def _batch(self, names: tuple[str, ...]) -> RegisterIds:
         batch = self._batches.get(names)
         if batch is None:
-            batch = _RegisterBatch(names)
-            self._batches[names] = batch
+            batch = self._batches[names] = register_ids(names)
         return batch

@@ -19,6 +19,7 @@ from emu.cpu import GuestCpu
 from emu.elf import PAGE_SIZE, ElfImage, Perm
 from emu.engine_state import EngineState
 from procd_model.abi import ENVELOPE_VADDR, IPC_BUFFER_VADDR
+from procd_model.kernel.state import SYSCALL_ENTRY_REGISTERS
 
 _Key = tuple[int, int]
 
@@ -30,8 +31,10 @@ MAX_IDLE = 32
 
 def fresh_engine(image: ElfImage, cost_of: CostFunction) -> GuestCpu:
     """A new engine with a guest's layout: `image` loaded, the IPC buffer (read-write) and the
-    envelope page (read-only, still empty) mapped, `rdi` pointing at the envelope, `rsp` 0."""
+    envelope page (read-only, still empty) mapped, `rdi` pointing at the envelope, `rsp` 0; a
+    stop at `syscall` reads the syscall's registers (SYSCALL_ENTRY_REGISTERS) with it."""
     cpu = GuestCpu(cost_of)
+    cpu.read_at_syscall(SYSCALL_ENTRY_REGISTERS)
     cpu.load(image)
     cpu.map(IPC_BUFFER_VADDR, PAGE_SIZE, Perm.R | Perm.W)
     cpu.map(ENVELOPE_VADDR, PAGE_SIZE, Perm.R)

@@ -107,7 +107,7 @@ def _run_guest(k: Kernel, proc: Process, context: GuestContext, max_instructions
         kind = trap.kind
         if kind is syscall_trap:
             state.clock += costs.KERNEL_ENTRY_EXIT * MILLI  # sched.charge, inline
-            if not _carry_on(k, proc, syscalls.guest_syscall(k, proc, context)):
+            if not _carry_on(k, proc, syscalls.guest_syscall(k, proc, context, trap.registers)):
                 return
             continue
         if kind is TrapKind.DEBUG:

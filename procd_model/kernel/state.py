@@ -17,7 +17,9 @@ from emu.events import KERNEL_PID
 from procd_model.abi import (
     IPC_BUFFER_SIZE,
     IPC_BUFFER_VADDR,
+    SYSCALL_ARG_REGISTERS,
     SYSCALL_CLOBBERED_REGISTERS,
+    SYSCALL_NUMBER_REGISTER,
     SYSCALL_RESULT_REGISTERS,
     SYSCALL_STATUS_REGISTER,
 )
@@ -26,6 +28,9 @@ from procd_model.caps import Capability, CapTable
 from procd_model.kernel.outcome import Done, StopReason
 from procd_model.messages import Message
 
+SYSCALL_ENTRY_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS, "rip", "rflags")
+"""What a guest's syscall is read from (number, arguments, and the rip and rflags `sysret` gives
+back): an engine reads them with each stop at `syscall` (GuestCpu.read_at_syscall)."""
 _RESULT_REGISTERS = (SYSCALL_STATUS_REGISTER, *SYSCALL_RESULT_REGISTERS, *SYSCALL_CLOBBERED_REGISTERS)
 """Status and results, then what the hardware `syscall` leaves: rcx = return address, r11 = rflags."""
 

@@ -14,8 +14,6 @@ from emu.events import LOG, SYSCALL
 from procd_model.abi import (
     CAP_TABLE_SLOTS,
     DEBUG_WRITE_MAX,
-    SYSCALL_ARG_REGISTERS,
-    SYSCALL_NUMBER_REGISTER,
     CapType,
     Rights,
     Status,
@@ -24,19 +22,21 @@ from procd_model.abi import (
 from procd_model.caps import CapLookupError
 from procd_model.kernel import control, ipc, lifecycle, notify
 from procd_model.kernel.outcome import GONE, Blocked, Done, Outcome, SyscallArgs
-from procd_model.kernel.state import GuestContext, PendingSend, Process
+from procd_model.kernel.state import SYSCALL_ENTRY_REGISTERS, GuestContext, PendingSend, Process
 
 if TYPE_CHECKING:
     from procd_model.kernel.core import Kernel
 
-_SYSCALL_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS, "rip", "rflags")
 Handler = Callable[["Kernel", Process, tuple[int, ...]], Outcome]
 _SYSCALLS = {int(number): number for number in Syscall}
 """Syscall by number, looked up without building an enum member per call."""
 
 
-def guest_syscall(k: Kernel, proc: Process, context: GuestContext) -> Outcome:
-    number, a0, a1, a2, a3, a4, a5, rip, rflags = context.cpu.regs(_SYSCALL_REGISTERS)
+def guest_syscall(k: Kernel, proc: Process, context: GuestContext, entry: tuple[int, ...] | None = None) -> Outcome:
+    """The syscall a guest stopped at; `entry` its SYSCALL_ENTRY_REGISTERS if read already."""
+    if entry is None:
+        entry = context.cpu.regs(SYSCALL_ENTRY_REGISTERS)
+    number, a0, a1, a2, a3, a4, a5, rip, rflags = entry
     context.entry = (rip, rflags)  # the registers stay so until the result is committed
     return syscall(k, proc, SyscallArgs(number, (a0, a1, a2, a3, a4, a5)))
 
