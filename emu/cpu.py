@@ -15,9 +15,8 @@ import ctypes
 import functools
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import unicorn
 from unicorn import unicorn_const as uc_const
@@ -72,9 +71,9 @@ class TrapKind(Enum):
     """A breakpoint or a finished step stopped the guest before the instruction at rip."""
 
 
-@dataclass(frozen=True)
-class Trap:
-    """Why `run` returned. For SYSCALL, rip is the address after the `syscall` instruction."""
+class Trap(NamedTuple):
+    """Why `run` returned. For SYSCALL, rip is the address after the `syscall` instruction.
+    (A named tuple: one is made per run, and a frozen dataclass costs twice as much to make.)"""
 
     kind: TrapKind
     rip: int
@@ -133,6 +132,8 @@ class GuestCpu:
         self._closed = False
         self._instrumented = False
         self._exact_tail = False
+        self.ran_insns = self.ran_cost = 0
+        """Instructions and millicycles the last `run` retired."""
         self._clock_base = 0
         self._icount_base = 0
         self._image: ElfImage | None = None
@@ -269,11 +270,12 @@ class GuestCpu:
         exactly `budget` retired instructions.
         """
         state = self._state
-        self._clock_base = clock - state.cost
-        self._icount_base = icount - state.insns
-        insn_limit = state.insns + budget
+        insns_before, cost_before = state.insns, state.cost
+        self._clock_base = clock - cost_before
+        self._icount_base = icount - insns_before
+        insn_limit = insns_before + budget
         state.insn_limit = insn_limit
-        state.cost_limit = UNLIMITED if cost_budget == UNLIMITED else state.cost + cost_budget
+        state.cost_limit = UNLIMITED if cost_budget == UNLIMITED else cost_before + cost_budget
         log = self._insn_log
         if log is not None:
             log.begin_run(self._next_seq(), self._icount_base, self._clock_base)
@@ -283,6 +285,7 @@ class GuestCpu:
         if trap.kind is TrapKind.BUDGET and exact and state.stop == STOP_INSNS and state.insns < insn_limit:
             trap = self._run_once(exact_tail=True)
         state.insn_limit = state.cost_limit = UNLIMITED
+        self.ran_insns, self.ran_cost = state.insns - insns_before, state.cost - cost_before
         if log is not None:
             log.drain()
         return trap

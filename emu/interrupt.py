@@ -106,7 +106,8 @@ class engine_running:
 
     def __enter__(self) -> None:
         global _stop_engine
-        raise_if_pending()
+        if _pending is not None:  # raise_if_pending, inline: entered a dozen times per round trip
+            raise_if_pending()
         self._outer = _stop_engine
         _stop_engine = self._stop
 
@@ -115,7 +116,7 @@ class engine_running:
     ) -> None:
         global _stop_engine
         _stop_engine = self._outer
-        if _stop_engine is None:
+        if _stop_engine is None and _pending is not None:
             raise_if_pending()
 
 

@@ -12,7 +12,7 @@ from emu.events import MILLICYCLES_PER_CYCLE as MILLI
 from procd_model import costs
 from procd_model.abi import IPC_BUFFER_SIZE, TIMER_EVENT, KernelEvent, NotifyBit
 from procd_model.kernel import ipc, lifecycle, notify, sched, syscalls
-from procd_model.kernel.outcome import Done, Outcome, StopReason, SyscallArgs
+from procd_model.kernel.outcome import Done, Outcome, StopReason
 from procd_model.kernel.state import ActorContext, GuestContext, Interrupt, Process, RunState
 from procd_model.messages import Message
 
@@ -100,10 +100,9 @@ def _run_guest(k: Kernel, proc: Process, context: GuestContext, max_instructions
             next_event = timed[0][0]
             event_bound = next_event - state.clock <= budget
             budget = min(budget, max(next_event - state.clock, 0))
-        before = cpu.retired
         trap = cpu.run(insn_budget, budget, exact=True, clock=state.clock, icount=state.icount)
-        state.icount += cpu.retired - before
-        state.clock += cpu.cost - cost_before
+        state.icount += cpu.ran_insns
+        state.clock += cpu.ran_cost
         kind = trap.kind
         if kind is syscall_trap:
             state.clock += costs.KERNEL_ENTRY_EXIT * MILLI  # sched.charge, inline
@@ -159,7 +158,7 @@ def _run_actor(k: Kernel, proc: Process, context: ActorContext) -> None:
             context.write_ipc(request.message[:IPC_BUFFER_SIZE])
         args = (tuple(request.args) + (0,) * 6)[:6]
         sched.charge(k, costs.KERNEL_ENTRY_EXIT)
-        outcome = syscalls.syscall(k, proc, SyscallArgs(int(request.number), args))  # type: ignore[arg-type]
+        outcome = syscalls.syscall(k, proc, int(request.number), args)
         if not _carry_on(k, proc, outcome):
             return
 

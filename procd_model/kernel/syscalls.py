@@ -21,7 +21,7 @@ from procd_model.abi import (
 )
 from procd_model.caps import CapLookupError
 from procd_model.kernel import control, ipc, lifecycle, notify
-from procd_model.kernel.outcome import GONE, Blocked, Done, Outcome, SyscallArgs
+from procd_model.kernel.outcome import GONE, Blocked, Done, Outcome
 from procd_model.kernel.state import SYSCALL_ENTRY_REGISTERS, GuestContext, PendingSend, Process
 
 if TYPE_CHECKING:
@@ -38,15 +38,15 @@ def guest_syscall(k: Kernel, proc: Process, context: GuestContext, entry: tuple[
         entry = context.cpu.regs(SYSCALL_ENTRY_REGISTERS)
     number, a0, a1, a2, a3, a4, a5, rip, rflags = entry
     context.entry = (rip, rflags)  # the registers stay so until the result is committed
-    return syscall(k, proc, SyscallArgs(number, (a0, a1, a2, a3, a4, a5)))
+    return syscall(k, proc, number, (a0, a1, a2, a3, a4, a5))
 
 
-def syscall(k: Kernel, proc: Process, call: SyscallArgs) -> Outcome:
-    number = _SYSCALLS.get(call.number)
+def syscall(k: Kernel, proc: Process, number_value: int, args: tuple[int, ...]) -> Outcome:
+    """Serve syscall `number_value` with its six arguments for `proc` (a guest or an actor)."""
+    number = _SYSCALLS.get(number_value)
     if number is None:
-        lifecycle.fault(k, proc, _syscall_fault(proc, f"unknown syscall number {call.number}"))
+        lifecycle.fault(k, proc, _syscall_fault(proc, f"unknown syscall number {number_value}"))
         return GONE
-    args = call.args
     traced = k.trace.recording and k.trace.wants(SYSCALL)  # the lean path asks nothing more
     fields: dict[str, Any] | None = None
     if traced:
