@@ -111,6 +111,11 @@ class ElfImage:
         return None
 
     @functools.cached_property
+    def writes_its_code(self) -> bool:
+        """Some segment is both writable and executable (the guest may rewrite its code)."""
+        return any(segment.perms & Perm.W and segment.perms & Perm.X for segment in self.segments)
+
+    @functools.cached_property
     def _starts(self) -> list[int]:
         return [s.address for s in self.symbols]
 

@@ -50,6 +50,8 @@ class EnginePool:
         self.capacity = capacity
         """Idle engines kept per image; 0 makes every guest's engine fresh and closes it at death."""
         self._idle: dict[_Key, list[GuestCpu]] = {}
+        self._idle_total = 0
+        """The engines in `_idle`, counted as they come and go (a release checks the bound)."""
         self._laid_out: dict[GuestCpu, tuple[_Key, EngineState]] = {}
         self._pinned: dict[GuestCpu, int] = {}
         """Engines checkpoints refer to, with how many checkpoints do."""
@@ -63,12 +65,13 @@ class EnginePool:
         A `private` engine (one an instrument will hook) is always new and never reused, and so
         is one for an image with writable code: what the accounting learned about code a guest
         rewrote must not carry over to the next guest."""
-        if private or any(segment.perms & Perm.W and segment.perms & Perm.X for segment in image.segments):
+        if private or image.writes_its_code:
             return fresh_engine(image, cost_of)
         key = (id(image), id(cost_of))  # by identity: hashing an image's symbols costs more than a reset
         idle = self._idle.get(key)
         if idle:
             cpu = idle.pop()
+            self._idle_total -= 1
             cpu.restore_state(self._laid_out[cpu][1])
             self.reused += 1
             return cpu
@@ -93,7 +96,8 @@ class EnginePool:
             self._forget(cpu)
             return
         idle.append(cpu)
-        while self.idle_count() > MAX_IDLE:
+        self._idle_total += 1
+        while self._idle_total > MAX_IDLE:
             self._evict_oldest()
 
     def _evict_oldest(self) -> None:
@@ -101,6 +105,7 @@ class EnginePool:
         procd is a new image object each run) and forget that image once none is left."""
         key, idle = next((key, idle) for key, idle in self._idle.items() if idle)
         self._forget(idle.pop(0))
+        self._idle_total -= 1
         if not idle:
             del self._idle[key]
             self._held.pop(key, None)
@@ -121,7 +126,7 @@ class EnginePool:
 
     def idle_count(self) -> int:
         """Idle engines held (tests check the pool stays bounded)."""
-        return sum(len(idle) for idle in self._idle.values())
+        return self._idle_total
 
     def _forget(self, cpu: GuestCpu) -> None:
         self._laid_out.pop(cpu, None)
