@@ -24,7 +24,7 @@ from emu.events import BLOCK, INSN, SUMMARY, SYSCALL
 
 FORMATS = ("text", "jsonl")
 RECENT_EVENTS = 64
-"""How many of the run's latest events `Trace.recent` keeps (a crash dump shows them)."""
+"""How many of the run's latest events `Trace.recent()` gives (a crash dump shows them)."""
 
 
 class Level(enum.IntEnum):
@@ -91,6 +91,14 @@ def _render(seq: int, icount: int, cycle: int, pid: int, kind: str, fields: dict
     return head + b"," + orjson.dumps(fields)[1:]
 
 
+_Unrendered = tuple[int, int, int, int, str, dict[str, Any]]
+"""An event of the run's stream not rendered yet: `_render`'s arguments."""
+
+
+def _line(item: bytes | _Unrendered) -> bytes:
+    return item if isinstance(item, bytes) else _render(*item)
+
+
 def text_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value) if (not value or " " in value or '"' in value) else value
@@ -132,7 +140,7 @@ class TraceMark:
     run_seq: int
     digest: Any
     events: tuple[Event, ...]
-    recent: tuple[bytes, ...] = ()
+    recent: tuple[bytes | _Unrendered, ...] = ()
 
 
 class Trace:
@@ -162,8 +170,9 @@ class Trace:
         self._hidden = frozenset(kind for kind, shown in _KIND_LEVEL.items() if shown > level)
         self._shows_ipc = level >= Level.IPC
         self._digest = hashlib.sha256()
-        self._pending: list[bytes] = []
-        """JSONL lines not yet hashed (hashing in batches is much cheaper than per event)."""
+        self._pending: list[bytes | _Unrendered] = []
+        """Events not yet hashed: their JSONL lines, or what renders them (an event nobody shows is
+        rendered only when the digest needs it: a world restored before that never renders it)."""
         self.next_seq = 0
         """The seq of the next shown event."""
         self.run_seq = 0
@@ -172,8 +181,8 @@ class Trace:
         """The run's stream (level syscall, unfiltered) and the summary, if `keep`."""
         self.recording = True
         """False for `Trace.off()`: producers then build no event and no field (the lean path)."""
-        self.recent: deque[bytes] = deque(maxlen=RECENT_EVENTS)
-        """The JSONL lines of the run's latest RECENT_EVENTS events, whatever `keep` says."""
+        self._recent: deque[bytes | _Unrendered] = deque(maxlen=RECENT_EVENTS)
+        """The run's latest RECENT_EVENTS events, whatever `keep` says (`recent()` renders them)."""
 
     @classmethod
     def off(cls) -> Trace:
@@ -187,15 +196,15 @@ class Trace:
         """Where the trace is now: `rewind` brings it back here (a world snapshot's restore).
         Lines already written to the sink stay written."""
         self._hash_pending()
-        return TraceMark(self.next_seq, self.run_seq, self._digest.copy(), tuple(self.events), tuple(self.recent))
+        return TraceMark(self.next_seq, self.run_seq, self._digest.copy(), tuple(self.events), tuple(self._recent))
 
     def rewind(self, mark: TraceMark) -> None:
         """Back to `mark`: the same seqs, digest and kept events as then."""
         self.next_seq, self.run_seq = mark.next_seq, mark.run_seq
         self._digest, self._pending = mark.digest.copy(), []
         self.events[:] = mark.events
-        self.recent.clear()
-        self.recent.extend(mark.recent)
+        self._recent.clear()
+        self._recent.extend(mark.recent)
 
     def bind_clock(self, icount: Callable[[], int], cycle: Callable[[], int]) -> None:
         """Stamp later events with `icount()` and `cycle()` (the machine that owns the clock binds it)."""
@@ -226,25 +235,29 @@ class Trace:
         if not _RESERVED.isdisjoint(fields):
             clash = sorted(_RESERVED.intersection(fields))[0]
             raise ValueError(f"event field {clash!r} would overwrite the event's own")
-        line = None
         run_seq = self.run_seq
-        if kind not in _OUTSIDE_THE_RUN:
+        in_run = kind not in _OUTSIDE_THE_RUN
+        shown = self._shows(kind) and (self.pid is None or pid == self.pid or kind == SUMMARY)
+        line: bytes | None = None
+        if shown and in_run and self.next_seq == run_seq:
+            line = _render(run_seq, icount, cycle, pid, kind, fields)  # one line for both streams
+        if in_run:
             self.run_seq = run_seq + 1
-            line = _render(run_seq, icount, cycle, pid, kind, fields)
+            item = line if line is not None else (run_seq, icount, cycle, pid, kind, fields)
             pending = self._pending
-            pending.append(line)
-            self.recent.append(line)
+            pending.append(item)
+            self._recent.append(item)
             if len(pending) >= 512:
                 self._hash_pending()
             if self._keep:
                 self.events.append(Event(run_seq, icount, cycle, pid, kind, fields, data))
         elif kind == SUMMARY and self._keep:
             self.events.append(Event(run_seq, icount, cycle, pid, kind, fields))
-        if not self._shows(kind) or (self.pid is not None and pid != self.pid and kind != SUMMARY):
+        if not shown:
             return
         seq = self.next_seq
         self.next_seq = seq + 1
-        if line is None or seq != run_seq:
+        if line is None:
             line = _render(seq, icount, cycle, pid, kind, fields)
         if self._sink is not None:
             event = Event(seq, icount, cycle, pid, kind, fields) if self._sink_needs_events else None
@@ -252,9 +265,14 @@ class Trace:
 
     def _hash_pending(self) -> None:
         if self._pending:
-            self._pending.append(b"")
-            self._digest.update(b"\n".join(self._pending))
+            lines = [_line(item) for item in self._pending]
+            lines.append(b"")
+            self._digest.update(b"\n".join(lines))
             self._pending = []
+
+    def recent(self) -> list[bytes]:
+        """The JSONL lines of the run's latest RECENT_EVENTS events (what a crash dump shows)."""
+        return [_line(item) for item in self._recent]
 
     def feed(self, count: int, jsonl: bytes, text: bytes) -> None:
         """Take `count` shown instruction events already rendered (seq from `next_seq` on) in both formats."""

@@ -124,7 +124,7 @@ class DumpRecorder:
             "all_capabilities": {str(p.pid): capabilities(p.caps) for p in k.procs.values()},
             "endpoints": endpoints(k),
             "message": in_flight(k, proc),
-            "events": [json.loads(line) for line in k.trace.recent],
+            "events": [json.loads(line) for line in k.trace.recent()],
             "replay": self.replay,
         }
         return payload, segments, signal

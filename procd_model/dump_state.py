@@ -116,7 +116,7 @@ def endpoints(k: Kernel) -> list[dict[str, Any]]:
 def _last_received(k: Kernel, pid: int) -> dict[str, Any] | None:
     """The last message `pid` received (a SEND, such as the kernel's CHILD_DIED), from the trace's
     latest events, as the trace decoded it; None if none is among them."""
-    for line in reversed(k.trace.recent):
+    for line in reversed(k.trace.recent()):
         event = json.loads(line)
         if event["kind"] == IPC_RECV and event["pid"] == pid:
             fields = {
