@@ -4,6 +4,8 @@ never changes a count, and folding says which blocks are new."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emu import coverage
 from emu.blocks import block_starts
@@ -68,3 +70,29 @@ def test_folding_counts_only_new_blocks() -> None:
     assert run.fold_into(total) == 1 and total.count() == 3
     with pytest.raises(ValueError):
         run.fold_into(CoverageMap(100, 111))
+
+
+@pytest.mark.parametrize("native", [True, False])
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(1, 100),
+    first=st.sets(st.integers(0, 99)),
+    second=st.sets(st.integers(0, 99)),
+)
+def test_folding_is_a_union_wherever_the_blocks_lie(native: bool, size: int, first: set[int], second: set[int]) -> None:
+    """Maps of any length (the native fold skips eight zero bytes at a time): a fold adds exactly
+    the new entries, clears the run, and the count is the union's size."""
+    if native and coverage._NATIVE is None:
+        pytest.skip("the native coverage extension is not built")
+    with pytest.MonkeyPatch.context() as patch:
+        if not native:
+            patch.setattr(coverage, "_NATIVE", None)
+        run, total = CoverageMap(0, size), CoverageMap(0, size)
+        first, second = {i for i in first if i < size}, {i for i in second if i < size}
+        for hit in first:
+            run.hits[hit] = 1
+        assert run.fold_into(total) == len(first) and run.count() == 0
+        for hit in second:
+            run.hits[hit] = 1
+        assert run.fold_into(total) == len(second - first)
+        assert total.count() == len(first | second) and total.addresses() == sorted(first | second)
