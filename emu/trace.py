@@ -181,6 +181,10 @@ class Trace:
         """The run's stream (level syscall, unfiltered) and the summary, if `keep`."""
         self.recording = True
         """False for `Trace.off()`: producers then build no event and no field (the lean path)."""
+        self._only: frozenset[str] | None = None
+        """For `Trace.data_only`: the kinds kept (nothing else is recorded)."""
+        self.describes = True
+        """False for `Trace.data_only`: producers attach their typed data and build no fields."""
         self._recent: deque[bytes | _Unrendered] = deque(maxlen=RECENT_EVENTS)
         """The run's latest RECENT_EVENTS events, whatever `keep` says (`recent()` renders them)."""
 
@@ -190,6 +194,17 @@ class Trace:
         check `recording` before building an event's fields; `emit` ignores what reaches it."""
         trace = cls(level=Level.NONE, keep=False)
         trace.recording = False
+        return trace
+
+    @classmethod
+    def data_only(cls, kinds: frozenset[str]) -> Trace:
+        """A trace that keeps the events of `kinds` with their typed `data` and no fields, for a
+        reader of that data (the spec follower of a fuzz campaign): nothing is rendered, hashed
+        (its `digest()` is empty) or shown, and producers build no fields (`describes`). Its
+        events are numbered among themselves."""
+        trace = cls(level=Level.NONE)
+        trace._only = kinds
+        trace.describes = False
         return trace
 
     def mark(self) -> TraceMark:
@@ -213,6 +228,8 @@ class Trace:
 
     def wants(self, kind: str) -> bool:
         """True if an event of `kind` is recorded at all (shown, or part of the run's stream)."""
+        if self._only is not None:
+            return kind in self._only
         return self.recording and (kind not in _OUTSIDE_THE_RUN or self._shows(kind))
 
     def _shows(self, kind: str) -> bool:
@@ -236,6 +253,11 @@ class Trace:
             clash = sorted(_RESERVED.intersection(fields))[0]
             raise ValueError(f"event field {clash!r} would overwrite the event's own")
         run_seq = self.run_seq
+        if self._only is not None:
+            if kind in self._only:
+                self.run_seq = run_seq + 1
+                self.events.append(Event(run_seq, icount, cycle, pid, kind, {}, data))  # data, no fields
+            return
         in_run = kind not in _OUTSIDE_THE_RUN
         shown = self._shows(kind) and (self.pid is None or pid == self.pid or kind == SUMMARY)
         line: bytes | None = None
@@ -282,8 +304,8 @@ class Trace:
 
     def digest(self) -> str:
         """The SHA-256 of the run's stream so far: its JSONL lines, each ending in a newline
-        ("" for `Trace.off()`, which hashes nothing)."""
-        if not self.recording:
+        ("" for `Trace.off()` and `Trace.data_only`, which hash nothing)."""
+        if not self.recording or self._only is not None:
             return ""
         self._hash_pending()
         return self._digest.hexdigest()

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from emu.elf import ElfImage
+from emu.events import IPC_RECV, IPC_REPLY, IPC_SEND, NOTIFY
 from emu.trace import Trace
 from emu.world import Instrument
 from procd_model.abi import (
@@ -75,17 +76,26 @@ ACTION_FIELDS = ("kernel_calls", "notifies", "crash_reports", "reply")
 """The observations of `reference.Actions`, in the order failure keys name them."""
 
 
+SPEC_EVENTS = frozenset({IPC_SEND, IPC_RECV, IPC_REPLY, NOTIFY})
+"""The events whose typed data the spec follower reads (`reference.native_steps`)."""
+
+
 def talk_to_procd(
-    max_instructions: int = 20_000_000, procd_image: ElfImage | None = None, instrument: Instrument | None = None
+    max_instructions: int = 20_000_000,
+    procd_image: ElfImage | None = None,
+    instrument: Instrument | None = None,
+    *,
+    lean: bool = False,
 ) -> tuple[Conversation, SpecFollower]:
     """procd (the committed one, or `procd_image`) booted with services (crashd among them), a
     client holding every badge of ALL_BADGES, and a spec following it; `instrument` sees every
-    guest CPU before it runs."""
+    guest CPU before it runs. `lean`: the trace keeps only what the follower reads
+    (`Trace.data_only(SPEC_EVENTS)`: no digest, no fields), as a fuzz campaign needs."""
     talk = Conversation(
         ALL_BADGES,
         Services(),
         max_instructions=max_instructions,
-        trace=Trace(),
+        trace=Trace.data_only(SPEC_EVENTS) if lean else Trace(),
         procd_image=procd_image,
         instrument=instrument,
     )

@@ -8,6 +8,7 @@ import emu.trace
 from emu.trace import Trace
 from procd_model.abi import SPAWN_SERVICE_REQUEST, ProcdOp, Role
 from procd_model.client import Request, ask_all
+from procd_model.harness import SPEC_EVENTS
 from procd_model.kernel import control, ipc, notify
 from procd_model.messages import Message
 
@@ -46,3 +47,24 @@ def test_an_untraced_run_builds_no_event_and_no_field(monkeypatch: pytest.Monkey
         monkeypatch.setattr(module, "op_name", _forbidden)
     session = ask_all(_requests(), Trace.off())
     assert session.outcome.ok and len(session.replies) == len(_requests())
+
+
+def test_a_data_only_trace_keeps_exactly_the_chosen_events_of_a_full_one() -> None:
+    kinds = SPEC_EVENTS
+    full = ask_all(_requests(), Trace())
+    data_only = ask_all(_requests(), Trace.data_only(kinds))
+    assert data_only.replies == full.replies
+    chosen = [(e.kind, e.pid, e.icount, e.cycle, e.data) for e in full.trace.events if e.kind in kinds]
+    assert [(e.kind, e.pid, e.icount, e.cycle, e.data) for e in data_only.trace.events] == chosen
+    assert [e.seq for e in data_only.trace.events] == list(range(len(chosen)))
+    assert all(e.fields == {} for e in data_only.trace.events)
+    assert data_only.trace.digest() == "" and data_only.trace.recent() == []
+
+
+def test_a_data_only_trace_builds_no_field_and_renders_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(emu.trace, "_render", _forbidden)
+    for module in (ipc, control):
+        monkeypatch.setattr(module, "decode_payload", _forbidden)
+        monkeypatch.setattr(module, "op_name", _forbidden)
+    session = ask_all(_requests(), Trace.data_only(SPEC_EVENTS))
+    assert session.outcome.ok and session.trace.events

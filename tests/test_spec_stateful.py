@@ -101,7 +101,7 @@ def recorded(method: Rule) -> Rule:
 @functools.cache
 def booted_procd() -> ProcdTarget:
     """procd booted once; every example starts from its post-boot snapshot, restored."""
-    return ProcdTarget()
+    return ProcdTarget(digests=True)
 
 
 ID_INDEX_MASK = (1 << PROCD_ID_GENERATION_SHIFT) - 1

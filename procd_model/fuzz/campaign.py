@@ -155,16 +155,23 @@ class Campaign:
         try:
             self.target.check(steps)
         except ProcdMisbehaved as exc:
-            self.target.merge_coverage()
+            self._merge_coverage()
             if exc.key in self.known:
                 return None
             self.known.add(exc.key)
             self.progress.failures.append(exc.key)
             return self._shrink(data, exc)
-        if self.target.merge_coverage():
+        if self._merge_coverage():
             self._keep(data)
-        self.progress.blocks = self.target.total.count()
         return None
+
+    def _merge_coverage(self) -> int:
+        """Fold the example's blocks into the campaign's; how many were new (the count of blocks
+        covered changes only then)."""
+        fresh = self.target.merge_coverage()
+        if fresh:
+            self.progress.blocks = self.target.total.count()
+        return fresh
 
     def _keep(self, data: bytes) -> None:
         self.corpus.append(data)

@@ -64,8 +64,11 @@ class Booted:
 class ProcdTarget:
     """Runs examples against procd (the committed one, or `procd_image`)."""
 
-    def __init__(self, procd_image: ElfImage | None = None) -> None:
+    def __init__(self, procd_image: ElfImage | None = None, *, digests: bool = False) -> None:
+        """`digests`: the world's trace is a full one (its digest identifies an example's run, as
+        the stateful check compares); by default it keeps only what the spec follower reads."""
         self.procd_image = procd_image
+        self.digests = digests
         self.image = procd_image if procd_image is not None else load_boot_image(boot_image_named("procd").image_id)
         begin, end = text_range(self.image)
         self.coverage = CoverageMap(begin, end)
@@ -82,7 +85,7 @@ class ProcdTarget:
     def _boot(self) -> Booted:
         """procd booted and back in RECV, with the coverage hook on its engine, and a snapshot."""
         try:
-            talk, follower = talk_to_procd(MAX_INSTRUCTIONS, self.procd_image, self._instrument)
+            talk, follower = talk_to_procd(MAX_INSTRUCTIONS, self.procd_image, self._instrument, lean=not self.digests)
             agree(talk, follower)
         except (ConversationError, ProcdMisbehaved) as exc:
             raise TargetError(f"procd does not boot: {exc}") from None

@@ -55,9 +55,11 @@ class ControlOp:
 
 def serve(k: Kernel, proc: Process, cap: Capability, message: Message) -> Outcome:
     """Serve a CALL on kernel-control at once; the reply lands in the caller's buffer."""
-    traced = k.trace.recording
-    name = op_name("kernel", message.op) if traced else ""
-    if traced:
+    traced, described = k.trace.recording, k.trace.describes
+    name = op_name("kernel", message.op) if traced and described else ""
+    if traced and not described:
+        k.trace.emit(IPC_SEND, proc.pid, IpcRecord("kernel", message.op, message.payload, call=True))
+    elif traced:
         k.trace.emit(
             IPC_SEND,
             proc.pid,
@@ -73,7 +75,10 @@ def serve(k: Kernel, proc: Process, cap: Capability, message: Message) -> Outcom
     reply = answer.message
     proc.write_ipc(reply.encode())
     sched.charge(k, costs.ipc_transfer(len(message.payload), 0) + costs.ipc_transfer(len(reply.payload), 0))
-    if traced:
+    if traced and not described:
+        record = IpcRecord("kernel", message.op, reply.payload, status=answer.status, peer=proc.pid)
+        k.trace.emit(IPC_REPLY, KERNEL_PID, record)
+    elif traced:
         shown = answer.shown
         if answer.status is Status.OK:
             shown = {**decode_payload("kernel", message.op, reply.payload, reply=True), **shown}

@@ -58,18 +58,24 @@ def send(k: Kernel, proc: Process, pending: PendingSend, endpoint: Endpoint, *, 
     message = pending.message
     dropped = not blocking and not endpoint.receivers
     if k.trace.recording:
-        k.trace.emit(
-            IPC_SEND,
-            proc.pid,
-            IpcRecord(endpoint.service, message.op, message.payload, len(pending.caps), pending.badge, pending.is_call),
-            endpoint=endpoint.obj,
-            op=op_name(endpoint.service, message.op),
-            call=pending.is_call,
-            len=len(message.payload),
-            caps=len(pending.caps),
-            **decode_payload(endpoint.service, message.op, message.payload, reply=False),
-            **({"dropped": True} if dropped else {}),
+        record = IpcRecord(
+            endpoint.service, message.op, message.payload, len(pending.caps), pending.badge, pending.is_call
         )
+        if not k.trace.describes:
+            k.trace.emit(IPC_SEND, proc.pid, record)
+        else:
+            k.trace.emit(
+                IPC_SEND,
+                proc.pid,
+                record,
+                endpoint=endpoint.obj,
+                op=op_name(endpoint.service, message.op),
+                call=pending.is_call,
+                len=len(message.payload),
+                caps=len(pending.caps),
+                **decode_payload(endpoint.service, message.op, message.payload, reply=False),
+                **({"dropped": True} if dropped else {}),
+            )
     if dropped:
         return Done(Status.BUSY)
     if endpoint.receivers:
@@ -107,36 +113,43 @@ def deliver(k: Kernel, receiver: Process, endpoint: Endpoint, pending: PendingSe
         record = IpcRecord(
             service, delivered.op, delivered.payload, len(landed), pending.badge, pending.is_call, peer=pending.pid
         )
-        k.trace.emit(
-            IPC_RECV,
-            receiver.pid,
-            record,
-            endpoint=endpoint.obj,
-            op=op_name(service, delivered.op),
-            badge=pending.badge,
-            sender=pending.pid,
-            call=pending.is_call,
-            len=len(delivered.payload),
-            caps=list(landed),
-            **decode_payload(service, delivered.op, delivered.payload, reply=False),
-        )
+        if not k.trace.describes:
+            k.trace.emit(IPC_RECV, receiver.pid, record)
+        else:
+            k.trace.emit(
+                IPC_RECV,
+                receiver.pid,
+                record,
+                endpoint=endpoint.obj,
+                op=op_name(service, delivered.op),
+                badge=pending.badge,
+                sender=pending.pid,
+                call=pending.is_call,
+                len=len(delivered.payload),
+                caps=list(landed),
+                **decode_payload(service, delivered.op, delivered.payload, reply=False),
+            )
 
 
 def kernel_message(k: Kernel, endpoint: Endpoint, op: KernelEvent, payload: bytes, **shown: Any) -> None:
     """Queue a message from the kernel itself (badge BADGE_KERNEL, no reply right) on `endpoint`."""
     pending = PendingSend(KERNEL_PID, Message(op, payload), (), BADGE_KERNEL, is_call=False)
     if k.trace.recording:
-        k.trace.emit(
-            IPC_SEND,
-            KERNEL_PID,
-            IpcRecord(KERNEL_EVENTS, op, payload, badge=BADGE_KERNEL),
-            endpoint=endpoint.obj,
-            op=op.name,
-            call=False,
-            len=len(payload),
-            caps=0,
-            **shown,
-        )
+        record = IpcRecord(KERNEL_EVENTS, op, payload, badge=BADGE_KERNEL)
+        if not k.trace.describes:
+            k.trace.emit(IPC_SEND, KERNEL_PID, record)
+        else:
+            k.trace.emit(
+                IPC_SEND,
+                KERNEL_PID,
+                record,
+                endpoint=endpoint.obj,
+                op=op.name,
+                call=False,
+                len=len(payload),
+                caps=0,
+                **shown,
+            )
     if endpoint.receivers:
         receiver = k.state.procs[endpoint.receivers.pop(0)]
         deliver(k, receiver, endpoint, pending)
@@ -196,17 +209,21 @@ def reply(k: Kernel, proc: Process) -> Status:
     sched.charge(k, costs.ipc_transfer(len(message.payload), 0))
     service, op = proc.reply_op
     if k.trace.recording:
-        fields = decode_payload(service, op, message.payload, reply=True) if message.op == Status.OK else {}
-        k.trace.emit(
-            IPC_REPLY,
-            proc.pid,
-            IpcRecord(service, op, message.payload, status=message.op, peer=caller.pid),
-            to=caller.pid,
-            op=op_name(service, op),
-            status=status_name(message.op),
-            len=len(message.payload),
-            **fields,
-        )
+        record = IpcRecord(service, op, message.payload, status=message.op, peer=caller.pid)
+        if not k.trace.describes:
+            k.trace.emit(IPC_REPLY, proc.pid, record)
+        else:
+            fields = decode_payload(service, op, message.payload, reply=True) if message.op == Status.OK else {}
+            k.trace.emit(
+                IPC_REPLY,
+                proc.pid,
+                record,
+                to=caller.pid,
+                op=op_name(service, op),
+                status=status_name(message.op),
+                len=len(message.payload),
+                **fields,
+            )
     sched.complete(k, caller, Status.OK)
     return Status.OK
 
