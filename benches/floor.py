@@ -60,6 +60,7 @@ def record(trip: Callable[[], object], kernel_pages: tuple[int, ...]) -> list[St
         pages = _changed_spans(cpu, kernel_pages, last_pages)
         room = int(state.insn_limit) - before if state.insn_limit != UNLIMITED else UNLIMITED
         cost_room = int(state.cost_limit) - int(state.cost) if state.cost_limit != UNLIMITED else UNLIMITED
+        cpu.registers.flush()  # a syscall's staged results belong to the context the run starts from
         step = Step(image, cpu.retired == 0, cpu._uc.context_save(), pages, room, cost_room)
         if id(cpu) not in seen and not step.fresh:
             step.memory = _writable_pages(cpu._uc, image, kernel_pages)

@@ -191,7 +191,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--spawns", type=int, default=300, help="spawn round trips per measurement")
+    parser.add_argument("--spawns", type=int, default=1000, help="spawn round trips per measurement")
     parser.add_argument("--requests", type=int, default=2000, help="reject round trips per measurement")
     parser.add_argument("--rss-spawns", type=int, default=10_000, help="spawns across which memory is watched")
     parser.add_argument("--repeat", type=int, default=5, help="repetitions, round-robin; the best is reported")

@@ -81,6 +81,34 @@ static PyObject *read_registers(void *uc, const int *ids, int count)
     return tuple;
 }
 
+/* Write `values` (a tuple or list of ints, low 64 bits kept) to the registers at `ids`: the status,
+ * or -1 with a Python error set. */
+static int write_registers(void *uc, const int *ids, PyObject *values)
+{
+    PyObject *sequence = PySequence_Fast(values, "values must be a sequence");
+    if (sequence == NULL) {
+        return -1;
+    }
+    const Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
+    if (count > ENGINE_MAX_REGISTERS) {
+        Py_DECREF(sequence);
+        PyErr_Format(PyExc_ValueError, "at most %d registers per call", ENGINE_MAX_REGISTERS);
+        return -1;
+    }
+    uint64_t numbers[ENGINE_MAX_REGISTERS];
+    void *pointers[ENGINE_MAX_REGISTERS];
+    PyObject **items = PySequence_Fast_ITEMS(sequence);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (!as_u64(items[i], &numbers[i])) {
+            Py_DECREF(sequence);
+            return -1;
+        }
+        pointers[i] = &numbers[i];
+    }
+    Py_DECREF(sequence);
+    return reg_write_batch(uc, ids, pointers, (int)count);
+}
+
 static int register_args(PyObject *uc_arg, PyObject *ids_arg, PyObject *count_arg, void **uc, const int **ids,
                          int *count)
 {
@@ -119,44 +147,26 @@ static PyObject *engine_read(PyObject *self, PyObject *const *args, Py_ssize_t n
 static PyObject *engine_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
+    uint64_t handle, ids;
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "write(uc, ids, values)");
         return NULL;
     }
-    PyObject *sequence = PySequence_Fast(args[2], "write: values must be a sequence");
-    if (sequence == NULL) {
+    if (!bound() || !as_u64(args[0], &handle) || !as_u64(args[1], &ids)) {
         return NULL;
     }
-    void *uc;
-    const int *ids;
-    int count;
-    PyObject *count_obj = PyLong_FromSsize_t(PySequence_Fast_GET_SIZE(sequence));
-    const int ok = count_obj != NULL && bound() && register_args(args[0], args[1], count_obj, &uc, &ids, &count);
-    Py_XDECREF(count_obj);
-    if (!ok) {
-        Py_DECREF(sequence);
-        return NULL;
-    }
-    uint64_t values[ENGINE_MAX_REGISTERS];
-    void *pointers[ENGINE_MAX_REGISTERS];
-    PyObject **items = PySequence_Fast_ITEMS(sequence);
-    for (int i = 0; i < count; i++) {
-        if (!as_u64(items[i], &values[i])) {
-            Py_DECREF(sequence);
-            return NULL;
-        }
-        pointers[i] = &values[i];
-    }
-    Py_DECREF(sequence);
-    return PyLong_FromLong(reg_write_batch(uc, ids, pointers, count));
+    const int status = write_registers((void *)(uintptr_t)handle, (const int *)(uintptr_t)ids, args[2]);
+    return status < 0 ? NULL : PyLong_FromLong(status);
 }
 
 /*
- * start(uc, begin, flag, ids, count) -> int status | tuple
+ * start(uc, begin, flag, ids, count[, write_ids, write_values]) -> int status | tuple
  *
- * Runs the engine from `begin` with no end address (hooks stop it), the GIL released as ctypes
- * does. If it returned without error and the uint32 at `flag` is set (the native syscall stop's
- * mark), the `count` registers at `ids` are read and returned as a tuple; otherwise the status.
+ * Writes `write_values` to the registers at `write_ids` first, if given (a syscall's results).
+ * Then runs the engine from `begin` with no end address (hooks stop it), the GIL released as
+ * ctypes does. If it returned without error and the uint32 at `flag` is set (the native syscall
+ * stop's mark), the `count` registers at `ids` are read and returned as a tuple; otherwise the
+ * status.
  */
 static PyObject *engine_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -165,13 +175,26 @@ static PyObject *engine_start(PyObject *self, PyObject *const *args, Py_ssize_t 
     void *uc;
     const int *ids;
     int count;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "start(uc, begin, flag, ids, count)");
+    if (nargs != 5 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "start(uc, begin, flag, ids, count[, write_ids, write_values])");
         return NULL;
     }
     if (!bound() || !as_u64(args[0], &handle) || !as_u64(args[1], &begin) || !as_u64(args[2], &flag) ||
         !register_args(args[0], args[3], args[4], &uc, &ids, &count)) {
         return NULL;
+    }
+    if (nargs == 7) {
+        uint64_t write_ids;
+        if (!as_u64(args[5], &write_ids)) {
+            return NULL;
+        }
+        const int written = write_registers(uc, (const int *)(uintptr_t)write_ids, args[6]);
+        if (written < 0) {
+            return NULL;
+        }
+        if (written != 0) {
+            return PyLong_FromLong(written);
+        }
     }
     int status;
     Py_BEGIN_ALLOW_THREADS
@@ -188,7 +211,7 @@ static PyMethodDef methods[] = {
     {"read", (PyCFunction)(void (*)(void))engine_read, METH_FASTCALL, "read(uc, ids, count) -> tuple | status"},
     {"write", (PyCFunction)(void (*)(void))engine_write, METH_FASTCALL, "write(uc, ids, values) -> status"},
     {"start", (PyCFunction)(void (*)(void))engine_start, METH_FASTCALL,
-     "start(uc, begin, flag, ids, count) -> status | tuple"},
+     "start(uc, begin, flag, ids, count[, write_ids, write_values]) -> status | tuple"},
     {NULL, NULL, 0, NULL},
 };
 

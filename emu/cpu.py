@@ -176,11 +176,13 @@ class GuestCpu:
 
     def save_state(self) -> EngineState:
         """Registers, volatile pages and counters now (see emu/engine_state.py)."""
+        self.registers.flush()
         return EngineState.take(self._uc, self._memory, self._state)
 
     def restore_state(self, state: EngineState) -> int:
         """Put back a state `save_state` took from this engine; the number of pages rewritten."""
         self.registers.rip_hint = None  # the context restore moves rip
+        self.registers.drop_staged()  # and sets every register
         return state.put_back(self._uc, self._memory, self._state)
 
     def retire(self) -> GuestCpu:
@@ -317,7 +319,8 @@ class GuestCpu:
             begin = registers.rip_hint
             registers.rip_hint = None  # the engine moves on: the hint holds again once rip is read
             with self._running:
-                at_syscall = self._calls.start(self.reg("rip") if begin is None else begin, self._at_syscall)
+                begin = self.reg("rip") if begin is None else begin
+                at_syscall = self._calls.start(begin, self._at_syscall, registers.take_staged())
         except unicorn.UcError as exc:
             error = exc
         finally:

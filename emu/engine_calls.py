@@ -103,18 +103,29 @@ class EngineCalls:
             return
         _check(_NATIVE.write(self._handle, registers.address, values))
 
-    def start(self, begin: int, registers: RegisterIds) -> tuple[int, ...] | None:
-        """Run the engine from `begin` until a hook stops it (or an error: UcError). If the run
-        stopped at a `syscall` (the syscall flag is set), `registers`' values, read in the same
-        call; else None. An exception a Python hook raised during the run is raised here, as the
-        binding's `emu_start` does."""
+    def start(
+        self, begin: int, registers: RegisterIds, staged: tuple[RegisterIds, Sequence[int]] | None = None
+    ) -> tuple[int, ...] | None:
+        """Write the `staged` registers (ids, values), if any, then run the engine from `begin`
+        until a hook stops it (or an error: UcError). If the run stopped at a `syscall` (the
+        syscall flag is set), `registers`' values, read in the same call; else None. An exception a
+        Python hook raised during the run is raised here, as the binding's `emu_start` does."""
         uc = self._uc
         uc._hook_exception = None
         if _NATIVE is None:
+            if staged is not None:
+                _ctypes_write(uc, *staged)
             _check(uclib.uc_emu_start(uc._uch, begin, _NO_END, 0, 0))
             result: tuple[int, ...] | None = _ctypes_read(uc, registers) if self._flag.value else None
         else:
-            outcome = _NATIVE.start(self._handle, begin, self._flag_address, registers.address, registers.count)
+            handle, flag = self._handle, self._flag_address
+            if staged is None:
+                outcome = _NATIVE.start(handle, begin, flag, registers.address, registers.count)
+            else:
+                written, values = staged
+                outcome = _NATIVE.start(
+                    handle, begin, flag, registers.address, registers.count, written.address, values
+                )
             if outcome.__class__ is int:
                 _check(outcome)
                 result = None

@@ -62,33 +62,69 @@ class RegisterFile:
         self._uc = uc
         self._calls = calls
         self._batches: dict[tuple[str, ...], RegisterIds] = {}
+        self._staged: tuple[RegisterIds, tuple[int, ...]] | None = None
+        """Registers to write before the engine next runs or anything reads or writes one
+        (`stage`): a syscall's results travel with the next run's call into the engine."""
         self.rip_hint: int | None = None
         """rip where the engine last stopped, while nothing has written rip since (a write of
         rip through this file, or a context restore (`GuestCpu.restore_state`), clears it): the
         next run starts there without reading it again."""
 
+    def stage(self, names: tuple[str, ...], values: tuple[int, ...]) -> None:
+        """Set these registers as `set_regs` would, at the latest when the engine next runs:
+        every read or write through this file, and `flush`, writes them first."""
+        self.flush()
+        batch = self._batch(names)
+        if batch.has_rip:
+            self.rip_hint = None
+        self._staged = (batch, values)
+
+    def flush(self) -> None:
+        """Write the staged registers now (before anything reads the engine's registers directly)."""
+        staged = self._staged
+        if staged is not None:
+            self._staged = None
+            self._calls.write(*staged)
+
+    def take_staged(self) -> tuple[RegisterIds, tuple[int, ...]] | None:
+        """The staged registers, for the run that writes them; none are staged after."""
+        staged, self._staged = self._staged, None
+        return staged
+
+    def drop_staged(self) -> None:
+        """Forget the staged registers (a context restore sets every register)."""
+        self._staged = None
+
     def reg(self, name: str) -> int:
+        if self._staged is not None:
+            self.flush()
         return self._calls.read(self._batch((name,)))[0]
 
     def vector_registers(self) -> dict[str, int]:
         """VECTOR_REGISTERS by name (a crash dump records them)."""
+        self.flush()
         return {name: int(self._uc.reg_read(number)) for name, number in VECTOR_REGISTERS.items()}
 
     def set_reg(self, name: str, value: int) -> None:
         if name == "rip":
             self.rip_hint = None
+        self.flush()
         self._calls.write(self._batch((name,)), (value,))
 
     def other(self, name: str) -> int:
         """A segment, SSE or base register (OTHER_REGISTERS)."""
+        self.flush()
         return int(self._uc.reg_read(OTHER_REGISTERS[name][0]))
 
     def set_other(self, name: str, value: int) -> None:
         ident, bits = OTHER_REGISTERS[name]
+        self.flush()
         self._uc.reg_write(ident, value & ((1 << bits) - 1))
 
     def regs(self, names: tuple[str, ...]) -> tuple[int, ...]:
         """Several registers in one call into the engine (syscall entry reads seven)."""
+        if self._staged is not None:
+            self.flush()
         return self._calls.read(self._batch(names))
 
     def set_regs(self, names: tuple[str, ...], values: tuple[int, ...]) -> None:
@@ -96,6 +132,7 @@ class RegisterFile:
         batch = self._batch(names)
         if batch.has_rip:
             self.rip_hint = None
+        self.flush()
         self._calls.write(batch, values)
 
     def _batch(self, names: tuple[str, ...]) -> RegisterIds:

@@ -229,3 +229,20 @@ def test_a_run_starts_where_rip_was_last_written() -> None:
     assert cpu.run(100).rip == entry + 9 and cpu.reg("rax") == 1
     cpu.restore_state(saved)  # back to the stop after the first syscall
     assert cpu.run(100).rip == entry + 9
+
+
+def test_staged_registers_reach_the_guest_and_every_reader() -> None:
+    """A syscall's results are staged: the next run writes them with its call into the engine,
+    and any register access before that sees them; a saved state holds them, a restore drops
+    ones staged after it."""
+    cpu = fresh(bytes.fromhex("4889f8" + "0f05" + "4889f8" + "0f05"))  # mov rax, rdi; syscall (twice)
+    cpu.registers.stage(("rdi",), (7,))
+    trap = cpu.run(100)
+    assert trap.kind is TrapKind.SYSCALL and cpu.reg("rax") == 7  # the run wrote it first
+    cpu.registers.stage(("rdi", "rsi"), (9, 1))
+    assert cpu.regs(("rdi", "rsi")) == (9, 1)  # a read writes them first
+    cpu.registers.stage(("rdi",), (11,))
+    saved = cpu.save_state()  # holds rdi = 11
+    cpu.registers.stage(("rdi",), (13,))
+    cpu.restore_state(saved)  # the 13 is forgotten
+    assert cpu.run(100).kind is TrapKind.SYSCALL and cpu.reg("rax") == 11

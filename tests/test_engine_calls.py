@@ -70,3 +70,11 @@ def test_a_run_from_unmapped_memory_is_a_unicorn_error(mode: str) -> None:
 def test_ci_builds_the_native_engine_calls() -> None:
     if os.environ.get("CI"):
         assert engine_calls.native_available(), "CI must exercise emu/_engine.c"
+
+
+def test_start_writes_the_staged_registers_before_running(mode: str) -> None:
+    _, _, calls = _engine()
+    staged = (RegisterIds([x86_const.UC_X86_REG_RAX]), (5,))
+    # the program sets rax itself: start at its second instruction, which leaves rax alone
+    at_syscall = calls.start(CODE + 7, ENTRY, staged)
+    assert at_syscall == (5, 0x1122334455667788, CODE + 7 + 10 + 2)

@@ -132,9 +132,10 @@ class GuestContext:
         return self.cpu.read(address, size)
 
     def commit(self, outcome: Done) -> None:
-        """Write a syscall's result to the registers, as `sysret` leaves them."""
+        """Write a syscall's result to the registers, as `sysret` leaves them (staged: the next
+        run's call into the engine writes them, or any register access before it)."""
         rip, rflags = self.entry if self.entry is not None else self.cpu.regs(("rip", "rflags"))
-        self.cpu.set_regs(_RESULT_REGISTERS, (int(outcome.status), *outcome.values, rip, rflags))
+        self.cpu.registers.stage(_RESULT_REGISTERS, (int(outcome.status), *outcome.values, rip, rflags))
 
     def syscall_rip(self) -> int:
         """The address of the `syscall` instruction being served (2 bytes before rip)."""
