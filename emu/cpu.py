@@ -124,6 +124,7 @@ class GuestCpu:
         memory, registers = GuestMemory(self._uc), RegisterFile(self._uc, self._calls)
         self._memory = memory
         self.map, self.is_mapped, self.read, self.write = memory.map, memory.is_mapped, memory.read, memory.write
+        self.host_buffer = memory.host_buffer
         self.regions = memory.regions
         self.reg, self.set_reg = registers.reg, registers.set_reg
         self.regs, self.set_regs = registers.regs, registers.set_regs
@@ -453,7 +454,7 @@ class _RetiredCpu(GuestCpu):
     """What a dead guest keeps of its CPU: its image and final counts (a few words: a long run
     keeps one per dead process). Anything that would touch an engine is an error."""
 
-    map = is_mapped = read = write = reg = set_reg = regs = set_regs = staticmethod(_engine_gone)  # type: ignore[assignment]
+    map = is_mapped = read = write = host_buffer = reg = set_reg = regs = set_regs = staticmethod(_engine_gone)  # type: ignore[assignment]
 
     def __init__(self, image: ElfImage | None, retired: int, cost: int) -> None:
         self._image, self._closed, self._instrumented = image, True, True

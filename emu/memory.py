@@ -118,6 +118,16 @@ class GuestMemory:
             return None
         return first + (address & (PAGE_SIZE - 1))
 
+    def host_buffer(self, address: int, size: int) -> int | None:
+        """Where [address, address+size) lies in host memory, if it lies in one host buffer of
+        mapped, volatile pages (host reads and writes there need no call into the engine and no
+        bookkeeping: such pages are already part of every snapshot)."""
+        host = self.host_address(address, size)
+        if host is None or not self.is_mapped(address, size):
+            return None
+        pages = range(address & ~(PAGE_SIZE - 1), address + size, PAGE_SIZE)
+        return host if all(page in self._volatile for page in pages) else None
+
     def is_mapped(self, address: int, size: int) -> bool:
         if size <= 0:
             return True

@@ -103,3 +103,24 @@ def test_idle_engines_of_images_no_longer_used_are_evicted(monkeypatch: pytest.M
         kernels.pop().release_engines()  # procd's engine goes idle under this run's image
     assert pool.idle_count() <= engines.MAX_IDLE
     assert len(pool._held) <= engines.MAX_IDLE
+
+
+def test_a_guests_ipc_buffer_is_its_engines_page_and_part_of_its_saved_state() -> None:
+    """The kernel reads and writes a guest's IPC buffer straight in host memory: what the guest
+    (its engine) sees, and what a saved state holds and puts back."""
+    from emu.accounting import UNIT_CPU
+    from procd_model.abi import IPC_BUFFER_SIZE, IPC_BUFFER_VADDR
+    from procd_model.images import boot_image_named, load_boot_image
+    from procd_model.kernel.engines import fresh_engine
+    from procd_model.kernel.state import GuestContext
+
+    image = load_boot_image(boot_image_named("phase0-exit").image_id)
+    context = GuestContext(fresh_engine(image, UNIT_CPU.cost_of), image)
+    context.write_ipc(b"hello")
+    assert context.cpu.read(IPC_BUFFER_VADDR, 5) == b"hello" == context.read_ipc(5)
+    saved = context.cpu.save_state()
+    context.write_ipc(b"HELLO")
+    context.cpu.write(IPC_BUFFER_VADDR + 5, b"!")
+    assert context.read_ipc(6) == b"HELLO!"
+    context.cpu.restore_state(saved)
+    assert context.read_ipc(6) == b"hello\0" and len(context.read_ipc()) == IPC_BUFFER_SIZE

@@ -7,6 +7,7 @@ copied: a snapshot shares it with the state it was taken from.
 
 from __future__ import annotations
 
+import ctypes
 import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -121,11 +122,25 @@ class GuestContext:
     """rip and rflags when the syscall being served was entered (read with its arguments, in
     one call): the result's commit writes them to rcx and r11 without reading them again."""
 
+    _ipc_host: int = field(default=0, init=False, repr=False)
+    """Where the IPC buffer lies in host memory (0: not looked up yet, or not in one host buffer)."""
+
+    def _ipc_buffer(self) -> int:
+        host = self._ipc_host
+        if not host:
+            host = self._ipc_host = self.cpu.host_buffer(IPC_BUFFER_VADDR, IPC_BUFFER_SIZE) or 0
+        return host
+
     def read_ipc(self, size: int = IPC_BUFFER_SIZE) -> bytes:
-        return self.cpu.read(IPC_BUFFER_VADDR, size)
+        host = self._ipc_buffer() if 0 <= size <= IPC_BUFFER_SIZE else 0
+        return ctypes.string_at(host, size) if host else self.cpu.read(IPC_BUFFER_VADDR, size)
 
     def write_ipc(self, data: bytes) -> None:
-        self.cpu.write(IPC_BUFFER_VADDR, data)
+        host = self._ipc_buffer() if len(data) <= IPC_BUFFER_SIZE else 0
+        if host:
+            ctypes.memmove(host, data, len(data))  # the page is the guest's own: nothing else to note
+        else:
+            self.cpu.write(IPC_BUFFER_VADDR, data)
 
     def read(self, address: int, size: int) -> bytes:
         """Guest memory (DEBUG_WRITE's text). Raises GuestMemoryError."""
