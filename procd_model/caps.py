@@ -10,6 +10,14 @@ from dataclasses import dataclass
 
 from procd_model.abi import CAP_TABLE_SLOTS, CapType, Rights, Status
 
+_RIGHTS_BY_VALUE: dict[int, Rights] = {value: Rights(value) for value in range(1 << len(Rights))}
+
+
+def rights_of(value: int) -> Rights:
+    """`Rights(value)`, made once per value (making a flag costs a microsecond each time)."""
+    known = _RIGHTS_BY_VALUE.get(value)
+    return Rights(value) if known is None else known
+
 
 @dataclass(frozen=True)
 class Capability:
@@ -23,7 +31,7 @@ class Capability:
         """A copy with `rights`, or None if that would widen this capability's rights."""
         if int(rights) & ~int(self.rights):
             return None
-        return Capability(self.cap_type, self.obj, Rights(rights), self.badge)
+        return Capability(self.cap_type, self.obj, rights_of(int(rights)), self.badge)
 
 
 class CapLookupError(Exception):

@@ -100,3 +100,10 @@ def test_every_kernel_control_op_has_a_handler_and_its_documented_cost() -> None
     assert {op: entry.cost for op, entry in KERNEL_CONTROL_OPS.items()} == documented
     spawning = {op for op, entry in KERNEL_CONTROL_OPS.items() if entry.needs_spawn}
     assert spawning == {KernelOp.CREATE_PROCESS, KernelOp.START_PROCESS, KernelOp.KILL_PROCESS}
+
+
+def test_rights_made_once_per_value_are_the_flags_themselves() -> None:
+    from procd_model.caps import rights_of
+
+    for value in range(40):
+        assert rights_of(value) == Rights(value) and type(rights_of(value)) is Rights

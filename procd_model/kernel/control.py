@@ -31,7 +31,7 @@ from procd_model.abi import (
     Rights,
     Status,
 )
-from procd_model.caps import Capability, CapTable
+from procd_model.caps import Capability, CapTable, rights_of
 from procd_model.kernel import lifecycle, sched
 from procd_model.kernel.outcome import ControlReply, Done, ImageLayoutError, Outcome, refused
 from procd_model.kernel.state import Process, RunState, Timer
@@ -119,14 +119,13 @@ def mint_endpoint(k: Kernel, proc: Process, payload: bytes) -> ControlReply:
     request = MINT_REQUEST.unpack(payload)
     rights, badge = request["rights"], request["badge"]
     source = proc.caps.get(request["src_slot"])
-    allowed = int(Rights.SEND | Rights.GRANT)
-    if source is None or source.cap_type is not CapType.ENDPOINT or not rights or rights & ~allowed:
+    if source is None or source.cap_type is not CapType.ENDPOINT or not rights or rights & ~_MINTABLE:
         return refused(Status.INVALID_ARGUMENT)
     if badge in (0, BADGE_KERNEL):
         return refused(Status.INVALID_ARGUMENT)
     if not source.rights & Rights.RECV:
         return refused(Status.DENIED)
-    slot = proc.caps.install(Capability(CapType.ENDPOINT, source.obj, Rights(rights), badge))
+    slot = proc.caps.install(Capability(CapType.ENDPOINT, source.obj, rights_of(rights), badge))
     if slot is None:
         return refused(Status.BUSY)
     return ControlReply(Status.OK, Message(Status.OK, b"", (slot,)), {"caps": [slot], "badge": badge})
@@ -196,6 +195,9 @@ class _CreateRequest:
 
 
 _KNOWN_RIGHTS = int(Rights.SEND | Rights.RECV | Rights.GRANT | Rights.SPAWN)
+_SEND_GRANT = Rights.SEND | Rights.GRANT
+_MINTABLE = int(_SEND_GRANT)
+"""The rights MINT_ENDPOINT may give."""
 _SPAWN = int(Rights.SPAWN)
 _OPS_BY_NUMBER = {int(op): op for op in KernelOp}
 
@@ -229,7 +231,7 @@ def _read_create(proc: Process, payload: bytes) -> _CreateRequest | ControlReply
             return refused(Status.NOT_FOUND, reason=f"grant source slot {src_slot} is empty")
         if rights & ~_KNOWN_RIGHTS:
             return refused(Status.INVALID_ARGUMENT, reason=f"unknown rights {rights:#x}")
-        derived = source.derive(Rights(rights))
+        derived = source.derive(rights_of(rights))
         if derived is None:
             return refused(Status.DENIED, reason=f"grant from slot {src_slot} would widen its rights")
         granted.append(derived)
@@ -251,7 +253,7 @@ def create_process(k: Kernel, proc: Process, payload: bytes) -> ControlReply:
     caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), CHILD_SELF_ENDPOINT_SLOT)
     for index, cap in enumerate(request.grants):
         caps.install(cap, CHILD_FIRST_GRANT_SLOT + index)
-    reply_cap = Capability(CapType.ENDPOINT, endpoint.obj, Rights.SEND | Rights.GRANT, request.badge)
+    reply_cap = Capability(CapType.ENDPOINT, endpoint.obj, _SEND_GRANT, request.badge)
     reply_slot = proc.caps.install(reply_cap)
     if reply_slot is None:
         del k.state.endpoints[endpoint.obj]
