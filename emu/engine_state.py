@@ -49,6 +49,8 @@ class SavedRun:
     address: int
     data: bytes
     pages: tuple[bytes, ...]
+    host: int | None = None
+    """Where the run lies in host memory, if in one host buffer (its engine's, for its life)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ class EngineState:
         runs = []
         for address, size in memory.volatile_runs():
             data = memory.read(address, size)
-            runs.append(SavedRun(address, data, tuple(data[i : i + PAGE_SIZE] for i in range(0, size, PAGE_SIZE))))
+            pages = tuple(data[i : i + PAGE_SIZE] for i in range(0, size, PAGE_SIZE))
+            runs.append(SavedRun(address, data, pages, memory.host_address(address, size)))
         counters = tuple(int(getattr(account, name)) for name in _COUNTERS)
         shape = [(run.address, len(run.data)) for run in runs]
         raw = ctypes.string_at(ctypes.addressof(account), _RAW_COUNTS)
@@ -84,7 +87,7 @@ class EngineState:
             raise EngineStateError("the engine's volatile pages changed since its state was taken")
         written = 0
         for run in self.runs:
-            host = memory.host_address(run.address, len(run.data))
+            host = run.host
             if host is None:
                 written += _put_back_through_engine(memory, run)
                 continue
