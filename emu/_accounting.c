@@ -1,10 +1,14 @@
 /*
  * Native block accounting for procd-emu (see emu/accounting.py, which owns the layout).
  *
- * Unicorn calls emu_account_block before every translated block runs. It costs the block from
- * per-range prefix tables (instructions and millicycles retired before each byte offset) with two
- * loads and a subtraction, and stops emulation *before* a block that would cross a budget, or one
- * that starts off the swept instruction boundaries (Python then accounts that block itself).
+ * Unicorn calls emu_account_block before every translated block runs. It counts the block's
+ * instructions from per-range prefix tables (two loads and a subtraction) and times it with the
+ * block's summary (emu/blockmodel.py): a throughput bound and, for each variable the block writes
+ * (registers, flags, the branch-resolution time), its new ready time as a max over live-in
+ * ready times plus offsets. The dispatch clock -- the guest's cost in millicycles -- moves by the
+ * block's throughput, held back by the reorder window, and a small deterministic branch predictor
+ * charges a refill after each miss. It stops emulation *before* a block that would cross a budget,
+ * or one it has no tables or summary for (Python then learns that block and resumes).
  * It runs without the GIL and touches no Python object.
  *
  * The file is also a (method-less) CPython extension module so that the ordinary package install
@@ -16,8 +20,17 @@
 
 #define EMU_MAX_RANGES 16
 #define EMU_NO_BOUNDARY UINT64_MAX
+#define EMU_NVARS 40
+#define EMU_ROW_SOURCES 4
+#define EMU_ROWS_MAX 256
+#define EMU_NO_SOURCE (-(1 << 30)) /* an unused source slot's offset: never the largest */
+#define EMU_PRED_SIZE 4096
+#define EMU_BTB_SIZE 256
+#define EMU_BUCKETS 4096
 
 enum emu_stop_reason { EMU_STOP_NONE = 0, EMU_STOP_INSNS = 1, EMU_STOP_UNKNOWN = 2, EMU_STOP_CYCLES = 3 };
+enum emu_branch { EMU_BR_NONE = 0, EMU_BR_COND = 1, EMU_BR_DIRECT = 2, EMU_BR_INDIRECT = 3, EMU_BR_RET = 4,
+                  EMU_BR_SERIAL = 5 };
 
 typedef int (*emu_stop_fn)(void *uc);
 
@@ -25,12 +38,40 @@ struct emu_range {
     uint64_t base;
     uint64_t end;            /* exclusive */
     const uint64_t *insns;   /* [end - base + 1] prefix instruction counts, EMU_NO_BOUNDARY off-boundary */
-    const uint64_t *cost;    /* [end - base + 1] prefix millicycles */
+    const uint64_t *cost;    /* [end - base + 1] prefix front-end millicycles (for positions inside a block) */
+};
+
+/*
+ * One row of a summary: ready[dst] = max over its slots of ready[src] + off, where ready[0] holds
+ * the block's dispatch start; with `merge`, also the previous row's value for the same dst (a dst
+ * with more than EMU_ROW_SOURCES sources takes several rows). Fixed slots keep the loop branch-free.
+ */
+struct emu_row {
+    int32_t off[EMU_ROW_SOURCES];
+    uint8_t src[EMU_ROW_SOURCES];
+    uint8_t dst;
+    uint8_t merge;
+    uint16_t pad;
+};
+
+struct emu_summary {
+    uint64_t start;
+    uint64_t end;
+    uint64_t target;         /* a conditional branch's taken target */
+    uint64_t branch_pc;
+    uint32_t next;           /* next summary in the bucket, index + 1; 0 ends the chain */
+    uint32_t first;          /* rows[first .. first + count) */
+    uint32_t count;
+    uint32_t through;        /* millicycles */
+    uint32_t kind;           /* enum emu_branch: how the block ends */
+    uint32_t branch_var;     /* the final branch resolves at max(ready[var] + off, start + issue) */
+    int32_t branch_off;
+    uint32_t branch_issue;
 };
 
 struct emu_account {
     uint64_t insns;          /* instructions retired */
-    uint64_t cost;           /* millicycles retired */
+    uint64_t cost;           /* millicycles retired: the dispatch clock */
     uint64_t insn_limit;     /* stop before a block that would retire more than this */
     uint64_t cost_limit;
     uint64_t block_start;    /* the block being executed, and the totals before it */
@@ -44,41 +85,202 @@ struct emu_account {
     uint32_t reserved;
     emu_stop_fn emu_stop;
     struct emu_range ranges[EMU_MAX_RANGES];
+    /* The block model. */
+    const struct emu_summary *summaries;
+    const struct emu_row *rows;
+    const uint32_t *buckets; /* [EMU_BUCKETS]: first summary of the bucket, index + 1; 0 = none */
+    uint64_t penalty;        /* millicycles a mispredicted branch costs after it resolves */
+    uint64_t taken_cost;     /* least millicycles from a block's start to the start of its taken successor */
+    uint64_t window;         /* the dispatch clock stays within this of the slowest result in flight */
+    uint64_t block_end;
+    uint64_t cont_start;     /* non-zero: a block starting here continues the current one (see emu_continue) */
+    uint64_t last_start;     /* dispatch start of the last block */
+    uint64_t pending_kind;   /* how the last block ended, for the predictor */
+    uint64_t pending_target;
+    uint64_t pending_pc;
+    uint64_t pending_var;
+    int64_t pending_off;
+    uint64_t pending_issue;
+    uint64_t mispredicts;
+    int64_t ready[EMU_NVARS]; /* [0] is scratch: the dispatch start of the block being timed */
+    uint64_t btb[EMU_BTB_SIZE];
+    uint8_t pred[EMU_PRED_SIZE];
 };
+
+static uint32_t emu_bucket(uint64_t start) { return (uint32_t)((start ^ (start >> 12)) & (EMU_BUCKETS - 1)); }
+
+static const struct emu_summary *emu_find(const struct emu_account *a, uint64_t start, uint64_t end)
+{
+    if (a->buckets == NULL) {
+        return NULL;
+    }
+    for (uint32_t i = a->buckets[emu_bucket(start)]; i != 0; i = a->summaries[i - 1].next) {
+        const struct emu_summary *s = &a->summaries[i - 1];
+        if (s->start == start && s->end == end) {
+            return s;
+        }
+    }
+    return NULL;
+}
+
+static int64_t emu_max(int64_t x, int64_t y) { return x > y ? x : y; }
+
+/* The predictor's verdict on the last block's branch, now that `address` is known to follow it. */
+struct emu_outcome {
+    int64_t start;           /* this block's dispatch start */
+    uint32_t pred_index;
+    uint8_t counter;
+    uint8_t taken;
+    uint8_t missed;
+};
+
+static struct emu_outcome emu_predict(const struct emu_account *a, uint64_t address)
+{
+    struct emu_outcome o = {(int64_t)a->cost, 0, 0, 0, 0};
+    switch (a->pending_kind) {
+    case EMU_BR_COND:
+        o.taken = address == a->pending_target;
+        o.pred_index = (uint32_t)((a->pending_pc ^ (a->pending_pc >> 12)) & (EMU_PRED_SIZE - 1));
+        o.counter = a->pred[o.pred_index];
+        /* 0: never seen, predicted statically (backward taken, forward not); 1-2 not taken, 3-4 taken */
+        o.missed = (o.counter == 0 ? a->pending_target < a->pending_pc : o.counter >= 3) != o.taken;
+        break;
+    case EMU_BR_INDIRECT:
+        o.taken = 1;
+        o.missed = a->btb[a->pending_pc & (EMU_BTB_SIZE - 1)] != address;
+        break;
+    case EMU_BR_DIRECT:
+    case EMU_BR_RET:
+        o.taken = 1;
+        break;
+    default:
+        break;
+    }
+    if (o.missed) { /* the front end refills after the branch resolves */
+        const int64_t resolved = emu_max(a->ready[a->pending_var] + a->pending_off,
+                                         (int64_t)(a->last_start + a->pending_issue));
+        o.start = emu_max(o.start, resolved + (int64_t)a->penalty);
+    }
+    if (o.taken) {
+        o.start = emu_max(o.start, (int64_t)(a->last_start + a->taken_cost));
+    }
+    return o;
+}
+
+static void emu_learn(struct emu_account *a, const struct emu_outcome *o, uint64_t address)
+{
+    if (a->pending_kind == EMU_BR_COND) {
+        const uint8_t c = o->counter;
+        if (c == 0) {
+            a->pred[o->pred_index] = o->taken ? 3 : 2;
+        } else {
+            a->pred[o->pred_index] = o->taken ? (uint8_t)(c < 4 ? c + 1 : 4) : (uint8_t)(c > 1 ? c - 1 : 1);
+        }
+    } else if (a->pending_kind == EMU_BR_INDIRECT) {
+        a->btb[a->pending_pc & (EMU_BTB_SIZE - 1)] = address;
+    }
+    a->mispredicts += o->missed;
+}
+
+/* The block's new ready times, row by row, into `out`; returns the new dispatch clock. ready[0] must
+ * hold `start`. */
+static int64_t emu_time_block(const struct emu_account *a, const struct emu_summary *s, int64_t start, int64_t *out)
+{
+    const int64_t *ready = a->ready;
+    const struct emu_row *rows = &a->rows[s->first];
+    int64_t slowest = start; /* no rows: no bound */
+    int64_t previous = INT64_MIN;
+    for (uint32_t k = 0; k < s->count; k++) {
+        const struct emu_row *r = &rows[k];
+        int64_t v = emu_max(emu_max(ready[r->src[0]] + r->off[0], ready[r->src[1]] + r->off[1]),
+                            emu_max(ready[r->src[2]] + r->off[2], ready[r->src[3]] + r->off[3]));
+        v = emu_max(v, r->merge ? previous : INT64_MIN);
+        out[k] = previous = v;
+        slowest = emu_max(slowest, v);
+    }
+    /* dispatch stays within the reorder window of the slowest result */
+    int64_t clock = emu_max(start + (int64_t)s->through, slowest - (int64_t)a->window);
+    if (s->kind == EMU_BR_SERIAL) { /* everything in flight completes first */
+        for (uint32_t v = 1; v < EMU_NVARS; v++) {
+            clock = emu_max(clock, ready[v]);
+        }
+        clock = emu_max(clock, slowest);
+    }
+    return clock;
+}
+
+static void emu_unknown(void *uc, struct emu_account *a, uint64_t address, uint64_t size)
+{
+    a->stop = EMU_STOP_UNKNOWN;
+    a->unknown_address = address;
+    a->unknown_size = size;
+    a->emu_stop(uc);
+}
 
 void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_account *a)
 {
     const uint64_t end = address + size;
+    uint64_t from = address;
     if (a->paused) {
         return;
     }
+    if (a->cont_start != 0 && address == a->cont_start) {
+        if (end <= a->block_end) {
+            a->cont_start = 0; /* the rest of a block already counted and timed */
+            return;
+        }
+        from = a->block_end; /* longer than the block it continues: count and time the new tail */
+    }
     for (uint32_t i = 0; i < a->nranges; i++) {
         const struct emu_range *r = &a->ranges[i];
-        if (address < r->base || end > r->end) {
+        if (from < r->base || end > r->end) {
             continue;
         }
-        const uint64_t first = address - r->base, last = end - r->base;
-        const uint64_t i0 = r->insns[first], i1 = r->insns[last];
+        const uint64_t i0 = r->insns[from - r->base], i1 = r->insns[end - r->base];
         if (i0 == EMU_NO_BOUNDARY || i1 == EMU_NO_BOUNDARY) {
             continue; /* not this range's instruction stream; a later (per-block) range may know it */
         }
-        const uint64_t n = i1 - i0, c = r->cost[last] - r->cost[first];
+        const struct emu_summary *s = emu_find(a, from, end);
+        if (s == NULL) {
+            emu_unknown(uc, a, from, end - from);
+            return;
+        }
+        const uint64_t n = i1 - i0;
+        const struct emu_outcome o = emu_predict(a, from);
+        int64_t ready[EMU_ROWS_MAX];
+        if (s->count > EMU_ROWS_MAX) {
+            emu_unknown(uc, a, from, end - from); /* never: Python caps a summary's rows */
+            return;
+        }
+        a->ready[0] = o.start;
+        const int64_t clock = emu_time_block(a, s, o.start, ready);
+        const uint64_t c = (uint64_t)clock - a->cost;
         if (a->insns + n > a->insn_limit || a->cost + c > a->cost_limit) {
             a->stop = a->insns + n > a->insn_limit ? EMU_STOP_INSNS : EMU_STOP_CYCLES;
             a->emu_stop(uc);
             return;
         }
-        a->block_start = address;
+        emu_learn(a, &o, from);
+        for (uint32_t k = 0; k < s->count; k++) { /* a merged row's value includes the one before */
+            a->ready[a->rows[s->first + k].dst] = ready[k];
+        }
+        a->cont_start = 0;
+        a->block_start = from;
+        a->block_end = end;
         a->block_insns = a->insns;
         a->block_cost = a->cost;
         a->insns += n;
         a->cost += c;
+        a->last_start = (uint64_t)o.start;
+        a->pending_kind = s->kind;
+        a->pending_target = s->target;
+        a->pending_pc = s->branch_pc;
+        a->pending_var = s->branch_var;
+        a->pending_off = s->branch_off;
+        a->pending_issue = s->branch_issue;
         return;
     }
-    a->stop = EMU_STOP_UNKNOWN;
-    a->unknown_address = address;
-    a->unknown_size = size;
-    a->emu_stop(uc);
+    emu_unknown(uc, a, from, end - from);
 }
 
 uint64_t emu_account_layout_size(void) { return sizeof(struct emu_account); }
@@ -153,8 +355,11 @@ static int emu_retired_before(const struct emu_account *a, uint64_t address, uin
         if (b == EMU_NO_BOUNDARY || n == EMU_NO_BOUNDARY) {
             continue;
         }
+        /* Inside the block, time runs at the front end's pace, within what the block was charged. */
+        const int64_t spent = (int64_t)(r->cost[address - r->base] - r->cost[a->block_start - r->base]);
+        const int64_t charged = (int64_t)(a->cost - a->block_cost);
         *insns = a->block_insns + (n - b);
-        *cost = a->block_cost + (r->cost[address - r->base] - r->cost[a->block_start - r->base]);
+        *cost = a->block_cost + (uint64_t)(spent < charged ? spent : charged);
         return 1;
     }
     return 0;

@@ -17,18 +17,19 @@ import ctypes
 import functools
 import os
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import capstone
 from unicorn import unicorn_const as uc_const
 from unicorn.unicorn_py3.unicorn import uclib
 
+from emu.blockclock import MAX_RANGES, AccountState, SummaryStore, commit, learn, predict, time_block
+from emu.blockmodel import FLAT_MACHINE, BlockSummary, Machine, flat_summary
 from emu.elf import ElfImage, Perm
 from emu.events import MILLICYCLES_PER_CYCLE
 
 NO_BOUNDARY = 0xFFFF_FFFF_FFFF_FFFF
-MAX_RANGES = 16
 STOP_NONE, STOP_INSNS, STOP_UNKNOWN, STOP_CYCLES = 0, 1, 2, 3
 UNLIMITED = 0xFFFF_FFFF_FFFF_FFFF
 FORCE_PYTHON_ENV = "EMU_ACCOUNTING"
@@ -36,55 +37,40 @@ FORCE_PYTHON_ENV = "EMU_ACCOUNTING"
 all (counts stay zero, budgets never stop a guest) - only benchmarks use this, as the baseline."""
 
 CostFunction = Callable[[capstone.CsInsn], int]
-"""Millicycles one instruction costs."""
+"""Millicycles of front-end time one instruction takes (its position inside a block)."""
+Summarizer = Callable[[Sequence[capstone.CsInsn]], BlockSummary]
+"""The block model's summary of one translation block."""
 
 
 @dataclass(frozen=True)
 class CpuModel:
-    """What a guest instruction costs and how fast virtual time runs."""
+    """What guest instructions cost and how fast virtual time runs.
+
+    `cost_of` places an instruction inside its block (where a fault or `rdtsc` lands, what a
+    single step costs); `summarize` times whole blocks, with `machine`'s predictor parameters."""
 
     name: str
     frequency_hz: int
     cost_of: CostFunction
+    summarize: Summarizer
+    machine: Machine = FLAT_MACHINE
+
+
+def flat(cost_of: CostFunction) -> Summarizer:
+    """A block model without dependencies: a block costs the sum of its instructions' `cost_of`."""
+
+    def summarize(insns: Sequence[capstone.CsInsn]) -> BlockSummary:
+        return flat_summary([cost_of(insn) for insn in insns])
+
+    return summarize
 
 
 def _one_cycle(_insn: capstone.CsInsn) -> int:
     return MILLICYCLES_PER_CYCLE
 
 
-UNIT_CPU = CpuModel("unit", 1_000_000_000, _one_cycle)
+UNIT_CPU = CpuModel("unit", 1_000_000_000, _one_cycle, flat(_one_cycle))
 """Every instruction costs one cycle at 1 GHz: a simple model for tests of the accounting itself."""
-
-
-class Range(ctypes.Structure):
-    _fields_ = [
-        ("base", ctypes.c_uint64),
-        ("end", ctypes.c_uint64),
-        ("insns", ctypes.POINTER(ctypes.c_uint64)),
-        ("cost", ctypes.POINTER(ctypes.c_uint64)),
-    ]
-
-
-class AccountState(ctypes.Structure):
-    """Mirrors `struct emu_account` in emu/_accounting.c."""
-
-    _fields_ = [
-        ("insns", ctypes.c_uint64),
-        ("cost", ctypes.c_uint64),
-        ("insn_limit", ctypes.c_uint64),
-        ("cost_limit", ctypes.c_uint64),
-        ("block_start", ctypes.c_uint64),
-        ("block_insns", ctypes.c_uint64),
-        ("block_cost", ctypes.c_uint64),
-        ("unknown_address", ctypes.c_uint64),
-        ("unknown_size", ctypes.c_uint64),
-        ("stop", ctypes.c_uint32),
-        ("nranges", ctypes.c_uint32),
-        ("paused", ctypes.c_uint32),
-        ("reserved", ctypes.c_uint32),
-        ("emu_stop", ctypes.c_void_p),
-        ("ranges", Range * MAX_RANGES),
-    ]
 
 
 @dataclass(frozen=True)
@@ -170,16 +156,19 @@ def native_library() -> ctypes.CDLL | None:
 class Accountant:
     """Owns one engine's AccountState and the block hook that keeps it."""
 
-    def __init__(self, uc: object, cost_of: CostFunction) -> None:
+    def __init__(self, uc: object, model: CpuModel) -> None:
         self.state = AccountState()
         self.state.emu_stop = _EMU_STOP
         self.state.insn_limit = UNLIMITED
         self.state.cost_limit = UNLIMITED
-        self._cost_of = cost_of
+        self._cost_of = model.cost_of
+        self._summarize = model.summarize
+        self.summaries = SummaryStore(self.state, model.machine)
         self._tables: list[PrefixTable] = []
         self._insn_costs: dict[int, int] = {}
         self._pinned: list[object] = []
         self._image_ranges = 0
+        self._image: ElfImage | None = None
         self.native = _NATIVE is not None
         self._uc = uc
         self._install(uc)
@@ -209,6 +198,9 @@ class Accountant:
         for table in image_tables(image, self._cost_of):
             self._add_range(table)
         self._image_ranges = self.state.nranges
+        self._image = image
+        for (start, end), summary in _learned(image, self._summarize).items():
+            self.summaries.add(start, end, summary)
 
     def _add_range(self, table: PrefixTable) -> None:
         if self.state.nranges == MAX_RANGES:
@@ -230,21 +222,37 @@ class Accountant:
         self.state.nranges += 1
 
     def learn_block(self, read: Callable[[int, int], bytes]) -> None:
-        """Add a range for the block the hook did not know (off the swept instruction stream)."""
-        address, size = self.state.unknown_address, self.state.unknown_size
-        self._add_range(sweep(read(address, size), address, self._cost_of))
+        """Learn the block the hook did not know: sweep it if it is off the swept instruction
+        stream, and summarize it for the block model."""
+        address, size = int(self.state.unknown_address), int(self.state.unknown_size)
+        end = address + size
+        if not any(t.lookup(address) is not None and t.lookup(end) is not None for t in self._tables):
+            self._add_range(sweep(read(address, size), address, self._cost_of))
+        code = read(address, size)
+        summary = summary_of(code, address, self._summarize)
+        self.summaries.add(address, end, summary)
+        if self._image is not None and any(t.lookup(address) is not None for t in self._tables[: self._image_ranges]):
+            # Code of the image itself: later engines running the image start out knowing the block.
+            _learned(self._image, self._summarize)[(address, end)] = summary
+
+    def continue_at(self, address: int) -> None:
+        """The current block stopped before `address` without a fault (the instruction log had to
+        drain): the block was counted and timed whole, so the block that resumes there is its rest."""
+        self.state.cont_start = address
 
     def block_offset(self, address: int) -> tuple[int, int] | None:
         """(instructions, millicycles) of the current block that retire before `address`.
 
         Uses the first range in which both the block's start and `address` are instruction
-        boundaries, as the native code does.
+        boundaries, as the native code does. Inside a block, time runs at the front end's pace
+        (the prefix tables), within what the block was charged.
         """
         start = self.state.block_start
+        charged = int(self.state.cost - self.state.block_cost)
         for table in self._tables:
             first, here = table.lookup(start), table.lookup(address)
             if first is not None and here is not None:
-                return here[0] - first[0], here[1] - first[1]
+                return here[0] - first[0], min(here[1] - first[1], charged)
         return None
 
     def boundaries(self, begin: int, end: int) -> list[tuple[int, int]]:
@@ -286,19 +294,48 @@ class Accountant:
         if state.paused:
             return
         end = address + size
+        start = address
+        if state.cont_start and address == state.cont_start:
+            if end <= state.block_end:
+                state.cont_start = 0
+                return
+            start = int(state.block_end)
         for table in self._tables:
-            first, last = table.lookup(address), table.lookup(end)
+            first, last = table.lookup(start), table.lookup(end)
             if first is None or last is None:
                 continue
-            count, cost = last[0] - first[0], last[1] - first[1]
+            summary = self.summaries.find(start, end)
+            if summary is None:
+                break
+            count = last[0] - first[0]
+            outcome = predict(state, start)
+            clock, ready = time_block(state, summary, outcome.start)
+            cost = clock - state.cost
             if state.insns + count > state.insn_limit or state.cost + cost > state.cost_limit:
                 state.stop = STOP_INSNS if state.insns + count > state.insn_limit else STOP_CYCLES
                 uc.emu_stop()  # type: ignore[attr-defined]
                 return
-            state.block_start, state.block_insns, state.block_cost = address, state.insns, state.cost
+            learn(state, outcome, start)
+            commit(state, summary, outcome, ready)
+            state.cont_start = 0
+            state.block_start, state.block_end = start, end
+            state.block_insns, state.block_cost = state.insns, state.cost
             state.insns += count
             state.cost += cost
             return
         state.stop = STOP_UNKNOWN
-        state.unknown_address, state.unknown_size = address, size
+        state.unknown_address, state.unknown_size = start, end - start
         uc.emu_stop()  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=64)
+def _learned(image: ElfImage, summarize: Summarizer) -> dict[tuple[int, int], BlockSummary]:
+    """The summaries learned so far of blocks in `image`'s code, by (start, end)."""
+    return {}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def summary_of(code: bytes, address: int, summarize: Summarizer) -> BlockSummary:
+    """The summary of the block of `code` at `address` (cached: the same bytes at the same place
+    time the same in every engine)."""
+    return summarize(list(_disassembler().disasm(code, address)))

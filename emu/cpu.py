@@ -21,7 +21,7 @@ from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 
-from emu.accounting import STOP_CYCLES, STOP_INSNS, STOP_NONE, STOP_UNKNOWN, UNLIMITED, Accountant, CostFunction
+from emu.accounting import STOP_CYCLES, STOP_INSNS, STOP_NONE, STOP_UNKNOWN, UNLIMITED, Accountant, CpuModel
 from emu.cpuid import cpuid_leaf
 from emu.elf import ElfImage
 from emu.events import MILLICYCLES_PER_CYCLE
@@ -68,7 +68,7 @@ def _identity_tlb_fill(uc: unicorn.Uc, page: int, _access: int, entry: object, _
 class GuestCpu:
     """A single-threaded guest: its own Unicorn engine, memory map, instruction and cycle counts."""
 
-    def __init__(self, cost_of: CostFunction) -> None:
+    def __init__(self, model: CpuModel) -> None:
         self._uc = unicorn.Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
         self._uc.ctl_set_tcg_buffer_size(_TCG_BUFFER_BYTES)
         # Virtual TLB mode, with a fill hook that maps every page to the physical address equal to
@@ -89,7 +89,7 @@ class GuestCpu:
             registers.set_regs,
         )
         self._closed = False
-        self._acct = Accountant(self._uc, cost_of)
+        self._acct = Accountant(self._uc, model)
         self._state = self._acct.state
         self._exact_tail = False
         self._syscall = False
@@ -248,9 +248,13 @@ class GuestCpu:
             faults.fault = faults.from_error(error, rip)
         log = self._insn_log
         if faults.fault is None and not self._syscall and log is not None and log.stopped():
-            # The instruction log stopped before `rip` ran: give back the block's tail, let the
-            # log drain or learn the instruction, and go on from `rip`.
-            self._settle_to(rip)
+            # The instruction log stopped before `rip` ran: the block was counted and timed whole,
+            # so the block that resumes at `rip` is its rest (a split must not change the clock).
+            # Let the log drain or learn the instruction, and go on from `rip`.
+            if self._exact_tail:
+                self._settle_to(rip)
+            else:
+                self._acct.continue_at(rip)
             log.service()
             return None
         if faults.fault is None and not self._syscall and state.stop == STOP_NONE:

@@ -13,4 +13,4 @@ def default_cpu_model() -> CpuModel:
     from emu.costmodel import CostModel
 
     model = CostModel.load("skylake")
-    return CpuModel(model.name, model.frequency_hz, model.cost)
+    return CpuModel(model.name, model.frequency_hz, model.cost, model.summarize, model.machine)

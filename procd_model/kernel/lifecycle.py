@@ -60,7 +60,7 @@ def _check_layout(image: ElfImage) -> None:
 def create_guest(k: Kernel, name: str, image: ElfImage, envelope: bytes, caps: CapTable, endpoint: int = 0) -> Process:
     """A process running `image`, created but not started. Raises ImageLayoutError."""
     _check_layout(image)
-    cpu = GuestCpu(k.cpu_model.cost_of)
+    cpu = GuestCpu(k.cpu_model)
     cpu.load(image)
     cpu.map(IPC_BUFFER_VADDR, PAGE_SIZE, Perm.R | Perm.W)
     cpu.map(ENVELOPE_VADDR, PAGE_SIZE, Perm.R, envelope)
