@@ -91,6 +91,7 @@ struct emu_account {
     const uint32_t *buckets; /* [EMU_BUCKETS]: first summary of the bucket, index + 1; 0 = none */
     uint64_t penalty;        /* millicycles a mispredicted branch costs after it resolves */
     uint64_t taken_cost;     /* least millicycles from a block's start to the start of its taken successor */
+    uint64_t jump_cost;      /* the same after an unconditional jump, call or return */
     uint64_t window;         /* the dispatch clock stays within this of the slowest result in flight */
     uint64_t block_end;
     uint64_t cont_start;     /* non-zero: a block starting here continues the current one (see emu_continue) */
@@ -146,12 +147,7 @@ static struct emu_outcome emu_predict(const struct emu_account *a, uint64_t addr
         o.missed = (o.counter == 0 ? a->pending_target < a->pending_pc : o.counter >= 3) != o.taken;
         break;
     case EMU_BR_INDIRECT:
-        o.taken = 1;
         o.missed = a->btb[a->pending_pc & (EMU_BTB_SIZE - 1)] != address;
-        break;
-    case EMU_BR_DIRECT:
-    case EMU_BR_RET:
-        o.taken = 1;
         break;
     default:
         break;
@@ -163,6 +159,9 @@ static struct emu_outcome emu_predict(const struct emu_account *a, uint64_t addr
     }
     if (o.taken) {
         o.start = emu_max(o.start, (int64_t)(a->last_start + a->taken_cost));
+    }
+    if (a->pending_kind == EMU_BR_DIRECT || a->pending_kind == EMU_BR_INDIRECT || a->pending_kind == EMU_BR_RET) {
+        o.start = emu_max(o.start, (int64_t)(a->last_start + a->jump_cost));
     }
     return o;
 }

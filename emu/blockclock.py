@@ -88,6 +88,7 @@ class AccountState(ctypes.Structure):
         ("buckets", ctypes.POINTER(ctypes.c_uint32)),
         ("penalty", ctypes.c_uint64),
         ("taken_cost", ctypes.c_uint64),
+        ("jump_cost", ctypes.c_uint64),
         ("window", ctypes.c_uint64),
         ("block_end", ctypes.c_uint64),
         ("cont_start", ctypes.c_uint64),
@@ -125,6 +126,7 @@ class SummaryStore:
         state.buckets = ctypes.cast(self._buckets, ctypes.POINTER(ctypes.c_uint32))
         state.penalty = machine.mispredict_penalty
         state.taken_cost = machine.taken_branch
+        state.jump_cost = machine.jump
         state.window = machine.window
         self._publish()
 
@@ -208,15 +210,14 @@ def predict(state: AccountState, address: int) -> Outcome:
         predicted = state.pending_target < state.pending_pc if counter == 0 else counter >= 3
         missed = predicted != taken
     elif kind == BranchKind.INDIRECT:
-        taken = True
         missed = state.btb[state.pending_pc & (BTB_SIZE - 1)] != address
-    elif kind in (BranchKind.DIRECT, BranchKind.RET):
-        taken = True
     if missed:
         resolved = max(state.ready[state.pending_var] + state.pending_off, state.last_start + state.pending_issue)
         start = max(start, resolved + state.penalty)
     if taken:
         start = max(start, state.last_start + state.taken_cost)
+    if kind in (BranchKind.DIRECT, BranchKind.INDIRECT, BranchKind.RET):
+        start = max(start, state.last_start + state.jump_cost)
     return Outcome(start, index, counter, taken, missed)
 
 

@@ -40,7 +40,9 @@ class Machine:
     store_forward_latency: int
     mispredict_penalty: int
     taken_branch: int
-    """Least time between the starts of a block and the block after a taken branch."""
+    """Least time between the starts of a block and the block after a taken conditional branch."""
+    jump: int = 0
+    """The same after an unconditional jump, a call or a return."""
 
 
 FLAT_MACHINE = Machine(width=1, window=0, load_latency=0, store_forward_latency=0, mispredict_penalty=0, taken_branch=0)

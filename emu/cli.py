@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from emu.costmodel import CPU_NAMES, DEFAULT_MODEL
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage
 from emu.export import process_names
@@ -79,6 +80,12 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
             run.add_argument(exporter.option, metavar="FILE", help=exporter.help)
         else:
             run.add_argument(exporter.option, action="store_true", help=exporter.help)
+    run.add_argument(
+        "--cpu",
+        choices=CPU_NAMES,
+        default=DEFAULT_MODEL,
+        help=f"CPU model of the virtual clock (default: {DEFAULT_MODEL})",
+    )
     run.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
     listing = commands.add_parser("scenarios", help="list the built-in scenarios, one line each")
     listing.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
@@ -145,7 +152,7 @@ def run_command(args: argparse.Namespace) -> int:
         probes = TraceProbes(trace, args.trace_pid, args.trace_symbol, text=writer.wants_text)
         own = {e.option: e.make_probe() for e in chosen if e.make_probe is not None}
         instrument = _chain(probes, *own.values()) if own else probes
-        outcome = world.run(RunRequest(args.image, args.max_instructions, instrument, args.scenario), trace)
+        outcome = world.run(RunRequest(args.image, args.max_instructions, instrument, args.scenario, args.cpu), trace)
         emit_summary(trace, outcome)
         writer.flush()
         trace_out.commit()

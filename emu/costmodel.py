@@ -31,6 +31,8 @@ from emu.events import MILLICYCLES_PER_CYCLE
 from emu.timing import InsnTiming, timing
 
 DEFAULT_MODEL = "skylake"
+CPU_NAMES = ("skylake", "zen4")
+"""The CPU models with a table in emu/data/ (``costs-<name>.json``)."""
 
 CATEGORIES = ("syscall", "call", "ret", "branch", "string", "simd", "memory", "other")
 """Fallback categories for forms the table lacks, in the order `category` tests them."""
@@ -168,6 +170,7 @@ def _machine(header: dict[str, Any]) -> Machine:
             store_forward_latency=int(raw["store_forward_latency"]) * cycle,
             mispredict_penalty=int(raw["mispredict_penalty"]) * cycle,
             taken_branch=int(raw["taken_branch_millicycles"]),
+            jump=int(raw["jump_millicycles"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CostModelError(f"cost model: malformed machine parameters: {exc}") from None

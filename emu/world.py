@@ -36,6 +36,8 @@ class RunRequest:
     instrument: Instrument | None = None
     scenario: str | None = None
     """A scenario the world knows by name, or a scenario file."""
+    cpu: str = "skylake"
+    """The CPU model the guests run on (one of emu.costmodel.CPU_NAMES)."""
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from emu.accounting import CpuModel
 from emu.elf import ElfError, ElfImage, Perm, load_elf
 from emu.trace import Trace
 from emu.world import InputError, Instrument, RunOutcome, RunRequest
 from procd_model.abi import CapPurpose, CapType, Rights, Role, RootdStatus, Status
 from procd_model.caps import Capability, CapTable
+from procd_model.cpu_model import cpu_model
 from procd_model.images import (
     BOOT_IMAGES,
     boot_image_named,
@@ -45,6 +47,7 @@ DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
 
 def run(request: RunRequest, trace: Trace) -> RunOutcome:
     instrument = request.instrument
+    cpu = cpu_model(request.cpu)
     if request.scenario is not None:
         if request.image is not None:
             raise InputError("give an IMAGE or --scenario, not both")
@@ -52,17 +55,22 @@ def run(request: RunRequest, trace: Trace) -> RunOutcome:
             scenario = load_scenario(request.scenario)
         except ScenarioError as exc:
             raise InputError(str(exc)) from None
-        return run_scenario(trace, scenario, request.max_instructions, instrument)
+        return run_scenario(trace, scenario, request.max_instructions, instrument, cpu=cpu)
     if request.image is None:
-        return run_bootstrap(trace, request.max_instructions, instrument=instrument)
+        return run_bootstrap(trace, request.max_instructions, instrument=instrument, cpu=cpu)
     image = _load_user_image(request.image)
     if image_role(image) is Role.PROCD:
-        return run_bootstrap(trace, request.max_instructions, procd_image=image, instrument=instrument)
-    return run_alone(trace, image, request.max_instructions, instrument=instrument)
+        return run_bootstrap(trace, request.max_instructions, procd_image=image, instrument=instrument, cpu=cpu)
+    return run_alone(trace, image, request.max_instructions, instrument=instrument, cpu=cpu)
 
 
 def run_scenario(
-    trace: Trace, scenario: Scenario, max_instructions: int, instrument: Instrument | None = None
+    trace: Trace,
+    scenario: Scenario,
+    max_instructions: int,
+    instrument: Instrument | None = None,
+    *,
+    cpu: CpuModel | None = None,
 ) -> RunOutcome:
     """rootd spawns the scenario's manifest through procd; its expectations decide the outcome.
 
@@ -84,6 +92,7 @@ def run_scenario(
         extra_checks=lambda kernel: unmet_expectations(scenario, kernel.logs),
         prepare=prepare,
         before_procd=scenario.before_procd,
+        cpu=cpu,
     )
     halts = scenario.expect.halts
     if outcome.stop != "halted" or halts is None:
@@ -127,7 +136,12 @@ def _load_user_image(path: Path) -> ElfImage:
         raise InputError(str(exc)) from None
 
 
-def make_kernel(trace: Trace, procd_image: ElfImage | None = None, instrument: Instrument | None = None) -> Kernel:
+def make_kernel(
+    trace: Trace,
+    procd_image: ElfImage | None = None,
+    instrument: Instrument | None = None,
+    cpu: CpuModel | None = None,
+) -> Kernel:
     procd_id = boot_image_named("procd").image_id
     if procd_image is not None:
         # A user's procd stands in for the boot image "procd": it is named so (in the trace, and
@@ -142,7 +156,7 @@ def make_kernel(trace: Trace, procd_image: ElfImage | None = None, instrument: I
         except KeyError:
             return None
 
-    return Kernel(trace, image_loader=loader, instrument=instrument)
+    return Kernel(trace, image_loader=loader, instrument=instrument, cpu_model=cpu)
 
 
 def run_bootstrap(
@@ -158,13 +172,14 @@ def run_bootstrap(
     extra_checks: Callable[[Kernel], list[str]] | None = None,
     prepare: Callable[[Kernel], None] | None = None,
     before_procd: tuple[Role, ...] = (),
+    cpu: CpuModel | None = None,
 ) -> RunOutcome:
     """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected.
 
     With `services`, rootd first starts named, timed and the interrupt notification, and hands
     procd capabilities to them for the test images.
     """
-    kernel = make_kernel(trace, procd_image, instrument)
+    kernel = make_kernel(trace, procd_image, instrument, cpu)
     if boot is None:
         boot = default_procd_boot(with_services=services is not None, started=before_procd)
     rootd = Rootd(kernel, list(manifest), boot, services, before_procd=before_procd)
@@ -220,19 +235,28 @@ def _bootstrap_halt(kernel: Kernel) -> str | None:
     return rootd.last_log or "bootstrap halted (rootd gave no reason)"
 
 
-def run_alone(trace: Trace, image: ElfImage, max_instructions: int, instrument: Instrument | None = None) -> RunOutcome:
+def run_alone(
+    trace: Trace,
+    image: ElfImage,
+    max_instructions: int,
+    instrument: Instrument | None = None,
+    *,
+    cpu: CpuModel | None = None,
+) -> RunOutcome:
     """Run `image` as the only process, with its own endpoint and a SEND-only kernel-control cap.
 
     The envelope names the role the image's .erix_image note declares, or GENERIC if it has none.
     """
-    kernel, proc = prepare_alone(trace, image, instrument)
+    kernel, proc = prepare_alone(trace, image, instrument, cpu=cpu)
     stop = kernel.run(max_instructions)
     return alone_outcome(kernel, proc, stop)
 
 
-def prepare_alone(trace: Trace, image: ElfImage, instrument: Instrument | None = None) -> tuple[Kernel, Process]:
+def prepare_alone(
+    trace: Trace, image: ElfImage, instrument: Instrument | None = None, *, cpu: CpuModel | None = None
+) -> tuple[Kernel, Process]:
     """A kernel with `image` created and started as the root process, not yet run."""
-    kernel = make_kernel(trace, instrument=instrument)
+    kernel = make_kernel(trace, instrument=instrument, cpu=cpu)
     endpoint = kernel.new_endpoint(image.name)
     caps = CapTable()
     caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)

@@ -99,7 +99,9 @@ def test_mca_rows_follow_the_documented_formula(model: CostModel) -> None:
         assert row.cost == max(1, int(Fraction(row.uops * 1000, width) + Fraction(1, 2))), key
 
 
-def test_every_fixture_instruction_has_a_derived_cost(model: CostModel) -> None:
+@pytest.mark.parametrize("cpu", ["skylake", "zen4"])
+def test_every_fixture_instruction_has_a_derived_cost(cpu: str) -> None:
+    model = CostModel.load(cpu)
     cs = _cs()
     fallbacks: dict[str, str] = {}
     elves = sorted(FIXTURES.glob("*.elf"))
@@ -224,21 +226,39 @@ def _llvm_mca() -> str:
     return found
 
 
-def test_rederiving_gives_a_byte_identical_table(tmp_path: Path) -> None:
+def test_the_zen4_table_takes_the_measured_figures() -> None:
+    """The Zen 4 model is LLVM's Zen 3 model calibrated with committed measurements of the host."""
+    zen4 = CostModel.load("zen4")
+    measured = json.loads((ROOT / "benches" / "data" / "measured-zen4.json").read_text(encoding="utf-8"))
+    cal = {name: entry["cycles"] for name, entry in measured["calibration"].items()}
+    assert zen4.machine.width == 6
+    assert zen4.machine.load_latency == round(cal["cal_load"] / 8) * 1000
+    assert zen4.forms["div r32"].latency == round(cal["cal_div32"] / 4)
+    assert zen4.forms["imul r64, r64"].latency == 3
+    assert zen4.header["llvm_mca"]["args"][0] == "-mcpu=znver3"
+
+
+@pytest.mark.parametrize("cpu", ["skylake", "zen4"])
+def test_rederiving_gives_a_byte_identical_table(tmp_path: Path, cpu: str) -> None:
+    table = ROOT / "emu" / "data" / f"costs-{cpu}.json"
     llvm_mca = _llvm_mca()
     version = re.search(
         r"LLVM version \S+", subprocess.run([llvm_mca, "--version"], capture_output=True, text=True).stdout
     )
-    committed = json.loads(TABLE.read_text(encoding="utf-8"))["llvm_mca"]["version"]
+    committed = json.loads(table.read_text(encoding="utf-8"))["llvm_mca"]["version"]
     if version is None or version.group(0) != committed:
         found = version.group(0) if version else "of unknown version"
         _require(f"llvm-mca is {found}; the table was derived with {committed}")
     out = tmp_path / "costs.json"
     result = subprocess.run(
-        [sys.executable, str(DERIVE), "--out", str(out)], capture_output=True, text=True, check=False, cwd=tmp_path
+        [sys.executable, str(DERIVE), "--cpu", cpu, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert out.read_bytes() == TABLE.read_bytes(), "stale emu/data/costs-skylake.json: re-run tools/derive_costs.py"
+    assert out.read_bytes() == table.read_bytes(), f"stale {table.name}: re-run tools/derive_costs.py --cpu {cpu}"
 
 
 def test_model_tracks_llvm_mca_on_procds_hot_path() -> None:

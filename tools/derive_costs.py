@@ -59,7 +59,7 @@ class CpuSpec:
     description: str
     machine: dict[str, int]
     measured: str | None = None
-    """File name in emu/data/ of figures measured on the real CPU that override LLVM's, if any."""
+    """Path (from the repository's root) of figures measured on the real CPU that override LLVM's."""
 
 
 CPUS = {
@@ -79,9 +79,63 @@ CPUS = {
             "store_forward_latency": 5,
             "mispredict_penalty": 16,
             "taken_branch_millicycles": 1000,
+            "jump_millicycles": 1000,
         },
     ),
+    "zen4": CpuSpec(
+        mcpu="znver3",
+        frequency_hz=3_700_000_000,
+        description=(
+            "AMD Zen 4 core (EPYC family 0x19 model 0x11), calibrated on the machine: LLVM's Zen 3 model "
+            "(-mcpu=znver3; LLVM 14 has no znver4) for micro-ops and ports, with latencies and machine "
+            "parameters measured on the host (benches/data/measured-zen4.json, python -m benches.measure); "
+            "nominal clock 3.7 GHz, the core clock measured there"
+        ),
+        # Rename width 6 macro-ops; the 320-entry reorder buffer over that width; the rest measured.
+        machine={"width": 6, "window_millicycles": 53_000, "taken_branch_millicycles": 1000},
+        measured="benches/data/measured-zen4.json",
+    ),
 }
+
+MEASURED_LATENCIES = {
+    # form: (calibration kernel, instances of the form in its dependency chain per iteration)
+    "imul r64, r64": ("cal_imul", 8),
+    "div r32": ("cal_div32", 4),
+    "div r64": ("cal_div64", 4),
+    "mulps xmm, xmm": ("cal_mulps", 8),
+    "addps xmm, xmm": ("cal_addps", 8),
+    "mov r64, m64": ("cal_load", 8),
+}
+"""Forms whose latency comes from the host's measurements instead of LLVM's model."""
+
+MEASURED_THROUGHPUTS = {
+    # form: (calibration kernel, independent instances of the form per iteration)
+    "mov m64, r64": ("cal_stores", 8),
+}
+"""Forms whose reciprocal throughput (to a quarter cycle) comes from the host's measurements."""
+
+
+def measured_parameters(spec: CpuSpec) -> tuple[dict[str, int], dict[str, int], dict[str, float]]:
+    """(machine parameters, latency per form) measured on the real CPU, from the committed figures."""
+    if spec.measured is None:
+        return dict(spec.machine), {}, {}
+    path = ROOT / spec.measured
+    try:
+        cal = {name: float(v["cycles"]) for name, v in json.loads(path.read_text("utf-8"))["calibration"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DeriveError(f"{path}: cannot read the measured figures: {exc}") from None
+    machine = dict(spec.machine)
+    machine["load_latency"] = round(cal["cal_load"] / 8)
+    # store, reload and one add per step: what the add does not explain is the forwarding
+    machine["store_forward_latency"] = max(0, round(cal["cal_forward"] / 4 - 1))
+    # half the branches are mispredicted; a miss costs the refill plus test and branch (2 cycles)
+    machine["mispredict_penalty"] = round(2 * (cal["cal_random"] - cal["cal_xorshift"]) - 2)
+    # a call, a return and the loop's taken branch (one cycle, cal_taken) per iteration
+    machine["jump_millicycles"] = round(max(1.0, (cal["cal_callret"] - 1) / 2) * 1000)
+    latencies = {form: round(cal[kernel] / count) for form, (kernel, count) in MEASURED_LATENCIES.items()}
+    throughputs = {form: round(4 * cal[kernel] / count) / 4 for form, (kernel, count) in MEASURED_THROUGHPUTS.items()}
+    return machine, latencies, throughputs
+
 
 FORMULA = "cost = max(1, round(1000 * fused_uops / width)): the form's share of the rename width"
 PORT_ITERATIONS = 100
@@ -695,15 +749,29 @@ def build_table(cpu: str, llvm_mca: str, elf_dir: Path) -> dict[str, Any]:
     forms = representatives([*builtin_instructions(), *instructions])
     figures, width, unassembled = analyse(llvm_mca, spec.mcpu, forms)
     ports = port_pressure(llvm_mca, spec.mcpu, {key: mca_asm(forms[key]) for key in figures})
-    rename = spec.machine["width"]
+    machine, measured, throughputs = measured_parameters(spec)
+    rename = machine["width"]
     rows: dict[str, dict[str, Any]] = {}
     for key, insn in forms.items():
         info = figures.get(key)
         kind = category(insn)
         row: dict[str, Any] = {"asm": mca_asm(insn), "category": kind}
         if info is not None:
-            row.update(uops=fused_uops(info, insn), latency=info.latency, rthroughput=round(info.rthroughput, 6))
-            row.update(ports=ports[key])
+            latency = measured.get(key, info.latency)
+            row.update(uops=fused_uops(info, insn), latency=latency, rthroughput=round(info.rthroughput, 6))
+            if key in measured:
+                row.update(latency_source="measured")
+            form_ports = ports[key]
+            if key in measured and form_ports and max(form_ports.values()) > latency:
+                # A dependent chain of the form ran at its measured latency: no unit is busier than that.
+                scale = latency / max(form_ports.values())
+                form_ports = {port: round(load * scale, 3) for port, load in form_ports.items()}
+            if key in throughputs and form_ports:
+                # Independent instances ran at the measured rate: no port is busier than that.
+                target = throughputs[key]
+                form_ports = {port: round(min(load, target), 3) for port, load in form_ports.items()}
+                row.update(rthroughput=target, rthroughput_source="measured")
+            row.update(ports=form_ports)
         if kind in FIXED_COSTS:
             row.update(cost=FIXED_COSTS[kind][0], source="fixed")
         elif info is not None:
@@ -719,7 +787,7 @@ def build_table(cpu: str, llvm_mca: str, elf_dir: Path) -> dict[str, Any]:
         "units": "millicycles (1 cycle = 1000)",
         "formula": FORMULA,
         "dispatch_width": width,
-        "machine": spec.machine,
+        "machine": machine,
         "fixed": {kind: {"cost": cost, "why": why} for kind, (cost, why) in FIXED_COSTS.items()},
         "defaults": DEFAULT_COSTS,
         "llvm_mca": {
@@ -728,7 +796,9 @@ def build_table(cpu: str, llvm_mca: str, elf_dir: Path) -> dict[str, Any]:
             "port_args": [f"-mcpu={spec.mcpu}", f"-iterations={PORT_ITERATIONS}", "--json"],
         },
         "generator": "tools/derive_costs.py",
-        "sources": [path.name for path in paths] + [f"{len(BUILTIN_FORMS)} built-in forms"],
+        "sources": [path.name for path in paths]
+        + [f"{len(BUILTIN_FORMS)} built-in forms"]
+        + ([spec.measured] if spec.measured else []),
         "unassembled": unassembled,
         "forms": rows,
     }
