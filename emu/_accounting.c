@@ -22,7 +22,7 @@
 #define EMU_NO_BOUNDARY UINT64_MAX
 #define EMU_NVARS 40
 #define EMU_ROW_SOURCES 4
-#define EMU_ROWS_MAX 256
+#define EMU_ROWS_MAX 320 /* 34 variables, each with at most 35 sources in rows of 4 */
 #define EMU_NO_SOURCE (-(1 << 30)) /* an unused source slot's offset: never the largest */
 #define EMU_PRED_SIZE 4096
 #define EMU_BTB_SIZE 256
@@ -216,6 +216,28 @@ static void emu_unknown(void *uc, struct emu_account *a, uint64_t address, uint6
     a->emu_stop(uc);
 }
 
+/* The block runs: record its ready times, its branch for the predictor, and where it lies. */
+static void emu_commit(struct emu_account *a, const struct emu_summary *s, const struct emu_outcome *o,
+                       const int64_t *ready, uint64_t from, uint64_t end)
+{
+    emu_learn(a, o, from);
+    for (uint32_t k = 0; k < s->count; k++) { /* a merged row's value includes the one before */
+        a->ready[a->rows[s->first + k].dst] = ready[k];
+    }
+    a->cont_start = 0;
+    a->block_start = from;
+    a->block_end = end;
+    a->block_insns = a->insns;
+    a->block_cost = a->cost;
+    a->last_start = (uint64_t)o->start;
+    a->pending_kind = s->kind;
+    a->pending_target = s->target;
+    a->pending_pc = s->branch_pc;
+    a->pending_var = s->branch_var;
+    a->pending_off = s->branch_off;
+    a->pending_issue = s->branch_issue;
+}
+
 void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_account *a)
 {
     const uint64_t end = address + size;
@@ -248,7 +270,7 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
         const struct emu_outcome o = emu_predict(a, from);
         int64_t ready[EMU_ROWS_MAX];
         if (s->count > EMU_ROWS_MAX) {
-            emu_unknown(uc, a, from, end - from); /* never: Python caps a summary's rows */
+            emu_unknown(uc, a, from, end - from); /* never (see EMU_ROWS_MAX) */
             return;
         }
         a->ready[0] = o.start;
@@ -259,24 +281,9 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
             a->emu_stop(uc);
             return;
         }
-        emu_learn(a, &o, from);
-        for (uint32_t k = 0; k < s->count; k++) { /* a merged row's value includes the one before */
-            a->ready[a->rows[s->first + k].dst] = ready[k];
-        }
-        a->cont_start = 0;
-        a->block_start = from;
-        a->block_end = end;
-        a->block_insns = a->insns;
-        a->block_cost = a->cost;
+        emu_commit(a, s, &o, ready, from, end);
         a->insns += n;
         a->cost += c;
-        a->last_start = (uint64_t)o.start;
-        a->pending_kind = s->kind;
-        a->pending_target = s->target;
-        a->pending_pc = s->branch_pc;
-        a->pending_var = s->branch_var;
-        a->pending_off = s->branch_off;
-        a->pending_issue = s->branch_issue;
         return;
     }
     emu_unknown(uc, a, from, end - from);

@@ -334,8 +334,11 @@ def _learned(image: ElfImage, summarize: Summarizer) -> dict[tuple[int, int], Bl
     return {}
 
 
+_SUMMARY_DISASSEMBLER = _disassembler()
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def summary_of(code: bytes, address: int, summarize: Summarizer) -> BlockSummary:
     """The summary of the block of `code` at `address` (cached: the same bytes at the same place
     time the same in every engine)."""
-    return summarize(list(_disassembler().disasm(code, address)))
+    return summarize(list(_SUMMARY_DISASSEMBLER.disasm(code, address)))

@@ -31,6 +31,8 @@ class Range(ctypes.Structure):
 
 
 ROW_SOURCES = 4
+MAX_ROWS = 320
+"""At most 34 variables, each with at most 35 sources, in rows of 4 (EMU_ROWS_MAX in the C file)."""
 NO_SOURCE = -(1 << 30)
 """An unused source slot's offset: never the largest (every row has a real source from the start)."""
 
@@ -185,6 +187,7 @@ def to_rows(entries: tuple[tuple[int, int, int], ...]) -> list[Row]:
         for slot in range(ROW_SOURCES):
             row.src[slot], row.off[slot] = slots[slot] if slot < len(slots) else (0, NO_SOURCE)
         rows.append(row)
+    assert len(rows) <= MAX_ROWS
     return rows
 
 
