@@ -275,14 +275,15 @@ class CostModel:
     def timing(self, insn: capstone.CsInsn) -> InsnTiming:
         """What `insn` does to the pipeline (emu/timing.py), from its form's row."""
         raw = bytes(insn.bytes)
-        # Direct branches carry their target; anything else times the same wherever it sits.
-        key = (insn.address, raw) if insn.group(capstone.CS_GRP_JUMP) or insn.group(capstone.CS_GRP_CALL) else (0, raw)
-        found = self._timings.get(key)
+        # Direct branches carry their target (kept by address); anything else times the same
+        # wherever it sits (kept by its bytes alone).
+        found = self._timings.get((0, raw))
+        if found is not None:
+            return found if found.address == insn.address else dataclasses.replace(found, address=insn.address)
+        found = self._timings.get((insn.address, raw))
         if found is None:
             found = self._timing(insn)
-            self._timings[key] = found
-        elif found.address != insn.address:
-            found = dataclasses.replace(found, address=insn.address, size=insn.size)
+            self._timings[(0, raw) if found.target == 0 else (insn.address, raw)] = found
         return found
 
     def _timing(self, insn: capstone.CsInsn) -> InsnTiming:
@@ -301,8 +302,7 @@ class CostModel:
             for port, load in (alu.ports or {}).items() if alu is not None else ():
                 if port in ports:
                     ports[port] = max(0.0, ports[port] - load)
-        milli = port_groups(ports)
-        return timing(insn, fused, milli, row.latency or 0)
+        return timing(insn, fused, port_groups(ports), row.latency or 0)
 
     def summarize(self, insns: Sequence[capstone.CsInsn]) -> BlockSummary:
         """The block model's summary of one translation block (emu/blockmodel.py)."""
