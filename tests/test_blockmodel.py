@@ -143,3 +143,23 @@ def test_loops_run_at_the_speed_of_their_slowest_constraint() -> None:
 def test_the_same_run_gives_the_same_clock() -> None:
     first = _cycles_per_iteration("4801d8480fafc0", 500)
     assert first == _cycles_per_iteration("4801d8480fafc0", 500)
+
+
+def test_an_instruction_log_that_stops_inside_blocks_never_moves_the_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tiny log buffer stops the guest inside nearly every block to drain it; the block model
+    must count and time each block once, whole, so the digest is the untraced run's."""
+    import json
+
+    from emu import insnlog
+    from emu.cli import main
+
+    def digest(*args: str) -> str:
+        out = tmp_path / "trace.jsonl"
+        assert main(["run", "--scenario", "phase0-exit", *args, "--format", "jsonl", "--out", str(out)]) == 0
+        return str(json.loads(out.read_text().splitlines()[-1])["digest"])
+
+    untraced = digest("--trace", "none")
+    monkeypatch.setattr(insnlog, "BUFFER_BYTES", 600)
+    assert digest("--trace", "insn") == untraced

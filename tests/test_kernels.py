@@ -68,3 +68,26 @@ def test_the_emulated_loops_are_deterministic() -> None:
     model = cpu_model("zen4")
     kernel = next(k for k in SUITE if k.name == "unpredictable")
     assert kernels.emulated_cycles(kernel, model, 300) == kernels.emulated_cycles(kernel, model, 300)
+
+
+def test_native_and_python_clocks_agree_on_every_kernel() -> None:
+    """The C hook and the Python fallback time the kernels (branches, divides, calls) identically."""
+    _require("as", "objcopy")
+    import subprocess
+    import sys
+
+    from emu import accounting
+
+    if not accounting.native_available():
+        pytest.skip("the native accounting extension is not built")
+    script = (
+        "import json; from benches import kernels; from benches.kernel_defs import SUITE; "
+        "from procd_model.cpu_model import cpu_model; "
+        "print(json.dumps({c + k.name: kernels.emulated_cycles(k, cpu_model(c), 200) "
+        "for c in ('skylake', 'zen4') for k in SUITE}))"
+    )
+    env = {**os.environ, accounting.FORCE_PYTHON_ENV: "python"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    fallback = json.loads(done.stdout)
+    native = {c + k.name: kernels.emulated_cycles(k, cpu_model(c), 200) for c in ("skylake", "zen4") for k in SUITE}
+    assert native == fallback
