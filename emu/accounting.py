@@ -17,7 +17,7 @@ import ctypes
 import functools
 import os
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import capstone
@@ -38,8 +38,8 @@ all (counts stay zero, budgets never stop a guest) - only benchmarks use this, a
 
 CostFunction = Callable[[capstone.CsInsn], int]
 """Millicycles of front-end time one instruction takes (its position inside a block)."""
-Summarizer = Callable[[Sequence[capstone.CsInsn]], BlockSummary]
-"""The block model's summary of one translation block."""
+Summarizer = Callable[[bytes, int], BlockSummary]
+"""The block model's summary of one translation block: its code and its address."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ class CpuModel:
     """What guest instructions cost and how fast virtual time runs.
 
     `cost_of` places an instruction inside its block (where a fault or `rdtsc` lands, what a
-    single step costs); `summarize` times whole blocks, with `machine`'s predictor parameters."""
+    single step costs) and is what the sweep of an image calls for every instruction; `summarize`
+    times whole blocks, with `machine`'s predictor parameters."""
 
     name: str
     frequency_hz: int
@@ -59,8 +60,8 @@ class CpuModel:
 def flat(cost_of: CostFunction) -> Summarizer:
     """A block model without dependencies: a block costs the sum of its instructions' `cost_of`."""
 
-    def summarize(insns: Sequence[capstone.CsInsn]) -> BlockSummary:
-        return flat_summary([cost_of(insn) for insn in insns])
+    def summarize(code: bytes, address: int) -> BlockSummary:
+        return flat_summary([cost_of(insn) for insn in _SUMMARY_DISASSEMBLER.disasm(code, address)])
 
     return summarize
 
@@ -96,6 +97,9 @@ def _disassembler() -> capstone.Cs:
     cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     cs.detail = True
     return cs
+
+
+_SUMMARY_DISASSEMBLER = _disassembler()
 
 
 def sweep(code: bytes, base: int, cost_of: CostFunction) -> PrefixTable:
@@ -334,11 +338,8 @@ def _learned(image: ElfImage, summarize: Summarizer) -> dict[tuple[int, int], Bl
     return {}
 
 
-_SUMMARY_DISASSEMBLER = _disassembler()
-
-
 @functools.lru_cache(maxsize=1 << 16)
 def summary_of(code: bytes, address: int, summarize: Summarizer) -> BlockSummary:
     """The summary of the block of `code` at `address` (cached: the same bytes at the same place
     time the same in every engine)."""
-    return summarize(list(_SUMMARY_DISASSEMBLER.disasm(code, address)))
+    return summarize(code, address)

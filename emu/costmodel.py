@@ -205,6 +205,7 @@ class CostModel:
         self._cs.detail = True
         self._by_bytes: dict[bytes, int] = {}
         self._timings: dict[tuple[int, bytes], InsnTiming] = {}
+        self._seen: dict[int, list[tuple[bytes, InsnTiming]]] = {}
         self.machine = _machine(self.header)
 
     @classmethod
@@ -307,6 +308,35 @@ class CostModel:
     def summarize(self, insns: Sequence[capstone.CsInsn]) -> BlockSummary:
         """The block model's summary of one translation block (emu/blockmodel.py)."""
         return summarize([self.timing(insn) for insn in insns], self.machine)
+
+    def sweep_cost(self, insn: capstone.CsInsn) -> int:
+        """`cost`, for a sweep of an image's code: also keeps `insn`'s pipeline view by address, so
+        that `summarize_code` can time the blocks of swept code without decoding them again."""
+        timing = self.timing(insn)
+        candidates = self._seen.setdefault(insn.address, [])
+        raw = bytes(insn.bytes)
+        if all(known != raw for known, _ in candidates):
+            candidates.append((raw, timing))
+        return self.cost(insn)
+
+    def summarize_code(self, code: bytes, address: int) -> BlockSummary:
+        """The summary of the block of `code` at `address` (decoding only what no sweep has seen)."""
+        timings: list[InsnTiming] = []
+        offset = 0
+        while offset < len(code):
+            here = address + offset
+            known = next(
+                (t for raw, t in self._seen.get(here, ()) if code.startswith(raw, offset)),
+                None,
+            )
+            if known is None:
+                decoded = next(self._cs.disasm(code[offset : offset + 16], here, 1), None)
+                if decoded is None:
+                    break
+                known = self.timing(decoded)
+            timings.append(known)
+            offset += known.size
+        return summarize(timings, self.machine)
 
     def cycles(self, millicycles: int) -> float:
         """`millicycles` in cycles (for reports; the clock itself stays in integers)."""
