@@ -119,6 +119,24 @@ def test_every_fixture_instruction_has_a_derived_cost(cpu: str) -> None:
     assert not unexpected, f"forms without a derived cost (re-run tools/derive_costs.py): {unexpected}"
 
 
+@pytest.mark.parametrize("cpu", ["skylake", "zen4"])
+def test_common_compiler_output_has_derived_costs(cpu: str) -> None:
+    """Every built-in form (SSE arithmetic, conversions, integer forms compilers emit) is in the
+    table, with micro-ops, a latency and ports: none falls to a category default."""
+    model = CostModel.load(cpu)
+    derive = _tool("derive_costs")
+    unassembled = {line.split(":")[0] for line in model.header["unassembled"]}
+    for encoding in derive.BUILTIN_FORMS:
+        insn = _insn(encoding)
+        key = form_key(insn)
+        if key in unassembled:
+            continue
+        row = model.row(insn)
+        assert row is not None, f"{cpu}: {key} ({insn.mnemonic} {insn.op_str}) has no derived cost"
+        if row.source == "mca":
+            assert row.uops and row.latency is not None and row.ports is not None, key  # zero idioms: no port
+
+
 def test_form_key_ignores_registers_addresses_and_values() -> None:
     assert _key("4889d8") == _key("4889d1") == "mov r64, r64"  # mov rax, rbx / mov rcx, rdx
     assert _key("488b03") == _key("488b4b08") == "mov r64, m64"  # mov rax, [rbx] / mov rcx, [rbx + 8]
