@@ -82,7 +82,7 @@ struct emu_account {
     uint32_t stop;
     uint32_t nranges;
     uint32_t paused;         /* non-zero: count nothing (a per-instruction step hook counts instead) */
-    uint32_t reserved;
+    uint32_t continued;      /* the block about to run is the rest of one already counted (see cont_start) */
     emu_stop_fn emu_stop;
     struct emu_range ranges[EMU_MAX_RANGES];
     /* The block model. */
@@ -245,9 +245,11 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
     if (a->paused) {
         return;
     }
+    a->continued = 0;
     if (a->cont_start != 0 && address == a->cont_start) {
         if (end <= a->block_end) {
             a->cont_start = 0; /* the rest of a block already counted and timed */
+            a->continued = 1;
             return;
         }
         from = a->block_end; /* longer than the block it continues: count and time the new tail */

@@ -299,9 +299,11 @@ class Accountant:
             return
         end = address + size
         start = address
+        state.continued = 0
         if state.cont_start and address == state.cont_start:
             if end <= state.block_end:
                 state.cont_start = 0
+                state.continued = 1
                 return
             start = int(state.block_end)
         for table in self._tables:

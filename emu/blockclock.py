@@ -82,7 +82,7 @@ class AccountState(ctypes.Structure):
         ("stop", ctypes.c_uint32),
         ("nranges", ctypes.c_uint32),
         ("paused", ctypes.c_uint32),
-        ("reserved", ctypes.c_uint32),
+        ("continued", ctypes.c_uint32),
         ("emu_stop", ctypes.c_void_p),
         ("ranges", Range * MAX_RANGES),
         ("summaries", ctypes.POINTER(Summary)),

@@ -142,6 +142,8 @@ class GuestCpu:
         def on_block(uc: unicorn.Uc, address: int, size: int, _user: object) -> None:
             if state.stop != STOP_NONE or state.paused:
                 return  # the accounting hook stopped before this block: it will not run now
+            if state.continued:
+                return  # the rest of a block the instruction log split: counted with its start
             probe(
                 address,
                 size,

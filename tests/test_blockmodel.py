@@ -163,3 +163,25 @@ def test_an_instruction_log_that_stops_inside_blocks_never_moves_the_clock(
     untraced = digest("--trace", "none")
     monkeypatch.setattr(insnlog, "BUFFER_BYTES", 600)
     assert digest("--trace", "insn") == untraced
+
+
+def test_block_probes_see_each_block_once_when_the_log_splits_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probes (block events, the folded profile) add up to the guest's counts even when the
+    instruction log stops inside blocks: a block's resumed rest is not reported again."""
+    from emu import insnlog
+
+    monkeypatch.setattr(insnlog, "BUFFER_BYTES", 600)
+    body = bytes.fromhex("4801d8480fafc04801da")  # add rax, rbx; imul rax, rax; add rdx, rbx
+    back = -(len(body) + 2 + 6)
+    code = b"\xb9" + (300).to_bytes(4, "little") + body + b"\xff\xc9\x0f\x85"
+    code += back.to_bytes(4, "little", signed=True) + b"\xb8\x09\x00\x00\x00\x0f\x05"
+    cpu = GuestCpu(default_cpu_model())
+    cpu.load(load_elf(code_image(code)))
+    seen: list[tuple[int, int]] = []
+    cpu.add_block_probe(lambda _a, _s, _i, _c, insns, cost: seen.append((insns, cost)))
+    lines: list[int] = []
+    cpu.attach_insn_log(1, lambda count, _json, _text: lines.append(count), lambda: 0, text=False)
+    assert cpu.run(10**6).kind is TrapKind.SYSCALL
+    assert sum(lines) == cpu.retired
+    assert sum(i for i, _ in seen) == cpu.retired
+    assert sum(c for _, c in seen) == cpu.cost
