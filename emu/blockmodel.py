@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from emu.events import MILLICYCLES_PER_CYCLE
-from emu.timing import FLAGS, RSP, START, BranchKind, InsnTiming
+from emu.timing import RSP, START, BranchKind, InsnTiming
 
 Expr = dict[int, int]
 """A ready time: max over src of (value of src + offset); src START is the block's dispatch start."""
@@ -211,6 +211,3 @@ def summarize(timings: Sequence[InsnTiming], machine: Machine) -> BlockSummary:
 def flat_summary(costs: Sequence[int]) -> BlockSummary:
     """A summary for a model without dependencies: the block costs the sum of `costs`."""
     return BlockSummary(through=sum(costs), entries=())
-
-
-__all__ = ["FLAGS", "FLAT_MACHINE", "BlockSummary", "Machine", "flat_summary", "summarize"]

@@ -45,21 +45,24 @@ class BranchKind(IntEnum):
     SERIAL = 5  # syscall and friends: everything in flight completes first
 
 
-_REGISTER_VARS: dict[str, int] = {}
-_names: tuple[str, ...]
-for _i, _name in enumerate(GPRS):
-    _base = _name[1:] if _name[0] == "r" and not _name[1:].isdigit() else _name
-    if _name[1:].isdigit():
-        _names = (_name, _name + "d", _name + "w", _name + "b")
-    elif _base in ("ax", "bx", "cx", "dx"):
-        _names = (_name, "e" + _base, _base, _base[0] + "l", _base[0] + "h")
-    else:
-        _names = (_name, "e" + _base, _base, _base + "l")
-    for _alias in _names:
-        _REGISTER_VARS[_alias] = 1 + _i
-_REGISTER_VARS.update({"rflags": FLAGS, "eflags": FLAGS, "flags": FLAGS})
-for _i in range(16):
-    _REGISTER_VARS[f"xmm{_i}"] = XMM0 + _i
+def _register_variables() -> dict[str, int]:
+    """Every name capstone gives a general register (any size), the flags and xmm0-15 -> variable."""
+    out: dict[str, int] = {}
+    for i, name in enumerate(GPRS):
+        if name[1:].isdigit():  # r8 .. r15
+            names: tuple[str, ...] = (name, name + "d", name + "w", name + "b")
+        elif name[1:] in ("ax", "bx", "cx", "dx"):
+            names = (name, "e" + name[1:], name[1:], name[1] + "l", name[1] + "h")
+        else:  # rsi, rdi, rbp, rsp
+            names = (name, "e" + name[1:], name[1:], name[1:] + "l")
+        for alias in names:
+            out[alias] = 1 + i
+    out.update({"rflags": FLAGS, "eflags": FLAGS, "flags": FLAGS})
+    out.update({f"xmm{k}": XMM0 + k for k in range(16)})
+    return out
+
+
+_REGISTER_VARS = _register_variables()
 
 _WORD_POINTERS = frozenset({"si", "di", "bp", "sp"})
 _STACK_OPS = frozenset({"push", "pop", "call", "ret"})
