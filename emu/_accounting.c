@@ -81,8 +81,8 @@ struct emu_account {
     uint64_t unknown_size;
     uint32_t stop;
     uint32_t nranges;
-    uint32_t paused;         /* non-zero: count nothing (a per-instruction step hook counts instead) */
     uint32_t continued;      /* the block about to run is the rest of one already counted (see cont_start) */
+    uint32_t syscalled;      /* set by emu_syscall_stop: the run stopped after a `syscall` */
     emu_stop_fn emu_stop;
     struct emu_range ranges[EMU_MAX_RANGES];
     /* The block model. */
@@ -242,9 +242,6 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
 {
     const uint64_t end = address + size;
     uint64_t from = address;
-    if (a->paused) {
-        return;
-    }
     a->continued = 0;
     if (a->cont_start != 0 && address == a->cont_start) {
         if (end <= a->block_end) {
@@ -292,6 +289,33 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
 }
 
 uint64_t emu_account_layout_size(void) { return sizeof(struct emu_account); }
+
+/* UC_HOOK_INSN for `syscall`: note it and stop; RIP is left after the instruction, so resuming
+ * continues there. Native, so that a syscall costs no Python callback. */
+void emu_syscall_stop(void *uc, struct emu_account *a)
+{
+    a->syscalled = 1;
+    a->emu_stop(uc);
+}
+
+/* Mirrors Unicorn's struct uc_tlb_entry. */
+struct emu_tlb_entry {
+    uint64_t paddr;
+    uint32_t perms;
+};
+
+/* UC_HOOK_TLB_FILL: every virtual page maps to the physical address equal to it, with every
+ * permission (the memory map's own permissions decide). Native, so that a TLB miss, a host read
+ * or a host write costs no Python callback. */
+_Bool emu_identity_tlb_fill(void *uc, uint64_t page, int access, struct emu_tlb_entry *entry, void *user)
+{
+    (void)uc;
+    (void)access;
+    (void)user;
+    entry->paddr = page;
+    entry->perms = 7; /* UC_PROT_ALL */
+    return 1;
+}
 
 /* An independent per-instruction count (a code hook), for tests that check the block accounting. */
 void emu_count_insn(void *uc, uint64_t address, uint32_t size, uint64_t *counter)
@@ -349,11 +373,6 @@ struct emu_insn_log {
 
 static int emu_retired_before(const struct emu_account *a, uint64_t address, uint64_t *insns, uint64_t *cost)
 {
-    if (a->paused) { /* stepping: the step hook has not counted this instruction yet */
-        *insns = a->insns;
-        *cost = a->cost;
-        return 1;
-    }
     for (uint32_t i = 0; i < a->nranges; i++) {
         const struct emu_range *r = &a->ranges[i];
         if (a->block_start < r->base || a->block_start > r->end || address < r->base || address > r->end) {

@@ -22,12 +22,14 @@ from dataclasses import dataclass
 
 import capstone
 from unicorn import unicorn_const as uc_const
+from unicorn import x86_const
 from unicorn.unicorn_py3.unicorn import uclib
 
 from emu.blockclock import MAX_RANGES, AccountState, SummaryStore, commit, learn, predict, time_block
 from emu.blockmodel import FLAT_MACHINE, BlockSummary, Machine, flat_summary
 from emu.elf import ElfImage, Perm
 from emu.events import MILLICYCLES_PER_CYCLE
+from emu.native_hook import add_native_hook
 
 NO_BOUNDARY = 0xFFFF_FFFF_FFFF_FFFF
 STOP_NONE, STOP_INSNS, STOP_UNKNOWN, STOP_CYCLES = 0, 1, 2, 3
@@ -145,6 +147,7 @@ def _load_native() -> ctypes.CDLL | None:
 
 
 _NATIVE = _load_native()
+_X86_INS_SYSCALL = x86_const.UC_X86_INS_SYSCALL
 _EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
 
 
@@ -155,6 +158,17 @@ def native_available() -> bool:
 def native_library() -> ctypes.CDLL | None:
     """The built extension as a C library (None where it is not built or EMU_ACCOUNTING=python)."""
     return _NATIVE
+
+
+def add_native_entry_hooks(uc: object, state: AccountState) -> bool:
+    """Register the native identity TLB fill and the native `syscall` stop (which sets
+    `state.syscalled`); False where the extension is not built (the caller then hooks Python)."""
+    if _NATIVE is None or not all(hasattr(_NATIVE, name) for name in ("emu_identity_tlb_fill", "emu_syscall_stop")):
+        return False  # not built, or built from an older _accounting.c (reinstall to rebuild it)
+    add_native_hook(uc, uc_const.UC_HOOK_TLB_FILL, _NATIVE.emu_identity_tlb_fill, None)
+    syscall = ctypes.c_int(_X86_INS_SYSCALL)
+    add_native_hook(uc, uc_const.UC_HOOK_INSN, _NATIVE.emu_syscall_stop, state, 1, 0, syscall)
+    return True
 
 
 class Accountant:
@@ -169,7 +183,6 @@ class Accountant:
         self._summarize = model.summarize
         self.summaries = SummaryStore(self.state, model.machine)
         self._tables: list[PrefixTable] = []
-        self._insn_costs: dict[int, int] = {}
         self._pinned: list[object] = []
         self._image_ranges = 0
         self._image: ElfImage | None = None
@@ -181,18 +194,7 @@ class Accountant:
         if os.environ.get(FORCE_PYTHON_ENV) == "off":
             return
         if _NATIVE is not None:
-            handle = ctypes.c_size_t()
-            status = uclib.uc_hook_add(
-                uc._uch,  # type: ignore[attr-defined]
-                ctypes.byref(handle),
-                uc_const.UC_HOOK_BLOCK,
-                ctypes.cast(_NATIVE.emu_account_block, ctypes.c_void_p),
-                ctypes.cast(ctypes.pointer(self.state), ctypes.c_void_p),
-                ctypes.c_uint64(1),
-                ctypes.c_uint64(0),
-            )
-            if status != uc_const.UC_ERR_OK:
-                raise RuntimeError(f"uc_hook_add for the native block hook failed: {status}")
+            add_native_hook(uc, uc_const.UC_HOOK_BLOCK, _NATIVE.emu_account_block, self.state)
         else:
             uc.hook_add(uc_const.UC_HOOK_BLOCK, self._python_block)  # type: ignore[attr-defined]
 
@@ -272,31 +274,11 @@ class Accountant:
                 previous = offset
         return out
 
-    def instruction_cost(self, address: int, size: int) -> int:
-        """Millicycles of the one instruction at `address` (from the tables when they know it)."""
-        cost = self._insn_costs.get(address)
-        if cost is None:
-            cost = self._lookup_instruction_cost(address, size)
-            self._insn_costs[address] = cost
-        return cost
-
-    def _lookup_instruction_cost(self, address: int, size: int) -> int:
-        for table in self._tables:
-            first, last = table.lookup(address), table.lookup(address + size)
-            if first is not None and last is not None and last[0] == first[0] + 1:
-                return last[1] - first[1]
-        return self._cost_of(next(_disassembler().disasm(bytes(self._read(address, size)), address, 1)))
-
-    def _read(self, address: int, size: int) -> bytes:
-        return bytes(self._uc.mem_read(address, size))  # type: ignore[attr-defined]
-
     # ---------------------------------------------------------- Python fallback
 
     def _python_block(self, uc: object, address: int, size: int, _user: object) -> None:
         """The same decision as emu_account_block, for engines without the native hook."""
         state = self.state
-        if state.paused:
-            return
         end = address + size
         start = address
         state.continued = 0

@@ -10,7 +10,8 @@ import bisect
 import functools
 import io
 import itertools
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from enum import IntFlag
 from pathlib import Path
 
@@ -83,6 +84,8 @@ class ElfImage:
     segments: tuple[Segment, ...]
     symbols: tuple[Symbol, ...]
     raw: bytes
+    path: str | None = None
+    """The file it was read from, as an absolute path (None: given as bytes)."""
 
     def section(self, name: str) -> bytes | None:
         """The bytes of section `name`, or None if the image has no such section."""
@@ -123,6 +126,7 @@ def load_elf(source: str | Path | bytes, name: str | None = None) -> ElfImage:
             raw = read_bounded(source, MAX_IMAGE_FILE_BYTES)
         except FileReadError as exc:
             raise ElfError(f"{label}: {exc}") from None
+        return replace(_parse(raw, label), path=os.path.abspath(source))
     return _parse(raw, label)
 
 

@@ -26,6 +26,8 @@ from emu.trace import text_value
 NO_FRAGMENT = 0xFFFF_FFFF
 LOG_OK, LOG_FULL, LOG_MISSING = 0, 1, 2
 BUFFER_BYTES = 8 << 20
+TAIL_BYTES = 1 << 16
+"""Longer than any one line (symbols are bounded), so the last line starts within the tail."""
 Feed = Callable[[int, bytes, bytes], None]
 """feed(count, jsonl_lines, text_lines)"""
 
@@ -165,20 +167,9 @@ class InsnLog:
         if library is None or not self._acct.native:
             self._uc.hook_add(uc_const.UC_HOOK_CODE, self._python_hook, None, begin, end)
             return
-        from unicorn.unicorn_py3.unicorn import uclib
+        from emu.native_hook import add_native_hook
 
-        handle = ctypes.c_size_t()
-        status = uclib.uc_hook_add(
-            self._uc._uch,
-            ctypes.byref(handle),
-            uc_const.UC_HOOK_CODE,
-            ctypes.cast(library.emu_log_insn, ctypes.c_void_p),
-            ctypes.cast(ctypes.pointer(self.state), ctypes.c_void_p),
-            ctypes.c_uint64(begin),
-            ctypes.c_uint64(end),
-        )
-        if status != uc_const.UC_ERR_OK:
-            raise RuntimeError(f"uc_hook_add for the instruction log failed: {status}")
+        add_native_hook(self._uc, uc_const.UC_HOOK_CODE, library.emu_log_insn, self.state, begin, end)
 
     def _python_hook(self, uc: Any, address: int, size: int, _user: object) -> None:
         """emu_log_insn, in Python: identical lines."""
@@ -215,8 +206,6 @@ class InsnLog:
 
     def _retired_before(self, address: int) -> tuple[int, int] | None:
         acct = self._acct.state
-        if acct.paused:
-            return int(acct.insns), int(acct.cost)
         done = self._acct.block_offset(address)
         if done is None:
             return None
@@ -231,6 +220,31 @@ class InsnLog:
 
     def stopped(self) -> bool:
         return bool(self.state.stop)
+
+    def retract(self, address: int) -> None:
+        """Take back the last line if it is for `address` at the current count: a debugger stopped
+        the guest before that instruction ran, after this log's hook had written it."""
+        state = self.state
+        if not state.count:
+            return
+        icount = state.icount_base + int(self._acct.state.insns)
+        mark = b',"icount":%d,' % icount, b'"kind":"insn","address":"%s"' % f"{address:#x}".encode()
+        if self._py_json:
+            if all(part in self._py_json[-1] for part in mark):
+                self._py_json.pop()
+                if self._py_text:
+                    self._py_text.pop()
+                state.count, state.seq = state.count - 1, state.seq - 1
+            return
+        start = _last_line_start(self._json_buffer, state.json_len)
+        if all(
+            part in ctypes.string_at(ctypes.addressof(self._json_buffer) + start, state.json_len - start)
+            for part in mark
+        ):
+            state.json_len = start
+            if state.text:
+                state.text_len = _last_line_start(self._text_buffer, state.text_len)
+            state.count, state.seq = state.count - 1, state.seq - 1
 
     def service(self) -> None:
         """Deal with the stop the hook asked for: drain the buffers or learn the instruction."""
@@ -258,6 +272,13 @@ class InsnLog:
         state.json_len = state.text_len = 0
         state.count = 0
         self._feed(count, jsonl, text)
+
+
+def _last_line_start(buffer: ctypes.Array[ctypes.c_char], length: int) -> int:
+    """Where the last newline-terminated line of `buffer[:length]` starts."""
+    tail_start = max(0, length - TAIL_BYTES)
+    tail = ctypes.string_at(ctypes.addressof(buffer) + tail_start, length - tail_start)
+    return tail_start + tail.rfind(b"\n", 0, len(tail) - 1) + 1
 
 
 def _ranges(addresses: list[int]) -> list[tuple[int, int]]:

@@ -370,3 +370,37 @@ def write_output(option: str, path: Path | str, data: bytes) -> None:
         output = outputs.open(resolve_target(option, str(path)))
         output.stream.write(data)
         output.commit()
+
+
+def write_new_file(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
+    """Write `data` to a new file `folder/stem+suffix` (created with its parents if missing) and
+    return its path; an existing file of that name is never replaced: the name gains `-2`, `-3`...
+
+    As every output here, the file appears only complete: the bytes go to a temporary file in
+    `folder`, are synced, and are hard-linked to the first free name (a link fails rather than
+    replaces), then the temporary name goes. Raises OutputError.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
+    target = Target(f"{folder / (stem + suffix)}", TargetKind.FILE, folder / (stem + suffix))
+    with Outputs() as outputs:
+        output = outputs.open(target)
+        output.stream.write(data)
+        output.stream.flush()
+        os.fsync(output.stream.fileno())
+        tmp = output._tmp
+        assert tmp is not None
+        with deferred():
+            os.chmod(tmp, 0o666 & ~_umask())
+            for attempt in range(1, 10_000):
+                name = folder / f"{stem}{'' if attempt == 1 else f'-{attempt}'}{suffix}"
+                try:
+                    os.link(tmp, name)
+                except FileExistsError:
+                    continue
+                except OSError as exc:
+                    raise OutputError(f"cannot write {name}: {exc.strerror or exc}") from None
+                return name
+    raise OutputError(f"{folder}: no free name for {stem}{suffix}")

@@ -13,6 +13,7 @@ import enum
 import hashlib
 import json
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
@@ -22,6 +23,8 @@ import orjson
 from emu.events import BLOCK, INSN, SUMMARY, SYSCALL
 
 FORMATS = ("text", "jsonl")
+RECENT_EVENTS = 64
+"""How many of the run's latest events `Trace.recent` keeps (a crash dump shows them)."""
 
 
 class Level(enum.IntEnum):
@@ -120,6 +123,18 @@ class TraceSink(Protocol):
         """Whole lines already rendered in both formats."""
 
 
+@dataclass(frozen=True)
+class TraceMark:
+    """A point in a trace (`Trace.mark`): seqs, the digest so far, the events kept so far and the
+    latest events' lines (what a crash dump shows)."""
+
+    next_seq: int
+    run_seq: int
+    digest: Any
+    events: tuple[Event, ...]
+    recent: tuple[bytes, ...] = ()
+
+
 class Trace:
     """Collects events in order, stamps them, and feeds the digest and the sink.
 
@@ -155,6 +170,32 @@ class Trace:
         """The seq of the next event of the run's stream."""
         self.events: list[Event] = []
         """The run's stream (level syscall, unfiltered) and the summary, if `keep`."""
+        self.recording = True
+        """False for `Trace.off()`: producers then build no event and no field (the lean path)."""
+        self.recent: deque[bytes] = deque(maxlen=RECENT_EVENTS)
+        """The JSONL lines of the run's latest RECENT_EVENTS events, whatever `keep` says."""
+
+    @classmethod
+    def off(cls) -> Trace:
+        """A trace that records nothing: no event, no digest (its `digest()` is empty). Producers
+        check `recording` before building an event's fields; `emit` ignores what reaches it."""
+        trace = cls(level=Level.NONE, keep=False)
+        trace.recording = False
+        return trace
+
+    def mark(self) -> TraceMark:
+        """Where the trace is now: `rewind` brings it back here (a world snapshot's restore).
+        Lines already written to the sink stay written."""
+        self._hash_pending()
+        return TraceMark(self.next_seq, self.run_seq, self._digest.copy(), tuple(self.events), tuple(self.recent))
+
+    def rewind(self, mark: TraceMark) -> None:
+        """Back to `mark`: the same seqs, digest and kept events as then."""
+        self.next_seq, self.run_seq = mark.next_seq, mark.run_seq
+        self._digest, self._pending = mark.digest.copy(), []
+        self.events[:] = mark.events
+        self.recent.clear()
+        self.recent.extend(mark.recent)
 
     def bind_clock(self, icount: Callable[[], int], cycle: Callable[[], int]) -> None:
         """Stamp later events with `icount()` and `cycle()` (the machine that owns the clock binds it)."""
@@ -163,7 +204,7 @@ class Trace:
 
     def wants(self, kind: str) -> bool:
         """True if an event of `kind` is recorded at all (shown, or part of the run's stream)."""
-        return kind not in _OUTSIDE_THE_RUN or self._shows(kind)
+        return self.recording and (kind not in _OUTSIDE_THE_RUN or self._shows(kind))
 
     def _shows(self, kind: str) -> bool:
         return kind not in self._hidden and (kind in _KIND_LEVEL or self._shows_ipc)
@@ -171,11 +212,13 @@ class Trace:
     def emit(self, kind: str, pid: int, data: object = None, /, **fields: Any) -> None:
         """Record an event stamped with the machine's clock now; `data` is kept with it, unrendered
         (see `Event.data`)."""
-        self._record(self._icount(), self._cycle(), kind, pid, fields, data)
+        if self.recording:
+            self._record(self._icount(), self._cycle(), kind, pid, fields, data)
 
     def emit_at(self, icount: int, cycle: int, kind: str, pid: int, /, **fields: Any) -> None:
         """Record an event with explicit stamps (for events observed inside a running guest)."""
-        self._record(icount, cycle, kind, pid, fields)
+        if self.recording:
+            self._record(icount, cycle, kind, pid, fields)
 
     def _record(
         self, icount: int, cycle: int, kind: str, pid: int, fields: dict[str, Any], data: object = None
@@ -190,6 +233,7 @@ class Trace:
             line = _render(run_seq, icount, cycle, pid, kind, fields)
             pending = self._pending
             pending.append(line)
+            self.recent.append(line)
             if len(pending) >= 512:
                 self._hash_pending()
             if self._keep:
@@ -219,7 +263,10 @@ class Trace:
             self._sink.write_raw(jsonl, text)
 
     def digest(self) -> str:
-        """The SHA-256 of the run's stream so far: its JSONL lines, each ending in a newline."""
+        """The SHA-256 of the run's stream so far: its JSONL lines, each ending in a newline
+        ("" for `Trace.off()`, which hashes nothing)."""
+        if not self.recording:
+            return ""
         self._hash_pending()
         return self._digest.hexdigest()
 

@@ -6,7 +6,7 @@ presence, type and rights in that order and answers with the ABI status for the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from procd_model.abi import CAP_TABLE_SLOTS, CapType, Rights, Status
 
@@ -21,9 +21,9 @@ class Capability:
 
     def derive(self, rights: Rights) -> Capability | None:
         """A copy with `rights`, or None if that would widen this capability's rights."""
-        if rights & ~self.rights:
+        if int(rights) & ~int(self.rights):
             return None
-        return replace(self, rights=Rights(rights))
+        return Capability(self.cap_type, self.obj, Rights(rights), self.badge)
 
 
 class CapLookupError(Exception):
@@ -33,10 +33,11 @@ class CapLookupError(Exception):
 
 
 class CapTable:
-    """CAP_TABLE_SLOTS slots; slot 0 is always empty."""
+    """CAP_TABLE_SLOTS slots; slot 0 is always empty. Held as a dict of the occupied slots (a
+    process holds a handful of its 64: a long run keeps every dead process's table)."""
 
     def __init__(self) -> None:
-        self._slots: list[Capability | None] = [None] * CAP_TABLE_SLOTS
+        self._slots: dict[int, Capability] = {}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CapTable) and self._slots == other._slots
@@ -46,24 +47,22 @@ class CapTable:
     def copy(self) -> CapTable:
         """A table holding the same capabilities (they are immutable), changed independently."""
         table = CapTable()
-        table._slots = list(self._slots)
+        table._slots = dict(self._slots)
         return table
 
     def get(self, slot: int) -> Capability | None:
-        if 0 <= slot < CAP_TABLE_SLOTS:
-            return self._slots[slot]
-        return None
+        return self._slots.get(slot)
 
     def lookup(self, slot: int, cap_types: tuple[CapType, ...], right: Rights) -> Capability:
         """The capability in `slot` if it has one of `cap_types` and `right`; else CapLookupError."""
         if not 0 <= slot < CAP_TABLE_SLOTS:
             raise CapLookupError(Status.INVALID_ARGUMENT, f"slot {slot} out of range")
-        cap = self._slots[slot]
+        cap = self._slots.get(slot)
         if cap is None:
             raise CapLookupError(Status.NOT_FOUND, f"slot {slot} is empty")
         if cap.cap_type not in cap_types:
             raise CapLookupError(Status.INVALID_ARGUMENT, f"slot {slot} holds {cap.cap_type.name}")
-        if right and not cap.rights & right:
+        if right and not int(cap.rights) & int(right):
             raise CapLookupError(Status.DENIED, f"slot {slot} lacks {right.name}")
         return cap
 
@@ -71,19 +70,18 @@ class CapTable:
         """Put `cap` in `slot` (or the first free slot); the slot used, or None if full."""
         if slot is None:
             for candidate in range(1, CAP_TABLE_SLOTS):
-                if self._slots[candidate] is None:
+                if candidate not in self._slots:
                     slot = candidate
                     break
             else:
                 return None
-        if not 1 <= slot < CAP_TABLE_SLOTS or self._slots[slot] is not None:
+        if not 1 <= slot < CAP_TABLE_SLOTS or slot in self._slots:
             return None
         self._slots[slot] = cap
         return slot
 
     def delete(self, slot: int) -> None:
-        if 1 <= slot < CAP_TABLE_SLOTS:
-            self._slots[slot] = None
+        self._slots.pop(slot, None)
 
     def occupied(self) -> list[tuple[int, Capability]]:
-        return [(slot, cap) for slot, cap in enumerate(self._slots) if cap is not None]
+        return sorted(self._slots.items())

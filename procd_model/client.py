@@ -11,19 +11,23 @@ Python side answers for procd.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from emu.elf import ElfImage
 from emu.trace import Trace
-from emu.world import RunOutcome
+from emu.world import Instrument, RunOutcome
+from procd_model import world_snapshot
 from procd_model.abi import BADGE_ROOTD, CapType, NotifyBit, Rights, Role, Status, Syscall
 from procd_model.actor import ActorProgram, SyscallRequest
 from procd_model.caps import Capability, CapTable
-from procd_model.kernel import Kernel, Notification, Process, StopReason
+from procd_model.dump import DumpRecorder
+from procd_model.kernel import Kernel, Notification, Process, StopReason, sched
 from procd_model.messages import Message
 from procd_model.ops import MODEL_FACTS
 from procd_model.rootd import SLOT_IRQ, Rootd, Services, default_procd_boot
 from procd_model.world import make_kernel, run_bootstrap
+from procd_model.world_snapshot import WorldSnapshot
 
 DEFAULT_MAX_INSTRUCTIONS = 100_000_000
 
@@ -47,6 +51,11 @@ class Session:
     replies: list[tuple[Status, Message | None]] = field(default_factory=list)
     """Per request: the CALL's syscall status and the reply message (None if the CALL failed)."""
 
+    def close(self) -> None:
+        """Done with the machine: its engines go back to the pool (processes keep their counts)."""
+        if self.kernel is not None:
+            self.kernel.release_engines()
+
 
 def ask_all(
     requests: Sequence[Request],
@@ -54,10 +63,15 @@ def ask_all(
     max_instructions: int = DEFAULT_MAX_INSTRUCTIONS,
     services: Services | None = None,
     before_procd: tuple[Role, ...] = (),
+    procd_image: ElfImage | None = None,
+    recorder: DumpRecorder | None = None,
 ) -> Session:
-    """Boot procd (with `services` if given, after the services of `before_procd` that rootd
-    starts itself), then send `requests` in order from a client actor and collect every reply."""
-    session = Session(RunOutcome(False, "", "", model=MODEL_FACTS), trace if trace is not None else Trace())
+    """Boot procd (`procd_image`, default the committed one; with `services` if given, after the
+    services of `before_procd` that rootd starts itself), then send `requests` in order from a
+    client actor and collect every reply. `recorder` records crash dumps. Without a `trace`,
+    events are hashed but not kept (pass `Trace()` to read them afterwards; `Trace.off()` records
+    nothing at all)."""
+    session = Session(RunOutcome(False, "", "", model=MODEL_FACTS), trace if trace is not None else Trace(keep=False))
 
     def on_ready(rootd: Rootd) -> None:
         rootd.supervises = False  # the client speaks to procd in rootd's place
@@ -75,7 +89,14 @@ def ask_all(
         kernel.spawn_actor("client", _client(requests, slot_of, spare, session), caps)
 
     session.outcome = run_bootstrap(
-        session.trace, max_instructions, manifest=(), on_ready=on_ready, services=services, before_procd=before_procd
+        session.trace,
+        max_instructions,
+        manifest=(),
+        on_ready=on_ready,
+        services=services,
+        before_procd=before_procd,
+        procd_image=procd_image,
+        recorder=recorder,
     )
     return session
 
@@ -88,6 +109,48 @@ def _client(requests: Sequence[Request], slot_of: dict[int, int], spare: int, se
         result = yield SyscallRequest(Syscall.CALL, (slot_of[request.badge],), message)
         reply = result.message() if result.status is Status.OK else None
         session.replies.append((result.status, reply))
+
+
+Reply = tuple[Status, Message | None]
+
+
+class ReplyLog:
+    """A conversation's replies, numbered from 0 in the order they came: `len` counts every one,
+    but only the latest `keep` are kept (index them by number, or from the end with negative
+    indices), so a long conversation does not grow. Iterating gives the kept ones in order."""
+
+    def __init__(self, keep: int = 256) -> None:
+        self.keep = keep
+        self._kept: deque[Reply] = deque(maxlen=keep)
+        self._count = 0
+
+    def append(self, reply: Reply) -> None:
+        self._kept.append(reply)
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> Reply:
+        """Reply number `index` (negative: from the end). Raises IndexError for one not kept."""
+        if index < 0:
+            index += self._count
+        offset = index - (self._count - len(self._kept))
+        if not 0 <= index < self._count or offset < 0:
+            raise IndexError(f"reply {index} is not kept (the latest {len(self._kept)} of {self._count} are)")
+        return self._kept[offset]
+
+    def __iter__(self) -> Iterator[Reply]:
+        return iter(self._kept)
+
+    def save(self) -> tuple[int, tuple[Reply, ...]]:
+        return self._count, tuple(self._kept)
+
+    def put(self, saved: tuple[int, tuple[Reply, ...]]) -> None:
+        """Back to what `save` returned."""
+        self._count = saved[0]
+        self._kept.clear()
+        self._kept.extend(saved[1])
 
 
 class ConversationError(RuntimeError):
@@ -109,11 +172,15 @@ class Conversation:
         badges: Iterable[int],
         services: Services | None = None,
         max_instructions: int = DEFAULT_MAX_INSTRUCTIONS,
+        trace: Trace | None = None,
+        procd_image: ElfImage | None = None,
+        instrument: Instrument | None = None,
     ) -> None:
-        self.trace = Trace()
-        self.kernel = make_kernel(self.trace)
+        self.trace = trace if trace is not None else Trace(keep=False)
+        self.kernel = make_kernel(self.trace, procd_image, instrument)
         self.max_instructions = max_instructions
-        self.replies: list[tuple[Status, Message | None]] = []
+        self.replies = ReplyLog()
+        """Every reply counted, the latest kept (a long conversation stays flat)."""
         self._outbox: deque[Request] = deque()
         self._slot_of: dict[int, int] = {}
         self._doorbell: Notification | None = None
@@ -139,6 +206,24 @@ class Conversation:
         self._settle()
         return self.replies[before] if len(self.replies) > before else None
 
+    def close(self) -> None:
+        """Done with the machine: its engines go back to the pool (processes keep their counts)."""
+        self.kernel.release_engines()
+
+    def snapshot(self) -> WorldSnapshot:
+        """The whole world as it is now (procd back in RECV between steps): kernel, engines,
+        trace, rootd, peers and replies. `restore` brings it back, any number of times."""
+        return world_snapshot.take(self)
+
+    def restore(self, snapshot: WorldSnapshot) -> None:
+        """Back to `snapshot`: the next steps give exactly the trace they gave from there.
+        Raises SnapshotError if an actor is no longer suspended where it was."""
+        world_snapshot.restore(self, snapshot)
+
+    def discard(self, snapshot: WorldSnapshot) -> None:
+        """`snapshot` will not be restored again: the engines it held may serve other guests."""
+        self.kernel.discard(snapshot.kernel)
+
     def pass_time(self) -> bool:
         """Let virtual time pass to the next pending timer or interrupt and run until quiet;
         False if nothing was pending."""
@@ -146,6 +231,13 @@ class Conversation:
             return False
         self._settle()
         return True
+
+    def sleep(self, ms: int) -> None:
+        """Let `ms` virtual milliseconds pass while nothing but timers and interrupts runs (each
+        due in between fires at its time), running until quiet after each."""
+        until = sched.monotonic_ticks(self.kernel) + ms
+        while self.kernel.idle_until(until):
+            self._settle()
 
     def interrupt(self) -> None:
         """Raise the services' interrupt (IRQ on the IRQ_NOTIFY notification) and run until quiet."""

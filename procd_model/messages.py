@@ -21,6 +21,19 @@ from procd_model.abi import (
     Role,
 )
 
+_HEADER_ORDER = (
+    ("op", 1),
+    ("payload_len", 1),
+    ("cap_count", 1),
+    ("reserved0", 1),
+    ("caps", MSG_MAX_CAPS),
+    ("reserved1", 1),
+)
+if MESSAGE_HEADER.field_order() != _HEADER_ORDER:  # the flat codecs below index the fields by position
+    raise ImportError("messages.py: message_header's fields changed; update its flat encode/decode")
+_HEADER_SIZE = MESSAGE_HEADER.size
+_NO_CAPS = (0,) * MSG_MAX_CAPS
+
 
 class MessageError(ValueError):
     """A message header the kernel refuses (the sender gets INVALID_ARGUMENT)."""
@@ -35,30 +48,28 @@ class Message:
     caps: tuple[int, ...] = ()
 
     def encode(self) -> bytes:
-        if len(self.payload) > MSG_MAX_PAYLOAD or len(self.caps) > MSG_MAX_CAPS:
+        count = len(self.caps)
+        if len(self.payload) > MSG_MAX_PAYLOAD or count > MSG_MAX_CAPS:
             raise MessageError("message too large")
-        header = MESSAGE_HEADER.pack(
-            op=self.op, payload_len=len(self.payload), cap_count=len(self.caps), caps=self.caps
-        )
-        return header + self.payload
+        caps = self.caps + _NO_CAPS[count:] if count else _NO_CAPS
+        return MESSAGE_HEADER.pack_flat(self.op, len(self.payload), count, 0, *caps, 0) + self.payload
 
     @classmethod
     def decode(cls, buffer: bytes) -> Message:
         """Decode and validate the message at the start of an IPC buffer."""
-        if len(buffer) < MESSAGE_HEADER.size:
+        if len(buffer) < _HEADER_SIZE:
             raise MessageError(f"IPC buffer holds {len(buffer)} bytes, less than a header")
-        header = MESSAGE_HEADER.unpack(buffer)
-        if header["payload_len"] > MSG_MAX_PAYLOAD:
-            raise MessageError(f"payload_len {header['payload_len']} exceeds {MSG_MAX_PAYLOAD}")
-        if header["cap_count"] > MSG_MAX_CAPS:
-            raise MessageError(f"cap_count {header['cap_count']} exceeds {MSG_MAX_CAPS}")
-        if header["reserved0"] or header["reserved1"]:
+        op, payload_len, cap_count, reserved0, *caps, reserved1 = MESSAGE_HEADER.unpack_flat(buffer)
+        if payload_len > MSG_MAX_PAYLOAD:
+            raise MessageError(f"payload_len {payload_len} exceeds {MSG_MAX_PAYLOAD}")
+        if cap_count > MSG_MAX_CAPS:
+            raise MessageError(f"cap_count {cap_count} exceeds {MSG_MAX_CAPS}")
+        if reserved0 or reserved1:
             raise MessageError("reserved header fields are not zero")
-        end = MESSAGE_HEADER.size + header["payload_len"]
+        end = _HEADER_SIZE + payload_len
         if end > min(len(buffer), IPC_BUFFER_SIZE):
             raise MessageError("payload runs past the IPC buffer")
-        caps = tuple(header["caps"][: header["cap_count"]])
-        return cls(header["op"], bytes(buffer[MESSAGE_HEADER.size : end]), caps)
+        return cls(op, bytes(buffer[_HEADER_SIZE:end]), tuple(caps[:cap_count]))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from procd_model.abi import (
     CRASH_READ_REQUEST,
     CRASH_RECORD,
     CRASHD_RING,
+    IPC_BUFFER_VADDR,
     NAMED_REPLY,
     NAMED_REQUEST,
     CrashdOp,
@@ -41,15 +42,18 @@ def serve(slot: int, handle: Callable[[Message], Reply]) -> ActorProgram:
     `handle` is itself an actor program (it may make syscalls, e.g. timed calls kernel-control)
     whose return value is the reply.
     """
-    result = yield SyscallRequest(Syscall.RECV, (slot,))
+    reply: Message | None = None
     while True:
+        # One waiting point for both the first RECV and every REPLY_RECV: between requests the
+        # actor is always suspended here, so a world snapshot can be restored (world_snapshot.py).
+        number = Syscall.RECV if reply is None else Syscall.REPLY_RECV
+        result = yield SyscallRequest(number, (slot,), reply)
         try:
             request = result.message()
         except MessageError:
             reply = Message(Status.INVALID_ARGUMENT)
         else:
             reply = yield from handle(request)
-        result = yield SyscallRequest(Syscall.REPLY_RECV, (slot,), reply)
 
 
 class Named:
@@ -80,24 +84,34 @@ class Named:
 
 
 class Crashd:
-    """crashd: keeps the last CRASHD_RING reports of killed processes; REPORT accepts only KILLED."""
+    """crashd: keeps the last CRASHD_RING reports of killed processes; REPORT accepts only KILLED.
+
+    Each record it keeps it also logs (DEBUG_WRITE), naming the dump of the crash: the kernel
+    names every crash (`dump_of`, set by whoever starts crashd), whether or not a file is written.
+    """
 
     def __init__(self) -> None:
         self.records: deque[tuple[int, bytes]] = deque(maxlen=CRASHD_RING)
         """(sequence number, crash_record payload), oldest first."""
         self.reported = 0
+        self.dump_of: Callable[[int], str | None] = lambda pid: None
+        """The dump id of process `pid`'s crash (None: it did not crash, e.g. it was killed)."""
+        self.dumps: dict[int, str | None] = {}
+        """sequence number -> the dump its record names."""
 
     def program(self, slot: int) -> ActorProgram:
         return serve(slot, self.handle)
 
     def handle(self, request: Message) -> Reply:
-        yield from ()
         if request.op == CrashdOp.REPORT and len(request.payload) == CRASH_RECORD.size:
             record = CRASH_RECORD.unpack(request.payload)
             if record["event"] != CrashEvent.KILLED or record["reserved"]:
                 return Message(Status.INVALID_ARGUMENT)
             self.records.append((self.reported, request.payload))
+            dump = self.dumps[self.reported] = self.dump_of(record["pid"])
             self.reported += 1
+            line = f"crashd: record {self.reported - 1}: pid {record['pid']} killed, dump {dump or 'none'}".encode()
+            yield SyscallRequest(Syscall.DEBUG_WRITE, (IPC_BUFFER_VADDR, len(line)), line)
             return Message(Status.OK)
         if request.op == CrashdOp.READ and len(request.payload) == CRASH_READ_REQUEST.size:
             read = CRASH_READ_REQUEST.unpack(request.payload)

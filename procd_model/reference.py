@@ -17,7 +17,7 @@ difference comes back as a `Divergence` naming the request that caused it (None 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from emu.events import IPC_RECV, IPC_REPLY, IPC_SEND, KERNEL_PID, NOTIFY
@@ -134,6 +134,11 @@ class ProcdSpec:
     """table index -> the live child there"""
     generations: dict[int, int] = field(default_factory=dict)
     """table index -> generation of its latest occupant (a reused index gets the next one)"""
+
+    def copy(self) -> ProcdSpec:
+        """A copy later requests do not change (entries copied; the rest is immutable)."""
+        live = {index: replace(entry) for index, entry in self.live.items()}
+        return replace(self, live=live, generations=dict(self.generations))
 
     def listing(self) -> list[dict[str, int]]:
         """What LIST reports, entry by entry in index order: each `process_status` record's

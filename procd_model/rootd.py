@@ -88,6 +88,13 @@ class ManifestEntry:
     """Roles that must be running before procd starts it (procd holds it until then)."""
     never_starts: bool = False
     """procd must never start it (it stays held, or a dependency failed)."""
+    image_id: int = 0
+    """The image id rootd asks for; 0: the boot image named `image`."""
+
+    @property
+    def boot_id(self) -> int:
+        """The image id SPAWN_SERVICE names for this entry."""
+        return self.image_id or boot_image_named(self.image).image_id
 
 
 @dataclass
@@ -188,6 +195,8 @@ class Rootd:
     """rootd's bootstrap notification (its death watch rings it)."""
     on_ready: list[Callable[[Rootd], None]] = field(default_factory=list)
     """Called once procd has signalled READY, before the manifest is sent (tests hook in here)."""
+    named: Named | None = None
+    """The name service's state, when rootd started the services."""
     supervises: bool = True
     """After its manifest rootd keeps WAITing for procd's SERVICE_FAILED, so that a REQUIRED
     service failing at any later time halts bootstrap. The client harness, which speaks to
@@ -212,8 +221,9 @@ class Rootd:
     def _start_services(self, caps: CapTable, services: Services) -> None:
         """named, timed and crashd as actors, and the interrupt notification; rootd keeps what procd gets."""
         kernel = self.kernel
+        self.named = Named()
         services_started = (
-            (SLOT_NAMED, "named", Named().program),
+            (SLOT_NAMED, "named", self.named.program),
             (SLOT_TIMED, "timed", Timed(2).program),
             (SLOT_CRASHD, "crashd", services.crashd.program),
         )
@@ -224,6 +234,7 @@ class Rootd:
             own.install(Capability(CapType.KERNEL_CONTROL, 0, Rights.SEND), 2)
             caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.SEND), slot)
             kernel.spawn_actor(name, program(1), own)
+        services.crashd.dump_of = kernel.state.dumps.get
         irq = kernel.new_notification()
         caps.install(Capability(CapType.NOTIFICATION, irq.obj, Rights.RECV), SLOT_IRQ)
         if services.irq_at_cycle is not None:
@@ -382,18 +393,13 @@ class Rootd:
         index = status["id"] & ((1 << PROCD_ID_GENERATION_SHIFT) - 1)
         for record in reversed(self.spawned):
             same_entry = record.proc_id & ((1 << PROCD_ID_GENERATION_SHIFT) - 1) == index
-            if (
-                record.status is Status.OK
-                and same_entry
-                and boot_image_named(record.entry.image).image_id == status["image_id"]
-            ):
+            if record.status is Status.OK and same_entry and record.entry.boot_id == status["image_id"]:
                 return record.entry.image
         return f"pid {status['pid']}"
 
     def _spawn(self, procd_slot: int, entry: ManifestEntry) -> ActorProgram:
-        image = boot_image_named(entry.image)
         request = SPAWN_SERVICE_REQUEST.pack(
-            image_id=image.image_id,
+            image_id=entry.boot_id,
             role=entry.role,
             flags=entry.flags,
             restart=entry.restart,

@@ -11,7 +11,9 @@
     irq_at_cycle = 400000       # optional, 0..2**64-1: when the kernel raises the interrupt
 
     [[spawn]]                   # rootd's SPAWN_SERVICE requests, in order
-    image = "phase0-fault-kill" # a boot image name (python -m emu scenarios lists them)
+    image = "phase0-fault-kill" # a boot image name (python -m emu scenarios lists them), or an
+                                # ELF file: a path relative to this file, with a / or ending in
+                                # .elf (procd_model/scenario_images.py)
     role = "TEST"               # a role name
     flags = []                  # distinct envelope flag names, e.g. ["REQUIRED"]
     status = "OK"               # a status name: the reply procd must give
@@ -28,8 +30,8 @@
                                 # until processes of these roles run
 
     [[inject]]                  # optional faults to inject, into an image the scenario starts
-    image = "phase0-exit"       # (a [[spawn]] image, one such an image spawns, procd, or
-                                # svc-stub when [boot] names roles)
+    image = "phase0-exit"       # (a [[spawn]] image or file, one such an image spawns, procd,
+                                # or svc-stub when [boot] names roles)
     fault_at_instruction = 500  # 0..2**64-1: kill its next process at that many instructions
                                 # (once per image)...
     # fail_create = "BUSY"      # ...or answer CREATE_PROCESS for it with this status (not OK)
@@ -63,6 +65,7 @@ from procd_model.abi import CRASHD_RING, DEBUG_WRITE_MAX, EnvelopeFlag, RestartP
 from procd_model.images import BOOT_IMAGES, boot_image_named
 from procd_model.kernel import ScriptedFaults
 from procd_model.rootd import FOUNDATION_IMAGE, ManifestEntry, Services
+from procd_model.scenario_images import ImageFiles, UserImage, names_a_file
 from procd_model.schema import (
     DIGITS,
     U8_MAX,
@@ -95,6 +98,8 @@ MAX_NESTING = 32
 """Levels of [ and { nesting, and parts of a dotted key, at most (procd_model/toml_limits.py)."""
 LINE_LIMIT = 180
 """Characters of an error message at most (the command line adds `emu: error: `)."""
+MAX_IMAGE_PATH = 4096
+"""Characters of an image file path at most."""
 SOURCE_LIMIT = 90
 """Characters of the file name an error message shows at most (its tail)."""
 
@@ -133,6 +138,24 @@ class Ends:
         return f'"exit N" (N 0..{U64_MAX}), "fault KIND", "alive" or "never"'
 
 
+@dataclass(frozen=True)
+class ImageRef:
+    """A boot image name, or a path to an ELF file (with a `/` or ending in `.elf`), resolved later
+    against the scenario file's folder (procd_model/scenario_images.py)."""
+
+    names: tuple[str, ...]
+
+    def check(self, key: str, raw: object) -> str:
+        if isinstance(raw, str) and names_a_file(raw):
+            if not raw.isprintable() or len(raw) > MAX_IMAGE_PATH:
+                raise SchemaError(key, f"{echo(raw)} is not a usable file name")
+            return raw
+        return OneOf(self.names, "boot image").check(key, raw)
+
+    def describe(self) -> str:
+        return OneOf(self.names, "boot image").describe() + ", or a path to an ELF file"
+
+
 def _names(members: Any) -> tuple[str, ...]:
     return tuple(member.name for member in members)
 
@@ -150,7 +173,7 @@ FAULT_KINDS = tuple(kind.value for kind in FaultCause)
 
 SPAWN_SCHEMA = Table(
     (
-        Key("image", OneOf(IMAGES, "boot image"), required=True),
+        Key("image", ImageRef(IMAGES), required=True),
         Key("role", OneOf(ROLES, "role"), required=True),
         Key("flags", ListOf(OneOf(_names(EnvelopeFlag), "envelope flag"), distinct=True), default=[]),
         Key("status", OneOf(_names(Status), "status"), default="OK"),
@@ -165,7 +188,7 @@ SPAWN_SCHEMA = Table(
 )
 INJECT_SCHEMA = Table(
     (
-        Key("image", OneOf(IMAGES, "boot image"), required=True),
+        Key("image", ImageRef(IMAGES), required=True),
         Key("fault_at_instruction", Integer(0, U64_MAX)),
         Key("fail_create", OneOf(FAILURE_STATUSES, "failure status")),
         Key("times", Integer(1, U32_MAX)),
@@ -229,6 +252,8 @@ class Scenario:
     inject: tuple[Injection, ...] = ()
     before_procd: tuple[Role, ...] = ()
     """Roles rootd starts itself (stand-in images), in order, before procd."""
+    images: tuple[UserImage, ...] = ()
+    """The ELF files the scenario names by path, loaded."""
 
 
 def _error(source: str, key: str, problem: str) -> ScenarioError:
@@ -240,8 +265,9 @@ def _error(source: str, key: str, problem: str) -> ScenarioError:
     return ScenarioError(text if len(text) <= LINE_LIMIT else text[: LINE_LIMIT - 1] + "…")
 
 
-def parse_scenario(text: str, source: str) -> Scenario:
-    """The scenario in `text` (TOML); errors name `source` and the offending key."""
+def parse_scenario(text: str, source: str, folder: Path | None = None) -> Scenario:
+    """The scenario in `text` (TOML); errors name `source` and the offending key. Image paths are
+    relative to `folder` (None: the scenario cannot name image files)."""
     depth = nesting(text, stop_above=MAX_NESTING)
     if depth.brackets > MAX_NESTING:
         raise _error(source, "", f"nested too deeply (more than {MAX_NESTING} levels of [ and {{)")
@@ -254,14 +280,19 @@ def parse_scenario(text: str, source: str) -> Scenario:
     except ValueError as exc:  # TOMLDecodeError, or an integer literal with too many digits
         raise _error(source, "", f"not valid TOML: {exc}") from None
     try:
-        return _scenario(SCENARIO_SCHEMA.check("", data))
+        return _scenario(SCENARIO_SCHEMA.check("", data), ImageFiles(folder))
     except SchemaError as exc:
         raise _error(source, exc.key, exc.problem) from None
 
 
-def _scenario(values: dict[str, Any]) -> Scenario:
+def _scenario(values: dict[str, Any], files: ImageFiles) -> Scenario:
     """The Scenario from checked values, after the checks that span keys."""
-    manifest = tuple(_spawn(spawn) for spawn in values["spawn"])
+    for key in ("spawn", "inject"):
+        for i, table in enumerate(values[key]):
+            if names_a_file(table["image"]):
+                table["image"] = files.resolve(f"{key}[{i}].image", table["image"])
+    ids = {image.name: image.image_id for image in files.images}
+    manifest = tuple(_spawn(spawn, ids.get(spawn["image"], 0)) for spawn in values["spawn"])
     services = None if values["services"] is None else Services(irq_at_cycle=values["services"]["irq_at_cycle"])
     expect = Expectations()
     if values["expect"] is not None:
@@ -278,10 +309,10 @@ def _scenario(values: dict[str, Any]) -> Scenario:
             if injection.image in killed:  # the kernel kills only the image's next process
                 raise SchemaError(f"inject[{i}]", f"a second fault_at_instruction for {injection.image!r}")
             killed.add(injection.image)
-    return Scenario(values["name"], values["description"], manifest, services, expect, inject, before)
+    return Scenario(values["name"], values["description"], manifest, services, expect, inject, before, files.images)
 
 
-def _spawn(values: dict[str, Any]) -> ManifestEntry:
+def _spawn(values: dict[str, Any], image_id: int) -> ManifestEntry:
     flags = 0
     for name in values["flags"]:
         flags |= EnvelopeFlag[name]
@@ -296,6 +327,7 @@ def _spawn(values: dict[str, Any]) -> ManifestEntry:
         window_ms=values["window_ms"],
         backoff_ms=values["backoff_ms"],
         depends_on=tuple(Role[name] for name in values["depends"]),
+        image_id=image_id,
         **values["ends"],
     )
 
@@ -305,7 +337,8 @@ def _started_images(manifest: tuple[ManifestEntry, ...], before_procd: tuple[Rol
     started = {"procd"} | {entry.image for entry in manifest} | ({FOUNDATION_IMAGE} if before_procd else set())
     pending = list(started)
     while pending:
-        for child in boot_image_named(pending.pop()).spawns:
+        image = pending.pop()
+        for child in boot_image_named(image).spawns if image in IMAGES else ():
             if child not in started:
                 started.add(child)
                 pending.append(child)
@@ -367,7 +400,7 @@ def load_scenario(name_or_path: str) -> Scenario:
     """A built-in scenario by name, or a user's scenario file."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or _exists(path):
-        return parse_scenario(read_scenario_file(path), name_or_path)
+        return parse_scenario(read_scenario_file(path), name_or_path, path.parent)
     for scenario in builtin_scenarios():
         if scenario.name == name_or_path:
             return scenario

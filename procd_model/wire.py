@@ -33,10 +33,16 @@ class Layout:
     name: str
     fields: tuple[Field, ...]
     _struct: struct.Struct = field(init=False, repr=False, compare=False)
+    _names: frozenset[str] = field(init=False, repr=False, compare=False)
+    _scalar_names: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
+    """The field names in order when every field is a single value (then packing is one call)."""
 
     def __post_init__(self) -> None:
         fmt = "<" + "".join(f"{f.count if f.count > 1 else ''}{_CODES[f.type]}" for f in self.fields)
         object.__setattr__(self, "_struct", struct.Struct(fmt))
+        object.__setattr__(self, "_names", frozenset(f.name for f in self.fields))
+        scalar = all(f.count == 1 for f in self.fields)
+        object.__setattr__(self, "_scalar_names", tuple(f.name for f in self.fields) if scalar else None)
 
     @property
     def size(self) -> int:
@@ -50,9 +56,11 @@ class Layout:
 
     def pack(self, **values: Any) -> bytes:
         """Pack the named fields; missing fields are zero, unknown names are an error."""
-        unknown = set(values) - {f.name for f in self.fields}
-        if unknown:
-            raise KeyError(f"{self.name} has no field {sorted(unknown)[0]!r}")
+        if not self._names.issuperset(values):
+            raise KeyError(f"{self.name} has no field {sorted(set(values) - self._names)[0]!r}")
+        names = self._scalar_names
+        if names is not None:
+            return self._struct.pack(*[int(values.get(name, 0)) for name in names])
         flat: list[int] = []
         for f in self.fields:
             value = values.get(f.name, 0 if f.count == 1 else (0,) * f.count)
@@ -65,10 +73,24 @@ class Layout:
                 flat.extend(int(v) for v in items)
         return self._struct.pack(*flat)
 
+    def pack_flat(self, *values: int) -> bytes:
+        """Pack every field's values in layout order, arrays flattened (no names: the hot paths)."""
+        return self._struct.pack(*values)
+
+    def unpack_flat(self, data: bytes) -> tuple[int, ...]:
+        """The values `pack_flat` takes, from the start of `data` (at least `size` bytes)."""
+        return self._struct.unpack_from(data)
+
+    def field_order(self) -> tuple[tuple[str, int], ...]:
+        """(name, count) of each field in order: what `pack_flat` expects."""
+        return tuple((f.name, f.count) for f in self.fields)
+
     def unpack(self, data: bytes, offset: int = 0) -> dict[str, Any]:
         if len(data) - offset < self.size:
             raise WireError(f"{self.name} needs {self.size} bytes, got {max(0, len(data) - offset)}")
         flat = self._struct.unpack_from(data, offset)
+        if self._scalar_names is not None:
+            return dict(zip(self._scalar_names, flat, strict=True))
         out: dict[str, Any] = {}
         i = 0
         for f in self.fields:

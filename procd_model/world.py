@@ -3,11 +3,14 @@
 Default scenario: rootd boots the committed procd, which spawns `phase0-exit` on rootd's request.
 An IMAGE whose .erix_image note says it is procd replaces the committed procd in that scenario;
 any other IMAGE runs alone as the root process with a generic envelope (role GENERIC, or the role
-its .erix_image note declares).
+its .erix_image note declares). `--procd ELF` (RunRequest.procd) replaces the committed procd in
+the default scenario or any `--scenario`; a scenario may name its own ELF files as images
+(procd_model/scenario_images.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -15,11 +18,14 @@ from typing import Any
 
 from emu.accounting import CpuModel
 from emu.elf import ElfError, ElfImage, Perm, load_elf
+from emu.gdbstub.target import Debugger
 from emu.trace import Trace
-from emu.world import InputError, Instrument, RunOutcome, RunRequest
+from emu.world import FuzzRequest, InputError, Instrument, RunOutcome, RunRequest
 from procd_model.abi import CapPurpose, CapType, Rights, Role, RootdStatus, Status
 from procd_model.caps import Capability, CapTable
 from procd_model.cpu_model import cpu_model
+from procd_model.debug import attach_debugger
+from procd_model.dump import DumpRecorder, PausedKernel, image_input, replay_inputs, scenario_input
 from procd_model.images import (
     BOOT_IMAGES,
     boot_image_named,
@@ -31,6 +37,7 @@ from procd_model.images import (
 from procd_model.kernel import ROOT_PID, ImageLayoutError, Kernel, Process, RunState, ScriptedFaults, StopReason
 from procd_model.messages import EnvelopeSlot, build_envelope
 from procd_model.ops import MODEL_FACTS
+from procd_model.peers import Crashd
 from procd_model.rootd import (
     FOUNDATION_IMAGE,
     ManifestEntry,
@@ -40,28 +47,92 @@ from procd_model.rootd import (
     SpawnRecord,
     default_procd_boot,
 )
-from procd_model.scenario import Scenario, ScenarioError, builtin_scenarios, load_scenario, unmet_expectations
+from procd_model.scenario import (
+    Scenario,
+    ScenarioError,
+    builtin_scenarios,
+    load_scenario,
+    read_scenario_file,
+    unmet_expectations,
+)
+from procd_model.scenario_images import UserImage
 
 DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
 
 
 def run(request: RunRequest, trace: Trace) -> RunOutcome:
+    """Run what `request` asks for; every guest crash is named, dumped as `request.dumps` says."""
+    inputs = replay_inputs(__name__, request.max_instructions)
+    recorder = DumpRecorder(None, request.dumps.folder, inputs, request.dumps.stop_at)
+    outcome = _run(request, trace, recorder)
+    paused = PausedKernel(recorder.kernel) if recorder.kernel is not None else None
+    return replace(outcome, dumps=tuple(recorder.written), paused=paused, captured=recorder.captured)
+
+
+def _run(request: RunRequest, trace: Trace, recorder: DumpRecorder) -> RunOutcome:
     instrument = request.instrument
     cpu = cpu_model(request.cpu)
+    procd = None if request.procd is None else load_procd(request.procd)
+    if request.procd is not None and procd is not None:
+        recorder.replay["procd"] = image_input(request.procd, procd)
     if request.scenario is not None:
         if request.image is not None:
-            raise InputError("give an IMAGE or --scenario, not both")
+            raise InputError("give an IMAGE or --scenario, not both (a procd build goes in --procd)")
         try:
             scenario = load_scenario(request.scenario)
+            text = read_scenario_file(Path(request.scenario)) if _names_a_file(request.scenario) else None
         except ScenarioError as exc:
             raise InputError(str(exc)) from None
-        return run_scenario(trace, scenario, request.max_instructions, instrument, cpu=cpu)
+        recorder.replay["scenario"] = scenario_input(request.scenario, text)
+        return run_scenario(
+            trace,
+            scenario,
+            request.max_instructions,
+            instrument,
+            procd_image=procd,
+            debugger=request.debugger,
+            recorder=recorder,
+            cpu=cpu,
+        )
     if request.image is None:
-        return run_bootstrap(trace, request.max_instructions, instrument=instrument, cpu=cpu)
+        return run_bootstrap(
+            trace,
+            request.max_instructions,
+            procd_image=procd,
+            instrument=instrument,
+            debugger=request.debugger,
+            recorder=recorder,
+            cpu=cpu,
+        )
+    if procd is not None:
+        raise InputError("give an IMAGE or --procd, not both (--procd runs a scenario with that procd)")
     image = _load_user_image(request.image)
+    recorder.replay["image"] = image_input(request.image, image)
     if image_role(image) is Role.PROCD:
-        return run_bootstrap(trace, request.max_instructions, procd_image=image, instrument=instrument, cpu=cpu)
-    return run_alone(trace, image, request.max_instructions, instrument=instrument, cpu=cpu)
+        return run_bootstrap(
+            trace,
+            request.max_instructions,
+            procd_image=image,
+            instrument=instrument,
+            debugger=request.debugger,
+            recorder=recorder,
+            cpu=cpu,
+        )
+    return run_alone(
+        trace,
+        image,
+        request.max_instructions,
+        instrument=instrument,
+        debugger=request.debugger,
+        recorder=recorder,
+        cpu=cpu,
+    )
+
+
+def _names_a_file(scenario: str) -> bool:
+    """Whether `load_scenario` reads `scenario` as a file (not a built-in name)."""
+    path = Path(scenario)
+    return path.suffix == ".toml" or path.is_file()
 
 
 def run_scenario(
@@ -70,13 +141,19 @@ def run_scenario(
     max_instructions: int,
     instrument: Instrument | None = None,
     *,
+    procd_image: ElfImage | None = None,
+    debugger: Debugger | None = None,
+    recorder: DumpRecorder | None = None,
     cpu: CpuModel | None = None,
 ) -> RunOutcome:
     """rootd spawns the scenario's manifest through procd; its expectations decide the outcome.
 
     A halt the scenario expects (`[expect] halts`, its text in the message, and the other
-    expectations met) is a success: ok, with stop "halted".
+    expectations met) is a success: ok, with stop "halted". Each run has a crashd of its own, so
+    running one scenario object again starts from nothing.
     """
+    if scenario.services is not None:
+        scenario = replace(scenario, services=replace(scenario.services, crashd=Crashd()))
     kernels: list[Kernel] = []
 
     def prepare(kernel: Kernel) -> None:
@@ -87,11 +164,15 @@ def run_scenario(
         trace,
         max_instructions,
         manifest=scenario.manifest,
+        procd_image=procd_image,
+        images=scenario.images,
         instrument=instrument,
         services=scenario.services,
         extra_checks=lambda kernel: unmet_expectations(scenario, kernel.logs),
         prepare=prepare,
         before_procd=scenario.before_procd,
+        debugger=debugger,
+        recorder=recorder,
         cpu=cpu,
     )
     halts = scenario.expect.halts
@@ -118,9 +199,18 @@ def scenarios() -> list[tuple[str, str]]:
     return [(s.name, s.description) for s in builtin_scenarios()]
 
 
-def input_files() -> list[Path]:
-    """The files any run may read besides the user's: the committed boot images and the built-in
-    scenarios. The command line refuses an output that would overwrite one of them."""
+def input_files(scenario: str | None = None) -> list[Path]:
+    """The files a run may read besides IMAGE and a scenario file: the committed boot images, the
+    built-in scenarios, and the ELF files `scenario` names. The command line refuses an output that
+    would overwrite one of them."""
+    own: list[Path] = []
+    if scenario is not None:
+        with contextlib.suppress(ScenarioError):  # the run itself reports a bad scenario
+            own = [image.path for image in load_scenario(scenario).images]
+    return own + _shipped_files()
+
+
+def _shipped_files() -> list[Path]:
     scenario_files = sorted((Path(__file__).resolve().parent / "scenarios").glob("*.toml"))
     try:
         images = fixtures_dir()
@@ -136,13 +226,29 @@ def _load_user_image(path: Path) -> ElfImage:
         raise InputError(str(exc)) from None
 
 
+def load_procd(path: Path) -> ElfImage:
+    """A user's procd build (`--procd`): an ELF whose .erix_image note declares role PROCD."""
+    image = _load_user_image(path)
+    role = image_role(image)
+    if role is not Role.PROCD:
+        declared = "has no valid .erix_image note" if role is None else f"declares role {role.name}"
+        raise InputError(f"{path}: not a procd image (it {declared}; procd's declares PROCD)")
+    return image
+
+
 def make_kernel(
     trace: Trace,
     procd_image: ElfImage | None = None,
     instrument: Instrument | None = None,
+    images: tuple[UserImage, ...] = (),
+    debugger: Debugger | None = None,
+    recorder: DumpRecorder | None = None,
     cpu: CpuModel | None = None,
 ) -> Kernel:
+    """A kernel whose CREATE_PROCESS loads the boot images, `procd_image` for procd if given, and
+    a scenario's own ELF files (`images`) by their ids; `recorder` writes its crash dumps."""
     procd_id = boot_image_named("procd").image_id
+    own = {image.image_id: image.image for image in images}
     if procd_image is not None:
         # A user's procd stands in for the boot image "procd": it is named so (in the trace, and
         # for scenario injections), wherever its file lies.
@@ -151,12 +257,19 @@ def make_kernel(
     def loader(image_id: int) -> ElfImage | None:
         if procd_image is not None and image_id == procd_id:
             return procd_image
+        if image_id in own:
+            return own[image_id]
         try:
             return load_boot_image(image_id)
         except KeyError:
             return None
 
-    return Kernel(trace, image_loader=loader, instrument=instrument, cpu_model=cpu)
+    kernel = Kernel(trace, image_loader=loader, instrument=instrument, cpu_model=cpu)
+    if debugger is not None:
+        attach_debugger(kernel, debugger)
+    if recorder is not None:
+        recorder.attach(kernel)
+    return kernel
 
 
 def run_bootstrap(
@@ -172,6 +285,9 @@ def run_bootstrap(
     extra_checks: Callable[[Kernel], list[str]] | None = None,
     prepare: Callable[[Kernel], None] | None = None,
     before_procd: tuple[Role, ...] = (),
+    images: tuple[UserImage, ...] = (),
+    debugger: Debugger | None = None,
+    recorder: DumpRecorder | None = None,
     cpu: CpuModel | None = None,
 ) -> RunOutcome:
     """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected.
@@ -179,7 +295,7 @@ def run_bootstrap(
     With `services`, rootd first starts named, timed and the interrupt notification, and hands
     procd capabilities to them for the test images.
     """
-    kernel = make_kernel(trace, procd_image, instrument, cpu)
+    kernel = make_kernel(trace, procd_image, instrument, images, debugger, recorder, cpu)
     if boot is None:
         boot = default_procd_boot(with_services=services is not None, started=before_procd)
     rootd = Rootd(kernel, list(manifest), boot, services, before_procd=before_procd)
@@ -240,23 +356,29 @@ def run_alone(
     image: ElfImage,
     max_instructions: int,
     instrument: Instrument | None = None,
-    *,
+    debugger: Debugger | None = None,
+    recorder: DumpRecorder | None = None,
     cpu: CpuModel | None = None,
 ) -> RunOutcome:
     """Run `image` as the only process, with its own endpoint and a SEND-only kernel-control cap.
 
     The envelope names the role the image's .erix_image note declares, or GENERIC if it has none.
     """
-    kernel, proc = prepare_alone(trace, image, instrument, cpu=cpu)
+    kernel, proc = prepare_alone(trace, image, instrument, debugger, recorder, cpu)
     stop = kernel.run(max_instructions)
     return alone_outcome(kernel, proc, stop)
 
 
 def prepare_alone(
-    trace: Trace, image: ElfImage, instrument: Instrument | None = None, *, cpu: CpuModel | None = None
+    trace: Trace,
+    image: ElfImage,
+    instrument: Instrument | None = None,
+    debugger: Debugger | None = None,
+    recorder: DumpRecorder | None = None,
+    cpu: CpuModel | None = None,
 ) -> tuple[Kernel, Process]:
     """A kernel with `image` created and started as the root process, not yet run."""
-    kernel = make_kernel(trace, instrument=instrument, cpu=cpu)
+    kernel = make_kernel(trace, instrument=instrument, debugger=debugger, recorder=recorder, cpu=cpu)
     endpoint = kernel.new_endpoint(image.name)
     caps = CapTable()
     caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)
@@ -360,4 +482,40 @@ def describe_processes(kernel: Kernel) -> list[dict[str, Any]]:
         if proc.cpu is not None:
             row["instructions"] = proc.cpu.retired
         out.append(row)
+    forgotten = kernel.state.forgotten
+    if forgotten.count:
+        # a long run's oldest dead processes, no longer kept one by one (kernel/lifecycle.py)
+        out.append(
+            {
+                "pid": 0,
+                "name": "forgotten",
+                "state": "forgotten",
+                "count": forgotten.count,
+                "instructions": forgotten.instructions,
+            }
+        )
     return out
+
+
+def fuzz(request: FuzzRequest) -> int:
+    """`python -m emu fuzz`: a campaign against procd (see procd_model/fuzz/run.py)."""
+    from procd_model.fuzz.run import fuzz as run_campaign
+
+    return run_campaign(request)
+
+
+def replay_failure(path: Path) -> tuple[bool, str]:
+    """`python -m emu replay FILE` for a fuzz replay file: whether its failure reproduces (the
+    same key), and what happened, for people. Raises InputError for a bad file."""
+    from procd_model.fuzz.replayfile import ReplayFileError, read_replay, replay
+
+    try:
+        recorded = read_replay(path)
+        now = replay(recorded)
+    except ReplayFileError as exc:
+        raise InputError(str(exc)) from None
+    if now is None:
+        return False, f"emu: replay: {path}: NOT reproduced: the {len(recorded.steps)} steps pass now ({recorded.key})"
+    if now.key != recorded.key:
+        return False, f"emu: replay: {path}: NOT reproduced: another failure: {now.key}: {now}"
+    return True, f"emu: replay: {path}: reproduced {now.key}: {now}"

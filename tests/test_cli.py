@@ -95,7 +95,17 @@ def test_separate_interpreters_agree(tmp_path: Path) -> None:
     """A fresh process (new hash seed, new engines) writes the same bytes."""
     for name, seed in (("a", "1"), ("b", "2")):
         subprocess.run(
-            [sys.executable, "-m", "emu", "run", "--format", "jsonl", "--out", str(tmp_path / f"{name}.jsonl")],
+            [
+                sys.executable,
+                "-m",
+                "emu",
+                "run",
+                "--format",
+                "jsonl",
+                "--out",
+                str(tmp_path / f"{name}.jsonl"),
+                "--no-dumps",
+            ],
             cwd=ROOT,
             env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
             check=True,

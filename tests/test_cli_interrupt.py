@@ -50,7 +50,7 @@ def test_a_signal_stops_the_run(mode: list[str], signum: int, code: int, tmp_pat
     out.mkdir()
     (out / "trace").write_text("before\n")
     args = [a.format(out=out) for a in mode]
-    command = [sys.executable, "-m", "emu", "run", str(image), *args, "--out", str(out / "trace")]
+    command = [sys.executable, "-m", "emu", "run", str(image), *args, "--out", str(out / "trace"), "--no-dumps"]
     command += ["--max-instructions", str(2**62)]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -99,7 +99,7 @@ def test_dev_stdout_is_the_descriptor_not_a_file(tmp_path: Path, image: Path) ->
     log.write_text("kept\n")
     with log.open("a") as stdout:
         done = subprocess.run(
-            [sys.executable, "-m", "emu", "run", str(image), "--format", "jsonl", "--out", "/dev/stdout"],
+            [sys.executable, "-m", "emu", "run", str(image), "--format", "jsonl", "--out", "/dev/stdout", "--no-dumps"],
             cwd=ROOT,
             stdout=stdout,
             stderr=subprocess.PIPE,

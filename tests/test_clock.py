@@ -21,6 +21,8 @@ from emu.cpuid import cpuid_leaf
 from emu.elf import load_elf
 from emu.trace import Trace
 from procd_model.cpu_model import default_cpu_model
+from procd_model.kernel import engines
+from procd_model.kernel.engines import EnginePool
 from procd_model.world import run_alone, run_bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +115,9 @@ class _CodeHookCounter:
             cpu._uc.ctl_flush_tb()
 
         monkeypatch.setattr(GuestCpu, "load", load)
+        # Every guest needs a new engine (a warm one is not loaded again), and these hooked
+        # engines must not serve later tests.
+        monkeypatch.setattr(engines, "SHARED", EnginePool(capacity=0))
 
 
 def test_totals_equal_a_per_instruction_count_on_the_fixtures(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,7 +171,7 @@ def _run_env(tmp_path: Path, name: str, args: list[str], env_extra: dict[str, st
     out = tmp_path / f"{name}.jsonl"
     env = {**os.environ, **env_extra}
     subprocess.run(
-        [sys.executable, "-m", "emu", "run", *args, "--format", "jsonl", "--out", str(out)],
+        [sys.executable, "-m", "emu", "run", *args, "--format", "jsonl", "--out", str(out), "--no-dumps"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -210,3 +210,22 @@ def test_fault_addresses_are_exact_and_non_canonical_ones_are_general_protection
     assert (trap.fault.kind, trap.fault.address) == (kind, address), trap.fault.describe()
     assert trap.fault.rip == (address if rip_offset is None else 0x400000 + rip_offset)
     assert cpu.retired == retired
+
+
+# syscall; mov eax, 1; syscall; mov eax, 2; syscall
+HOPS = bytes.fromhex("0f05b8010000000f05b8020000000f05")
+
+
+def test_a_run_starts_where_rip_was_last_written() -> None:
+    """The next run starts from where the engine stopped, unless rip was written since: by
+    set_reg, by set_regs with rip in the batch, or by restoring a saved state."""
+    cpu = fresh(HOPS)
+    entry = cpu.reg("rip")
+    assert cpu.run(100).rip == entry + 2
+    saved = cpu.save_state()
+    cpu.set_reg("rip", entry + 9)  # skip `mov eax, 1; syscall`: straight to mov eax, 2
+    assert cpu.run(100).rip == entry + 16 and cpu.reg("rax") == 2
+    cpu.set_regs(("rax", "rip"), (0, entry + 2))  # back to `mov eax, 1`
+    assert cpu.run(100).rip == entry + 9 and cpu.reg("rax") == 1
+    cpu.restore_state(saved)  # back to the stop after the first syscall
+    assert cpu.run(100).rip == entry + 9

@@ -45,7 +45,7 @@ def _skip_unless_ci(reason: str) -> NoReturn:
 
 def _committed() -> dict[str, bytes]:
     files = {p.name: p.read_bytes() for p in sorted(FIXTURES.iterdir()) if p.is_file()}
-    expected = set(build_fixtures.IMAGES.values()) | {build_fixtures.VERSION_FILE}
+    expected = set(build_fixtures.fixture_files())
     missing = expected - set(files)
     assert not missing, f"fixtures/elf/ lacks {sorted(missing)}: run tools/build_fixtures.py"
     return files

@@ -18,17 +18,8 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from procd_talk import (
-    FOREIGN_BADGES,
-    agree,
-    listed,
-    process_id,
-    process_request,
-    reply_status,
-    spawn_request,
-    talk_to_procd,
-)
 
+from emu.trace import Trace
 from procd_model.abi import (
     AUDIT_READ_REQUEST,
     BADGE_ROOTD,
@@ -48,6 +39,16 @@ from procd_model.abi import (
     Status,
 )
 from procd_model.client import Conversation, Request, Session, ask_all
+from procd_model.harness import (
+    FOREIGN_BADGES,
+    agree,
+    listed,
+    process_id,
+    process_request,
+    reply_status,
+    spawn_request,
+    talk_to_procd,
+)
 from procd_model.messages import Message
 from procd_model.reference import ProcdSpec, check_against_spec, native_steps
 from procd_model.rootd import Services
@@ -96,7 +97,7 @@ def spec() -> ProcdSpec:
 
 def session_of(requests: list[Request]) -> Session:
     """SETUP then `requests` in one session; every request answered as the spec says, procd alive."""
-    session = ask_all([*SETUP, *requests], services=Services())
+    session = ask_all([*SETUP, *requests], Trace(), services=Services())
     assert session.procd is not None and not session.procd.state.is_dead, "procd died"
     assert session.procd.state.value == "blocked", "procd is back in RECV"
     assert len(session.replies) == len(SETUP) + len(requests), "every request got exactly one reply"
@@ -152,7 +153,7 @@ def test_header_fields_the_kernel_refuses_never_reach_procd() -> None:
         Message(ProcdOp.LIST).encode()[:7] + bytes([1]) + bytes(24),
         Message(ProcdOp.LIST).encode()[:24] + (1).to_bytes(8, "little"),
     ]
-    session = ask_all([Request(r) for r in raw] + [Request(Message(ProcdOp.LIST))], services=Services())
+    session = ask_all([Request(r) for r in raw] + [Request(Message(ProcdOp.LIST))], Trace(), services=Services())
     assert [status for status, _ in session.replies[:-1]] == [Status.INVALID_ARGUMENT] * len(raw)
     assert reply_status(session.replies[-1]) is Status.OK
     received = [e for e in session.trace.events if e.kind == "ipc.recv" and e.pid == session.procd.pid]  # type: ignore[union-attr]

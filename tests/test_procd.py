@@ -180,7 +180,7 @@ MALFORMED = [
 
 def test_malformed_requests_get_error_replies_and_procd_keeps_serving() -> None:
     requests = [r for _, r, _ in MALFORMED] + [Request(spawn())]
-    session = ask_all(requests)
+    session = ask_all(requests, Trace())
     assert session.procd is not None and session.kernel is not None
     got = [(s, Status(m.op) if m else None) for s, m in session.replies]
     expected = [(Status.OK, status) for _, _, status in MALFORMED] + [(Status.OK, Status.OK)]
@@ -203,7 +203,7 @@ def test_table_full_answers_busy() -> None:
     """Children that stay alive (irq clients waiting for an interrupt that never comes) fill the table."""
     waiter = boot_image_named("phase2-irq-client").image_id
     requests = [Request(spawn(image_id=waiter)) for _ in range(PROCD_MAX_PROCESSES + 2)]
-    session = ask_all(requests, services=Services())
+    session = ask_all(requests, Trace(), services=Services())
     statuses = [Status(m.op) for _, m in session.replies if m is not None]
     assert statuses == [Status.OK] * PROCD_MAX_PROCESSES + [Status.BUSY] * 2
 
@@ -211,7 +211,7 @@ def test_table_full_answers_busy() -> None:
 def test_children_that_die_free_their_entries() -> None:
     """procd learns of each death from the kernel, so short-lived children never fill its table."""
     requests = [Request(spawn()) for _ in range(PROCD_MAX_PROCESSES + 8)]
-    session = ask_all(requests)
+    session = ask_all(requests, Trace())
     statuses = [Status(m.op) for _, m in session.replies if m is not None]
     assert statuses == [Status.OK] * (PROCD_MAX_PROCESSES + 8)
     logs = [e.fields["text"] for e in session.trace.of_kind("log") if e.pid == session.procd.pid]  # type: ignore[union-attr]
@@ -220,7 +220,7 @@ def test_children_that_die_free_their_entries() -> None:
 
 def test_forged_child_death_is_denied() -> None:
     forged = Message(KernelEvent.CHILD_DIED, CHILD_DEATH.pack(pid=3, kind=DeathKind.EXITED, code=0))
-    session = ask_all([Request(forged), Request(spawn())])
+    session = ask_all([Request(forged), Request(spawn())], Trace())
     assert [Status(m.op) for _, m in session.replies if m is not None] == [Status.DENIED, Status.OK]
 
 
@@ -275,7 +275,7 @@ def test_any_request_gets_a_reply_and_procd_survives(fuzz: list[tuple[int, bytes
     badge), procd answers every request with a defined status, as its specification says, and
     then spawns normally."""
     requests = [Request(Message(op, payload), badge=badge) for op, payload, badge in fuzz] + [Request(spawn())]
-    session = ask_all(requests)
+    session = ask_all(requests, Trace())
     assert session.procd is not None
     assert len(session.replies) == len(requests)
     for status, message in session.replies:
@@ -324,7 +324,7 @@ def test_stop_kill_status_and_list_with_generations() -> None:
         Request(Message(ProcdOp.LIST)),
     ]
     services = Services()
-    session = ask_all(requests, services=services)
+    session = ask_all(requests, Trace(), services=services)
     replies = [(Status(m.op), m.payload) for _, m in session.replies if m is not None]
     assert [status for status, _ in replies] == [
         Status.OK,
@@ -374,7 +374,7 @@ def test_the_audit_log_says_who_asked_and_under_which_authority() -> None:
         Request(Message(ProcdOp.AUDIT_READ, AUDIT_READ_REQUEST.pack(from_seq=0, reserved=1))),
         Request(Message(ProcdOp.AUDIT_READ, AUDIT_READ_REQUEST.pack(from_seq=3))),
     ]
-    session = ask_all(requests, services=Services())
+    session = ask_all(requests, Trace(), services=Services())
     replies = [(Status(m.op), m.payload) for _, m in session.replies if m is not None]
     assert [status for status, _ in replies] == [Status.OK] * 4 + [Status.DENIED, Status.INVALID_ARGUMENT, Status.OK]
     child = SPAWN_SERVICE_REPLY.unpack(replies[0][1])["pid"]
@@ -405,7 +405,7 @@ def test_a_fault_at_a_non_canonical_rip_reaches_crashd_whole(monkeypatch: pytest
     real_loader = world.load_boot_image
     monkeypatch.setattr(world, "load_boot_image", lambda i: jumper if i == jumper_id else real_loader(i))
     services = Services()
-    session = ask_all([Request(spawn(image_id=jumper_id))], services=services)
+    session = ask_all([Request(spawn(image_id=jumper_id))], Trace(), services=services)
     (fault,) = session.trace.of_kind("fault")
     assert (fault.fields["fault"], fault.fields["rip"]) == ("general-protection", f"{NON_CANONICAL_RIP:#x}")
     assert fault.fields["address"] == f"{NON_CANONICAL_RIP:#x}"

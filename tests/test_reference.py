@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from procd_talk import agree, process_id, process_request, reply_status, spawn_request, talk_to_procd
 
 from emu.trace import Event, Trace
 from procd_model.abi import (
@@ -23,6 +22,7 @@ from procd_model.abi import (
     Status,
 )
 from procd_model.client import Request, ask_all
+from procd_model.harness import agree, process_id, process_request, reply_status, spawn_request, talk_to_procd
 from procd_model.images import boot_image_named
 from procd_model.messages import Message
 from procd_model.reference import ProcdSpec, Step, check_against_spec, native_steps
@@ -76,7 +76,7 @@ MIXED = [
 
 
 def mixed_session() -> list[Step]:
-    session = ask_all(MIXED, services=Services())
+    session = ask_all(MIXED, Trace(), services=Services())
     return steps_of(session.trace)
 
 
@@ -106,7 +106,7 @@ def test_dependencies_on_roles_procd_never_runs_match_the_spec() -> None:
         Request(depends(Role.MEMD)),
         Request(depends(Role.PAGERD)),
     ]
-    session = ask_all(requests, before_procd=(Role.MEMD,))
+    session = ask_all(requests, Trace(), before_procd=(Role.MEMD,))
     statuses = [Status(reply.op) for _, reply in session.replies if reply is not None]
     assert (
         statuses
@@ -127,7 +127,7 @@ def full_table_session() -> list[Step]:
     waiter = boot_image_named("phase2-irq-client").image_id
     payload = SPAWN_SERVICE_REQUEST.pack(image_id=waiter, role=Role.TEST, flags=0)
     session = ask_all(
-        [Request(Message(ProcdOp.SPAWN_SERVICE, payload))] * (PROCD_MAX_PROCESSES + 1), services=Services()
+        [Request(Message(ProcdOp.SPAWN_SERVICE, payload))] * (PROCD_MAX_PROCESSES + 1), Trace(), services=Services()
     )
     return steps_of(session.trace)
 
@@ -201,7 +201,7 @@ fuzz = st.lists(
 @given(fuzz)
 def test_fuzzed_requests_match_the_spec(requests: list[tuple[int, bytes, int]]) -> None:
     session = ask_all(
-        [Request(Message(op, payload), badge=badge) for op, payload, badge in requests], services=Services()
+        [Request(Message(op, payload), badge=badge) for op, payload, badge in requests], Trace(), services=Services()
     )
     divergence = check_against_spec(steps_of(session.trace), spec_for(Services()))
     assert divergence is None, divergence.describe()

@@ -41,6 +41,22 @@ IMAGES = {
     "phase2-irq-client": "phase2-irq-client.elf",
     "svc-stub": "svc-stub.elf",
     "phase1-spawner": "phase1-spawner.elf",
+    "phase0-deep-fault": "phase0-deep-fault.elf",
+}
+# Feature variants, each its own fixture: file name -> (cargo package and binary, features).
+# The default images above are built without any of these features, so they stay unchanged.
+# procd's planted bugs: `emu fuzz` must find them (docs/fuzzing.md); procd-panic is also the
+# crash dumps' procd (docs/dump-format.md).
+VARIANTS = {
+    f"procd-{bug}.elf": ("procd", (f"planted-{bug}",))
+    for bug in (
+        "panic",
+        "length-off-by-one",
+        "missing-badge-check",
+        "restart-count-never-resets",
+        "wider-rights",
+        "generation-stuck",
+    )
 }
 VERSION_FILE = "rustc-version.txt"
 
@@ -89,8 +105,16 @@ def rustc_version(env: dict[str, str]) -> str:
     return result.stdout.strip()
 
 
-def cargo_build(target_dir: Path, env: dict[str, str]) -> None:
-    """Release-build every image of the workspace into ``target_dir``."""
+def fixture_files() -> list[str]:
+    """Every fixture file the build writes."""
+    return [*IMAGES.values(), *VARIANTS, VERSION_FILE]
+
+
+def cargo_build(
+    target_dir: Path, env: dict[str, str], package: str | None = None, features: tuple[str, ...] = ()
+) -> None:
+    """Release-build every image of the workspace into ``target_dir`` (or only ``package``'s
+    binaries, with ``features``)."""
     cargo = find_tool(env, "CARGO", "cargo")
     remap = f"--remap-path-prefix={NATIVE}=."
     # Appended to the rustflags of native/.cargo/config.toml (RUSTFLAGS would replace them).
@@ -100,7 +124,7 @@ def cargo_build(target_dir: Path, env: dict[str, str]) -> None:
         "build",
         "--release",
         "--offline",
-        "--workspace",
+        *(["--package", package, "--features", ",".join(features)] if package else ["--workspace"]),
         "--bins",
         "--config",
         config,
@@ -127,6 +151,12 @@ def build(out: Path, target_dir: Path) -> list[Path]:
             raise BuildError(f"cargo did not produce {src}")
         dst = out / fixture
         shutil.copyfile(src, dst)
+        written.append(dst)
+    for fixture, (package, features) in VARIANTS.items():
+        # After the default images are copied: this rebuilds the package's binary in place.
+        cargo_build(target_dir, env, package, features)
+        dst = out / fixture
+        shutil.copyfile(target_dir / TARGET / "release" / package, dst)
         written.append(dst)
     version_file = out / VERSION_FILE
     version_file.write_text(version + "\n", encoding="utf-8")

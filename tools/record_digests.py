@@ -26,7 +26,7 @@ def run_digest(args: list[str]) -> str:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "trace.jsonl"
         with contextlib.redirect_stderr(io.StringIO()):
-            emu_main(["run", *args, "--trace", "none", "--format", "jsonl", "--out", str(out)])
+            emu_main(["run", *args, "--trace", "none", "--format", "jsonl", "--out", str(out), "--no-dumps"])
         summary = json.loads(out.read_text().splitlines()[-1])
     digest = summary["digest"]
     assert isinstance(digest, str)

@@ -55,47 +55,50 @@ class ControlOp:
 
 def serve(k: Kernel, proc: Process, cap: Capability, message: Message) -> Outcome:
     """Serve a CALL on kernel-control at once; the reply lands in the caller's buffer."""
-    name = op_name("kernel", message.op)
-    k.trace.emit(
-        IPC_SEND,
-        proc.pid,
-        IpcRecord("kernel", message.op, message.payload, call=True),
-        endpoint=KERNEL_CONTROL_ENDPOINT,
-        op=name,
-        call=True,
-        len=len(message.payload),
-        caps=0,
-        **decode_payload("kernel", message.op, message.payload, reply=False),
-    )
+    traced = k.trace.recording
+    name = op_name("kernel", message.op) if traced else ""
+    if traced:
+        k.trace.emit(
+            IPC_SEND,
+            proc.pid,
+            IpcRecord("kernel", message.op, message.payload, call=True),
+            endpoint=KERNEL_CONTROL_ENDPOINT,
+            op=name,
+            call=True,
+            len=len(message.payload),
+            caps=0,
+            **decode_payload("kernel", message.op, message.payload, reply=False),
+        )
     answer = _dispatch(k, proc, cap, message)
     reply = answer.message
     proc.write_ipc(reply.encode())
     sched.charge(k, costs.ipc_transfer(len(message.payload), 0) + costs.ipc_transfer(len(reply.payload), 0))
-    shown = answer.shown
-    if answer.status is Status.OK:
-        shown = {**decode_payload("kernel", message.op, reply.payload, reply=True), **shown}
-    k.trace.emit(
-        IPC_REPLY,
-        KERNEL_PID,
-        IpcRecord("kernel", message.op, reply.payload, status=answer.status, peer=proc.pid),
-        to=proc.pid,
-        op=name,
-        status=answer.status.name,
-        len=len(reply.payload),
-        **shown,
-    )
+    if traced:
+        shown = answer.shown
+        if answer.status is Status.OK:
+            shown = {**decode_payload("kernel", message.op, reply.payload, reply=True), **shown}
+        k.trace.emit(
+            IPC_REPLY,
+            KERNEL_PID,
+            IpcRecord("kernel", message.op, reply.payload, status=answer.status, peer=proc.pid),
+            to=proc.pid,
+            op=name,
+            status=answer.status.name,
+            len=len(reply.payload),
+            **shown,
+        )
     # START_PROCESS: the child runs first, its starter goes to the back of the queue.
     end_turn = answer.status is Status.OK and message.op == KernelOp.START_PROCESS
     return Done(Status.OK, end_turn=end_turn)
 
 
 def _dispatch(k: Kernel, proc: Process, cap: Capability, message: Message) -> ControlReply:
-    try:
-        entry = KERNEL_CONTROL_OPS[KernelOp(message.op)]
-    except ValueError:
+    op = _OPS_BY_NUMBER.get(message.op)
+    if op is None:
         return refused(Status.INVALID_ARGUMENT)
+    entry = KERNEL_CONTROL_OPS[op]
     sched.charge(k, entry.cost)
-    if entry.needs_spawn and not cap.rights & Rights.SPAWN:
+    if entry.needs_spawn and not int(cap.rights) & _SPAWN:
         return refused(Status.DENIED)
     return entry.handler(k, proc, message.payload)
 
@@ -170,7 +173,8 @@ def start_process(k: Kernel, proc: Process, payload: bytes) -> ControlReply:
         return refused(Status.INVALID_ARGUMENT)
     child = k.state.procs.get(request["pid"])
     if child is None:
-        return refused(Status.NOT_FOUND)
+        # a pid below next_pid that is not kept belonged to a process long dead (forgotten)
+        return refused(Status.BUSY if 0 < request["pid"] < k.state.next_pid else Status.NOT_FOUND)
     if child.state is not RunState.CREATED:
         return refused(Status.BUSY)
     lifecycle.start(k, child, run_next=True)
@@ -184,6 +188,11 @@ class _CreateRequest:
     envelope: bytes
     supervisor: int
     grants: tuple[Capability, ...]
+
+
+_KNOWN_RIGHTS = int(Rights.SEND | Rights.RECV | Rights.GRANT | Rights.SPAWN)
+_SPAWN = int(Rights.SPAWN)
+_OPS_BY_NUMBER = {int(op): op for op in KernelOp}
 
 
 def _read_create(proc: Process, payload: bytes) -> _CreateRequest | ControlReply:
@@ -213,7 +222,7 @@ def _read_create(proc: Process, payload: bytes) -> _CreateRequest | ControlReply
         source = proc.caps.get(src_slot)
         if source is None:
             return refused(Status.NOT_FOUND, reason=f"grant source slot {src_slot} is empty")
-        if rights & ~int(Rights.SEND | Rights.RECV | Rights.GRANT | Rights.SPAWN):
+        if rights & ~_KNOWN_RIGHTS:
             return refused(Status.INVALID_ARGUMENT, reason=f"unknown rights {rights:#x}")
         derived = source.derive(Rights(rights))
         if derived is None:

@@ -9,6 +9,7 @@ and dispatch), `ipc` (endpoints), `notify` (notifications), `control` (kernel-co
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from emu.accounting import CpuModel
 from emu.elf import ElfImage
@@ -20,9 +21,12 @@ from procd_model import costs
 from procd_model.actor import ActorProgram
 from procd_model.caps import CapTable
 from procd_model.cpu_model import default_cpu_model
-from procd_model.kernel import lifecycle, notify, sched
+from procd_model.kernel import checkpoint, lifecycle, notify, sched, syscalls
+from procd_model.kernel import engines as engine_pool
 from procd_model.kernel import run as run_loop
-from procd_model.kernel.inject import DeathObserver, Injector, NoInjection
+from procd_model.kernel.checkpoint import KernelCheckpoint
+from procd_model.kernel.engines import EnginePool
+from procd_model.kernel.inject import CrashWatch, DeathObserver, Injector, NoInjection, NoWatch
 from procd_model.kernel.outcome import StopReason
 from procd_model.kernel.state import (
     Endpoint,
@@ -33,6 +37,9 @@ from procd_model.kernel.state import (
     snapshot_state,
 )
 from procd_model.ops import NotifyRecord
+
+if TYPE_CHECKING:
+    from procd_model.debug import DebugPort
 
 
 class Kernel:
@@ -45,8 +52,12 @@ class Kernel:
         quantum_cycles: int = costs.DEFAULT_QUANTUM_CYCLES,
         instrument: Instrument | None = None,
         injector: Injector | None = None,
+        engines: EnginePool | None = None,
+        crash_watch: CrashWatch | None = None,
     ) -> None:
         self.state = KernelState()
+        self.engines = engines if engines is not None else engine_pool.SHARED
+        """Where guests' engines come from and go back to (warm engines, see kernel/engines.py)."""
         self.instrument = instrument
         self.trace = trace if trace is not None else Trace()
         self.trace.bind_clock(lambda: self.state.icount, lambda: self.state.clock // MILLI)
@@ -55,6 +66,13 @@ class Kernel:
         self.image_loader = image_loader
         self.injector: Injector = injector if injector is not None else NoInjection()
         self.observers: list[DeathObserver] = []
+        self.debug: DebugPort | None = None
+        """Set by `procd_model.debug.attach_debugger`: the run loop then stops for a gdb client."""
+        self.crash_watch: CrashWatch = crash_watch if crash_watch is not None else NoWatch()
+        self.keep_dead = lifecycle.KEEP_DEAD
+        """Dead processes kept in full in `procs` (older ones are forgotten, see lifecycle)."""
+        self.keep_logs = syscalls.KEEP_LOGS
+        """DEBUG_WRITE lines kept from the start and from the end of a run (see `syscalls.keep_log`)."""
 
     # ------------------------------------------------------------- the state
 
@@ -88,6 +106,18 @@ class Kernel:
     def snapshot(self) -> KernelState:
         """A copy of the kernel's state that later runs leave as it is (see `snapshot_state`)."""
         return snapshot_state(self.state)
+
+    def checkpoint(self) -> KernelCheckpoint:
+        """Everything needed to put this kernel back as it is now, guests' engines included
+        (see kernel/checkpoint.py); `restore` puts it back, any number of times."""
+        return checkpoint.take(self)
+
+    def restore(self, saved: KernelCheckpoint) -> None:
+        checkpoint.restore(self, saved)
+
+    def discard(self, saved: KernelCheckpoint) -> None:
+        """`saved` will not be restored again: the engines it held may serve other guests."""
+        checkpoint.discard(self, saved)
 
     # ------------------------------------------------------------- world setup
 
@@ -160,11 +190,30 @@ class Kernel:
         self.state.clock = max(self.state.clock, next_event)
         return True
 
+    def idle_until(self, ticks: int) -> bool:
+        """Let virtual time pass, while nothing runs, up to monotonic tick `ticks` or the next
+        pending interrupt or timer, whichever comes first (an event fires on the next `run`);
+        False if the clock is already there."""
+        target = ticks * sched.millicycles_per_tick(self)
+        next_event = sched.next_timed(self)
+        if next_event is not None:
+            target = min(target, next_event)
+        if target <= self.state.clock:
+            return False
+        self.state.clock = target
+        return True
+
     def signal(self, notification: Notification, bits: int) -> None:
         """NOTIFY `bits` on `notification` from outside the modelled processes (a test harness)."""
         record = NotifyRecord(notification.obj, bits)
-        self.trace.emit(NOTIFY, KERNEL_PID, record, notification=notification.obj, bits=bits)
+        if self.trace.recording:
+            self.trace.emit(NOTIFY, KERNEL_PID, record, notification=notification.obj, bits=bits)
         notify.signal(self, notification, bits)
+
+    def release_engines(self) -> None:
+        """The machine will not run again: every live guest's engine goes back to the pool (its
+        process keeps a closed view with its counts, as a dead one does)."""
+        lifecycle.release_engines(self)
 
     def terminate(self, pid: int) -> bool:
         """End the live guest `pid` from outside (as an operator's kill would): it dies KILLED

@@ -1,11 +1,13 @@
 """What the world hands the kernel from outside the modelled machine: fault injection (a
-scenario's or a test's) and observers of process deaths. The kernel owns neither."""
+scenario's or a test's), observers of process deaths, and the crash watch (dumps). The kernel
+owns none of them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from emu.cpu import Fault
 from procd_model.abi import Status
 from procd_model.kernel.state import Process
 
@@ -66,3 +68,28 @@ class DeathObserver(Protocol):
     """Told of every process death, after the kernel has buried it (queues left, supervisor told)."""
 
     def process_died(self, proc: Process) -> None: ...
+
+
+@dataclass(frozen=True)
+class Crash:
+    """A guest's crash: a fault (`fault` set) or a panic (`panic`: the line its panic handler
+    wrote, with file:line and message)."""
+
+    fault: Fault | None = None
+    panic: str | None = None
+
+
+class CrashWatch(Protocol):
+    """Told of every guest crash while the guest is still whole: registers, memory and the
+    kernel's state are as they were when it crashed (nothing is torn down yet)."""
+
+    def crashed(self, proc: Process, crash: Crash) -> bool:
+        """Record the crash (a dump); True stops the machine right here, the process left as it
+        was (a replay stopping at the crash it reproduces)."""
+
+
+class NoWatch:
+    """Nobody records crashes."""
+
+    def crashed(self, proc: Process, crash: Crash) -> bool:
+        return False

@@ -57,22 +57,23 @@ def send(k: Kernel, proc: Process, pending: PendingSend, endpoint: Endpoint, *, 
     with nobody waiting is dropped: BUSY)."""
     message = pending.message
     dropped = not blocking and not endpoint.receivers
-    k.trace.emit(
-        IPC_SEND,
-        proc.pid,
-        IpcRecord(endpoint.service, message.op, message.payload, len(pending.caps), pending.badge, pending.is_call),
-        endpoint=endpoint.obj,
-        op=op_name(endpoint.service, message.op),
-        call=pending.is_call,
-        len=len(message.payload),
-        caps=len(pending.caps),
-        **decode_payload(endpoint.service, message.op, message.payload, reply=False),
-        **({"dropped": True} if dropped else {}),
-    )
+    if k.trace.recording:
+        k.trace.emit(
+            IPC_SEND,
+            proc.pid,
+            IpcRecord(endpoint.service, message.op, message.payload, len(pending.caps), pending.badge, pending.is_call),
+            endpoint=endpoint.obj,
+            op=op_name(endpoint.service, message.op),
+            call=pending.is_call,
+            len=len(message.payload),
+            caps=len(pending.caps),
+            **decode_payload(endpoint.service, message.op, message.payload, reply=False),
+            **({"dropped": True} if dropped else {}),
+        )
     if dropped:
         return Done(Status.BUSY)
     if endpoint.receivers:
-        receiver = k.state.procs[endpoint.receivers.popleft()]
+        receiver = k.state.procs[endpoint.receivers.pop(0)]
         deliver(k, receiver, endpoint, pending)
         sched.complete(k, receiver, Status.OK, (pending.badge, 0, 0))
         return BLOCKED if pending.is_call else Done(Status.OK)
@@ -102,40 +103,42 @@ def deliver(k: Kernel, receiver: Process, endpoint: Endpoint, pending: PendingSe
         sender = k.state.procs[pending.pid]
         if sender.waiting == InSend(endpoint.obj):
             sched.complete(k, sender, Status.OK)
-    record = IpcRecord(
-        service, delivered.op, delivered.payload, len(landed), pending.badge, pending.is_call, peer=pending.pid
-    )
-    k.trace.emit(
-        IPC_RECV,
-        receiver.pid,
-        record,
-        endpoint=endpoint.obj,
-        op=op_name(service, delivered.op),
-        badge=pending.badge,
-        sender=pending.pid,
-        call=pending.is_call,
-        len=len(delivered.payload),
-        caps=list(landed),
-        **decode_payload(service, delivered.op, delivered.payload, reply=False),
-    )
+    if k.trace.recording:
+        record = IpcRecord(
+            service, delivered.op, delivered.payload, len(landed), pending.badge, pending.is_call, peer=pending.pid
+        )
+        k.trace.emit(
+            IPC_RECV,
+            receiver.pid,
+            record,
+            endpoint=endpoint.obj,
+            op=op_name(service, delivered.op),
+            badge=pending.badge,
+            sender=pending.pid,
+            call=pending.is_call,
+            len=len(delivered.payload),
+            caps=list(landed),
+            **decode_payload(service, delivered.op, delivered.payload, reply=False),
+        )
 
 
 def kernel_message(k: Kernel, endpoint: Endpoint, op: KernelEvent, payload: bytes, **shown: Any) -> None:
     """Queue a message from the kernel itself (badge BADGE_KERNEL, no reply right) on `endpoint`."""
     pending = PendingSend(KERNEL_PID, Message(op, payload), (), BADGE_KERNEL, is_call=False)
-    k.trace.emit(
-        IPC_SEND,
-        KERNEL_PID,
-        IpcRecord(KERNEL_EVENTS, op, payload, badge=BADGE_KERNEL),
-        endpoint=endpoint.obj,
-        op=op.name,
-        call=False,
-        len=len(payload),
-        caps=0,
-        **shown,
-    )
+    if k.trace.recording:
+        k.trace.emit(
+            IPC_SEND,
+            KERNEL_PID,
+            IpcRecord(KERNEL_EVENTS, op, payload, badge=BADGE_KERNEL),
+            endpoint=endpoint.obj,
+            op=op.name,
+            call=False,
+            len=len(payload),
+            caps=0,
+            **shown,
+        )
     if endpoint.receivers:
-        receiver = k.state.procs[endpoint.receivers.popleft()]
+        receiver = k.state.procs[endpoint.receivers.pop(0)]
         deliver(k, receiver, endpoint, pending)
         sched.complete(k, receiver, Status.OK, (BADGE_KERNEL, 0, 0))
     else:
@@ -150,7 +153,7 @@ def sys_recv(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
     drop_reply_right(k, proc)
     endpoint = k.state.endpoints[cap.obj]
     if endpoint.senders:
-        pending = endpoint.senders.popleft()
+        pending = endpoint.senders.pop(0)
         deliver(k, proc, endpoint, pending)
         return Done(Status.OK, (pending.badge, 0, 0))
     endpoint.receivers.append(proc.pid)
@@ -166,14 +169,15 @@ def drop_reply_right(k: Kernel, proc: Process) -> None:
     caller = k.state.procs[proc.reply_to]
     proc.reply_to = None
     if caller.waiting == InReply(proc.pid):
-        k.trace.emit(
-            IPC_REPLY,
-            proc.pid,
-            IpcRecord(*proc.reply_op, status=Status.INTERNAL, peer=caller.pid),
-            to=caller.pid,
-            status="INTERNAL",
-            dropped=True,
-        )
+        if k.trace.recording:
+            k.trace.emit(
+                IPC_REPLY,
+                proc.pid,
+                IpcRecord(*proc.reply_op, status=Status.INTERNAL, peer=caller.pid),
+                to=caller.pid,
+                status="INTERNAL",
+                dropped=True,
+            )
         sched.complete(k, caller, Status.INTERNAL)
 
 
@@ -191,17 +195,18 @@ def reply(k: Kernel, proc: Process) -> Status:
     caller.write_ipc(message.encode())
     sched.charge(k, costs.ipc_transfer(len(message.payload), 0))
     service, op = proc.reply_op
-    fields = decode_payload(service, op, message.payload, reply=True) if message.op == Status.OK else {}
-    k.trace.emit(
-        IPC_REPLY,
-        proc.pid,
-        IpcRecord(service, op, message.payload, status=message.op, peer=caller.pid),
-        to=caller.pid,
-        op=op_name(service, op),
-        status=status_name(message.op),
-        len=len(message.payload),
-        **fields,
-    )
+    if k.trace.recording:
+        fields = decode_payload(service, op, message.payload, reply=True) if message.op == Status.OK else {}
+        k.trace.emit(
+            IPC_REPLY,
+            proc.pid,
+            IpcRecord(service, op, message.payload, status=message.op, peer=caller.pid),
+            to=caller.pid,
+            op=op_name(service, op),
+            status=status_name(message.op),
+            len=len(message.payload),
+            **fields,
+        )
     sched.complete(k, caller, Status.OK)
     return Status.OK
 

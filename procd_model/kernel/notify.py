@@ -20,7 +20,7 @@ def signal(k: Kernel, notification: Notification, bits: int) -> None:
     """OR `bits` into the word; a waiter takes the whole word and wakes."""
     notification.word |= bits
     if notification.waiters and notification.word:
-        waiter = k.state.procs[notification.waiters.popleft()]
+        waiter = k.state.procs[notification.waiters.pop(0)]
         taken, notification.word = notification.word, 0
         sched.complete(k, waiter, Status.OK, (taken, 0, 0))
 
@@ -37,7 +37,10 @@ def sys_notify(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome:
     if isinstance(cap, Done):
         return cap
     notification = k.state.notifications[cap.obj]
-    k.trace.emit(NOTIFY, proc.pid, NotifyRecord(notification.obj, args[1]), notification=notification.obj, bits=args[1])
+    if k.trace.recording:
+        k.trace.emit(
+            NOTIFY, proc.pid, NotifyRecord(notification.obj, args[1]), notification=notification.obj, bits=args[1]
+        )
     signal(k, notification, args[1] | cap.badge)
     return Done(Status.OK)
 

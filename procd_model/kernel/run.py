@@ -24,7 +24,8 @@ def fire_next(k: Kernel) -> None:
     """Deliver the earliest interrupt or timer (its time has come, or the next block would pass it)."""
     at, _, event = heapq.heappop(k.state.timed)
     if isinstance(event, Interrupt):
-        k.trace.emit(IRQ, KERNEL_PID, line=event.line, notification=event.notification, scheduled=at // MILLI)
+        if k.trace.recording:
+            k.trace.emit(IRQ, KERNEL_PID, line=event.line, notification=event.notification, scheduled=at // MILLI)
         notify.signal(k, k.state.notifications[event.notification], NotifyBit.IRQ)
         return
     endpoint = k.state.endpoints.get(event.endpoint)
@@ -43,6 +44,10 @@ def run(k: Kernel, max_instructions: int, *, jump_to_events: bool = True) -> Sto
     state = k.state
     while state.halt is None:
         _fire_due(k)
+        if k.debug is not None:
+            k.debug.poll(state.last_ran)
+            if _killed(k):
+                continue  # the loop ends on the halt
         if not state.run_queue:
             next_event = sched.next_timed(k)
             if next_event is None:
@@ -65,14 +70,21 @@ def _run_guest(k: Kernel, proc: Process, context: GuestContext, max_instructions
     """One turn: run until the process blocks, dies, yields or has used a whole quantum."""
     cpu, state = context.cpu, k.state
     sched.switch_to(k, proc)
-    turn_end = cpu.cost + k.quantum
+    if k.debug is not None:
+        k.debug.turn(proc)
+    turn_end = cpu.cost + (k.quantum if state.turn_left is None else state.turn_left)
+    state.turn_left = None
+    timed = state.timed
+    syscall_trap, budget_trap = TrapKind.SYSCALL, TrapKind.BUDGET
     while state.halt is None:
         remaining = max_instructions - state.icount
+        cost_before = cpu.cost
         if remaining <= 0:
             state.run_queue.appendleft(proc.pid)
+            state.turn_left = turn_end - cost_before
             sched.halt(k, "instruction-limit", f"reached {max_instructions} instructions")
             return
-        if cpu.cost >= turn_end:
+        if cost_before >= turn_end:
             state.run_queue.append(proc.pid)
             return
         insn_budget = remaining
@@ -82,31 +94,49 @@ def _run_guest(k: Kernel, proc: Process, context: GuestContext, max_instructions
                 injected = Fault(FaultCause.INJECTED, cpu.reg("rip"), None, f"at instruction {proc.fault_at}")
                 lifecycle.fault(k, proc, injected)
                 return
-        budget = turn_end - cpu.cost
-        next_event = sched.next_timed(k)
-        event_bound = next_event is not None and next_event - state.clock <= budget
-        if next_event is not None:
+        budget = turn_end - cost_before
+        event_bound = False
+        if timed:  # the next interrupt or timer bounds the run (sched.next_timed, inline: a hot loop)
+            next_event = timed[0][0]
+            event_bound = next_event - state.clock <= budget
             budget = min(budget, max(next_event - state.clock, 0))
-        before, cost_before = cpu.retired, cpu.cost
+        before = cpu.retired
         trap = cpu.run(insn_budget, budget, exact=True, clock=state.clock, icount=state.icount)
         state.icount += cpu.retired - before
         state.clock += cpu.cost - cost_before
-        if trap.kind is TrapKind.FAULT:
+        kind = trap.kind
+        if kind is syscall_trap:
+            state.clock += costs.KERNEL_ENTRY_EXIT * MILLI  # sched.charge, inline
+            if not _carry_on(k, proc, syscalls.guest_syscall(k, proc, context)):
+                return
+            continue
+        if kind is TrapKind.DEBUG:
+            assert k.debug is not None  # only a debugger sets breakpoints and steps
+            k.debug.trapped(proc, cpu.debug.take_hit())
+            _killed(k)
+            continue  # the turn goes on exactly where it stopped
+        if kind is TrapKind.FAULT:
             assert trap.fault is not None
+            if k.debug is not None:
+                k.debug.faulted(proc, trap.fault)
             lifecycle.fault(k, proc, trap.fault)
             return
-        if trap.kind is TrapKind.BUDGET:
-            if proc.fault_at is not None and cpu.retired >= proc.fault_at:
-                continue  # the injection check above kills it
-            if state.icount < max_instructions:
-                if event_bound:
-                    fire_next(k)  # the next block would reach the event's time
-                state.run_queue.append(proc.pid)
-                return
-            continue  # the limit check above reports it
-        sched.charge(k, costs.KERNEL_ENTRY_EXIT)
-        if not _carry_on(k, proc, syscalls.guest_syscall(k, proc, cpu)):
+        assert kind is budget_trap
+        if proc.fault_at is not None and cpu.retired >= proc.fault_at:
+            continue  # the injection check above kills it
+        if state.icount < max_instructions:
+            if event_bound:
+                fire_next(k)  # the next block would reach the event's time
+            state.run_queue.append(proc.pid)
             return
+        # the limit check above reports it
+
+
+def _killed(k: Kernel) -> bool:
+    """Whether the run halted; the debugger's client killing it halts it."""
+    if k.debug is not None and k.debug.killed:
+        sched.halt(k, "killed", "the debugger's client killed the run")
+    return k.state.halt is not None
 
 
 def _run_actor(k: Kernel, proc: Process, context: ActorContext) -> None:

@@ -66,14 +66,16 @@ def switch_to(k: Kernel, proc: Process) -> None:
     if proc.pid != state.running:
         if proc.pid != state.last_ran:
             charge(k, costs.CONTEXT_SWITCH)
-        k.trace.emit(SCHED_SWITCH, proc.pid, previous=state.running)
+        if k.trace.recording:
+            k.trace.emit(SCHED_SWITCH, proc.pid, previous=state.running)
         state.running = state.last_ran = proc.pid
 
 
 def idle_until(k: Kernel, at: int) -> None:
     """Nothing is ready until `at` (millicycles): virtual time jumps there. The trace shows the
     interval as idle, then the kernel as current (it delivers what came due) until a switch."""
-    k.trace.emit(SCHED_IDLE, KERNEL_PID, previous=k.state.running, until=at // MILLI)
+    if k.trace.recording:
+        k.trace.emit(SCHED_IDLE, KERNEL_PID, previous=k.state.running, until=at // MILLI)
     k.state.running = KERNEL_PID
     k.state.clock = at
 

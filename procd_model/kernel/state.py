@@ -7,7 +7,6 @@ copied: a snapshot shares it with the state it was taken from.
 
 from __future__ import annotations
 
-import copy
 import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -77,9 +76,10 @@ class InWait:
 Waiting = InSend | InRecv | InReply | InWait
 
 
-@dataclass
+@dataclass(frozen=True)
 class PendingSend:
-    """A sender waiting on an endpoint's queue, its message already copied out."""
+    """A sender waiting on an endpoint's queue, its message already copied out (immutable: a
+    snapshot's queues share them)."""
 
     pid: int
     message: Message
@@ -93,15 +93,17 @@ class Endpoint:
     obj: int
     service: str
     """Whose operations arrive here, for naming ops in the trace (e.g. "procd")."""
-    senders: deque[PendingSend] = field(default_factory=deque)
-    receivers: deque[int] = field(default_factory=deque)
+    senders: list[PendingSend] = field(default_factory=list)
+    """Queued senders, first in line first (lists: an endpoint's queue is short, and an empty
+    deque costs 600 bytes, kept by every endpoint a long run ever made)."""
+    receivers: list[int] = field(default_factory=list)
 
 
 @dataclass
 class Notification:
     obj: int
     word: int = 0
-    waiters: deque[int] = field(default_factory=deque)
+    waiters: list[int] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -110,6 +112,9 @@ class GuestContext:
 
     cpu: GuestCpu
     image: ElfImage
+    entry: tuple[int, int] | None = None
+    """rip and rflags when the syscall being served was entered (read with its arguments, in
+    one call): the result's commit writes them to rcx and r11 without reading them again."""
 
     def read_ipc(self, size: int = IPC_BUFFER_SIZE) -> bytes:
         return self.cpu.read(IPC_BUFFER_VADDR, size)
@@ -123,7 +128,7 @@ class GuestContext:
 
     def commit(self, outcome: Done) -> None:
         """Write a syscall's result to the registers, as `sysret` leaves them."""
-        rip, rflags = self.cpu.regs(("rip", "rflags"))
+        rip, rflags = self.entry if self.entry is not None else self.cpu.regs(("rip", "rflags"))
         self.cpu.set_regs(_RESULT_REGISTERS, (int(outcome.status), *outcome.values, rip, rflags))
 
     def syscall_rip(self) -> int:
@@ -247,19 +252,55 @@ class KernelState:
     root: int | None = None
     """The root process's pid (`Kernel.make_root`): the run stops when it exits."""
     halt: StopReason | None = None
+    turn_left: int | None = None
+    """Millicycles left of the running guest's turn when the instruction limit stopped the run
+    inside it: a run resumed from there (a replay's paused machine) finishes that turn, as the
+    run that was not stopped would have."""
     logs: list[str] = field(default_factory=list)
     """Every DEBUG_WRITE line, whatever the trace level (scenarios check them)."""
+    dumps: dict[int, str] = field(default_factory=dict)
+    """pid -> the id of the dump of its crash (named whether or not a file is written)."""
+    dead: deque[int] = field(default_factory=deque)
+    """Pids of the dead processes still kept in `procs`, oldest death first (see
+    `lifecycle.forget_oldest_dead`: a long run keeps a bounded history)."""
+    forgotten: Forgotten = field(default_factory=lambda: Forgotten(0, 0))
+    orphans: list[int] = field(default_factory=list)
+    """Endpoints of forgotten processes, dropped once no capability, supervisor or timer names them."""
+    orphans_named: int = 0
+    """Orphans the last sweep found still named (sweeps wait for `keep_dead` more than that)."""
+    logs_dropped: int = 0
+    """DEBUG_WRITE lines dropped from the middle of `logs` (see `syscalls.keep_log`)."""
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What is left of the dead processes a long run no longer keeps: how many, and the
+    instructions they retired (the run's summary still counts them)."""
+
+    count: int
+    instructions: int
 
 
 def snapshot_state(state: KernelState) -> KernelState:
-    """A copy of `state` that later runs do not change (contexts are shared, see the module doc)."""
+    """A copy of `state` that later runs do not change (contexts are shared, see the module doc).
+
+    Written out by hand: every container is copied, and what it holds is either immutable
+    (waits, faults, capabilities, messages, timed events) or copied here (processes' capability
+    tables, endpoints' and notifications' queues)."""
     procs = {pid: replace(proc, caps=proc.caps.copy()) for pid, proc in state.procs.items()}
+    endpoints = {
+        obj: Endpoint(e.obj, e.service, list(e.senders), list(e.receivers)) for obj, e in state.endpoints.items()
+    }
+    notifications = {obj: Notification(n.obj, n.word, list(n.waiters)) for obj, n in state.notifications.items()}
     return replace(
         state,
         procs=procs,
-        endpoints=copy.deepcopy(state.endpoints),
-        notifications=copy.deepcopy(state.notifications),
+        endpoints=endpoints,
+        notifications=notifications,
         run_queue=deque(state.run_queue),
         timed=list(state.timed),
         logs=list(state.logs),
+        dumps=dict(state.dumps),
+        dead=deque(state.dead),
+        orphans=list(state.orphans),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from emu.cpu import Fault, FaultCause, GuestCpu, GuestMemoryError
+from emu.cpu import Fault, FaultCause, GuestMemoryError
 from emu.events import LOG, SYSCALL
 from procd_model.abi import (
     CAP_TABLE_SLOTS,
@@ -24,41 +24,45 @@ from procd_model.abi import (
 from procd_model.caps import CapLookupError
 from procd_model.kernel import control, ipc, lifecycle, notify
 from procd_model.kernel.outcome import GONE, Blocked, Done, Outcome, SyscallArgs
-from procd_model.kernel.state import PendingSend, Process
+from procd_model.kernel.state import GuestContext, PendingSend, Process
 
 if TYPE_CHECKING:
     from procd_model.kernel.core import Kernel
 
-_SYSCALL_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS)
+_SYSCALL_REGISTERS = (SYSCALL_NUMBER_REGISTER, *SYSCALL_ARG_REGISTERS, "rip", "rflags")
 Handler = Callable[["Kernel", Process, tuple[int, ...]], Outcome]
+_SYSCALLS = {int(number): number for number in Syscall}
+"""Syscall by number, looked up without building an enum member per call."""
 
 
-def guest_syscall(k: Kernel, proc: Process, cpu: GuestCpu) -> Outcome:
-    number, *args = cpu.regs(_SYSCALL_REGISTERS)
-    return syscall(k, proc, SyscallArgs(number, (args[0], args[1], args[2], args[3], args[4], args[5])))
+def guest_syscall(k: Kernel, proc: Process, context: GuestContext) -> Outcome:
+    number, a0, a1, a2, a3, a4, a5, rip, rflags = context.cpu.regs(_SYSCALL_REGISTERS)
+    context.entry = (rip, rflags)  # the registers stay so until the result is committed
+    return syscall(k, proc, SyscallArgs(number, (a0, a1, a2, a3, a4, a5)))
 
 
 def syscall(k: Kernel, proc: Process, call: SyscallArgs) -> Outcome:
-    try:
-        number = Syscall(call.number)
-    except ValueError:
+    number = _SYSCALLS.get(call.number)
+    if number is None:
         lifecycle.fault(k, proc, _syscall_fault(proc, f"unknown syscall number {call.number}"))
         return GONE
-    traced = k.trace.wants(SYSCALL)
-    fields: dict[str, Any] = {}
+    args = call.args
+    traced = k.trace.recording and k.trace.wants(SYSCALL)  # the lean path asks nothing more
+    fields: dict[str, Any] | None = None
     if traced:
-        fields = {"name": number.name, **_describe_args(number, call.args)}
+        fields = {"name": number.name, **_describe_args(number, args)}
         if number is Syscall.EXIT:
             k.trace.emit(SYSCALL, proc.pid, **fields)
     try:
-        outcome = HANDLERS[number](k, proc, call.args)
+        outcome = HANDLERS[number](k, proc, args)
     except GuestMemoryError as exc:
         lifecycle.fault(k, proc, _syscall_fault(proc, f"IPC buffer unusable: {exc}"))
         return GONE
-    if traced and isinstance(outcome, Done):
-        k.trace.emit(SYSCALL, proc.pid, **fields, status=outcome.status.name)
-    elif traced and isinstance(outcome, Blocked):
-        k.trace.emit(SYSCALL, proc.pid, **fields, status="blocked")
+    if fields is not None:
+        if isinstance(outcome, Done):
+            k.trace.emit(SYSCALL, proc.pid, **fields, status=outcome.status.name)
+        elif isinstance(outcome, Blocked):
+            k.trace.emit(SYSCALL, proc.pid, **fields, status="blocked")
     return outcome
 
 
@@ -138,9 +142,10 @@ def _sys_debug_write(k: Kernel, proc: Process, args: tuple[int, ...]) -> Outcome
     except GuestMemoryError:
         return Done(Status.INVALID_ARGUMENT)
     text = data.decode("utf-8", errors="replace").rstrip("\n")
-    k.state.logs.append(text)
+    keep_log(k, text)
     proc.last_log = text
-    k.trace.emit(LOG, proc.pid, text=text)
+    if k.trace.recording:
+        k.trace.emit(LOG, proc.pid, text=text)
     return Done(Status.OK)
 
 
@@ -175,3 +180,21 @@ HANDLERS: dict[Syscall, Handler] = {
     Syscall.CAP_INFO: _sys_cap_info,
     Syscall.CAP_DELETE: _sys_cap_delete,
 }
+
+
+KEEP_LOGS = 2048
+"""DEBUG_WRITE lines a kernel keeps from the start of a run, and at least as many from its end."""
+
+
+def keep_log(k: Kernel, text: str) -> None:
+    """Append `text` to the kernel's log lines. A long run keeps its first `k.keep_logs` lines and
+    at least its last `k.keep_logs`: when the lines reach three times that, the middle ones go
+    (counted in `logs_dropped`). Scenarios check that some line starts with a prefix; their runs
+    write far fewer lines, so they see every one."""
+    logs = k.state.logs
+    logs.append(text)
+    keep = k.keep_logs
+    if len(logs) >= 3 * keep:
+        dropped = len(logs) - 2 * keep
+        del logs[keep : keep + dropped]
+        k.state.logs_dropped += dropped

@@ -62,6 +62,7 @@ pub const IMAGES: &[(&str, Layout)] = &[
     ("phase2-irq-client", at(0x170_0000)),
     ("svc-stub", at(0x180_0000)),
     ("phase1-spawner", at(0x190_0000)),
+    ("phase0-deep-fault", at(0x1a0_0000)),
     ("bench-compute", at(0x200_0000)),
 ];
 

@@ -2,7 +2,7 @@
 
 use crate::LogPart::{Dec, Text};
 use crate::lifecycle::AlreadyLogged;
-use crate::spawn::Place;
+use crate::spawn::Launch;
 use crate::{
     DeathKind, Kernel, ProcState, Procd, ROLE_NAME_MAX, Role, procd_runs, role_lowercase,
     status_part,
@@ -29,16 +29,11 @@ impl Procd {
             return Err(status::INVALID_ARGUMENT);
         }
         // A role nobody will ever start: NOT_FOUND.
-        if roles_of(depends_on)
-            .any(|r| !procd_runs(Role::new(r)) && !self.started_by_rootd(Role::new(r)))
-        {
+        if roles_of(depends_on).any(|r| !procd_runs(r) && !self.started_by_rootd(r)) {
             return Err(status::NOT_FOUND);
         }
         // A dependency failed (and nothing of its role is available): NOT_FOUND.
-        if roles_of(depends_on).any(|r| {
-            let r = Role::new(r);
-            self.table.role_failed(r) && !self.role_available(r)
-        }) {
+        if roles_of(depends_on).any(|r| self.table.role_failed(r) && !self.role_available(r)) {
             return Err(status::NOT_FOUND);
         }
         let mut reached = depends_on;
@@ -62,7 +57,7 @@ impl Procd {
 
     /// Whether every role of `depends_on` is available ([`Procd::role_available`]; true for 0).
     pub(crate) fn dependencies_available(&self, depends_on: u64) -> bool {
-        roles_of(depends_on).all(|r| self.role_available(Role::new(r)))
+        roles_of(depends_on).all(|r| self.role_available(r))
     }
 
     /// Whether rootd started a service of role `r` before procd (the envelope says so).
@@ -97,11 +92,14 @@ impl Procd {
                 }
                 changed = true;
                 let mut name = [0u8; ROLE_NAME_MAX];
-                let place = Place {
+                let launch = Launch {
                     index,
                     generation: entry.generation,
+                    service: entry,
+                    requester: entry.requester,
+                    restart_of: None,
                 };
-                match self.launch(k, msg, place, entry, entry.requester, None) {
+                match self.launch(k, msg, launch) {
                     Ok(spawned) => k.debug_write(&[
                         Text(b"procd: releasing "),
                         Text(role_lowercase(entry.role, &mut name)),
@@ -164,11 +162,47 @@ pub(crate) fn role_bit(r: Role) -> u64 {
     r.bit()
 }
 
-/// The numbers of the roles whose bits `mask` has.
-///
-/// Numbers, not [`Role`]s: with a `map(Role::new)` here the iterator's fold is no longer
-/// inlined into `check_dependencies` and `dependencies_available`, and the held traces count
-/// every instruction. Callers make each a [`Role`].
-pub(crate) fn roles_of(mask: u64) -> impl Iterator<Item = u16> {
-    (0..64u16).filter(move |&r| mask & role_bit(Role::new(r)) != 0)
+/// The roles whose bits `mask` has, lowest first.
+pub(crate) fn roles_of(mask: u64) -> RolesOf {
+    RolesOf(mask)
+}
+
+/// The roles of a `depends_on` mask ([`roles_of`]): its set bits, lowest first.
+pub(crate) struct RolesOf(u64);
+
+impl Iterator for RolesOf {
+    type Item = Role;
+
+    fn next(&mut self) -> Option<Role> {
+        if self.0 == 0 {
+            return None;
+        }
+        // At most 63, so it fits a u16.
+        let r = self.0.trailing_zeros() as u16;
+        self.0 &= self.0 - 1;
+        Some(Role::new(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_of_yields_each_set_bit_once_lowest_first() {
+        for mask in [
+            0u64,
+            1,
+            0b1011_0000,
+            1 << 63,
+            u64::MAX,
+            0x8000_0000_0000_0001,
+        ] {
+            let roles: Vec<u16> = roles_of(mask).map(Role::get).collect();
+            let expected: Vec<u16> = (0..64u16).filter(|&r| mask & (1 << r) != 0).collect();
+            assert_eq!(roles, expected, "mask {mask:#x}");
+            let back = roles_of(mask).fold(0u64, |m, r| m | role_bit(r));
+            assert_eq!(back, mask);
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Dispatch: one request or kernel event to the handler of its op.
 
 use crate::{Answer, Ending, Kernel, Procd};
-use abi::{BADGE_KERNEL, KernelEvent, Message, kernel_event, procd_op, status};
+use abi::{BADGE_KERNEL, KernelEvent, Message, ProcdOp, status};
 
 impl Procd {
     /// Handle the message in `msg`, which arrived through a capability badged `badge`.
@@ -33,28 +33,26 @@ impl Procd {
             return Answer::Silent;
         }
         // Each op leaves its OK reply in `msg`; an error is written here. This match is the one
-        // place that maps op numbers to handlers (kernel events above). It stays on the numbers:
-        // as a match on `ProcdOp::try_from(request.op)`, whose `Err` arm tells a forged kernel
-        // event (DENIED) from an unknown op, that check compiles to a select instead of a
-        // branch and the serving loop's instructions change (the held traces count them).
-        let result = match request.op {
-            procd_op::SPAWN_SERVICE => self
+        // place that maps ops to handlers (kernel events above).
+        let result = match ProcdOp::try_from(request.op) {
+            Ok(ProcdOp::SpawnService) => self
                 .spawn_service(k, badge, msg)
                 .map(|spawned| spawned.write_reply(msg)),
-            procd_op::SPAWN => self
+            Ok(ProcdOp::Spawn) => self
                 .spawn_for_client(k, badge, msg)
                 .map(|spawned| spawned.write_reply(msg)),
-            procd_op::STOP => self.end_process(k, badge, msg, Ending::Stop),
-            procd_op::KILL => self.end_process(k, badge, msg, Ending::Kill),
-            procd_op::REAP => self.reap(badge, msg),
-            procd_op::STATUS => self.status(badge, msg),
-            procd_op::LIST => self.list(badge, msg),
-            procd_op::AUDIT_READ => self.audit_read(badge, msg),
-            procd_op::PROBE_COMPLETE => self.probe_complete(k, badge, &request).map(|()| {
+            Ok(ProcdOp::Stop) => self.end_process(k, badge, msg, Ending::Stop),
+            Ok(ProcdOp::Kill) => self.end_process(k, badge, msg, Ending::Kill),
+            Ok(ProcdOp::Reap) => self.reap(badge, msg),
+            Ok(ProcdOp::Status) => self.status(badge, msg),
+            Ok(ProcdOp::List) => self.list(badge, msg),
+            Ok(ProcdOp::AuditRead) => self.audit_read(badge, msg),
+            Ok(ProcdOp::ProbeComplete) => self.probe_complete(k, badge, &request).map(|()| {
                 msg.start(status::OK, 0);
             }),
-            kernel_event::CHILD_DIED | kernel_event::TIMER => Err(status::DENIED),
-            _ => Err(status::INVALID_ARGUMENT),
+            // A kernel event from anyone but the kernel is forged.
+            Err(_) if KernelEvent::try_from(request.op).is_ok() => Err(status::DENIED),
+            Err(_) => Err(status::INVALID_ARGUMENT),
         };
         if let Err(code) = result {
             msg.start(code, 0);

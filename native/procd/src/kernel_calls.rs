@@ -10,6 +10,14 @@ use abi::{
 use bootstrap::{EnvelopeBuilder, SlotEntry};
 use capabi::{Grant, GrantPlan};
 
+/// The rights of the PROCD_ENDPOINT capability procd mints for a child and grants it: SEND, as
+/// its intake spec says.
+#[cfg(not(feature = "planted-wider-rights"))]
+pub(crate) const CHILD_PROCD_RIGHTS: u32 = rights::SEND;
+/// Planted bug: the child's PROCD_ENDPOINT also carries GRANT, wider than its intake spec.
+#[cfg(feature = "planted-wider-rights")]
+pub(crate) const CHILD_PROCD_RIGHTS: u32 = rights::SEND | rights::GRANT;
+
 impl Procd {
     /// CALL kernel-control with `msg`. `Ok(reply header)` when both the syscall and the reply
     /// say OK; otherwise `Err(status)` — the syscall's status, or the reply's op as is — after
@@ -57,7 +65,7 @@ impl Procd {
         let payload = msg.start(kernel_op::MINT_ENDPOINT, mint_request::SIZE);
         // Always fits: the payload is mint_request::SIZE bytes.
         let written = write_u32(payload, mint_request::SRC_SLOT, self.self_endpoint)
-            && write_u32(payload, mint_request::RIGHTS, rights::SEND)
+            && write_u32(payload, mint_request::RIGHTS, CHILD_PROCD_RIGHTS)
             && write_u64(payload, mint_request::BADGE, badge);
         debug_assert!(written, "a fixed-size payload always fits its record");
         let minted = self.kernel_call(k, msg)?;

@@ -45,6 +45,8 @@ mod dispatch;
 mod id;
 mod kernel_calls;
 mod lifecycle;
+#[cfg(any(feature = "planted-length-off-by-one", feature = "planted-panic"))]
+mod planted;
 mod queries;
 mod request;
 mod restart;

@@ -11,6 +11,8 @@ impl Procd {
     /// names. After the request checks (`requested_id`), NOT_FOUND for a stale id.
     pub(crate) fn status(&self, badge: u64, msg: &mut Message) -> Result<(), u32> {
         let id = Self::requested_id(badge, msg)?;
+        #[cfg(feature = "planted-panic")]
+        crate::planted::status_of(u32::from(id));
         let (_, entry) = self.table.lookup(id).ok_or(status::NOT_FOUND)?;
         let state = entry.reported_state().ok_or(status::NOT_FOUND)?;
         let record = msg.start(status::OK, process_status::SIZE);

@@ -10,7 +10,7 @@ impl Procd {
     /// `BADGE_ROOTD`; INVALID_ARGUMENT unless the payload is one process_request with reserved
     /// 0 and the header carries no capabilities and zero reserved fields.
     pub(crate) fn requested_id(badge: u64, msg: &Message) -> Result<ProcId, u32> {
-        if badge != BADGE_ROOTD {
+        if badge != BADGE_ROOTD && !cfg!(feature = "planted-missing-badge-check") {
             return Err(status::DENIED);
         }
         let request = msg.header();

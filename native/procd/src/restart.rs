@@ -3,7 +3,7 @@
 
 use crate::LogPart::{Dec, Text};
 use crate::lifecycle::ChildFailed;
-use crate::spawn::Place;
+use crate::spawn::Launch;
 use crate::{DeathKind, Kernel, ProcId, ProcState, Procd, ProcessEntry, status_part};
 use abi::{
     BADGE_KERNEL, Message, kernel_op, read_u32, read_u64, restart_policy, status, timer_event,
@@ -22,11 +22,8 @@ use abi::{
 /// other values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Restart {
-    /// Its [`RestartPolicy`] ([`Restart::policy`]), kept as its number: the enum's niche (253
-    /// values) is larger than [`ProcState`](crate::ProcState)'s (249), so as a field it would
-    /// move `ProcessEntry`'s layout and `Option<ProcessEntry>`'s `None`, and with them procd's
-    /// machine code, which the held traces count instruction by instruction.
-    policy: u8,
+    /// When it is restarted.
+    pub policy: RestartPolicy,
     /// Restarts allowed while the count is not cleared; a death with that many counted holds
     /// it FAILED (0: never restarted).
     pub max_restarts: u8,
@@ -89,25 +86,6 @@ impl Restart {
         backoff_ms: u32,
     ) -> Self {
         Self {
-            policy: policy as u8,
-            max_restarts,
-            window_ms,
-            backoff_ms,
-            count: 0,
-            run_start: 0,
-        }
-    }
-
-    /// The restart record a SPAWN_SERVICE request asks for: `policy` as the request carries it
-    /// (its [`Restart::policy`] is `Err` for an unknown number, and the request is refused).
-    #[inline(always)]
-    pub(crate) const fn requested(
-        policy: u8,
-        max_restarts: u8,
-        window_ms: u32,
-        backoff_ms: u32,
-    ) -> Self {
-        Self {
             policy,
             max_restarts,
             window_ms,
@@ -117,29 +95,23 @@ impl Restart {
         }
     }
 
-    /// Its restart policy (`Err` only for a record [`Restart::requested`] made from an unknown
-    /// number, which procd refuses and never keeps).
-    #[inline(always)]
-    pub fn policy(&self) -> Result<RestartPolicy, UnknownPolicy> {
-        RestartPolicy::try_from(self.policy)
-    }
-
     /// Whether the policy restarts a process after an ending that was (`failed`) or was not
     /// a failure (a STOP is never passed here: it never restarts).
     pub const fn wants(&self, failed: bool) -> bool {
-        // On the number: through `policy()` this is not inlined into procd's serving loop, and
-        // the held traces count every instruction.
         match self.policy {
-            restart_policy::ALWAYS => true,
-            restart_policy::ON_FAILURE => failed,
-            _ => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => failed,
+            RestartPolicy::Never => false,
         }
     }
 
     /// The restarts that count when the current run dies at clock `now`: 0 if the run lasted
     /// more than `window_ms` ticks (`window_ms` not 0), else `count`.
     pub const fn counted(&self, now: u64) -> u8 {
-        if self.window_ms != 0 && now.saturating_sub(self.run_start) > self.window_ms as u64 {
+        let outlasted =
+            self.window_ms != 0 && now.saturating_sub(self.run_start) > self.window_ms as u64;
+        // Planted bug: the count is never cleared, however long a run lasted.
+        if outlasted && !cfg!(feature = "planted-restart-count-never-resets") {
             0
         } else {
             self.count
@@ -287,11 +259,14 @@ impl Procd {
         restart.record(ticks);
         let entry = ProcessEntry { restart, ..entry };
         self.table.set(index, entry);
-        let place = Place {
+        let launch = Launch {
             index,
             generation: generation.next(),
+            service: entry,
+            requester: BADGE_KERNEL,
+            restart_of: Some(entry.pid),
         };
-        match self.launch(k, msg, place, entry, BADGE_KERNEL, Some(entry.pid)) {
+        match self.launch(k, msg, launch) {
             Ok(spawned) => {
                 k.debug_write(&[
                     Text(b"procd: restarted "),
@@ -333,12 +308,11 @@ mod tests {
                 parsed.map(|p| p as u8),
                 restart_policy::name(raw).map(|_| raw).ok_or(UnknownPolicy)
             );
-            assert_eq!(Restart::requested(raw, 0, 0, 0).policy(), parsed);
         }
         assert_eq!(u32::from(UnknownPolicy), status::INVALID_ARGUMENT);
         assert_eq!(
-            Restart::new(RestartPolicy::Always, 1, 2, 3).policy(),
-            Ok(RestartPolicy::Always)
+            Restart::new(RestartPolicy::Always, 1, 2, 3).policy,
+            RestartPolicy::Always
         );
     }
 
@@ -389,15 +363,13 @@ mod tests {
         r.window_ms = u32::MAX;
         assert_eq!(r.counted(u64::MAX), 0);
         for (policy, failed, clean) in [
-            (restart_policy::NEVER, false, false),
-            (restart_policy::ON_FAILURE, true, false),
-            (restart_policy::ALWAYS, true, true),
-            (3, false, false),
+            (RestartPolicy::Never, false, false),
+            (RestartPolicy::OnFailure, true, false),
+            (RestartPolicy::Always, true, true),
         ] {
             r.policy = policy;
             assert_eq!((r.wants(true), r.wants(false)), (failed, clean));
         }
-        assert_eq!(r.policy(), Err(UnknownPolicy));
         let restarting = ProcessEntry {
             state: ProcState::Restarting {
                 death: DeathKind::Faulted,

@@ -1,14 +1,15 @@
 //! Spawning: SPAWN_SERVICE and SPAWN, and the launch of a service into a table entry.
 
 use crate::LogPart::Text;
+use crate::kernel_calls::CHILD_PROCD_RIGHTS;
 use crate::{
-    Generation, Kernel, ProcId, ProcState, Procd, ProcessEntry, ROLE_NAME_MAX, Restart, Role,
-    badge_index, procd_runs, role_lowercase,
+    Generation, Kernel, ProcId, ProcState, Procd, ProcessEntry, ROLE_NAME_MAX, Restart,
+    RestartPolicy, Role, badge_index, procd_runs, role_lowercase,
 };
 use abi::{
-    BADGE_ROOTD, CAP_TABLE_SLOTS, Message, ProcdOp, audit_action, cap_purpose,
-    create_process_reply, envelope_flag, kernel_op, read_u8, read_u16, read_u32, read_u64, rights,
-    spawn_service_reply, spawn_service_request, start_process_request, status, write_u32,
+    BADGE_ROOTD, CAP_TABLE_SLOTS, Message, audit_action, cap_purpose, create_process_reply,
+    envelope_flag, kernel_op, read_u8, read_u16, read_u32, read_u64, spawn_service_reply,
+    spawn_service_request, start_process_request, status, write_u32,
 };
 
 impl Procd {
@@ -69,7 +70,10 @@ impl Procd {
         client: bool,
     ) -> Result<Spawned, u32> {
         let request = msg.header();
-        request.expect(ProcdOp::SpawnService.request())?;
+        #[cfg(not(feature = "planted-length-off-by-one"))]
+        request.expect(abi::ProcdOp::SpawnService.request())?;
+        #[cfg(feature = "planted-length-off-by-one")]
+        crate::planted::expect_spawn_admitting_one_more_byte(request)?;
         let payload = msg.payload();
         let field_u32 = |offset| read_u32(payload, offset).ok_or(status::INVALID_ARGUMENT);
         let field_u16 = |offset| read_u16(payload, offset).ok_or(status::INVALID_ARGUMENT);
@@ -77,8 +81,9 @@ impl Procd {
         let image_id = field_u32(spawn_service_request::IMAGE_ID)?;
         let child_role = Role::from(field_u16(spawn_service_request::ROLE)?);
         let flags = field_u16(spawn_service_request::FLAGS)?;
-        let restart = Restart::requested(
-            field_u8(spawn_service_request::RESTART)?,
+        let policy = RestartPolicy::try_from(field_u8(spawn_service_request::RESTART)?)?;
+        let restart = Restart::new(
+            policy,
             field_u8(spawn_service_request::MAX_RESTARTS)?,
             field_u32(spawn_service_request::WINDOW_MS)?,
             field_u32(spawn_service_request::BACKOFF_MS)?,
@@ -90,28 +95,25 @@ impl Procd {
             || !procd_runs(child_role)
             || flags & !envelope_flag::ALL != 0
             || image_id == 0
-            || restart.policy().is_err()
             || reserved != 0
         {
             return Err(status::INVALID_ARGUMENT);
         }
+        #[cfg(feature = "planted-panic")]
+        crate::planted::spawn_fields(
+            child_role.get(),
+            policy as u8,
+            restart.max_restarts,
+            restart.backoff_ms,
+        );
         let privileged =
             envelope_flag::REQUIRED | envelope_flag::BOOTSTRAP_CRITICAL | envelope_flag::SPAWNER;
-        // Compared as numbers: `!=` on Role places this check's blocks differently, and the
-        // held traces count every instruction.
-        if client && (child_role.get() != Role::TEST.get() || flags & privileged != 0) {
+        if client && (child_role != Role::TEST || flags & privileged != 0) {
             return Err(status::DENIED);
         }
         self.check_dependencies(child_role, depends_on)?;
         let index = self.table.free_index().ok_or(status::BUSY)?;
-        // Through its number: `?` on a Result<Generation, _> compiles to other instructions,
-        // and the held traces count every one.
-        let generation: Generation = self
-            .table
-            .generation(index)
-            .map(Generation::get)
-            .ok_or(status::INTERNAL)?
-            .into();
+        let generation = self.table.generation(index).ok_or(status::INTERNAL)?;
         let service = ProcessEntry {
             role: child_role,
             image_id,
@@ -122,8 +124,17 @@ impl Procd {
             ..ProcessEntry::default()
         };
         if self.dependencies_available(depends_on) {
-            let place = Place { index, generation };
-            let spawned = self.launch(k, msg, place, service, requester, None)?;
+            let spawned = self.launch(
+                k,
+                msg,
+                Launch {
+                    index,
+                    generation,
+                    service,
+                    requester,
+                    restart_of: None,
+                },
+            )?;
             self.release_held(k, msg);
             return Ok(spawned);
         }
@@ -150,8 +161,8 @@ impl Procd {
         })
     }
 
-    /// Start the service `service` describes (its image_id, role, flags and restart record) at
-    /// `place` (table entry and generation): MINT (see below), CREATE_PROCESS then
+    /// Start the service `launch.service` describes (its image_id, role, flags and restart
+    /// record) at table entry `launch.index` for an occupant of `launch.generation`: MINT (see below), CREATE_PROCESS then
     /// START_PROCESS. On success the entry is RUNNING with the new pid, endpoint and endpoint
     /// slot. On failure the failing status (the kernel's, or INTERNAL); the entry is untouched
     /// unless START_PROCESS failed, which releases it (see below).
@@ -161,20 +172,23 @@ impl Procd {
     /// its own table (a failed MINT is the reply, nothing else happens), appends its grant to
     /// the plan, and deletes its copy once CREATE_PROCESS has returned, whatever the outcome.
     ///
-    /// Audit (requester `requester`): once procd accepts CREATE_PROCESS's reply, RESTART
-    /// (detail: the old pid) if `restart_of` names one, CREATE (detail: image id) and one GRANT
+    /// Audit (requester `launch.requester`): once procd accepts CREATE_PROCESS's reply, RESTART
+    /// (detail: the old pid) if `launch.restart_of` names one, CREATE (detail: image id) and one GRANT
     /// per grant of the plan (detail: purpose | rights << 16), all with the new pid; START
     /// once START_PROCESS succeeds.
     pub(crate) fn launch(
         &mut self,
         k: &mut impl Kernel,
         msg: &mut Message,
-        place: Place,
-        service: ProcessEntry,
-        requester: u64,
-        restart_of: Option<u32>,
+        launch: Launch,
     ) -> Result<Spawned, u32> {
-        let Place { index, generation } = place;
+        let Launch {
+            index,
+            generation,
+            service,
+            requester,
+            restart_of,
+        } = launch;
         let (image_id, child_role, flags) = (service.image_id, service.role, service.flags);
         let id = ProcId::new(index, generation).ok_or(status::INTERNAL)?;
         let mut plan = capabi::plan_child_grants(child_role.get(), &self.env)?;
@@ -186,7 +200,7 @@ impl Procd {
         };
         let created = match minted {
             Some(slot) => plan
-                .push(slot, rights::SEND, cap_purpose::PROCD_ENDPOINT)
+                .push(slot, CHILD_PROCD_RIGHTS, cap_purpose::PROCD_ENDPOINT)
                 .map(|_| ()),
             None => Ok(()),
         }
@@ -287,19 +301,19 @@ impl Procd {
     }
 }
 
-/// Where [`Procd::launch`] starts a service: table entry `index`, for an occupant of
-/// `generation`.
-///
-/// Only these two travel together: a 16-byte pair of scalars is passed in two registers, as
-/// the two arguments it replaces were, so procd's machine code (which the held traces count
-/// instruction by instruction) is unchanged. A `Launch` of all five of `launch`'s inputs
-/// goes through memory, by value or by reference (even through an `#[inline(always)]`
-/// wrapper), and compiles `launch`, `spawn_checked`, `release_held` and the serving loop to
-/// other instructions.
+/// What [`Procd::launch`] starts, where, and on whose behalf.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Place {
+pub(crate) struct Launch {
+    /// The table entry it runs in.
     pub(crate) index: usize,
+    /// The occupant's generation (the entry's, for a new occupant or a restart).
     pub(crate) generation: Generation,
+    /// The service: its image_id, role, flags and restart record (other fields are ignored).
+    pub(crate) service: ProcessEntry,
+    /// The audit requester of its records (`BADGE_KERNEL` for a policy restart).
+    pub(crate) requester: u64,
+    /// The pid of the run a policy restart replaces: audited as RESTART.
+    pub(crate) restart_of: Option<u32>,
 }
 
 /// A started child, as SPAWN_SERVICE reports it.

@@ -227,12 +227,10 @@ impl ProcessTable {
     /// started), or its
     /// generation is not the id's (a stale id).
     pub fn lookup(&self, id: ProcId) -> Option<(usize, &ProcessEntry)> {
-        // Generations compared as numbers: `==` on Generation compiles to other instructions
-        // in procd's callers, and the held traces count every one.
         let (index, generation) = id.split()?;
         self.entries
             .get(index)
-            .filter(|e| e.reported_state().is_some() && e.generation.get() == generation.get())
+            .filter(|e| e.reported_state().is_some() && e.generation == generation)
             .map(|e| (index, e))
     }
 
@@ -251,7 +249,12 @@ impl ProcessTable {
     /// entry; ignored if out of range): a later spawn may reuse it, with the next generation.
     pub fn free(&mut self, index: usize) {
         if let Some(e) = self.entries.get_mut(index) {
-            let generation = e.generation.next();
+            // Planted bug: the next occupant gets the same generation, so old ids name it.
+            let generation = if cfg!(feature = "planted-generation-stuck") {
+                e.generation
+            } else {
+                e.generation.next()
+            };
             *e = ProcessEntry {
                 generation,
                 ..ProcessEntry::default()

@@ -5,8 +5,8 @@
 //! - [`sys`]: one typed wrapper per syscall.
 //! - [`ipc`]: copying messages between the kernel's IPC buffer and a local [`abi::Message`].
 //! - [`LineBuf`]: a fixed buffer for composing one `DEBUG_WRITE` line without `core::fmt`.
-//! - the single `#[panic_handler]`: logs `panic at <file>:<line>` and exits with
-//!   `startup_status::PANIC`.
+//! - the single `#[panic_handler]`: logs `panic at <file>:<line>: <message>` and exits with
+//!   `startup_status::PANIC` (the emulator's crash dump records that line).
 #![cfg_attr(not(test), no_std)]
 
 // Linking the runtime links the memory primitives every image needs. Host unit tests leave
@@ -16,9 +16,11 @@ use mem as _;
 
 pub mod ipc;
 mod line;
+mod panic;
 pub mod sys;
 
 pub use line::LineBuf;
+pub use panic::panic_exit;
 pub use sys::{debug_write, exit};
 
 /// Define the image's entry point: `rt::entry!(main)` with `fn main(envelope: *const u8) -> !`.
@@ -82,27 +84,6 @@ pub unsafe fn envelope_bytes<'a>(ptr: *const u8) -> Option<&'a [u8]> {
         .clamp(abi::envelope_header::SIZE, abi::ENVELOPE_MAX);
     // SAFETY: `len` <= ENVELOPE_MAX bytes, all within the envelope page (caller's contract).
     Some(unsafe { core::slice::from_raw_parts(ptr, len) })
-}
-
-/// Log `panic at <file>:<line>` (just `panic` without a location) and exit with
-/// `startup_status::PANIC`.
-pub fn panic_exit(location: Option<&core::panic::Location<'_>>) -> ! {
-    let mut line = LineBuf::new();
-    line.push(b"panic");
-    if let Some(loc) = location {
-        line.push(b" at ");
-        line.push(loc.file().as_bytes());
-        line.push(b":");
-        line.push_u64(u64::from(loc.line()));
-    }
-    let _ = debug_write(line.as_bytes());
-    exit(abi::startup_status::PANIC)
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    panic_exit(info.location())
 }
 
 /// The prebuilt `core` is compiled for unwinding and its exception tables name this symbol.

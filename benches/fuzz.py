@@ -1,0 +1,118 @@
+"""Fuzzing rates, as ratios measured in one run.
+
+    python3 -m benches.fuzz [--json] [--examples N] [--seconds S]
+
+- single: `Campaign` examples per second (CPU time) when every example is one step (the first
+  its input decodes to: mostly a spawn or a request) on procd restored from its post-boot snapshot;
+- lifecycle: the same with the campaign's own lifecycle examples (up to 16 steps);
+- jobs: the campaign on 2 processes against 1 (as `python -m emu fuzz --jobs N` runs them),
+  examples per wall second from each job's first progress report to its last, and their ratio;
+- given: a `@given` property test that sends one request per example, against Hypothesis's own
+  rate for an empty test body, and their ratio.
+The machine is noisy: compare the ratios, which come from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+
+from procd_model.fuzz.campaign import Campaign, Decoder, first_step_only
+from procd_model.fuzz.decode import decode_steps
+from procd_model.fuzz.jobs import JobReport, JobSpec, run_jobs
+from procd_model.fuzz.target import ProcdTarget, one_request
+from procd_model.strategies import LifecycleStep
+
+
+def campaign_rate(decode: Decoder, examples: int) -> float:
+    """Examples per CPU second of one campaign (after 20 warm-up examples)."""
+    campaign = Campaign(ProcdTarget(), seed=1, decode=decode)
+    campaign.run(examples=20)
+    start = time.process_time()
+    campaign.run(examples=20 + examples)
+    return examples / (time.process_time() - start)
+
+
+def jobs_rate(jobs: int, seconds: float) -> float:
+    """Examples per wall second of `jobs` processes fuzzing for `seconds`, counted from each job's
+    first progress report to its last (process start and boot left out)."""
+    seen: dict[int, list[tuple[float, int]]] = {}
+
+    def on_report(report: JobReport) -> None:
+        seen.setdefault(report.number, []).append((time.monotonic(), report.progress.examples))
+
+    with TemporaryDirectory() as folder:
+        specs = [JobSpec(n, n, None, str(Path(folder) / "db"), None, seconds) for n in range(jobs)]
+        run_jobs(specs, on_report)
+    rate = 0.0
+    for reports in seen.values():
+        (start, first), (end, last) = reports[0], reports[-1]
+        rate += (last - first) / (end - start) if end > start else 0.0
+    return rate
+
+
+def given_rates(examples: int) -> tuple[float, float]:
+    """(examples/s of a @given test sending one request, of an empty @given test)."""
+    target = ProcdTarget()
+    quick = settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+
+    @quick
+    @given(one_request())
+    def one(request: Any) -> None:
+        target.check([LifecycleStep("request", request)])
+
+    @quick
+    @given(one_request())
+    def empty(request: Any) -> None:
+        pass
+
+    return _rate(one, examples), _rate(empty, examples)
+
+
+def _rate(test: Callable[[], None], examples: int) -> float:
+    start = time.process_time()
+    test()
+    return examples / (time.process_time() - start)
+
+
+def measure(examples: int, seconds: float) -> dict[str, Any]:
+    single = campaign_rate(first_step_only, examples)
+    lifecycle = campaign_rate(decode_steps, examples)
+    one_job, two_jobs = jobs_rate(1, seconds), jobs_rate(2, seconds)
+    with_procd, empty = given_rates(examples)
+    return {
+        "single_request_examples_per_s": round(single, 1),
+        "lifecycle_examples_per_s": round(lifecycle, 1),
+        "jobs_1_examples_per_s": round(one_job, 1),
+        "jobs_2_examples_per_s": round(two_jobs, 1),
+        "jobs_2_over_1": round(two_jobs / one_job, 2),
+        "given_one_request_per_s": round(with_procd, 1),
+        "given_empty_body_per_s": round(empty, 1),
+        "given_ratio": round(with_procd / empty, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--examples", type=int, default=400, help="examples per rate (default: 400)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per --jobs run (default: 10)")
+    args = parser.parse_args(argv)
+    figures = measure(args.examples, args.seconds)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for name, value in figures.items():
+            print(f"{name:34} {value:>10}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
