@@ -62,7 +62,7 @@ DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
 
 def run(request: RunRequest, trace: Trace) -> RunOutcome:
     """Run what `request` asks for; every guest crash is named, dumped as `request.dumps` says."""
-    inputs = replay_inputs(__name__, request.max_instructions)
+    inputs = replay_inputs(__name__, request.max_instructions, request.cpu)
     recorder = DumpRecorder(None, request.dumps.folder, inputs, request.dumps.stop_at)
     outcome = _run(request, trace, recorder)
     paused = PausedKernel(recorder.kernel) if recorder.kernel is not None else None
