@@ -1,9 +1,9 @@
 /*
  * Native block accounting for procd-emu (see emu/accounting.py, which owns the layout).
  *
- * Unicorn calls emu_account_block before every translated block runs. It counts the block's
- * instructions from per-range prefix tables (two loads and a subtraction) and times it with the
- * block's summary (emu/blockmodel.py): a throughput bound and, for each variable the block writes
+ * Unicorn calls emu_account_block before every translated block runs. It finds the block's
+ * summary (which holds its instruction count, taken from the per-range prefix tables when Python
+ * learned the block) and times it with it (emu/blockmodel.py): a throughput bound and, for each variable the block writes
  * (registers, flags, the branch-resolution time), its new ready time as a max over live-in
  * ready times plus offsets. The dispatch clock -- the guest's cost in millicycles -- moves by the
  * block's throughput, held back by the reorder window, and a small deterministic branch predictor
@@ -27,6 +27,7 @@
 #define EMU_PRED_SIZE 4096
 #define EMU_BTB_SIZE 256
 #define EMU_BUCKETS 4096
+#define EMU_MEMO_VARS 8 /* a block with more live-ins or results is timed row by row every time */
 
 enum emu_stop_reason { EMU_STOP_NONE = 0, EMU_STOP_INSNS = 1, EMU_STOP_UNKNOWN = 2, EMU_STOP_CYCLES = 3 };
 enum emu_branch { EMU_BR_NONE = 0, EMU_BR_COND = 1, EMU_BR_DIRECT = 2, EMU_BR_INDIRECT = 3, EMU_BR_RET = 4,
@@ -67,6 +68,29 @@ struct emu_summary {
     uint32_t branch_var;     /* the final branch resolves at max(ready[var] + off, start + issue) */
     int32_t branch_off;
     uint32_t branch_issue;
+    uint32_t insns;          /* the block's instruction count */
+    uint32_t pad;
+};
+
+/*
+ * A block's last timing, relative to its dispatch start: the ready times of its live-ins (each
+ * raised to `lo`, below which it changes no result: every result has a term from the start) and
+ * the results and the new dispatch clock they gave. Timing is a pure function of those live-ins,
+ * so when they repeat -- a loop in its steady state -- the results are reused exactly.
+ * Python fills in the live-ins, results and floors; the hook keeps the rest.
+ */
+struct emu_memo {
+    uint8_t usable;          /* 0: never memoized (too many variables, or a serializing block) */
+    uint8_t valid;
+    uint8_t nsrc;
+    uint8_t ndst;
+    uint32_t pad;
+    uint8_t src[EMU_MEMO_VARS];
+    uint8_t dst[EMU_MEMO_VARS];
+    int64_t lo[EMU_MEMO_VARS];
+    int64_t key[EMU_MEMO_VARS];
+    int64_t out[EMU_MEMO_VARS];
+    int64_t clock;
 };
 
 struct emu_account {
@@ -89,6 +113,7 @@ struct emu_account {
     const struct emu_summary *summaries;
     const struct emu_row *rows;
     const uint32_t *buckets; /* [EMU_BUCKETS]: first summary of the bucket, index + 1; 0 = none */
+    struct emu_memo *memos;  /* one per summary, by the same index */
     uint64_t penalty;        /* millicycles a mispredicted branch costs after it resolves */
     uint64_t taken_cost;     /* least millicycles from a block's start to the start of its taken successor */
     uint64_t jump_cost;      /* the same after an unconditional jump, call or return */
@@ -208,6 +233,12 @@ static int64_t emu_time_block(const struct emu_account *a, const struct emu_summ
     return clock;
 }
 
+static void emu_budget_stop(void *uc, struct emu_account *a, uint64_t n, uint64_t c)
+{
+    a->stop = a->insns + n > a->insn_limit ? EMU_STOP_INSNS : EMU_STOP_CYCLES;
+    a->emu_stop(uc);
+}
+
 static void emu_unknown(void *uc, struct emu_account *a, uint64_t address, uint64_t size)
 {
     a->stop = EMU_STOP_UNKNOWN;
@@ -217,13 +248,11 @@ static void emu_unknown(void *uc, struct emu_account *a, uint64_t address, uint6
 }
 
 /* The block runs: record its ready times, its branch for the predictor, and where it lies. */
+/* The block's ready times were written; record its branch for the predictor, and where it lies. */
 static void emu_commit(struct emu_account *a, const struct emu_summary *s, const struct emu_outcome *o,
-                       const int64_t *ready, uint64_t from, uint64_t end)
+                       uint64_t from, uint64_t end)
 {
     emu_learn(a, o, from);
-    for (uint32_t k = 0; k < s->count; k++) { /* a merged row's value includes the one before */
-        a->ready[a->rows[s->first + k].dst] = ready[k];
-    }
     a->cont_start = 0;
     a->block_start = from;
     a->block_end = end;
@@ -251,44 +280,65 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
         }
         from = a->block_end; /* longer than the block it continues: count and time the new tail */
     }
-    for (uint32_t i = 0; i < a->nranges; i++) {
-        const struct emu_range *r = &a->ranges[i];
-        if (from < r->base || end > r->end) {
-            continue;
-        }
-        const uint64_t i0 = r->insns[from - r->base], i1 = r->insns[end - r->base];
-        if (i0 == EMU_NO_BOUNDARY || i1 == EMU_NO_BOUNDARY) {
-            continue; /* not this range's instruction stream; a later (per-block) range may know it */
-        }
-        const struct emu_summary *s = emu_find(a, from, end);
-        if (s == NULL) {
-            emu_unknown(uc, a, from, end - from);
-            return;
-        }
-        const uint64_t n = i1 - i0;
-        const struct emu_outcome o = emu_predict(a, from);
-        int64_t ready[EMU_ROWS_MAX];
-        if (s->count > EMU_ROWS_MAX) {
-            emu_unknown(uc, a, from, end - from); /* never (see EMU_ROWS_MAX) */
-            return;
-        }
-        a->ready[0] = o.start;
-        const int64_t clock = emu_time_block(a, s, o.start, ready);
-        const uint64_t c = (uint64_t)clock - a->cost;
+    const struct emu_summary *s = emu_find(a, from, end);
+    if (s == NULL || s->count > EMU_ROWS_MAX) { /* (never more rows: see EMU_ROWS_MAX) */
+        emu_unknown(uc, a, from, end - from);
+        return;
+    }
+    const uint64_t n = s->insns;
+    const struct emu_outcome o = emu_predict(a, from);
+    struct emu_memo *m = &a->memos[s - a->summaries];
+    a->ready[0] = o.start;
+    int64_t rel[EMU_MEMO_VARS];
+    uint64_t differs = !m->valid;
+    for (uint32_t j = 0; j < m->nsrc; j++) {
+        rel[j] = emu_max(a->ready[m->src[j]] - o.start, m->lo[j]);
+        differs |= (uint64_t)(rel[j] ^ m->key[j]);
+    }
+    if (!differs) { /* the live-ins repeat: so do the results */
+        const uint64_t c = (uint64_t)(o.start + m->clock) - a->cost;
         if (a->insns + n > a->insn_limit || a->cost + c > a->cost_limit) {
-            a->stop = a->insns + n > a->insn_limit ? EMU_STOP_INSNS : EMU_STOP_CYCLES;
-            a->emu_stop(uc);
+            emu_budget_stop(uc, a, n, c);
             return;
         }
-        emu_commit(a, s, &o, ready, from, end);
+        for (uint32_t j = 0; j < m->ndst; j++) {
+            a->ready[m->dst[j]] = o.start + m->out[j];
+        }
+        emu_commit(a, s, &o, from, end);
         a->insns += n;
         a->cost += c;
         return;
     }
-    emu_unknown(uc, a, from, end - from);
+    int64_t ready[EMU_ROWS_MAX];
+    const int64_t clock = emu_time_block(a, s, o.start, ready);
+    const uint64_t c = (uint64_t)clock - a->cost;
+    if (a->insns + n > a->insn_limit || a->cost + c > a->cost_limit) {
+        emu_budget_stop(uc, a, n, c);
+        return;
+    }
+    for (uint32_t k = 0; k < s->count; k++) { /* a merged row's value includes the one before */
+        a->ready[a->rows[s->first + k].dst] = ready[k];
+    }
+    if (m->usable) {
+        for (uint32_t j = 0; j < m->nsrc; j++) {
+            m->key[j] = rel[j];
+        }
+        for (uint32_t j = 0; j < m->ndst; j++) {
+            m->out[j] = a->ready[m->dst[j]] - o.start;
+        }
+        m->clock = clock - o.start;
+        m->valid = 1;
+    }
+    emu_commit(a, s, &o, from, end);
+    a->insns += n;
+    a->cost += c;
 }
 
 uint64_t emu_account_layout_size(void) { return sizeof(struct emu_account); }
+
+uint64_t emu_summary_layout_size(void) { return sizeof(struct emu_summary); }
+
+uint64_t emu_memo_layout_size(void) { return sizeof(struct emu_memo); }
 
 /* UC_HOOK_INSN for `syscall`: note it and stop; RIP is left after the instruction, so resuming
  * continues there. Native, so that a syscall costs no Python callback. */

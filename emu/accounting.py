@@ -25,7 +25,7 @@ from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
 from unicorn.unicorn_py3.unicorn import uclib
 
-from emu.blockclock import MAX_RANGES, AccountState, SummaryStore, commit, learn, predict, time_block
+from emu.blockclock import MAX_RANGES, AccountState, Memo, Summary, SummaryStore, commit, learn, predict, time_block
 from emu.blockmodel import FLAT_MACHINE, BlockSummary, Machine, flat_summary
 from emu.elf import ElfImage, Perm
 from emu.events import MILLICYCLES_PER_CYCLE
@@ -143,6 +143,11 @@ def _load_native() -> ctypes.CDLL | None:
     library.emu_account_layout_size.restype = ctypes.c_uint64
     if library.emu_account_layout_size() != ctypes.sizeof(AccountState):
         raise RuntimeError("emu/_accounting.c and emu/accounting.py disagree on struct emu_account")
+    for name, mirror in (("summary", Summary), ("memo", Memo)):
+        size = getattr(library, f"emu_{name}_layout_size")
+        size.restype = ctypes.c_uint64
+        if size() != ctypes.sizeof(mirror):
+            raise RuntimeError(f"emu/_accounting.c and emu/blockclock.py disagree on struct emu_{name}")
     return library
 
 
@@ -206,12 +211,23 @@ class Accountant:
         self._image_ranges = self.state.nranges
         self._image = image
         for (start, end), summary in _learned(image, self._summarize).items():
-            self.summaries.add(start, end, summary)
+            insns = self._count(start, end)
+            if insns is not None:
+                self.summaries.add(start, end, summary, insns)
+
+    def _count(self, start: int, end: int) -> int | None:
+        """Instructions of the block [start, end): from the first table where both are boundaries."""
+        for table in self._tables:
+            first, last = table.lookup(start), table.lookup(end)
+            if first is not None and last is not None:
+                return last[0] - first[0]
+        return None
 
     def _add_range(self, table: PrefixTable) -> None:
         if self.state.nranges == MAX_RANGES:
             # Recycle the oldest per-block range; image ranges stay.
             first = self._image_ranges
+            self.summaries.forget_within(self._tables[first].base, self._tables[first].end)
             del self._tables[first]
             del self._pinned[2 * first : 2 * first + 2]
             for i in range(first, MAX_RANGES - 1):
@@ -232,11 +248,14 @@ class Accountant:
         stream, and summarize it for the block model."""
         address, size = int(self.state.unknown_address), int(self.state.unknown_size)
         end = address + size
-        if not any(t.lookup(address) is not None and t.lookup(end) is not None for t in self._tables):
+        insns = self._count(address, end)
+        if insns is None:
             self._add_range(sweep(read(address, size), address, self._cost_of))
+            insns = self._count(address, end)
+            assert insns is not None
         code = read(address, size)
         summary = summary_of(code, address, self._summarize)
-        self.summaries.add(address, end, summary)
+        self.summaries.add(address, end, summary, insns)
         if self._image is not None and any(t.lookup(address) is not None for t in self._tables[: self._image_ranges]):
             # Code of the image itself: later engines running the image start out knowing the block.
             _learned(self._image, self._summarize)[(address, end)] = summary
@@ -288,32 +307,27 @@ class Accountant:
                 state.continued = 1
                 return
             start = int(state.block_end)
-        for table in self._tables:
-            first, last = table.lookup(start), table.lookup(end)
-            if first is None or last is None:
-                continue
-            summary = self.summaries.find(start, end)
-            if summary is None:
-                break
-            count = last[0] - first[0]
-            outcome = predict(state, start)
-            clock, ready = time_block(state, summary, outcome.start)
-            cost = clock - state.cost
-            if state.insns + count > state.insn_limit or state.cost + cost > state.cost_limit:
-                state.stop = STOP_INSNS if state.insns + count > state.insn_limit else STOP_CYCLES
-                uc.emu_stop()  # type: ignore[attr-defined]
-                return
-            learn(state, outcome, start)
-            commit(state, summary, outcome, ready)
-            state.cont_start = 0
-            state.block_start, state.block_end = start, end
-            state.block_insns, state.block_cost = state.insns, state.cost
-            state.insns += count
-            state.cost += cost
+        found = self.summaries.find(start, end)
+        if found is None:
+            state.stop = STOP_UNKNOWN
+            state.unknown_address, state.unknown_size = start, end - start
+            uc.emu_stop()  # type: ignore[attr-defined]
             return
-        state.stop = STOP_UNKNOWN
-        state.unknown_address, state.unknown_size = start, end - start
-        uc.emu_stop()  # type: ignore[attr-defined]
+        summary, count = found
+        outcome = predict(state, start)
+        clock, ready = time_block(state, summary, outcome.start)
+        cost = clock - state.cost
+        if state.insns + count > state.insn_limit or state.cost + cost > state.cost_limit:
+            state.stop = STOP_INSNS if state.insns + count > state.insn_limit else STOP_CYCLES
+            uc.emu_stop()  # type: ignore[attr-defined]
+            return
+        learn(state, outcome, start)
+        commit(state, summary, outcome, ready)
+        state.cont_start = 0
+        state.block_start, state.block_end = start, end
+        state.block_insns, state.block_cost = state.insns, state.cost
+        state.insns += count
+        state.cost += cost
 
 
 @functools.lru_cache(maxsize=64)

@@ -12,7 +12,7 @@ import ctypes
 from dataclasses import dataclass
 
 from emu.blockmodel import BlockSummary, Machine
-from emu.timing import BranchKind
+from emu.timing import START, BranchKind
 
 MAX_RANGES = 16
 NVARS = 40
@@ -63,7 +63,60 @@ class Summary(ctypes.Structure):
         ("branch_var", ctypes.c_uint32),
         ("branch_off", ctypes.c_int32),
         ("branch_issue", ctypes.c_uint32),
+        ("insns", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
     ]
+
+
+MEMO_VARS = 8
+"""Live-ins and results a block may have to be memoized (EMU_MEMO_VARS in the C file)."""
+NO_FLOOR = -(1 << 62)
+"""A live-in's floor when some result it feeds has no term from the block's start."""
+
+
+class Memo(ctypes.Structure):
+    """Mirrors `struct emu_memo`: a block's last timing relative to its start (see the C file)."""
+
+    _fields_ = [
+        ("usable", ctypes.c_uint8),
+        ("valid", ctypes.c_uint8),
+        ("nsrc", ctypes.c_uint8),
+        ("ndst", ctypes.c_uint8),
+        ("pad", ctypes.c_uint32),
+        ("src", ctypes.c_uint8 * MEMO_VARS),
+        ("dst", ctypes.c_uint8 * MEMO_VARS),
+        ("lo", ctypes.c_int64 * MEMO_VARS),
+        ("key", ctypes.c_int64 * MEMO_VARS),
+        ("out", ctypes.c_int64 * MEMO_VARS),
+        ("clock", ctypes.c_int64),
+    ]
+
+
+def memo_of(summary: BlockSummary) -> Memo:
+    """The static part of a block's memo: its live-ins with their floors, and its results.
+
+    A live-in s at or below its floor changes no result: every result d with a term
+    (START, o0) is at least start + o0, and s's term in d is ready[s] + o, at most start + o0
+    when ready[s] - start <= o0 - o; the floor is the least such bound over the results s feeds."""
+    memo = Memo()
+    start_terms: dict[int, int] = {}
+    for dst, src, off in summary.entries:
+        if src == START:
+            start_terms[dst] = max(off, start_terms.get(dst, off))
+    floors: dict[int, int] = {}
+    for dst, src, off in summary.entries:
+        if src != START:
+            bound = start_terms[dst] - off if dst in start_terms else NO_FLOOR
+            floors[src] = min(bound, floors.get(src, bound))
+    dsts = sorted({dst for dst, _, _ in summary.entries})
+    if len(floors) > MEMO_VARS or len(dsts) > MEMO_VARS or summary.kind == BranchKind.SERIAL:
+        return memo  # not usable: timed row by row every time
+    memo.usable, memo.nsrc, memo.ndst = 1, len(floors), len(dsts)
+    for j, src in enumerate(sorted(floors)):
+        memo.src[j], memo.lo[j] = src, floors[src]
+    for j, dst in enumerate(dsts):
+        memo.dst[j] = dst
+    return memo
 
 
 class AccountState(ctypes.Structure):
@@ -88,6 +141,7 @@ class AccountState(ctypes.Structure):
         ("summaries", ctypes.POINTER(Summary)),
         ("rows", ctypes.POINTER(Row)),
         ("buckets", ctypes.POINTER(ctypes.c_uint32)),
+        ("memos", ctypes.POINTER(Memo)),
         ("penalty", ctypes.c_uint64),
         ("taken_cost", ctypes.c_uint64),
         ("jump_cost", ctypes.c_uint64),
@@ -113,15 +167,17 @@ def bucket(start: int) -> int:
 
 
 class SummaryStore:
-    """Block summaries in flat C arrays the native hook reads, found by (start, end).
+    """Block summaries in flat C arrays the native hook reads, found by (start, end), each with
+    the block's instruction count (so the hook needs no prefix table to count a block).
 
     Grown only while the engine is stopped (the hook never runs concurrently with Python)."""
 
     def __init__(self, state: AccountState, machine: Machine) -> None:
         self._state = state
-        self._found: dict[tuple[int, int], BlockSummary] = {}
+        self._found: dict[tuple[int, int], tuple[BlockSummary, int]] = {}
         self._buckets = (ctypes.c_uint32 * BUCKETS)()
         self._summaries = (Summary * 64)()
+        self._memos = (Memo * 64)()
         self._rows = (Row * 512)()
         self._nsummaries = 0
         self._nrows = 0
@@ -132,13 +188,14 @@ class SummaryStore:
         state.window = machine.window
         self._publish()
 
-    def find(self, start: int, end: int) -> BlockSummary | None:
+    def find(self, start: int, end: int) -> tuple[BlockSummary, int] | None:
+        """The summary of the block [start, end) and its instruction count, if known."""
         return self._found.get((start, end))
 
-    def add(self, start: int, end: int, summary: BlockSummary) -> None:
+    def add(self, start: int, end: int, summary: BlockSummary, insns: int) -> None:
         if (start, end) in self._found:
             return
-        self._found[(start, end)] = summary
+        self._found[(start, end)] = (summary, insns)
         rows = to_rows(summary.entries)
         self._reserve(len(rows))
         first = self._nrows
@@ -153,15 +210,36 @@ class SummaryStore:
             summary.branch_off,
             summary.branch_issue,
         )
+        record.insns = insns
         self._summaries[self._nsummaries] = record
+        self._memos[self._nsummaries] = memo_of(summary)
         self._nsummaries += 1
         self._buckets[slot] = self._nsummaries
+
+    def forget_within(self, base: int, end: int) -> None:
+        """Forget every block inside [base, end) (its prefix table is dropped: the hook must ask
+        again, so that every block it counts lies in a table that places its instructions)."""
+        for start, stop in [key for key in self._found if base <= key[0] and key[1] <= end]:
+            del self._found[(start, stop)]
+            slot, previous, index = bucket(start), 0, self._buckets[bucket(start)]
+            while index != 0:
+                record = self._summaries[index - 1]
+                if record.start == start and record.end == stop:
+                    if previous:
+                        self._summaries[previous - 1].next = record.next
+                    else:
+                        self._buckets[slot] = record.next
+                    break
+                previous, index = index, record.next
 
     def _reserve(self, rows: int) -> None:
         if self._nsummaries == len(self._summaries):
             bigger_s = (Summary * (2 * len(self._summaries)))()
             ctypes.memmove(bigger_s, self._summaries, ctypes.sizeof(self._summaries))
             self._summaries = bigger_s
+            bigger_m = (Memo * len(bigger_s))()
+            ctypes.memmove(bigger_m, self._memos, ctypes.sizeof(self._memos))
+            self._memos = bigger_m
         if self._nrows + rows > len(self._rows):
             bigger_r = (Row * (2 * len(self._rows) + rows))()
             ctypes.memmove(bigger_r, self._rows, ctypes.sizeof(self._rows))
@@ -171,6 +249,7 @@ class SummaryStore:
     def _publish(self) -> None:
         self._state.summaries = ctypes.cast(self._summaries, ctypes.POINTER(Summary))
         self._state.rows = ctypes.cast(self._rows, ctypes.POINTER(Row))
+        self._state.memos = ctypes.cast(self._memos, ctypes.POINTER(Memo))
 
 
 def to_rows(entries: tuple[tuple[int, int, int], ...]) -> list[Row]:
