@@ -18,6 +18,7 @@ carries the ready times, the dispatch clock and the branch predictor from block 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -75,8 +76,12 @@ def _merge(into: Expr, other: Expr, shift: int = 0) -> None:
 
 def _joined(parts: Iterable[Expr], shift: int = 0) -> Expr:
     out: Expr = {}
-    for part in parts:
-        _merge(out, part, shift)
+    get = out.get
+    for part in parts:  # _merge inlined: summarizing is on the path of every block's first run
+        for src, off in part.items():
+            value = off + shift
+            if get(src, value - 1) < value:
+                out[src] = value
     return out
 
 
@@ -168,6 +173,13 @@ def port_bound_of(groups: dict[tuple[str, ...], int]) -> int:
     For every union U of groups' port sets, the micro-ops that can only use ports in U need
     load(U) / |U| cycles; the largest such bound is what the best assignment reaches.
     """
+    return _port_bound(tuple(sorted(groups.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _port_bound(loads: tuple[tuple[tuple[str, ...], int], ...]) -> int:
+    """`port_bound_of` by the sorted (group, load) pairs (blocks often load the ports alike)."""
+    groups = dict(loads)
     supports = [frozenset(group) for group in groups]
     unions: set[frozenset[str]] = set()
     for support in supports:
