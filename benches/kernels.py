@@ -1,6 +1,6 @@
 """The cycle model against llvm-mca and real hardware on a suite of loop kernels.
 
-    python3 -m benches.kernels [--cpu skylake|zen4] [--markdown]
+    python3 -m benches.kernels [--cpu skylake|zen4] [--as-llvm]
 
 For each kernel of benches/kernel_defs.py, reports cycles per iteration:
 
@@ -10,6 +10,10 @@ For each kernel of benches/kernel_defs.py, reports cycles per iteration:
   branch with ``-iterations=1000`` and ``-mcpu=skylake`` / ``-mcpu=znver3`` (LLVM 14 has no znver4);
 - **measured**: this machine's CPU (AMD Zen 4), from benches/data/measured-zen4.json, written by
   ``python3 -m benches.measure`` (the figures are committed: nothing here runs on the host CPU).
+
+With ``--as-llvm``, two more columns: the emulator with the two effects LLVM 14's model leaves
+out switched off (moves are not eliminated: each costs its table latency; a mispredicted branch
+costs nothing, as in llvm-mca, which predicts every branch), and its error against the reference.
 
 The error columns and their means (mean absolute percentage error) compare the emulator with the
 reference of its model: llvm-mca's Skylake loop for ``--cpu skylake``, the measured cycles for
@@ -25,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benches.kernel_defs import BUFFER_BYTES, SUITE, Kernel, loop_source
@@ -106,6 +110,8 @@ class Row:
     mca_skylake: float
     mca_znver3: float
     measured: float | None
+    as_llvm: float | None = None
+    """The emulator with move elimination off and free mispredictions (``--as-llvm``)."""
 
 
 def measured_cycles() -> dict[str, float]:
@@ -117,7 +123,22 @@ def measured_cycles() -> dict[str, float]:
     return {name: float(entry["cycles"]) for name, entry in data.get("kernels", {}).items()}
 
 
-def collect(model: CpuModel) -> list[Row]:
+FREE_MISPREDICTION = -(1 << 50)
+"""A refill penalty that holds nothing back: the next block starts as if the branch was predicted."""
+
+
+def as_llvm(name: str) -> CpuModel:
+    """CPU model `name` without the two effects LLVM 14's model leaves out: no move elimination,
+    and a mispredicted branch costs nothing (the predictor still runs; its misses are free)."""
+    from emu.costmodel import CostModel
+
+    model = CostModel.load(name)
+    model.eliminates_moves = False
+    model.machine = replace(model.machine, mispredict_penalty=FREE_MISPREDICTION)
+    return CpuModel(model.name, model.frequency_hz, model.sweep_cost, model.summarize_code, model.machine)
+
+
+def collect(model: CpuModel, llvm_like: CpuModel | None = None) -> list[Row]:
     measured = measured_cycles()
     return [
         Row(
@@ -126,6 +147,7 @@ def collect(model: CpuModel) -> list[Row]:
             mca_per_iteration(kernel, "skylake"),
             mca_per_iteration(kernel, "znver3"),
             measured.get(kernel.name),
+            None if llvm_like is None else emulator_per_iteration(kernel, llvm_like),
         )
         for kernel in SUITE
     ]
@@ -150,27 +172,39 @@ def pct(value: float | None) -> str:
 
 def render(rows: list[Row], cpu: str) -> str:
     ref_name = "mca skl" if cpu == "skylake" else "measured"
+    llvm = any(row.as_llvm is not None for row in rows)
+    extra_head = f" as LLVM 14 | its error vs {ref_name} |" if llvm else ""
     lines = [
         f"| kernel | what | emulator ({cpu}) | mca skl | mca zn3 | measured (Zen 4) | error vs {ref_name} "
-        "| mca zn3 vs measured |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| mca zn3 vs measured |{extra_head}",
+        "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if llvm else ""),
     ]
     errors: list[float | None] = []
     zn3: list[float | None] = []
+    llvm_errors: list[float | None] = []
     for row in rows:
         e = error(row.emulator, reference(row, cpu))
         z = error(row.mca_znver3, row.measured)
         errors.append(e)
         zn3.append(z)
         measured = "n/a" if row.measured is None else f"{row.measured:.2f}"
+        extra = ""
+        if llvm:
+            le = None if row.as_llvm is None else error(row.as_llvm, reference(row, cpu))
+            llvm_errors.append(le)
+            extra = f" {'n/a' if row.as_llvm is None else f'{row.as_llvm:.2f}'} | {pct(le)} |"
         lines.append(
             f"| {row.kernel.name} | {row.kernel.what} | {row.emulator:.2f} | {row.mca_skylake:.2f} | "
-            f"{row.mca_znver3:.2f} | {measured} | {pct(e)} | {pct(z)} |"
+            f"{row.mca_znver3:.2f} | {measured} | {pct(e)} | {pct(z)} |{extra}"
         )
     worst = max((abs(e) for e in errors if e is not None), default=0.0)
+    extra = ""
+    if llvm:
+        llvm_worst = max((abs(e) for e in llvm_errors if e is not None), default=0.0)
+        extra = f" | **{pct(mean_abs(llvm_errors))}** (worst {llvm_worst * 100:.1f}%) |"
     lines.append(
         f"| **mean abs. error** | | | | | | **{pct(mean_abs(errors))}** (worst {worst * 100:.1f}%) | "
-        f"{pct(mean_abs(zn3))} |"
+        f"{pct(mean_abs(zn3))} |{extra}"
     )
     return "\n".join(lines) + "\n"
 
@@ -178,11 +212,12 @@ def render(rows: list[Row], cpu: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cpu", choices=("skylake", "zen4"), default="skylake")
+    parser.add_argument("--as-llvm", action="store_true", help="also the model without what LLVM 14 leaves out")
     args = parser.parse_args(argv)
     from procd_model.cpu_model import cpu_model
 
     try:
-        rows = collect(cpu_model(args.cpu))
+        rows = collect(cpu_model(args.cpu), as_llvm(args.cpu) if args.as_llvm else None)
     except KernelError as exc:
         print(f"kernels: {exc}", file=sys.stderr)
         return 2

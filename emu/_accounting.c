@@ -114,7 +114,7 @@ struct emu_account {
     const struct emu_row *rows;
     const uint32_t *buckets; /* [EMU_BUCKETS]: first summary of the bucket, index + 1; 0 = none */
     struct emu_memo *memos;  /* one per summary, by the same index */
-    uint64_t penalty;        /* millicycles a mispredicted branch costs after it resolves */
+    int64_t penalty;         /* millicycles a mispredicted branch costs after it resolves */
     uint64_t taken_cost;     /* least millicycles from a block's start to the start of its taken successor */
     uint64_t jump_cost;      /* the same after an unconditional jump, call or return */
     uint64_t window;         /* the dispatch clock stays within this of the slowest result in flight */
@@ -180,7 +180,7 @@ static struct emu_outcome emu_predict(const struct emu_account *a, uint64_t addr
     if (o.missed) { /* the front end refills after the branch resolves */
         const int64_t resolved = emu_max(a->ready[a->pending_var] + a->pending_off,
                                          (int64_t)(a->last_start + a->pending_issue));
-        o.start = emu_max(o.start, resolved + (int64_t)a->penalty);
+        o.start = emu_max(o.start, resolved + a->penalty);
     }
     if (o.taken) {
         o.start = emu_max(o.start, (int64_t)(a->last_start + a->taken_cost));

@@ -142,7 +142,7 @@ class AccountState(ctypes.Structure):
         ("rows", ctypes.POINTER(Row)),
         ("buckets", ctypes.POINTER(ctypes.c_uint32)),
         ("memos", ctypes.POINTER(Memo)),
-        ("penalty", ctypes.c_uint64),
+        ("penalty", ctypes.c_int64),
         ("taken_cost", ctypes.c_uint64),
         ("jump_cost", ctypes.c_uint64),
         ("window", ctypes.c_uint64),

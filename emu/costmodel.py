@@ -207,6 +207,9 @@ class CostModel:
         self._timings: dict[tuple[int, bytes], InsnTiming] = {}
         self._seen: dict[int, list[tuple[bytes, InsnTiming]]] = {}
         self.machine = _machine(self.header)
+        self.eliminates_moves = True
+        """False: a register move costs its table latency, as in LLVM 14's Skylake model (only
+        benches.kernels turns it off, to compare with llvm-mca on equal terms)."""
 
     @classmethod
     def load(cls, name: str = DEFAULT_MODEL) -> CostModel:
@@ -303,7 +306,8 @@ class CostModel:
             for port, load in (alu.ports or {}).items() if alu is not None else ():
                 if port in ports:
                     ports[port] = max(0.0, ports[port] - load)
-        return timing(insn, fused, port_groups(ports), row.latency or 0)
+        found = timing(insn, fused, port_groups(ports), row.latency or 0)
+        return found if self.eliminates_moves or not found.move else dataclasses.replace(found, move=False)
 
     def summarize(self, insns: Sequence[capstone.CsInsn]) -> BlockSummary:
         """The block model's summary of one translation block (emu/blockmodel.py)."""

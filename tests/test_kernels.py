@@ -91,3 +91,20 @@ def test_native_and_python_clocks_agree_on_every_kernel() -> None:
     fallback = json.loads(done.stdout)
     native = {c + k.name: kernels.emulated_cycles(k, cpu_model(c), 200) for c in ("skylake", "zen4") for k in SUITE}
     assert native == fallback
+
+
+def test_as_llvm_switches_off_move_elimination_and_the_refill_only() -> None:
+    """benches.kernels --as-llvm: moves cost their latency, mispredictions nothing; the rest is the model."""
+    _require("as", "objcopy")
+    by_name = {k.name: k for k in SUITE}
+    model, like_llvm = cpu_model("skylake"), kernels.as_llvm("skylake")
+    per_iteration = {
+        name: (
+            kernels.emulator_per_iteration(by_name[name], model),
+            kernels.emulator_per_iteration(by_name[name], like_llvm),
+        )
+        for name in ("mov_lea", "unpredictable", "add_chain")
+    }
+    assert per_iteration["mov_lea"] == (2.0, 4.0)  # two eliminated movs of the chain now cost a cycle each
+    assert per_iteration["unpredictable"][1] < per_iteration["unpredictable"][0] - 5  # no 16-cycle refills
+    assert per_iteration["add_chain"][0] == per_iteration["add_chain"][1]
