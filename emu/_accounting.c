@@ -55,23 +55,6 @@ struct emu_row {
     uint16_t pad;
 };
 
-struct emu_summary {
-    uint64_t start;
-    uint64_t end;
-    uint64_t target;         /* a conditional branch's taken target */
-    uint64_t branch_pc;
-    uint32_t next;           /* next summary in the bucket, index + 1; 0 ends the chain */
-    uint32_t first;          /* rows[first .. first + count) */
-    uint32_t count;
-    uint32_t through;        /* millicycles */
-    uint32_t kind;           /* enum emu_branch: how the block ends */
-    uint32_t branch_var;     /* the final branch resolves at max(ready[var] + off, start + issue) */
-    int32_t branch_off;
-    uint32_t branch_issue;
-    uint32_t insns;          /* the block's instruction count */
-    uint32_t pad;
-};
-
 /*
  * A block's last timing, relative to its dispatch start: the ready times of its live-ins (each
  * raised to `lo`, below which it changes no result: every result has a term from the start) and
@@ -93,6 +76,24 @@ struct emu_memo {
     int64_t clock;
 };
 
+struct emu_summary {
+    uint64_t start;
+    uint64_t end;
+    uint64_t target;         /* a conditional branch's taken target */
+    uint64_t branch_pc;
+    uint32_t next;           /* next summary in the bucket, index + 1; 0 ends the chain */
+    uint32_t first;          /* rows[first .. first + count) */
+    uint32_t count;
+    uint32_t through;        /* millicycles */
+    uint32_t kind;           /* enum emu_branch: how the block ends */
+    uint32_t branch_var;     /* the final branch resolves at max(ready[var] + off, start + issue) */
+    int32_t branch_off;
+    uint32_t branch_issue;
+    uint32_t insns;          /* the block's instruction count */
+    uint32_t pad;
+    struct emu_memo memo;    /* next to what the hook reads of the summary */
+};
+
 struct emu_account {
     uint64_t insns;          /* instructions retired */
     uint64_t cost;           /* millicycles retired: the dispatch clock */
@@ -110,14 +111,13 @@ struct emu_account {
     emu_stop_fn emu_stop;
     struct emu_range ranges[EMU_MAX_RANGES];
     /* The block model. */
-    const struct emu_summary *summaries;
+    struct emu_summary *summaries;
     const struct emu_row *rows;
-    const uint32_t *buckets; /* [EMU_BUCKETS]: first summary of the bucket, index + 1; 0 = none */
-    struct emu_memo *memos;  /* one per summary, by the same index */
     int64_t penalty;         /* millicycles a mispredicted branch costs after it resolves */
     uint64_t taken_cost;     /* least millicycles from a block's start to the start of its taken successor */
     uint64_t jump_cost;      /* the same after an unconditional jump, call or return */
     uint64_t window;         /* the dispatch clock stays within this of the slowest result in flight */
+    uint32_t buckets[EMU_BUCKETS]; /* first summary of the bucket, index + 1; 0 = none */
     uint64_t block_end;
     uint64_t cont_start;     /* non-zero: a block starting here continues the current one (see emu_continue) */
     uint64_t last_start;     /* dispatch start of the last block */
@@ -135,13 +135,10 @@ struct emu_account {
 
 static uint32_t emu_bucket(uint64_t start) { return (uint32_t)((start ^ (start >> 12)) & (EMU_BUCKETS - 1)); }
 
-static const struct emu_summary *emu_find(const struct emu_account *a, uint64_t start, uint64_t end)
+static struct emu_summary *emu_find(const struct emu_account *a, uint64_t start, uint64_t end)
 {
-    if (a->buckets == NULL) {
-        return NULL;
-    }
     for (uint32_t i = a->buckets[emu_bucket(start)]; i != 0; i = a->summaries[i - 1].next) {
-        const struct emu_summary *s = &a->summaries[i - 1];
+        struct emu_summary *s = &a->summaries[i - 1];
         if (s->start == start && s->end == end) {
             return s;
         }
@@ -280,20 +277,18 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
         }
         from = a->block_end; /* longer than the block it continues: count and time the new tail */
     }
-    const struct emu_summary *s = emu_find(a, from, end);
-    if (s == NULL || s->count > EMU_ROWS_MAX) { /* (never more rows: see EMU_ROWS_MAX) */
+    struct emu_summary *s = emu_find(a, from, end);
+    if (s == NULL) {
         emu_unknown(uc, a, from, end - from);
         return;
     }
     const uint64_t n = s->insns;
     const struct emu_outcome o = emu_predict(a, from);
-    struct emu_memo *m = &a->memos[s - a->summaries];
+    struct emu_memo *m = &s->memo;
     a->ready[0] = o.start;
-    int64_t rel[EMU_MEMO_VARS];
     uint64_t differs = !m->valid;
     for (uint32_t j = 0; j < m->nsrc; j++) {
-        rel[j] = emu_max(a->ready[m->src[j]] - o.start, m->lo[j]);
-        differs |= (uint64_t)(rel[j] ^ m->key[j]);
+        differs |= (uint64_t)(emu_max(a->ready[m->src[j]] - o.start, m->lo[j]) ^ m->key[j]);
     }
     if (!differs) { /* the live-ins repeat: so do the results */
         const uint64_t c = (uint64_t)(o.start + m->clock) - a->cost;
@@ -309,7 +304,15 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
         a->cost += c;
         return;
     }
+    int64_t live_in[EMU_MEMO_VARS];
+    for (uint32_t j = 0; j < m->nsrc; j++) {
+        live_in[j] = emu_max(a->ready[m->src[j]] - o.start, m->lo[j]);
+    }
     int64_t ready[EMU_ROWS_MAX];
+    if (s->count > EMU_ROWS_MAX) { /* never (see EMU_ROWS_MAX) */
+        emu_unknown(uc, a, from, end - from);
+        return;
+    }
     const int64_t clock = emu_time_block(a, s, o.start, ready);
     const uint64_t c = (uint64_t)clock - a->cost;
     if (a->insns + n > a->insn_limit || a->cost + c > a->cost_limit) {
@@ -319,9 +322,9 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
     for (uint32_t k = 0; k < s->count; k++) { /* a merged row's value includes the one before */
         a->ready[a->rows[s->first + k].dst] = ready[k];
     }
-    if (m->usable) {
+    if (m->usable) { /* the live-ins as they were before the rows above wrote any */
         for (uint32_t j = 0; j < m->nsrc; j++) {
-            m->key[j] = rel[j];
+            m->key[j] = live_in[j];
         }
         for (uint32_t j = 0; j < m->ndst; j++) {
             m->out[j] = a->ready[m->dst[j]] - o.start;

@@ -49,25 +49,6 @@ class Row(ctypes.Structure):
     ]
 
 
-class Summary(ctypes.Structure):
-    _fields_ = [
-        ("start", ctypes.c_uint64),
-        ("end", ctypes.c_uint64),
-        ("target", ctypes.c_uint64),
-        ("branch_pc", ctypes.c_uint64),
-        ("next", ctypes.c_uint32),
-        ("first", ctypes.c_uint32),
-        ("count", ctypes.c_uint32),
-        ("through", ctypes.c_uint32),
-        ("kind", ctypes.c_uint32),
-        ("branch_var", ctypes.c_uint32),
-        ("branch_off", ctypes.c_int32),
-        ("branch_issue", ctypes.c_uint32),
-        ("insns", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
-    ]
-
-
 MEMO_VARS = 8
 """Live-ins and results a block may have to be memoized (EMU_MEMO_VARS in the C file)."""
 NO_FLOOR = -(1 << 62)
@@ -89,6 +70,26 @@ class Memo(ctypes.Structure):
         ("key", ctypes.c_int64 * MEMO_VARS),
         ("out", ctypes.c_int64 * MEMO_VARS),
         ("clock", ctypes.c_int64),
+    ]
+
+
+class Summary(ctypes.Structure):
+    _fields_ = [
+        ("start", ctypes.c_uint64),
+        ("end", ctypes.c_uint64),
+        ("target", ctypes.c_uint64),
+        ("branch_pc", ctypes.c_uint64),
+        ("next", ctypes.c_uint32),
+        ("first", ctypes.c_uint32),
+        ("count", ctypes.c_uint32),
+        ("through", ctypes.c_uint32),
+        ("kind", ctypes.c_uint32),
+        ("branch_var", ctypes.c_uint32),
+        ("branch_off", ctypes.c_int32),
+        ("branch_issue", ctypes.c_uint32),
+        ("insns", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("memo", Memo),
     ]
 
 
@@ -140,12 +141,11 @@ class AccountState(ctypes.Structure):
         ("ranges", Range * MAX_RANGES),
         ("summaries", ctypes.POINTER(Summary)),
         ("rows", ctypes.POINTER(Row)),
-        ("buckets", ctypes.POINTER(ctypes.c_uint32)),
-        ("memos", ctypes.POINTER(Memo)),
         ("penalty", ctypes.c_int64),
         ("taken_cost", ctypes.c_uint64),
         ("jump_cost", ctypes.c_uint64),
         ("window", ctypes.c_uint64),
+        ("buckets", ctypes.c_uint32 * BUCKETS),
         ("block_end", ctypes.c_uint64),
         ("cont_start", ctypes.c_uint64),
         ("last_start", ctypes.c_uint64),
@@ -175,13 +175,11 @@ class SummaryStore:
     def __init__(self, state: AccountState, machine: Machine) -> None:
         self._state = state
         self._found: dict[tuple[int, int], tuple[BlockSummary, int]] = {}
-        self._buckets = (ctypes.c_uint32 * BUCKETS)()
+        self._buckets = state.buckets
         self._summaries = (Summary * 64)()
-        self._memos = (Memo * 64)()
         self._rows = (Row * 512)()
         self._nsummaries = 0
         self._nrows = 0
-        state.buckets = ctypes.cast(self._buckets, ctypes.POINTER(ctypes.c_uint32))
         state.penalty = machine.mispredict_penalty
         state.taken_cost = machine.taken_branch
         state.jump_cost = machine.jump
@@ -210,9 +208,8 @@ class SummaryStore:
             summary.branch_off,
             summary.branch_issue,
         )
-        record.insns = insns
+        record.insns, record.memo = insns, memo_of(summary)
         self._summaries[self._nsummaries] = record
-        self._memos[self._nsummaries] = memo_of(summary)
         self._nsummaries += 1
         self._buckets[slot] = self._nsummaries
 
@@ -237,9 +234,6 @@ class SummaryStore:
             bigger_s = (Summary * (2 * len(self._summaries)))()
             ctypes.memmove(bigger_s, self._summaries, ctypes.sizeof(self._summaries))
             self._summaries = bigger_s
-            bigger_m = (Memo * len(bigger_s))()
-            ctypes.memmove(bigger_m, self._memos, ctypes.sizeof(self._memos))
-            self._memos = bigger_m
         if self._nrows + rows > len(self._rows):
             bigger_r = (Row * (2 * len(self._rows) + rows))()
             ctypes.memmove(bigger_r, self._rows, ctypes.sizeof(self._rows))
@@ -249,7 +243,6 @@ class SummaryStore:
     def _publish(self) -> None:
         self._state.summaries = ctypes.cast(self._summaries, ctypes.POINTER(Summary))
         self._state.rows = ctypes.cast(self._rows, ctypes.POINTER(Row))
-        self._state.memos = ctypes.cast(self._memos, ctypes.POINTER(Memo))
 
 
 def to_rows(entries: tuple[tuple[int, int, int], ...]) -> list[Row]:
