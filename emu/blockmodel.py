@@ -91,7 +91,9 @@ class _Composer:
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
         self.exprs: dict[int, Expr] = {}
-        self.window: Expr = {}
+        self.window_start = 0
+        """The largest result's term from the block's start, less the window (only that term of
+        the window's bound is summarized; the rest is applied at run time)."""
         self.barrier: Expr = {START: 0}
         self.stores: dict[int, Expr] = {}
         self.rsp = 0
@@ -117,7 +119,8 @@ class _Composer:
             self.exprs[var] = result
         if t.branch in (BranchKind.COND, BranchKind.INDIRECT):
             self.branch = self._resolution(t, issue)
-        _merge(self.window, result, -self.machine.window)
+        if START in result:
+            self.window_start = max(self.window_start, result[START] - self.machine.window)
         if t.barrier:
             self.barrier = _joined([self.barrier, *self.exprs.values()])
 
@@ -199,7 +202,7 @@ def summarize(timings: Sequence[InsnTiming], machine: Machine) -> BlockSummary:
         composer.step(t)
     port_bound = port_bound_of(composer.ports)
     through = max(composer.fused * MILLICYCLES_PER_CYCLE // machine.width if machine.width else 0, port_bound)
-    through = max(through, composer.window.get(START, 0), 1 if timings else 0)
+    through = max(through, composer.window_start, 1 if timings else 0)
     # The window's bounds from live-in ready times are applied at run time, from the block's new
     # ready times (emu_time_block): one comparison per written variable instead of an entry each.
     entries: list[tuple[int, int, int]] = []
