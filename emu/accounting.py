@@ -190,7 +190,8 @@ class Accountant:
         self._tables: list[PrefixTable] = []
         self._pinned: list[object] = []
         self._image_ranges = 0
-        self._image: ElfImage | None = None
+        self._image_learned: dict[tuple[int, int], BlockSummary] | None = None
+        """The summaries learned of the image's blocks, shared by every engine running it."""
         self.native = _NATIVE is not None
         self._uc = uc
         self._install(uc)
@@ -209,8 +210,8 @@ class Accountant:
         for table in image_tables(image, self._cost_of):
             self._add_range(table)
         self._image_ranges = self.state.nranges
-        self._image = image
-        for (start, end), summary in _learned(image, self._summarize).items():
+        self._image_learned = _learned(image, self._summarize)  # looked up once: hashing an image is slow
+        for (start, end), summary in self._image_learned.items():
             insns = self._count(start, end)
             if insns is not None:
                 self.summaries.add(start, end, summary, insns)
@@ -256,9 +257,10 @@ class Accountant:
         code = read(address, size)
         summary = summary_of(code, address, self._summarize)
         self.summaries.add(address, end, summary, insns)
-        if self._image is not None and any(t.lookup(address) is not None for t in self._tables[: self._image_ranges]):
+        learned = self._image_learned
+        if learned is not None and any(t.lookup(address) is not None for t in self._tables[: self._image_ranges]):
             # Code of the image itself: later engines running the image start out knowing the block.
-            _learned(self._image, self._summarize)[(address, end)] = summary
+            learned[(address, end)] = summary
 
     def continue_at(self, address: int) -> None:
         """The current block stopped before `address` without a fault (the instruction log had to
