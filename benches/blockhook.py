@@ -55,6 +55,7 @@ void emu_replay(struct emu_account *a, const struct emu_recording *r, uint64_t *
     a->insns = a->cost = 0;
     a->insn_limit = a->cost_limit = UINT64_MAX;
     memset(&a->block_end, 0, sizeof(*a) - offsetof(struct emu_account, block_end));
+    a->repeat = NULL;
     for (uint64_t i = 0; i < r->count; i++) {
         emu_account_block(NULL, r->address[i], r->size[i], a);
     }

@@ -67,7 +67,8 @@ struct emu_memo {
     uint8_t valid;
     uint8_t nsrc;
     uint8_t ndst;
-    uint32_t pad;
+    uint8_t fixed;           /* the results, started `clock` later, give back these live-ins */
+    uint8_t pad[3];
     uint8_t src[EMU_MEMO_VARS];
     uint8_t dst[EMU_MEMO_VARS];
     int64_t lo[EMU_MEMO_VARS];
@@ -118,6 +119,8 @@ struct emu_account {
     uint64_t jump_cost;      /* the same after an unconditional jump, call or return */
     uint64_t window;         /* the dispatch clock stays within this of the slowest result in flight */
     uint32_t buckets[EMU_BUCKETS]; /* first summary of the bucket, index + 1; 0 = none */
+    const struct emu_summary *repeat; /* the last block, if its memo gave its results (else NULL);
+                                       * reset whenever anything else may have moved the ready times */
     uint64_t block_end;
     uint64_t cont_start;     /* non-zero: a block starting here continues the current one (see emu_continue) */
     uint64_t last_start;     /* dispatch start of the last block */
@@ -230,6 +233,28 @@ static int64_t emu_time_block(const struct emu_account *a, const struct emu_summ
     return clock;
 }
 
+/* Whether the block, run again right after itself and started `clock` after its last start, finds
+ * the live-ins of its key: each live-in it writes is its result less `clock` (raised to its floor),
+ * and each it does not write was at its floor (and only sinks further below it as time goes on). */
+static uint8_t emu_fixed_point(const struct emu_memo *m)
+{
+    if (m->clock <= 0) {
+        return 0;
+    }
+    for (uint32_t j = 0; j < m->nsrc; j++) {
+        int64_t expected = m->lo[j];
+        for (uint32_t k = 0; k < m->ndst; k++) {
+            if (m->dst[k] == m->src[j]) {
+                expected = emu_max(m->out[k] - m->clock, m->lo[j]);
+            }
+        }
+        if (expected != m->key[j]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static void emu_budget_stop(void *uc, struct emu_account *a, uint64_t n, uint64_t c)
 {
     a->stop = a->insns + n > a->insn_limit ? EMU_STOP_INSNS : EMU_STOP_CYCLES;
@@ -287,8 +312,13 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
     struct emu_memo *m = &s->memo;
     a->ready[0] = o.start;
     uint64_t differs = !m->valid;
-    for (uint32_t j = 0; j < m->nsrc; j++) {
-        differs |= (uint64_t)(emu_max(a->ready[m->src[j]] - o.start, m->lo[j]) ^ m->key[j]);
+    if (a->repeat == s && m->fixed && o.start - (int64_t)a->last_start == m->clock) {
+        /* A loop of one block in its steady state: the live-ins are the memo's own results, so
+         * they match its key (see emu_fixed_point); nothing to compare. */
+    } else {
+        for (uint32_t j = 0; j < m->nsrc; j++) {
+            differs |= (uint64_t)(emu_max(a->ready[m->src[j]] - o.start, m->lo[j]) ^ m->key[j]);
+        }
     }
     if (!differs) { /* the live-ins repeat: so do the results */
         const uint64_t c = (uint64_t)(o.start + m->clock) - a->cost;
@@ -299,6 +329,7 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
         for (uint32_t j = 0; j < m->ndst; j++) {
             a->ready[m->dst[j]] = o.start + m->out[j];
         }
+        a->repeat = s;
         emu_commit(a, s, &o, from, end);
         a->insns += n;
         a->cost += c;
@@ -331,7 +362,9 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
         }
         m->clock = clock - o.start;
         m->valid = 1;
+        m->fixed = emu_fixed_point(m);
     }
+    a->repeat = m->usable ? s : NULL;
     emu_commit(a, s, &o, from, end);
     a->insns += n;
     a->cost += c;

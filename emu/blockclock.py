@@ -63,7 +63,8 @@ class Memo(ctypes.Structure):
         ("valid", ctypes.c_uint8),
         ("nsrc", ctypes.c_uint8),
         ("ndst", ctypes.c_uint8),
-        ("pad", ctypes.c_uint32),
+        ("fixed", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
         ("src", ctypes.c_uint8 * MEMO_VARS),
         ("dst", ctypes.c_uint8 * MEMO_VARS),
         ("lo", ctypes.c_int64 * MEMO_VARS),
@@ -146,6 +147,7 @@ class AccountState(ctypes.Structure):
         ("jump_cost", ctypes.c_uint64),
         ("window", ctypes.c_uint64),
         ("buckets", ctypes.c_uint32 * BUCKETS),
+        ("repeat", ctypes.c_void_p),
         ("block_end", ctypes.c_uint64),
         ("cont_start", ctypes.c_uint64),
         ("last_start", ctypes.c_uint64),
@@ -241,6 +243,7 @@ class SummaryStore:
         self._publish()
 
     def _publish(self) -> None:
+        self._state.repeat = None  # the hook's pointer into the summaries: they may have moved
         self._state.summaries = ctypes.cast(self._summaries, ctypes.POINTER(Summary))
         self._state.rows = ctypes.cast(self._rows, ctypes.POINTER(Row))
 

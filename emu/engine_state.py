@@ -110,6 +110,7 @@ class EngineState:
         uc.context_restore(self.context)
         ctypes.memmove(ctypes.addressof(account), self.counts_raw, _RAW_COUNTS)
         ctypes.memmove(ctypes.addressof(account) + _TIMING_START, self.timing_raw, _TIMING_SIZE)
+        account.repeat = None  # the ready times moved: the last block's memo no longer describes them
         account.stop = self.counters[-1]
         return written
 
