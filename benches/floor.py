@@ -145,7 +145,7 @@ class _BareEngine:
             ctypes.c_int(x86_const.UC_X86_INS_SYSCALL),
         )
         assert status == uc_const.UC_ERR_OK, status
-        self.acct = Accountant(uc, default_cpu_model().cost_of)
+        self.acct = Accountant(uc, default_cpu_model())
         self.acct.add_image(image)
 
     def reset(self) -> None:

@@ -1,10 +1,14 @@
 /*
  * Native block accounting for procd-emu (see emu/accounting.py, which owns the layout).
  *
- * Unicorn calls emu_account_block before every translated block runs. It costs the block from
- * per-range prefix tables (instructions and millicycles retired before each byte offset) with two
- * loads and a subtraction, and stops emulation *before* a block that would cross a budget, or one
- * that starts off the swept instruction boundaries (Python then accounts that block itself).
+ * Unicorn calls emu_account_block before every translated block runs. It finds the block's
+ * summary (which holds its instruction count, taken from the per-range prefix tables when Python
+ * learned the block) and times it with it (emu/blockmodel.py): a throughput bound and, for each variable the block writes
+ * (registers, flags, the branch-resolution time), its new ready time as a max over live-in
+ * ready times plus offsets. The dispatch clock -- the guest's cost in millicycles -- moves by the
+ * block's throughput, held back by the reorder window, and a small deterministic branch predictor
+ * charges a refill after each miss. It stops emulation *before* a block that would cross a budget,
+ * or one it has no tables or summary for (Python then learns that block and resumes).
  * It runs without the GIL and touches no Python object.
  *
  * The file is also a (method-less) CPython extension module so that the ordinary package install
@@ -16,8 +20,18 @@
 
 #define EMU_MAX_RANGES 16
 #define EMU_NO_BOUNDARY UINT64_MAX
+#define EMU_NVARS 40
+#define EMU_ROW_SOURCES 4
+#define EMU_ROWS_MAX 320 /* 34 variables, each with at most 35 sources in rows of 4 */
+#define EMU_NO_SOURCE (-(1 << 30)) /* an unused source slot's offset: never the largest */
+#define EMU_PRED_SIZE 4096
+#define EMU_BTB_SIZE 256
+#define EMU_BUCKETS 4096
+#define EMU_MEMO_VARS 8 /* a block with more live-ins or results is timed row by row every time */
 
 enum emu_stop_reason { EMU_STOP_NONE = 0, EMU_STOP_INSNS = 1, EMU_STOP_UNKNOWN = 2, EMU_STOP_CYCLES = 3 };
+enum emu_branch { EMU_BR_NONE = 0, EMU_BR_COND = 1, EMU_BR_DIRECT = 2, EMU_BR_INDIRECT = 3, EMU_BR_RET = 4,
+                  EMU_BR_SERIAL = 5 };
 
 typedef int (*emu_stop_fn)(void *uc);
 
@@ -25,12 +39,65 @@ struct emu_range {
     uint64_t base;
     uint64_t end;            /* exclusive */
     const uint64_t *insns;   /* [end - base + 1] prefix instruction counts, EMU_NO_BOUNDARY off-boundary */
-    const uint64_t *cost;    /* [end - base + 1] prefix millicycles */
+    const uint64_t *cost;    /* [end - base + 1] prefix front-end millicycles (for positions inside a block) */
+};
+
+/*
+ * One row of a summary: ready[dst] = max over its slots of ready[src] + off, where ready[0] holds
+ * the block's dispatch start; with `merge`, also the previous row's value for the same dst (a dst
+ * with more than EMU_ROW_SOURCES sources takes several rows). Fixed slots keep the loop branch-free.
+ */
+struct emu_row {
+    int32_t off[EMU_ROW_SOURCES];
+    uint8_t src[EMU_ROW_SOURCES];
+    uint8_t dst;
+    uint8_t merge;
+    uint16_t pad;
+};
+
+/*
+ * A block's last timing, relative to its dispatch start: the ready times of its live-ins (each
+ * raised to `lo`, below which it changes no result: every result has a term from the start) and
+ * the results and the new dispatch clock they gave. Timing is a pure function of those live-ins,
+ * so when they repeat -- a loop in its steady state -- the results are reused exactly.
+ * Python fills in the live-ins, results and floors; the hook keeps the rest.
+ */
+struct emu_memo {
+    uint8_t usable;          /* 0: never memoized (too many variables, or a serializing block) */
+    uint8_t valid;
+    uint8_t nsrc;
+    uint8_t ndst;
+    uint8_t fixed;           /* the results, started `clock` later, give back these live-ins */
+    uint8_t pad[3];
+    uint8_t src[EMU_MEMO_VARS];
+    uint8_t dst[EMU_MEMO_VARS];
+    int64_t lo[EMU_MEMO_VARS];
+    int64_t key[EMU_MEMO_VARS];
+    int64_t out[EMU_MEMO_VARS];
+    int64_t clock;
+};
+
+struct emu_summary {
+    uint64_t start;
+    uint64_t end;
+    uint64_t target;         /* a conditional branch's taken target */
+    uint64_t branch_pc;
+    uint32_t next;           /* next summary in the bucket, index + 1; 0 ends the chain */
+    uint32_t first;          /* rows[first .. first + count) */
+    uint32_t count;
+    uint32_t through;        /* millicycles */
+    uint32_t kind;           /* enum emu_branch: how the block ends */
+    uint32_t branch_var;     /* the final branch resolves at max(ready[var] + off, start + issue) */
+    int32_t branch_off;
+    uint32_t branch_issue;
+    uint32_t insns;          /* the block's instruction count */
+    uint32_t pad;
+    struct emu_memo memo;    /* next to what the hook reads of the summary */
 };
 
 struct emu_account {
     uint64_t insns;          /* instructions retired */
-    uint64_t cost;           /* millicycles retired */
+    uint64_t cost;           /* millicycles retired: the dispatch clock */
     uint64_t insn_limit;     /* stop before a block that would retire more than this */
     uint64_t cost_limit;
     uint64_t block_start;    /* the block being executed, and the totals before it */
@@ -40,48 +107,274 @@ struct emu_account {
     uint64_t unknown_size;
     uint32_t stop;
     uint32_t nranges;
-    uint32_t paused;         /* non-zero: count nothing (a per-instruction step hook counts instead) */
+    uint32_t continued;      /* the block about to run is the rest of one already counted (see cont_start) */
     uint32_t syscalled;      /* set by emu_syscall_stop: the run stopped after a `syscall` */
     emu_stop_fn emu_stop;
     struct emu_range ranges[EMU_MAX_RANGES];
+    /* The block model. */
+    struct emu_summary *summaries;
+    const struct emu_row *rows;
+    int64_t penalty;         /* millicycles a mispredicted branch costs after it resolves */
+    uint64_t taken_cost;     /* least millicycles from a block's start to the start of its taken successor */
+    uint64_t jump_cost;      /* the same after an unconditional jump, call or return */
+    uint64_t window;         /* the dispatch clock stays within this of the slowest result in flight */
+    uint32_t buckets[EMU_BUCKETS]; /* first summary of the bucket, index + 1; 0 = none */
+    const struct emu_summary *repeat; /* the last block, if its memo gave its results (else NULL);
+                                       * reset whenever anything else may have moved the ready times */
+    uint64_t block_end;
+    uint64_t cont_start;     /* non-zero: a block starting here continues the current one (see emu_continue) */
+    uint64_t last_start;     /* dispatch start of the last block */
+    uint64_t pending_kind;   /* how the last block ended, for the predictor */
+    uint64_t pending_target;
+    uint64_t pending_pc;
+    uint64_t pending_var;
+    int64_t pending_off;
+    uint64_t pending_issue;
+    uint64_t mispredicts;
+    int64_t ready[EMU_NVARS]; /* [0] is scratch: the dispatch start of the block being timed */
+    uint64_t btb[EMU_BTB_SIZE];
+    uint8_t pred[EMU_PRED_SIZE];
 };
 
-void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_account *a)
+static uint32_t emu_bucket(uint64_t start) { return (uint32_t)((start ^ (start >> 12)) & (EMU_BUCKETS - 1)); }
+
+static struct emu_summary *emu_find(const struct emu_account *a, uint64_t start, uint64_t end)
 {
-    const uint64_t end = address + size;
-    if (a->paused) {
-        return;
+    for (uint32_t i = a->buckets[emu_bucket(start)]; i != 0; i = a->summaries[i - 1].next) {
+        struct emu_summary *s = &a->summaries[i - 1];
+        if (s->start == start && s->end == end) {
+            return s;
+        }
     }
-    for (uint32_t i = 0; i < a->nranges; i++) {
-        const struct emu_range *r = &a->ranges[i];
-        if (address < r->base || end > r->end) {
-            continue;
-        }
-        const uint64_t first = address - r->base, last = end - r->base;
-        const uint64_t i0 = r->insns[first], i1 = r->insns[last];
-        if (i0 == EMU_NO_BOUNDARY || i1 == EMU_NO_BOUNDARY) {
-            continue; /* not this range's instruction stream; a later (per-block) range may know it */
-        }
-        const uint64_t n = i1 - i0, c = r->cost[last] - r->cost[first];
-        if (a->insns + n > a->insn_limit || a->cost + c > a->cost_limit) {
-            a->stop = a->insns + n > a->insn_limit ? EMU_STOP_INSNS : EMU_STOP_CYCLES;
-            a->emu_stop(uc);
-            return;
-        }
-        a->block_start = address;
-        a->block_insns = a->insns;
-        a->block_cost = a->cost;
-        a->insns += n;
-        a->cost += c;
-        return;
+    return NULL;
+}
+
+static int64_t emu_max(int64_t x, int64_t y) { return x > y ? x : y; }
+
+/* The predictor's verdict on the last block's branch, now that `address` is known to follow it. */
+struct emu_outcome {
+    int64_t start;           /* this block's dispatch start */
+    uint32_t pred_index;
+    uint8_t counter;
+    uint8_t taken;
+    uint8_t missed;
+};
+
+static struct emu_outcome emu_predict(const struct emu_account *a, uint64_t address)
+{
+    struct emu_outcome o = {(int64_t)a->cost, 0, 0, 0, 0};
+    switch (a->pending_kind) {
+    case EMU_BR_COND:
+        o.taken = address == a->pending_target;
+        o.pred_index = (uint32_t)((a->pending_pc ^ (a->pending_pc >> 12)) & (EMU_PRED_SIZE - 1));
+        o.counter = a->pred[o.pred_index];
+        /* 0: never seen, predicted statically (backward taken, forward not); 1-2 not taken, 3-4 taken */
+        o.missed = (o.counter == 0 ? a->pending_target < a->pending_pc : o.counter >= 3) != o.taken;
+        break;
+    case EMU_BR_INDIRECT:
+        o.missed = a->btb[a->pending_pc & (EMU_BTB_SIZE - 1)] != address;
+        break;
+    default:
+        break;
     }
+    if (o.missed) { /* the front end refills after the branch resolves */
+        const int64_t resolved = emu_max(a->ready[a->pending_var] + a->pending_off,
+                                         (int64_t)(a->last_start + a->pending_issue));
+        o.start = emu_max(o.start, resolved + a->penalty);
+    }
+    if (o.taken) {
+        o.start = emu_max(o.start, (int64_t)(a->last_start + a->taken_cost));
+    }
+    if (a->pending_kind == EMU_BR_DIRECT || a->pending_kind == EMU_BR_INDIRECT || a->pending_kind == EMU_BR_RET) {
+        o.start = emu_max(o.start, (int64_t)(a->last_start + a->jump_cost));
+    }
+    return o;
+}
+
+static void emu_learn(struct emu_account *a, const struct emu_outcome *o, uint64_t address)
+{
+    if (a->pending_kind == EMU_BR_COND) {
+        const uint8_t c = o->counter;
+        if (c == 0) {
+            a->pred[o->pred_index] = o->taken ? 3 : 2;
+        } else {
+            a->pred[o->pred_index] = o->taken ? (uint8_t)(c < 4 ? c + 1 : 4) : (uint8_t)(c > 1 ? c - 1 : 1);
+        }
+    } else if (a->pending_kind == EMU_BR_INDIRECT) {
+        a->btb[a->pending_pc & (EMU_BTB_SIZE - 1)] = address;
+    }
+    a->mispredicts += o->missed;
+}
+
+/* The block's new ready times, row by row, into `out`; returns the new dispatch clock. ready[0] must
+ * hold `start`. */
+static int64_t emu_time_block(const struct emu_account *a, const struct emu_summary *s, int64_t start, int64_t *out)
+{
+    const int64_t *ready = a->ready;
+    const struct emu_row *rows = &a->rows[s->first];
+    int64_t slowest = start; /* no rows: no bound */
+    int64_t previous = INT64_MIN;
+    for (uint32_t k = 0; k < s->count; k++) {
+        const struct emu_row *r = &rows[k];
+        int64_t v = emu_max(emu_max(ready[r->src[0]] + r->off[0], ready[r->src[1]] + r->off[1]),
+                            emu_max(ready[r->src[2]] + r->off[2], ready[r->src[3]] + r->off[3]));
+        v = emu_max(v, r->merge ? previous : INT64_MIN);
+        out[k] = previous = v;
+        slowest = emu_max(slowest, v);
+    }
+    /* dispatch stays within the reorder window of the slowest result */
+    int64_t clock = emu_max(start + (int64_t)s->through, slowest - (int64_t)a->window);
+    if (s->kind == EMU_BR_SERIAL) { /* everything in flight completes first */
+        for (uint32_t v = 1; v < EMU_NVARS; v++) {
+            clock = emu_max(clock, ready[v]);
+        }
+        clock = emu_max(clock, slowest);
+    }
+    return clock;
+}
+
+/* Whether the block, run again right after itself and started `clock` after its last start, finds
+ * the live-ins of its key: each live-in it writes is its result less `clock` (raised to its floor),
+ * and each it does not write was at its floor (and only sinks further below it as time goes on). */
+static uint8_t emu_fixed_point(const struct emu_memo *m)
+{
+    if (m->clock <= 0) {
+        return 0;
+    }
+    for (uint32_t j = 0; j < m->nsrc; j++) {
+        int64_t expected = m->lo[j];
+        for (uint32_t k = 0; k < m->ndst; k++) {
+            if (m->dst[k] == m->src[j]) {
+                expected = emu_max(m->out[k] - m->clock, m->lo[j]);
+            }
+        }
+        if (expected != m->key[j]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void emu_budget_stop(void *uc, struct emu_account *a, uint64_t n, uint64_t c)
+{
+    a->stop = a->insns + n > a->insn_limit ? EMU_STOP_INSNS : EMU_STOP_CYCLES;
+    a->emu_stop(uc);
+}
+
+static void emu_unknown(void *uc, struct emu_account *a, uint64_t address, uint64_t size)
+{
     a->stop = EMU_STOP_UNKNOWN;
     a->unknown_address = address;
     a->unknown_size = size;
     a->emu_stop(uc);
 }
 
+/* The block runs: record its ready times, its branch for the predictor, and where it lies. */
+/* The block's ready times were written; record its branch for the predictor, and where it lies. */
+static void emu_commit(struct emu_account *a, const struct emu_summary *s, const struct emu_outcome *o,
+                       uint64_t from, uint64_t end)
+{
+    emu_learn(a, o, from);
+    a->cont_start = 0;
+    a->block_start = from;
+    a->block_end = end;
+    a->block_insns = a->insns;
+    a->block_cost = a->cost;
+    a->last_start = (uint64_t)o->start;
+    a->pending_kind = s->kind;
+    a->pending_target = s->target;
+    a->pending_pc = s->branch_pc;
+    a->pending_var = s->branch_var;
+    a->pending_off = s->branch_off;
+    a->pending_issue = s->branch_issue;
+}
+
+void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_account *a)
+{
+    const uint64_t end = address + size;
+    uint64_t from = address;
+    a->continued = 0;
+    if (a->cont_start != 0 && address == a->cont_start) {
+        if (end <= a->block_end) {
+            a->cont_start = 0; /* the rest of a block already counted and timed */
+            a->continued = 1;
+            return;
+        }
+        from = a->block_end; /* longer than the block it continues: count and time the new tail */
+    }
+    struct emu_summary *s = emu_find(a, from, end);
+    if (s == NULL) {
+        emu_unknown(uc, a, from, end - from);
+        return;
+    }
+    const uint64_t n = s->insns;
+    const struct emu_outcome o = emu_predict(a, from);
+    struct emu_memo *m = &s->memo;
+    a->ready[0] = o.start;
+    uint64_t differs = !m->valid;
+    if (a->repeat == s && m->fixed && o.start - (int64_t)a->last_start == m->clock) {
+        /* A loop of one block in its steady state: the live-ins are the memo's own results, so
+         * they match its key (see emu_fixed_point); nothing to compare. */
+    } else {
+        for (uint32_t j = 0; j < m->nsrc; j++) {
+            differs |= (uint64_t)(emu_max(a->ready[m->src[j]] - o.start, m->lo[j]) ^ m->key[j]);
+        }
+    }
+    if (!differs) { /* the live-ins repeat: so do the results */
+        const uint64_t c = (uint64_t)(o.start + m->clock) - a->cost;
+        if (a->insns + n > a->insn_limit || a->cost + c > a->cost_limit) {
+            emu_budget_stop(uc, a, n, c);
+            return;
+        }
+        for (uint32_t j = 0; j < m->ndst; j++) {
+            a->ready[m->dst[j]] = o.start + m->out[j];
+        }
+        a->repeat = s;
+        emu_commit(a, s, &o, from, end);
+        a->insns += n;
+        a->cost += c;
+        return;
+    }
+    int64_t live_in[EMU_MEMO_VARS];
+    for (uint32_t j = 0; j < m->nsrc; j++) {
+        live_in[j] = emu_max(a->ready[m->src[j]] - o.start, m->lo[j]);
+    }
+    int64_t ready[EMU_ROWS_MAX];
+    if (s->count > EMU_ROWS_MAX) { /* never (see EMU_ROWS_MAX) */
+        emu_unknown(uc, a, from, end - from);
+        return;
+    }
+    const int64_t clock = emu_time_block(a, s, o.start, ready);
+    const uint64_t c = (uint64_t)clock - a->cost;
+    if (a->insns + n > a->insn_limit || a->cost + c > a->cost_limit) {
+        emu_budget_stop(uc, a, n, c);
+        return;
+    }
+    for (uint32_t k = 0; k < s->count; k++) { /* a merged row's value includes the one before */
+        a->ready[a->rows[s->first + k].dst] = ready[k];
+    }
+    if (m->usable) { /* the live-ins as they were before the rows above wrote any */
+        for (uint32_t j = 0; j < m->nsrc; j++) {
+            m->key[j] = live_in[j];
+        }
+        for (uint32_t j = 0; j < m->ndst; j++) {
+            m->out[j] = a->ready[m->dst[j]] - o.start;
+        }
+        m->clock = clock - o.start;
+        m->valid = 1;
+        m->fixed = emu_fixed_point(m);
+    }
+    a->repeat = m->usable ? s : NULL;
+    emu_commit(a, s, &o, from, end);
+    a->insns += n;
+    a->cost += c;
+}
+
 uint64_t emu_account_layout_size(void) { return sizeof(struct emu_account); }
+
+uint64_t emu_summary_layout_size(void) { return sizeof(struct emu_summary); }
+
+uint64_t emu_memo_layout_size(void) { return sizeof(struct emu_memo); }
 
 /* UC_HOOK_INSN for `syscall`: note it and stop; RIP is left after the instruction, so resuming
  * continues there. Native, so that a syscall costs no Python callback. */
@@ -166,11 +459,6 @@ struct emu_insn_log {
 
 static int emu_retired_before(const struct emu_account *a, uint64_t address, uint64_t *insns, uint64_t *cost)
 {
-    if (a->paused) { /* stepping: the step hook has not counted this instruction yet */
-        *insns = a->insns;
-        *cost = a->cost;
-        return 1;
-    }
     for (uint32_t i = 0; i < a->nranges; i++) {
         const struct emu_range *r = &a->ranges[i];
         if (a->block_start < r->base || a->block_start > r->end || address < r->base || address > r->end) {
@@ -180,8 +468,11 @@ static int emu_retired_before(const struct emu_account *a, uint64_t address, uin
         if (b == EMU_NO_BOUNDARY || n == EMU_NO_BOUNDARY) {
             continue;
         }
+        /* Inside the block, time runs at the front end's pace, within what the block was charged. */
+        const int64_t spent = (int64_t)(r->cost[address - r->base] - r->cost[a->block_start - r->base]);
+        const int64_t charged = (int64_t)(a->cost - a->block_cost);
         *insns = a->block_insns + (n - b);
-        *cost = a->block_cost + (r->cost[address - r->base] - r->cost[a->block_start - r->base]);
+        *cost = a->block_cost + (uint64_t)(spent < charged ? spent : charged);
         return 1;
     }
     return 0;

@@ -25,12 +25,13 @@ from unicorn import unicorn_const as uc_const
 from unicorn import x86_const
 from unicorn.unicorn_py3.unicorn import uclib
 
+from emu.blockclock import MAX_RANGES, AccountState, Memo, Summary, SummaryStore, commit, learn, predict, time_block
+from emu.blockmodel import FLAT_MACHINE, BlockSummary, Machine, flat_summary
 from emu.elf import ElfImage, Perm
 from emu.events import MILLICYCLES_PER_CYCLE
 from emu.native_hook import add_native_hook
 
 NO_BOUNDARY = 0xFFFF_FFFF_FFFF_FFFF
-MAX_RANGES = 16
 STOP_NONE, STOP_INSNS, STOP_UNKNOWN, STOP_CYCLES = 0, 1, 2, 3
 UNLIMITED = 0xFFFF_FFFF_FFFF_FFFF
 FORCE_PYTHON_ENV = "EMU_ACCOUNTING"
@@ -38,55 +39,41 @@ FORCE_PYTHON_ENV = "EMU_ACCOUNTING"
 all (counts stay zero, budgets never stop a guest) - only benchmarks use this, as the baseline."""
 
 CostFunction = Callable[[capstone.CsInsn], int]
-"""Millicycles one instruction costs."""
+"""Millicycles of front-end time one instruction takes (its position inside a block)."""
+Summarizer = Callable[[bytes, int], BlockSummary]
+"""The block model's summary of one translation block: its code and its address."""
 
 
 @dataclass(frozen=True)
 class CpuModel:
-    """What a guest instruction costs and how fast virtual time runs."""
+    """What guest instructions cost and how fast virtual time runs.
+
+    `cost_of` places an instruction inside its block (where a fault or `rdtsc` lands, what a
+    single step costs) and is what the sweep of an image calls for every instruction; `summarize`
+    times whole blocks, with `machine`'s predictor parameters."""
 
     name: str
     frequency_hz: int
     cost_of: CostFunction
+    summarize: Summarizer
+    machine: Machine = FLAT_MACHINE
+
+
+def flat(cost_of: CostFunction) -> Summarizer:
+    """A block model without dependencies: a block costs the sum of its instructions' `cost_of`."""
+
+    def summarize(code: bytes, address: int) -> BlockSummary:
+        return flat_summary([cost_of(insn) for insn in _SUMMARY_DISASSEMBLER.disasm(code, address)])
+
+    return summarize
 
 
 def _one_cycle(_insn: capstone.CsInsn) -> int:
     return MILLICYCLES_PER_CYCLE
 
 
-UNIT_CPU = CpuModel("unit", 1_000_000_000, _one_cycle)
+UNIT_CPU = CpuModel("unit", 1_000_000_000, _one_cycle, flat(_one_cycle))
 """Every instruction costs one cycle at 1 GHz: a simple model for tests of the accounting itself."""
-
-
-class Range(ctypes.Structure):
-    _fields_ = [
-        ("base", ctypes.c_uint64),
-        ("end", ctypes.c_uint64),
-        ("insns", ctypes.POINTER(ctypes.c_uint64)),
-        ("cost", ctypes.POINTER(ctypes.c_uint64)),
-    ]
-
-
-class AccountState(ctypes.Structure):
-    """Mirrors `struct emu_account` in emu/_accounting.c."""
-
-    _fields_ = [
-        ("insns", ctypes.c_uint64),
-        ("cost", ctypes.c_uint64),
-        ("insn_limit", ctypes.c_uint64),
-        ("cost_limit", ctypes.c_uint64),
-        ("block_start", ctypes.c_uint64),
-        ("block_insns", ctypes.c_uint64),
-        ("block_cost", ctypes.c_uint64),
-        ("unknown_address", ctypes.c_uint64),
-        ("unknown_size", ctypes.c_uint64),
-        ("stop", ctypes.c_uint32),
-        ("nranges", ctypes.c_uint32),
-        ("paused", ctypes.c_uint32),
-        ("syscalled", ctypes.c_uint32),
-        ("emu_stop", ctypes.c_void_p),
-        ("ranges", Range * MAX_RANGES),
-    ]
 
 
 @dataclass(frozen=True)
@@ -112,6 +99,9 @@ def _disassembler() -> capstone.Cs:
     cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     cs.detail = True
     return cs
+
+
+_SUMMARY_DISASSEMBLER = _disassembler()
 
 
 def sweep(code: bytes, base: int, cost_of: CostFunction) -> PrefixTable:
@@ -153,6 +143,11 @@ def _load_native() -> ctypes.CDLL | None:
     library.emu_account_layout_size.restype = ctypes.c_uint64
     if library.emu_account_layout_size() != ctypes.sizeof(AccountState):
         raise RuntimeError("emu/_accounting.c and emu/accounting.py disagree on struct emu_account")
+    for name, mirror in (("summary", Summary), ("memo", Memo)):
+        size = getattr(library, f"emu_{name}_layout_size")
+        size.restype = ctypes.c_uint64
+        if size() != ctypes.sizeof(mirror):
+            raise RuntimeError(f"emu/_accounting.c and emu/blockclock.py disagree on struct emu_{name}")
     return library
 
 
@@ -184,16 +179,19 @@ def add_native_entry_hooks(uc: object, state: AccountState) -> bool:
 class Accountant:
     """Owns one engine's AccountState and the block hook that keeps it."""
 
-    def __init__(self, uc: object, cost_of: CostFunction) -> None:
+    def __init__(self, uc: object, model: CpuModel) -> None:
         self.state = AccountState()
         self.state.emu_stop = _EMU_STOP
         self.state.insn_limit = UNLIMITED
         self.state.cost_limit = UNLIMITED
-        self._cost_of = cost_of
+        self._cost_of = model.cost_of
+        self._summarize = model.summarize
+        self.summaries = SummaryStore(self.state, model.machine)
         self._tables: list[PrefixTable] = []
-        self._insn_costs: dict[int, int] = {}
         self._pinned: list[object] = []
         self._image_ranges = 0
+        self._image_learned: dict[tuple[int, int], BlockSummary] | None = None
+        """The summaries learned of the image's blocks, shared by every engine running it."""
         self.native = _NATIVE is not None
         self._uc = uc
         self._install(uc)
@@ -212,11 +210,25 @@ class Accountant:
         for table in image_tables(image, self._cost_of):
             self._add_range(table)
         self._image_ranges = self.state.nranges
+        self._image_learned = _learned(image, self._summarize)  # looked up once: hashing an image is slow
+        for (start, end), summary in self._image_learned.items():
+            insns = self._count(start, end)
+            if insns is not None:
+                self.summaries.add(start, end, summary, insns)
+
+    def _count(self, start: int, end: int) -> int | None:
+        """Instructions of the block [start, end): from the first table where both are boundaries."""
+        for table in self._tables:
+            first, last = table.lookup(start), table.lookup(end)
+            if first is not None and last is not None:
+                return last[0] - first[0]
+        return None
 
     def _add_range(self, table: PrefixTable) -> None:
         if self.state.nranges == MAX_RANGES:
             # Recycle the oldest per-block range; image ranges stay.
             first = self._image_ranges
+            self.summaries.forget_within(self._tables[first].base, self._tables[first].end)
             del self._tables[first]
             del self._pinned[2 * first : 2 * first + 2]
             for i in range(first, MAX_RANGES - 1):
@@ -233,21 +245,41 @@ class Accountant:
         self.state.nranges += 1
 
     def learn_block(self, read: Callable[[int, int], bytes]) -> None:
-        """Add a range for the block the hook did not know (off the swept instruction stream)."""
-        address, size = self.state.unknown_address, self.state.unknown_size
-        self._add_range(sweep(read(address, size), address, self._cost_of))
+        """Learn the block the hook did not know: sweep it if it is off the swept instruction
+        stream, and summarize it for the block model."""
+        address, size = int(self.state.unknown_address), int(self.state.unknown_size)
+        end = address + size
+        insns = self._count(address, end)
+        if insns is None:
+            self._add_range(sweep(read(address, size), address, self._cost_of))
+            insns = self._count(address, end)
+            assert insns is not None
+        code = read(address, size)
+        summary = summary_of(code, address, self._summarize)
+        self.summaries.add(address, end, summary, insns)
+        learned = self._image_learned
+        if learned is not None and any(t.lookup(address) is not None for t in self._tables[: self._image_ranges]):
+            # Code of the image itself: later engines running the image start out knowing the block.
+            learned[(address, end)] = summary
+
+    def continue_at(self, address: int) -> None:
+        """The current block stopped before `address` without a fault (the instruction log had to
+        drain): the block was counted and timed whole, so the block that resumes there is its rest."""
+        self.state.cont_start = address
 
     def block_offset(self, address: int) -> tuple[int, int] | None:
         """(instructions, millicycles) of the current block that retire before `address`.
 
         Uses the first range in which both the block's start and `address` are instruction
-        boundaries, as the native code does.
+        boundaries, as the native code does. Inside a block, time runs at the front end's pace
+        (the prefix tables), within what the block was charged.
         """
         start = self.state.block_start
+        charged = int(self.state.cost - self.state.block_cost)
         for table in self._tables:
             first, here = table.lookup(start), table.lookup(address)
             if first is not None and here is not None:
-                return here[0] - first[0], here[1] - first[1]
+                return here[0] - first[0], min(here[1] - first[1], charged)
         return None
 
     def boundaries(self, begin: int, end: int) -> list[tuple[int, int]]:
@@ -263,45 +295,51 @@ class Accountant:
                 previous = offset
         return out
 
-    def instruction_cost(self, address: int, size: int) -> int:
-        """Millicycles of the one instruction at `address` (from the tables when they know it)."""
-        cost = self._insn_costs.get(address)
-        if cost is None:
-            cost = self._lookup_instruction_cost(address, size)
-            self._insn_costs[address] = cost
-        return cost
-
-    def _lookup_instruction_cost(self, address: int, size: int) -> int:
-        for table in self._tables:
-            first, last = table.lookup(address), table.lookup(address + size)
-            if first is not None and last is not None and last[0] == first[0] + 1:
-                return last[1] - first[1]
-        return self._cost_of(next(_disassembler().disasm(bytes(self._read(address, size)), address, 1)))
-
-    def _read(self, address: int, size: int) -> bytes:
-        return bytes(self._uc.mem_read(address, size))  # type: ignore[attr-defined]
-
     # ---------------------------------------------------------- Python fallback
 
     def _python_block(self, uc: object, address: int, size: int, _user: object) -> None:
         """The same decision as emu_account_block, for engines without the native hook."""
         state = self.state
-        if state.paused:
-            return
         end = address + size
-        for table in self._tables:
-            first, last = table.lookup(address), table.lookup(end)
-            if first is None or last is None:
-                continue
-            count, cost = last[0] - first[0], last[1] - first[1]
-            if state.insns + count > state.insn_limit or state.cost + cost > state.cost_limit:
-                state.stop = STOP_INSNS if state.insns + count > state.insn_limit else STOP_CYCLES
-                uc.emu_stop()  # type: ignore[attr-defined]
+        start = address
+        state.continued = 0
+        if state.cont_start and address == state.cont_start:
+            if end <= state.block_end:
+                state.cont_start = 0
+                state.continued = 1
                 return
-            state.block_start, state.block_insns, state.block_cost = address, state.insns, state.cost
-            state.insns += count
-            state.cost += cost
+            start = int(state.block_end)
+        found = self.summaries.find(start, end)
+        if found is None:
+            state.stop = STOP_UNKNOWN
+            state.unknown_address, state.unknown_size = start, end - start
+            uc.emu_stop()  # type: ignore[attr-defined]
             return
-        state.stop = STOP_UNKNOWN
-        state.unknown_address, state.unknown_size = address, size
-        uc.emu_stop()  # type: ignore[attr-defined]
+        summary, count = found
+        outcome = predict(state, start)
+        clock, ready = time_block(state, summary, outcome.start)
+        cost = clock - state.cost
+        if state.insns + count > state.insn_limit or state.cost + cost > state.cost_limit:
+            state.stop = STOP_INSNS if state.insns + count > state.insn_limit else STOP_CYCLES
+            uc.emu_stop()  # type: ignore[attr-defined]
+            return
+        learn(state, outcome, start)
+        commit(state, summary, outcome, ready)
+        state.cont_start = 0
+        state.block_start, state.block_end = start, end
+        state.block_insns, state.block_cost = state.insns, state.cost
+        state.insns += count
+        state.cost += cost
+
+
+@functools.lru_cache(maxsize=64)
+def _learned(image: ElfImage, summarize: Summarizer) -> dict[tuple[int, int], BlockSummary]:
+    """The summaries learned so far of blocks in `image`'s code, by (start, end)."""
+    return {}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def summary_of(code: bytes, address: int, summarize: Summarizer) -> BlockSummary:
+    """The summary of the block of `code` at `address` (cached: the same bytes at the same place
+    time the same in every engine)."""
+    return summarize(code, address)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from emu.costmodel import CPU_NAMES, DEFAULT_MODEL
 from emu.cpu import GuestCpu
 from emu.dumpcli import DUMP_COMMANDS, add_dump_commands
 from emu.dumpfile import DumpError
@@ -109,6 +110,12 @@ def build_parser(prog: str = PROGRAM) -> argparse.ArgumentParser:
             run.add_argument(exporter.option, metavar="FILE", help=exporter.help)
         else:
             run.add_argument(exporter.option, action="store_true", help=exporter.help)
+    run.add_argument(
+        "--cpu",
+        choices=CPU_NAMES,
+        default=DEFAULT_MODEL,
+        help=f"CPU model of the virtual clock (default: {DEFAULT_MODEL})",
+    )
     dumps = run.add_mutually_exclusive_group()
     dumps.add_argument(
         "--dump-dir",
@@ -213,6 +220,7 @@ def _run(args: argparse.Namespace, world: World, targets: dict[str, Target], ser
             procd=args.procd,
             debugger=server,
             dumps=_dump_request(args),
+            cpu=args.cpu,
         )
         outcome = world.run(request, trace)
         emit_summary(trace, outcome)

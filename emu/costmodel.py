@@ -16,7 +16,9 @@ compare with llvm-mca on procd's hot path, and what the model leaves out.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -24,9 +26,13 @@ from typing import Any
 import capstone
 from capstone import x86
 
+from emu.blockmodel import BlockSummary, Machine, summarize
 from emu.events import MILLICYCLES_PER_CYCLE
+from emu.timing import InsnTiming, timing
 
 DEFAULT_MODEL = "skylake"
+CPU_NAMES = ("skylake", "zen4")
+"""The CPU models with a table in emu/data/ (``costs-<name>.json``)."""
 
 CATEGORIES = ("syscall", "call", "ret", "branch", "string", "simd", "memory", "other")
 """Fallback categories for forms the table lacks, in the order `category` tests them."""
@@ -40,6 +46,9 @@ _SIMD_GROUPS = frozenset(
 _SYSCALL_MNEMONICS = frozenset({"syscall", "sysenter", "int"})
 _REP_PREFIXES = frozenset({"rep", "repe", "repne", "repz", "repnz"})
 _SEGMENT_REGS = frozenset({"cs", "ds", "es", "fs", "gs", "ss"})
+_STACK_ENGINE_FORMS = ("push", "pop", "call", "ret")
+_ALU_FORM = "add r64, r64"
+"""The form whose ports are the integer ALUs: the stack engine takes one such micro-op off push/pop/call/ret."""
 _REG_PREFIX_KINDS = (("xmm", "xmm"), ("ymm", "ymm"), ("zmm", "zmm"), ("st", "st"), ("mm", "mm"))
 
 
@@ -127,6 +136,44 @@ class FormCost:
     uops: int | None = None
     latency: int | None = None
     rthroughput: float | None = None
+    ports: dict[str, float] | None = None
+    """LLVM's average pressure on each execution port (or unit), in cycles per instruction."""
+
+
+def port_groups(ports: dict[str, float]) -> tuple[tuple[tuple[str, ...], int], ...]:
+    """LLVM's average pressure per port, regrouped into micro-ops and the ports each may use.
+
+    LLVM spreads a micro-op evenly over the ports it may issue to, so ports with the same share
+    (to 0.1 cycle) are one group: ``add`` gives p0, p1, p5, p6 a quarter each (one micro-op on four
+    ports), a store p2/p3/p7 a third each and p4 one (one micro-op on three ports, one on p4).
+    """
+    groups: dict[float, list[str]] = {}
+    for port, load in sorted(ports.items()):
+        if load > 0:
+            groups.setdefault(round(load, 1), []).append(port)
+    return tuple(
+        (tuple(names), round(sum(ports[name] for name in names) * MILLICYCLES_PER_CYCLE))
+        for _, names in sorted(groups.items())
+    )
+
+
+def _machine(header: dict[str, Any]) -> Machine:
+    raw = header.get("machine")
+    if not isinstance(raw, dict):
+        raise CostModelError("cost model: the table has no machine parameters")
+    try:
+        cycle = MILLICYCLES_PER_CYCLE
+        return Machine(
+            width=int(raw["width"]),
+            window=int(raw["window_millicycles"]),
+            load_latency=int(raw["load_latency"]) * cycle,
+            store_forward_latency=int(raw["store_forward_latency"]) * cycle,
+            mispredict_penalty=int(raw["mispredict_penalty"]) * cycle,
+            taken_branch=int(raw["taken_branch_millicycles"]),
+            jump=int(raw["jump_millicycles"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CostModelError(f"cost model: malformed machine parameters: {exc}") from None
 
 
 class CostModel:
@@ -157,6 +204,12 @@ class CostModel:
         self._cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._cs.detail = True
         self._by_bytes: dict[bytes, int] = {}
+        self._timings: dict[tuple[int, bytes], InsnTiming] = {}
+        self._seen: dict[int, list[tuple[bytes, InsnTiming]]] = {}
+        self.machine = _machine(self.header)
+        self.eliminates_moves = True
+        """False: a register move costs its table latency, as in LLVM 14's Skylake model (only
+        benches.kernels turns it off, to compare with llvm-mca on equal terms)."""
 
     @classmethod
     def load(cls, name: str = DEFAULT_MODEL) -> CostModel:
@@ -180,15 +233,25 @@ class CostModel:
                 uops=row.get("uops"),
                 latency=row.get("latency"),
                 rthroughput=row.get("rthroughput"),
+                ports=row.get("ports"),
             )
             for key, row in table["forms"].items()
         }
         header = {k: v for k, v in table.items() if k != "forms"}
         return cls(table["cpu"], table["frequency_hz"], forms, dict(table["defaults"]), header)
 
+    def row(self, insn: capstone.CsInsn) -> FormCost | None:
+        """`insn`'s row: its form's, or for a same-register pair that is no zero idiom in the
+        table (``imul rax, rax``), the row of the form with two registers."""
+        key = form_key(insn)
+        found = self.forms.get(key)
+        if found is None and key.endswith(" (same)"):
+            found = self.forms.get(key[: -len(" (same)")])
+        return found
+
     def lookup(self, insn: capstone.CsInsn) -> tuple[int, bool]:
         """(cost in millicycles, whether the table has `insn`'s form rather than a fallback)."""
-        row = self.forms.get(form_key(insn))
+        row = self.row(insn)
         if row is not None:
             return row.cost, True
         return self.defaults[category(insn)], False
@@ -212,6 +275,72 @@ class CostModel:
         The sweep stops at the first byte sequence capstone cannot decode.
         """
         return [(insn.address, insn.size, self.cost(insn)) for insn in self._cs.disasm(code, address)]
+
+    def timing(self, insn: capstone.CsInsn) -> InsnTiming:
+        """What `insn` does to the pipeline (emu/timing.py), from its form's row."""
+        raw = bytes(insn.bytes)
+        # Direct branches carry their target (kept by address); anything else times the same
+        # wherever it sits (kept by its bytes alone).
+        found = self._timings.get((0, raw))
+        if found is not None:
+            return found if found.address == insn.address else dataclasses.replace(found, address=insn.address)
+        found = self._timings.get((insn.address, raw))
+        if found is None:
+            found = self._timing(insn)
+            self._timings[(0, raw) if found.target == 0 else (insn.address, raw)] = found
+        return found
+
+    def _timing(self, insn: capstone.CsInsn) -> InsnTiming:
+        row = self.row(insn)
+        width = self.machine.width
+        cost = self.cost(insn)
+        if row is None or row.source != "mca" or row.uops is None or row.ports is None:
+            # Fixed costs and fallbacks: the cost is all front end, one cycle of latency.
+            fused = max(1, -(-cost * width // MILLICYCLES_PER_CYCLE))
+            return timing(insn, fused, (), 1)
+        ports = dict(row.ports)
+        fused = row.uops
+        if insn.mnemonic in _STACK_ENGINE_FORMS:
+            fused = max(1, fused - 1)
+            alu = self.forms.get(_ALU_FORM)
+            for port, load in (alu.ports or {}).items() if alu is not None else ():
+                if port in ports:
+                    ports[port] = max(0.0, ports[port] - load)
+        found = timing(insn, fused, port_groups(ports), row.latency or 0)
+        return found if self.eliminates_moves or not found.move else dataclasses.replace(found, move=False)
+
+    def summarize(self, insns: Sequence[capstone.CsInsn]) -> BlockSummary:
+        """The block model's summary of one translation block (emu/blockmodel.py)."""
+        return summarize([self.timing(insn) for insn in insns], self.machine)
+
+    def sweep_cost(self, insn: capstone.CsInsn) -> int:
+        """`cost`, for a sweep of an image's code: also keeps `insn`'s pipeline view by address, so
+        that `summarize_code` can time the blocks of swept code without decoding them again."""
+        timing = self.timing(insn)
+        candidates = self._seen.setdefault(insn.address, [])
+        raw = bytes(insn.bytes)
+        if all(known != raw for known, _ in candidates):
+            candidates.append((raw, timing))
+        return self.cost(insn)
+
+    def summarize_code(self, code: bytes, address: int) -> BlockSummary:
+        """The summary of the block of `code` at `address` (decoding only what no sweep has seen)."""
+        timings: list[InsnTiming] = []
+        offset = 0
+        while offset < len(code):
+            here = address + offset
+            known = next(
+                (t for raw, t in self._seen.get(here, ()) if code.startswith(raw, offset)),
+                None,
+            )
+            if known is None:
+                decoded = next(self._cs.disasm(code[offset : offset + 16], here, 1), None)
+                if decoded is None:
+                    break
+                known = self.timing(decoded)
+            timings.append(known)
+            offset += known.size
+        return summarize(timings, self.machine)
 
     def cycles(self, millicycles: int) -> float:
         """`millicycles` in cycles (for reports; the clock itself stays in integers)."""

@@ -30,7 +30,7 @@ from emu.accounting import (
     STOP_UNKNOWN,
     UNLIMITED,
     Accountant,
-    CostFunction,
+    CpuModel,
     add_native_entry_hooks,
 )
 from emu.coverage import BlockCoverage, CoverageMap
@@ -101,7 +101,7 @@ def _engine_gone(*_args: Any) -> NoReturn:
 class GuestCpu:
     """A single-threaded guest: its own Unicorn engine, memory map, instruction and cycle counts."""
 
-    def __init__(self, cost_of: CostFunction) -> None:
+    def __init__(self, model: CpuModel) -> None:
         _no_huge_pages()
         self._uc = unicorn.Uc(uc_const.UC_ARCH_X86, uc_const.UC_MODE_64)
         self._kept: list[object] = []
@@ -115,7 +115,7 @@ class GuestCpu:
         # fill hook, virtual mode ran compiled code 2.5x slower; the hook runs once per TLB miss.)
         self._uc.ctl_set_tlb_mode(uc_const.UC_TLB_VIRTUAL)
         # Memory and registers are their own rooms; their methods are the CPU's.
-        self._acct = Accountant(self._uc, cost_of)
+        self._acct = Accountant(self._uc, model)
         self._state = self._acct.state
         syscall_flag = ctypes.addressof(self._state) + type(self._state).syscalled.offset
         self._calls = EngineCalls(self._uc, syscall_flag)
@@ -132,7 +132,6 @@ class GuestCpu:
         self.vector_registers = registers.vector_registers
         self._closed = False
         self._instrumented = False
-        self._exact_tail = False
         self.ran_insns = self.ran_cost = 0
         """Instructions and millicycles the last `run` retired."""
         self._clock_base = 0
@@ -184,6 +183,7 @@ class GuestCpu:
         """Put back a state `save_state` took from this engine; the number of pages rewritten."""
         self.registers.rip_hint = None  # the context restore moves rip
         self.registers.drop_staged()  # and sets every register
+        self._inside = self._resumed_at = None
         return state.put_back(self._uc, self._memory, self._state)
 
     def retire(self) -> GuestCpu:
@@ -210,8 +210,10 @@ class GuestCpu:
         state = self._state
 
         def on_block(uc: unicorn.Uc, address: int, size: int, _user: object) -> None:
-            if state.stop != STOP_NONE or state.paused or (address, int(state.block_insns)) == self._resumed_at:
+            if state.stop != STOP_NONE or (address, int(state.block_insns)) == self._resumed_at:
                 return  # not run now (a budget stop), or the rest of a block shown already (a debug stop)
+            if state.continued:
+                return  # the rest of a block the instruction log split: counted with its start
             probe(
                 address,
                 size,
@@ -282,16 +284,28 @@ class GuestCpu:
         log = self._insn_log
         if log is not None:
             log.begin_run(self._next_seq(), self._icount_base, self._clock_base)
-        trap = self._emulate(False)  # `_run_once`, its first try inline: most runs end there
+        inside = self._inside
+        trap: Trap | None
+        if exact and inside is not None and inside[1] > insn_limit:
+            trap = self._run_exact_tail(insn_limit)  # the limit falls in the rest of a block stopped inside
+        else:
+            trap = self._emulate(False)  # `_run_once`, its first try inline: most runs end there
         if trap is None:
             trap = self._run_once()
         if trap.kind is TrapKind.BUDGET and exact and state.stop == STOP_INSNS and state.insns < insn_limit:
-            trap = self._run_once(exact_tail=True)
+            trap = self._run_exact_tail(insn_limit)
         state.insn_limit = state.cost_limit = UNLIMITED
         self.ran_insns, self.ran_cost = state.insns - insns_before, state.cost - cost_before
         if log is not None:
             log.drain()
         return trap
+
+    def _run_exact_tail(self, insn_limit: int) -> Trap:
+        """Run on to exactly `insn_limit` retired instructions: the block that crosses the limit
+        is counted and timed whole, and a code hook stops inside it (see `_stop_inside`)."""
+        self._state.insn_limit = UNLIMITED
+        self._exact_limit = insn_limit
+        return self._run_once(exact_tail=True)
 
     def _run_once(self, *, exact_tail: bool = False) -> Trap:
         while True:
@@ -305,13 +319,12 @@ class GuestCpu:
         faults = self._faults
         faults.reset()
         self.debug.hit = None
-        self._exact_tail = exact_tail
         error: unicorn.UcError | None = None
         step_hook = None
+        self._exact_hit = False
         if exact_tail:
-            # Step instruction by instruction. Translated blocks do not see a hook added later,
+            # Watch instruction by instruction. Translated blocks do not see a hook added later,
             # so flush before and after (this path runs once, at a final stop).
-            state.paused = 1
             step_hook = self._uc.hook_add(uc_const.UC_HOOK_CODE, self._on_step)
             self._uc.ctl_flush_tb()
         at_syscall = None
@@ -319,6 +332,8 @@ class GuestCpu:
         try:
             begin = registers.rip_hint
             registers.rip_hint = None  # the engine moves on: the hint holds again once rip is read
+            if self._inside is not None:
+                self._resume_inside(self.reg("rip") if begin is None else begin)
             with self._running:
                 begin = self.reg("rip") if begin is None else begin
                 at_syscall = self._calls.start(begin, self._at_syscall, registers.take_staged())
@@ -326,7 +341,6 @@ class GuestCpu:
             error = exc
         finally:
             if step_hook is not None:
-                state.paused = 0
                 self._uc.hook_del(step_hook)
                 self._uc.ctl_flush_tb()
         if at_syscall is not None and faults.fault is None:
@@ -336,8 +350,14 @@ class GuestCpu:
         rip = registers.rip_hint = self.reg("rip")
         if faults.fault is None and error is not None:
             faults.fault = faults.from_error(error, rip)
+        if faults.fault is None and not state.syscalled and self._exact_hit:
+            self._stop_inside(rip)
+            if self._insn_log is not None:
+                self._insn_log.retract(rip)
+            state.stop = STOP_INSNS
+            return Trap(TrapKind.BUDGET, rip)
         if faults.fault is None and not state.syscalled and self.debug.hit is not None:
-            self._settle_to(rip)  # stopped before `rip`, as a fault inside a block is settled
+            self._stop_inside(rip)
             self._resumed_at = (rip, int(state.insns))
             if self._insn_log is not None:
                 self._insn_log.retract(rip)
@@ -345,9 +365,10 @@ class GuestCpu:
         log = self._insn_log
         syscalled = state.syscalled
         if faults.fault is None and not syscalled and log is not None and log.stopped():
-            # The instruction log stopped before `rip` ran: give back the block's tail, let the
-            # log drain or learn the instruction, and go on from `rip`.
-            self._settle_to(rip)
+            # The instruction log stopped before `rip` ran: the block was counted and timed whole,
+            # so the block that resumes at `rip` is its rest (a split must not change the clock).
+            # Let the log drain or learn the instruction, and go on from `rip`.
+            self._acct.continue_at(rip)
             log.service()
             return None
         if faults.fault is None and not syscalled and state.stop == STOP_NONE:
@@ -380,19 +401,11 @@ class GuestCpu:
         """
         if self._faults.retired_its_instruction(fault):
             return
-        state = self._state
-        if self._exact_tail:
-            # The step hook counted the faulting instruction before it ran.
-            state.insns -= 1
-            state.cost -= self._step_cost
-            return
         self._settle_to(fault.rip)
 
     def _settle_to(self, rip: int) -> None:
         """Count the current block only up to `rip` (the instructions before it retired)."""
         state = self._state
-        if self._exact_tail:
-            return  # stepping counts instruction by instruction
         done = self._acct.block_offset(rip)
         if done is not None:
             state.insns = state.block_insns + done[0]
@@ -401,30 +414,48 @@ class GuestCpu:
     def virtual_clock(self) -> int:
         """The machine's virtual time in millicycles at the current instruction (inside a hook)."""
         state = self._state
-        if self._exact_tail:
-            return self._clock_base + int(state.cost)
         done = self._acct.block_offset(self.reg("rip"))
         cost = int(state.cost) if done is None else int(state.block_cost) + done[1]
         return self._clock_base + cost
 
     # -------------------------------------------------------------------- hooks
 
-    _step_cost = 0
     _resumed_at: tuple[int, int] | None = None
     """(rip, instructions) where a debug stop left the guest: block probes skip the resumed rest."""
+    _inside: tuple[int, int, int] | None = None
+    """(rip, instructions, millicycles) of a stop inside a block: the counts with the whole block."""
+    _exact_limit = 0
+    _exact_hit = False
 
-    def _on_step(self, uc: unicorn.Uc, address: int, size: int, _user: object) -> None:
+    def _stop_inside(self, rip: int) -> None:
+        """The guest stopped inside the current block, before `rip` (a debug stop, an exact
+        instruction limit). The block was counted and timed whole; show the counts up to `rip`,
+        and keep the whole block's, which `_resume_inside` puts back: a stop must not change the
+        clock (the block model times a block as a whole, so its two halves need not add up to it)."""
         state = self._state
+        whole = (int(state.insns), int(state.cost))
+        if self._acct.block_offset(rip) is None:
+            return
+        self._settle_to(rip)
+        self._inside = (rip, *whole)
+
+    def _resume_inside(self, rip: int) -> None:
+        """Before running on from a stop inside a block: if the guest resumes where it stopped,
+        its counts are the whole block's again and the rest of the block runs uncounted."""
+        stopped_at, insns, cost = self._inside  # type: ignore[misc]
+        self._inside = None
+        if rip != stopped_at:
+            return  # a debugger moved the guest: the rest of the block never runs
+        self._state.insns, self._state.cost = insns, cost
+        self._acct.continue_at(rip)
+
+    def _on_step(self, uc: unicorn.Uc, address: int, _size: int, _user: object) -> None:
         if self._insn_log is not None and self._insn_log.stopped():
             return  # the log stopped before this instruction: it does not run now
-        cost = self._acct.instruction_cost(address, size)
-        if state.insns >= state.insn_limit or state.cost + cost > state.cost_limit:
-            state.stop = STOP_INSNS if state.insns >= state.insn_limit else STOP_CYCLES
+        done = self._acct.block_offset(address)
+        if done is not None and self._state.block_insns + done[0] >= self._exact_limit:
+            self._exact_hit = True
             uc.emu_stop()  # before this instruction executes
-            return
-        self._step_cost = cost
-        state.insns += 1
-        state.cost += cost
 
     def _on_syscall(self, uc: unicorn.Uc, _user: object) -> None:
         self._state.syscalled = 1

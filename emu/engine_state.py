@@ -20,16 +20,25 @@ from typing import Any
 
 import unicorn
 
-from emu.accounting import AccountState
+from emu.blockclock import AccountState
 from emu.elf import PAGE_SIZE
 from emu.memory import GuestMemory
 
-_COUNTERS = ("insns", "cost", "insn_limit", "cost_limit", "block_start", "block_insns", "block_cost", "stop", "paused")
+_COUNTERS = ("insns", "cost", "insn_limit", "cost_limit", "block_start", "block_insns", "block_cost", "stop")
 """The accounting fields a run changes (not its code ranges: those only ever cache the image's)."""
 _RAW_COUNTS = AccountState.block_cost.offset + AccountState.block_cost.size
 """The 64-bit counters lead the structure (insns .. block_cost): restored with one copy."""
-if tuple(field[0] for field in AccountState._fields_[:7]) != _COUNTERS[:7] or _COUNTERS[7:] != ("stop", "paused"):
+if tuple(field[0] for field in AccountState._fields_[:7]) != _COUNTERS[:7] or _COUNTERS[7:] != ("stop",):
     raise ImportError("emu/engine_state.py: AccountState's counters moved; update the raw copy")
+_TIMING_FIRST = "block_end"
+"""The block model's run-time state (ready times, the dispatch history, the branch predictor) runs
+from this field to the end of the structure: put back in one copy, so that a warm engine times
+its next guest exactly as a fresh one would."""
+_TIMING_START = getattr(AccountState, _TIMING_FIRST).offset
+_TIMING_SIZE = ctypes.sizeof(AccountState) - _TIMING_START
+_TIMING_FIELDS = [field[0] for field in AccountState._fields_]
+if {"summaries", "rows", "buckets", "ranges"} & set(_TIMING_FIELDS[_TIMING_FIELDS.index(_TIMING_FIRST) :]):
+    raise ImportError("emu/engine_state.py: the block model's state holds pointers; copy it field by field")
 
 
 class EngineStateError(RuntimeError):
@@ -64,6 +73,8 @@ class EngineState:
     """(address, size) of each run: what the engine's volatile runs must be to put this back."""
     counts_raw: bytes
     """The leading 64-bit counters as bytes (insns .. block_cost), put back in one copy."""
+    timing_raw: bytes
+    """The block model's state as bytes (block_end .. the predictor's tables)."""
 
     @classmethod
     def take(cls, uc: unicorn.Uc, memory: GuestMemory, account: AccountState) -> EngineState:
@@ -75,7 +86,8 @@ class EngineState:
         counters = tuple(int(getattr(account, name)) for name in _COUNTERS)
         shape = [(run.address, len(run.data)) for run in runs]
         raw = ctypes.string_at(ctypes.addressof(account), _RAW_COUNTS)
-        return cls(uc.context_save(), tuple(runs), counters, shape, raw)
+        timing = ctypes.string_at(ctypes.addressof(account) + _TIMING_START, _TIMING_SIZE)
+        return cls(uc.context_save(), tuple(runs), counters, shape, raw, timing)
 
     def fits(self, memory: GuestMemory) -> bool:
         """The engine's volatile pages are the ones this state holds (its map did not grow)."""
@@ -100,7 +112,9 @@ class EngineState:
                     written += 1
         uc.context_restore(self.context)
         ctypes.memmove(ctypes.addressof(account), self.counts_raw, _RAW_COUNTS)
-        account.stop, account.paused = self.counters[-2], self.counters[-1]
+        ctypes.memmove(ctypes.addressof(account) + _TIMING_START, self.timing_raw, _TIMING_SIZE)
+        account.repeat = None  # the ready times moved: the last block's memo no longer describes them
+        account.stop = self.counters[-1]
         return written
 
 

@@ -18,7 +18,8 @@ import capstone
 import orjson
 from unicorn import unicorn_const as uc_const
 
-from emu.accounting import MAX_RANGES, Accountant, AccountState, native_library
+from emu.accounting import Accountant, native_library
+from emu.blockclock import MAX_RANGES, AccountState
 from emu.events import MILLICYCLES_PER_CYCLE
 from emu.trace import text_value
 
@@ -205,8 +206,6 @@ class InsnLog:
 
     def _retired_before(self, address: int) -> tuple[int, int] | None:
         acct = self._acct.state
-        if acct.paused:
-            return int(acct.insns), int(acct.cost)
         done = self._acct.block_offset(address)
         if done is None:
             return None

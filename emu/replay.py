@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emu.costmodel import CPU_NAMES, DEFAULT_MODEL
 from emu.dumpfile import PAYLOAD_ERRORS, Dump, DumpError, check_images, load_dump, malformed
 from emu.gdbstub.target import Debugger
 from emu.trace import Trace
@@ -76,6 +77,7 @@ class _Plan:
     image: Path | None
     procd: Path | None
     scenario: dict[str, Any] | None
+    cpu: str
     limit: int
     stop_at: str | None
     crash_at: int
@@ -91,7 +93,10 @@ def _plan(label: str, dump: Dump, stop_before: int) -> _Plan:
     image = _image_argument(label, inputs.get("image"))
     procd = _image_argument(label, inputs.get("procd"))
     stop_at = None if stop_before else dump.id
-    return _Plan(str(inputs["world"]), image, procd, inputs.get("scenario"), limit, stop_at, crash_at)
+    cpu = inputs.get("cpu", DEFAULT_MODEL)  # dumps from before --cpu ran on the default
+    if cpu not in CPU_NAMES:
+        raise DumpError(f"{label}: the run's CPU model {cpu!r} is not one of {', '.join(CPU_NAMES)}")
+    return _Plan(str(inputs["world"]), image, procd, inputs.get("scenario"), cpu, limit, stop_at, crash_at)
 
 
 def start_replay(path: Path | str, stop_before: int = 0, debugger: Debugger | None = None) -> ReplaySession:
@@ -116,6 +121,7 @@ def start_replay(path: Path | str, stop_before: int = 0, debugger: Debugger | No
             procd=plan.procd,
             debugger=debugger,
             dumps=DumpRequest(None, plan.stop_at),
+            cpu=plan.cpu,
         )
         outcome = world.run(request, Trace(keep=False))
     session = ReplaySession(dump, outcome, stop_before)

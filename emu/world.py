@@ -70,6 +70,8 @@ class RunRequest:
     debugger: Debugger | None = None
     """A gdb server (`--gdb`) the world's run loop stops for (emu/gdbstub/target.py)."""
     dumps: DumpRequest = DumpRequest()
+    cpu: str = "skylake"
+    """The CPU model the guests run on (one of emu.costmodel.CPU_NAMES)."""
 
 
 @dataclass(frozen=True)

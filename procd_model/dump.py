@@ -22,6 +22,7 @@ from emu.elf import ElfImage, Perm
 from emu.events import MILLICYCLES_PER_CYCLE as MILLI
 from emu.output import write_new_file
 from emu.registers import REGISTERS
+from procd_model.cpu_model import DEFAULT_CPU
 from procd_model.dump_state import capabilities, endpoints, in_flight, process_rows
 from procd_model.kernel.inject import Crash
 from procd_model.kernel.state import GuestContext, Process
@@ -166,10 +167,11 @@ class PausedKernel:
         return memory_digest((s.vaddr, s.data) for s in guest_memory(context))
 
 
-def replay_inputs(world: str, max_instructions: int) -> dict[str, Any]:
-    """What a replay needs to run the same machine again: the world and the instruction limit;
-    the world adds the image (`image_input`) or the scenario (`scenario_input`) it ran."""
-    return {"world": world, "max_instructions": max_instructions, "image": None, "scenario": None}
+def replay_inputs(world: str, max_instructions: int, cpu: str = DEFAULT_CPU) -> dict[str, Any]:
+    """What a replay needs to run the same machine again: the world, the instruction limit and
+    the CPU model (its clock decides preemption); the world adds the image (`image_input`) or the
+    scenario (`scenario_input`) it ran."""
+    return {"world": world, "max_instructions": max_instructions, "cpu": cpu, "image": None, "scenario": None}
 
 
 def image_input(path: Path, image: ElfImage) -> dict[str, Any]:

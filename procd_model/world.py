@@ -16,12 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from emu.accounting import CpuModel
 from emu.elf import ElfError, ElfImage, Perm, load_elf
 from emu.gdbstub.target import Debugger
 from emu.trace import Trace
 from emu.world import FuzzRequest, InputError, Instrument, RunOutcome, RunRequest
 from procd_model.abi import CapPurpose, CapType, Rights, Role, RootdStatus, Status
 from procd_model.caps import Capability, CapTable
+from procd_model.cpu_model import cpu_model
 from procd_model.debug import attach_debugger
 from procd_model.dump import DumpRecorder, PausedKernel, image_input, replay_inputs, scenario_input
 from procd_model.images import (
@@ -60,7 +62,7 @@ DEFAULT_MANIFEST = (ManifestEntry("phase0-exit", Role.TEST),)
 
 def run(request: RunRequest, trace: Trace) -> RunOutcome:
     """Run what `request` asks for; every guest crash is named, dumped as `request.dumps` says."""
-    inputs = replay_inputs(__name__, request.max_instructions)
+    inputs = replay_inputs(__name__, request.max_instructions, request.cpu)
     recorder = DumpRecorder(None, request.dumps.folder, inputs, request.dumps.stop_at)
     outcome = _run(request, trace, recorder)
     paused = PausedKernel(recorder.kernel) if recorder.kernel is not None else None
@@ -69,6 +71,7 @@ def run(request: RunRequest, trace: Trace) -> RunOutcome:
 
 def _run(request: RunRequest, trace: Trace, recorder: DumpRecorder) -> RunOutcome:
     instrument = request.instrument
+    cpu = cpu_model(request.cpu)
     procd = None if request.procd is None else load_procd(request.procd)
     if request.procd is not None and procd is not None:
         recorder.replay["procd"] = image_input(request.procd, procd)
@@ -89,6 +92,7 @@ def _run(request: RunRequest, trace: Trace, recorder: DumpRecorder) -> RunOutcom
             procd_image=procd,
             debugger=request.debugger,
             recorder=recorder,
+            cpu=cpu,
         )
     if request.image is None:
         return run_bootstrap(
@@ -98,6 +102,7 @@ def _run(request: RunRequest, trace: Trace, recorder: DumpRecorder) -> RunOutcom
             instrument=instrument,
             debugger=request.debugger,
             recorder=recorder,
+            cpu=cpu,
         )
     if procd is not None:
         raise InputError("give an IMAGE or --procd, not both (--procd runs a scenario with that procd)")
@@ -111,9 +116,16 @@ def _run(request: RunRequest, trace: Trace, recorder: DumpRecorder) -> RunOutcom
             instrument=instrument,
             debugger=request.debugger,
             recorder=recorder,
+            cpu=cpu,
         )
     return run_alone(
-        trace, image, request.max_instructions, instrument=instrument, debugger=request.debugger, recorder=recorder
+        trace,
+        image,
+        request.max_instructions,
+        instrument=instrument,
+        debugger=request.debugger,
+        recorder=recorder,
+        cpu=cpu,
     )
 
 
@@ -132,6 +144,7 @@ def run_scenario(
     procd_image: ElfImage | None = None,
     debugger: Debugger | None = None,
     recorder: DumpRecorder | None = None,
+    cpu: CpuModel | None = None,
 ) -> RunOutcome:
     """rootd spawns the scenario's manifest through procd; its expectations decide the outcome.
 
@@ -160,6 +173,7 @@ def run_scenario(
         before_procd=scenario.before_procd,
         debugger=debugger,
         recorder=recorder,
+        cpu=cpu,
     )
     halts = scenario.expect.halts
     if outcome.stop != "halted" or halts is None:
@@ -229,6 +243,7 @@ def make_kernel(
     images: tuple[UserImage, ...] = (),
     debugger: Debugger | None = None,
     recorder: DumpRecorder | None = None,
+    cpu: CpuModel | None = None,
 ) -> Kernel:
     """A kernel whose CREATE_PROCESS loads the boot images, `procd_image` for procd if given, and
     a scenario's own ELF files (`images`) by their ids; `recorder` writes its crash dumps."""
@@ -249,7 +264,7 @@ def make_kernel(
         except KeyError:
             return None
 
-    kernel = Kernel(trace, image_loader=loader, instrument=instrument)
+    kernel = Kernel(trace, image_loader=loader, instrument=instrument, cpu_model=cpu)
     if debugger is not None:
         attach_debugger(kernel, debugger)
     if recorder is not None:
@@ -273,13 +288,14 @@ def run_bootstrap(
     images: tuple[UserImage, ...] = (),
     debugger: Debugger | None = None,
     recorder: DumpRecorder | None = None,
+    cpu: CpuModel | None = None,
 ) -> RunOutcome:
     """rootd boots procd and spawns `manifest` through it; the outcome says whether all went as expected.
 
     With `services`, rootd first starts named, timed and the interrupt notification, and hands
     procd capabilities to them for the test images.
     """
-    kernel = make_kernel(trace, procd_image, instrument, images, debugger, recorder)
+    kernel = make_kernel(trace, procd_image, instrument, images, debugger, recorder, cpu)
     if boot is None:
         boot = default_procd_boot(with_services=services is not None, started=before_procd)
     rootd = Rootd(kernel, list(manifest), boot, services, before_procd=before_procd)
@@ -342,12 +358,13 @@ def run_alone(
     instrument: Instrument | None = None,
     debugger: Debugger | None = None,
     recorder: DumpRecorder | None = None,
+    cpu: CpuModel | None = None,
 ) -> RunOutcome:
     """Run `image` as the only process, with its own endpoint and a SEND-only kernel-control cap.
 
     The envelope names the role the image's .erix_image note declares, or GENERIC if it has none.
     """
-    kernel, proc = prepare_alone(trace, image, instrument, debugger, recorder)
+    kernel, proc = prepare_alone(trace, image, instrument, debugger, recorder, cpu)
     stop = kernel.run(max_instructions)
     return alone_outcome(kernel, proc, stop)
 
@@ -358,9 +375,10 @@ def prepare_alone(
     instrument: Instrument | None = None,
     debugger: Debugger | None = None,
     recorder: DumpRecorder | None = None,
+    cpu: CpuModel | None = None,
 ) -> tuple[Kernel, Process]:
     """A kernel with `image` created and started as the root process, not yet run."""
-    kernel = make_kernel(trace, instrument=instrument, debugger=debugger, recorder=recorder)
+    kernel = make_kernel(trace, instrument=instrument, debugger=debugger, recorder=recorder, cpu=cpu)
     endpoint = kernel.new_endpoint(image.name)
     caps = CapTable()
     caps.install(Capability(CapType.ENDPOINT, endpoint.obj, Rights.RECV), 1)

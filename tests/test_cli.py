@@ -78,6 +78,19 @@ def test_two_runs_are_byte_identical(tmp_path: Path) -> None:
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
 
 
+def test_cpu_option_chooses_the_clock_and_stays_deterministic(tmp_path: Path) -> None:
+    """--cpu zen4 runs the same instructions on another clock; each model repeats itself exactly."""
+    code, skylake = run_jsonl(tmp_path, name="skl.jsonl")
+    assert code == 0
+    runs = [run_jsonl(tmp_path, "--cpu", "zen4", name=f"zen4-{k}.jsonl") for k in range(2)]
+    assert runs[0] == runs[1] and runs[0][0] == 0
+    zen4 = runs[0][1]
+    assert [(e["kind"], e["icount"]) for e in zen4] == [(e["kind"], e["icount"]) for e in skylake]
+    assert [e["cycle"] for e in zen4] != [e["cycle"] for e in skylake]
+    with pytest.raises(SystemExit):
+        main(["run", "--cpu", "pentium"])
+
+
 def test_separate_interpreters_agree(tmp_path: Path) -> None:
     """A fresh process (new hash seed, new engines) writes the same bytes."""
     for name, seed in (("a", "1"), ("b", "2")):

@@ -71,6 +71,7 @@ def test_table_loads_with_its_header(model: CostModel) -> None:
     assert model.header["units"].startswith("millicycles")
     assert "LLVM version" in model.header["llvm_mca"]["version"]
     assert model.header["formula"]
+    assert model.machine.load_latency == 5000
     assert CostModel.load("skylake").forms == model.forms
 
 
@@ -80,30 +81,27 @@ def test_table_file_is_canonical_json() -> None:
 
 
 def test_costs_are_positive_integers(model: CostModel) -> None:
-    floor = model.header["floor_millicycles"]
     for key, row in model.forms.items():
         assert isinstance(row.cost, int) and not isinstance(row.cost, bool), key
         assert row.cost >= 1, key
         assert row.source in ("mca", "fixed"), key
-        if row.source == "mca":
-            assert row.cost >= floor, key
     assert all(isinstance(v, int) and v >= 1 for v in model.defaults.values())
 
 
 def test_mca_rows_follow_the_documented_formula(model: CostModel) -> None:
-    width = model.header["dispatch_width"]
-    share = Fraction(model.header["rthroughput_share"])
-    floor = model.header["floor_millicycles"]
+    """A form's cost is its share of the rename width; its ports and latency come with it."""
+    width = model.header["machine"]["width"]
+    assert width == model.machine.width == 4
     for key, row in model.forms.items():
         if row.source != "mca":
             continue
-        assert row.uops is not None and row.rthroughput is not None, key
-        rthroughput = Fraction(row.rthroughput).limit_denominator(1000)
-        cycles = max(Fraction(row.uops, width), rthroughput * share)
-        assert row.cost == max(floor, int(cycles * 1000 + Fraction(1, 2))), key
+        assert row.uops is not None and row.latency is not None and row.ports is not None, key
+        assert row.cost == max(1, int(Fraction(row.uops * 1000, width) + Fraction(1, 2))), key
 
 
-def test_every_fixture_instruction_has_a_derived_cost(model: CostModel) -> None:
+@pytest.mark.parametrize("cpu", ["skylake", "zen4"])
+def test_every_fixture_instruction_has_a_derived_cost(cpu: str) -> None:
+    model = CostModel.load(cpu)
     cs = _cs()
     fallbacks: dict[str, str] = {}
     elves = sorted(FIXTURES.glob("*.elf"))
@@ -119,6 +117,24 @@ def test_every_fixture_instruction_has_a_derived_cost(model: CostModel) -> None:
                     fallbacks.setdefault(form_key(insn), f"{path.name}:{insn.address:#x} {insn.mnemonic} {insn.op_str}")
     unexpected = {k: v for k, v in fallbacks.items() if k not in EXPECTED_FALLBACKS}
     assert not unexpected, f"forms without a derived cost (re-run tools/derive_costs.py): {unexpected}"
+
+
+@pytest.mark.parametrize("cpu", ["skylake", "zen4"])
+def test_common_compiler_output_has_derived_costs(cpu: str) -> None:
+    """Every built-in form (SSE arithmetic, conversions, integer forms compilers emit) is in the
+    table, with micro-ops, a latency and ports: none falls to a category default."""
+    model = CostModel.load(cpu)
+    derive = _tool("derive_costs")
+    unassembled = {line.split(":")[0] for line in model.header["unassembled"]}
+    for encoding in derive.BUILTIN_FORMS:
+        insn = _insn(encoding)
+        key = form_key(insn)
+        if key in unassembled:
+            continue
+        row = model.row(insn)
+        assert row is not None, f"{cpu}: {key} ({insn.mnemonic} {insn.op_str}) has no derived cost"
+        if row.source == "mca":
+            assert row.uops and row.latency is not None and row.ports is not None, key  # zero idioms: no port
 
 
 def test_form_key_ignores_registers_addresses_and_values() -> None:
@@ -228,21 +244,39 @@ def _llvm_mca() -> str:
     return found
 
 
-def test_rederiving_gives_a_byte_identical_table(tmp_path: Path) -> None:
+def test_the_zen4_table_takes_the_measured_figures() -> None:
+    """The Zen 4 model is LLVM's Zen 3 model calibrated with committed measurements of the host."""
+    zen4 = CostModel.load("zen4")
+    measured = json.loads((ROOT / "benches" / "data" / "measured-zen4.json").read_text(encoding="utf-8"))
+    cal = {name: entry["cycles"] for name, entry in measured["calibration"].items()}
+    assert zen4.machine.width == 6
+    assert zen4.machine.load_latency == round(cal["cal_load"] / 8) * 1000
+    assert zen4.forms["div r32"].latency == round(cal["cal_div32"] / 4)
+    assert zen4.forms["imul r64, r64"].latency == 3
+    assert zen4.header["llvm_mca"]["args"][0] == "-mcpu=znver3"
+
+
+@pytest.mark.parametrize("cpu", ["skylake", "zen4"])
+def test_rederiving_gives_a_byte_identical_table(tmp_path: Path, cpu: str) -> None:
+    table = ROOT / "emu" / "data" / f"costs-{cpu}.json"
     llvm_mca = _llvm_mca()
     version = re.search(
         r"LLVM version \S+", subprocess.run([llvm_mca, "--version"], capture_output=True, text=True).stdout
     )
-    committed = json.loads(TABLE.read_text(encoding="utf-8"))["llvm_mca"]["version"]
+    committed = json.loads(table.read_text(encoding="utf-8"))["llvm_mca"]["version"]
     if version is None or version.group(0) != committed:
         found = version.group(0) if version else "of unknown version"
         _require(f"llvm-mca is {found}; the table was derived with {committed}")
     out = tmp_path / "costs.json"
     result = subprocess.run(
-        [sys.executable, str(DERIVE), "--out", str(out)], capture_output=True, text=True, check=False, cwd=tmp_path
+        [sys.executable, str(DERIVE), "--cpu", cpu, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert out.read_bytes() == TABLE.read_bytes(), "stale emu/data/costs-skylake.json: re-run tools/derive_costs.py"
+    assert out.read_bytes() == table.read_bytes(), f"stale {table.name}: re-run tools/derive_costs.py --cpu {cpu}"
 
 
 def test_model_tracks_llvm_mca_on_procds_hot_path() -> None:
@@ -254,8 +288,9 @@ def test_model_tracks_llvm_mca_on_procds_hot_path() -> None:
     summary = compare_mca.summarize(report)
     assert summary.compared > 100
     # The executed hot path as a whole: the figure the virtual clock accumulates.
-    assert abs(summary.executed_model - summary.executed_mca) <= 0.10 * summary.executed_mca
-    assert abs(summary.worst.error or 0.0) <= 0.60
+    assert abs(summary.executed_clock - summary.executed_mca) <= 0.10 * summary.executed_mca
+    # No block's throughput bound lets it rename more than the machine's width.
+    assert summary.widest <= report.width
     assert "| block | symbol+offset |" in compare_mca.markdown(report)
 
 

@@ -37,7 +37,7 @@ def reference_count(image: ElfImage) -> int:
 
 
 def fresh(code: bytes) -> GuestCpu:
-    cpu = GuestCpu(UNIT_CPU.cost_of)
+    cpu = GuestCpu(UNIT_CPU)
     cpu.load(load_elf(code_image(code)))
     return cpu
 
@@ -45,7 +45,7 @@ def fresh(code: bytes) -> GuestCpu:
 def test_count_at_syscall_matches_a_per_instruction_count() -> None:
     image = load_elf(code_image(LOOP))
     assert reference_count(image) == LOOP_INSNS_TO_SYSCALL
-    cpu = GuestCpu(UNIT_CPU.cost_of)
+    cpu = GuestCpu(UNIT_CPU)
     cpu.load(image)
     trap = cpu.run(10**6)
     assert trap.kind is TrapKind.SYSCALL

@@ -18,6 +18,7 @@ from emu.elf import load_elf
 from emu.replay import start_replay
 from procd_model.abi import PROCESS_REQUEST, ProcdOp
 from procd_model.client import Request, ask_all
+from procd_model.cpu_model import cpu_model
 from procd_model.dump import DumpRecorder, PausedKernel, replay_inputs
 from procd_model.images import fixtures_dir
 from procd_model.messages import Message
@@ -370,3 +371,22 @@ def test_replay_runs_a_scenario_file_from_its_recorded_text(tmp_path: Path) -> N
     assert start_replay(dump).reproduced
     scenario.unlink()
     assert start_replay(dump).reproduced
+
+
+def test_a_replay_runs_on_the_cpu_model_the_dump_was_taken_on(tmp_path: Path) -> None:
+    """The clock decides preemption, so a replay must time the guests as the dumped run did."""
+    (dump,) = run_dumping(tmp_path, "--scenario", "phase0-fault-kill", "--cpu", "zen4")
+    assert load_dump(dump).payload["replay"]["cpu"] == "zen4"
+    session = start_replay(dump)
+    assert session.mismatches == []
+    assert session.outcome.frequency_hz == cpu_model("zen4").frequency_hz != cpu_model("skylake").frequency_hz
+
+
+def test_a_dump_naming_an_unknown_cpu_model_is_one_line_exit_2(
+    deep_fault_dump: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = rewrite(deep_fault_dump, tmp_path / "cpu.core", lambda p: p["replay"].update(cpu="pentium"))
+    capsys.readouterr()
+    assert main(["replay", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pentium" in err, err

@@ -115,7 +115,7 @@ def test_a_guests_ipc_buffer_is_its_engines_page_and_part_of_its_saved_state() -
     from procd_model.kernel.state import GuestContext
 
     image = load_boot_image(boot_image_named("phase0-exit").image_id)
-    context = GuestContext(fresh_engine(image, UNIT_CPU.cost_of), image)
+    context = GuestContext(fresh_engine(image, UNIT_CPU), image)
     context.write_ipc(b"hello")
     assert context.cpu.read(IPC_BUFFER_VADDR, 5) == b"hello" == context.read_ipc(5)
     saved = context.cpu.save_state()

@@ -51,11 +51,15 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class CpuSpec:
-    """A CPU the tool can derive a table for: LLVM's -mcpu name and the documented nominal clock."""
+    """A CPU the tool can derive a table for: LLVM's -mcpu name, the nominal clock, and the machine
+    parameters the block model uses (docs/cost-model.md, *The machine*)."""
 
     mcpu: str
     frequency_hz: int
     description: str
+    machine: dict[str, int]
+    measured: str | None = None
+    """Path (from the repository's root) of figures measured on the real CPU that override LLVM's."""
 
 
 CPUS = {
@@ -66,12 +70,76 @@ CPUS = {
             "Intel Skylake client core (LLVM scheduling model SkylakeClient, -mcpu=skylake); nominal clock "
             "2.0 GHz, the base frequency of the Xeon E3-1505L v5 (Skylake-H, 4 cores, 25 W); turbo ignored"
         ),
+        # Rename width 4 fused uops; LLVM's reorder buffer (224) over that width; LLVM's load latency
+        # (5); store forwarding and the mispredict refill as Intel's optimization manual gives them.
+        machine={
+            "width": 4,
+            "window_millicycles": 56_000,
+            "load_latency": 5,
+            "store_forward_latency": 5,
+            "mispredict_penalty": 16,
+            "taken_branch_millicycles": 1000,
+            "jump_millicycles": 1000,
+        },
+    ),
+    "zen4": CpuSpec(
+        mcpu="znver3",
+        frequency_hz=3_700_000_000,
+        description=(
+            "AMD Zen 4 core (EPYC family 0x19 model 0x11), calibrated on the machine: LLVM's Zen 3 model "
+            "(-mcpu=znver3; LLVM 14 has no znver4) for micro-ops and ports, with latencies and machine "
+            "parameters measured on the host (benches/data/measured-zen4.json, python -m benches.measure); "
+            "nominal clock 3.7 GHz, the core clock measured there"
+        ),
+        # Rename width 6 macro-ops; the 320-entry reorder buffer over that width; the rest measured.
+        machine={"width": 6, "window_millicycles": 53_000, "taken_branch_millicycles": 1000},
+        measured="benches/data/measured-zen4.json",
     ),
 }
 
-RTHROUGHPUT_SHARE = Fraction(1, 2)
-"""Share of an instruction's reciprocal throughput it is charged (calibrated on procd's hot path)."""
-FORMULA = "cost = max(floor, round(1000 * max(uops / dispatch_width, rthroughput / 2)))"
+MEASURED_LATENCIES = {
+    # form: (calibration kernel, instances of the form in its dependency chain per iteration)
+    "imul r64, r64": ("cal_imul", 8),
+    "div r32": ("cal_div32", 4),
+    "div r64": ("cal_div64", 4),
+    "mulps xmm, xmm": ("cal_mulps", 8),
+    "addps xmm, xmm": ("cal_addps", 8),
+    "mov r64, m64": ("cal_load", 8),
+}
+"""Forms whose latency comes from the host's measurements instead of LLVM's model."""
+
+MEASURED_THROUGHPUTS = {
+    # form: (calibration kernel, independent instances of the form per iteration)
+    "mov m64, r64": ("cal_stores", 8),
+}
+"""Forms whose reciprocal throughput (to a quarter cycle) comes from the host's measurements."""
+
+
+def measured_parameters(spec: CpuSpec) -> tuple[dict[str, int], dict[str, int], dict[str, float]]:
+    """(machine parameters, latency per form) measured on the real CPU, from the committed figures."""
+    if spec.measured is None:
+        return dict(spec.machine), {}, {}
+    path = ROOT / spec.measured
+    try:
+        cal = {name: float(v["cycles"]) for name, v in json.loads(path.read_text("utf-8"))["calibration"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DeriveError(f"{path}: cannot read the measured figures: {exc}") from None
+    machine = dict(spec.machine)
+    machine["load_latency"] = round(cal["cal_load"] / 8)
+    # store, reload and one add per step: what the add does not explain is the forwarding
+    machine["store_forward_latency"] = max(0, round(cal["cal_forward"] / 4 - 1))
+    # half the branches are mispredicted; a miss costs the refill plus test and branch (2 cycles)
+    machine["mispredict_penalty"] = round(2 * (cal["cal_random"] - cal["cal_xorshift"]) - 2)
+    # a call, a return and the loop's taken branch (one cycle, cal_taken) per iteration
+    machine["jump_millicycles"] = round(max(1.0, (cal["cal_callret"] - 1) / 2) * 1000)
+    latencies = {form: round(cal[kernel] / count) for form, (kernel, count) in MEASURED_LATENCIES.items()}
+    throughputs = {form: round(4 * cal[kernel] / count) / 4 for form, (kernel, count) in MEASURED_THROUGHPUTS.items()}
+    return machine, latencies, throughputs
+
+
+FORMULA = "cost = max(1, round(1000 * fused_uops / width)): the form's share of the rename width"
+PORT_ITERATIONS = 100
+"""Iterations of each one-form region whose average port pressure is a form's `ports`."""
 
 FIXED_COSTS = {
     "syscall": (
@@ -318,6 +386,95 @@ BUILTIN_FORMS = (
     "660fd7c0",  # pmovmskb eax, xmm0
     "660f6cc1",  # punpcklqdq xmm0, xmm1
     "660f70c100",  # pshufd xmm0, xmm1, 0
+    # SSE arithmetic and conversions of common compiler output (scalar and packed float/double).
+    "0f59c1",  # mulps xmm0, xmm1
+    "0f5903",  # mulps xmm0, xmmword ptr [rbx]
+    "0f58c1",  # addps xmm0, xmm1
+    "0f5803",  # addps xmm0, xmmword ptr [rbx]
+    "0f5cc1",  # subps xmm0, xmm1
+    "0f5ec1",  # divps xmm0, xmm1
+    "0f51c1",  # sqrtps xmm0, xmm1
+    "0f5dc1",  # minps xmm0, xmm1
+    "0f5fc1",  # maxps xmm0, xmm1
+    "0f54c1",  # andps xmm0, xmm1
+    "0f55c1",  # andnps xmm0, xmm1
+    "0f56c1",  # orps xmm0, xmm1
+    "0fc6c100",  # shufps xmm0, xmm1, 0
+    "0f14c1",  # unpcklps xmm0, xmm1
+    "660f59c1",  # mulpd xmm0, xmm1
+    "660f58c1",  # addpd xmm0, xmm1
+    "f30f59c1",  # mulss xmm0, xmm1
+    "f30f58c1",  # addss xmm0, xmm1
+    "f30f5cc1",  # subss xmm0, xmm1
+    "f30f5ec1",  # divss xmm0, xmm1
+    "f20f59c1",  # mulsd xmm0, xmm1
+    "f20f58c1",  # addsd xmm0, xmm1
+    "f20f5cc1",  # subsd xmm0, xmm1
+    "f20f5ec1",  # divsd xmm0, xmm1
+    "f20f51c1",  # sqrtsd xmm0, xmm1
+    "f20f5903",  # mulsd xmm0, qword ptr [rbx]
+    "f20f5803",  # addsd xmm0, qword ptr [rbx]
+    "f30f1003",  # movss xmm0, dword ptr [rbx]
+    "f30f1103",  # movss dword ptr [rbx], xmm0
+    "f20f1003",  # movsd xmm0, qword ptr [rbx]
+    "f20f1103",  # movsd qword ptr [rbx], xmm0
+    "f20f10c1",  # movsd xmm0, xmm1
+    "660f2ec1",  # ucomisd xmm0, xmm1
+    "0f2ec1",  # ucomiss xmm0, xmm1
+    "f2480f2ac0",  # cvtsi2sd xmm0, rax
+    "f2480f2cc0",  # cvttsd2si rax, xmm0
+    "f30f5ac1",  # cvtss2sd xmm0, xmm1
+    "f20f5ac1",  # cvtsd2ss xmm0, xmm1
+    "0f5bc1",  # cvtdq2ps xmm0, xmm1
+    "660f5bc1",  # cvtps2dq xmm0, xmm1
+    "660ffec1",  # paddd xmm0, xmm1
+    "660ffe03",  # paddd xmm0, xmmword ptr [rbx]
+    "660fd4c1",  # paddq xmm0, xmm1
+    "660ffac1",  # psubd xmm0, xmm1
+    "660f3840c1",  # pmulld xmm0, xmm1
+    "660ff4c1",  # pmuludq xmm0, xmm1
+    "660fdbc1",  # pand xmm0, xmm1
+    "660febc1",  # por xmm0, xmm1
+    "660f72f004",  # pslld xmm0, 4
+    "660f73d004",  # psrlq xmm0, 4
+    "660f73d804",  # psrldq xmm0, 4
+    "660f76c1",  # pcmpeqd xmm0, xmm1
+    "660f6fc1",  # movdqa xmm0, xmm1
+    "660f6f03",  # movdqa xmm0, xmmword ptr [rbx]
+    "660f7f03",  # movdqa xmmword ptr [rbx], xmm0
+    "660f62c1",  # punpckldq xmm0, xmm1
+    "660f3800c1",  # pshufb xmm0, xmm1
+    # More integer forms compilers emit.
+    "480fafc3",  # imul rax, rbx
+    "486b0308",  # imul rax, qword ptr [rbx], 8
+    "4869c378563412",  # imul rax, rbx, 0x12345678
+    "488d0403",  # lea rax, [rbx + rax]
+    "488d04c3",  # lea rax, [rbx + 8*rax]
+    "488d44c308",  # lea rax, [rbx + 8*rax + 8]
+    "8d0403",  # lea eax, [rbx + rax]
+    "4c8d0403",  # lea r8, [rbx + rax]
+    "480fb7c3",  # movzx rax, bx
+    "480fbec3",  # movsx rax, bl
+    "0fbfc3",  # movsx eax, bx
+    "480f4fc3",  # cmovg rax, rbx
+    "480f48c3",  # cmovs rax, rbx
+    "4c01c0",  # add rax, r8
+    "4d01c8",  # add r8, r9
+    "48c1e020",  # shl rax, 32
+    "48d1e0",  # shl rax, 1
+    "48d1e8",  # shr rax, 1
+    "48d1f8",  # sar rax, 1
+    "d1e0",  # shl eax, 1
+    "48f7e0",  # mul rax
+    "4839c3",  # cmp rbx, rax
+    "480faf4308",  # imul rax, qword ptr [rbx + 8]
+    "ff5308",  # call qword ptr [rbx + 8]
+    "ff6308",  # jmp qword ptr [rbx + 8]
+    "8b0483",  # mov eax, dword ptr [rbx + 4*rax]
+    "488b04c3",  # mov rax, qword ptr [rbx + 8*rax]
+    "890483",  # mov dword ptr [rbx + 4*rax], eax
+    "480f44c3",  # cmove rax, rbx
+    "c3",  # ret
     "0f31",  # rdtsc
     "0fa2",  # cpuid
     "0f05",  # syscall
@@ -364,7 +521,7 @@ class McaInfo:
 
 @dataclass(frozen=True)
 class McaRegion:
-    """One analysed code region: its summary and per-instruction figures."""
+    """One analysed code region: its summary, per-instruction figures and port pressure per iteration."""
 
     name: str
     iterations: int
@@ -372,6 +529,7 @@ class McaRegion:
     block_rthroughput: float
     dispatch_width: int
     info: tuple[McaInfo, ...]
+    pressure: tuple[tuple[str, float], ...] = ()
 
 
 # --------------------------------------------------------------------------- llvm-mca
@@ -446,13 +604,30 @@ def run_mca(
         raise DeriveError(f"llvm-mca failed (exit {proc.returncode}): {first}")
     try:
         report = json.loads(proc.stdout)
-        parsed = [_region(raw) for raw in report["CodeRegions"]]
+        resources = [resource_name(name) for name in report["TargetInfo"]["Resources"]]
+        parsed = [_region(raw, resources) for raw in report["CodeRegions"]]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise DeriveError(f"llvm-mca printed JSON this tool does not understand: {exc}") from None
     return parsed, rejected
 
 
-def _region(raw: dict[str, Any]) -> McaRegion:
+def resource_name(raw: str) -> str:
+    """A short, printable name for one of LLVM's resources: ``SKLPort0`` -> ``p0``, ``Zn3ALU0`` -> ``alu0``."""
+    name = re.sub(r"^(SKL|Zn3|Zn4)", "", raw)
+    name = "".join(ch if ch.isalnum() else "." if ch == "." else str(ord(ch)) for ch in name).lower()
+    return "p" + name[4:] if name.startswith("port") else name
+
+
+def _pressure(raw: dict[str, Any], resources: Sequence[str]) -> tuple[tuple[str, float], ...]:
+    totals: dict[str, float] = {}
+    for row in raw.get("ResourcePressureView", {}).get("ResourcePressureInfo", []):
+        if int(row["InstructionIndex"]) == 0:
+            name = resources[int(row["ResourceIndex"])]
+            totals[name] = totals.get(name, 0.0) + float(row["ResourceUsage"])
+    return tuple(sorted((name, round(value, 3)) for name, value in totals.items() if value > 0))
+
+
+def _region(raw: dict[str, Any], resources: Sequence[str]) -> McaRegion:
     summary = raw["SummaryView"]
     info = tuple(
         McaInfo(int(row["NumMicroOpcodes"]), int(row["Latency"]), float(row["RThroughput"]))
@@ -465,6 +640,7 @@ def _region(raw: dict[str, Any]) -> McaRegion:
         block_rthroughput=float(summary["BlockRThroughput"]),
         dispatch_width=int(summary["DispatchWidth"]),
         info=info,
+        pressure=_pressure(raw, resources),
     )
 
 
@@ -525,16 +701,18 @@ def round_half_up(value: Fraction) -> int:
     return int(value + Fraction(1, 2))
 
 
-def floor_millicycles(dispatch_width: int) -> int:
-    """One dispatch slot: the least an instruction that issues at all can take."""
-    return round_half_up(Fraction(MILLICYCLES_PER_CYCLE, dispatch_width))
+def fused_uops(info: McaInfo, insn: capstone.CsInsn) -> int:
+    """Micro-ops in the fused domain: LLVM counts a load or store with its operation as two (or
+    more) micro-ops; the rename stage sees them micro-fused as one fewer."""
+    has_memory = insn.mnemonic in ("push", "pop", "call", "ret") or (
+        insn.mnemonic != "lea" and any(op.type == capstone.x86.X86_OP_MEM for op in insn.operands)
+    )
+    return max(1, info.uops - 1) if has_memory and info.uops >= 2 else max(1, info.uops)
 
 
-def formula_cost(info: McaInfo, dispatch_width: int) -> int:
-    """The formula, in exact arithmetic: max(floor, round(1000 * max(uops / W, RThroughput / 2)))."""
-    rthroughput = Fraction(info.rthroughput).limit_denominator(1000)
-    cycles = max(Fraction(info.uops, dispatch_width), rthroughput * RTHROUGHPUT_SHARE)
-    return max(floor_millicycles(dispatch_width), round_half_up(cycles * MILLICYCLES_PER_CYCLE))
+def formula_cost(info: McaInfo, insn: capstone.CsInsn, width: int) -> int:
+    """The formula, in exact arithmetic: max(1, round(1000 * fused uops / width))."""
+    return max(1, round_half_up(Fraction(fused_uops(info, insn) * MILLICYCLES_PER_CYCLE, width)))
 
 
 def analyse(llvm_mca: str, mcpu: str, forms: dict[str, capstone.CsInsn]) -> tuple[dict[str, McaInfo], int, list[str]]:
@@ -555,23 +733,49 @@ def analyse(llvm_mca: str, mcpu: str, forms: dict[str, capstone.CsInsn]) -> tupl
     return dict(zip(keys, regions[0].info, strict=True)), regions[0].dispatch_width, sorted(unassembled)
 
 
+def port_pressure(llvm_mca: str, mcpu: str, lines: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Each form's average pressure per LLVM resource, from a region of that form alone."""
+    keys = sorted(lines)
+    regions, rejected = run_mca(llvm_mca, mcpu, [(key, [lines[key]]) for key in keys], PORT_ITERATIONS)
+    if rejected or len(regions) != len(keys):
+        raise DeriveError(f"llvm-mca rejected a form it had assembled before ({len(rejected)} lines)")
+    return {key: dict(region.pressure) for key, region in zip(keys, regions, strict=True)}
+
+
 def build_table(cpu: str, llvm_mca: str, elf_dir: Path) -> dict[str, Any]:
     spec = CPUS[cpu]
     paths = elf_paths(elf_dir)
     instructions = [insn for path in paths for insn in sweep_elf(path)]
     forms = representatives([*builtin_instructions(), *instructions])
     figures, width, unassembled = analyse(llvm_mca, spec.mcpu, forms)
+    ports = port_pressure(llvm_mca, spec.mcpu, {key: mca_asm(forms[key]) for key in figures})
+    machine, measured, throughputs = measured_parameters(spec)
+    rename = machine["width"]
     rows: dict[str, dict[str, Any]] = {}
     for key, insn in forms.items():
         info = figures.get(key)
         kind = category(insn)
         row: dict[str, Any] = {"asm": mca_asm(insn), "category": kind}
         if info is not None:
-            row.update(uops=info.uops, latency=info.latency, rthroughput=round(info.rthroughput, 6))
+            latency = measured.get(key, info.latency)
+            row.update(uops=fused_uops(info, insn), latency=latency, rthroughput=round(info.rthroughput, 6))
+            if key in measured:
+                row.update(latency_source="measured")
+            form_ports = ports[key]
+            if key in measured and form_ports and max(form_ports.values()) > latency:
+                # A dependent chain of the form ran at its measured latency: no unit is busier than that.
+                scale = latency / max(form_ports.values())
+                form_ports = {port: round(load * scale, 3) for port, load in form_ports.items()}
+            if key in throughputs and form_ports:
+                # Independent instances ran at the measured rate: no port is busier than that.
+                target = throughputs[key]
+                form_ports = {port: round(min(load, target), 3) for port, load in form_ports.items()}
+                row.update(rthroughput=target, rthroughput_source="measured")
+            row.update(ports=form_ports)
         if kind in FIXED_COSTS:
             row.update(cost=FIXED_COSTS[kind][0], source="fixed")
         elif info is not None:
-            row.update(cost=formula_cost(info, width), source="mca")
+            row.update(cost=formula_cost(info, insn, rename), source="mca")
         else:
             continue  # not assemblable: CostModel falls back to the category default
         rows[key] = row
@@ -583,13 +787,18 @@ def build_table(cpu: str, llvm_mca: str, elf_dir: Path) -> dict[str, Any]:
         "units": "millicycles (1 cycle = 1000)",
         "formula": FORMULA,
         "dispatch_width": width,
-        "rthroughput_share": str(RTHROUGHPUT_SHARE),
-        "floor_millicycles": floor_millicycles(width),
+        "machine": machine,
         "fixed": {kind: {"cost": cost, "why": why} for kind, (cost, why) in FIXED_COSTS.items()},
         "defaults": DEFAULT_COSTS,
-        "llvm_mca": {"version": mca_version(llvm_mca), "args": [f"-mcpu={spec.mcpu}", "-iterations=1", "--json"]},
+        "llvm_mca": {
+            "version": mca_version(llvm_mca),
+            "args": [f"-mcpu={spec.mcpu}", "-iterations=1", "--json"],
+            "port_args": [f"-mcpu={spec.mcpu}", f"-iterations={PORT_ITERATIONS}", "--json"],
+        },
         "generator": "tools/derive_costs.py",
-        "sources": [path.name for path in paths] + [f"{len(BUILTIN_FORMS)} built-in forms"],
+        "sources": [path.name for path in paths]
+        + [f"{len(BUILTIN_FORMS)} built-in forms"]
+        + ([spec.measured] if spec.measured else []),
         "unassembled": unassembled,
         "forms": rows,
     }

@@ -14,7 +14,7 @@ reused, and one a world snapshot still refers to is held until the snapshot no l
 
 from __future__ import annotations
 
-from emu.accounting import CostFunction
+from emu.accounting import CpuModel
 from emu.cpu import GuestCpu
 from emu.elf import PAGE_SIZE, ElfImage, Perm
 from emu.engine_state import EngineState
@@ -29,11 +29,11 @@ MAX_IDLE = 32
 """Idle engines kept in all (about 1 MiB resident each)."""
 
 
-def fresh_engine(image: ElfImage, cost_of: CostFunction) -> GuestCpu:
+def fresh_engine(image: ElfImage, model: CpuModel) -> GuestCpu:
     """A new engine with a guest's layout: `image` loaded, the IPC buffer (read-write) and the
     envelope page (read-only, still empty) mapped, `rdi` pointing at the envelope, `rsp` 0; a
     stop at `syscall` reads the syscall's registers (SYSCALL_ENTRY_REGISTERS) with it."""
-    cpu = GuestCpu(cost_of)
+    cpu = GuestCpu(model)
     cpu.read_at_syscall(SYSCALL_ENTRY_REGISTERS)
     cpu.load(image)
     cpu.map(IPC_BUFFER_VADDR, PAGE_SIZE, Perm.R | Perm.W)
@@ -44,7 +44,7 @@ def fresh_engine(image: ElfImage, cost_of: CostFunction) -> GuestCpu:
 
 
 class EnginePool:
-    """Idle engines by (image, cost function), each with the state it had when it was laid out."""
+    """Idle engines by (image, CPU model), each with the state it had when it was laid out."""
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
@@ -57,17 +57,17 @@ class EnginePool:
         """Engines checkpoints refer to, with how many checkpoints do."""
         self.reused = 0
         """Engines handed out warm (tests check the pool is exercised)."""
-        self._held: dict[_Key, tuple[ElfImage, CostFunction]] = {}
-        """Keeps each keyed image and cost function alive, so that their ids are not reused."""
+        self._held: dict[_Key, tuple[ElfImage, CpuModel]] = {}
+        """Keeps each keyed image and CPU model alive, so that their ids are not reused."""
 
-    def acquire(self, image: ElfImage, cost_of: CostFunction, *, private: bool = False) -> GuestCpu:
+    def acquire(self, image: ElfImage, model: CpuModel, *, private: bool = False) -> GuestCpu:
         """An engine laid out for `image`: a warm one put back to its first state, or a new one.
         A `private` engine (one an instrument will hook) is always new and never reused, and so
         is one for an image with writable code: what the accounting learned about code a guest
         rewrote must not carry over to the next guest."""
         if private or image.writes_its_code:
-            return fresh_engine(image, cost_of)
-        key = (id(image), id(cost_of))  # by identity: hashing an image's symbols costs more than a reset
+            return fresh_engine(image, model)
+        key = (id(image), id(model))  # by identity: hashing an image's symbols costs more than a reset
         idle = self._idle.get(key)
         if idle:
             cpu = idle.pop()
@@ -75,9 +75,9 @@ class EnginePool:
             cpu.restore_state(self._laid_out[cpu][1])
             self.reused += 1
             return cpu
-        cpu = fresh_engine(image, cost_of)
+        cpu = fresh_engine(image, model)
         if self.capacity > 0:
-            self._held[key] = (image, cost_of)
+            self._held[key] = (image, model)
             self._laid_out[cpu] = (key, cpu.save_state())
         return cpu
 

@@ -72,7 +72,7 @@ def check_layout(image: ElfImage) -> None:
 def create_guest(k: Kernel, name: str, image: ElfImage, envelope: bytes, caps: CapTable, endpoint: int = 0) -> Process:
     """A process running `image`, created but not started. Raises ImageLayoutError."""
     check_layout(image)
-    cpu = k.engines.acquire(image, k.cpu_model.cost_of, private=k.instrument is not None)
+    cpu = k.engines.acquire(image, k.cpu_model, private=k.instrument is not None)
     if envelope:
         cpu.write(ENVELOPE_VADDR, envelope)
     proc = Process(take_pid(k), name, caps, GuestContext(cpu, image), endpoint=endpoint)
