@@ -7,6 +7,7 @@ Plain data and codecs only; nothing here knows about the emulator.
 from __future__ import annotations
 
 import enum
+import itertools
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,8 @@ class Layout:
     _names: frozenset[str] = field(init=False, repr=False, compare=False)
     _scalar_names: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
     """The field names in order when every field is a single value (then packing is one call)."""
+    _plan: tuple[tuple[str, int, int], ...] = field(init=False, repr=False, compare=False)
+    """(name, index of its first value among the unpacked ones, count) of each field in order."""
 
     def __post_init__(self) -> None:
         fmt = "<" + "".join(f"{f.count if f.count > 1 else ''}{_CODES[f.type]}" for f in self.fields)
@@ -43,6 +46,9 @@ class Layout:
         object.__setattr__(self, "_names", frozenset(f.name for f in self.fields))
         scalar = all(f.count == 1 for f in self.fields)
         object.__setattr__(self, "_scalar_names", tuple(f.name for f in self.fields) if scalar else None)
+        starts = itertools.accumulate((f.count for f in self.fields), initial=0)  # one more than fields
+        plan = tuple((f.name, start, f.count) for f, start in zip(self.fields, starts, strict=False))
+        object.__setattr__(self, "_plan", plan)
 
     @property
     def size(self) -> int:
@@ -91,15 +97,7 @@ class Layout:
         flat = self._struct.unpack_from(data, offset)
         if self._scalar_names is not None:
             return dict(zip(self._scalar_names, flat, strict=True))
-        out: dict[str, Any] = {}
-        i = 0
-        for f in self.fields:
-            if f.count == 1:
-                out[f.name] = flat[i]
-            else:
-                out[f.name] = tuple(flat[i : i + f.count])
-            i += f.count
-        return out
+        return {name: flat[i] if count == 1 else flat[i : i + count] for name, i, count in self._plan}
 
 
 @dataclass(frozen=True)
