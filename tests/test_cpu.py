@@ -267,3 +267,18 @@ def test_exact_stops_inside_blocks_never_move_the_clock(pieces: list[int]) -> No
     else:
         assert pieced.run(10**6).kind is TrapKind.SYSCALL
     assert (pieced.retired, pieced.cost) == (whole.retired, whole.cost)
+
+
+def test_a_state_saved_while_stopped_inside_a_block_resumes_with_the_same_clock() -> None:
+    from procd_model.cpu_model import default_cpu_model
+
+    cpu = GuestCpu(default_cpu_model())
+    cpu.load(load_elf(code_image(CHAIN_LOOP)))
+    cpu.map(0x7FF000, 0x2000, Perm.R | Perm.W)
+    assert cpu.run(9, exact=True).kind is TrapKind.BUDGET  # inside the loop's first block
+    saved = cpu.save_state()
+    assert cpu.run(10**6).kind is TrapKind.SYSCALL
+    finished = (cpu.retired, cpu.cost)
+    cpu.restore_state(saved)
+    assert cpu.run(10**6).kind is TrapKind.SYSCALL
+    assert (cpu.retired, cpu.cost) == finished
