@@ -193,13 +193,10 @@ static struct emu_outcome emu_predict(const struct emu_account *a, uint64_t addr
 
 static void emu_learn(struct emu_account *a, const struct emu_outcome *o, uint64_t address)
 {
+    /* a counter's next value by [taken][counter]: 0 (never seen) goes to 3 or 2, then up to 4 or down to 1 */
+    static const uint8_t next[2][5] = {{2, 1, 1, 2, 3}, {3, 2, 3, 4, 4}};
     if (a->pending_kind == EMU_BR_COND) {
-        const uint8_t c = o->counter;
-        if (c == 0) {
-            a->pred[o->pred_index] = o->taken ? 3 : 2;
-        } else {
-            a->pred[o->pred_index] = o->taken ? (uint8_t)(c < 4 ? c + 1 : 4) : (uint8_t)(c > 1 ? c - 1 : 1);
-        }
+        a->pred[o->pred_index] = next[o->taken][o->counter];
     } else if (a->pending_kind == EMU_BR_INDIRECT) {
         a->btb[a->pending_pc & (EMU_BTB_SIZE - 1)] = address;
     }

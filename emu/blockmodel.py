@@ -105,8 +105,10 @@ class _Composer:
         return self.exprs.get(var) or {var: 0}
 
     def issue(self) -> Expr:
+        front = self.fused * MILLICYCLES_PER_CYCLE // self.machine.width
         out = dict(self.barrier)
-        _merge(out, {START: self.fused * MILLICYCLES_PER_CYCLE // self.machine.width})
+        if out.get(START, front - 1) < front:
+            out[START] = front
         return out
 
     def step(self, t: InsnTiming) -> None:
@@ -134,22 +136,22 @@ class _Composer:
     def _result(self, t: InsnTiming, issue: Expr) -> Expr:
         m = self.machine
         slot = self._slot(t)
-        address = _joined([issue, *(self.ready(v) for v in t.address_vars)])
+        ready = self.ready
         if t.store and slot is not None:
-            self.stores[slot] = _joined([issue, *(self.ready(v) for v in t.data_vars)])
-        inputs = [issue, *(self.ready(v) for v in t.data_vars)]
+            self.stores[slot] = _joined([issue, *(ready(v) for v in t.data_vars)])
+        if t.zero_idiom:
+            return dict(issue)
+        inputs = [issue, *(ready(v) for v in t.data_vars)]
         latency = t.latency
         if t.load:
-            loaded = _joined([address], m.load_latency)
+            loaded = _joined([issue, *(ready(v) for v in t.address_vars)], m.load_latency)
             if slot is not None and slot in self.stores:
                 _merge(loaded, self.stores[slot], m.store_forward_latency)
             inputs.append(loaded)
             # A pop is the load alone (the stack engine did its rsp update).
             latency = 0 if t.stack_delta is not None else max(0, latency - m.load_latency)
         else:
-            inputs.append(address)
-        if t.zero_idiom:
-            return dict(issue)
+            inputs.extend(ready(v) for v in t.address_vars)  # the address: issue is in already
         if t.move:
             return _joined(inputs)
         return _joined(inputs, latency)

@@ -177,13 +177,13 @@ class GuestCpu:
     def save_state(self) -> EngineState:
         """Registers, volatile pages and counters now (see emu/engine_state.py)."""
         self.registers.flush()
-        return EngineState.take(self._uc, self._memory, self._state)
+        return EngineState.take(self._uc, self._memory, self._state, self._inside)
 
     def restore_state(self, state: EngineState) -> int:
         """Put back a state `save_state` took from this engine; the number of pages rewritten."""
         self.registers.rip_hint = None  # the context restore moves rip
         self.registers.drop_staged()  # and sets every register
-        self._inside = self._resumed_at = None
+        self._inside, self._resumed_at = state.inside, None
         return state.put_back(self._uc, self._memory, self._state)
 
     def retire(self) -> GuestCpu:

@@ -75,9 +75,13 @@ class EngineState:
     """The leading 64-bit counters as bytes (insns .. block_cost), put back in one copy."""
     timing_raw: bytes
     """The block model's state as bytes (block_end .. the predictor's tables)."""
+    inside: tuple[int, int, int] | None = None
+    """The guest's stop inside a block, if it was stopped in one (see GuestCpu._stop_inside)."""
 
     @classmethod
-    def take(cls, uc: unicorn.Uc, memory: GuestMemory, account: AccountState) -> EngineState:
+    def take(
+        cls, uc: unicorn.Uc, memory: GuestMemory, account: AccountState, inside: tuple[int, int, int] | None = None
+    ) -> EngineState:
         runs = []
         for address, size in memory.volatile_runs():
             data = memory.read(address, size)
@@ -87,7 +91,7 @@ class EngineState:
         shape = [(run.address, len(run.data)) for run in runs]
         raw = ctypes.string_at(ctypes.addressof(account), _RAW_COUNTS)
         timing = ctypes.string_at(ctypes.addressof(account) + _TIMING_START, _TIMING_SIZE)
-        return cls(uc.context_save(), tuple(runs), counters, shape, raw, timing)
+        return cls(uc.context_save(), tuple(runs), counters, shape, raw, timing, inside)
 
     def fits(self, memory: GuestMemory) -> bool:
         """The engine's volatile pages are the ones this state holds (its map did not grow)."""

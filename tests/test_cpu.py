@@ -105,7 +105,7 @@ def test_faults_are_reported_with_exact_counts(
 
 
 def test_fault_in_exact_tail_is_counted_exactly() -> None:
-    """A block that crosses the budget is stepped; a fault inside it still counts exactly."""
+    """A block that crosses the budget is counted whole and stopped inside; a fault in it still counts exactly."""
     code = bytes.fromhex("90" * 20 + "89042500000000" + "90" * 20)
     cpu = fresh(code)
     trap = cpu.run(30, exact=True)
@@ -246,3 +246,56 @@ def test_staged_registers_reach_the_guest_and_every_reader() -> None:
     cpu.registers.stage(("rdi",), (13,))
     cpu.restore_state(saved)  # the 13 is forgotten
     assert cpu.run(100).kind is TrapKind.SYSCALL and cpu.reg("rax") == 11
+
+
+# 200 rounds of a block with a dependency chain and a load: imul, add, mov from the stack, dec, jne.
+CHAIN_LOOP = bytes.fromhex(
+    "48c7c400008000" + "4881ec00010000" + "b9c8000000"  # rsp = 0x800000 - 0x100; ecx = 200
+    "480fafc0" + "4801c3" + "488b1424" + "ffc9" + "75f1"  # imul rax, rax; add rbx, rax; mov rdx, [rsp]; dec; jne
+    "b80900000031ff0f05"  # EXIT
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=40))
+def test_exact_stops_inside_blocks_never_move_the_clock(pieces: list[int]) -> None:
+    """Stopped at exact instruction counts (inside blocks, and inside the rest of a block stopped
+    in before), a guest on the block model retires the same instructions at the same clock."""
+    from procd_model.cpu_model import default_cpu_model
+
+    def guest() -> GuestCpu:
+        cpu = GuestCpu(default_cpu_model())
+        image = load_elf(code_image(CHAIN_LOOP))
+        cpu.load(image)
+        cpu.map(0x7FF000, 0x2000, Perm.R | Perm.W)
+        return cpu
+
+    whole = guest()
+    assert whole.run(10**6).kind is TrapKind.SYSCALL
+    pieced = guest()
+    retired = 0
+    for piece in pieces:
+        trap = pieced.run(piece, exact=True)
+        if trap.kind is TrapKind.SYSCALL:
+            break
+        assert trap.kind is TrapKind.BUDGET
+        retired += piece
+        assert pieced.retired == retired
+    else:
+        assert pieced.run(10**6).kind is TrapKind.SYSCALL
+    assert (pieced.retired, pieced.cost) == (whole.retired, whole.cost)
+
+
+def test_a_state_saved_while_stopped_inside_a_block_resumes_with_the_same_clock() -> None:
+    from procd_model.cpu_model import default_cpu_model
+
+    cpu = GuestCpu(default_cpu_model())
+    cpu.load(load_elf(code_image(CHAIN_LOOP)))
+    cpu.map(0x7FF000, 0x2000, Perm.R | Perm.W)
+    assert cpu.run(9, exact=True).kind is TrapKind.BUDGET  # inside the loop's first block
+    saved = cpu.save_state()
+    assert cpu.run(10**6).kind is TrapKind.SYSCALL
+    finished = (cpu.retired, cpu.cost)
+    cpu.restore_state(saved)
+    assert cpu.run(10**6).kind is TrapKind.SYSCALL
+    assert (cpu.retired, cpu.cost) == finished
