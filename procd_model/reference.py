@@ -107,7 +107,7 @@ class Entry:
         return ProcState.RUNNING if self.stopping is None else ProcState.STOPPING
 
     def dependencies(self) -> list[int]:
-        return [r for r in range(64) if self.depends_on >> r & 1]
+        return set_bits(self.depends_on)
 
     def counted(self, now: int) -> int:
         """Restarts that count toward the bound for a run dying at `now`: none once the run lasted
@@ -206,12 +206,12 @@ class ProcdSpec:
         if role_value not in _ROLE_VALUES or Role(role_value).name in UNSPAWNABLE or flags & ~int(_ALL_FLAGS):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
         role = Role(role_value).name
-        if image_id == 0 or request.get("restart") not in set(RestartPolicy) or request.get("reserved"):
+        if image_id == 0 or request.get("restart") not in _RESTART_VALUES or request.get("reserved"):
             return Actions(reply=("INVALID_ARGUMENT", None, None))
         if client and (role != "TEST" or flags & int(_PRIVILEGED_FLAGS)):
             return Actions(reply=("DENIED", None, None))
         depends = request.get("depends_on")
-        needs = [r for r in range(64) if depends >> r & 1]
+        needs = set_bits(depends)
         if any(r not in _ROLE_VALUES for r in needs) or Role[role] in needs:
             return Actions(reply=("INVALID_ARGUMENT", None, None))
         if any(Role(r).name in UNSPAWNABLE and r not in self.started for r in needs):
@@ -441,6 +441,17 @@ def _audit_read(badge: int, request: Request) -> Actions:
 _ALL_FLAGS = EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL | EnvelopeFlag.SPAWNER
 _PRIVILEGED_FLAGS = EnvelopeFlag.REQUIRED | EnvelopeFlag.BOOTSTRAP_CRITICAL | EnvelopeFlag.SPAWNER
 _ROLE_VALUES = frozenset(int(role) for role in Role)
+_RESTART_VALUES = frozenset(int(policy) for policy in RestartPolicy)
+
+
+def set_bits(mask: int) -> list[int]:
+    """The numbers of the bits set in `mask`, ascending."""
+    bits = []
+    while mask:
+        low = mask & -mask
+        bits.append(low.bit_length() - 1)
+        mask ^= low
+    return bits
 
 
 _ENDINGS = {int(kind): kind for kind in (DeathKind.EXITED, DeathKind.FAULTED, DeathKind.KILLED)}

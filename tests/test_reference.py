@@ -259,3 +259,11 @@ def test_a_step_holds_the_typed_request_kernel_answers_and_actions() -> None:
     assert [reply.status for reply in spawn.kernel_replies] == [Status.OK] * len(spawn.did.kernel_calls)
     probe = next(step for step in steps if step.request.op == ProcdOp.PROBE_COMPLETE)
     assert probe.did.notifies == (NotifyBit.PROBE_COMPLETE,) and not probe.request.call  # a SEND: no reply
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=2**64 - 1))
+def test_set_bits_are_the_bits_of_a_u64_mask(mask: int) -> None:
+    from procd_model.reference import set_bits
+
+    assert set_bits(mask) == [r for r in range(64) if mask >> r & 1]
