@@ -61,6 +61,27 @@ def native_available() -> bool:
     return _NATIVE is not None
 
 
+def put_pages(host: int, saved: bytes, page_size: int) -> int:
+    """Put `saved` (whole pages) back at host address `host`, rewriting only the pages that
+    differ; the number rewritten."""
+    if _NATIVE is not None:
+        return int(_NATIVE.put_pages(host, saved, page_size))
+    if _memcmp(host, saved, len(saved)) == 0:
+        return 0
+    written = 0
+    for offset in range(0, len(saved), page_size):
+        page = saved[offset : offset + page_size]
+        if _memcmp(host + offset, page, page_size):
+            ctypes.memmove(host + offset, page, page_size)
+            written += 1
+    return written
+
+
+_memcmp = ctypes.CDLL(None).memcmp
+_memcmp.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t)
+_memcmp.restype = ctypes.c_int
+
+
 def _check(status: int) -> None:
     if status != uc_const.UC_ERR_OK:
         raise unicorn.UcError(status)

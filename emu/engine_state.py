@@ -22,6 +22,7 @@ import unicorn
 
 from emu.blockclock import AccountState
 from emu.elf import PAGE_SIZE
+from emu.engine_calls import put_pages
 from emu.memory import GuestMemory
 
 _COUNTERS = ("insns", "cost", "insn_limit", "cost_limit", "block_start", "block_insns", "block_cost", "stop")
@@ -43,12 +44,6 @@ if {"summaries", "rows", "buckets", "ranges"} & set(_TIMING_FIELDS[_TIMING_FIELD
 
 class EngineStateError(RuntimeError):
     """An engine cannot be put back to a copy (its memory map changed since the copy was taken)."""
-
-
-_libc = ctypes.CDLL(None)
-_memcmp = _libc.memcmp
-_memcmp.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t)
-_memcmp.restype = ctypes.c_int
 
 
 @dataclass(frozen=True)
@@ -107,13 +102,7 @@ class EngineState:
             if host is None:
                 written += _put_back_through_engine(memory, run)
                 continue
-            if _memcmp(host, run.data, len(run.data)) == 0:
-                continue  # in host memory: compared and copied in place, without copies
-            for index, page in enumerate(run.pages):
-                where = host + index * PAGE_SIZE
-                if _memcmp(where, page, PAGE_SIZE):
-                    ctypes.memmove(where, page, PAGE_SIZE)
-                    written += 1
+            written += put_pages(host, run.data, PAGE_SIZE)  # in host memory: compared and copied in place
         uc.context_restore(self.context)
         ctypes.memmove(ctypes.addressof(account), self.counts_raw, _RAW_COUNTS)
         ctypes.memmove(ctypes.addressof(account) + _TIMING_START, self.timing_raw, _TIMING_SIZE)

@@ -78,3 +78,14 @@ def test_start_writes_the_staged_registers_before_running(mode: str) -> None:
     # the program sets rax itself: start at its second instruction, which leaves rax alone
     at_syscall = calls.start(CODE + 7, ENTRY, staged)
     assert at_syscall == (5, 0x1122334455667788, CODE + 7 + 10 + 2)
+
+
+@pytest.mark.parametrize("dirty", [(), (0,), (2,), (0, 1, 3)])
+def test_put_pages_rewrites_exactly_the_pages_that_differ(mode: str, dirty: tuple[int, ...]) -> None:
+    page = 4096
+    saved = bytes(range(256)) * (4 * page // 256)
+    buffer = ctypes.create_string_buffer(saved, len(saved))
+    for index in dirty:
+        buffer[index * page + 7] = b"\xff"
+    assert engine_calls.put_pages(ctypes.addressof(buffer), saved, page) == len(dirty)
+    assert buffer.raw == saved
