@@ -183,3 +183,9 @@ def test_a_job_that_stops_on_an_error_is_reported_not_silent() -> None:
     bad = JobSpec(0, 0, FIXTURES / "no-such-procd.elf", None, 5, None)
     lost = run_jobs([bad], reports.append)
     assert lost == [] and reports and reports[-1].error is not None and reports[-1].done
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=200), st.integers(min_value=0, max_value=MAX_STEPS + 2))
+def test_decoding_at_most_n_steps_gives_the_first_n(data: bytes, limit: int) -> None:
+    assert decode_steps(data, limit) == decode_steps(data)[:limit]

@@ -46,7 +46,7 @@ def as_hypothesis_binary(data: bytes) -> bytes:
 
 def first_step_only(data: bytes) -> list[LifecycleStep]:
     """Decode only the input's first step (single-request examples, for `benches.fuzz`)."""
-    return decode_steps(data)[:1]
+    return decode_steps(data, limit=1)
 
 
 SHRINK_EXAMPLES = 2_000

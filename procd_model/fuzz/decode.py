@@ -74,11 +74,13 @@ def _pick(table: tuple[int, ...] | tuple[str, ...], byte: int) -> int | str:
     return table[byte % len(table)]
 
 
-def decode_steps(data: bytes) -> list[LifecycleStep]:
-    """The steps `data` encodes (at most MAX_STEPS; a step cut short by the end is dropped)."""
+def decode_steps(data: bytes, limit: int = MAX_STEPS) -> list[LifecycleStep]:
+    """The steps `data` encodes (at most `limit`, and at most MAX_STEPS; a step cut short by the
+    end is dropped)."""
     steps: list[LifecycleStep] = []
     at = 0
-    while at < len(data) and len(steps) < MAX_STEPS:
+    limit = min(limit, MAX_STEPS)
+    while at < len(data) and len(steps) < limit:
         kind = str(_pick(KINDS, data[at]))
         step, at = _decode_one(kind, data, at + 1)
         if step is None:
@@ -87,19 +89,23 @@ def decode_steps(data: bytes) -> list[LifecycleStep]:
     return steps
 
 
+_NEEDS = {
+    "spawn": 8,
+    "bent-spawn": 9,
+    "request": 4,
+    "stop": 2,
+    "kill": 2,
+    "reap": 2,
+    "status": 2,
+    "list": 1,
+    "sleep": 1,
+    "terminate": 1,
+}
+"""The bytes each step kind reads after its kind byte (a request reads its payload too)."""
+
+
 def _decode_one(kind: str, data: bytes, at: int) -> tuple[LifecycleStep | None, int]:
-    need = {
-        "spawn": 8,
-        "bent-spawn": 9,
-        "request": 4,
-        "stop": 2,
-        "kill": 2,
-        "reap": 2,
-        "status": 2,
-        "list": 1,
-        "sleep": 1,
-        "terminate": 1,
-    }.get(kind, 0)
+    need = _NEEDS.get(kind, 0)
     if at + need > len(data):
         return None, at
     field = data[at : at + need]
