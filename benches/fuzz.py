@@ -2,6 +2,8 @@
 
     python3 -m benches.fuzz [--json] [--examples N] [--seconds S]
 
+- machine reference: bare-Unicorn reject round trips per second (benches.spawn's floor) just
+  before and after the single rate, the faster counting: how fast the machine ran then;
 - single: `Campaign` examples per second (CPU time) when every example is one step (the first
   its input decodes to: mostly a spawn or a request) on procd restored from its post-boot snapshot
   (an input that decodes to no step is not counted);
@@ -87,8 +89,19 @@ def _rate(test: Callable[[], None], examples: int) -> float:
     return examples / (time.process_time() - start)
 
 
+def machine_reference() -> float:
+    """Bare-Unicorn reject round trips per CPU second (benches.spawn's floor), sampled next to the
+    single-request rate: how fast this machine runs right now, for reading the absolute rates
+    (a shared machine's speed moves by tens of percent from minute to minute)."""
+    from benches.spawn import REJECT_IMAGE, floor_sampler, spawn_request
+
+    return floor_sampler(spawn_request(REJECT_IMAGE))()
+
+
 def measure(examples: int, seconds: float) -> dict[str, Any]:
+    reference_before = machine_reference()
     single = campaign_rate(first_step_only, examples)
+    reference = max(reference_before, machine_reference())
     lifecycle = campaign_rate(decode_steps, examples)
     # one job before and after two, the faster counting: a noisy spell cannot flatter the ratio
     before, two_jobs, after = jobs_rate(1, seconds), jobs_rate(2, seconds), jobs_rate(1, seconds)
@@ -96,6 +109,7 @@ def measure(examples: int, seconds: float) -> dict[str, Any]:
     with_procd, empty = given_rates(examples)
     return {
         "single_request_examples_per_s": round(single, 1),
+        "machine_reference_floor_rejects_per_s": round(reference),
         "lifecycle_examples_per_s": round(lifecycle, 1),
         "jobs_1_examples_per_s": round(one_job, 1),
         "jobs_2_examples_per_s": round(two_jobs, 1),
