@@ -6,8 +6,10 @@
   before and after the single rate, the faster counting: how fast the machine ran then;
 - single: `Campaign` examples per second (CPU time) when every example is one step (the first
   its input decodes to: mostly a spawn or a request) on procd restored from its post-boot snapshot
-  (an input that decodes to no step is not counted);
-- lifecycle: the same with the campaign's own lifecycle examples (up to 16 steps);
+  (an input that decodes to no step is not counted), over the campaign's second N examples (warm),
+  and over its first N (cold: the once-per-process sweeps of the images children run and the
+  learning of each procd block on its first run fall there);
+- lifecycle: the same with the campaign's own lifecycle examples (up to 16 steps), warm and cold;
 - jobs: the campaign on 2 processes against 1 (as `python -m emu fuzz --jobs N` runs them),
   examples per wall second from each job's first progress report to its last, and their ratio
   (one job is measured before and after the two, and the faster of those counts);
@@ -35,16 +37,21 @@ from procd_model.fuzz.target import ProcdTarget, one_request
 from procd_model.strategies import LifecycleStep
 
 
-def campaign_rate(decode: Decoder, examples: int) -> float:
-    """Examples that ran procd per CPU second of one campaign (after 20 warm-up examples; inputs
-    that decode to no step are run too but not counted)."""
+def campaign_rates(decode: Decoder, examples: int) -> tuple[float, float]:
+    """Examples that ran procd per CPU second of one campaign (inputs that decode to no step are
+    run too but not counted): over its first `examples` after the boot (cold: each image a child
+    runs is swept and each procd block learned on first use, once per process), and over the
+    next `examples` (warm: what the rest of a campaign runs at)."""
     campaign = Campaign(ProcdTarget(), seed=1, decode=decode)
-    warm = campaign.run(examples=20)
-    invalid_before = warm.invalid
-    start = time.process_time()
-    progress = campaign.run(examples=20 + examples)
-    seconds = time.process_time() - start
-    return (examples - (progress.invalid - invalid_before)) / seconds
+    campaign.run(examples=1)  # the boot
+    rates = []
+    for _ in range(2):
+        invalid_before, done = campaign.progress.invalid, campaign.progress.examples
+        start = time.process_time()
+        progress = campaign.run(examples=done + examples)
+        seconds = time.process_time() - start
+        rates.append((examples - (progress.invalid - invalid_before)) / seconds)
+    return rates[0], rates[1]
 
 
 def jobs_rate(jobs: int, seconds: float) -> float:
@@ -100,17 +107,19 @@ def machine_reference() -> float:
 
 def measure(examples: int, seconds: float) -> dict[str, Any]:
     reference_before = machine_reference()
-    single = campaign_rate(first_step_only, examples)
+    single_cold, single = campaign_rates(first_step_only, examples)
     reference = max(reference_before, machine_reference())
-    lifecycle = campaign_rate(decode_steps, examples)
+    lifecycle_cold, lifecycle = campaign_rates(decode_steps, examples)
     # one job before and after two, the faster counting: a noisy spell cannot flatter the ratio
     before, two_jobs, after = jobs_rate(1, seconds), jobs_rate(2, seconds), jobs_rate(1, seconds)
     one_job = max(before, after)
     with_procd, empty = given_rates(examples)
     return {
         "single_request_examples_per_s": round(single, 1),
+        "single_request_cold_examples_per_s": round(single_cold, 1),
         "machine_reference_floor_rejects_per_s": round(reference),
         "lifecycle_examples_per_s": round(lifecycle, 1),
+        "lifecycle_cold_examples_per_s": round(lifecycle_cold, 1),
         "jobs_1_examples_per_s": round(one_job, 1),
         "jobs_2_examples_per_s": round(two_jobs, 1),
         "jobs_2_over_1": round(two_jobs / one_job, 2),
