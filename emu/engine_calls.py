@@ -1,10 +1,13 @@
-"""The hot calls into a Unicorn engine: run it, and read or write registers in batches.
+"""The hot calls into a Unicorn engine: run it, read or write registers in batches, and put
+saved pages back.
 
 A spawn round trip starts engines a dozen times and moves registers around each run. Through
 ctypes each such call converts its arguments in Python; `emu/_engine.c`, where it was built, makes
-each one a single CPython call, and `start` also reads the syscall's registers when the run stopped
-at one. Where it was not built (or EMU_ACCOUNTING=python), the same calls go through ctypes with
-the same results. Register sets are `RegisterIds`: Unicorn ids in a C array made once.
+each one a single CPython call: `start` also writes a syscall's staged results before the run and
+reads the next syscall's registers when the run stopped at one, and `put_pages` compares and
+rewrites a run of saved pages in one call. Where it was not built (or EMU_ACCOUNTING=python), the
+same calls go through ctypes with the same results. Register sets are `RegisterIds`: Unicorn ids
+in a C array made once.
 """
 
 from __future__ import annotations
