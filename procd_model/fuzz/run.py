@@ -67,7 +67,8 @@ class Tally:
     def table(self) -> Table:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         table = Table(title="procd-emu fuzz", show_header=False)
-        table.add_row("examples", f"{self.examples:,} ({self.examples / elapsed:,.0f}/s, {len(self.jobs)} jobs)")
+        jobs = f"{len(self.jobs)} job" + ("s" if len(self.jobs) != 1 else "")
+        table.add_row("examples", f"{self.examples:,} ({self.examples / elapsed:,.0f}/s, {jobs})")
         table.add_row("corpus", f"{sum(p.corpus for p in self.jobs.values()):,}")
         table.add_row("procd blocks covered", f"{self.blocks():,} of {len(self.statics):,}")
         table.add_row("distinct failures", str(len(self.saved)))
