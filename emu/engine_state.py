@@ -48,11 +48,10 @@ class EngineStateError(RuntimeError):
 
 @dataclass(frozen=True)
 class SavedRun:
-    """A run of volatile pages as it was: all its bytes, and each page's."""
+    """A run of volatile pages as it was: all its bytes."""
 
     address: int
     data: bytes
-    pages: tuple[bytes, ...]
     host: int | None = None
     """Where the run lies in host memory, if in one host buffer (its engine's, for its life)."""
 
@@ -79,9 +78,7 @@ class EngineState:
     ) -> EngineState:
         runs = []
         for address, size in memory.volatile_runs():
-            data = memory.read(address, size)
-            pages = tuple(data[i : i + PAGE_SIZE] for i in range(0, size, PAGE_SIZE))
-            runs.append(SavedRun(address, data, pages, memory.host_address(address, size)))
+            runs.append(SavedRun(address, memory.read(address, size), memory.host_address(address, size)))
         counters = tuple(int(getattr(account, name)) for name in _COUNTERS)
         shape = [(run.address, len(run.data)) for run in runs]
         raw = ctypes.string_at(ctypes.addressof(account), _RAW_COUNTS)
@@ -116,8 +113,8 @@ def _put_back_through_engine(memory: GuestMemory, run: SavedRun) -> int:
     if now == run.data:
         return 0
     written = 0
-    for index, page in enumerate(run.pages):
-        offset = index * PAGE_SIZE
+    for offset in range(0, len(run.data), PAGE_SIZE):
+        page = run.data[offset : offset + PAGE_SIZE]
         if now[offset : offset + PAGE_SIZE] != page:
             memory.write(run.address + offset, page)
             written += 1

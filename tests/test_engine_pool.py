@@ -124,3 +124,23 @@ def test_a_guests_ipc_buffer_is_its_engines_page_and_part_of_its_saved_state() -
     assert context.read_ipc(6) == b"HELLO!"
     context.cpu.restore_state(saved)
     assert context.read_ipc(6) == b"hello\0" and len(context.read_ipc()) == IPC_BUFFER_SIZE
+
+
+def test_pages_outside_host_buffers_are_put_back_through_the_engine() -> None:
+    """Executable pages live in the engine, not in a host buffer: a saved state still puts back
+    exactly the pages that changed."""
+    from emu.accounting import UNIT_CPU
+    from emu.elf import PAGE_SIZE, Perm
+    from procd_model.images import boot_image_named, load_boot_image
+    from procd_model.kernel.engines import fresh_engine
+
+    image = load_boot_image(boot_image_named("phase0-exit").image_id)
+    cpu = fresh_engine(image, UNIT_CPU)
+    code = 0x7000_0000
+    cpu.map(code, 3 * PAGE_SIZE, Perm.R | Perm.W | Perm.X)
+    assert cpu.host_buffer(code, PAGE_SIZE) is None
+    cpu.write(code, b"\x90" * (3 * PAGE_SIZE))
+    saved = cpu.save_state()
+    cpu.write(code + PAGE_SIZE + 5, b"\xcc")
+    assert cpu.restore_state(saved) == 1
+    assert cpu.read(code, 3 * PAGE_SIZE) == b"\x90" * (3 * PAGE_SIZE)
