@@ -204,6 +204,7 @@ class Replay:
             uc.mem_write(address, data)
         before = _limit(engine.acct, step)
         uc.emu_start(uc.reg_read(x86_const.UC_X86_REG_RIP), _STOP_NOWHERE)
+        engine.acct.run_ended()  # as every run does (emu/cpu.py)
         return int(engine.acct.state.insns) - before
 
     def rate(self, seconds: float) -> float:

@@ -8,7 +8,8 @@
  * ready times plus offsets. The dispatch clock -- the guest's cost in millicycles -- moves by the
  * block's throughput, held back by the reorder window, and a small deterministic branch predictor
  * charges a refill after each miss. It stops emulation *before* a block that would cross a budget,
- * or one it has no tables or summary for (Python then learns that block and resumes).
+ * or one it has no tables or summary for (Python then learns that block and resumes). A loop
+ * whose laps time alike is replayed: each block adds what it added the lap before (see "Loops").
  * It runs without the GIL and touches no Python object.
  *
  * The file is also a (method-less) CPython extension module so that the ordinary package install
@@ -28,6 +29,10 @@
 #define EMU_BTB_SIZE 256
 #define EMU_BUCKETS 4096
 #define EMU_MEMO_VARS 8 /* a block with more live-ins or results is timed row by row every time */
+#define EMU_LAP_MAX 64  /* blocks in a loop the hook can replay without timing them */
+#define EMU_TRAIL 128   /* slow-path blocks remembered to find loops in (a power of two >= EMU_LAP_MAX) */
+#define EMU_LOOP_TRIES 8 /* turns a loop head may take to reach a steady state before it rests */
+#define EMU_LOOP_REST_MAX 4096 /* the longest a loop head rests (in its recurrences) between tries */
 
 enum emu_stop_reason { EMU_STOP_NONE = 0, EMU_STOP_INSNS = 1, EMU_STOP_UNKNOWN = 2, EMU_STOP_CYCLES = 3 };
 enum emu_branch { EMU_BR_NONE = 0, EMU_BR_COND = 1, EMU_BR_DIRECT = 2, EMU_BR_INDIRECT = 3, EMU_BR_RET = 4,
@@ -93,7 +98,22 @@ struct emu_summary {
     uint32_t insns;          /* the block's instruction count */
     uint32_t pad;
     struct emu_memo memo;    /* next to what the hook reads of the summary */
+    uint64_t seen;           /* the trail index at which it last began, + 1 (see emu_loop) */
+    uint32_t rest;           /* recurrences to let pass before trying it as a loop head again */
+    uint16_t rested;         /* the length of its last rest (doubled each time it fails) */
+    uint16_t tries;          /* recurrences it failed to close a lap since its last rest */
 };
+
+/* One block of the loop being replayed: where it must begin and end, and what it adds. */
+struct emu_lap_block {
+    uint64_t start;
+    uint32_t size;
+    uint32_t next;           /* the position after it (0 after the last) */
+    uint64_t insns;
+    uint64_t cost;           /* millicycles */
+};
+
+struct emu_loop;
 
 struct emu_account {
     uint64_t insns;          /* instructions retired */
@@ -121,6 +141,9 @@ struct emu_account {
     uint32_t buckets[EMU_BUCKETS]; /* first summary of the bucket, index + 1; 0 = none */
     const struct emu_summary *repeat; /* the last block, if its memo gave its results (else NULL);
                                        * reset whenever anything else may have moved the ready times */
+    const struct emu_lap_block *looping; /* the loop being replayed (see emu_loop), or NULL */
+    uint64_t lap_pos;        /* the position in it of the block expected next */
+    struct emu_loop *loop;   /* finding and replaying loops; NULL: never */
     uint64_t block_end;
     uint64_t cont_start;     /* non-zero: a block starting here continues the current one (see emu_continue) */
     uint64_t last_start;     /* dispatch start of the last block */
@@ -252,21 +275,6 @@ static uint8_t emu_fixed_point(const struct emu_memo *m)
     return 1;
 }
 
-static void emu_budget_stop(void *uc, struct emu_account *a, uint64_t n, uint64_t c)
-{
-    a->stop = a->insns + n > a->insn_limit ? EMU_STOP_INSNS : EMU_STOP_CYCLES;
-    a->emu_stop(uc);
-}
-
-static void emu_unknown(void *uc, struct emu_account *a, uint64_t address, uint64_t size)
-{
-    a->stop = EMU_STOP_UNKNOWN;
-    a->unknown_address = address;
-    a->unknown_size = size;
-    a->emu_stop(uc);
-}
-
-/* The block runs: record its ready times, its branch for the predictor, and where it lies. */
 /* The block's ready times were written; record its branch for the predictor, and where it lies. */
 static void emu_commit(struct emu_account *a, const struct emu_summary *s, const struct emu_outcome *o,
                        uint64_t from, uint64_t end)
@@ -286,24 +294,272 @@ static void emu_commit(struct emu_account *a, const struct emu_summary *s, const
     a->pending_issue = s->branch_issue;
 }
 
-void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_account *a)
+/*
+ * Loops.
+ *
+ * The timing of a block is a pure function of the state it finds, relative to its dispatch start:
+ * its live-ins' ready times (each only above its floor: its memo key), the last block's start and
+ * branch, and the predictor entry it reads. When one lap of a loop times every block exactly as the
+ * lap before did (each block's memo hit: its live-ins were the same), and leaves each predictor
+ * entry it touches as it found it, the next lap finds the same again: the variables the lap writes
+ * are the last lap's shifted by the clock the lap added, and the ones it does not write only sink
+ * further below the floors. So every later lap adds exactly what the last one did.
+ *
+ * The slow path keeps a trail of the blocks it timed. When a block recurs within EMU_LAP_MAX blocks
+ * and the trail shows two such laps, the hook replays the lap: it checks that each block is the
+ * one expected and adds its counts, nothing more. Any other block, a budget, or the end of the run
+ * ends the replay: the variables the lap writes are rebuilt from the replay's start and the laps
+ * done, and the blocks of the unfinished lap are timed again, which gives exactly what the replay
+ * counted for them.
+ */
+
+enum emu_table { EMU_TABLE_NONE = 0, EMU_TABLE_PRED = 1, EMU_TABLE_BTB = 2 };
+
+/* One block as the slow path timed it. */
+struct emu_trail {
+    struct emu_summary *s;
+    uint64_t insns;
+    uint64_t cost;           /* millicycles it added */
+    uint64_t before;         /* the predictor entry it read, and what it left there */
+    uint64_t after;
+    uint32_t index;
+    uint8_t table;           /* enum emu_table */
+    uint8_t missed;
+    uint8_t hit;             /* its memo gave its results */
+    uint8_t pad;
+};
+
+struct emu_loop {
+    uint64_t count;          /* trail entries written so far (the trail is a ring of the last EMU_TRAIL) */
+    uint64_t valid;          /* entries from this index on are contiguous blocks of the current run */
+    uint64_t replayed;       /* blocks counted by replaying laps, over the loop's life (a statistic) */
+    struct emu_trail trail[EMU_TRAIL];
+    /* the lap being replayed, and the state when its replay began */
+    int64_t base_ready[EMU_NVARS]; /* of the variables the lap writes */
+    int64_t base_last_start;
+    uint64_t base_cost;
+    uint64_t base_insns;
+    uint64_t base_mispredicts;
+    uint64_t base_pending[6]; /* pending_kind .. pending_issue */
+    uint64_t lap_insns;
+    int64_t lap_cost;
+    uint64_t lap_misses;
+    uint32_t length;
+    uint32_t nwritten;
+    uint8_t written[EMU_NVARS];
+    uint64_t prefix_insns[EMU_LAP_MAX + 1];
+    struct emu_summary *lap_summary[EMU_LAP_MAX];
+    struct emu_lap_block lap[EMU_LAP_MAX];
+};
+
+#define EMU_PENDING(a) (&(a)->pending_kind)
+
+/* Forget the trail: what follows does not continue it (a stop, a state changed from outside). */
+static void emu_loop_forget(struct emu_loop *l) { l->valid = l->count; }
+
+static int emu_step(struct emu_account *a, struct emu_summary *s, uint64_t from, uint64_t end, int limited,
+                    struct emu_trail *t);
+
+/* End the replay: rebuild the state at the start of the unfinished lap, then time its blocks again. */
+__attribute__((noinline)) static void emu_loop_leave(struct emu_account *a)
 {
-    const uint64_t end = address + size;
-    uint64_t from = address;
-    a->continued = 0;
-    if (a->cont_start != 0 && address == a->cont_start) {
-        if (end <= a->block_end) {
-            a->cont_start = 0; /* the rest of a block already counted and timed */
-            a->continued = 1;
-            return;
+    struct emu_loop *l = a->loop;
+    const uint64_t pos = a->lap_pos;
+    const uint64_t laps = (a->insns - l->base_insns - l->prefix_insns[pos]) / l->lap_insns;
+    const int64_t shift = (int64_t)laps * l->lap_cost;
+    l->replayed += laps * l->length + pos;
+    a->looping = NULL;
+    a->repeat = NULL;
+    for (uint32_t j = 0; j < l->nwritten; j++) {
+        a->ready[l->written[j]] = l->base_ready[l->written[j]] + shift;
+    }
+    a->last_start = (uint64_t)(l->base_last_start + shift);
+    memcpy(EMU_PENDING(a), l->base_pending, sizeof l->base_pending);
+    a->mispredicts = l->base_mispredicts + laps * l->lap_misses;
+    a->insns = l->base_insns + laps * l->lap_insns;
+    a->cost = l->base_cost + (uint64_t)shift;
+    for (uint64_t k = 0; k < pos; k++) {
+        emu_step(a, l->lap_summary[k], l->lap[k].start, l->lap[k].start + l->lap[k].size, 0, NULL);
+    }
+    emu_loop_forget(l);
+}
+
+/* The run ends (or the hook stops it): a replay ends, and the trail is forgotten. */
+void emu_run_end(struct emu_account *a)
+{
+    if (a->looping != NULL) {
+        emu_loop_leave(a);
+    }
+    if (a->loop != NULL) {
+        emu_loop_forget(a->loop);
+    }
+}
+
+static const struct emu_trail *emu_trail_at(const struct emu_loop *l, uint64_t index)
+{
+    return &l->trail[index & (EMU_TRAIL - 1)];
+}
+
+/*
+ * Whether the trail's last `length` blocks, beginning at `first`, are a lap that repeats: the same
+ * blocks as the `length` before them, each only once, each timed by its memo with the same cost,
+ * each predictor entry left as the lap found it, and every mispredicted branch's resolution read
+ * from a variable the lap writes. Returns the mask of the variables the lap writes, or 0.
+ */
+static uint64_t emu_loop_closes(const struct emu_loop *l, uint64_t first, uint64_t length)
+{
+    uint64_t written = 0, resolved = 0;
+    const struct emu_summary *before = emu_trail_at(l, first - 1)->s;
+    for (uint64_t k = 0; k < length; k++) {
+        const struct emu_trail *t = emu_trail_at(l, first + k), *last_lap = emu_trail_at(l, first - length + k);
+        const struct emu_summary *s = t->s;
+        if (s != last_lap->s || !t->hit || t->cost != last_lap->cost || s->seen != first + k + 1) {
+            return 0;
         }
-        from = a->block_end; /* longer than the block it continues: count and time the new tail */
+        if (t->missed) {
+            resolved |= (uint64_t)1 << before->branch_var;
+        }
+        for (uint32_t j = 0; j < s->memo.ndst; j++) {
+            written |= (uint64_t)1 << s->memo.dst[j];
+        }
+        before = s;
     }
-    struct emu_summary *s = emu_find(a, from, end);
-    if (s == NULL) {
-        emu_unknown(uc, a, from, end - from);
-        return;
+    if (written == 0 || (resolved & ~written) != 0) {
+        return 0;
     }
+    for (uint64_t k = 0; k < length; k++) { /* the predictor: each entry's first read == its last write */
+        const struct emu_trail *t = emu_trail_at(l, first + k);
+        if (t->table == EMU_TABLE_NONE) {
+            continue;
+        }
+        const struct emu_trail *last = t;
+        int first_access = 1;
+        for (uint64_t q = 0; q < length && first_access; q++) {
+            const struct emu_trail *u = emu_trail_at(l, first + q);
+            if (u->table == t->table && u->index == t->index) {
+                first_access = q >= k;
+                last = u;
+            }
+        }
+        if (first_access && t->before != last->after) {
+            return 0;
+        }
+    }
+    return written;
+}
+
+/* Begin replaying the lap of the trail's last `length` blocks (beginning at `first`). */
+static void emu_loop_start(struct emu_account *a, struct emu_loop *l, uint64_t first, uint64_t length,
+                           uint64_t written)
+{
+    l->nwritten = 0;
+    for (uint32_t v = 1; v < EMU_NVARS; v++) {
+        if (written >> v & 1) {
+            l->written[l->nwritten++] = (uint8_t)v;
+            l->base_ready[v] = a->ready[v];
+        }
+    }
+    l->base_last_start = (int64_t)a->last_start;
+    l->base_cost = a->cost;
+    l->base_insns = a->insns;
+    l->base_mispredicts = a->mispredicts;
+    memcpy(l->base_pending, EMU_PENDING(a), sizeof l->base_pending);
+    l->lap_insns = l->lap_misses = 0;
+    l->lap_cost = 0;
+    l->length = (uint32_t)length;
+    for (uint64_t k = 0; k < length; k++) {
+        const struct emu_trail *t = emu_trail_at(l, first + k);
+        struct emu_lap_block *b = &l->lap[k];
+        b->start = t->s->start;
+        b->size = (uint32_t)(t->s->end - t->s->start);
+        b->next = k + 1 == length ? 0 : (uint32_t)(k + 1);
+        b->insns = t->insns;
+        b->cost = t->cost;
+        l->lap_summary[k] = t->s;
+        l->prefix_insns[k] = l->lap_insns;
+        l->lap_insns += t->insns;
+        l->lap_cost += (int64_t)t->cost;
+        l->lap_misses += t->missed;
+    }
+    l->prefix_insns[length] = l->lap_insns;
+    a->looping = l->lap;
+    a->lap_pos = 0;
+}
+
+/* Before the slow path times `s` (a block at its own start): 1 if the trail since `s` last began
+ * is a lap that repeats, whose replay then begins with this block. */
+static int emu_loop_watch(struct emu_account *a, struct emu_loop *l, struct emu_summary *s)
+{
+    const uint64_t now = l->count;
+    if (s->seen <= l->valid) {
+        return 0;
+    }
+    const uint64_t first = s->seen - 1, length = now - first;
+    if (length > EMU_LAP_MAX || first < l->valid + length + 1) {
+        return 0; /* not a short loop, or fewer than two laps (and the block before them) on the trail */
+    }
+    if (s->rest != 0) {
+        s->rest--;
+        return 0;
+    }
+    const uint64_t written = emu_loop_closes(l, first, length);
+    if (written == 0) {
+        if (++s->tries >= EMU_LOOP_TRIES) { /* not steady yet: rest, longer each time */
+            s->rested = s->rested == 0 ? 1 : (s->rested * 2 < EMU_LOOP_REST_MAX ? s->rested * 2 : EMU_LOOP_REST_MAX);
+            s->rest = s->rested;
+            s->tries = 0;
+        }
+        return 0;
+    }
+    s->tries = 0;
+    s->rested = 0;
+    emu_loop_start(a, l, first, length, written);
+    return 1;
+}
+
+static void emu_budget_stop(void *uc, struct emu_account *a, uint64_t n)
+{
+    a->stop = a->insns + n > a->insn_limit ? EMU_STOP_INSNS : EMU_STOP_CYCLES;
+    emu_run_end(a);
+    a->emu_stop(uc);
+}
+
+static void emu_unknown(void *uc, struct emu_account *a, uint64_t address, uint64_t size)
+{
+    a->stop = EMU_STOP_UNKNOWN;
+    a->unknown_address = address;
+    a->unknown_size = size;
+    emu_run_end(a);
+    a->emu_stop(uc);
+}
+
+/* Replaying a loop: if the block is the one the lap expects next and within the budgets, count
+ * what it added the lap before (1); else 0, with nothing changed. */
+static inline int emu_replay_block(struct emu_account *a, const struct emu_lap_block *lap, uint64_t address,
+                                   uint32_t size)
+{
+    const struct emu_lap_block *b = &lap[a->lap_pos];
+    const uint64_t n = b->insns, c = b->cost;
+    if (address != b->start || size != b->size || a->insns + n > a->insn_limit || a->cost + c > a->cost_limit) {
+        return 0;
+    }
+    a->block_start = address;
+    a->block_end = address + size;
+    a->block_insns = a->insns;
+    a->block_cost = a->cost;
+    a->insns += n;
+    a->cost += c;
+    a->lap_pos = b->next;
+    return 1;
+}
+
+/*
+ * Time the block `s` (it runs [from, end)) after the current state and count it. With `limited`,
+ * a block that would cross a budget changes nothing and gives 0. With `t`, the block's trail entry.
+ */
+static int emu_step(struct emu_account *a, struct emu_summary *s, uint64_t from, uint64_t end, int limited,
+                    struct emu_trail *t)
+{
     const uint64_t n = s->insns;
     const struct emu_outcome o = emu_predict(a, from);
     struct emu_memo *m = &s->memo;
@@ -317,55 +573,126 @@ void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_acc
             differs |= (uint64_t)(emu_max(a->ready[m->src[j]] - o.start, m->lo[j]) ^ m->key[j]);
         }
     }
+    uint64_t c;
+    if (t != NULL) {
+        t->hit = !differs;
+    }
     if (!differs) { /* the live-ins repeat: so do the results */
-        const uint64_t c = (uint64_t)(o.start + m->clock) - a->cost;
-        if (a->insns + n > a->insn_limit || a->cost + c > a->cost_limit) {
-            emu_budget_stop(uc, a, n, c);
-            return;
+        c = (uint64_t)(o.start + m->clock) - a->cost;
+        if (limited && (a->insns + n > a->insn_limit || a->cost + c > a->cost_limit)) {
+            return 0;
         }
         for (uint32_t j = 0; j < m->ndst; j++) {
             a->ready[m->dst[j]] = o.start + m->out[j];
         }
         a->repeat = s;
-        emu_commit(a, s, &o, from, end);
-        a->insns += n;
-        a->cost += c;
-        return;
+    } else {
+        int64_t live_in[EMU_MEMO_VARS];
+        for (uint32_t j = 0; j < m->nsrc; j++) {
+            live_in[j] = emu_max(a->ready[m->src[j]] - o.start, m->lo[j]);
+        }
+        int64_t ready[EMU_ROWS_MAX];
+        const int64_t clock = emu_time_block(a, s, o.start, ready);
+        c = (uint64_t)clock - a->cost;
+        if (limited && (a->insns + n > a->insn_limit || a->cost + c > a->cost_limit)) {
+            return 0;
+        }
+        for (uint32_t k = 0; k < s->count; k++) { /* a merged row's value includes the one before */
+            a->ready[a->rows[s->first + k].dst] = ready[k];
+        }
+        if (m->usable) { /* the live-ins as they were before the rows above wrote any */
+            for (uint32_t j = 0; j < m->nsrc; j++) {
+                m->key[j] = live_in[j];
+            }
+            for (uint32_t j = 0; j < m->ndst; j++) {
+                m->out[j] = a->ready[m->dst[j]] - o.start;
+            }
+            m->clock = clock - o.start;
+            m->valid = 1;
+            m->fixed = emu_fixed_point(m);
+        }
+        a->repeat = m->usable ? s : NULL;
     }
-    int64_t live_in[EMU_MEMO_VARS];
-    for (uint32_t j = 0; j < m->nsrc; j++) {
-        live_in[j] = emu_max(a->ready[m->src[j]] - o.start, m->lo[j]);
+    if (t != NULL) {
+        t->s = s;
+        t->insns = n;
+        t->cost = c;
+        t->missed = o.missed;
+        t->table = EMU_TABLE_NONE;
+        if (a->pending_kind == EMU_BR_COND) {
+            t->table = EMU_TABLE_PRED;
+            t->index = o.pred_index;
+            t->before = o.counter;
+        } else if (a->pending_kind == EMU_BR_INDIRECT) {
+            t->table = EMU_TABLE_BTB;
+            t->index = (uint32_t)(a->pending_pc & (EMU_BTB_SIZE - 1));
+            t->before = a->btb[t->index];
+        }
     }
-    int64_t ready[EMU_ROWS_MAX];
-    if (s->count > EMU_ROWS_MAX) { /* never (see EMU_ROWS_MAX) */
+    emu_commit(a, s, &o, from, end);
+    if (t != NULL && t->table != EMU_TABLE_NONE) {
+        t->after = t->table == EMU_TABLE_PRED ? a->pred[t->index] : a->btb[t->index];
+    }
+    a->insns += n;
+    a->cost += c;
+    return 1;
+}
+
+/* Kept out of line, so that the replay's path in emu_account_block stays a leaf with no frame. */
+__attribute__((noinline)) static void emu_account_slow(void *uc, uint64_t address, uint32_t size,
+                                                      struct emu_account *a)
+{
+    if (a->looping != NULL) { /* not the block the lap expects, or past a budget */
+        emu_loop_leave(a);
+    }
+    const uint64_t end = address + size;
+    uint64_t from = address;
+    struct emu_loop *l = a->loop;
+    a->continued = 0;
+    if (a->cont_start != 0 && address == a->cont_start) {
+        if (l != NULL) {
+            emu_loop_forget(l);
+        }
+        if (end <= a->block_end) {
+            a->cont_start = 0; /* the rest of a block already counted and timed */
+            a->continued = 1;
+            return;
+        }
+        from = a->block_end; /* longer than the block it continues: count and time the new tail */
+    }
+    struct emu_summary *s = emu_find(a, from, end);
+    if (s == NULL) {
         emu_unknown(uc, a, from, end - from);
         return;
     }
-    const int64_t clock = emu_time_block(a, s, o.start, ready);
-    const uint64_t c = (uint64_t)clock - a->cost;
-    if (a->insns + n > a->insn_limit || a->cost + c > a->cost_limit) {
-        emu_budget_stop(uc, a, n, c);
+    struct emu_trail *t = NULL;
+    if (l != NULL && from == address) {
+        if (emu_loop_watch(a, l, s)) { /* a lap closed: its replay begins with this block */
+            if (emu_replay_block(a, a->looping, address, size)) {
+                return;
+            }
+            a->looping = NULL; /* over a budget: nothing replayed yet, the state is the replay's base */
+        }
+        t = &l->trail[l->count & (EMU_TRAIL - 1)];
+    }
+    if (!emu_step(a, s, from, end, 1, t)) {
+        emu_budget_stop(uc, a, s->insns);
         return;
     }
-    for (uint32_t k = 0; k < s->count; k++) { /* a merged row's value includes the one before */
-        a->ready[a->rows[s->first + k].dst] = ready[k];
+    if (t != NULL) {
+        s->seen = ++l->count;
     }
-    if (m->usable) { /* the live-ins as they were before the rows above wrote any */
-        for (uint32_t j = 0; j < m->nsrc; j++) {
-            m->key[j] = live_in[j];
-        }
-        for (uint32_t j = 0; j < m->ndst; j++) {
-            m->out[j] = a->ready[m->dst[j]] - o.start;
-        }
-        m->clock = clock - o.start;
-        m->valid = 1;
-        m->fixed = emu_fixed_point(m);
-    }
-    a->repeat = m->usable ? s : NULL;
-    emu_commit(a, s, &o, from, end);
-    a->insns += n;
-    a->cost += c;
 }
+
+void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_account *a)
+{
+    const struct emu_lap_block *lap = a->looping;
+    if (lap != NULL && emu_replay_block(a, lap, address, size)) {
+        return;
+    }
+    emu_account_slow(uc, address, size, a);
+}
+
 
 uint64_t emu_account_layout_size(void) { return sizeof(struct emu_account); }
 
@@ -373,10 +700,16 @@ uint64_t emu_summary_layout_size(void) { return sizeof(struct emu_summary); }
 
 uint64_t emu_memo_layout_size(void) { return sizeof(struct emu_memo); }
 
+uint64_t emu_loop_layout_size(void) { return sizeof(struct emu_loop); }
+
+/* Blocks a loop's replays have counted so far (a statistic for benches and tests). */
+uint64_t emu_loop_replayed(const struct emu_loop *l) { return l->replayed; }
+
 /* UC_HOOK_INSN for `syscall`: note it and stop; RIP is left after the instruction, so resuming
  * continues there. Native, so that a syscall costs no Python callback. */
 void emu_syscall_stop(void *uc, struct emu_account *a)
 {
+    emu_run_end(a);
     a->syscalled = 1;
     a->emu_stop(uc);
 }

@@ -143,6 +143,11 @@ def _load_native() -> ctypes.CDLL | None:
     library.emu_account_layout_size.restype = ctypes.c_uint64
     if library.emu_account_layout_size() != ctypes.sizeof(AccountState):
         raise RuntimeError("emu/_accounting.c and emu/accounting.py disagree on struct emu_account")
+    library.emu_loop_layout_size.restype = ctypes.c_uint64
+    library.emu_loop_replayed.restype = ctypes.c_uint64
+    library.emu_loop_replayed.argtypes = [ctypes.c_void_p]
+    library.emu_run_end.restype = None
+    library.emu_run_end.argtypes = [ctypes.c_void_p]
     for name, mirror in (("summary", Summary), ("memo", Memo)):
         size = getattr(library, f"emu_{name}_layout_size")
         size.restype = ctypes.c_uint64
@@ -194,7 +199,33 @@ class Accountant:
         """The summaries learned of the image's blocks, shared by every engine running it."""
         self.native = _NATIVE is not None
         self._uc = uc
+        self._loop: ctypes.Array[ctypes.c_char] | None = None
+        """The native hook's loop finder and replayer (see emu/_accounting.c), when native."""
+        self._run_end: Callable[[], None] = lambda: None
         self._install(uc)
+        self.replay_loops(True)
+
+    def replay_loops(self, enabled: bool) -> None:
+        """Let the native hook replay loops whose timing state repeats (the default), or time
+        every block (for tests: both give the same counts and clock). Only while stopped."""
+        if _NATIVE is None:
+            return
+        self.run_ended()
+        if enabled and self._loop is None:
+            self._loop = ctypes.create_string_buffer(_NATIVE.emu_loop_layout_size())
+        self.state.loop = ctypes.addressof(self._loop) if enabled and self._loop is not None else None
+        self._run_end = functools.partial(_NATIVE.emu_run_end, ctypes.addressof(self.state))
+
+    def run_ended(self) -> None:
+        """After every run: a loop replay in progress ends (its state is rebuilt) and the trail the
+        hook finds loops in is forgotten, since the host may change the state before the next run."""
+        self._run_end()
+
+    def replayed_blocks(self) -> int:
+        """Blocks counted by replaying loops so far (0 without the native hook or with replay off)."""
+        if _NATIVE is None or self._loop is None:
+            return 0
+        return int(_NATIVE.emu_loop_replayed(ctypes.addressof(self._loop)))
 
     def _install(self, uc: object) -> None:
         if os.environ.get(FORCE_PYTHON_ENV) == "off":

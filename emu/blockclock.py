@@ -91,6 +91,10 @@ class Summary(ctypes.Structure):
         ("insns", ctypes.c_uint32),
         ("pad", ctypes.c_uint32),
         ("memo", Memo),
+        ("seen", ctypes.c_uint64),
+        ("rest", ctypes.c_uint32),
+        ("rested", ctypes.c_uint16),
+        ("tries", ctypes.c_uint16),
     ]
 
 
@@ -148,6 +152,9 @@ class AccountState(ctypes.Structure):
         ("window", ctypes.c_uint64),
         ("buckets", ctypes.c_uint32 * BUCKETS),
         ("repeat", ctypes.c_void_p),
+        ("looping", ctypes.c_void_p),
+        ("lap_pos", ctypes.c_uint64),
+        ("loop", ctypes.c_void_p),
         ("block_end", ctypes.c_uint64),
         ("cont_start", ctypes.c_uint64),
         ("last_start", ctypes.c_uint64),

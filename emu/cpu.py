@@ -153,6 +153,17 @@ class GuestCpu:
         for callback, insn in zip(self._rdtsc_hooks, rdtsc_insns, strict=True):
             uc._Uc__do_hook_add(uc_const.UC_HOOK_INSN, callback, 1, 0, ctypes.c_int(insn))
 
+    def replay_loops(self, enabled: bool) -> None:
+        """Whether the clock replays loops whose timing repeats (the default) or times every
+        block: the counts and the clock are the same either way (see emu/_accounting.c). An
+        engine with replay off is not reused for another guest."""
+        self._acct.replay_loops(enabled)
+        self._instrumented |= not enabled
+
+    def replayed_blocks(self) -> int:
+        """Blocks the clock has counted by replaying loops so far (0 with replay off)."""
+        return self._acct.replayed_blocks()
+
     def read_at_syscall(self, names: tuple[str, ...]) -> None:
         """Read `names` (rip among them) with each stop at a `syscall`: its `Trap.registers`."""
         self._at_syscall = register_ids(names)
@@ -170,8 +181,9 @@ class GuestCpu:
         return self._closed
 
     def can_restore(self, state: EngineState) -> bool:
-        """No probe or instruction log was attached and the memory map is the one `state` was
-        taken with: the engine can be put back to `state` and serve another guest."""
+        """No probe or instruction log was attached, loop replay was not turned off, and the memory
+        map is the one `state` was taken with: the engine can be put back to `state` and serve
+        another guest."""
         return not self._closed and not self._instrumented and state.fits(self._memory)
 
     def save_state(self) -> EngineState:
@@ -340,6 +352,7 @@ class GuestCpu:
         except unicorn.UcError as exc:
             error = exc
         finally:
+            self._acct.run_ended()
             if step_hook is not None:
                 self._uc.hook_del(step_hook)
                 self._uc.ctl_flush_tb()

@@ -1,0 +1,100 @@
+"""Loop replay in the native clock: a lap whose timing repeats is counted without timing its
+blocks, and that changes nothing: every stop sees the counts and the clock of timing every block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from elfcraft import code_image
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from emu import accounting
+from emu.accounting import UNLIMITED, CpuModel
+from emu.cpu import GuestCpu, TrapKind
+from emu.elf import load_elf
+from emu.trace import Trace
+from procd_model.cpu_model import cpu_model
+from procd_model.world import prepare_alone
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPUTE = ROOT / "fixtures" / "elf" / "bench-compute.elf"
+
+pytestmark = pytest.mark.skipif(not accounting.native_available(), reason="loop replay is in the native clock")
+
+# 60 laps of an outer loop whose inner loop runs 1-32 times (a pseudo-random count), with a branch
+# taken every fourth inner lap, a push/pop through memory, a branch that flips between outer laps,
+# and a call: laps that repeat, laps that end early, and loops nested in loops.
+#     mov r12, 0x600000; mov rsp, 0x600800; mov ebx, 12345; mov r13d, 60; xor r14d, r14d
+#   outer: imul ebx, ebx, 1103515245; add ebx, 12345; mov ecx, ebx; shr ecx, 27; inc ecx
+#   inner: mov eax, [r12+rcx*4]; add eax, ecx; mov [r12+rcx*4], eax; test ecx, 3; jnz skip
+#          push rax; imul eax, eax, 3; pop rdx; add eax, edx
+#   skip:  test ebx, 0x100; jz other; add r14, rax; jmp join
+#   other: xor r14, rax
+#   join:  dec ecx; jnz inner; call func; dec r13d; jnz outer
+#          mov edi, r14d; mov eax, 9; syscall
+#   func:  mov rax, r14; ror rax, 7; mov r14, rax; ret
+NESTED_LOOPS = bytes.fromhex(
+    "49c7c40000600048c7c400086000bb3930000041bd3c0000004531f669db6d4ec64181c33930000089d9c1e91b"
+    "ffc1418b048c01c84189048cf7c1030000007507506bc0035a01d0f7c30001000074054901c6eb034931c6ffc9"
+    "75d3e80f00000041ffcd75b64489f7b8090000000f054c89f048c1c8074989c6c3"
+)
+NESTED_LOOPS_ELF = load_elf(code_image(NESTED_LOOPS, data=bytes(4096)))
+
+Stop = tuple[str, int, int, int]
+"""(trap kind, rip, instructions retired, millicycles) after one run."""
+
+
+def _stops(model: CpuModel, replay: bool, slices: list[tuple[int, int | None, bool]]) -> list[Stop]:
+    """Run the nested loops in `slices` (instruction budget, cycle budget, exact), then to the end."""
+    cpu = GuestCpu(model)
+    cpu.load(NESTED_LOOPS_ELF)
+    cpu.replay_loops(replay)
+    stops: list[Stop] = []
+    for budget, cycles, exact in [*slices, (10**7, None, False)]:
+        trap = cpu.run(budget, UNLIMITED if cycles is None else cycles * 1000, exact=exact)
+        stops.append((trap.kind.value, trap.rip, cpu.retired, cpu.cost))
+        if trap.kind is not TrapKind.BUDGET:
+            break
+    assert stops[-1][0] == TrapKind.SYSCALL.value
+    assert cpu.reg("rdi") != 0
+    replayed = cpu.replayed_blocks()
+    cpu.close()
+    assert (replayed > 0) == replay
+    return stops
+
+
+SLICES = st.lists(
+    st.tuples(st.integers(1, 3000), st.none() | st.integers(1, 3000), st.booleans()), min_size=0, max_size=12
+)
+
+
+@pytest.mark.parametrize("cpu", ["skylake", "zen4"])
+@settings(max_examples=40, deadline=None)
+@given(slices=SLICES)
+def test_every_stop_sees_what_timing_every_block_gives(cpu: str, slices: list[tuple[int, int | None, bool]]) -> None:
+    model = cpu_model(cpu)
+    assert _stops(model, True, slices) == _stops(model, False, slices)
+
+
+def test_the_whole_run_replays_most_blocks_and_keeps_the_counts() -> None:
+    assert _stops(cpu_model("skylake"), True, []) == _stops(cpu_model("skylake"), False, [])
+
+
+def _compute_trace(replay: bool) -> tuple[str, int, int, int]:
+    trace = Trace(keep=True)
+    kernel, proc = prepare_alone(trace, load_elf(COMPUTE))
+    cpu = proc.cpu
+    assert cpu is not None
+    cpu.replay_loops(replay)
+    before = cpu.replayed_blocks()  # the engine may be a warm one that ran guests before
+    kernel.run(10**9)
+    return trace.digest(), kernel.icount, kernel.clock, cpu.replayed_blocks() - before
+
+
+def test_bench_compute_trace_is_byte_identical_with_and_without_replay() -> None:
+    digest, icount, clock, replayed = _compute_trace(True)
+    assert (digest, icount, clock) == _compute_trace(False)[:3]
+    blocks_per_insn = 1 / 10  # bench-compute runs about 7 instructions a block
+    assert replayed > 0.5 * icount * blocks_per_insn, "most of bench-compute's blocks are in loops that repeat"
