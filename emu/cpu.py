@@ -352,7 +352,8 @@ class GuestCpu:
         except unicorn.UcError as exc:
             error = exc
         finally:
-            self._acct.run_ended()
+            if at_syscall is None:  # a `syscall` stop ended the run natively (emu_syscall_stop)
+                self._acct.run_ended()
             if step_hook is not None:
                 self._uc.hook_del(step_hook)
                 self._uc.ctl_flush_tb()

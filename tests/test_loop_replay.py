@@ -82,6 +82,31 @@ def test_the_whole_run_replays_most_blocks_and_keeps_the_counts() -> None:
     assert _stops(cpu_model("skylake"), True, []) == _stops(cpu_model("skylake"), False, [])
 
 
+# mov rsi, 0x600000; L: mov rax, [rsi]; add rsi, 8; add rbx, rax; jmp L -- reads on past its page
+WALK_OFF_THE_END = load_elf(code_image(bytes.fromhex("48c7c600006000488b064883c6084801c3ebf4"), data=bytes(4096)))
+
+
+@pytest.mark.parametrize("laps", [None, 100, 511])
+def test_a_fault_inside_a_replayed_loop_settles_as_when_timing_every_block(laps: int | None) -> None:
+    """The 513th read faults in the middle of a lap; a budget may end an earlier run first."""
+
+    def fault(replay: bool) -> tuple[object, ...]:
+        cpu = GuestCpu(cpu_model("skylake"))
+        cpu.load(WALK_OFF_THE_END)
+        cpu.replay_loops(replay)
+        if laps is not None:
+            assert cpu.run(2 + 4 * laps).kind is TrapKind.BUDGET
+        trap = cpu.run(10**6)
+        seen = (trap.kind, trap.rip, cpu.retired, cpu.cost, cpu.reg("rsi"), cpu.replayed_blocks() > 0)
+        cpu.close()
+        return seen
+
+    with_replay, without = fault(True), fault(False)
+    assert with_replay[:5] == without[:5]
+    assert with_replay[0] is TrapKind.FAULT and with_replay[4] == 0x601000
+    assert with_replay[5] and not without[5]
+
+
 def _compute_trace(replay: bool) -> tuple[str, int, int, int]:
     trace = Trace(keep=True)
     kernel, proc = prepare_alone(trace, load_elf(COMPUTE))
