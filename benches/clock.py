@@ -7,12 +7,17 @@ round-robin; the best CPU time (time.process_time: less disturbed by other tenan
 counts. Reported:
 - compute: bench-compute.elf (16.5 M instructions: hashing, sorting, a matrix product) with the clock on
   (native block accounting, preemption quanta) against the same guest on an engine with no hooks
-  but the syscall hook; also with the pure-Python fallback;
+  but the syscall hook, and with the clock timing every block (no loop replay): the three in turn
+  in one interpreter, each on a fresh engine that translates every block. The image runs once
+  untimed first, so the clock finds its blocks' summaries learned: learning is paid once per block
+  and process, and a fresh interpreter's first run, which pays it, is shown too (against the
+  unhooked best). Also with the pure-Python fallback;
 - request loop: procd serving N requests it rejects, clock on against accounting off;
 - tracing: the same request loop with `--trace syscall` written to a file against `--trace none`;
 - insn: bench-compute with `--trace insn` (JSONL to a file and to /dev/null): instructions/s.
-Targets (issue: deterministic virtual time): clock on >= 0.8x no hooks on both guests; syscall
-tracing <= 20% over none; instruction tracing >= 2 M instructions/s.
+Targets: the clock costs at most 30% over no hooks on the compute guest (>= 0.77x; issue: a clock
+worth the name cycle-accurate), and >= 0.8x on the request loop (issue: deterministic virtual
+time); syscall tracing <= 20% over none; instruction tracing >= 2 M instructions/s.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def _unhooked_compute() -> dict[str, float]:
     return {"seconds": seconds}
 
 
-def _world_run(image: Path | None, level: str, out: str | None, requests: int) -> dict[str, float]:
+def _world_run(image: Path | None, level: str, out: str | None, requests: int, loops: bool = True) -> dict[str, float]:
     from emu.elf import load_elf
     from emu.instrument import TraceProbes
     from emu.trace import LEVELS, Trace, TraceWriter
@@ -80,7 +85,9 @@ def _world_run(image: Path | None, level: str, out: str | None, requests: int) -
     if image is not None:
         # Time the guest's execution only: creating the engine and sweeping the image are not
         # part of either side of the comparison.
-        kernel, _ = prepare_alone(trace, load_elf(image), TraceProbes(trace))
+        kernel, proc = prepare_alone(trace, load_elf(image), TraceProbes(trace))
+        if not loops and proc.cpu is not None:
+            proc.cpu.replay_loops(False)
         started = time.process_time()
         kernel.run(10**9)
         instructions = kernel.icount
@@ -95,12 +102,33 @@ def _world_run(image: Path | None, level: str, out: str | None, requests: int) -
     return {"seconds": seconds, "instructions": instructions}
 
 
+def _paired_compute(rounds: int) -> dict[str, float]:
+    """bench-compute unhooked, with the clock on, and with the clock on timing every block, in
+    turn in one process `rounds` times (neighbours in time see the same machine): the best of each.
+    The image runs once untimed first, so the clock's runs find its blocks' summaries learned."""
+    _world_run(COMPUTE, "none", None, 0)
+    best = {"bare": float("inf"), "on": float("inf"), "every": float("inf")}
+    instructions = 0.0
+    for _ in range(rounds):
+        best["bare"] = min(best["bare"], _unhooked_compute()["seconds"])
+        on = _world_run(COMPUTE, "none", None, 0)
+        best["on"] = min(best["on"], on["seconds"])
+        instructions = on["instructions"]
+        best["every"] = min(best["every"], _world_run(COMPUTE, "none", None, 0, loops=False)["seconds"])
+    return {**best, "seconds": best["on"], "instructions": instructions}
+
+
 def _worker(config: dict[str, str]) -> None:
     if config["what"] == "unhooked":
         print(json.dumps(_unhooked_compute()))
         return
+    if config["what"] == "paired":
+        print(json.dumps(_paired_compute(int(config["rounds"]))))
+        return
     image = COMPUTE if config["what"] == "compute" else None
-    print(json.dumps(_world_run(image, config["level"], config.get("out") or None, int(config["requests"]))))
+    level, out, requests = config["level"], config.get("out") or None, int(config["requests"])
+    run = _world_run(image, level, out, requests)
+    print(json.dumps(run))
 
 
 # --------------------------------------------------------------------------------- driver
@@ -153,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         trace_file = str(Path(tmp) / "trace.jsonl")
         m = measure_all(
             {
-                "bare": ({"what": "unhooked"}, "native"),
-                "on": ({"what": "compute", "level": "none", "requests": n}, "native"),
+                "paired": ({"what": "paired", "rounds": "3"}, "native"),
+                "cold": ({"what": "compute", "level": "none", "requests": n}, "native"),
                 "loop_on": ({"what": "serve", "level": "none", "requests": n}, "native"),
                 "loop_off": ({"what": "serve", "level": "none", "requests": n}, "off"),
                 "traced": ({"what": "serve", "level": "syscall", "requests": n, "out": trace_file}, "native"),
@@ -164,15 +192,14 @@ def main(argv: list[str] | None = None) -> int:
             args.repeat,
         )
         fallback = measure_all({"fallback": ({"what": "compute", "level": "none", "requests": n}, "python")}, 1)
-    insns = m["on"]["instructions"]
+    paired = m["paired"]
+    bare, insns = paired["bare"], paired["instructions"]
     rows: list[tuple[str, str, float]] = [
-        ("compute: clock on / no hooks", f"{m['bare']['seconds'] / m['on']['seconds']:.2f}x", 0.8),
-        (
-            "compute: pure-Python fallback / no hooks",
-            f"{m['bare']['seconds'] / fallback['fallback']['seconds']:.3f}x",
-            0,
-        ),
-        ("compute: clock on, M insn/s", f"{insns / m['on']['seconds'] / 1e6:.1f}", 0),
+        ("compute: clock on / no hooks", f"{bare / paired['on']:.2f}x", 0.77),
+        ("compute: clock on, every block timed (no loop replay) / no hooks", f"{bare / paired['every']:.2f}x", 0),
+        ("compute: first run in a process (learns its blocks) / no hooks", f"{bare / m['cold']['seconds']:.2f}x", 0),
+        ("compute: pure-Python fallback / no hooks", f"{bare / fallback['fallback']['seconds']:.3f}x", 0),
+        ("compute: clock on, M insn/s", f"{insns / paired['on'] / 1e6:.1f}", 0),
         ("request loop: clock on / accounting off", f"{m['loop_off']['seconds'] / m['loop_on']['seconds']:.2f}x", 0.8),
         ("request loop: round trips/s (clock on)", f"{args.requests / m['loop_on']['seconds']:.0f}", 0),
         (
