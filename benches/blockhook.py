@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu._acct.replay_loops(loops)
             insns, cost = ctypes.c_uint64(), ctypes.c_uint64()
             best = float("inf")
-            replayed = cpu._acct.replayed_blocks()
+            replayed, replays = cpu._acct.replayed_blocks(), cpu._acct.replays()
             for _ in range(args.repeat):
                 started = time.perf_counter()
                 driver.emu_replay(ctypes.byref(state), ctypes.byref(recording), ctypes.byref(insns), ctypes.byref(cost))
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             if loops:
                 result["ns_per_block"] = round(best / blocks * 1e9, 2)
                 result["replayed"] = round((cpu._acct.replayed_blocks() - replayed) / args.repeat / blocks, 4)
+                result["replays"] = (cpu._acct.replays() - replays) // args.repeat
             else:
                 result["ns_per_block_timing_all"] = round(best / blocks * 1e9, 2)
         print(json.dumps(result))

@@ -333,6 +333,7 @@ struct emu_loop {
     uint64_t count;          /* trail entries written so far (the trail is a ring of the last EMU_TRAIL) */
     uint64_t valid;          /* entries from this index on are contiguous blocks of the current run */
     uint64_t replayed;       /* blocks counted by replaying laps, over the loop's life (a statistic) */
+    uint64_t replays;        /* replays begun, over the loop's life (a statistic) */
     struct emu_trail trail[EMU_TRAIL];
     /* the lap being replayed, and the state when its replay began */
     int64_t base_ready[EMU_NVARS]; /* of the variables the lap writes */
@@ -482,6 +483,7 @@ static void emu_loop_start(struct emu_account *a, struct emu_loop *l, uint64_t f
         l->lap_misses += t->missed;
     }
     l->prefix_insns[length] = l->lap_insns;
+    l->replays++;
     a->looping = l->lap;
     a->lap_pos = 0;
 }
@@ -702,8 +704,10 @@ uint64_t emu_memo_layout_size(void) { return sizeof(struct emu_memo); }
 
 uint64_t emu_loop_layout_size(void) { return sizeof(struct emu_loop); }
 
-/* Blocks a loop's replays have counted so far (a statistic for benches and tests). */
+/* Blocks a loop's replays have counted so far, and replays begun (statistics for benches and tests). */
 uint64_t emu_loop_replayed(const struct emu_loop *l) { return l->replayed; }
+
+uint64_t emu_loop_replays(const struct emu_loop *l) { return l->replays; }
 
 /* UC_HOOK_INSN for `syscall`: note it and stop; RIP is left after the instruction, so resuming
  * continues there. Native, so that a syscall costs no Python callback. */

@@ -144,8 +144,9 @@ def _load_native() -> ctypes.CDLL | None:
     if library.emu_account_layout_size() != ctypes.sizeof(AccountState):
         raise RuntimeError("emu/_accounting.c and emu/accounting.py disagree on struct emu_account")
     library.emu_loop_layout_size.restype = ctypes.c_uint64
-    library.emu_loop_replayed.restype = ctypes.c_uint64
-    library.emu_loop_replayed.argtypes = [ctypes.c_void_p]
+    for statistic in (library.emu_loop_replayed, library.emu_loop_replays):
+        statistic.restype = ctypes.c_uint64
+        statistic.argtypes = [ctypes.c_void_p]
     library.emu_run_end.restype = None
     library.emu_run_end.argtypes = [ctypes.c_void_p]
     for name, mirror in (("summary", Summary), ("memo", Memo)):
@@ -226,6 +227,12 @@ class Accountant:
         if _NATIVE is None or self._loop is None:
             return 0
         return int(_NATIVE.emu_loop_replayed(ctypes.addressof(self._loop)))
+
+    def replays(self) -> int:
+        """Loop replays begun so far."""
+        if _NATIVE is None or self._loop is None:
+            return 0
+        return int(_NATIVE.emu_loop_replays(ctypes.addressof(self._loop)))
 
     def _install(self, uc: object) -> None:
         if os.environ.get(FORCE_PYTHON_ENV) == "off":
