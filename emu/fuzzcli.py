@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from emu.costmodel import CPU_NAMES, DEFAULT_MODEL
 from emu.world import DEFAULT_WORLD, FuzzRequest, InputError, load_world
 
 DEFAULT_SECONDS = 60.0
@@ -57,6 +58,12 @@ def add_fuzz_command(commands: Any) -> None:
         metavar="DIR",
         help=f"where replay files go (default: {DEFAULT_FAILURES}/)",
     )
+    fuzz.add_argument(
+        "--cpu",
+        choices=CPU_NAMES,
+        default=DEFAULT_MODEL,
+        help=f"CPU model of the virtual clock (default: {DEFAULT_MODEL}); replay files record it",
+    )
     fuzz.add_argument("--world", default=DEFAULT_WORLD, metavar="MODULE", help=argparse.SUPPRESS)
 
 
@@ -74,6 +81,7 @@ def fuzz_command(args: argparse.Namespace) -> int:
         procd=args.procd,
         database=None if args.db == "none" else args.db,
         failures=args.failures,
+        cpu=args.cpu,
     )
     result = fuzz(request)
     assert isinstance(result, int)

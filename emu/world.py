@@ -149,3 +149,5 @@ class FuzzRequest:
     """Where the corpus and failures are shared: a folder or redis://HOST:PORT (None: nowhere)."""
     failures: Path
     """Where each distinct failure's replay file goes."""
+    cpu: str = "skylake"
+    """The CPU model of the virtual clock (`emu.costmodel.CPU_NAMES`)."""

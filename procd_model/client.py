@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from emu.accounting import CpuModel
 from emu.elf import ElfImage
 from emu.trace import Trace
 from emu.world import Instrument, RunOutcome
@@ -175,9 +176,10 @@ class Conversation:
         trace: Trace | None = None,
         procd_image: ElfImage | None = None,
         instrument: Instrument | None = None,
+        cpu: CpuModel | None = None,
     ) -> None:
         self.trace = trace if trace is not None else Trace(keep=False)
-        self.kernel = make_kernel(self.trace, procd_image, instrument)
+        self.kernel = make_kernel(self.trace, procd_image, instrument, cpu=cpu)
         self.max_instructions = max_instructions
         self.replies = ReplyLog()
         """Every reply counted, the latest kept (a long conversation stays flat)."""

@@ -33,6 +33,7 @@ from procd_model.abi import (
     Status,
 )
 from procd_model.client import Conversation, Request
+from procd_model.cpu_model import DEFAULT_CPU, cpu_model
 from procd_model.images import boot_image_named
 from procd_model.messages import Message
 from procd_model.reference import Divergence, ProcdSpec, SpecFollower, Step
@@ -86,11 +87,13 @@ def talk_to_procd(
     instrument: Instrument | None = None,
     *,
     lean: bool = False,
+    cpu: str = DEFAULT_CPU,
 ) -> tuple[Conversation, SpecFollower]:
     """procd (the committed one, or `procd_image`) booted with services (crashd among them), a
     client holding every badge of ALL_BADGES, and a spec following it; `instrument` sees every
     guest CPU before it runs. `lean`: the trace keeps only what the follower reads
-    (`Trace.data_only(SPEC_EVENTS)`: no digest, no fields), as a fuzz campaign needs."""
+    (`Trace.data_only(SPEC_EVENTS)`: no digest, no fields), as a fuzz campaign needs. `cpu`
+    names the CPU model of the virtual clock."""
     talk = Conversation(
         ALL_BADGES,
         Services(),
@@ -98,6 +101,7 @@ def talk_to_procd(
         trace=Trace.data_only(SPEC_EVENTS) if lean else Trace(),
         procd_image=procd_image,
         instrument=instrument,
+        cpu=cpu_model(cpu),
     )
     spec = ProcdSpec(holds=frozenset({CapPurpose.CRASHD_ENDPOINT}))
     return talk, SpecFollower(spec, talk.procd.pid)

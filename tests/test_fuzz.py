@@ -104,6 +104,40 @@ def test_emu_fuzz_saves_each_failure_once_and_replay_reproduces_it(
     assert f"reproduced {keys[0]}" in capsys.readouterr().err
 
 
+def test_a_campaign_on_zen4_runs_its_clock_on_zen4_and_its_replay_files_say_so(tmp_path: Path) -> None:
+    assert ProcdTarget(cpu="zen4").fresh()[0].kernel.cpu_model.name == "zen4"
+    assert ProcdTarget().fresh()[0].kernel.cpu_model.name == "skylake"
+    failures = tmp_path / "failures"
+    procd = FIXTURES / "procd-missing-badge-check.elf"
+    args = ["fuzz", "--procd", str(procd), "--examples", "300", "--db", "none", "--failures", str(failures)]
+    assert main([*args, "--cpu", "zen4"]) == 1
+    saved = sorted(failures.glob("*.replay.json"))
+    assert saved and all(json.loads(p.read_text())["campaign"]["cpu"] == "zen4" for p in saved)
+    found = read_replay(saved[0])
+    assert found.cpu == "zen4"
+    again = replay(found)
+    assert again is not None and again.key == found.key
+
+
+def test_a_replay_file_without_a_cpu_ran_the_default_and_an_unknown_cpu_is_one_line(tmp_path: Path) -> None:
+    document = {
+        "format": "procd-emu-replay",
+        "version": 1,
+        "failure": {"key": "k", "message": "m"},
+        "procd": {"path": "procd.elf", "sha256": "00"},
+        "steps": [{"kind": "list", "badge": 1}],
+        "campaign": {"seed": 0, "found_after": 1},
+    }
+    path = tmp_path / "old.replay.json"
+    path.write_text(json.dumps(document))
+    assert read_replay(path).cpu == "skylake"
+    document["campaign"] = {"seed": 0, "found_after": 1, "cpu": "pentium"}
+    path.write_text(json.dumps(document))
+    with pytest.raises(ReplayFileError, match='"campaign.cpu" must be one of skylake, zen4') as caught:
+        read_replay(path)
+    assert "\n" not in str(caught.value)
+
+
 def test_replaying_a_bad_replay_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.replay.json"
     path.write_text('{"format": "procd-emu-replay", "version": 2}')

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from pathlib import Path
 
+from procd_model.cpu_model import DEFAULT_CPU
 from procd_model.fuzz.campaign import Campaign, Failure, Progress
 from procd_model.fuzz.database import open_database
 from procd_model.fuzz.target import ProcdTarget
@@ -34,6 +35,7 @@ class JobSpec:
     database: str | None
     examples: int | None
     seconds: float | None
+    cpu: str = DEFAULT_CPU
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def _fuzz(spec: JobSpec, out: Queue[JobReport]) -> None:
     from emu.elf import load_elf
 
     image = load_elf(spec.procd, "procd") if spec.procd is not None else None
-    target = ProcdTarget(image)
+    target = ProcdTarget(image, cpu=spec.cpu)
     campaign = Campaign(target, spec.seed, open_database(spec.database))
     last = 0.0
 

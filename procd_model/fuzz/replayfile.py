@@ -7,13 +7,14 @@ A replay file is JSON (docs/fuzzing.md has the format)::
      "procd": {"path": "fixtures/elf/procd.elf", "sha256": "..."},
      "steps": [{"kind": "request", "op": 1026, "payload": "0c00...", "badge": 1, "attach_cap": false},
                {"kind": "kill", "target": 0, "badge": 1}, {"kind": "time"}],
-     "campaign": {"seed": 1, "found_after": 412}}
+     "campaign": {"seed": 1, "found_after": 412, "cpu": "skylake"}}
 
 A step is a `strategies.LifecycleStep`: "spawn" and "request" carry a message (`op` and
 `payload`, or `raw` bytes) sent through `badge`, with a capability if `attach_cap`; "stop",
 "kill", "reap" and "status" name an earlier spawn by position (`target`) through `badge`; "list",
 "time", "interrupt"; "sleep" lets `target` milliseconds pass; "terminate" kills procd's live
-child number `target` from outside.
+child number `target` from outside. "campaign.cpu" is the CPU model the campaign's clock ran
+(files written before it was recorded ran the default, "skylake").
 `read_replay` checks every field and raises `ReplayFileError` (one line naming the file and the
 problem) for anything else; `replay` runs the steps against the procd the file names (its
 content hash must match) and returns the failure they cause now, if any.
@@ -27,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emu.costmodel import CPU_NAMES
 from emu.elf import ElfError, load_elf
 from emu.files import FileReadError, read_bounded
 from procd_model.abi import BADGE_ROOTD
 from procd_model.client import Request
+from procd_model.cpu_model import DEFAULT_CPU
 from procd_model.fuzz.target import ProcdTarget
 from procd_model.harness import ProcdMisbehaved
 from procd_model.messages import Message
@@ -56,6 +59,8 @@ class Replay:
     steps: tuple[LifecycleStep, ...]
     seed: int
     found_after: int
+    cpu: str = DEFAULT_CPU
+    """The CPU model of the campaign's virtual clock (its timing decides preemption)."""
 
 
 def sha256_of(path: Path) -> str:
@@ -71,7 +76,7 @@ def replay_json(replay: Replay) -> str:
         "failure": {"key": replay.key, "message": replay.message},
         "procd": {"path": str(replay.procd_path), "sha256": replay.procd_sha256},
         "steps": steps,
-        "campaign": {"seed": replay.seed, "found_after": replay.found_after},
+        "campaign": {"seed": replay.seed, "found_after": replay.found_after, "cpu": replay.cpu},
     }
     return json.dumps(document, indent=1) + "\n"
 
@@ -108,7 +113,15 @@ def read_replay(path: Path) -> Replay:
         steps=tuple(_step(entry, f"steps[{i}]", fail) for i, entry in enumerate(steps)),
         seed=_number(campaign, "campaign.seed", fail, 2**64 - 1),
         found_after=_number(campaign, "campaign.found_after", fail, 2**64 - 1),
+        cpu=_cpu(campaign, fail),
     )
+
+
+def _cpu(campaign: dict[str, Any], fail: Any) -> str:
+    cpu = campaign.get("cpu", DEFAULT_CPU)
+    if cpu not in CPU_NAMES:
+        raise fail(f'"campaign.cpu" must be one of {", ".join(CPU_NAMES)}')
+    return str(cpu)
 
 
 def _object(document: dict[str, Any], name: str, fail: Any) -> dict[str, Any]:
@@ -205,7 +218,7 @@ def replay(file: Replay) -> ProcdMisbehaved | None:
     except ElfError as exc:
         raise ReplayFileError(str(exc)) from None
     try:
-        ProcdTarget(image).check(file.steps)
+        ProcdTarget(image, cpu=file.cpu).check(file.steps)
     except ProcdMisbehaved as exc:
         return exc
     return None

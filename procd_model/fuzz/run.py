@@ -87,14 +87,14 @@ def fuzz(request: FuzzRequest) -> int:
             raise InputError(str(exc)) from None
     procd_path = request.procd if request.procd is not None else fixtures_dir() / boot_image_named("procd").filename
     statics = block_starts(image)
-    target = ProcdTarget(image)
+    target = ProcdTarget(image, cpu=request.cpu)
     try:
         target.fresh()  # a procd that does not boot is bad input, found before any job starts
     except TargetError as exc:
         raise InputError(f"--procd {request.procd}: {exc}") from None
     tally = Tally(time.monotonic(), statics, target.total.begin)
     specs = [
-        JobSpec(n, request.seed + n, request.procd, request.database, request.examples, request.seconds)
+        JobSpec(n, request.seed + n, request.procd, request.database, request.examples, request.seconds, request.cpu)
         for n in range(request.jobs)
     ]
     console = Console(stderr=True)
@@ -151,6 +151,7 @@ def save_failure(request: FuzzRequest, procd_path: Path, failure: Failure) -> Pa
         failure.steps,
         request.seed,
         failure.found_after,
+        request.cpu,
     )
     descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".replay-")
     try:
@@ -163,7 +164,7 @@ def save_failure(request: FuzzRequest, procd_path: Path, failure: Failure) -> Pa
         os.unlink(temporary)
     if failure.key.split(":", 1)[0] in PROCD_CRASHES:
         image = load_elf(procd_path, "procd") if request.procd is not None else None
-        for dump in ProcdTarget(image).dump(failure.steps, folder, path):
+        for dump in ProcdTarget(image, cpu=request.cpu).dump(failure.steps, folder, path):
             print(f"emu: fuzz: {failure.key}: crash dump written: {dump}", file=sys.stderr)
     return path
 

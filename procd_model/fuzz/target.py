@@ -19,6 +19,7 @@ from emu.coverage import CoverageMap
 from emu.cpu import GuestCpu
 from emu.elf import ElfImage, Perm
 from procd_model.client import Conversation, ConversationError, Request
+from procd_model.cpu_model import DEFAULT_CPU
 from procd_model.dump import DumpRecorder, replay_inputs
 from procd_model.harness import ProcdMisbehaved, agree, perform, procd_died, talk_to_procd
 from procd_model.images import boot_image_named, load_boot_image
@@ -64,11 +65,13 @@ class Booted:
 class ProcdTarget:
     """Runs examples against procd (the committed one, or `procd_image`)."""
 
-    def __init__(self, procd_image: ElfImage | None = None, *, digests: bool = False) -> None:
+    def __init__(self, procd_image: ElfImage | None = None, *, digests: bool = False, cpu: str = DEFAULT_CPU) -> None:
         """`digests`: the world's trace is a full one (its digest identifies an example's run, as
-        the stateful check compares); by default it keeps only what the spec follower reads."""
+        the stateful check compares); by default it keeps only what the spec follower reads.
+        `cpu`: the CPU model of the virtual clock."""
         self.procd_image = procd_image
         self.digests = digests
+        self.cpu = cpu
         self.image = procd_image if procd_image is not None else load_boot_image(boot_image_named("procd").image_id)
         begin, end = text_range(self.image)
         self.coverage = CoverageMap(begin, end)
@@ -85,7 +88,9 @@ class ProcdTarget:
     def _boot(self) -> Booted:
         """procd booted and back in RECV, with the coverage hook on its engine, and a snapshot."""
         try:
-            talk, follower = talk_to_procd(MAX_INSTRUCTIONS, self.procd_image, self._instrument, lean=not self.digests)
+            talk, follower = talk_to_procd(
+                MAX_INSTRUCTIONS, self.procd_image, self._instrument, lean=not self.digests, cpu=self.cpu
+            )
             agree(talk, follower)
         except (ConversationError, ProcdMisbehaved) as exc:
             raise TargetError(f"procd does not boot: {exc}") from None
@@ -133,10 +138,10 @@ class ProcdTarget:
         """Run `steps` on procd freshly booted with crash dumps on (written to `folder`): the dumps
         written. A dump made this way names `replay_file`, which replays it (`python -m emu
         replay`); the dump itself is for reading (`python -m emu dump`) and for gdb."""
-        inputs = replay_inputs("procd_model.world", MAX_INSTRUCTIONS)
+        inputs = replay_inputs("procd_model.world", MAX_INSTRUCTIONS, self.cpu)
         inputs["fuzz_replay"] = str(replay_file)
         recorder = DumpRecorder(None, folder, inputs)
-        talk, follower = talk_to_procd(MAX_INSTRUCTIONS, self.procd_image)
+        talk, follower = talk_to_procd(MAX_INSTRUCTIONS, self.procd_image, cpu=self.cpu)
         recorder.attach(talk.kernel)
         ids: list[int] = []
         with contextlib.suppress(ProcdMisbehaved, ConversationError):
