@@ -10,7 +10,7 @@ from elfcraft import code_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emu import accounting
+from emu import accounting, insnlog
 from emu.accounting import UNLIMITED, CpuModel
 from emu.cpu import GuestCpu, TrapKind
 from emu.elf import load_elf
@@ -105,6 +105,33 @@ def test_a_fault_inside_a_replayed_loop_settles_as_when_timing_every_block(laps:
     assert with_replay[:5] == without[:5]
     assert with_replay[0] is TrapKind.FAULT and with_replay[4] == 0x601000
     assert with_replay[5] and not without[5]
+
+
+@pytest.mark.parametrize("buffer", [20_000, None])
+def test_an_instruction_trace_is_byte_identical_with_and_without_replay(
+    monkeypatch: pytest.MonkeyPatch, buffer: int | None
+) -> None:
+    """Every instruction's line shows the counts and the clock before it; a tiny log buffer
+    stops the guest inside blocks of replayed laps to drain it."""
+    if buffer is not None:
+        monkeypatch.setattr(insnlog, "BUFFER_BYTES", buffer)
+
+    def traced(replay: bool) -> tuple[bytes, int, int]:
+        cpu = GuestCpu(cpu_model("skylake"))
+        cpu.load(NESTED_LOOPS_ELF)
+        lines: list[bytes] = []
+        seq = iter(range(1 << 30))
+        cpu.attach_insn_log(1, lambda _count, jsonl, _text: lines.append(jsonl), lambda: next(seq), text=False)
+        cpu.replay_loops(replay)
+        assert cpu.run(10**7).kind is TrapKind.SYSCALL
+        assert (cpu.replayed_blocks() > 0) == replay
+        counts = (cpu.retired, cpu.cost)
+        cpu.close()
+        return b"".join(lines), *counts
+
+    with_replay, without = traced(True), traced(False)
+    assert with_replay == without
+    assert with_replay[0].count(b"\n") == with_replay[1]
 
 
 def _compute_trace(replay: bool) -> tuple[str, int, int, int]:
