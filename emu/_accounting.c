@@ -107,8 +107,8 @@ struct emu_summary {
 /* One block of the loop being replayed: where it must begin and end, and what it adds. */
 struct emu_lap_block {
     uint64_t start;
-    uint32_t size;
-    uint32_t next;           /* the position after it (0 after the last) */
+    uint64_t size;
+    const struct emu_lap_block *next; /* the block after it (the first after the last) */
     uint64_t insns;
     uint64_t cost;           /* millicycles */
 };
@@ -141,8 +141,7 @@ struct emu_account {
     uint32_t buckets[EMU_BUCKETS]; /* first summary of the bucket, index + 1; 0 = none */
     const struct emu_summary *repeat; /* the last block, if its memo gave its results (else NULL);
                                        * reset whenever anything else may have moved the ready times */
-    const struct emu_lap_block *looping; /* the loop being replayed (see emu_loop), or NULL */
-    uint64_t lap_pos;        /* the position in it of the block expected next */
+    const struct emu_lap_block *looping; /* replaying a loop (see emu_loop): the block expected next; else NULL */
     struct emu_loop *loop;   /* finding and replaying loops; NULL: never */
     uint64_t block_end;
     uint64_t cont_start;     /* non-zero: a block starting here continues the current one (see emu_continue) */
@@ -365,7 +364,7 @@ static int emu_step(struct emu_account *a, struct emu_summary *s, uint64_t from,
 __attribute__((noinline)) static void emu_loop_leave(struct emu_account *a)
 {
     struct emu_loop *l = a->loop;
-    const uint64_t pos = a->lap_pos;
+    const uint64_t pos = (uint64_t)(a->looping - l->lap);
     const uint64_t laps = (a->insns - l->base_insns - l->prefix_insns[pos]) / l->lap_insns;
     const int64_t shift = (int64_t)laps * l->lap_cost;
     l->replayed += laps * l->length + pos;
@@ -473,7 +472,7 @@ static void emu_loop_start(struct emu_account *a, struct emu_loop *l, uint64_t f
         struct emu_lap_block *b = &l->lap[k];
         b->start = t->s->start;
         b->size = (uint32_t)(t->s->end - t->s->start);
-        b->next = k + 1 == length ? 0 : (uint32_t)(k + 1);
+        b->next = k + 1 == length ? &l->lap[0] : &l->lap[k + 1];
         b->insns = t->insns;
         b->cost = t->cost;
         l->lap_summary[k] = t->s;
@@ -485,7 +484,6 @@ static void emu_loop_start(struct emu_account *a, struct emu_loop *l, uint64_t f
     l->prefix_insns[length] = l->lap_insns;
     l->replays++;
     a->looping = l->lap;
-    a->lap_pos = 0;
 }
 
 /* Before the slow path times `s` (a block at its own start): 1 if the trail since `s` last began
@@ -535,12 +533,11 @@ static void emu_unknown(void *uc, struct emu_account *a, uint64_t address, uint6
     a->emu_stop(uc);
 }
 
-/* Replaying a loop: if the block is the one the lap expects next and within the budgets, count
- * what it added the lap before (1); else 0, with nothing changed. */
-static inline int emu_replay_block(struct emu_account *a, const struct emu_lap_block *lap, uint64_t address,
+/* Replaying a loop: if the block is `b`, the one the lap expects next, and within the budgets,
+ * count what it added the lap before (1); else 0, with nothing changed. */
+static inline int emu_replay_block(struct emu_account *a, const struct emu_lap_block *b, uint64_t address,
                                    uint32_t size)
 {
-    const struct emu_lap_block *b = &lap[a->lap_pos];
     const uint64_t n = b->insns, c = b->cost;
     if (address != b->start || size != b->size || a->insns + n > a->insn_limit || a->cost + c > a->cost_limit) {
         return 0;
@@ -551,7 +548,7 @@ static inline int emu_replay_block(struct emu_account *a, const struct emu_lap_b
     a->block_cost = a->cost;
     a->insns += n;
     a->cost += c;
-    a->lap_pos = b->next;
+    a->looping = b->next;
     return 1;
 }
 
@@ -688,8 +685,8 @@ __attribute__((noinline)) static void emu_account_slow(void *uc, uint64_t addres
 
 void emu_account_block(void *uc, uint64_t address, uint32_t size, struct emu_account *a)
 {
-    const struct emu_lap_block *lap = a->looping;
-    if (lap != NULL && emu_replay_block(a, lap, address, size)) {
+    const struct emu_lap_block *expected = a->looping;
+    if (expected != NULL && emu_replay_block(a, expected, address, size)) {
         return;
     }
     emu_account_slow(uc, address, size, a);

@@ -153,7 +153,6 @@ class AccountState(ctypes.Structure):
         ("buckets", ctypes.c_uint32 * BUCKETS),
         ("repeat", ctypes.c_void_p),
         ("looping", ctypes.c_void_p),
-        ("lap_pos", ctypes.c_uint64),
         ("loop", ctypes.c_void_p),
         ("block_end", ctypes.c_uint64),
         ("cont_start", ctypes.c_uint64),
