@@ -213,12 +213,13 @@ static struct emu_outcome emu_predict(const struct emu_account *a, uint64_t addr
     return o;
 }
 
+/* A counter's next value by [taken][counter]: 0 (never seen) goes to 3 or 2, then up to 4 or down to 1. */
+static const uint8_t emu_counter_next[2][5] = {{2, 1, 1, 2, 3}, {3, 2, 3, 4, 4}};
+
 static void emu_learn(struct emu_account *a, const struct emu_outcome *o, uint64_t address)
 {
-    /* a counter's next value by [taken][counter]: 0 (never seen) goes to 3 or 2, then up to 4 or down to 1 */
-    static const uint8_t next[2][5] = {{2, 1, 1, 2, 3}, {3, 2, 3, 4, 4}};
     if (a->pending_kind == EMU_BR_COND) {
-        a->pred[o->pred_index] = next[o->taken][o->counter];
+        a->pred[o->pred_index] = emu_counter_next[o->taken][o->counter];
     } else if (a->pending_kind == EMU_BR_INDIRECT) {
         a->btb[a->pending_pc & (EMU_BTB_SIZE - 1)] = address;
     }
@@ -486,11 +487,42 @@ static void emu_loop_start(struct emu_account *a, struct emu_loop *l, uint64_t f
     a->looping = l->lap;
 }
 
+/*
+ * A block that follows itself, at its memo's fixed point (emu_fixed_point: started its own clock
+ * after its last start, it finds the live-ins of its key), not mispredicted and leaving its
+ * predictor entry as it is: this run and every later one time as the last did (each one's start
+ * is again its clock after the last's), so a lap of this one block closes now, a lap early.
+ */
+static uint64_t emu_loop_steady(struct emu_account *a, struct emu_loop *l, struct emu_summary *s)
+{
+    const struct emu_memo *m = &s->memo;
+    if (a->repeat != s || !m->fixed || l->count == l->valid || emu_trail_at(l, l->count - 1)->s != s) {
+        return 0;
+    }
+    const struct emu_outcome o = emu_predict(a, s->start);
+    if (o.missed || o.start - (int64_t)a->last_start != m->clock ||
+        (a->pending_kind == EMU_BR_COND && emu_counter_next[o.taken][o.counter] != o.counter)) {
+        return 0;
+    }
+    uint64_t written = 0;
+    for (uint32_t j = 0; j < m->ndst; j++) {
+        written |= (uint64_t)1 << m->dst[j];
+    }
+    struct emu_trail *t = &l->trail[l->count & (EMU_TRAIL - 1)]; /* this block's entry, as it will time */
+    *t = (struct emu_trail){.s = s, .insns = s->insns, .cost = (uint64_t)m->clock, .hit = 1};
+    return written;
+}
+
 /* Before the slow path times `s` (a block at its own start): 1 if the trail since `s` last began
  * is a lap that repeats, whose replay then begins with this block. */
 static int emu_loop_watch(struct emu_account *a, struct emu_loop *l, struct emu_summary *s)
 {
     const uint64_t now = l->count;
+    const uint64_t steady = emu_loop_steady(a, l, s);
+    if (steady != 0) {
+        emu_loop_start(a, l, now, 1, steady);
+        return 1;
+    }
     if (s->seen <= l->valid) {
         return 0;
     }
