@@ -202,37 +202,34 @@ class Accountant:
         self._uc = uc
         self._loop: ctypes.Array[ctypes.c_char] | None = None
         """The native hook's loop finder and replayer (see emu/_accounting.c), when native."""
-        self._run_end: Callable[[], None] = lambda: None
+        self.run_ended: Callable[[], None] = lambda: None
+        """Call after every run: a loop replay in progress ends (its state is rebuilt) and the trail
+        the hook finds loops in is forgotten, since the host may change the state before the next run."""
+        if _NATIVE is not None:
+            self.run_ended = functools.partial(_NATIVE.emu_run_end, ctypes.addressof(self.state))
+            self._loop = ctypes.create_string_buffer(_NATIVE.emu_loop_layout_size())
+            self.state.loop = ctypes.addressof(self._loop)
         self._install(uc)
-        self.replay_loops(True)
 
     def replay_loops(self, enabled: bool) -> None:
         """Let the native hook replay loops whose timing state repeats (the default), or time
         every block (for tests: both give the same counts and clock). Only while stopped."""
-        if _NATIVE is None:
-            return
-        self.run_ended()
-        if enabled and self._loop is None:
-            self._loop = ctypes.create_string_buffer(_NATIVE.emu_loop_layout_size())
-        self.state.loop = ctypes.addressof(self._loop) if enabled and self._loop is not None else None
-        self._run_end = functools.partial(_NATIVE.emu_run_end, ctypes.addressof(self.state))
-
-    def run_ended(self) -> None:
-        """After every run: a loop replay in progress ends (its state is rebuilt) and the trail the
-        hook finds loops in is forgotten, since the host may change the state before the next run."""
-        self._run_end()
+        if self._loop is not None:
+            self.run_ended()
+            self.state.loop = ctypes.addressof(self._loop) if enabled else None
 
     def replayed_blocks(self) -> int:
-        """Blocks counted by replaying loops so far (0 without the native hook or with replay off)."""
-        if _NATIVE is None or self._loop is None:
-            return 0
-        return int(_NATIVE.emu_loop_replayed(ctypes.addressof(self._loop)))
+        """Blocks counted by replaying loops so far (0 without the native hook)."""
+        return self._loop_statistic("emu_loop_replayed")
 
     def replays(self) -> int:
         """Loop replays begun so far."""
+        return self._loop_statistic("emu_loop_replays")
+
+    def _loop_statistic(self, function: str) -> int:
         if _NATIVE is None or self._loop is None:
             return 0
-        return int(_NATIVE.emu_loop_replays(ctypes.addressof(self._loop)))
+        return int(getattr(_NATIVE, function)(ctypes.addressof(self._loop)))
 
     def _install(self, uc: object) -> None:
         if os.environ.get(FORCE_PYTHON_ENV) == "off":
