@@ -29,6 +29,7 @@
 #define EMU_BTB_SIZE 256
 #define EMU_BUCKETS 4096
 #define EMU_MEMO_VARS 8 /* a block with more live-ins or results is timed row by row every time */
+#define EMU_MEMO_WAYS 2 /* timings remembered per block */
 #define EMU_LAP_MAX 64  /* blocks in a loop the hook can replay without timing them */
 #define EMU_TRAIL 128   /* slow-path blocks remembered to find loops in (a power of two >= EMU_LAP_MAX) */
 #define EMU_LOOP_TRIES 8 /* turns a loop head may take to reach a steady state before it rests */
@@ -61,25 +62,33 @@ struct emu_row {
 };
 
 /*
- * A block's last timing, relative to its dispatch start: the ready times of its live-ins (each
- * raised to `lo`, below which it changes no result: every result has a term from the start) and
- * the results and the new dispatch clock they gave. Timing is a pure function of those live-ins,
- * so when they repeat -- a loop in its steady state -- the results are reused exactly.
+ * A block's timings, relative to its dispatch start: the ready times of its live-ins (each raised
+ * to `lo`, below which it changes no result: every result has a term from the start) and the
+ * results and the new dispatch clock they gave. Timing is a pure function of those live-ins, so
+ * when they repeat -- a loop in its steady state -- the results are reused exactly. Two timings
+ * are kept, the one used last first: a loop's first run after its entry and its steady runs.
  * Python fills in the live-ins, results and floors; the hook keeps the rest.
  */
-struct emu_memo {
-    uint8_t usable;          /* 0: never memoized (too many variables, or a serializing block) */
-    uint8_t valid;
-    uint8_t nsrc;
-    uint8_t ndst;
-    uint8_t fixed;           /* the results, started `clock` later, give back these live-ins */
-    uint8_t pad[3];
-    uint8_t src[EMU_MEMO_VARS];
-    uint8_t dst[EMU_MEMO_VARS];
-    int64_t lo[EMU_MEMO_VARS];
+struct emu_timing {
     int64_t key[EMU_MEMO_VARS];
     int64_t out[EMU_MEMO_VARS];
     int64_t clock;
+    uint32_t gen;            /* which of the block's timings this is: each one learned gets a new number */
+    uint8_t valid;
+    uint8_t fixed;           /* the results, started `clock` later, give back these live-ins */
+    uint16_t pad;
+};
+
+struct emu_memo {
+    uint8_t usable;          /* 0: never memoized (too many variables, or a serializing block) */
+    uint8_t nsrc;
+    uint8_t ndst;
+    uint8_t last;            /* the timing used last */
+    uint32_t gens;           /* timings learned so far (every timing of an unmemoized block is a new one) */
+    uint8_t src[EMU_MEMO_VARS];
+    uint8_t dst[EMU_MEMO_VARS];
+    int64_t lo[EMU_MEMO_VARS];
+    struct emu_timing way[EMU_MEMO_WAYS];
 };
 
 struct emu_summary {
@@ -256,19 +265,19 @@ static int64_t emu_time_block(const struct emu_account *a, const struct emu_summ
 /* Whether the block, run again right after itself and started `clock` after its last start, finds
  * the live-ins of its key: each live-in it writes is its result less `clock` (raised to its floor),
  * and each it does not write was at its floor (and only sinks further below it as time goes on). */
-static uint8_t emu_fixed_point(const struct emu_memo *m)
+static uint8_t emu_fixed_point(const struct emu_memo *m, const struct emu_timing *w)
 {
-    if (m->clock <= 0) {
+    if (w->clock <= 0) {
         return 0;
     }
     for (uint32_t j = 0; j < m->nsrc; j++) {
         int64_t expected = m->lo[j];
         for (uint32_t k = 0; k < m->ndst; k++) {
             if (m->dst[k] == m->src[j]) {
-                expected = emu_max(m->out[k] - m->clock, m->lo[j]);
+                expected = emu_max(w->out[k] - w->clock, m->lo[j]);
             }
         }
-        if (expected != m->key[j]) {
+        if (expected != w->key[j]) {
             return 0;
         }
     }
@@ -300,17 +309,18 @@ static void emu_commit(struct emu_account *a, const struct emu_summary *s, const
  * The timing of a block is a pure function of the state it finds, relative to its dispatch start:
  * its live-ins' ready times (each only above its floor: its memo key), the last block's start and
  * branch, and the predictor entry it reads. When one lap of a loop times every block exactly as the
- * lap before did (each block's memo hit: its live-ins were the same), and leaves each predictor
- * entry it touches as it found it, the next lap finds the same again: the variables the lap writes
- * are the last lap's shifted by the clock the lap added, and the ones it does not write only sink
- * further below the floors. So every later lap adds exactly what the last one did.
+ * lap before did (each block ran with the same timing of its memo: its live-ins were the same), and
+ * leaves each predictor entry it touches as it found it, the next lap finds the same again: the
+ * variables the lap writes are the last lap's shifted by the clock the lap added, and the ones it
+ * does not write only sink further below the floors. So every later lap adds what the last one did.
  *
  * The slow path keeps a trail of the blocks it timed. When a block recurs within EMU_LAP_MAX blocks
  * and the trail shows two such laps, the hook replays the lap: it checks that each block is the
  * one expected and adds its counts, nothing more. Any other block, a budget, or the end of the run
  * ends the replay: the variables the lap writes are rebuilt from the replay's start and the laps
  * done, and the blocks of the unfinished lap are timed again, which gives exactly what the replay
- * counted for them.
+ * counted for them. The trail goes on as if the laps had been timed, so that a loop around a
+ * replayed one (whose lap holds the inner loop's block many times) can close a lap of its own.
  */
 
 enum emu_table { EMU_TABLE_NONE = 0, EMU_TABLE_PRED = 1, EMU_TABLE_BTB = 2 };
@@ -323,10 +333,10 @@ struct emu_trail {
     uint64_t before;         /* the predictor entry it read, and what it left there */
     uint64_t after;
     uint32_t index;
+    uint32_t gen;            /* the block's timing it ran with (see struct emu_timing) */
     uint8_t table;           /* enum emu_table */
     uint8_t missed;
-    uint8_t hit;             /* its memo gave its results */
-    uint8_t pad;
+    uint16_t pad;
 };
 
 struct emu_loop {
@@ -349,7 +359,7 @@ struct emu_loop {
     uint32_t nwritten;
     uint8_t written[EMU_NVARS];
     uint64_t prefix_insns[EMU_LAP_MAX + 1];
-    struct emu_summary *lap_summary[EMU_LAP_MAX];
+    struct emu_trail lap_trail[EMU_LAP_MAX]; /* the lap's blocks as the trail had them */
     struct emu_lap_block lap[EMU_LAP_MAX];
 };
 
@@ -361,7 +371,27 @@ static void emu_loop_forget(struct emu_loop *l) { l->valid = l->count; }
 static int emu_step(struct emu_account *a, struct emu_summary *s, uint64_t from, uint64_t end, int limited,
                     struct emu_trail *t);
 
-/* End the replay: rebuild the state at the start of the unfinished lap, then time its blocks again. */
+/*
+ * The trail goes on as if the `laps` laps replayed had been timed, each as the lap the replay
+ * began with (every lap timed alike), so that a loop around this one can still close a lap. Only
+ * the last EMU_TRAIL entries are written: the ring holds no more.
+ */
+static void emu_trail_laps(struct emu_loop *l, uint64_t laps)
+{
+    const uint64_t blocks = laps * l->length, written = blocks < EMU_TRAIL ? blocks : EMU_TRAIL;
+    uint64_t k = (blocks - written) % l->length;
+    for (uint64_t m = blocks - written; m < blocks; m++) {
+        l->trail[(l->count + m) & (EMU_TRAIL - 1)] = l->lap_trail[k];
+        k = k + 1 == l->length ? 0 : k + 1;
+    }
+    l->count += blocks;
+    for (uint64_t j = 0; laps != 0 && j < l->length; j++) { /* where each block last began */
+        l->lap_trail[j].s->seen = l->count - l->length + j + 1;
+    }
+}
+
+/* End the replay: rebuild the state at the start of the unfinished lap, then time its blocks again.
+ * The trail goes on (a loop around this one may close a lap). */
 __attribute__((noinline)) static void emu_loop_leave(struct emu_account *a)
 {
     struct emu_loop *l = a->loop;
@@ -379,10 +409,12 @@ __attribute__((noinline)) static void emu_loop_leave(struct emu_account *a)
     a->mispredicts = l->base_mispredicts + laps * l->lap_misses;
     a->insns = l->base_insns + laps * l->lap_insns;
     a->cost = l->base_cost + (uint64_t)shift;
+    emu_trail_laps(l, laps);
     for (uint64_t k = 0; k < pos; k++) {
-        emu_step(a, l->lap_summary[k], l->lap[k].start, l->lap[k].start + l->lap[k].size, 0, NULL);
+        struct emu_summary *s = l->lap_trail[k].s;
+        emu_step(a, s, l->lap[k].start, l->lap[k].start + l->lap[k].size, 0, &l->trail[l->count & (EMU_TRAIL - 1)]);
+        s->seen = ++l->count;
     }
-    emu_loop_forget(l);
 }
 
 /* The run ends (or the hook stops it): a replay ends, and the trail is forgotten. */
@@ -403,9 +435,10 @@ static const struct emu_trail *emu_trail_at(const struct emu_loop *l, uint64_t i
 
 /*
  * Whether the trail's last `length` blocks, beginning at `first`, are a lap that repeats: the same
- * blocks as the `length` before them, each only once, each timed by its memo with the same cost,
- * each predictor entry left as the lap found it, and every mispredicted branch's resolution read
- * from a variable the lap writes. Returns the mask of the variables the lap writes, or 0.
+ * blocks as the `length` before them, each with the same timing (the same live-ins: one its memo
+ * held already) and cost, each predictor entry left as the lap found it, and every mispredicted
+ * branch's resolution read from a variable the lap writes. Returns the mask of the variables the
+ * lap writes, or 0.
  */
 static uint64_t emu_loop_closes(const struct emu_loop *l, uint64_t first, uint64_t length)
 {
@@ -414,8 +447,8 @@ static uint64_t emu_loop_closes(const struct emu_loop *l, uint64_t first, uint64
     for (uint64_t k = 0; k < length; k++) {
         const struct emu_trail *t = emu_trail_at(l, first + k), *last_lap = emu_trail_at(l, first - length + k);
         const struct emu_summary *s = t->s;
-        if (s != last_lap->s || !t->hit || t->cost != last_lap->cost || s->seen != first + k + 1) {
-            return 0;
+        if (s != last_lap->s || t->gen != last_lap->gen || t->cost != last_lap->cost) {
+            return 0; /* another block, or another timing of it (a new one, learned in this lap) */
         }
         if (t->missed) {
             resolved |= (uint64_t)1 << before->branch_var;
@@ -476,7 +509,7 @@ static void emu_loop_start(struct emu_account *a, struct emu_loop *l, uint64_t f
         b->next = k + 1 == length ? &l->lap[0] : &l->lap[k + 1];
         b->insns = t->insns;
         b->cost = t->cost;
-        l->lap_summary[k] = t->s;
+        l->lap_trail[k] = *t;
         l->prefix_insns[k] = l->lap_insns;
         l->lap_insns += t->insns;
         l->lap_cost += (int64_t)t->cost;
@@ -496,11 +529,12 @@ static void emu_loop_start(struct emu_account *a, struct emu_loop *l, uint64_t f
 static uint64_t emu_loop_steady(struct emu_account *a, struct emu_loop *l, struct emu_summary *s)
 {
     const struct emu_memo *m = &s->memo;
-    if (a->repeat != s || !m->fixed || l->count == l->valid || emu_trail_at(l, l->count - 1)->s != s) {
+    const struct emu_timing *w = &m->way[m->last];
+    if (a->repeat != s || !w->fixed || l->count == l->valid || emu_trail_at(l, l->count - 1)->s != s) {
         return 0;
     }
     const struct emu_outcome o = emu_predict(a, s->start);
-    if (o.missed || o.start - (int64_t)a->last_start != m->clock ||
+    if (o.missed || o.start - (int64_t)a->last_start != w->clock ||
         (a->pending_kind == EMU_BR_COND && emu_counter_next[o.taken][o.counter] != o.counter)) {
         return 0;
     }
@@ -509,7 +543,7 @@ static uint64_t emu_loop_steady(struct emu_account *a, struct emu_loop *l, struc
         written |= (uint64_t)1 << m->dst[j];
     }
     struct emu_trail *t = &l->trail[l->count & (EMU_TRAIL - 1)]; /* this block's entry, as it will time */
-    *t = (struct emu_trail){.s = s, .insns = s->insns, .cost = (uint64_t)m->clock, .hit = 1};
+    *t = (struct emu_trail){.s = s, .insns = s->insns, .cost = (uint64_t)w->clock, .gen = w->gen};
     return written;
 }
 
@@ -594,34 +628,44 @@ static int emu_step(struct emu_account *a, struct emu_summary *s, uint64_t from,
     const uint64_t n = s->insns;
     const struct emu_outcome o = emu_predict(a, from);
     struct emu_memo *m = &s->memo;
+    struct emu_timing *w = &m->way[m->last];
     a->ready[0] = o.start;
-    uint64_t differs = !m->valid;
-    if (a->repeat == s && m->fixed && o.start - (int64_t)a->last_start == m->clock) {
-        /* A loop of one block in its steady state: the live-ins are the memo's own results, so
+    int64_t live_in[EMU_MEMO_VARS];
+    int hit = 0;
+    if (a->repeat == s && w->fixed && o.start - (int64_t)a->last_start == w->clock) {
+        /* A loop of one block in its steady state: the live-ins are this timing's own results, so
          * they match its key (see emu_fixed_point); nothing to compare. */
-    } else {
+        hit = 1;
+    } else if (m->usable) {
         for (uint32_t j = 0; j < m->nsrc; j++) {
-            differs |= (uint64_t)(emu_max(a->ready[m->src[j]] - o.start, m->lo[j]) ^ m->key[j]);
+            live_in[j] = emu_max(a->ready[m->src[j]] - o.start, m->lo[j]);
+        }
+        for (uint32_t k = 0; k < EMU_MEMO_WAYS && !hit; k++) {
+            const uint32_t way = (m->last + k) % EMU_MEMO_WAYS;
+            uint64_t differs = !m->way[way].valid;
+            for (uint32_t j = 0; j < m->nsrc; j++) {
+                differs |= (uint64_t)(live_in[j] ^ m->way[way].key[j]);
+            }
+            if (!differs) {
+                hit = 1;
+                m->last = (uint8_t)way;
+                w = &m->way[way];
+            }
         }
     }
     uint64_t c;
-    if (t != NULL) {
-        t->hit = !differs;
-    }
-    if (!differs) { /* the live-ins repeat: so do the results */
-        c = (uint64_t)(o.start + m->clock) - a->cost;
+    uint32_t gen;
+    if (hit) { /* the live-ins repeat: so do the results */
+        c = (uint64_t)(o.start + w->clock) - a->cost;
         if (limited && (a->insns + n > a->insn_limit || a->cost + c > a->cost_limit)) {
             return 0;
         }
         for (uint32_t j = 0; j < m->ndst; j++) {
-            a->ready[m->dst[j]] = o.start + m->out[j];
+            a->ready[m->dst[j]] = o.start + w->out[j];
         }
+        gen = w->gen;
         a->repeat = s;
     } else {
-        int64_t live_in[EMU_MEMO_VARS];
-        for (uint32_t j = 0; j < m->nsrc; j++) {
-            live_in[j] = emu_max(a->ready[m->src[j]] - o.start, m->lo[j]);
-        }
         int64_t ready[EMU_ROWS_MAX];
         const int64_t clock = emu_time_block(a, s, o.start, ready);
         c = (uint64_t)clock - a->cost;
@@ -631,21 +675,26 @@ static int emu_step(struct emu_account *a, struct emu_summary *s, uint64_t from,
         for (uint32_t k = 0; k < s->count; k++) { /* a merged row's value includes the one before */
             a->ready[a->rows[s->first + k].dst] = ready[k];
         }
-        if (m->usable) { /* the live-ins as they were before the rows above wrote any */
-            for (uint32_t j = 0; j < m->nsrc; j++) {
-                m->key[j] = live_in[j];
+        gen = ++m->gens;
+        if (m->usable) { /* a new timing, in place of the one used longer ago */
+            m->last = (uint8_t)((m->last + 1) % EMU_MEMO_WAYS);
+            w = &m->way[m->last];
+            for (uint32_t j = 0; j < m->nsrc; j++) { /* the live-ins as they were before the rows above */
+                w->key[j] = live_in[j];
             }
             for (uint32_t j = 0; j < m->ndst; j++) {
-                m->out[j] = a->ready[m->dst[j]] - o.start;
+                w->out[j] = a->ready[m->dst[j]] - o.start;
             }
-            m->clock = clock - o.start;
-            m->valid = 1;
-            m->fixed = emu_fixed_point(m);
+            w->clock = clock - o.start;
+            w->gen = gen;
+            w->valid = 1;
+            w->fixed = emu_fixed_point(m, w);
         }
         a->repeat = m->usable ? s : NULL;
     }
     if (t != NULL) {
         t->s = s;
+        t->gen = gen;
         t->insns = n;
         t->cost = c;
         t->missed = o.missed;

@@ -55,22 +55,38 @@ NO_FLOOR = -(1 << 62)
 """A live-in's floor when some result it feeds has no term from the block's start."""
 
 
-class Memo(ctypes.Structure):
-    """Mirrors `struct emu_memo`: a block's last timing relative to its start (see the C file)."""
+MEMO_WAYS = 2
+"""Timings remembered per block (EMU_MEMO_WAYS in the C file)."""
+
+
+class Timing(ctypes.Structure):
+    """Mirrors `struct emu_timing`: one remembered timing of a block, relative to its start."""
 
     _fields_ = [
-        ("usable", ctypes.c_uint8),
-        ("valid", ctypes.c_uint8),
-        ("nsrc", ctypes.c_uint8),
-        ("ndst", ctypes.c_uint8),
-        ("fixed", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
-        ("src", ctypes.c_uint8 * MEMO_VARS),
-        ("dst", ctypes.c_uint8 * MEMO_VARS),
-        ("lo", ctypes.c_int64 * MEMO_VARS),
         ("key", ctypes.c_int64 * MEMO_VARS),
         ("out", ctypes.c_int64 * MEMO_VARS),
         ("clock", ctypes.c_int64),
+        ("gen", ctypes.c_uint32),
+        ("valid", ctypes.c_uint8),
+        ("fixed", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class Memo(ctypes.Structure):
+    """Mirrors `struct emu_memo`: a block's live-ins with their floors, its results, and the
+    timings the hook remembers (see the C file)."""
+
+    _fields_ = [
+        ("usable", ctypes.c_uint8),
+        ("nsrc", ctypes.c_uint8),
+        ("ndst", ctypes.c_uint8),
+        ("last", ctypes.c_uint8),
+        ("gens", ctypes.c_uint32),
+        ("src", ctypes.c_uint8 * MEMO_VARS),
+        ("dst", ctypes.c_uint8 * MEMO_VARS),
+        ("lo", ctypes.c_int64 * MEMO_VARS),
+        ("way", Timing * MEMO_WAYS),
     ]
 
 
