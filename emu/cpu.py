@@ -164,6 +164,10 @@ class GuestCpu:
         """Blocks the clock has counted by replaying loops so far (0 with replay off)."""
         return self._acct.replayed_blocks()
 
+    def loop_replays(self) -> int:
+        """Loop replays the clock has begun so far."""
+        return self._acct.replays()
+
     def read_at_syscall(self, names: tuple[str, ...]) -> None:
         """Read `names` (rip among them) with each stop at a `syscall`: its `Trap.registers`."""
         self._at_syscall = register_ids(names)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from emu import accounting, insnlog
 from emu.accounting import UNLIMITED, CpuModel
 from emu.cpu import GuestCpu, TrapKind
-from emu.elf import load_elf
+from emu.elf import ElfImage, load_elf
 from emu.trace import Trace
 from procd_model.cpu_model import cpu_model
 from procd_model.world import prepare_alone
@@ -42,14 +42,31 @@ NESTED_LOOPS = bytes.fromhex(
 )
 NESTED_LOOPS_ELF = load_elf(code_image(NESTED_LOOPS, data=bytes(4096)))
 
+# 300 laps of an outer loop around an inner loop of exactly 12 loads: once both settle, one lap of
+# the outer loop (its head, the inner block 11 more times, its tail) repeats as a whole.
+#     mov r12, 0x600000; mov r13d, 300; xor r14d, r14d
+#   outer: xor ecx, ecx; mov rax, r13
+#   inner: mov rdx, [r12 + rcx*8]; add rax, rdx; inc ecx; cmp ecx, 12; jne inner
+#          add r14, rax; dec r13d; jnz outer; mov edi, r14d; mov eax, 9; syscall
+FIXED_NEST = load_elf(
+    code_image(
+        bytes.fromhex(
+            "49c7c40000600041bd2c0100004531f631c94c89e8498b14cc4801d0ffc183f90c75f24901c641ffcd75e54489f7b8090000000f05"
+        ),
+        data=bytes(4096),
+    )
+)
+
 Stop = tuple[str, int, int, int]
 """(trap kind, rip, instructions retired, millicycles) after one run."""
 
 
-def _stops(model: CpuModel, replay: bool, slices: list[tuple[int, int | None, bool]]) -> list[Stop]:
-    """Run the nested loops in `slices` (instruction budget, cycle budget, exact), then to the end."""
+def _stops(
+    model: CpuModel, replay: bool, slices: list[tuple[int, int | None, bool]], image: ElfImage = NESTED_LOOPS_ELF
+) -> list[Stop]:
+    """Run `image` in `slices` (instruction budget, cycle budget, exact), then to the end."""
     cpu = GuestCpu(model)
-    cpu.load(NESTED_LOOPS_ELF)
+    cpu.load(image)
     cpu.replay_loops(replay)
     stops: list[Stop] = []
     for budget, cycles, exact in [*slices, (10**7, None, False)]:
@@ -76,6 +93,26 @@ SLICES = st.lists(
 def test_every_stop_sees_what_timing_every_block_gives(cpu: str, slices: list[tuple[int, int | None, bool]]) -> None:
     model = cpu_model(cpu)
     assert _stops(model, True, slices) == _stops(model, False, slices)
+
+
+@pytest.mark.parametrize("cpu", ["skylake", "zen4"])
+@settings(max_examples=25, deadline=None)
+@given(slices=SLICES)
+def test_a_loop_around_a_replayed_loop_replays_as_a_whole_and_changes_nothing(
+    cpu: str, slices: list[tuple[int, int | None, bool]]
+) -> None:
+    model = cpu_model(cpu)
+    assert _stops(model, True, slices, FIXED_NEST) == _stops(model, False, slices, FIXED_NEST)
+
+
+@pytest.mark.parametrize("cpu", ["skylake", "zen4"])
+def test_the_outer_loop_closes_a_lap_holding_the_inner_block_many_times(cpu: str) -> None:
+    guest = GuestCpu(cpu_model(cpu))
+    guest.load(FIXED_NEST)
+    assert guest.run(10**7).kind is TrapKind.SYSCALL
+    # 300 outer laps of 13 blocks; replaying the inner loop alone would begin once per outer lap
+    assert 0 < guest.loop_replays() < 30 and guest.replayed_blocks() > 0.9 * 300 * 13
+    guest.close()
 
 
 def test_the_whole_run_replays_most_blocks_and_keeps_the_counts() -> None:
