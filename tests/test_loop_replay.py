@@ -3,11 +3,17 @@ blocks, and that changes nothing: every stop sees the counts and the clock of ti
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import loopgen
 import pytest
 from elfcraft import code_image
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from emu import accounting, insnlog
@@ -61,10 +67,11 @@ Stop = tuple[str, int, int, int]
 """(trap kind, rip, instructions retired, millicycles) after one run."""
 
 
-def _stops(
-    model: CpuModel, replay: bool, slices: list[tuple[int, int | None, bool]], image: ElfImage = NESTED_LOOPS_ELF
-) -> list[Stop]:
-    """Run `image` in `slices` (instruction budget, cycle budget, exact), then to the end."""
+def _run_slices(
+    model: CpuModel, replay: bool, slices: list[tuple[int, int | None, bool]], image: ElfImage
+) -> tuple[list[Stop], int, int]:
+    """Run `image` in `slices` (instruction budget, cycle budget, exact), then to its exit: every
+    stop, the exit code (rdi) and the blocks replayed."""
     cpu = GuestCpu(model)
     cpu.load(image)
     cpu.replay_loops(replay)
@@ -75,9 +82,17 @@ def _stops(
         if trap.kind is not TrapKind.BUDGET:
             break
     assert stops[-1][0] == TrapKind.SYSCALL.value
-    assert cpu.reg("rdi") != 0
-    replayed = cpu.replayed_blocks()
+    exit_code, replayed = cpu.reg("rdi"), cpu.replayed_blocks()
     cpu.close()
+    return stops, exit_code, replayed
+
+
+def _stops(
+    model: CpuModel, replay: bool, slices: list[tuple[int, int | None, bool]], image: ElfImage = NESTED_LOOPS_ELF
+) -> list[Stop]:
+    """`_run_slices` of a guest whose loops replay whenever replay is on."""
+    stops, exit_code, replayed = _run_slices(model, replay, slices, image)
+    assert exit_code != 0
     assert (replayed > 0) == replay
     return stops
 
@@ -187,3 +202,84 @@ def test_bench_compute_trace_is_byte_identical_with_and_without_replay() -> None
     assert (digest, icount, clock) == _compute_trace(False)[:3]
     blocks = icount / 7  # bench-compute runs about 7 instructions a block
     assert replayed > 0.5 * blocks, "most of bench-compute's blocks are in loops that repeat"
+
+
+def _program_image(program: tuple[tuple[loopgen.Item, ...], int]) -> ElfImage:
+    return load_elf(code_image(loopgen.assemble(*program), data=bytes(4096)))
+
+
+@pytest.mark.parametrize("cpu", ["skylake", "zen4"])
+@settings(max_examples=60, deadline=None)
+@given(program=loopgen.programs(), slices=SLICES)
+def test_random_loop_programs_stop_alike_with_and_without_replay(
+    cpu: str, program: tuple[tuple[loopgen.Item, ...], int], slices: list[tuple[int, int | None, bool]]
+) -> None:
+    image, model = _program_image(program), cpu_model(cpu)
+    with_replay = _run_slices(model, True, slices, image)
+    without = _run_slices(model, False, slices, image)
+    event("replayed" if with_replay[2] else "nothing replayed")
+    assert with_replay[:2] == without[:2]
+
+
+def test_the_random_programs_replay_their_loops() -> None:
+    """The generator's loops are ones replay takes: a nest of fixed loops around unpredictable and
+    periodic branches, loads, stores, calls and eliminated moves replays most of its blocks."""
+    body = (
+        loopgen.XORSHIFT,
+        loopgen.Insn(bytes.fromhex("498b442408")),  # mov rax, [r12 + 8]
+        loopgen.Branch(on_counter=True, bit=1, skipped=(loopgen.Call(),)),
+        loopgen.Insn(bytes.fromhex("4889c2")),  # mov rdx, rax
+        loopgen.Insn(bytes.fromhex("4989542410")),  # mov [r12 + 16], rdx
+    )
+    program = ((loopgen.Loop(12, (loopgen.Loop(12, (loopgen.Loop(12, body),)),)),), 7)
+    image, model = _program_image(program), cpu_model("skylake")
+    stops, _, replayed = _run_slices(model, True, [], image)
+    # 12**3 inner laps of 2 blocks, or 4 when the branch calls: more than half of them replayed
+    assert replayed > 0.5 * 12**3 * 3
+    assert stops == _run_slices(model, False, [], image)[0]
+
+
+def fallback_worker() -> None:
+    """Runs in a child with the pure-Python clock: a JSON request per line (code, cpu, slices),
+    answered by its stops and exit code."""
+    assert not accounting.native_available()
+    for line in sys.stdin:
+        request = json.loads(line)
+        image = load_elf(code_image(bytes.fromhex(request["code"]), data=bytes(4096)))
+        slices = [tuple(s) for s in request["slices"]]
+        stops, exit_code, _ = _run_slices(cpu_model(request["cpu"]), True, slices, image)
+        print(json.dumps([stops, exit_code]), flush=True)
+
+
+@pytest.fixture(scope="module")
+def fallback() -> Iterator[subprocess.Popen[str]]:
+    env = {**os.environ, accounting.FORCE_PYTHON_ENV: "python"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import test_loop_replay; test_loop_replay.fallback_worker()"],
+        cwd=Path(__file__).parent,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    yield child
+    assert child.stdin is not None
+    child.stdin.close()
+    assert child.wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize("cpu", ["skylake", "zen4"])
+@settings(max_examples=40, deadline=None)
+@given(program=loopgen.programs(), slices=SLICES)
+def test_random_loop_programs_stop_alike_in_the_native_and_python_clocks(
+    fallback: subprocess.Popen[str],
+    cpu: str,
+    program: tuple[tuple[loopgen.Item, ...], int],
+    slices: list[tuple[int, int | None, bool]],
+) -> None:
+    code = loopgen.assemble(*program)
+    stops, exit_code, _ = _run_slices(cpu_model(cpu), True, slices, _program_image(program))
+    assert fallback.stdin is not None and fallback.stdout is not None
+    fallback.stdin.write(json.dumps({"code": code.hex(), "cpu": cpu, "slices": slices}) + "\n")
+    fallback.stdin.flush()
+    assert json.loads(fallback.stdout.readline()) == json.loads(json.dumps([stops, exit_code]))
