@@ -1,13 +1,14 @@
 """Random loop programs, encoded straight to x86-64 machine code, for differential tests of the clock.
 
-A program is a list of items: a plain instruction from a small palette (ALU, multiplies, moves the
-renamer eliminates, zero idioms, leas, shifts, loads and stores through `r12`, push/pop, a call,
-SSE), a forward branch over a few instructions (on a xorshift bit: unpredictable; or on the loop
-counter: periodic), or a counted loop around a body of items. Loops nest up to three deep, each on
+A program is a list of items: a plain instruction from a small palette (ALU, multiplies, divides,
+moves the renamer eliminates, zero idioms, leas, shifts, loads and stores through `r12`, push/pop,
+`rdtsc`/`rdtscp`, a call, SSE), a forward branch over a few instructions (on a xorshift bit:
+unpredictable; or on the loop counter: periodic), a load that faults in one lap of a loop, or a
+counted loop around a body of items. Loops nest up to three deep, each on
 its own counter (`r8d`, `r9d`, `r10d`), and run a fixed count or one taken from the xorshift state.
 `rbx` holds the xorshift state, `r12` points at 4 KiB of data, and the program ends with
-``mov edi, eax; mov eax, 9; syscall``. Everything else (rax, rdx, rsi, xmm0-2, the stack) is
-scratch. No instruction can fault.
+``mov edi, eax; mov eax, 9; syscall``. Everything else (rax, rcx, rdx, rsi, xmm0-2, the stack)
+is scratch. Only the `Fault` item faults.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Fault:
+    """A load from the unmapped page 0 in the lap where the innermost loop's counter equals `lap`."""
+
+    lap: int
+
+
+@dataclass(frozen=True)
 class Branch:
     """A forward branch over `skipped`: on bit `bit` of the xorshift state, or of the counter."""
 
@@ -52,7 +60,7 @@ class Loop:
     body: tuple[Item, ...]
 
 
-Item = Insn | Call | Branch | Loop
+Item = Insn | Call | Fault | Branch | Loop
 
 
 def _rr(opcode: bytes, reg: int, rm: int) -> bytes:
@@ -97,6 +105,9 @@ def _insn() -> st.SearchStrategy[Insn | Call]:
         st.builds(lambda s, k: Insn(_r12(b"\x89", s, k)), _reg, _disp),  # mov [r12 + k], s
         st.builds(lambda d, k: Insn(_r12(b"\x03", d, k)), _reg, _disp),  # add d, [r12 + k]
         st.builds(lambda a, b: Insn(bytes([0x50 | a, 0x58 | b])), _reg, _reg),  # push a; pop b
+        st.just(Insn(b"\x83\xce\x01\x31\xd2\xf7\xf6")),  # or esi, 1; xor edx, edx; div esi
+        st.just(Insn(b"\x0f\x31")),  # rdtsc: the exit code sees the clock
+        st.just(Insn(b"\x0f\x01\xf9")),  # rdtscp
         st.just(Insn(b"\x0f\x59\xc1")),  # mulps xmm0, xmm1
         st.just(Insn(b"\x0f\x58\xc2")),  # addps xmm0, xmm2
         st.just(Call()),
@@ -114,6 +125,8 @@ def _branch(depth: int) -> st.SearchStrategy[Branch]:
 
 def _items(depth: int) -> st.SearchStrategy[tuple[Item, ...]]:
     leaf: st.SearchStrategy[Item] = st.one_of(_insn(), _branch(depth), st.just(XORSHIFT))
+    if depth > 0:
+        leaf = st.one_of(leaf, st.builds(Fault, st.integers(1, 12)))
     if depth < len(COUNTERS):
         loop = st.builds(Loop, st.integers(0, 12), st.deferred(lambda: _items(depth + 1)))
         leaf = st.one_of(leaf, loop)
@@ -139,6 +152,10 @@ class _Assembler:
                 self.loop(item, depth)
             elif isinstance(item, Branch):
                 self.branch(item, depth)
+            elif isinstance(item, Fault):
+                self.code += b"\x41\x83" + bytes([0xF8 | COUNTERS[depth - 1], item.lap])  # cmp rNd, lap
+                self.code += b"\x75\x08"  # jne over the load
+                self.code += b"\x48\x8b\x04\x25\x10\x00\x00\x00"  # mov rax, [0x10]
             else:
                 self.insn(item)
 
