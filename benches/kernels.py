@@ -135,7 +135,7 @@ def as_llvm(name: str) -> CpuModel:
     model = CostModel.load(name)
     model.eliminates_moves = False
     model.machine = replace(model.machine, mispredict_penalty=FREE_MISPREDICTION)
-    return CpuModel(model.name, model.frequency_hz, model.sweep_cost, model.summarize_code, model.machine)
+    return CpuModel(model.name, model.frequency_hz, model.cost, model.summarize_code, model.machine)
 
 
 def collect(model: CpuModel, llvm_like: CpuModel | None = None) -> list[Row]:

@@ -39,7 +39,8 @@ FORCE_PYTHON_ENV = "EMU_ACCOUNTING"
 all (counts stay zero, budgets never stop a guest) - only benchmarks use this, as the baseline."""
 
 CostFunction = Callable[[capstone.CsInsn], int]
-"""Millicycles of front-end time one instruction takes (its position inside a block)."""
+"""Millicycles of front-end time one instruction takes (its position inside a block). A function of
+the instruction's bytes alone: the sweep asks once per distinct encoding."""
 Summarizer = Callable[[bytes, int], BlockSummary]
 """The block model's summary of one translation block: its code and its address."""
 
@@ -95,32 +96,41 @@ class PrefixTable:
         return count, self.cost[address - self.base]
 
 
-def _disassembler() -> capstone.Cs:
+def _disassembler(detail: bool = True) -> capstone.Cs:
     cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    cs.detail = True
+    cs.detail = detail
     return cs
 
 
 _SUMMARY_DISASSEMBLER = _disassembler()
+_BOUNDARY_DISASSEMBLER = _disassembler(detail=False)
+"""Finds instruction boundaries: decoding without operand details is several times cheaper."""
 
 
 def sweep(code: bytes, base: int, cost_of: CostFunction) -> PrefixTable:
-    """Linear sweep of `code` at `base`; undecodable bytes are skipped one at a time."""
-    cs = _disassembler()
+    """Linear sweep of `code` at `base`; undecodable bytes are skipped one at a time.
+
+    Only the first instruction of each distinct encoding is decoded in full, for `cost_of`."""
     insns = array("Q", [NO_BOUNDARY]) * (len(code) + 1)
     cost = array("Q", [0]) * (len(code) + 1)
+    cost_by_bytes: dict[bytes, int] = {}
     count = total = 0
     offset = 0
     while offset < len(code):
-        insns[offset] = count
-        cost[offset] = total
-        decoded = next(cs.disasm(code[offset : offset + 16], base + offset, 1), None)
-        if decoded is None:
+        for _, size, _, _ in _BOUNDARY_DISASSEMBLER.disasm_lite(code[offset:], base + offset):
+            insns[offset] = count
+            cost[offset] = total
+            raw = code[offset : offset + size]
+            insn_cost = cost_by_bytes.get(raw)
+            if insn_cost is None:
+                insn_cost = cost_by_bytes[raw] = cost_of(next(_SUMMARY_DISASSEMBLER.disasm(raw, base + offset, 1)))
+            count += 1
+            total += insn_cost
+            offset += size
+        if offset < len(code):  # capstone stopped at bytes it cannot decode
+            insns[offset] = count
+            cost[offset] = total
             offset += 1
-            continue
-        count += 1
-        total += cost_of(decoded)
-        offset += decoded.size
     insns[len(code)] = count
     cost[len(code)] = total
     return PrefixTable(base, base + len(code), insns, cost)

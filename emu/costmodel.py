@@ -204,8 +204,10 @@ class CostModel:
         self._cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self._cs.detail = True
         self._by_bytes: dict[bytes, int] = {}
+        self._form_keys: dict[bytes, str] = {}
         self._timings: dict[tuple[int, bytes], InsnTiming] = {}
-        self._seen: dict[int, list[tuple[bytes, InsnTiming]]] = {}
+        self._cs_lite = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        """Finds instruction boundaries (no operand details: several times cheaper)."""
         self.machine = _machine(self.header)
         self.eliminates_moves = True
         """False: a register move costs its table latency, as in LLVM 14's Skylake model (only
@@ -243,7 +245,10 @@ class CostModel:
     def row(self, insn: capstone.CsInsn) -> FormCost | None:
         """`insn`'s row: its form's, or for a same-register pair that is no zero idiom in the
         table (``imul rax, rax``), the row of the form with two registers."""
-        key = form_key(insn)
+        raw = bytes(insn.bytes)
+        key = self._form_keys.get(raw)
+        if key is None:
+            key = self._form_keys[raw] = form_key(insn)  # a function of the bytes alone
         found = self.forms.get(key)
         if found is None and key.endswith(" (same)"):
             found = self.forms.get(key[: -len(" (same)")])
@@ -279,16 +284,20 @@ class CostModel:
     def timing(self, insn: capstone.CsInsn) -> InsnTiming:
         """What `insn` does to the pipeline (emu/timing.py), from its form's row."""
         raw = bytes(insn.bytes)
-        # Direct branches carry their target (kept by address); anything else times the same
-        # wherever it sits (kept by its bytes alone).
-        found = self._timings.get((0, raw))
-        if found is not None:
-            return found if found.address == insn.address else dataclasses.replace(found, address=insn.address)
-        found = self._timings.get((insn.address, raw))
+        found = self._known_timing(raw, insn.address)
         if found is None:
             found = self._timing(insn)
             self._timings[(0, raw) if found.target == 0 else (insn.address, raw)] = found
         return found
+
+    def _known_timing(self, raw: bytes, address: int) -> InsnTiming | None:
+        """The timing of encoding `raw` at `address`, if worked out before. Direct branches carry
+        their target (kept by address); anything else times the same wherever it sits (kept by its
+        bytes alone)."""
+        found = self._timings.get((0, raw))
+        if found is not None:
+            return found if found.address == address else dataclasses.replace(found, address=address)
+        return self._timings.get((address, raw))
 
     def _timing(self, insn: capstone.CsInsn) -> InsnTiming:
         row = self.row(insn)
@@ -313,33 +322,16 @@ class CostModel:
         """The block model's summary of one translation block (emu/blockmodel.py)."""
         return summarize([self.timing(insn) for insn in insns], self.machine)
 
-    def sweep_cost(self, insn: capstone.CsInsn) -> int:
-        """`cost`, for a sweep of an image's code: also keeps `insn`'s pipeline view by address, so
-        that `summarize_code` can time the blocks of swept code without decoding them again."""
-        timing = self.timing(insn)
-        candidates = self._seen.setdefault(insn.address, [])
-        raw = bytes(insn.bytes)
-        if all(known != raw for known, _ in candidates):
-            candidates.append((raw, timing))
-        return self.cost(insn)
-
     def summarize_code(self, code: bytes, address: int) -> BlockSummary:
-        """The summary of the block of `code` at `address` (decoding only what no sweep has seen)."""
+        """The summary of the block of `code` at `address`. An instruction is decoded in full only
+        when no timing of its bytes (at its address, for a direct branch) is known yet."""
         timings: list[InsnTiming] = []
         offset = 0
-        while offset < len(code):
-            here = address + offset
-            known = next(
-                (t for raw, t in self._seen.get(here, ()) if code.startswith(raw, offset)),
-                None,
-            )
-            if known is None:
-                decoded = next(self._cs.disasm(code[offset : offset + 16], here, 1), None)
-                if decoded is None:
-                    break
-                known = self.timing(decoded)
+        for here, size, _, _ in self._cs_lite.disasm_lite(code, address):
+            raw = code[offset : offset + size]
+            known = self._known_timing(raw, here) or self.timing(next(self._cs.disasm(raw, here, 1)))
             timings.append(known)
-            offset += known.size
+            offset += size
         return summarize(timings, self.machine)
 
     def cycles(self, millicycles: int) -> float:

@@ -16,7 +16,7 @@ def cpu_model(name: str = DEFAULT_CPU) -> CpuModel:
     from emu.costmodel import CostModel
 
     model = CostModel.load(name)
-    return CpuModel(model.name, model.frequency_hz, model.sweep_cost, model.summarize_code, model.machine)
+    return CpuModel(model.name, model.frequency_hz, model.cost, model.summarize_code, model.machine)
 
 
 def default_cpu_model() -> CpuModel:
