@@ -17,6 +17,7 @@ compare with llvm-mca on procd's hot path, and what the model leaves out.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -147,12 +148,18 @@ def port_groups(ports: dict[str, float]) -> tuple[tuple[tuple[str, ...], int], .
     (to 0.1 cycle) are one group: ``add`` gives p0, p1, p5, p6 a quarter each (one micro-op on four
     ports), a store p2/p3/p7 a third each and p4 one (one micro-op on three ports, one on p4).
     """
+    return _port_groups(tuple(sorted(ports.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _port_groups(ports: tuple[tuple[str, float], ...]) -> tuple[tuple[tuple[str, ...], int], ...]:
     groups: dict[float, list[str]] = {}
-    for port, load in sorted(ports.items()):
+    loads = dict(ports)
+    for port, load in ports:
         if load > 0:
             groups.setdefault(round(load, 1), []).append(port)
     return tuple(
-        (tuple(names), round(sum(ports[name] for name in names) * MILLICYCLES_PER_CYCLE))
+        (tuple(names), round(sum(loads[name] for name in names) * MILLICYCLES_PER_CYCLE))
         for _, names in sorted(groups.items())
     )
 
@@ -326,12 +333,15 @@ class CostModel:
         """The summary of the block of `code` at `address`. An instruction is decoded in full only
         when no timing of its bytes (at its address, for a direct branch) is known yet."""
         timings: list[InsnTiming] = []
-        offset = 0
+        offset = here = 0
         for here, size, _, _ in self._cs_lite.disasm_lite(code, address):
             raw = code[offset : offset + size]
-            known = self._known_timing(raw, here) or self.timing(next(self._cs.disasm(raw, here, 1)))
-            timings.append(known)
+            # Kept as first seen: of the addresses, the block model reads only the last one's.
+            known = self._timings.get((0, raw)) or self._timings.get((here, raw))
+            timings.append(known or self.timing(next(self._cs.disasm(raw, here, 1))))
             offset += size
+        if timings and timings[-1].address != here:
+            timings[-1] = dataclasses.replace(timings[-1], address=here)
         return summarize(timings, self.machine)
 
     def cycles(self, millicycles: int) -> float:

@@ -99,9 +99,17 @@ class InsnTiming:
     target: int = 0
 
 
+_VARIABLE_OF_REG: dict[int, int | None] = {}
+"""`variable` by capstone register id (a register's name depends on its id alone)."""
+
+
 def variable(insn: capstone.CsInsn, reg: int) -> int | None:
     """The block-model variable of a register, or None for registers it does not track (rip, segments)."""
-    return _REGISTER_VARS.get(insn.reg_name(reg) or "")
+    try:
+        return _VARIABLE_OF_REG[reg]
+    except KeyError:
+        found = _VARIABLE_OF_REG[reg] = _REGISTER_VARS.get(insn.reg_name(reg) or "")
+        return found
 
 
 def _memory_operands(insn: capstone.CsInsn) -> list[x86.X86Op]:
@@ -145,8 +153,7 @@ def _registers(insn: capstone.CsInsn) -> tuple[set[int], set[int], set[int]]:
         if var is None:
             continue
         dst.add(var)
-        name = insn.reg_name(reg) or ""
-        if var < FLAGS and name in _REGISTER_VARS and _is_partial(name):
+        if var < FLAGS and _is_partial_write(insn, reg):
             data.add(var)  # an 8- or 16-bit write merges into the old value
     explicit_data = {v for v in (_operand_var(insn, op) for op in insn.operands) if v is not None}
     data -= address - explicit_data
@@ -155,6 +162,20 @@ def _registers(insn: capstone.CsInsn) -> tuple[set[int], set[int], set[int]]:
 
 def _operand_var(insn: capstone.CsInsn, op: x86.X86Op) -> int | None:
     return variable(insn, op.reg) if op.type == x86.X86_OP_REG else None
+
+
+_PARTIAL_WRITES: dict[int, bool] = {}
+"""Whether writing a register merges into its old value, by capstone register id."""
+
+
+def _is_partial_write(insn: capstone.CsInsn, reg: int) -> bool:
+    """An 8- or 16-bit general register (a write merges into the old value)."""
+    try:
+        return _PARTIAL_WRITES[reg]
+    except KeyError:
+        name = insn.reg_name(reg) or ""
+        found = _PARTIAL_WRITES[reg] = name in _REGISTER_VARS and _is_partial(name)
+        return found
 
 
 def _is_partial(name: str) -> bool:
