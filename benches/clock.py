@@ -3,17 +3,19 @@
     python3 -m benches.clock [--repeat K] [--requests N]
 
 Each configuration runs in its own interpreter (the accounting mode is fixed at import), K times,
-round-robin; the best CPU time (time.process_time: less disturbed by other tenants than wall time)
-counts. Reported:
+round-robin (each round starting one configuration later), timed in CPU time (time.process_time:
+less disturbed by other tenants than wall time). Ratios between configurations are the median of
+the rounds' ratios (a round's samples are seconds apart); rates use the best sample. Reported:
 - compute: bench-compute.elf (16.5 M instructions: hashing, sorting, a matrix product) with the clock on
   (native block accounting, preemption quanta) against the same guest on an engine with no hooks
   but the syscall hook, and with the clock timing every block (no loop replay): the three in turn,
-  5 rounds in each of K interpreters, each run on a fresh engine that translates every block; the
+  5 rounds in each of 3 interpreters, each run on a fresh engine that translates every block; the
   median of all rounds' ratios counts (runs a fraction of a second apart see the same machine).
   The image runs once untimed first, so the clock finds its blocks' summaries learned: learning is
   paid once per block and process, and a fresh interpreter's first run, which pays it, is shown too
   (against the unhooked best). Also with the pure-Python fallback;
-- request loop: procd serving N requests it rejects, clock on against accounting off;
+- request loop: procd booting and serving N requests it rejects, clock on against accounting off
+  (both sides load and sweep the images; the clock's side also learns and times procd's blocks);
 - tracing: the same request loop with `--trace syscall` written to a file against `--trace none`;
 - insn: bench-compute with `--trace insn` (JSONL to a file and to /dev/null): instructions/s.
 Targets: the clock costs at most 30% over no hooks on the compute guest (>= 0.77x; issue: a clock
@@ -165,21 +167,31 @@ def _sample(config: dict[str, str], accounting: str) -> dict[str, Any]:
     return sample
 
 
-def measure_all(configs: dict[str, Config], repeat: int) -> dict[str, dict[str, float]]:
-    """Best CPU time of each configuration, sampled round-robin so that a noisy spell on the
-    machine hits every configuration alike."""
-    best: dict[str, dict[str, float]] = {}
-    for _ in range(repeat):
-        for name, (config, accounting) in configs.items():
-            sample = _sample(config, accounting)
-            if name not in best or sample["seconds"] < best[name]["seconds"]:
-                best[name] = sample
-    return best
+def measure_all(configs: dict[str, Config], repeat: int) -> dict[str, list[dict[str, float]]]:
+    """`repeat` samples of each configuration, round-robin (each round starting one configuration
+    later) so that a noisy spell on the machine hits every configuration alike. A round's samples
+    are seconds apart, so ratios are taken round by round (`round_ratio`)."""
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
+    names = list(configs)
+    for round_ in range(repeat):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            config, accounting = configs[name]
+            samples[name].append(_sample(config, accounting))
+    return samples
+
+
+def best(samples: list[dict[str, float]]) -> dict[str, float]:
+    return min(samples, key=lambda sample: sample["seconds"])
+
+
+def round_ratio(numerator: list[dict[str, float]], denominator: list[dict[str, float]]) -> float:
+    """The median over rounds of numerator seconds / denominator seconds."""
+    return statistics.median(n["seconds"] / d["seconds"] for n, d in zip(numerator, denominator, strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -200,10 +212,12 @@ def main(argv: list[str] | None = None) -> int:
             },
             args.repeat,
         )
-        fallback = measure_all({"fallback": ({"what": "compute", "level": "none", "requests": n}, "python")}, 1)
+        fallback = best(
+            measure_all({"fallback": ({"what": "compute", "level": "none", "requests": n}, "python")}, 1)["fallback"]
+        )
         # Several interpreters: a process's layout (where its engines' code lands) can favour one
         # side for its whole life. The median over all their rounds counts.
-        pairs = [_sample({"what": "paired", "rounds": "5"}, "native") for _ in range(args.repeat)]
+        pairs = [_sample({"what": "paired", "rounds": "5"}, "native") for _ in range(3)]
         paired = {
             "on_ratio": statistics.median(r for p in pairs for r in p["on_ratios"]),
             "every_ratio": statistics.median(r for p in pairs for r in p["every_ratios"]),
@@ -215,18 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str, float]] = [
         ("compute: clock on / no hooks", f"{paired['on_ratio']:.2f}x", 0.77),
         ("compute: clock on, every block timed (no loop replay) / no hooks", f"{paired['every_ratio']:.2f}x", 0),
-        ("compute: first run in a process (learns its blocks) / no hooks", f"{bare / m['cold']['seconds']:.2f}x", 0),
-        ("compute: pure-Python fallback / no hooks", f"{bare / fallback['fallback']['seconds']:.3f}x", 0),
-        ("compute: clock on, M insn/s", f"{insns / paired['seconds'] / 1e6:.1f}", 0),
-        ("request loop: clock on / accounting off", f"{m['loop_off']['seconds'] / m['loop_on']['seconds']:.2f}x", 0.8),
-        ("request loop: round trips/s (clock on)", f"{args.requests / m['loop_on']['seconds']:.0f}", 0),
         (
-            "request loop: --trace syscall cost over none",
-            f"{m['traced']['seconds'] / m['loop_on']['seconds'] - 1:+.0%}",
+            "compute: first run in a process (learns its blocks) / no hooks",
+            f"{bare / best(m['cold'])['seconds']:.2f}x",
             0,
         ),
-        ("--trace insn to a file, M insn/s", f"{insns / m['insn_file']['seconds'] / 1e6:.2f}", 2.0),
-        ("--trace insn to /dev/null, M insn/s", f"{insns / m['insn_null']['seconds'] / 1e6:.2f}", 2.0),
+        ("compute: pure-Python fallback / no hooks", f"{bare / fallback['seconds']:.3f}x", 0),
+        ("compute: clock on, M insn/s", f"{insns / paired['seconds'] / 1e6:.1f}", 0),
+        ("request loop: clock on / accounting off", f"{round_ratio(m['loop_off'], m['loop_on']):.2f}x", 0.8),
+        ("request loop: round trips/s (clock on)", f"{args.requests / best(m['loop_on'])['seconds']:.0f}", 0),
+        ("request loop: --trace syscall cost over none", f"{round_ratio(m['traced'], m['loop_on']) - 1:+.0%}", 0),
+        ("--trace insn to a file, M insn/s", f"{insns / best(m['insn_file'])['seconds'] / 1e6:.2f}", 2.0),
+        ("--trace insn to /dev/null, M insn/s", f"{insns / best(m['insn_null'])['seconds'] / 1e6:.2f}", 2.0),
     ]
     width = max(len(name) for name, _, _ in rows)
     for name, value, target in rows:
