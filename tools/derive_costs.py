@@ -476,6 +476,7 @@ BUILTIN_FORMS = (
     "480f44c3",  # cmove rax, rbx
     "c3",  # ret
     "0f31",  # rdtsc
+    "0f01f9",  # rdtscp
     "0fa2",  # cpuid
     "0f05",  # syscall
     # Forms of compiled C and C++ (bash, git, ls, perl, python3.11 and GCC 12's cc1 as Debian 12
