@@ -203,7 +203,9 @@ def summarize(timings: Sequence[InsnTiming], machine: Machine) -> BlockSummary:
     for t in timings:
         composer.step(t)
     port_bound = port_bound_of(composer.ports)
-    through = max(composer.fused * MILLICYCLES_PER_CYCLE // machine.width if machine.width else 0, port_bound)
+    # Rounded up: a block never renames more than the width (Zen 4's 6 does not divide 1000).
+    rename_bound = -(-composer.fused * MILLICYCLES_PER_CYCLE // machine.width) if machine.width else 0
+    through = max(rename_bound, port_bound)
     through = max(through, composer.window_start, 1 if timings else 0)
     # The window's bounds from live-in ready times are applied at run time, from the block's new
     # ready times (emu_time_block): one comparison per written variable instead of an entry each.

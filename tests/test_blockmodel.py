@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import capstone
+import loopgen
 import pytest
 from elfcraft import code_image
+from hypothesis import given, settings
 
 from emu.blockmodel import port_bound_of
 from emu.costmodel import CostModel, form_key
@@ -100,22 +102,35 @@ def test_the_port_bound_assigns_micro_ops_at_best() -> None:
     assert port_bound_of({alu: 1000, branch: 4000}) == 2000  # the branch ports are the bottleneck
 
 
-def test_no_block_of_the_fixtures_renames_more_than_the_width(model: CostModel) -> None:
+def _assert_no_block_renames_more_than_the_width(model: CostModel, code: bytes, address: int) -> None:
+    """Every block of a linear sweep of `code` (ending at a jump, a return or 32 instructions)."""
     cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     cs.detail = True
+    block: list[capstone.CsInsn] = []
+    for insn in cs.disasm(code, address):
+        block.append(insn)
+        if insn.group(capstone.CS_GRP_JUMP) or insn.group(capstone.CS_GRP_RET) or len(block) == 32:
+            summary = model.summarize(block)
+            fused = sum(model.timing(i).fused for i in block)
+            assert fused * 1000 <= summary.through * model.machine.width, hex(block[0].address)
+            block = []
+
+
+def test_no_block_of_the_fixtures_renames_more_than_the_width(model: CostModel) -> None:
     for name in ("procd.elf", "bench-compute.elf"):
         path = Path(__file__).resolve().parent.parent / "fixtures" / "elf" / name
         for segment in load_elf(path).segments:
-            if not segment.perms & Perm.X:
-                continue
-            block: list[capstone.CsInsn] = []
-            for insn in cs.disasm(segment.data, segment.vaddr):
-                block.append(insn)
-                if insn.group(capstone.CS_GRP_JUMP) or insn.group(capstone.CS_GRP_RET) or len(block) == 32:
-                    summary = model.summarize(block)
-                    fused = sum(model.timing(i).fused for i in block)
-                    assert fused * 1000 <= summary.through * model.machine.width, hex(block[0].address)
-                    block = []
+            if segment.perms & Perm.X:
+                _assert_no_block_renames_more_than_the_width(model, segment.data, segment.vaddr)
+
+
+@pytest.mark.parametrize("cpu", ["skylake", "zen4"])
+@settings(max_examples=40, deadline=None)
+@given(program=loopgen.programs())
+def test_no_block_of_a_random_loop_program_renames_more_than_the_width(
+    cpu: str, program: tuple[tuple[loopgen.Item, ...], int]
+) -> None:
+    _assert_no_block_renames_more_than_the_width(CostModel.load(cpu), loopgen.assemble(*program), 0x400000)
 
 
 def _cycles_per_iteration(loop_body: str, iterations: int = 2000) -> float:
