@@ -17,6 +17,7 @@ rules LLVM 14's model leaves out are applied here:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -112,36 +113,39 @@ def variable(insn: capstone.CsInsn, reg: int) -> int | None:
         return found
 
 
-def _memory_operands(insn: capstone.CsInsn) -> list[x86.X86Op]:
-    if insn.mnemonic == "lea" or insn.mnemonic.startswith("nop"):
+def _memory_operands(insn: capstone.CsInsn, mnemonic: str) -> list[x86.X86Op]:
+    if mnemonic == "lea" or mnemonic.startswith("nop"):
         return []
     return [op for op in insn.operands if op.type == x86.X86_OP_MEM]
 
 
-def branch_kind(insn: capstone.CsInsn) -> tuple[BranchKind, int]:
-    """How `insn` ends a block, and its direct target (0 when it has none)."""
+def branch_kind(insn: capstone.CsInsn, groups: Collection[int] | None = None) -> tuple[BranchKind, int]:
+    """How `insn` ends a block, and its direct target (0 when it has none). `groups`: its
+    capstone groups, when the caller has them already."""
     mnemonic = insn.mnemonic
     if mnemonic in _SERIAL:
         return BranchKind.SERIAL, 0
-    if insn.group(capstone.CS_GRP_RET):
+    if groups is None:
+        groups = insn.groups
+    if capstone.CS_GRP_RET in groups:
         return BranchKind.RET, 0
-    jumps = insn.group(capstone.CS_GRP_JUMP) or insn.group(capstone.CS_GRP_CALL)
-    if not jumps:
+    if capstone.CS_GRP_JUMP not in groups and capstone.CS_GRP_CALL not in groups:
         return BranchKind.NONE, 0
-    direct = len(insn.operands) == 1 and insn.operands[0].type == x86.X86_OP_IMM
+    operands = insn.operands
+    direct = len(operands) == 1 and operands[0].type == x86.X86_OP_IMM
     if not direct:
         return BranchKind.INDIRECT, 0
-    target = int(insn.operands[0].imm)
+    target = int(operands[0].imm)
     if mnemonic in ("jmp", "call"):
         return BranchKind.DIRECT, target
     return BranchKind.COND, target
 
 
-def _registers(insn: capstone.CsInsn) -> tuple[set[int], set[int], set[int]]:
-    """(address vars, data vars, destination vars) of `insn`."""
+def _registers(insn: capstone.CsInsn, mem: list[x86.X86Op]) -> tuple[set[int], set[int], set[int]]:
+    """(address vars, data vars, destination vars) of `insn`, whose memory operands are `mem`."""
     reads, writes = insn.regs_access()
     address: set[int] = set()
-    for op in _memory_operands(insn):
+    for op in mem:
         for reg in (op.mem.base, op.mem.index):
             var = variable(insn, reg) if reg else None
             if var is not None:
@@ -203,20 +207,22 @@ def timing(
     latency_cycles: int,
 ) -> InsnTiming:
     """The block model's view of `insn`, given its table figures (fused uops, port millicycles, latency)."""
-    mnemonic = insn.mnemonic.split(" ")[-1]
-    mem = _memory_operands(insn)
-    address, data, dst = _registers(insn)
-    kind, target = branch_kind(insn)
+    full_mnemonic = insn.mnemonic
+    mnemonic = full_mnemonic.split(" ")[-1]
+    mem = _memory_operands(insn, full_mnemonic)
+    address, data, dst = _registers(insn, mem)
+    kind, target = branch_kind(insn, insn.groups)
     stack_delta = None
     if mnemonic in _STACK_OPS:
         address.discard(RSP)
         data.discard(RSP)
         dst.discard(RSP)
         stack_delta = {"push": -8, "pop": 8, "call": -8, "ret": 8}[mnemonic]
-    loads = bool(mem) and (mnemonic in ("pop", "ret") or _reads_memory(insn, mem))
+    loads = bool(mem) and (mnemonic in ("pop", "ret") or _reads_memory(full_mnemonic, mem))
     stores = mnemonic in ("push", "call") or any(op.access & capstone.CS_AC_WRITE for op in mem)
-    zero = _is_same_pair(insn) and mnemonic in _ZERO_IDIOMS
-    move = mnemonic in _MOVES and not mem and not _is_same_pair(insn) and len(insn.operands) == 2
+    same_pair = _is_same_pair(insn)
+    zero = same_pair and mnemonic in _ZERO_IDIOMS
+    move = mnemonic in _MOVES and not mem and not same_pair and len(insn.operands) == 2
     if zero:
         data = set()
     return InsnTiming(
@@ -240,7 +246,7 @@ def timing(
     )
 
 
-def _reads_memory(insn: capstone.CsInsn, mem: list[x86.X86Op]) -> bool:
-    if insn.mnemonic.startswith("rep") or insn.mnemonic.startswith("lock"):
+def _reads_memory(mnemonic: str, mem: list[x86.X86Op]) -> bool:
+    if mnemonic.startswith(("rep", "lock")):
         return True
     return any(op.access & capstone.CS_AC_READ or not op.access for op in mem)
