@@ -64,7 +64,7 @@ def flat(cost_of: CostFunction) -> Summarizer:
     """A block model without dependencies: a block costs the sum of its instructions' `cost_of`."""
 
     def summarize(code: bytes, address: int) -> BlockSummary:
-        return flat_summary([cost_of(insn) for insn in _SUMMARY_DISASSEMBLER.disasm(code, address)])
+        return flat_summary([cost_of(insn) for insn in _DETAIL_DISASSEMBLER.disasm(code, address)])
 
     return summarize
 
@@ -102,7 +102,8 @@ def _disassembler(detail: bool = True) -> capstone.Cs:
     return cs
 
 
-_SUMMARY_DISASSEMBLER = _disassembler()
+_DETAIL_DISASSEMBLER = _disassembler()
+"""Decodes with operand details, for costs and flat summaries."""
 _BOUNDARY_DISASSEMBLER = _disassembler(detail=False)
 """Finds instruction boundaries: decoding without operand details is several times cheaper."""
 
@@ -123,7 +124,7 @@ def sweep(code: bytes, base: int, cost_of: CostFunction) -> PrefixTable:
             raw = code[offset : offset + size]
             insn_cost = cost_by_bytes.get(raw)
             if insn_cost is None:
-                insn_cost = cost_by_bytes[raw] = cost_of(next(_SUMMARY_DISASSEMBLER.disasm(raw, base + offset, 1)))
+                insn_cost = cost_by_bytes[raw] = cost_of(next(_DETAIL_DISASSEMBLER.disasm(raw, base + offset, 1)))
             count += 1
             total += insn_cost
             offset += size
